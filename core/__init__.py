@@ -1,0 +1,1 @@
+"""docqa core: settings, errors, domain types, task names and ports."""

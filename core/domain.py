@@ -1,0 +1,102 @@
+"""Domain types shared by the API and the workers."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class DocumentStatus(StrEnum):
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    READY = "ready"
+    FAILED = "failed"
+
+
+class DocumentKind(StrEnum):
+    PDF = "pdf"
+    DOCX = "docx"
+    HTML = "html"
+    MARKDOWN = "markdown"
+    TEXT = "text"
+    CSV = "csv"
+
+
+@dataclass(slots=True)
+class Progress:
+    stage: str = "queued"
+    done: int = 0
+    total: int = 0
+
+
+@dataclass(slots=True)
+class Document:
+    id: str
+    tenant: str
+    filename: str
+    kind: DocumentKind
+    sha256: str
+    size: int
+    status: DocumentStatus
+    created_at: float
+    updated_at: float
+    progress: Progress = field(default_factory=Progress)
+    chunks: int = 0
+    pages: int = 0
+    error: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True, frozen=True)
+class Page:
+    """Text of one page (or the whole document for formats without pages).
+
+    ``offset`` is where this page's text starts in the document's extracted text.
+    """
+
+    number: int
+    text: str
+    offset: int
+
+
+@dataclass(slots=True, frozen=True)
+class Chunk:
+    id: str
+    document_id: str
+    index: int
+    text: str
+    page: int
+    start: int
+    end: int
+
+
+@dataclass(slots=True, frozen=True)
+class ChunkHit:
+    chunk_id: str
+    document_id: str
+    filename: str
+    text: str
+    page: int
+    start: int
+    end: int
+    score: float
+
+
+def chunk_id(document_id: str, text: str, index: int) -> str:
+    """Deterministic chunk id from (document id, content hash, chunk index).
+
+    Re-running an ingest of the same document yields the same ids, so upserts are
+    idempotent and a redelivered task cannot duplicate vectors.
+
+    Args:
+        document_id: the owning document.
+        text: the chunk text.
+        index: the chunk's position in the document.
+
+    Returns:
+        A stable id of the form ``<document_id>:<index>:<hash16>``.
+    """
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+    return f"{document_id}:{index}:{digest}"

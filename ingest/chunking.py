@@ -1,0 +1,80 @@
+"""Sentence-aware chunking with character offsets and a page per chunk.
+
+Uses llama-index's ``SentenceSplitter`` (sentence boundaries, overlap) behind this small
+function, with a local word tokenizer so llama-index never needs tiktoken data, and
+without touching llama-index's global ``Settings``.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+from core.domain import Chunk, Page, chunk_id
+
+_WORD = re.compile(r"\S+")
+
+
+def word_tokenize(text: str) -> list[str]:
+    """Local tokenizer: whitespace-separated words (chunk sizes are counted in words)."""
+    return _WORD.findall(text)
+
+
+@lru_cache(maxsize=8)
+def _splitter(size: int, overlap: int):  # type: ignore[no-untyped-def]
+    from llama_index.core.node_parser import SentenceSplitter
+
+    return SentenceSplitter(
+        chunk_size=size,
+        chunk_overlap=overlap,
+        tokenizer=word_tokenize,
+        paragraph_separator="\n\n",
+        include_metadata=False,
+        include_prev_next_rel=False,
+    )
+
+
+def chunk_pages(document_id: str, pages: list[Page], size: int, overlap: int) -> list[Chunk]:
+    """Split pages into chunks; ``start``/``end`` index the document's extracted text.
+
+    Args:
+        document_id: the owning document (part of each chunk id).
+        pages: pages with offsets, from ``ingest.readers.read_document``.
+        size: target chunk size in words.
+        overlap: overlap between neighbouring chunks in words.
+
+    Returns:
+        Chunks in document order with deterministic ids.
+    """
+    splitter = _splitter(size, overlap)
+    chunks: list[Chunk] = []
+    for page in pages:
+        if not page.text.strip():
+            continue
+        cursor = 0
+        for piece in splitter.split_text(page.text):
+            piece = piece.strip()
+            if not piece:
+                continue
+            local = page.text.find(piece, cursor)
+            if local < 0:
+                local = page.text.find(piece)
+            if local < 0:  # the splitter altered whitespace: keep the text, locate its start
+                local = page.text.find(piece[:40], cursor)
+                local = max(local, 0)
+            else:
+                cursor = local + 1
+            start = page.offset + local
+            index = len(chunks)
+            chunks.append(
+                Chunk(
+                    id=chunk_id(document_id, piece, index),
+                    document_id=document_id,
+                    index=index,
+                    text=piece,
+                    page=page.number,
+                    start=start,
+                    end=start + len(piece),
+                )
+            )
+    return chunks

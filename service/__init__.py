@@ -1,0 +1,1 @@
+"""The HTTP API (Litestar), answer pipeline, CLI and client."""

@@ -1,0 +1,267 @@
+"""Litestar app factory: lifespan builds components once; handlers stay thin."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import anyio
+from litestar import Litestar, Request, Response, Router, delete, get, post
+from litestar.connection import ASGIConnection
+from litestar.di import Provide
+from litestar.enums import RequestEncodingType
+from litestar.exceptions import HTTPException
+from litestar.handlers.base import BaseRouteHandler
+from litestar.params import Body, Parameter
+from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
+
+from core.domain import DocumentStatus
+from core.errors import DocqaError, TransientError, UnauthorizedError
+from core.keys import resolve_tenant
+from core.registry import SqliteDocumentRepository
+from core.settings import Settings, apply_offline_env
+from ingest.store import ChromaStore
+from service.answer import AnswerPipeline
+from service.documents import DocumentService, TaskQueue, clean_filename, parse_metadata
+from service.schemas import (
+    AskRequest,
+    AskResponse,
+    Citation,
+    DocumentList,
+    DocumentOut,
+    SearchRequest,
+    SearchResponse,
+    SearchResult,
+    UploadAccepted,
+    UploadForm,
+)
+
+log = logging.getLogger("docqa.api")
+PROBLEM_JSON = "application/problem+json"
+
+
+@dataclass
+class Components:
+    settings: Settings
+    repo: SqliteDocumentRepository
+    store: ChromaStore
+    documents: DocumentService
+    answers: AnswerPipeline
+    redis: Any
+
+
+# ---------------------------------------------------------------- errors → HTTP (one place)
+
+
+def problem(status: int, title: str, detail: str, headers: dict[str, str] | None = None) -> Response[Any]:
+    return Response(
+        {"type": "about:blank", "title": title, "status": status, "detail": detail},
+        status_code=status, media_type=PROBLEM_JSON, headers=headers,
+    )
+
+
+def docqa_error_handler(_: Request[Any, Any, Any], exc: DocqaError) -> Response[Any]:
+    headers: dict[str, str] = {}
+    if isinstance(exc, TransientError):
+        headers["Retry-After"] = str(exc.retry_after)
+    if isinstance(exc, UnauthorizedError):
+        headers["WWW-Authenticate"] = 'Bearer realm="docqa"'
+    if exc.status_code >= 500 and not isinstance(exc, TransientError):
+        log.error("internal error: %s", exc)
+    return problem(exc.status_code, exc.title, exc.detail, headers)
+
+
+def http_error_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    detail = exc.detail
+    extra = getattr(exc, "extra", None)
+    if extra:
+        detail = f"{detail}: {extra}"
+    title = {400: "Bad request", 404: "Not found", 405: "Method not allowed",
+             413: "Payload too large", 415: "Unsupported media type"}.get(exc.status_code, "Error")
+    return problem(exc.status_code, title, str(detail), dict(exc.headers or {}))
+
+
+def internal_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    log.exception("unhandled error", exc_info=exc)
+    return problem(500, "Internal error", "an unexpected error occurred; see the server log")
+
+
+# ---------------------------------------------------------------- auth
+
+
+def require_api_key(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    comps: Components = connection.app.state.components
+    header = connection.headers.get("authorization", "")
+    scheme, _sep, key = header.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise UnauthorizedError("send 'Authorization: Bearer <api-key>'")
+    tenant = resolve_tenant(key.strip(), comps.settings.static_api_keys, comps.repo)
+    if tenant is None:
+        raise UnauthorizedError("unknown or revoked API key")
+    connection.state.tenant = tenant
+
+
+def provide_tenant(request: Request[Any, Any, Any]) -> str:
+    return str(request.state.tenant)
+
+
+def provide_components(request: Request[Any, Any, Any]) -> Components:
+    return request.app.state.components  # type: ignore[no-any-return]
+
+
+# ---------------------------------------------------------------- /v1 handlers
+
+
+@post("/documents", status_code=HTTP_202_ACCEPTED)
+async def upload_document(
+    data: Annotated[UploadForm, Body(media_type=RequestEncodingType.MULTI_PART)],
+    tenant: str,
+    comps: Components,
+) -> Response[UploadAccepted]:
+    svc = comps.documents
+    metadata = parse_metadata(data.metadata)
+    staged, sha256, size = await svc.stage(data.file)
+    doc, created = await anyio.to_thread.run_sync(
+        svc.accept, tenant, staged, sha256, size, clean_filename(data.file.filename), metadata
+    )
+    code = HTTP_202_ACCEPTED if created else HTTP_200_OK
+    return Response(UploadAccepted(doc.id, doc.status.value, duplicate=not created), status_code=code)
+
+
+@get("/documents", sync_to_thread=True)
+def list_documents(
+    tenant: str,
+    comps: Components,
+    status: DocumentStatus | None = None,
+    limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
+    offset: Annotated[int, Parameter(ge=0)] = 0,
+) -> DocumentList:
+    docs, total = comps.repo.list(tenant, status, limit, offset)
+    return DocumentList([DocumentOut.from_domain(d) for d in docs], total, limit, offset)
+
+
+@get("/documents/{doc_id:str}", sync_to_thread=True)
+def get_document(doc_id: str, tenant: str, comps: Components) -> DocumentOut:
+    return DocumentOut.from_domain(comps.documents.get(tenant, doc_id))
+
+
+@delete("/documents/{doc_id:str}", status_code=HTTP_204_NO_CONTENT, sync_to_thread=True)
+def delete_document(doc_id: str, tenant: str, comps: Components) -> None:
+    comps.documents.delete(tenant, doc_id)
+
+
+def _top_k(requested: int | None, settings: Settings) -> int:
+    return min(requested or settings.retrieval.top_k, settings.retrieval.max_top_k)
+
+
+@post("/search", status_code=HTTP_200_OK, sync_to_thread=True)
+def search(data: SearchRequest, tenant: str, comps: Components) -> SearchResponse:
+    ids = data.filters.document_ids if data.filters else None
+    hits, _ = comps.answers.search(tenant, data.query, _top_k(data.top_k, comps.settings), ids)
+    return SearchResponse([
+        SearchResult(h.chunk_id, h.document_id, h.filename, h.page, h.start, h.end, h.text, h.score)
+        for h in hits
+    ])
+
+
+@post("/ask", status_code=HTTP_200_OK, sync_to_thread=True)
+def ask(data: AskRequest, tenant: str, comps: Components) -> AskResponse:
+    ids = data.filters.document_ids if data.filters else None
+    result = comps.answers.ask(tenant, data.question, _top_k(data.top_k, comps.settings), ids)
+    return AskResponse(
+        result.status, result.answer, [Citation(**c) for c in result.citations], result.timings
+    )
+
+
+# ---------------------------------------------------------------- health
+
+
+@get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@get("/readyz", sync_to_thread=True)
+def readyz(comps: Components) -> Response[dict[str, Any]]:
+    checks: dict[str, str] = {}
+    try:
+        comps.redis.ping()
+        checks["redis"] = "ok"
+    except Exception as exc:  # noqa: BLE001 - report, don't raise
+        checks["redis"] = f"unavailable: {type(exc).__name__}"
+    try:
+        comps.store.heartbeat()
+        checks["chroma"] = "ok"
+    except Exception as exc:  # noqa: BLE001
+        checks["chroma"] = f"unavailable: {type(exc).__name__}"
+    checks["embedder"] = "ok"
+    checks["generator"] = "ok" if comps.answers.generator is not None else "not loaded"
+    ready = all(v == "ok" for k, v in checks.items() if k != "generator" or comps.settings.load_generator)
+    return Response({"status": "ready" if ready else "not ready", "checks": checks},
+                    status_code=200 if ready else 503)
+
+
+# ---------------------------------------------------------------- factory
+
+
+def build_components(settings: Settings) -> Components:
+    import redis
+
+    from ingest.embedding import SentenceTransformerEmbedder
+    from service.generator import LlamaGenerator
+
+    repo = SqliteDocumentRepository(settings.registry_path)
+    store = ChromaStore(settings.chroma.host, settings.chroma.port)
+    embedder = SentenceTransformerEmbedder(
+        settings.models.resolved_embedding_path(), settings.models.embedding_batch_size
+    )
+    generator = None
+    if settings.load_generator:
+        m = settings.models
+        generator = LlamaGenerator(
+            m.resolved_generator_path(), n_ctx=m.n_ctx, n_threads=m.n_threads,
+            queue_size=m.generation_queue_size, timeout_s=m.generation_timeout_s,
+            retry_after_s=m.retry_after_s,
+        )
+    documents = DocumentService(settings, repo, store, TaskQueue(settings))
+    return Components(
+        settings=settings, repo=repo, store=store, documents=documents,
+        answers=AnswerPipeline(settings, embedder, store, generator),
+        redis=redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2),
+    )
+
+
+def create_app(settings: Settings | None = None, components: Components | None = None) -> Litestar:
+    apply_offline_env()
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        if getattr(app.state, "components", None) is None:
+            app.state.components = await anyio.to_thread.run_sync(build_components, settings)
+        log.info("docqa API ready")
+        yield
+
+    v1 = Router(
+        path="/v1",
+        guards=[require_api_key],
+        dependencies={"tenant": Provide(provide_tenant, sync_to_thread=False)},
+        route_handlers=[upload_document, list_documents, get_document, delete_document, search, ask],
+    )
+    app = Litestar(
+        route_handlers=[v1, healthz, readyz],
+        dependencies={"comps": Provide(provide_components, sync_to_thread=False)},
+        lifespan=[lifespan],
+        exception_handlers={
+            DocqaError: docqa_error_handler,
+            HTTPException: http_error_handler,
+            Exception: internal_error_handler,
+        },
+        request_max_body_size=settings.max_upload_bytes + 1024 * 1024,
+        debug=False,
+    )
+    app.state.components = components
+    return app

@@ -1,0 +1,267 @@
+"""The ``docqa`` command line: the composition root that starts every process.
+
+    docqa up        Chroma server + Celery worker + API on one machine, supervised
+    docqa serve     the API only
+    docqa worker    a Celery worker only
+    docqa keys create --tenant T
+    docqa ingest PATH...
+    docqa ask "question"
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from core.settings import Settings, apply_offline_env
+
+
+def _settings(**overrides: Any) -> Settings:
+    apply_offline_env()
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def redis_reachable(url: str) -> str | None:
+    """None when Redis answers PING, else a one-line reason."""
+    import redis
+
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2).ping()
+        return None
+    except Exception as exc:  # noqa: BLE001
+        return f"{type(exc).__name__}: {exc}"
+
+
+def wait_http(url: str, timeout: float, procs: list[subprocess.Popen[bytes]] | None = None) -> bool:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if procs and any(p.poll() is not None for p in procs):
+            return False
+        try:
+            if httpx.get(url, timeout=2, trust_env=False).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    return False
+
+
+def chroma_command(path: Path, host: str, port: int) -> list[str]:
+    exe = Path(sys.executable).with_name("chroma")
+    binary = str(exe) if exe.exists() else (shutil.which("chroma") or "chroma")
+    return [binary, "run", "--path", str(path), "--host", host, "--port", str(port)]
+
+
+@click.group()
+def main() -> None:
+    """docqa: private document question answering."""
+
+
+@main.command()
+@click.option("--host", default=None, help="API bind address")
+@click.option("--port", type=int, default=None, help="API port")
+def serve(host: str | None, port: int | None) -> None:
+    """Run the HTTP API."""
+    import uvicorn
+
+    from service.app import create_app
+
+    settings = _settings(host=host, port=port)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info",
+                timeout_graceful_shutdown=20)
+
+
+@main.command()
+@click.option("--loglevel", default="INFO")
+def worker(loglevel: str) -> None:
+    """Run a Celery ingest worker."""
+    from workers.app import run_worker
+
+    run_worker(_settings(), loglevel)
+
+
+@main.group()
+def keys() -> None:
+    """Manage API keys (only hashes are stored)."""
+
+
+@keys.command("create")
+@click.option("--tenant", required=True)
+@click.option("--name", default="")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None)
+def keys_create(tenant: str, name: str, data_dir: Path | None) -> None:
+    """Create an API key for TENANT and print it (shown once)."""
+    from core.keys import create_key
+    from core.registry import SqliteDocumentRepository
+
+    settings = _settings(data_dir=data_dir)
+    key = create_key(SqliteDocumentRepository(settings.registry_path), tenant, name)
+    click.echo(key)
+
+
+@main.command()
+@click.option("--port", type=int, default=None, help="API port (default 8080)")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None)
+def up(port: int | None, data_dir: Path | None) -> None:
+    """Start Chroma, a worker and the API; stop them all on Ctrl-C/SIGTERM."""
+    settings = _settings(port=port, data_dir=data_dir)
+    reason = redis_reachable(settings.redis_url)
+    if reason:
+        click.echo(
+            f"Redis is not reachable at {settings.redis_url} ({reason}). Start it with "
+            "'redis-server --daemonize yes' (or set DOCQA_REDIS_URL).", err=True)
+        sys.exit(2)
+    data = settings.data_dir.resolve()
+    (data / "logs").mkdir(parents=True, exist_ok=True)
+    chroma_port = free_port()
+    env = {**os.environ, "DOCQA_DATA_DIR": str(data), "DOCQA_CHROMA__HOST": "127.0.0.1",
+           "DOCQA_CHROMA__PORT": str(chroma_port), "DOCQA_PORT": str(settings.port),
+           "DOCQA_HOST": settings.host}
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(name: str, cmd: list[str]) -> None:
+        log = (data / "logs" / f"{name}.log").open("ab")
+        procs[name] = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                       start_new_session=True)
+
+    def stop_all(*_: Any) -> None:
+        for name in ("api", "worker", "chroma"):
+            p = procs.get(name)
+            if p and p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for name in ("api", "worker", "chroma"):
+            p = procs.get(name)
+            if p:
+                try:
+                    p.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+        click.echo("docqa stopped.")
+
+    stopping = {"flag": False}
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stopping["flag"] = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        click.echo(f"starting Chroma on 127.0.0.1:{chroma_port} (data in {data / 'chroma'})")
+        start("chroma", chroma_command(data / "chroma", "127.0.0.1", chroma_port))
+        if not wait_http(f"http://127.0.0.1:{chroma_port}/api/v2/heartbeat", 60, [procs["chroma"]]):
+            raise click.ClickException(f"Chroma did not start; see {data / 'logs' / 'chroma.log'}")
+        me = [sys.executable, "-m", "service.cli"]
+        click.echo("starting worker and API (loading models)…")
+        start("worker", [*me, "worker"])
+        start("api", [*me, "serve"])
+        url = f"http://{settings.host}:{settings.port}"
+        if not wait_http(f"{url}/readyz", 300, list(procs.values())):
+            raise click.ClickException(f"the service did not become ready; logs in {data / 'logs'}")
+        click.echo(f"docqa is up at {url}  (OpenAPI: {url}/schema, logs: {data / 'logs'})")
+        from core.keys import create_key
+        from core.registry import SqliteDocumentRepository
+
+        repo = SqliteDocumentRepository(data / "registry.sqlite3")
+        if not settings.static_api_keys and repo.count_keys() == 0:
+            key = create_key(repo, "default", "created by docqa up")
+            click.echo(f"API key for tenant 'default' (shown once, store it): {key}")
+        click.echo("Press Ctrl-C to stop.")
+        while not stopping["flag"]:
+            for name, p in procs.items():
+                if p.poll() is not None:
+                    click.echo(f"{name} exited with code {p.returncode}; stopping", err=True)
+                    stopping["flag"] = True
+            time.sleep(0.5)
+    finally:
+        stop_all()
+
+
+def _client(url: str | None, api_key: str | None):  # type: ignore[no-untyped-def]
+    from service.client import DocqaClient
+
+    settings = _settings()
+    key = api_key or os.environ.get("DOCQA_API_KEY")
+    if not key:
+        raise click.UsageError("give --api-key or set DOCQA_API_KEY")
+    return DocqaClient(url or f"http://{settings.host}:{settings.port}", key)
+
+
+url_opt = click.option("--url", default=None, help="API URL (default from settings)")
+key_opt = click.option("--api-key", default=None, help="API key (default $DOCQA_API_KEY)")
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@url_opt
+@key_opt
+@click.option("--timeout", default=3600.0)
+def ingest(paths: tuple[Path, ...], url: str | None, api_key: str | None, timeout: float) -> None:
+    """Upload files or folders and wait until they are ready."""
+    from service.client import DocqaAPIError
+
+    files = [f for p in paths for f in ([p] if p.is_file() else sorted(x for x in p.rglob("*") if x.is_file()))]
+    client = _client(url, api_key)
+    ids: dict[str, Path] = {}
+    with click.progressbar(files, label="uploading", show_pos=True) as bar:
+        for f in bar:
+            try:
+                ids[client.upload(f)["id"]] = f
+            except DocqaAPIError as exc:
+                click.echo(f"\n{f}: {exc}", err=True)
+    with click.progressbar(length=len(ids), label="processing", show_pos=True) as bar:
+        seen = {"n": 0}
+
+        def progress(done: int, _total: int) -> None:
+            bar.update(done - seen["n"])
+            seen["n"] = done
+
+        final = client.wait_ready(list(ids), timeout=timeout, on_progress=progress)
+    failed = {k: v for k, v in final.items() if v["status"] == "failed"}
+    for doc_id, doc in failed.items():
+        click.echo(f"{ids[doc_id]}: failed: {doc['error']}", err=True)
+    click.echo(f"{len(final) - len(failed)} ready, {len(failed)} failed")
+    if failed:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("question")
+@url_opt
+@key_opt
+@click.option("--json", "as_json", is_flag=True, help="print the raw JSON response")
+def ask(question: str, url: str | None, api_key: str | None, as_json: bool) -> None:
+    """Ask a question and print the answer with its citations."""
+    import json
+
+    result = _client(url, api_key).ask(question)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    if result["status"] == "not_found":
+        click.echo("Not found in your documents.")
+        return
+    click.echo(result["answer"])
+    for c in result["citations"]:
+        click.echo(f"  [{c['n']}] {c['filename']} p.{c['page']} ({c['start']}-{c['end']}): "
+                   f"\"{c['quote']}\"")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""A small typed client for the docqa HTTP API (used by the CLI, benchmarks and tests)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+
+class DocqaAPIError(Exception):
+    def __init__(self, status: int, body: Any) -> None:
+        detail = body.get("detail") if isinstance(body, dict) else body
+        super().__init__(f"HTTP {status}: {detail}")
+        self.status = status
+        self.body = body
+
+
+class DocqaClient:
+    def __init__(self, base_url: str, api_key: str | None, timeout: float = 120.0) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout,
+                                 trust_env=False)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> DocqaClient:
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.close()
+
+    def _check(self, resp: httpx.Response) -> Any:
+        if resp.status_code >= 400:
+            try:
+                body = resp.json()
+            except ValueError:
+                body = resp.text
+            raise DocqaAPIError(resp.status_code, body)
+        if resp.status_code == 204 or not resp.content:
+            return None
+        return resp.json()
+
+    def upload_bytes(self, filename: str, data: bytes, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+        form = {"metadata": json.dumps(metadata)} if metadata else None
+        resp = self.http.post("/v1/documents", files={"file": (filename, data)}, data=form)
+        return self._check(resp)  # type: ignore[no-any-return]
+
+    def upload(self, path: Path, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+        return self.upload_bytes(path.name, path.read_bytes(), metadata)
+
+    def document(self, doc_id: str) -> dict[str, Any]:
+        return self._check(self.http.get(f"/v1/documents/{doc_id}"))  # type: ignore[no-any-return]
+
+    def documents(self, status: str | None = None, limit: int = 50, offset: int = 0) -> dict[str, Any]:
+        params: dict[str, Any] = {"limit": limit, "offset": offset}
+        if status:
+            params["status"] = status
+        return self._check(self.http.get("/v1/documents", params=params))  # type: ignore[no-any-return]
+
+    def delete(self, doc_id: str) -> None:
+        self._check(self.http.delete(f"/v1/documents/{doc_id}"))
+
+    def search(self, query: str, top_k: int | None = None, **filters: Any) -> dict[str, Any]:
+        body: dict[str, Any] = {"query": query}
+        if top_k:
+            body["top_k"] = top_k
+        if filters:
+            body["filters"] = filters
+        return self._check(self.http.post("/v1/search", json=body))  # type: ignore[no-any-return]
+
+    def ask(self, question: str, top_k: int | None = None, **filters: Any) -> dict[str, Any]:
+        body: dict[str, Any] = {"question": question}
+        if top_k:
+            body["top_k"] = top_k
+        if filters:
+            body["filters"] = filters
+        return self._check(self.http.post("/v1/ask", json=body))  # type: ignore[no-any-return]
+
+    def wait_ready(self, doc_ids: list[str], timeout: float = 600.0, poll: float = 0.5,
+                   on_progress: Any = None) -> dict[str, dict[str, Any]]:
+        """Poll until every document is ``ready`` or ``failed``; returns the final records."""
+        pending = set(doc_ids)
+        final: dict[str, dict[str, Any]] = {}
+        deadline = time.monotonic() + timeout
+        while pending:
+            for doc_id in list(pending):
+                doc = self.document(doc_id)
+                if doc["status"] in ("ready", "failed"):
+                    final[doc_id] = doc
+                    pending.discard(doc_id)
+            if on_progress:
+                on_progress(len(final), len(doc_ids))
+            if not pending:
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(pending)} documents not ready after {timeout}s")
+            time.sleep(poll)
+        return final
+
+    def healthy(self) -> bool:
+        try:
+            return self.http.get("/readyz").status_code == 200
+        except httpx.HTTPError:
+            return False

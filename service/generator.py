@@ -1,0 +1,69 @@
+"""The local generator: one ``Llama`` per process, calls serialized, wait queue bounded.
+
+A single ``Llama`` object is not safe for concurrent calls (DESIGN.md), so every call
+takes one lock; callers beyond ``queue_size`` waiting get ``OverloadedError`` (503 +
+Retry-After) at once instead of piling up.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+from core.errors import ConfigurationError, OverloadedError
+
+
+class Generator(Protocol):
+    def chat(self, messages: list[dict[str, str]], max_tokens: int) -> str: ...
+
+
+class LlamaGenerator:
+    def __init__(
+        self,
+        model_path: Path,
+        *,
+        n_ctx: int = 2048,
+        n_threads: int = 2,
+        queue_size: int = 4,
+        timeout_s: float = 20.0,
+        retry_after_s: int = 2,
+    ) -> None:
+        if not Path(model_path).is_file():
+            raise ConfigurationError(f"GGUF model not found at {model_path}")
+        from llama_cpp import Llama
+
+        # Chat template comes from the GGUF's own metadata, so any instruct GGUF works.
+        self.llm: Any = Llama(
+            model_path=str(model_path), n_ctx=n_ctx, n_threads=n_threads, verbose=False
+        )
+        self.model_path = Path(model_path)
+        self.timeout_s = timeout_s
+        self.retry_after_s = retry_after_s
+        self._lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(queue_size + 1)  # one running + queue_size waiting
+
+    def chat(self, messages: list[dict[str, str]], max_tokens: int) -> str:
+        if not self._slots.acquire(blocking=False):
+            raise OverloadedError("the answer queue is full; retry shortly", self.retry_after_s)
+        try:
+            with self._lock:
+                deadline = time.monotonic() + self.timeout_s
+                parts: list[str] = []
+                # Streaming lets us stop at the deadline instead of waiting for max_tokens.
+                for chunk in self.llm.create_chat_completion(
+                    messages=messages,
+                    max_tokens=max_tokens,
+                    temperature=0.0,
+                    top_k=1,
+                    repeat_penalty=1.1,
+                    stream=True,
+                ):
+                    delta = chunk["choices"][0].get("delta", {})
+                    parts.append(delta.get("content") or "")
+                    if time.monotonic() > deadline:
+                        break
+            return "".join(parts).strip()
+        finally:
+            self._slots.release()

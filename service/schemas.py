@@ -1,0 +1,116 @@
+"""Request and response bodies of the v1 API."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import msgspec
+from litestar.datastructures import UploadFile
+
+from core.domain import Document
+
+
+class Filters(msgspec.Struct, forbid_unknown_fields=True):
+    document_ids: Annotated[list[str], msgspec.Meta(max_length=1000)] | None = None
+
+
+class SearchRequest(msgspec.Struct, forbid_unknown_fields=True):
+    query: Annotated[str, msgspec.Meta(min_length=1, max_length=4000)]
+    top_k: Annotated[int, msgspec.Meta(ge=1, le=50)] | None = None
+    filters: Filters | None = None
+
+
+class AskRequest(msgspec.Struct, forbid_unknown_fields=True):
+    question: Annotated[str, msgspec.Meta(min_length=1, max_length=4000)]
+    top_k: Annotated[int, msgspec.Meta(ge=1, le=50)] | None = None
+    filters: Filters | None = None
+
+
+@dataclass
+class UploadForm:
+    file: UploadFile
+    metadata: str | None = None
+
+
+class Citation(msgspec.Struct):
+    n: int
+    document_id: str
+    filename: str
+    page: int
+    start: int
+    end: int
+    quote: str
+    score: float
+
+
+class AskResponse(msgspec.Struct):
+    status: str
+    answer: str
+    citations: list[Citation]
+    timings: dict[str, float]
+
+
+class SearchResult(msgspec.Struct):
+    chunk_id: str
+    document_id: str
+    filename: str
+    page: int
+    start: int
+    end: int
+    text: str
+    score: float
+
+
+class SearchResponse(msgspec.Struct):
+    results: list[SearchResult]
+
+
+class ProgressOut(msgspec.Struct):
+    stage: str
+    done: int
+    total: int
+
+
+class DocumentOut(msgspec.Struct):
+    id: str
+    filename: str
+    kind: str
+    status: str
+    progress: ProgressOut
+    chunks: int
+    pages: int
+    error: str | None
+    sha256: str
+    size: int
+    metadata: dict[str, Any]
+    created_at: str
+    updated_at: str
+
+    @classmethod
+    def from_domain(cls, doc: Document) -> DocumentOut:
+        import datetime as dt
+
+        def iso(ts: float) -> str:
+            return dt.datetime.fromtimestamp(ts, tz=dt.UTC).isoformat()
+
+        return cls(
+            id=doc.id, filename=doc.filename, kind=doc.kind.value, status=doc.status.value,
+            progress=ProgressOut(doc.progress.stage, doc.progress.done, doc.progress.total),
+            chunks=doc.chunks, pages=doc.pages, error=doc.error, sha256=doc.sha256,
+            size=doc.size, metadata=doc.metadata, created_at=iso(doc.created_at),
+            updated_at=iso(doc.updated_at),
+        )
+
+
+class DocumentList(msgspec.Struct):
+    items: list[DocumentOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class UploadAccepted(msgspec.Struct):
+    id: str
+    status: str
+    duplicate: bool = False

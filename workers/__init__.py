@@ -1,0 +1,1 @@
+"""Celery workers: app factory, per-child model warm-up, tasks."""
