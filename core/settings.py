@@ -88,6 +88,9 @@ class RetrievalSettings(BaseModel):
     max_top_k: int = 50
     min_score: float = Field(default=0.25, description="evidence gate: best cosine similarity")
     evidence_sentences: int = 4
+    strong_evidence: float = Field(
+        default=0.6, description="evidence score above which a declining draft is overruled"
+    )
 
 
 class WorkerSettings(BaseModel):

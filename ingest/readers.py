@@ -79,13 +79,13 @@ class _TextExtractor(HTMLParser):
         if tag in self._SKIP:
             self._skip += 1
         elif tag in self._BLOCK:
-            self.parts.append("\n")
+            self.parts.append("\n\n")
 
     def handle_endtag(self, tag: str) -> None:
         if tag in self._SKIP and self._skip:
             self._skip -= 1
         elif tag in self._BLOCK:
-            self.parts.append("\n")
+            self.parts.append("\n\n")
 
     def handle_data(self, data: str) -> None:
         if not self._skip:

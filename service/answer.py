@@ -21,7 +21,9 @@ from ingest.store import ChromaStore
 from service.generator import Generator
 
 MAX_ANSWER_WORDS = 40
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])|\n+")
+# Sentence ends: punctuation then a capital/digit, or a blank line. A single newline is
+# not a boundary (PDF extraction breaks lines mid-sentence).
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])|\n\s*\n|(?<=[.!?;:])\n")
 _CITE = re.compile(r"\[(\d{1,2})\]")
 _WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9'\-.]*[A-Za-z0-9]|[A-Za-z0-9]")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
@@ -144,11 +146,13 @@ class Verdict:
     reason: str = ""
 
 
-def verify(draft: str, evidence: Sequence[Evidence]) -> Verdict:
+def verify(draft: str, evidence: Sequence[Evidence], question: str = "") -> Verdict:
     """Check a draft against the evidence it cites (or all evidence if it cites none).
 
     Every number must appear in the cited text; at least half of the content words
-    (and all of them when there are only one or two) must appear there too.
+    (and all of them when there are only one or two) must appear there too; and the
+    cited evidence must be about the question (share a content word with it, or be
+    the best-ranked sentence), so a true-but-irrelevant quote is not an answer.
     """
     by_n = {ev.n: ev for ev in evidence}
     cited = [int(n) for n in _CITE.findall(draft) if int(n) in by_n]
@@ -174,13 +178,19 @@ def verify(draft: str, evidence: Sequence[Evidence]) -> Verdict:
         # attribute to the evidence sentence that supports the draft best
         best = max(evidence, key=lambda ev: len(words & content_words(ev.text)))
         cited = [best.n]
+    q_words = content_words(question)
+    if q_words and evidence:
+        top = evidence[0].n
+        for n in cited:
+            if n != top and not (q_words & content_words(by_n[n].text)):
+                return Verdict(False, text, cited, f"cited passage [{n}] is off the question")
     return Verdict(True, text, cited)
 
 
 def truncate_words(text: str, limit: int = MAX_ANSWER_WORDS) -> str:
     words = text.split()
     if len(words) <= limit:
-        return text
+        return " ".join(words)
     return " ".join(words[:limit]).rstrip(",;:") + " …"
 
 
@@ -242,9 +252,11 @@ class AnswerPipeline:
             timings["generate_ms"] = _ms(t)
 
         t = time.perf_counter()
-        verdict = verify(draft, evidence) if draft else Verdict(False, "", [], "no draft")
+        verdict = verify(draft, evidence, question) if draft else Verdict(False, "", [], "no draft")
         timings["verify_ms"] = _ms(t)
-        if verdict.reason == "declined":
+        strong = evidence[0].score >= self.settings.retrieval.strong_evidence
+        if verdict.reason == "declined" and not strong:
+            # the small model's refusal is trusted only when the evidence is not compelling
             timings["total_ms"] = _ms(t0)
             return AnswerResult("not_found", "", [], timings)
         by_n = {ev.n: ev for ev in evidence}

@@ -1,0 +1,1 @@
+"""Benchmarks for docqa (run as modules, e.g. ``python -m bench.ingest``)."""

@@ -1,0 +1,130 @@
+"""A real stack per test session: Chroma server, Celery worker and API as subprocesses.
+
+Redis is the machine's own (127.0.0.1:6379) on a database of our own; every Python
+subprocess runs under the network guard (tests/integration/netguard).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from service.cli import chroma_command, free_port, wait_http
+from service.client import DocqaClient
+
+REDIS_URL = os.environ.get("DOCQA_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+NETGUARD = Path(__file__).parent / "netguard"
+KEYS = {"acme": "test-key-acme-0123456789", "globex": "test-key-globex-0123456789"}
+
+
+@dataclass
+class Stack:
+    url: str
+    data_dir: Path
+    env: dict[str, str]
+    chroma_port: int
+    netlog: Path
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def client(self, tenant: str = "acme") -> DocqaClient:
+        return DocqaClient(self.url, KEYS[tenant], timeout=180)
+
+    def chroma(self):  # type: ignore[no-untyped-def]
+        import chromadb
+        from chromadb.config import Settings
+
+        return chromadb.HttpClient(host="127.0.0.1", port=self.chroma_port,
+                                   settings=Settings(anonymized_telemetry=False))
+
+    def log(self, name: str) -> str:
+        path = self.data_dir / "logs" / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+
+def _stop(procs: dict[str, subprocess.Popen[bytes]]) -> None:
+    for p in procs.values():
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs.values():
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    try:
+        r = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+        r.flushdb()
+    except redis.RedisError as exc:
+        pytest.fail(f"integration tests need Redis at {REDIS_URL}: {exc}")
+    data = tmp_path_factory.mktemp("docqa-data")
+    (data / "logs").mkdir()
+    chroma_port, api_port = free_port(), free_port()
+    netlog = data / "netguard.log"
+    env = {
+        **os.environ,
+        "DOCQA_DATA_DIR": str(data),
+        "DOCQA_REDIS_URL": REDIS_URL,
+        "DOCQA_CHROMA__HOST": "127.0.0.1",
+        "DOCQA_CHROMA__PORT": str(chroma_port),
+        "DOCQA_HOST": "127.0.0.1",
+        "DOCQA_PORT": str(api_port),
+        "DOCQA_API_KEYS": ",".join(f"{t}:{k}" for t, k in KEYS.items()),
+        "DOCQA_NETGUARD_LOG": str(netlog),
+        "PYTHONPATH": os.pathsep.join(
+            [str(NETGUARD), str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")]
+        ),
+        # Make proxies irrelevant: nothing may leave the machine anyway.
+        "NO_PROXY": "*",
+    }
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"):
+        env.pop(var, None)
+    st = Stack(f"http://127.0.0.1:{api_port}", data, env, chroma_port, netlog)
+
+    def start(name: str, cmd: list[str]) -> None:
+        log = (data / "logs" / f"{name}.log").open("ab")
+        st.procs[name] = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                          start_new_session=True)
+
+    try:
+        start("chroma", chroma_command(data / "chroma", "127.0.0.1", chroma_port))
+        assert wait_http(f"http://127.0.0.1:{chroma_port}/api/v2/heartbeat", 60), st.log("chroma")
+        start("worker", [sys.executable, "-m", "service.cli", "worker"])
+        start("api", [sys.executable, "-m", "service.cli", "serve"])
+        if not wait_http(f"{st.url}/readyz", 240, list(st.procs.values())):
+            pytest.fail("stack did not become ready:\n" + st.log("api")[-3000:] + st.log("worker")[-3000:])
+        # the worker child loads its model after the API is ready; wait for it to consume
+        deadline = time.monotonic() + 120
+        while "ready" not in st.log("worker") and time.monotonic() < deadline:
+            time.sleep(0.5)
+        yield st
+    finally:
+        _stop(st.procs)
+
+
+@pytest.fixture
+def acme(stack: Stack) -> Iterator[DocqaClient]:
+    with stack.client("acme") as c:
+        yield c
+
+
+@pytest.fixture
+def globex(stack: Stack) -> Iterator[DocqaClient]:
+    with stack.client("globex") as c:
+        yield c
+
+
+def raw(stack: Stack, method: str, path: str, **kwargs) -> httpx.Response:  # type: ignore[no-untyped-def]
+    return httpx.request(method, stack.url + path, timeout=60, trust_env=False, **kwargs)

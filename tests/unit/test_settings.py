@@ -1,0 +1,47 @@
+from pathlib import Path
+
+import pytest
+
+from core.errors import ConfigurationError
+from core.settings import Settings, parse_api_keys
+from core.tasks import celery_config
+
+
+def test_env_prefix_and_nested_delimiter(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCQA_DATA_DIR", "/srv/docqa")
+    monkeypatch.setenv("DOCQA_CHROMA__PORT", "8123")
+    monkeypatch.setenv("DOCQA_MODELS__GENERATOR_PATH", "/models/other.gguf")
+    monkeypatch.setenv("DOCQA_API_KEYS", "acme:k1, globex:k2")
+    s = Settings()
+    assert s.data_dir == Path("/srv/docqa") and s.chroma.port == 8123
+    assert s.models.resolved_generator_path() == Path("/models/other.gguf")
+    assert s.static_api_keys == {"k1": "acme", "k2": "globex"}
+    assert s.redis_url == "redis://127.0.0.1:6379/0"
+
+
+def test_default_models_resolve_to_packaged_files() -> None:
+    s = Settings()
+    assert s.models.resolved_generator_path().name.endswith(".gguf")
+    assert s.models.resolved_generator_path().is_file()
+    assert (s.models.resolved_embedding_path() / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("raw", ["nokey", "tenant:", ":key"])
+def test_malformed_api_keys_are_rejected(raw: str) -> None:
+    with pytest.raises(ConfigurationError):
+        parse_api_keys(raw)
+
+
+def test_celery_config_is_at_least_once_and_json_only() -> None:
+    conf = celery_config(Settings())
+    assert conf["task_acks_late"] and conf["task_reject_on_worker_lost"]
+    assert conf["worker_prefetch_multiplier"] == 1
+    assert conf["accept_content"] == ["json"] and conf["task_serializer"] == "json"
+    assert conf["task_time_limit"] < conf["broker_transport_options"]["visibility_timeout"]
+
+
+def test_time_limit_must_stay_below_visibility_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCQA_WORKER__TASK_TIME_LIMIT_S", "4000")
+    monkeypatch.setenv("DOCQA_WORKER__VISIBILITY_TIMEOUT_S", "3600")
+    with pytest.raises(ConfigurationError):
+        celery_config(Settings())
