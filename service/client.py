@@ -83,15 +83,23 @@ class DocqaClient:
     def wait_ready(self, doc_ids: list[str], timeout: float = 600.0, poll: float = 0.5,
                    on_progress: Any = None) -> dict[str, dict[str, Any]]:
         """Poll until every document is ``ready`` or ``failed``; returns the final records."""
-        pending = set(doc_ids)
+        # Documents are processed roughly in upload order, so each round checks pending
+        # ones in that order and stops at the first unfinished one: about one request per
+        # poll instead of one per document (polling 1,000 ids would load the API itself).
+        pending = list(dict.fromkeys(doc_ids))
         final: dict[str, dict[str, Any]] = {}
         deadline = time.monotonic() + timeout
+        sweep_every, rounds = 20, 0
         while pending:
+            rounds += 1
+            full_sweep = rounds % sweep_every == 0
             for doc_id in list(pending):
                 doc = self.document(doc_id)
                 if doc["status"] in ("ready", "failed"):
                     final[doc_id] = doc
-                    pending.discard(doc_id)
+                    pending.remove(doc_id)
+                elif not full_sweep:
+                    break
             if on_progress:
                 on_progress(len(final), len(doc_ids))
             if not pending:
