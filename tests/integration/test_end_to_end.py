@@ -169,8 +169,6 @@ def test_another_tenant_cannot_see_or_find_a_document(
     canary = b"Globex canary: the vault combination is QZX-4471-PLOVER.\n"
     doc = globex.upload_bytes("globex-secret.txt", canary)
     assert globex.wait_ready([doc["id"]], timeout=120)[doc["id"]]["status"] == "ready"
-    # the same bytes in another tenant are a different document
-    acme_copy_id = None
     with pytest.raises(DocqaAPIError) as err:
         acme.document(doc["id"])
     assert err.value.status == 404
@@ -183,7 +181,6 @@ def test_another_tenant_cannot_see_or_find_a_document(
     assert "PLOVER" not in answer["answer"] and "4471" not in answer["answer"]
     assert all(c["document_id"] != doc["id"] for c in answer["citations"])
     assert doc["id"] not in {d["id"] for d in acme.documents(limit=500)["items"]}
-    assert acme_copy_id is None
     # globex itself does find it
     assert "PLOVER" in globex.search("vault combination", top_k=3)["results"][0]["text"]
 
