@@ -76,8 +76,7 @@ def ingest_document(deps: IngestDeps, doc_id: str) -> str:
         repo.set_progress(doc_id, Progress("embedding", min(i + batch, total), total))
 
     repo.set_progress(doc_id, Progress("indexing", total, total))
-    deps.store.delete_document(doc.tenant, doc_id, keep=[c.id for c in chunks])
-    stored = deps.store.count_document(doc.tenant, doc_id)
+    stored = deps.store.delete_document(doc.tenant, doc_id, keep=[c.id for c in chunks])
     if repo.get(doc_id) is None:  # deleted while we worked: leave nothing behind
         deps.store.delete_document(doc.tenant, doc_id)
         return "deleted"

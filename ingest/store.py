@@ -112,13 +112,19 @@ class ChromaStore:
     def count_document(self, tenant: str, document_id: str) -> int:
         return len(self.chunk_ids(tenant, document_id))
 
-    def delete_document(self, tenant: str, document_id: str, keep: Sequence[str] = ()) -> None:
-        """Remove a document's chunks, except ids in ``keep`` (stale-chunk clean-up)."""
+    def delete_document(self, tenant: str, document_id: str, keep: Sequence[str] = ()) -> int:
+        """Remove a document's chunks, except ids in ``keep`` (stale-chunk clean-up).
+
+        Returns how many of the document's chunks remain stored (the kept ones found),
+        so the caller can verify retrievability without another round trip.
+        """
         keep_set = set(keep)
-        stale = [cid for cid in self.chunk_ids(tenant, document_id) if cid not in keep_set]
+        present = self.chunk_ids(tenant, document_id)
+        stale = [cid for cid in present if cid not in keep_set]
         if stale:
             coll = self._collection(tenant)
             self._call(coll.delete, ids=stale)
+        return len(present) - len(stale)
 
     def query(
         self,
