@@ -19,11 +19,19 @@ from core.ports import Embedder
 from core.settings import Settings
 from ingest.store import ChromaStore
 from service.generator import Generator
+from service.grounding import (
+    Candidate,
+    GroundingModel,
+    gate_features,
+    load_model,
+    make_candidates,
+    sentence_features,
+    split_sentences,
+)
+
+__all__ = ["AnswerPipeline", "Evidence", "build_messages", "split_sentences", "verify"]
 
 MAX_ANSWER_WORDS = 40
-# Sentence ends: punctuation then a capital/digit, or a blank line. A single newline is
-# not a boundary (PDF extraction breaks lines mid-sentence).
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])|\n\s*\n|(?<=[.!?;:])\n")
 _CITE = re.compile(r"\[(\d{1,2})\]")
 _WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9'\-.]*[A-Za-z0-9]|[A-Za-z0-9]")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
@@ -66,6 +74,7 @@ class AnswerResult:
     answer: str
     citations: list[dict[str, Any]]
     timings: dict[str, float] = field(default_factory=dict)
+    trace: dict[str, Any] = field(default_factory=dict)  # diagnostics, not part of the API
 
 
 def content_words(text: str) -> set[str]:
@@ -76,60 +85,40 @@ def numbers(text: str) -> set[str]:
     return {n.replace(",", "") for n in _NUMBER.findall(text)}
 
 
-def split_sentences(text: str) -> list[tuple[int, int]]:
-    """Character spans of the sentences of ``text`` (whitespace trimmed)."""
-    spans, pos = [], 0
-    for m in _SENTENCE_END.finditer(text):
-        spans.append((pos, m.start()))
-        pos = m.end()
-    spans.append((pos, len(text)))
-    out = []
-    for s, e in spans:
-        while s < e and text[s].isspace():
-            s += 1
-        while e > s and text[e - 1].isspace():
-            e -= 1
-        if e - s >= 3:
-            out.append((s, e))
-    return out
+def heuristic_score(c: Candidate) -> float:
+    """Sentence score used when no trained model is present."""
+    f = c.features or {}
+    return 0.6 * f.get("cos", 0.0) + 0.25 * f.get("overlap_q", 0.0) + 0.15 * f.get("hit_score", 0.0)
 
 
-def _cosine(a: Sequence[float], b: Sequence[float]) -> float:
-    dot = sum(x * y for x, y in zip(a, b, strict=False))
-    na = math.sqrt(sum(x * x for x in a)) or 1.0
-    nb = math.sqrt(sum(y * y for y in b)) or 1.0
-    return dot / (na * nb)
+def rank_candidates(
+    question: str, q_vec: Sequence[float], hits: Sequence[ChunkHit], embedder: Embedder,
+    model: GroundingModel | None,
+) -> list[Candidate]:
+    """Every distinct sentence of the retrieved chunks, best first."""
+    cands, first = make_candidates([h.text for h in hits], q_vec, embedder.embed)
+    if not cands:
+        return []
+    sentence_features(question, cands, [h.score for h in hits], first)
+    for c in cands:
+        c.score = model.sentence.prob(c.features or {}) if model else heuristic_score(c)
+    return sorted(cands, key=lambda c: c.score, reverse=True)
+
+
+def to_evidence(ranked: Sequence[Candidate], hits: Sequence[ChunkHit], limit: int) -> list[Evidence]:
+    return [
+        Evidence(n=i + 1, hit=hits[c.hit_index], text=c.text, start=hits[c.hit_index].start + c.start,
+                 end=hits[c.hit_index].start + c.end, score=round(c.score, 4))
+        for i, c in enumerate(ranked[:limit])
+    ]
 
 
 def select_evidence(
-    question: str, q_vec: Sequence[float], hits: Sequence[ChunkHit], embedder: Embedder, limit: int
+    question: str, q_vec: Sequence[float], hits: Sequence[ChunkHit], embedder: Embedder, limit: int,
+    model: GroundingModel | None = None,
 ) -> list[Evidence]:
     """Score every sentence of the retrieved chunks; keep the best ``limit``."""
-    candidates: list[tuple[ChunkHit, int, int, str]] = []
-    seen: set[str] = set()
-    for hit in hits:
-        for s, e in split_sentences(hit.text):
-            sentence = hit.text[s:e]
-            key = sentence.lower()
-            if key in seen:
-                continue
-            seen.add(key)
-            candidates.append((hit, s, e, sentence))
-    if not candidates:
-        return []
-    vectors = embedder.embed([c[3] for c in candidates])
-    q_words = content_words(question)
-    scored = []
-    for (hit, s, e, sentence), vec in zip(candidates, vectors, strict=True):
-        overlap = len(q_words & content_words(sentence)) / max(1, len(q_words))
-        score = 0.6 * _cosine(q_vec, vec) + 0.25 * overlap + 0.15 * hit.score
-        scored.append((score, hit, s, e, sentence))
-    scored.sort(key=lambda t: t[0], reverse=True)
-    return [
-        Evidence(n=i + 1, hit=hit, text=sentence, start=hit.start + s, end=hit.start + e,
-                 score=round(score, 4))
-        for i, (score, hit, s, e, sentence) in enumerate(scored[:limit])
-    ]
+    return to_evidence(rank_candidates(question, q_vec, hits, embedder, model), hits, limit)
 
 
 def build_messages(question: str, evidence: Sequence[Evidence]) -> list[dict[str, str]]:
@@ -209,12 +198,16 @@ def citation_payload(n: int, ev: Evidence) -> dict[str, Any]:
 
 class AnswerPipeline:
     def __init__(
-        self, settings: Settings, embedder: Embedder, store: ChromaStore, generator: Generator | None
+        self, settings: Settings, embedder: Embedder, store: ChromaStore, generator: Generator | None,
+        model: GroundingModel | None | bool = True,
     ) -> None:
         self.settings = settings
         self.embedder = embedder
         self.store = store
         self.generator = generator
+        # True = the committed model (None if absent), False = heuristics, or a model object
+        self.model: GroundingModel | None = (
+            load_model() if model is True else (None if model is False else model))
 
     def search(
         self, tenant: str, query: str, top_k: int, document_ids: Sequence[str] | None = None
@@ -226,22 +219,31 @@ class AnswerPipeline:
         self, tenant: str, question: str, top_k: int, document_ids: Sequence[str] | None = None
     ) -> AnswerResult:
         timings: dict[str, float] = {}
+        trace: dict[str, Any] = {}
         t0 = time.perf_counter()
+
+        def not_found(reason: str) -> AnswerResult:
+            timings["total_ms"] = _ms(t0)
+            trace["not_found"] = reason
+            return AnswerResult("not_found", "", [], timings, trace)
+
         hits, q_vec = self.search(tenant, question, top_k, document_ids)
         timings["retrieve_ms"] = _ms(t0)
-
         if not hits or hits[0].score < self.settings.retrieval.min_score:
-            timings["total_ms"] = _ms(t0)
-            return AnswerResult("not_found", "", [], timings)
+            return not_found("weak retrieval")
 
         t = time.perf_counter()
-        evidence = select_evidence(
-            question, q_vec, hits, self.embedder, self.settings.retrieval.evidence_sentences
-        )
+        ranked = rank_candidates(question, q_vec, hits, self.embedder, self.model)
+        evidence = to_evidence(ranked, hits, self.settings.retrieval.evidence_sentences)
         timings["evidence_ms"] = _ms(t)
         if not evidence:
-            timings["total_ms"] = _ms(t0)
-            return AnswerResult("not_found", "", [], timings)
+            return not_found("no sentences")
+        if self.model is not None:
+            p = self.model.gate.prob(
+                gate_features(question, ranked, [h.text for h in hits], [h.score for h in hits]))
+            trace["answerable"] = round(p, 4)
+            if p < self.model.gate.threshold:
+                return not_found("gate")
 
         draft = ""
         if self.generator is not None:
@@ -250,15 +252,16 @@ class AnswerPipeline:
                 build_messages(question, evidence), self.settings.models.max_tokens
             )
             timings["generate_ms"] = _ms(t)
+        trace["draft"] = draft
 
         t = time.perf_counter()
         verdict = verify(draft, evidence, question) if draft else Verdict(False, "", [], "no draft")
         timings["verify_ms"] = _ms(t)
-        strong = evidence[0].score >= self.settings.retrieval.strong_evidence
-        if verdict.reason == "declined" and not strong:
-            # the small model's refusal is trusted only when the evidence is not compelling
-            timings["total_ms"] = _ms(t0)
-            return AnswerResult("not_found", "", [], timings)
+        trace["verdict"] = verdict.reason or "supported"
+        if verdict.reason == "declined" and self.model is None:
+            # without a trained gate, the model's refusal is trusted unless the evidence is strong
+            if evidence[0].score < self.settings.retrieval.strong_evidence:
+                return not_found("declined")
         by_n = {ev.n: ev for ev in evidence}
         if verdict.supported:
             order = list(dict.fromkeys(verdict.cited))
@@ -269,7 +272,7 @@ class AnswerPipeline:
         marks = "".join(f"[{i}]" for i in range(1, len(order) + 1))
         citations = [citation_payload(i, by_n[n]) for i, n in enumerate(order, start=1)]
         timings["total_ms"] = _ms(t0)
-        return AnswerResult("answered", f"{body} {marks}", citations, timings)
+        return AnswerResult("answered", f"{body} {marks}", citations, timings, trace)
 
 
 def _ms(t: float) -> float:

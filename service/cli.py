@@ -130,7 +130,9 @@ def up(port: int | None, data_dir: Path | None) -> None:
         sys.exit(2)
     data = settings.data_dir.resolve()
     (data / "logs").mkdir(parents=True, exist_ok=True)
-    chroma_port = free_port()
+    # a fixed port when one is configured (so other tools, e.g. `docqa eval --baseline`, can
+    # reach this Chroma), otherwise any free one
+    chroma_port = settings.chroma.port if "DOCQA_CHROMA__PORT" in os.environ else free_port()
     env = {**os.environ, "DOCQA_DATA_DIR": str(data), "DOCQA_CHROMA__HOST": "127.0.0.1",
            "DOCQA_CHROMA__PORT": str(chroma_port), "DOCQA_PORT": str(settings.port),
            "DOCQA_HOST": settings.host}
@@ -196,11 +198,17 @@ def up(port: int | None, data_dir: Path | None) -> None:
 def _client(url: str | None, api_key: str | None):  # type: ignore[no-untyped-def]
     from service.client import DocqaClient
 
+    base, key = _address(url, api_key)
+    return DocqaClient(base, key)
+
+
+def _address(url: str | None, api_key: str | None) -> tuple[str, str]:
+    """The API URL and key: flags, then $DOCQA_API_KEY, then the first of DOCQA_API_KEYS."""
     settings = _settings()
-    key = api_key or os.environ.get("DOCQA_API_KEY")
+    key = api_key or os.environ.get("DOCQA_API_KEY") or next(iter(settings.static_api_keys), "")
     if not key:
-        raise click.UsageError("give --api-key or set DOCQA_API_KEY")
-    return DocqaClient(url or f"http://{settings.host}:{settings.port}", key)
+        raise click.UsageError("give --api-key, or set DOCQA_API_KEY or DOCQA_API_KEYS")
+    return url or f"http://{settings.host}:{settings.port}", key
 
 
 url_opt = click.option("--url", default=None, help="API URL (default from settings)")
@@ -261,6 +269,46 @@ def ask(question: str, url: str | None, api_key: str | None, as_json: bool) -> N
     for c in result["citations"]:
         click.echo(f"  [{c['n']}] {c['filename']} p.{c['page']} ({c['start']}-{c['end']}): "
                    f"\"{c['quote']}\"")
+
+
+@main.group(name="eval")
+def eval_() -> None:
+    """Evaluate answer quality against a running service (see bench/)."""
+
+
+@eval_.command()
+@click.option("--split", type=click.Choice(["dev", "test", "all"]), default="test",
+              show_default=True, help="dev = even articles (tune), test = odd articles (report)")
+@click.option("--n", "n", type=int, default=200, show_default=True,
+              help="answerable and unanswerable questions each")
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--json", "json_out", type=click.Path(path_type=Path), default=None,
+              help="write the metrics of both systems as JSON here")
+@click.option("--details", "details_out", type=click.Path(path_type=Path), default=None,
+              help="write every question's answer and citations as JSON here")
+@click.option("--baseline", is_flag=True, help="also run plain llama-index RAG in this process")
+@click.option("--data", "data_path", type=click.Path(exists=True, path_type=Path), default=None,
+              help="SQuAD 2.0 JSON (default ../shared/eval/squad2/dev-v2.0.json)")
+@click.option("--chroma-url", default=None,
+              help="Chroma server for the baseline (default from settings: DOCQA_CHROMA__*)")
+@url_opt
+@key_opt
+def squad2(split: str, n: int, seed: int, json_out: Path | None, details_out: Path | None,
+           baseline: bool, data_path: Path | None, chroma_url: str | None, url: str | None,
+           api_key: str | None) -> None:
+    """Grounded answers and abstention on SQuAD 2.0, through the service's own API."""
+    from urllib.parse import urlsplit
+
+    from bench import squad2 as bench_squad2
+
+    if chroma_url:
+        parts = urlsplit(chroma_url)
+        os.environ["DOCQA_CHROMA__HOST"] = parts.hostname or "127.0.0.1"
+        os.environ["DOCQA_CHROMA__PORT"] = str(parts.port or 8000)
+    base, key = _address(url, api_key)
+    bench_squad2.run(base, key, split=split, n=n, seed=seed, baseline=baseline,
+                     path=data_path or bench_squad2.DEFAULT_PATH, json_out=json_out,
+                     details_out=details_out)
 
 
 if __name__ == "__main__":

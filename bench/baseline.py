@@ -1,0 +1,116 @@
+"""The plain-RAG baseline: what a user would write with llama-index instead of docqa.
+
+A ``VectorStoreIndex`` over a collection on the *same Chroma server*, the *same MiniLM*
+(llama-index's ``HuggingFaceEmbedding`` pointed at the packaged model) and the *same
+SmolLM2 GGUF* (llama-index's ``LlamaCPP``, prompts rendered with the GGUF's own chat
+template), queried with the default query engine (top-2 retrieval, default QA prompt).
+Only what must differ for an offline, comparable run is set: a local tokenizer for
+llama-index (its default fetches tiktoken data), ``temperature=0`` and the service's
+``max_tokens``. Each document carries its corpus key as metadata, hidden from embedding and
+prompt, so its sources can be scored as citations. Abstention = the answer text says it
+cannot answer / does not know / the context has no such information (or is empty).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from bench.evalkit import AskRecord, EvalDoc, EvalQuestion, log
+from core.settings import Settings, apply_offline_env
+
+ABSTAIN = re.compile(
+    r"\b(?:cannot|can't|can not|unable to|could not|couldn't) (?:be )?(?:answer|determine|find|"
+    r"provide|say|tell|know|be determined|be answered)|\b(?:do not|don't|does not|doesn't) "
+    r"(?:know|have (?:any |enough )?(?:information|context|data)|provide|mention|contain|say|"
+    r"specify|state)|\bno (?:information|mention|answer|relevant|context|data)\b|\bnot "
+    r"(?:mentioned|provided|stated|specified|given|available|found|included|clear|known)\b|"
+    r"^\s*empty response\s*$|\bunknown\b|\bI'm sorry\b|\bsorry\b",
+    re.I,
+)
+
+
+def abstained(text: str) -> bool:
+    return not text.strip() or bool(ABSTAIN.search(text))
+
+
+class LlamaIndexBaseline:
+    def __init__(self, settings: Settings, docs: Sequence[EvalDoc], collection: str,
+                 top_k: int = 2) -> None:
+        apply_offline_env()
+        import chromadb
+        from chromadb.config import Settings as ChromaSettings
+        from llama_index.core import Document, StorageContext, VectorStoreIndex
+        from llama_index.core import Settings as LlamaSettings
+        from llama_index.embeddings.huggingface import HuggingFaceEmbedding
+        from llama_index.llms.llama_cpp import LlamaCPP
+        from llama_index.vector_stores.chroma import ChromaVectorStore
+        from transformers import AutoTokenizer
+
+        model_dir = str(settings.models.resolved_embedding_path())
+        LlamaSettings.tokenizer = AutoTokenizer.from_pretrained(model_dir).encode
+        LlamaSettings.embed_model = HuggingFaceEmbedding(model_name=model_dir, device="cpu")
+        self.llm = LlamaCPP(
+            model_path=str(settings.models.resolved_generator_path()),
+            temperature=0.0,
+            max_new_tokens=settings.models.max_tokens,
+            context_window=settings.models.n_ctx,
+            model_kwargs={"n_threads": settings.models.n_threads},
+            verbose=False,
+        )
+        render = gguf_chat_renderer(self.llm._model)
+        self.llm.messages_to_prompt = lambda messages: render(
+            [{"role": m.role.value, "content": m.content or ""} for m in messages])
+        self.llm.completion_to_prompt = lambda text: render([{"role": "user", "content": text}])
+        LlamaSettings.llm = self.llm
+
+        client = chromadb.HttpClient(host=settings.chroma.host, port=settings.chroma.port,
+                                     settings=ChromaSettings(anonymized_telemetry=False))
+        coll = client.get_or_create_collection(collection, embedding_function=None)
+        store = ChromaVectorStore(chroma_collection=coll)
+        if coll.count() == 0:
+            t = time.perf_counter()
+            documents = [
+                Document(text=d.text, metadata={"key": d.key}, excluded_embed_metadata_keys=["key"],
+                         excluded_llm_metadata_keys=["key"]) for d in docs
+            ]
+            index = VectorStoreIndex.from_documents(
+                documents, storage_context=StorageContext.from_defaults(vector_store=store))
+            log(f"baseline: indexed {len(docs)} documents in {time.perf_counter() - t:.0f}s")
+        else:
+            log(f"baseline: re-using collection {collection} ({coll.count()} nodes)")
+            index = VectorStoreIndex.from_vector_store(store)
+        self.engine = index.as_query_engine(similarity_top_k=top_k)
+
+    def asker(self) -> Callable[[EvalQuestion], AskRecord]:
+        def ask(q: EvalQuestion) -> AskRecord:
+            t = time.perf_counter()
+            try:
+                response = self.engine.query(q.question)
+            except Exception as exc:  # noqa: BLE001 - scored as an error, the run goes on
+                return AskRecord(q.qid, "error", "", [], time.perf_counter() - t, error=repr(exc))
+            seconds = time.perf_counter() - t
+            text = str(response).strip()
+            keys = [str(n.node.metadata.get("key", "")) for n in response.source_nodes]
+            status = "not_found" if abstained(text) else "answered"
+            return AskRecord(q.qid, status, text, keys, seconds)
+        return ask
+
+
+def gguf_chat_renderer(llama: Any) -> Callable[[list[dict[str, str]]], str]:
+    """Render messages with the chat template stored in the GGUF (as llama-cpp does)."""
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    template = llama.metadata.get("tokenizer.chat_template")
+    if not template:
+        raise RuntimeError("the GGUF has no chat template")
+    eos = llama._model.token_get_text(llama.token_eos())
+    bos = llama._model.token_get_text(llama.token_bos())
+    formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
+
+    def render(messages: list[dict[str, str]]) -> str:
+        return formatter(messages=messages).prompt
+
+    return render

@@ -1,0 +1,320 @@
+"""Features and small learned scorers for the answer pipeline.
+
+Two logistic models, trained by ``bench/train_grounding.py`` on the SQuAD 2.0 *dev* split
+only and committed as JSON (``service/grounding_model.json``, a few hundred bytes):
+
+* the **sentence scorer** ranks the sentences of the retrieved chunks by the chance that
+  they hold the answer (features: embedding similarity, word and bigram overlap with the
+  question, whether the sentence carries something of the kind the question asks for —
+  a year for "when", a number for "how many", a name for "who" — and the chunk's rank);
+* the **answerability gate** decides, from the best sentences and the question's words the
+  evidence does not contain (a name, a number, a qualifier), whether the evidence answers
+  the question at all. Below its threshold the answer is ``not_found`` and the generator is
+  never called.
+
+Every feature is a ratio, a cosine or a small count, computed from the question and the
+retrieved text alone (no corpus statistics), so the models carry over to documents that are
+not Wikipedia. Weights stay readable in the JSON; nothing here is trusted to write text.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+_TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9'\-.]*[A-Za-z0-9]|[A-Za-z0-9]")
+_NUM = re.compile(r"\d+(?:[.,]\d+)*")
+_YEARLIKE = re.compile(
+    r"\b(1\d{3}|20\d{2}|\d{1,2}(st|nd|rd|th)|century|centuries|january|february|march|april|"
+    r"may|june|july|august|september|october|november|december|bc|ad|bce|ce|\d+s)\b",
+    re.I,
+)
+_NEGATION = re.compile(r"\b(not|never|no|n't|without|neither|nor|least|fewest)\b", re.I)
+
+STOPWORDS = frozenset(
+    "a an the of to in on at by for with from and or but is are was were be been being "
+    "it its this that these those as which who whom whose what when where why how do does did "
+    "has have had not no yes than then there their they them he she his her we our you your "
+    "i me my can could would should will shall may might must about into over under after "
+    "before also only just so such very more most any all each other some answer passage "
+    "passages question according many much one s".split()
+)
+
+MODEL_PATH = Path(__file__).with_name("grounding_model.json")
+
+
+def stem(word: str) -> str:
+    w = word.lower().strip(".'-")
+    if w.endswith("'s"):
+        w = w[:-2]
+    if len(w) > 4 and w.endswith("ies"):
+        return w[:-3] + "y"
+    if len(w) > 3 and w.endswith("s") and not w.endswith(("ss", "us", "is")):
+        return w[:-1]
+    return w
+
+
+def tokens(text: str) -> list[str]:
+    return _TOKEN.findall(text)
+
+
+def content_stems(text: str) -> set[str]:
+    return {stem(t) for t in tokens(text)} - STOPWORDS - {""}
+
+
+def _bigrams(words: Sequence[str]) -> set[tuple[str, str]]:
+    return {(a, b) for a, b in zip(words, words[1:], strict=False)}
+
+
+def cosine(a: Sequence[float], b: Sequence[float]) -> float:
+    dot = sum(x * y for x, y in zip(a, b, strict=False))
+    na = math.sqrt(sum(x * x for x in a)) or 1.0
+    nb = math.sqrt(sum(y * y for y in b)) or 1.0
+    return dot / (na * nb)
+
+
+def salient(text: str) -> set[str]:
+    """Names and numbers of a question: capitalised words that do not open it, and digits."""
+    toks = tokens(text)
+    out = set()
+    for i, t in enumerate(toks):
+        if _NUM.fullmatch(t) or any(c.isdigit() for c in t):
+            out.add(stem(t))
+        elif i > 0 and t[:1].isupper() and stem(t) not in STOPWORDS:
+            out.add(stem(t))
+    return out
+
+
+def answer_kind(question: str) -> str:
+    """The kind of thing the question asks for: year, number, person, place or other."""
+    q = question.lower()
+    if re.search(r"\bhow (many|much|long|old|far|large|big|tall|high|often)\b|"
+                 r"\bwhat (percentage|percent|number|amount|size)\b", q):
+        return "number"
+    if re.search(r"\bwhen\b|\bwhat (year|century|decade|date|day|month|time|period)\b|"
+                 r"\bwhich (year|century|decade)\b|\bin what year\b", q):
+        return "year"
+    if re.search(r"\bwho\b|\bwhom\b|\bwhose\b", q):
+        return "person"
+    if re.search(r"\bwhere\b|\bwhat (country|city|state|region|place|continent)\b", q):
+        return "place"
+    return "other"
+
+
+def has_kind(sentence: str, kind: str, question_words: set[str]) -> bool:
+    """Does the sentence carry something of ``kind`` that the question does not already say?"""
+    toks = tokens(sentence)
+    new = [t for t in toks if stem(t) not in question_words]
+    if kind == "number":
+        return any(any(c.isdigit() for c in t) or t.lower() in _NUMBER_WORDS for t in new)
+    if kind == "year":
+        return any(_YEARLIKE.search(t) for t in new)
+    if kind in ("person", "place"):
+        return any(t[:1].isupper() for i, t in enumerate(toks) if i > 0 and t in new)
+    return any(stem(t) not in STOPWORDS for t in new)
+
+
+_NUMBER_WORDS = frozenset(
+    "one two three four five six seven eight nine ten eleven twelve dozen hundred hundreds "
+    "thousand thousands million millions billion billions half quarter twenty thirty forty "
+    "fifty sixty seventy eighty ninety".split()
+)
+
+
+@dataclass
+class Candidate:
+    """One sentence of one retrieved chunk."""
+
+    hit_index: int
+    start: int  # offsets inside the chunk text
+    end: int
+    text: str
+    cos: float = 0.0
+    features: dict[str, float] | None = None
+    score: float = 0.0
+
+
+SENTENCE_FEATURES = (
+    "cos", "cos_margin", "cos_rank_inv", "hit_score", "hit_rank_inv", "overlap_q", "overlap_s",
+    "overlap_margin", "bigram_q", "salient_q", "kind_match", "novel", "length", "first",
+)
+
+
+# Sentence ends: punctuation then a capital/digit, or a blank line. A single newline is
+# not a boundary (PDF extraction breaks lines mid-sentence).
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])|\n\s*\n|(?<=[.!?;:])\n")
+
+
+def split_sentences(text: str) -> list[tuple[int, int]]:
+    """Character spans of the sentences of ``text`` (whitespace trimmed)."""
+    spans, pos = [], 0
+    for m in _SENTENCE_END.finditer(text):
+        spans.append((pos, m.start()))
+        pos = m.end()
+    spans.append((pos, len(text)))
+    out = []
+    for s, e in spans:
+        while s < e and text[s].isspace():
+            s += 1
+        while e > s and text[e - 1].isspace():
+            e -= 1
+        if e - s >= 3:
+            out.append((s, e))
+    return out
+
+
+def make_candidates(hit_texts: Sequence[str], q_vec: Sequence[float], embed: object
+                    ) -> tuple[list[Candidate], list[bool]]:
+    """Every distinct sentence of the retrieved chunks with its cosine to the question.
+
+    ``embed`` is a callable list[str] -> list[vector] (the service's embedder)."""
+    cands: list[Candidate] = []
+    first: list[bool] = []
+    seen: set[str] = set()
+    for hi, text in enumerate(hit_texts):
+        for k, (s, e) in enumerate(split_sentences(text)):
+            sentence = text[s:e]
+            key = " ".join(sentence.lower().split())
+            if key in seen:
+                continue
+            seen.add(key)
+            cands.append(Candidate(hi, s, e, sentence))
+            first.append(k == 0)
+    if cands:
+        vectors = embed([c.text for c in cands])  # type: ignore[operator]
+        for c, v in zip(cands, vectors, strict=True):
+            c.cos = cosine(q_vec, v)
+    return cands, first
+
+
+def sentence_features(question: str, candidates: list[Candidate], hit_scores: Sequence[float],
+                      first_flags: Sequence[bool]) -> None:
+    """Fill ``features`` of every candidate (``cos`` must already be set)."""
+    q_words = content_stems(question)
+    q_all = [stem(t) for t in tokens(question)]
+    q_bi = _bigrams(q_all)
+    q_sal = salient(question)
+    kind = answer_kind(question)
+    q_all_set = set(q_all)
+    coses = sorted((c.cos for c in candidates), reverse=True)
+    best_cos = coses[0] if coses else 0.0
+    overlaps = []
+    for c in candidates:
+        s_words = content_stems(c.text)
+        overlaps.append((len(q_words & s_words) / max(1, len(q_words)), s_words))
+    best_overlap = max((o for o, _ in overlaps), default=0.0)
+    for i, c in enumerate(candidates):
+        overlap_q, s_words = overlaps[i]
+        s_all = [stem(t) for t in tokens(c.text)]
+        s_set = set(s_all)
+        novel = len(s_words - q_words)
+        c.features = {
+            "cos": c.cos,
+            "cos_margin": c.cos - best_cos,
+            "cos_rank_inv": 1.0 / (1 + coses.index(c.cos)),
+            "hit_score": hit_scores[c.hit_index],
+            "hit_rank_inv": 1.0 / (1 + c.hit_index),
+            "overlap_q": overlap_q,
+            "overlap_s": len(q_words & s_words) / max(1, len(s_words)),
+            "overlap_margin": overlap_q - best_overlap,
+            "bigram_q": len(q_bi & _bigrams(s_all)) / max(1, len(q_bi)),
+            "salient_q": len(q_sal & s_set) / len(q_sal) if q_sal else 1.0,
+            "kind_match": float(has_kind(c.text, kind, q_all_set)),
+            "novel": min(novel, 20) / 20.0,
+            "length": min(len(s_all), 80) / 80.0,
+            "first": float(first_flags[i]),
+        }
+
+
+GATE_FEATURES = (
+    "p1", "p2", "p_gap", "hit1", "hit_gap", "miss_chunk", "miss_chunk_n", "miss_salient",
+    "miss_sent", "miss_top3", "cos1", "overlap1", "negation", "q_len", "kind_match1", "kind_other",
+)
+
+
+def gate_features(question: str, ranked: Sequence[Candidate], hit_texts: Sequence[str],
+                  hit_scores: Sequence[float]) -> dict[str, float]:
+    """Question-level features for the answerability gate (``ranked`` best first)."""
+    q_words = content_stems(question)
+    q_sal = salient(question)
+    best = ranked[0]
+    chunk_words = content_stems(hit_texts[best.hit_index]) | {
+        stem(t) for t in tokens(hit_texts[best.hit_index])}
+    top3 = set()
+    for t in hit_texts[:3]:
+        top3 |= {stem(x) for x in tokens(t)}
+    sent_words = {stem(t) for t in tokens(best.text)}
+    miss_chunk = q_words - chunk_words
+    p1 = best.score
+    p2 = ranked[1].score if len(ranked) > 1 else 0.0
+    f = best.features or {}
+    return {
+        "p1": p1,
+        "p2": p2,
+        "p_gap": p1 - p2,
+        "hit1": hit_scores[0],
+        "hit_gap": hit_scores[0] - (hit_scores[1] if len(hit_scores) > 1 else 0.0),
+        "miss_chunk": len(miss_chunk) / max(1, len(q_words)),
+        "miss_chunk_n": min(len(miss_chunk), 5) / 5.0,
+        "miss_salient": min(len(q_sal - chunk_words), 3) / 3.0,
+        "miss_sent": len(q_words - sent_words) / max(1, len(q_words)),
+        "miss_top3": len(q_words - top3) / max(1, len(q_words)),
+        "cos1": best.cos,
+        "overlap1": f.get("overlap_q", 0.0),
+        "negation": float(bool(_NEGATION.search(question))),
+        "q_len": min(len(tokens(question)), 30) / 30.0,
+        "kind_match1": f.get("kind_match", 0.0),
+        "kind_other": float(answer_kind(question) == "other"),
+    }
+
+
+@dataclass(frozen=True)
+class Logistic:
+    """A standardised logistic regression read from JSON."""
+
+    features: tuple[str, ...]
+    mean: tuple[float, ...]
+    scale: tuple[float, ...]
+    coef: tuple[float, ...]
+    intercept: float
+    threshold: float = 0.5
+
+    def prob(self, feats: dict[str, float]) -> float:
+        z = self.intercept
+        for name, m, s, w in zip(self.features, self.mean, self.scale, self.coef, strict=True):
+            z += w * (feats[name] - m) / (s or 1.0)
+        return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z))))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, object]) -> Logistic:
+        return cls(
+            features=tuple(d["features"]),  # type: ignore[arg-type]
+            mean=tuple(d["mean"]),  # type: ignore[arg-type]
+            scale=tuple(d["scale"]),  # type: ignore[arg-type]
+            coef=tuple(d["coef"]),  # type: ignore[arg-type]
+            intercept=float(d["intercept"]),  # type: ignore[arg-type]
+            threshold=float(d.get("threshold", 0.5)),  # type: ignore[arg-type]
+        )
+
+
+@dataclass(frozen=True)
+class GroundingModel:
+    sentence: Logistic
+    gate: Logistic
+    info: dict[str, object]
+
+
+@lru_cache(maxsize=4)
+def load_model(path: str | None = None) -> GroundingModel | None:
+    """The committed model, or None when it does not exist yet (heuristics are used then)."""
+    p = Path(path) if path else MODEL_PATH
+    if not p.exists():
+        return None
+    raw = json.loads(p.read_text(encoding="utf-8"))
+    return GroundingModel(Logistic.from_dict(raw["sentence"]), Logistic.from_dict(raw["gate"]),
+                          raw.get("info", {}))
