@@ -76,18 +76,19 @@ def collect(args: argparse.Namespace) -> list[dict[str, Any]]:
         id_to_key = ingest(client, data.docs)
         t0 = time.perf_counter()
         for i, q in enumerate(questions, start=1):
-            hits = client.search(q.question, top_k=settings.retrieval.top_k)["results"]
+            hits = client.search(q.question, top_k=args.top_k or settings.retrieval.top_k)["results"]
             texts = [h["text"] for h in hits]
             scores = [h["score"] for h in hits]
             keys = [id_to_key.get(h["document_id"], "") for h in hits]
             q_vec = embedder.embed([q.question])[0]
             cands, first = make_candidates(texts, q_vec, embed)
-            sentence_features(q.question, cands, scores, first)
+            sentence_features(q.question, cands, scores, first, texts)
             golds = [normalize_answer(a) for a in q.answers]
             rows.append({
                 "qid": q.qid, "question": q.question, "article": int(q.doc_keys[0][:2]),
+                "doc_key": q.doc_keys[0],
                 "answerable": q.answerable, "gold_retrieved": q.doc_keys[0] in keys,
-                "hit_texts": texts, "hit_scores": scores,
+                "hit_texts": texts, "hit_scores": scores, "hit_keys": keys,
                 "candidates": [{
                     "hit_index": c.hit_index, "start": c.start, "end": c.end, "cos": c.cos,
                     "features": c.features,
@@ -98,6 +99,27 @@ def collect(args: argparse.Namespace) -> list[dict[str, Any]]:
             if i % 250 == 0:
                 log(f"features for {i}/{len(questions)} questions ({time.perf_counter()-t0:.0f}s)")
     return rows
+
+
+def prepare(rows: list[dict[str, Any]], top_k: int | None) -> list[dict[str, Any]]:
+    """Recompute every candidate's features from the cached raw retrieval (texts, scores,
+    cosines) with the current feature code, keeping only the first ``top_k`` chunks."""
+    out = []
+    for r in rows:
+        k = top_k or len(r["hit_texts"])
+        texts, scores = r["hit_texts"][:k], r["hit_scores"][:k]
+        raw = [c for c in r["candidates"] if c["hit_index"] < k]
+        cands = [Candidate(c["hit_index"], c["start"], c["end"],
+                           texts[c["hit_index"]][c["start"]:c["end"]], c["cos"]) for c in raw]
+        first = [bool(c["features"]["first"]) for c in raw]
+        sentence_features(r["question"], cands, scores, first, texts)
+        out.append({**r, "hit_texts": texts, "hit_scores": scores,
+                    "hit_keys": r.get("hit_keys", [])[:k],
+                    "gold_retrieved": r["gold_retrieved"] if "hit_keys" not in r
+                    else r["doc_key"] in r["hit_keys"][:k],
+                    "candidates": [{**c, "features": cand.features}
+                                   for c, cand in zip(raw, cands, strict=True)]})
+    return out
 
 
 def _standardise(X: Any) -> tuple[Any, Any]:
@@ -119,16 +141,36 @@ def fit_logistic(X: Any, y: Any, C: float) -> dict[str, Any]:
             "intercept": float(model.intercept_[0])}
 
 
+def fit_mlp(X: Any, y: Any, hidden: int) -> dict[str, Any]:
+    from sklearn.neural_network import MLPClassifier
+
+    mean, scale = _standardise(X)
+    model = MLPClassifier(hidden_layer_sizes=(hidden,), alpha=1e-3, max_iter=600,
+                          early_stopping=True, random_state=0)
+    model.fit((X - mean) / scale, y)
+    return {"kind": "mlp", "mean": mean.tolist(), "scale": scale.tolist(),
+            "w1": model.coefs_[0].tolist(), "b1": model.intercepts_[0].tolist(),
+            "w2": model.coefs_[1][:, 0].tolist(), "b2": float(model.intercepts_[1][0])}
+
+
+def fit(X: Any, y: Any, kind: str) -> dict[str, Any]:
+    return fit_mlp(X, y, 16) if kind == "mlp" else fit_logistic(X, y, C=1.0)
+
+
 def predict(params: dict[str, Any], X: Any) -> Any:
     import numpy as np
 
-    z = ((X - np.asarray(params["mean"])) / np.asarray(params["scale"])) @ np.asarray(
-        params["coef"]) + params["intercept"]
+    Z = (X - np.asarray(params["mean"])) / np.asarray(params["scale"])
+    if params.get("kind") == "mlp":
+        H = np.maximum(0.0, Z @ np.asarray(params["w1"]) + np.asarray(params["b1"]))
+        z = H @ np.asarray(params["w2"]) + params["b2"]
+    else:
+        z = Z @ np.asarray(params["coef"]) + params["intercept"]
     return 1.0 / (1.0 + np.exp(-z))
 
 
-def train(rows: list[dict[str, Any]], max_false_abstention: float, folds: int = 5
-          ) -> dict[str, Any]:
+def train(rows: list[dict[str, Any]], max_false_abstention: float, folds: int = 5,
+          kind: str = "logistic") -> dict[str, Any]:
     import numpy as np
 
     articles = sorted({r["article"] for r in rows})
@@ -139,8 +181,9 @@ def train(rows: list[dict[str, Any]], max_false_abstention: float, folds: int = 
         y = [c["label"] for r in rs for c in r["candidates"]]
         return np.asarray(X, dtype=float), np.asarray(y, dtype=int)
 
-    def gate_rows(rs: list[dict[str, Any]], sent_params: dict[str, Any]) -> tuple[Any, Any, Any]:
-        X, y, top_ok = [], [], []
+    def gate_rows(rs: list[dict[str, Any]], sent_params: dict[str, Any]
+                  ) -> tuple[Any, Any, Any, Any]:
+        X, y, top_ok, cited_ok = [], [], [], []
         for r in rs:
             cands = [Candidate(c["hit_index"], c["start"], c["end"], "", c["cos"],
                                c["features"]) for c in r["candidates"]]
@@ -148,6 +191,7 @@ def train(rows: list[dict[str, Any]], max_false_abstention: float, folds: int = 
                 X.append([0.0] * len(GATE_FEATURES))
                 y.append(int(r["answerable"]))
                 top_ok.append(False)
+                cited_ok.append(False)
                 continue
             probs = predict(sent_params, np.asarray(
                 [[c.features[f] for f in SENTENCE_FEATURES] for c in cands], dtype=float))
@@ -161,21 +205,26 @@ def train(rows: list[dict[str, Any]], max_false_abstention: float, folds: int = 
             X.append([g[f] for f in GATE_FEATURES])
             y.append(int(r["answerable"]))
             top_ok.append(bool(r["candidates"][order[0]]["label"]))
-        return np.asarray(X, dtype=float), np.asarray(y, dtype=int), np.asarray(top_ok)
+            keys = r.get("hit_keys") or []
+            cited_ok.append(bool(keys) and keys[ranked[0].hit_index] == r.get("doc_key"))
+        return (np.asarray(X, dtype=float), np.asarray(y, dtype=int), np.asarray(top_ok),
+                np.asarray(cited_ok))
 
     # out-of-fold predictions, grouped by article
     oof_gate = np.zeros(len(rows))
     oof_top_ok = np.zeros(len(rows), dtype=bool)
+    oof_cited = np.zeros(len(rows), dtype=bool)
     for k in range(folds):
         tr = [r for r in rows if fold_of[r["article"]] != k]
         te_idx = [i for i, r in enumerate(rows) if fold_of[r["article"]] == k]
         te = [rows[i] for i in te_idx]
-        sp = fit_logistic(*sent_matrix(tr), C=1.0)
-        Xg, yg, _ = gate_rows(tr, sp)
-        gp = fit_logistic(Xg, yg, C=1.0)
-        Xt, _, ok = gate_rows(te, sp)
+        sp = fit(*sent_matrix(tr), kind)
+        Xg, yg, _, _ = gate_rows(tr, sp)
+        gp = fit(Xg, yg, kind)
+        Xt, _, ok, cited = gate_rows(te, sp)
         oof_gate[te_idx] = predict(gp, Xt)
         oof_top_ok[te_idx] = ok
+        oof_cited[te_idx] = cited
     y_ans = np.asarray([r["answerable"] for r in rows], dtype=bool)
     # threshold: the highest one whose out-of-fold false abstention stays within the limit
     ans_scores = np.sort(oof_gate[y_ans])
@@ -191,14 +240,16 @@ def train(rows: list[dict[str, Any]], max_false_abstention: float, folds: int = 
         "impossible_abstained": round(float((~answered[~y_ans]).mean()), 4),
         "answered_and_top_sentence_right": round(float((answered & oof_top_ok)[y_ans].mean()), 4),
         "gate_auc": round(_auc(oof_gate[y_ans], oof_gate[~y_ans]), 4),
+        "citation_hit_of_answered": round(float(oof_cited[y_ans & answered].mean()), 4)
+        if any("hit_keys" in r for r in rows) else None,
     }
-    sp = fit_logistic(*sent_matrix(rows), C=1.0)
-    Xg, yg, _ = gate_rows(rows, sp)
-    gp = fit_logistic(Xg, yg, C=1.0)
+    sp = fit(*sent_matrix(rows), kind)
+    Xg, yg, _, _ = gate_rows(rows, sp)
+    gp = fit(Xg, yg, kind)
     return {
         "sentence": {"features": list(SENTENCE_FEATURES), **sp},
         "gate": {"features": list(GATE_FEATURES), **gp, "threshold": threshold},
-        "info": {"trained_on": "SQuAD 2.0 dev split (even articles)", "seed": SEED,
+        "info": {"trained_on": "SQuAD 2.0 dev split (even articles)", "seed": SEED, "kind": kind,
                  "max_false_abstention": max_false_abstention, "cross_validation": cv},
     }
 
@@ -218,9 +269,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--api-key")
     ap.add_argument("--squad", default=str(squad2.DEFAULT_PATH))
     ap.add_argument("--n", type=int, default=1500, help="answerable and unanswerable dev questions")
+    ap.add_argument("--top-k", type=int, default=None, help="chunks per question (default: settings)")
     ap.add_argument("--cache", default="bench/out/grounding_dev.jsonl")
     ap.add_argument("--refresh", action="store_true", help="recollect features even if cached")
     ap.add_argument("--max-false-abstention", type=float, default=0.12)
+    ap.add_argument("--model", choices=("logistic", "mlp"), default="logistic")
     ap.add_argument("--out", default="service/grounding_model.json")
     args = ap.parse_args(argv)
     cache = Path(args.cache)
@@ -233,7 +286,8 @@ def main(argv: list[str] | None = None) -> None:
         rows = collect(args)
         cache.parent.mkdir(parents=True, exist_ok=True)
         cache.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    model = train(rows, args.max_false_abstention)
+    rows = prepare(rows, args.top_k)
+    model = train(rows, args.max_false_abstention, kind=args.model)
     Path(args.out).write_text(json.dumps(model, indent=1) + "\n")
     json.dump(model["info"], sys.stdout, indent=2)
     sys.stdout.write("\n")

@@ -82,6 +82,8 @@ class ChunkHit:
     start: int
     end: int
     score: float
+    # sentence spans (inside ``text``) and their vectors, computed at ingest; None if absent
+    sentences: tuple[list[tuple[int, int]], list[list[float]]] | None = None
 
 
 def chunk_id(document_id: str, text: str, index: int) -> str:

@@ -58,7 +58,8 @@ class Embedder(Protocol):
 
 class VectorStore(Protocol):
     def upsert(self, tenant: str, chunks: Sequence[Any], embeddings: Sequence[Sequence[float]],
-               metadata: dict[str, Any]) -> None: ...
+               metadata: dict[str, Any],
+               per_chunk: Sequence[dict[str, Any]] | None = None) -> None: ...
 
     def delete_document(self, tenant: str, document_id: str, keep: Sequence[str] = ()) -> int: ...
 

@@ -85,7 +85,7 @@ class ChunkSettings(BaseModel):
 
 
 class RetrievalSettings(BaseModel):
-    top_k: int = 5
+    top_k: int = Field(default=10, description="chunks retrieved per question / search")
     max_top_k: int = 50
     min_score: float = Field(default=0.25, description="evidence gate: best cosine similarity")
     evidence_sentences: int = 4

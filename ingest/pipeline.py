@@ -16,6 +16,7 @@ from core.ports import DocumentRepository, Embedder
 from core.settings import Settings
 from ingest.chunking import chunk_pages
 from ingest.readers import read_document
+from ingest.sentences import chunk_sentence_metadata
 from ingest.store import ChromaStore
 
 log = logging.getLogger("docqa.ingest")
@@ -72,7 +73,9 @@ def ingest_document(deps: IngestDeps, doc_id: str) -> str:
     for i in range(0, total, batch):
         part = chunks[i : i + batch]
         vectors = deps.embedder.embed([c.text for c in part])
-        deps.store.upsert(doc.tenant, part, vectors, base_meta)
+        # the answer pipeline scores sentences: embed them now, not at every question
+        sentence_meta = chunk_sentence_metadata([c.text for c in part], deps.embedder.embed)
+        deps.store.upsert(doc.tenant, part, vectors, base_meta, sentence_meta)
         repo.set_progress(doc_id, Progress("embedding", min(i + batch, total), total))
 
     repo.set_progress(doc_id, Progress("indexing", total, total))

@@ -14,6 +14,7 @@ from typing import Any
 from core.domain import Chunk, ChunkHit
 from core.errors import StoreUnavailableError
 from core.settings import apply_offline_env
+from ingest.sentences import unpack
 
 _UPSERT_BATCH = 256
 
@@ -86,8 +87,10 @@ class ChromaStore:
         chunks: Sequence[Chunk],
         embeddings: Sequence[Sequence[float]],
         metadata: dict[str, Any],
+        per_chunk: Sequence[dict[str, Any]] | None = None,
     ) -> None:
         coll = self._collection(tenant)
+        extra = list(per_chunk) if per_chunk is not None else [{} for _ in chunks]
         for i in range(0, len(chunks), _UPSERT_BATCH):
             part = chunks[i : i + _UPSERT_BATCH]
             self._call(
@@ -96,9 +99,9 @@ class ChromaStore:
                 embeddings=[list(e) for e in embeddings[i : i + _UPSERT_BATCH]],
                 documents=[c.text for c in part],
                 metadatas=[
-                    {**metadata, "document_id": c.document_id, "chunk_index": c.index,
+                    {**metadata, **x, "document_id": c.document_id, "chunk_index": c.index,
                      "page": c.page, "start": c.start, "end": c.end}
-                    for c in part
+                    for c, x in zip(part, extra[i : i + _UPSERT_BATCH], strict=True)
                 ],
             )
 
@@ -161,6 +164,7 @@ class ChromaStore:
                     start=int(meta.get("start", 0)),
                     end=int(meta.get("end", 0)),
                     score=round(1.0 - float(dist), 6),
+                    sentences=unpack(meta),
                 )
             )
         return hits

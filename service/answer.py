@@ -98,10 +98,11 @@ def rank_candidates(
     model: GroundingModel | None,
 ) -> list[Candidate]:
     """Every distinct sentence of the retrieved chunks, best first."""
-    cands, first = make_candidates([h.text for h in hits], q_vec, embedder.embed)
+    cands, first = make_candidates([h.text for h in hits], q_vec, embedder.embed,
+                                   [h.sentences for h in hits])
     if not cands:
         return []
-    sentence_features(question, cands, [h.score for h in hits], first)
+    sentence_features(question, cands, [h.score for h in hits], first, [h.text for h in hits])
     for c in cands:
         c.score = model.sentence.prob(c.features or {}) if model else heuristic_score(c)
     return sorted(cands, key=lambda c: c.score, reverse=True)

@@ -26,6 +26,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
+
+from ingest.sentences import split_sentences
 
 _TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9'\-.]*[A-Za-z0-9]|[A-Za-z0-9]")
 _NUM = re.compile(r"\d+(?:[.,]\d+)*")
@@ -49,13 +52,20 @@ MODEL_PATH = Path(__file__).with_name("grounding_model.json")
 
 
 def stem(word: str) -> str:
+    """A light suffix stripper (plural, -ed, -ing) so "failed" meets "fail" and "pumps" "pump"."""
     w = word.lower().strip(".'-")
     if w.endswith("'s"):
         w = w[:-2]
     if len(w) > 4 and w.endswith("ies"):
         return w[:-3] + "y"
     if len(w) > 3 and w.endswith("s") and not w.endswith(("ss", "us", "is")):
-        return w[:-1]
+        w = w[:-1]
+    if len(w) > 5 and w.endswith("ing"):
+        w = w[:-3]
+    elif len(w) > 4 and w.endswith("ed"):
+        w = w[:-2]
+    if len(w) > 3 and w[-1] == "e":
+        w = w[:-1]  # "moved"->"mov", "move"->"mov"
     return w
 
 
@@ -142,58 +152,45 @@ class Candidate:
 SENTENCE_FEATURES = (
     "cos", "cos_margin", "cos_rank_inv", "hit_score", "hit_rank_inv", "overlap_q", "overlap_s",
     "overlap_margin", "bigram_q", "salient_q", "kind_match", "novel", "length", "first",
+    "hit_margin", "chunk_overlap_q", "chunk_salient_q",
 )
 
 
-# Sentence ends: punctuation then a capital/digit, or a blank line. A single newline is
-# not a boundary (PDF extraction breaks lines mid-sentence).
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])|\n\s*\n|(?<=[.!?;:])\n")
-
-
-def split_sentences(text: str) -> list[tuple[int, int]]:
-    """Character spans of the sentences of ``text`` (whitespace trimmed)."""
-    spans, pos = [], 0
-    for m in _SENTENCE_END.finditer(text):
-        spans.append((pos, m.start()))
-        pos = m.end()
-    spans.append((pos, len(text)))
-    out = []
-    for s, e in spans:
-        while s < e and text[s].isspace():
-            s += 1
-        while e > s and text[e - 1].isspace():
-            e -= 1
-        if e - s >= 3:
-            out.append((s, e))
-    return out
-
-
-def make_candidates(hit_texts: Sequence[str], q_vec: Sequence[float], embed: object
+def make_candidates(hit_texts: Sequence[str], q_vec: Sequence[float], embed: object,
+                    stored: Sequence[tuple[list[tuple[int, int]], list[list[float]]] | None] = ()
                     ) -> tuple[list[Candidate], list[bool]]:
     """Every distinct sentence of the retrieved chunks with its cosine to the question.
 
-    ``embed`` is a callable list[str] -> list[vector] (the service's embedder)."""
+    ``stored[i]``, when given, holds chunk i's sentence spans and vectors computed at ingest;
+    sentences of other chunks are embedded now with ``embed`` (list[str] -> list[vector])."""
     cands: list[Candidate] = []
     first: list[bool] = []
+    vectors: list[Sequence[float] | None] = []
     seen: set[str] = set()
     for hi, text in enumerate(hit_texts):
-        for k, (s, e) in enumerate(split_sentences(text)):
+        pre = stored[hi] if hi < len(stored) else None
+        spans = pre[0] if pre else split_sentences(text)
+        for k, (s, e) in enumerate(spans):
             sentence = text[s:e]
             key = " ".join(sentence.lower().split())
-            if key in seen:
+            if key in seen or len(sentence) < 3:
                 continue
             seen.add(key)
             cands.append(Candidate(hi, s, e, sentence))
             first.append(k == 0)
-    if cands:
-        vectors = embed([c.text for c in cands])  # type: ignore[operator]
-        for c, v in zip(cands, vectors, strict=True):
-            c.cos = cosine(q_vec, v)
+            vectors.append(pre[1][k] if pre else None)
+    missing = [i for i, v in enumerate(vectors) if v is None]
+    if missing:
+        fresh = embed([cands[i].text for i in missing])  # type: ignore[operator]
+        for i, v in zip(missing, fresh, strict=True):
+            vectors[i] = v
+    for c, v in zip(cands, vectors, strict=True):
+        c.cos = cosine(q_vec, v)  # type: ignore[arg-type]
     return cands, first
 
 
 def sentence_features(question: str, candidates: list[Candidate], hit_scores: Sequence[float],
-                      first_flags: Sequence[bool]) -> None:
+                      first_flags: Sequence[bool], hit_texts: Sequence[str] = ()) -> None:
     """Fill ``features`` of every candidate (``cos`` must already be set)."""
     q_words = content_stems(question)
     q_all = [stem(t) for t in tokens(question)]
@@ -208,6 +205,12 @@ def sentence_features(question: str, candidates: list[Candidate], hit_scores: Se
         s_words = content_stems(c.text)
         overlaps.append((len(q_words & s_words) / max(1, len(q_words)), s_words))
     best_overlap = max((o for o, _ in overlaps), default=0.0)
+    top_hit = max(hit_scores, default=0.0)
+    chunk_words: dict[int, set[str]] = {}
+    for c in candidates:
+        if c.hit_index not in chunk_words:
+            text = hit_texts[c.hit_index] if c.hit_index < len(hit_texts) else c.text
+            chunk_words[c.hit_index] = {stem(t) for t in tokens(text)}
     for i, c in enumerate(candidates):
         overlap_q, s_words = overlaps[i]
         s_all = [stem(t) for t in tokens(c.text)]
@@ -228,13 +231,33 @@ def sentence_features(question: str, candidates: list[Candidate], hit_scores: Se
             "novel": min(novel, 20) / 20.0,
             "length": min(len(s_all), 80) / 80.0,
             "first": float(first_flags[i]),
+            "hit_margin": hit_scores[c.hit_index] - top_hit,
+            "chunk_overlap_q": len(q_words & chunk_words[c.hit_index]) / max(1, len(q_words)),
+            "chunk_salient_q": (len(q_sal & chunk_words[c.hit_index]) / len(q_sal)
+                                if q_sal else 1.0),
         }
 
 
 GATE_FEATURES = (
     "p1", "p2", "p_gap", "hit1", "hit_gap", "miss_chunk", "miss_chunk_n", "miss_salient",
     "miss_sent", "miss_top3", "cos1", "overlap1", "negation", "q_len", "kind_match1", "kind_other",
+    "neg_mismatch", "contrast", "rank_word_missing", "miss_adjacent",
 )
+
+# Words whose opposite turns a question about the passage into one it cannot answer.
+_OPPOSITES = [
+    ("first", "last"), ("before", "after"), ("most", "least"), ("largest", "smallest"),
+    ("highest", "lowest"), ("earliest", "latest"), ("increase", "decrease"), ("more", "less"),
+    ("north", "south"), ("east", "west"), ("maximum", "minimum"), ("longest", "shortest"),
+    ("biggest", "smallest"), ("older", "younger"), ("oldest", "youngest"), ("win", "lose"),
+    ("won", "lost"), ("start", "end"), ("began", "ended"), ("open", "close"), ("rise", "fall"),
+    ("gain", "loss"), ("allow", "forbid"), ("accept", "reject"), ("early", "late"),
+    ("major", "minor"), ("upper", "lower"), ("inside", "outside"), ("above", "below"),
+]
+_OPPOSITE = {a: b for a, b in _OPPOSITES} | {b: a for a, b in _OPPOSITES}
+_RANK_WORD = re.compile(
+    r"^(first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|last|only|main|"
+    r"primary|\w+est)$", re.I)
 
 
 def gate_features(question: str, ranked: Sequence[Candidate], hit_texts: Sequence[str],
@@ -250,6 +273,18 @@ def gate_features(question: str, ranked: Sequence[Candidate], hit_texts: Sequenc
         top3 |= {stem(x) for x in tokens(t)}
     sent_words = {stem(t) for t in tokens(best.text)}
     miss_chunk = q_words - chunk_words
+    q_toks = [t.lower() for t in tokens(question)]
+    s_low = {t.lower() for t in tokens(best.text)}
+    q_neg = bool(_NEGATION.search(question))
+    contrast = sum(1 for t in q_toks if t in _OPPOSITE and _OPPOSITE[t] in s_low and t not in s_low)
+    rank_missing = sum(1 for t in q_toks if _RANK_WORD.match(t) and t not in s_low
+                       and t not in STOPWORDS)
+    q_stems = [stem(t) for t in tokens(question)]
+    adjacent = 0
+    for i, w in enumerate(q_stems):
+        if w in q_words and w not in sent_words:
+            near = q_stems[max(0, i - 1):i] + q_stems[i + 1:i + 2]
+            adjacent += any(n in sent_words and n in q_words for n in near)
     p1 = best.score
     p2 = ranked[1].score if len(ranked) > 1 else 0.0
     f = best.features or {}
@@ -270,6 +305,10 @@ def gate_features(question: str, ranked: Sequence[Candidate], hit_texts: Sequenc
         "q_len": min(len(tokens(question)), 30) / 30.0,
         "kind_match1": f.get("kind_match", 0.0),
         "kind_other": float(answer_kind(question) == "other"),
+        "neg_mismatch": float(q_neg != bool(_NEGATION.search(best.text))),
+        "contrast": float(min(contrast, 2)) / 2.0,
+        "rank_word_missing": float(min(rank_missing, 2)) / 2.0,
+        "miss_adjacent": adjacent / max(1, len(q_words)),
     }
 
 
@@ -303,9 +342,46 @@ class Logistic:
 
 
 @dataclass(frozen=True)
+class Mlp:
+    """One hidden ReLU layer over standardised features, sigmoid output (read from JSON)."""
+
+    features: tuple[str, ...]
+    mean: tuple[float, ...]
+    scale: tuple[float, ...]
+    w1: tuple[tuple[float, ...], ...]  # [feature][hidden]
+    b1: tuple[float, ...]
+    w2: tuple[float, ...]  # [hidden]
+    b2: float
+    threshold: float = 0.5
+
+    def prob(self, feats: dict[str, float]) -> float:
+        x = [(feats[n] - m) / (s or 1.0) for n, m, s in zip(self.features, self.mean, self.scale,
+                                                             strict=True)]
+        z = self.b2
+        for j, b in enumerate(self.b1):
+            h = b + sum(xi * row[j] for xi, row in zip(x, self.w1, strict=True))
+            if h > 0:
+                z += h * self.w2[j]
+        return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z))))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Mlp:
+        return cls(tuple(d["features"]), tuple(d["mean"]), tuple(d["scale"]),
+                   tuple(tuple(r) for r in d["w1"]), tuple(d["b1"]), tuple(d["w2"]),
+                   float(d["b2"]), float(d.get("threshold", 0.5)))
+
+
+Scorer = Logistic | Mlp
+
+
+def scorer_from_dict(d: dict[str, Any]) -> Scorer:
+    return Mlp.from_dict(d) if d.get("kind") == "mlp" else Logistic.from_dict(d)
+
+
+@dataclass(frozen=True)
 class GroundingModel:
-    sentence: Logistic
-    gate: Logistic
+    sentence: Scorer
+    gate: Scorer
     info: dict[str, object]
 
 
@@ -316,5 +392,5 @@ def load_model(path: str | None = None) -> GroundingModel | None:
     if not p.exists():
         return None
     raw = json.loads(p.read_text(encoding="utf-8"))
-    return GroundingModel(Logistic.from_dict(raw["sentence"]), Logistic.from_dict(raw["gate"]),
+    return GroundingModel(scorer_from_dict(raw["sentence"]), scorer_from_dict(raw["gate"]),
                           raw.get("info", {}))
