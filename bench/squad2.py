@@ -140,7 +140,7 @@ def run(url: str, api_key: str, split: str = "test", n: int = 200, seed: int = 7
             "baseline": "llama-index VectorStoreIndex, default query engine (top-2)"
             if baseline else None,
             "cpus": os.cpu_count(), "python": platform.python_version(),
-            "argv": sys.argv[1:],
+            "argv": _redacted(sys.argv[1:]),
         },
     }
     print(table(systems, TARGETS))  # noqa: T201 - the CLI's output
@@ -151,3 +151,20 @@ def run(url: str, api_key: str, split: str = "test", n: int = 200, seed: int = 7
         details_out.parent.mkdir(parents=True, exist_ok=True)
         details_out.write_text(json.dumps(details, indent=1) + "\n")
     return result
+
+
+def _redacted(argv: list[str]) -> list[str]:
+    """The command line without the API key (the JSON is meant to be shared)."""
+    out, hide = [], False
+    for a in argv:
+        if hide:
+            out.append("***")
+            hide = False
+        elif a == "--api-key":
+            out.append(a)
+            hide = True
+        elif a.startswith("--api-key="):
+            out.append("--api-key=***")
+        else:
+            out.append(a)
+    return out

@@ -1,8 +1,13 @@
-"""The answer pipeline: retrieve → gate → select evidence → generate → verify → respond.
+"""The answer pipeline: retrieve → score sentences → answerability gate → answer → respond.
 
-The generator is small and invents details, so nothing it writes is trusted: a draft
-survives only if its numbers and content words are found in the evidence it cites;
-otherwise the answer is the best evidence sentence, quoted and cited.
+Default (``answer_mode=extractive``): the answer is the best-scored evidence sentence,
+quoted verbatim and cited to its exact span — on the SQuAD 2.0 dev split this was both
+more often right and ~25x faster than letting SmolLM2 write (see README "Answer quality").
+
+``answer_mode=generative``: SmolLM2 drafts over the numbered evidence. The generator is
+small and invents details, so nothing it writes is trusted: a draft survives only if its
+numbers and content words are found in the evidence it cites; otherwise the answer falls
+back to the best evidence sentence, quoted and cited.
 """
 
 from __future__ import annotations

@@ -82,6 +82,7 @@ def test_eval_squad2_with_baseline_writes_both_systems(stack: Stack, tmp_path: P
             assert 0.0 <= m[name] <= 1.0
         assert m["ask_p50_s"] > 0 and m["ask_p95_s"] >= m["ask_p50_s"]
     assert result["config"]["split"] == "test" and result["config"]["documents"] == 3
+    assert key not in out.read_text() and "***" in result["config"]["argv"]  # no secret kept
     assert "answerable_correct" in run.stdout and "baseline" in run.stdout  # the printed table
 
     # docqa on plain business text: both facts answered from the right document, cited
