@@ -29,6 +29,11 @@ class DocumentRepository(Protocol):
         self, tenant: str, status: DocumentStatus | None, limit: int, offset: int
     ) -> tuple[list[Document], int]: ...
 
+    def find_ids(self, tenant: str, *, ids: Sequence[str] | None = None,
+                 filename: str | None = None, created_from: float | None = None,
+                 created_to: float | None = None,
+                 metadata: dict[str, Any] | None = None) -> list[str]: ...
+
     def set_status(
         self,
         doc_id: str,

@@ -9,7 +9,7 @@ import json
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,17 @@ CREATE TABLE IF NOT EXISTS api_keys (
     revoked_at REAL
 );
 """
+
+
+def metadata_matches(stored: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    for key, value in wanted.items():
+        have = stored.get(key)
+        if isinstance(have, list):
+            if value not in have:
+                return False
+        elif have != value or isinstance(have, bool) != isinstance(value, bool):
+            return False
+    return True
 
 
 class SqliteDocumentRepository:
@@ -137,6 +148,41 @@ class SqliteDocumentRepository:
                 [*args, limit, offset],
             ).fetchall()
         return [self._row(r) for r in rows], total
+
+    def find_ids(
+        self,
+        tenant: str,
+        *,
+        ids: Sequence[str] | None = None,
+        filename: str | None = None,
+        created_from: float | None = None,
+        created_to: float | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> list[str]:
+        """Ids of the tenant's documents matching every given condition (never another
+        tenant's). ``filename`` is a glob (``*``, ``?``; exact when it has neither);
+        ``metadata`` values must equal the uploaded value, or be in it when that is a list."""
+        where, args = ["tenant=?"], [tenant]
+        if ids is not None:
+            if not ids:
+                return []
+            where.append(f"id IN ({','.join('?' * len(ids))})")
+            args.extend(ids)
+        if filename is not None:
+            where.append("filename GLOB ?")
+            args.append(filename)
+        if created_from is not None:
+            where.append("created_at >= ?")
+            args.append(created_from)
+        if created_to is not None:
+            where.append("created_at < ?")
+            args.append(created_to)
+        sql = f"SELECT id, metadata FROM documents WHERE {' AND '.join(where)}"  # noqa: S608
+        with self._connect() as db:
+            rows = db.execute(sql, args).fetchall()
+        if not metadata:
+            return [r["id"] for r in rows]
+        return [r["id"] for r in rows if metadata_matches(json.loads(r["metadata"]), metadata)]
 
     def set_status(
         self,

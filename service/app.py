@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import anyio
@@ -32,6 +33,7 @@ from service.schemas import (
     Citation,
     DocumentList,
     DocumentOut,
+    Filters,
     SearchRequest,
     SearchResponse,
     SearchResult,
@@ -157,9 +159,31 @@ def _top_k(requested: int | None, settings: Settings) -> int:
     return min(requested or settings.retrieval.top_k, settings.retrieval.max_top_k)
 
 
+def _scope(filters: Filters | None, tenant: str, comps: Components) -> list[str] | None:
+    """None = all the tenant's documents; otherwise the ids the filters allow (maybe none).
+    Resolved through the registry, which only ever returns this tenant's documents."""
+    if filters is None or not any((filters.document_ids is not None, filters.filename,
+                                   filters.metadata, filters.uploaded_after,
+                                   filters.uploaded_before)):
+        return None
+    return comps.repo.find_ids(
+        tenant, ids=filters.document_ids, filename=filters.filename,
+        created_from=_epoch(filters.uploaded_after), created_to=_epoch(filters.uploaded_before),
+        metadata=filters.metadata,
+    )
+
+
+def _epoch(moment: datetime | None) -> float | None:
+    if moment is None:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
 @post("/search", status_code=HTTP_200_OK, sync_to_thread=True)
 def search(data: SearchRequest, tenant: str, comps: Components) -> SearchResponse:
-    ids = data.filters.document_ids if data.filters else None
+    ids = _scope(data.filters, tenant, comps)
+    if ids == []:
+        return SearchResponse([])
     hits, _ = comps.answers.search(tenant, data.query, _top_k(data.top_k, comps.settings), ids)
     return SearchResponse([
         SearchResult(h.chunk_id, h.document_id, h.filename, h.page, h.start, h.end, h.text, h.score)
@@ -169,7 +193,9 @@ def search(data: SearchRequest, tenant: str, comps: Components) -> SearchRespons
 
 @post("/ask", status_code=HTTP_200_OK, sync_to_thread=True)
 def ask(data: AskRequest, tenant: str, comps: Components) -> AskResponse:
-    ids = data.filters.document_ids if data.filters else None
+    ids = _scope(data.filters, tenant, comps)
+    if ids == []:
+        return AskResponse("not_found", "", [], {"total_ms": 0.0})
     result = comps.answers.ask(tenant, data.question, _top_k(data.top_k, comps.settings), ids)
     return AskResponse(
         result.status, result.answer, [Citation(**c) for c in result.citations], result.timings

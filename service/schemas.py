@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
@@ -11,8 +12,22 @@ from litestar.datastructures import UploadFile
 from core.domain import Document
 
 
+MetaValue = str | int | float | bool
+
+
 class Filters(msgspec.Struct, forbid_unknown_fields=True):
+    """Narrow a search or question to some of the caller's documents (all conditions apply;
+    they can only narrow what the tenant already sees)."""
+
     document_ids: Annotated[list[str], msgspec.Meta(max_length=1000)] | None = None
+    filename: Annotated[str, msgspec.Meta(min_length=1, max_length=255,
+                                          description="exact name, or a glob with * and ?")
+                        ] | None = None
+    metadata: Annotated[dict[str, MetaValue], msgspec.Meta(
+        max_length=20, description="key: value pairs given at upload (value in list matches)")
+    ] | None = None
+    uploaded_after: datetime | None = None
+    uploaded_before: datetime | None = None
 
 
 class SearchRequest(msgspec.Struct, forbid_unknown_fields=True):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -292,3 +293,44 @@ def test_nothing_reached_outward(stack: Stack, corpus: dict[str, Any]) -> None:
     assert probe.returncode != 0 and "netguard" in probe.stderr
     assert "192.0.2.1" in stack.netlog.read_text()
     stack.netlog.unlink()
+
+
+def test_filters_narrow_a_tenants_documents_but_never_widen(
+    stack: Stack, acme: DocqaClient, globex: DocqaClient, corpus: dict[str, Any]
+) -> None:
+    before = datetime.now(UTC)
+    a = acme.upload_bytes("policy-a.txt", b"The travel policy allows economy class flights only.\n",
+                          {"team": "hr", "tags": ["travel", "policy"]})
+    b = acme.upload_bytes("policy-b.txt", b"The travel policy for executives allows business "
+                          b"class flights.\n", {"team": "exec"})
+    g = globex.upload_bytes("globex-travel.txt", b"Globex travel policy: first class flights.\n")
+    acme.wait_ready([a["id"], b["id"]], timeout=120)
+    globex.wait_ready([g["id"]], timeout=120)
+    q = "travel policy flights"
+
+    def found(**filters: Any) -> set[str]:
+        return {h["document_id"] for h in acme.search(q, top_k=20, **filters)["results"]}
+
+    assert {a["id"], b["id"]} <= found()  # unfiltered: both (among others)
+    assert found(metadata={"team": "hr"}) == {a["id"]}
+    assert found(metadata={"tags": "travel"}) == {a["id"]}  # a value inside an uploaded list
+    assert found(metadata={"team": "hr", "tags": "policy"}) == {a["id"]}
+    assert found(metadata={"team": "nobody"}) == set()
+    assert found(filename="policy-*.txt") == {a["id"], b["id"]}
+    assert found(filename="policy-b.txt") == {b["id"]}
+    assert found(uploaded_after=before.isoformat()) == {a["id"], b["id"]}
+    older = found(uploaded_before=before.isoformat())
+    assert older and not older & {a["id"], b["id"]}
+    assert found(document_ids=[b["id"]], metadata={"team": "hr"}) == set()  # all must hold
+    # another tenant's id narrows to nothing; it never opens that tenant's documents
+    assert found(document_ids=[g["id"]]) == set()
+    ans = acme.ask("What class may people fly under the travel policy?",
+                   document_ids=[g["id"]])
+    assert ans["status"] == "not_found" and ans["citations"] == []
+    ans = acme.ask("What class may people fly under the travel policy?", metadata={"team": "hr"})
+    assert ans["status"] == "answered" and ans["citations"][0]["document_id"] == a["id"]
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    assert acme.ask("What class may people fly?", uploaded_after=later)["status"] == "not_found"
+    bad = raw(stack, "POST", "/v1/search", headers={"Authorization": f"Bearer {KEYS['acme']}"},
+              json={"query": q, "filters": {"colour": "red"}})
+    assert bad.status_code == 400, bad.text
