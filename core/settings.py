@@ -92,6 +92,9 @@ class RetrievalSettings(BaseModel):
     strong_evidence: float = Field(
         default=0.6, description="evidence score above which a declining draft is overruled"
     )
+    hybrid: bool = Field(default=True, description="fuse keyword (BM25) and dense retrieval")
+    keyword_candidates: int = Field(default=30, description="candidates per retriever before fusion")
+    rrf_k: int = Field(default=60, description="reciprocal rank fusion constant")
     answer_mode: Literal["extractive", "generative"] = Field(
         default="extractive",
         description="extractive: the answer is the best evidence sentence, quoted and cited "
@@ -133,6 +136,10 @@ class Settings(BaseSettings):
     @property
     def files_dir(self) -> Path:
         return self.data_dir / "files"
+
+    @property
+    def keywords_path(self) -> Path:
+        return self.data_dir / "keywords.sqlite3"
 
     @property
     def chroma_dir(self) -> Path:

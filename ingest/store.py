@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
+
+import numpy as np
 
 from core.domain import Chunk, ChunkHit
 from core.errors import StoreUnavailableError
 from core.settings import apply_offline_env
+from ingest.keywords import KeywordIndex
 from ingest.sentences import unpack
 
 _UPSERT_BATCH = 256
@@ -25,9 +28,12 @@ def collection_name(tenant: str) -> str:
 
 
 class ChromaStore:
-    def __init__(self, host: str, port: int) -> None:
+    """Chroma over HTTP, plus (optionally) the keyword index kept in step with it."""
+
+    def __init__(self, host: str, port: int, keywords: KeywordIndex | None = None) -> None:
         apply_offline_env()
         self.host, self.port = host, port
+        self.keywords = keywords
         self._client: Any = None
         self._collections: dict[str, Any] = {}
         self._lock = threading.Lock()
@@ -104,6 +110,9 @@ class ChromaStore:
                     for c, x in zip(part, extra[i : i + _UPSERT_BATCH], strict=True)
                 ],
             )
+        if self.keywords is not None:
+            self.keywords.replace_chunks(collection_name(tenant),
+                                         [(c.id, c.document_id, c.text) for c in chunks])
 
     def chunk_ids(self, tenant: str, document_id: str) -> list[str]:
         coll = self._collection(tenant, create=False)
@@ -127,7 +136,87 @@ class ChromaStore:
         if stale:
             coll = self._collection(tenant)
             self._call(coll.delete, ids=stale)
+        if self.keywords is not None:
+            self.keywords.delete_document(collection_name(tenant), document_id, keep)
         return len(present) - len(stale)
+
+    def get_chunks(self, tenant: str, ids: Sequence[str], embedding: Sequence[float]
+                   ) -> list[ChunkHit]:
+        """Chunks by id, scored by cosine similarity to ``embedding`` (for keyword hits)."""
+        coll = self._collection(tenant, create=False)
+        if coll is None or not ids:
+            return []
+        res = self._call(coll.get, ids=list(ids),
+                         include=["documents", "metadatas", "embeddings"])
+        q = np.asarray(embedding, dtype=np.float32)
+        qn = float(np.linalg.norm(q)) or 1.0
+        out = []
+        for cid, text, meta, emb in zip(res["ids"], res["documents"], res["metadatas"],
+                                        res["embeddings"], strict=True):
+            v = np.asarray(emb, dtype=np.float32)
+            cos = float(v @ q) / ((float(np.linalg.norm(v)) or 1.0) * qn)
+            out.append(_hit(cid, text, meta, cos))
+        return out
+
+    def hybrid_query(self, tenant: str, embedding: Sequence[float], text: str, top_k: int,
+                     document_ids: Sequence[str] | None = None, candidates: int = 30,
+                     rrf_k: int = 60) -> list[ChunkHit]:
+        """Dense and keyword candidates fused by reciprocal rank; near-duplicates collapsed.
+
+        Every hit's ``score`` is its cosine similarity to the query (keyword-only hits are
+        fetched with their vectors), so downstream gates see one scale."""
+        n = max(candidates, top_k)
+        dense = self.query(tenant, embedding, n, document_ids)
+        if self.keywords is None:
+            return _collapse(dense)[:top_k]
+        keyword = self.keywords.search(collection_name(tenant), text, n,
+                                       list(document_ids) if document_ids else None)
+        fused: dict[str, float] = {}
+        for rank, h in enumerate(dense):
+            fused[h.chunk_id] = fused.get(h.chunk_id, 0.0) + 1.0 / (rrf_k + rank + 1)
+        for rank, (cid, _doc, _s) in enumerate(keyword):
+            fused[cid] = fused.get(cid, 0.0) + 1.0 / (rrf_k + rank + 1)
+        order = sorted(fused, key=lambda c: -fused[c])
+        by_id = {h.chunk_id: h for h in dense}
+        wanted = order[: top_k * 2]  # room for collapsed duplicates
+        missing = [cid for cid in wanted if cid not in by_id]
+        for h in self.get_chunks(tenant, missing, embedding):
+            by_id[h.chunk_id] = h
+        return _collapse([by_id[c] for c in wanted if c in by_id])[:top_k]
+
+    def all_chunks(self, page: int = 500) -> Iterator[tuple[str, str, str, str]]:
+        """(collection, chunk_id, document_id, text) of every tenant collection."""
+        client = self._connect()
+        for coll in self._call(client.list_collections):
+            name = coll if isinstance(coll, str) else coll.name
+            if not name.startswith("docqa_t_"):
+                continue
+            c = self._call(client.get_collection, name=name, embedding_function=None)
+            offset = 0
+            while True:
+                res = self._call(c.get, include=["documents", "metadatas"], limit=page,
+                                 offset=offset)
+                for cid, text, meta in zip(res["ids"], res["documents"], res["metadatas"],
+                                           strict=True):
+                    yield name, cid, str(meta.get("document_id", "")), text or ""
+                if len(res["ids"]) < page:
+                    break
+                offset += page
+
+    def rebuild_keywords(self) -> int:
+        """Fill the keyword index from Chroma (used when its file was missing)."""
+        if self.keywords is None:
+            return 0
+        batch: dict[str, list[tuple[str, str, str]]] = {}
+        n = 0
+        for name, cid, doc, text in self.all_chunks():
+            batch.setdefault(name, []).append((cid, doc, text))
+            n += 1
+            if len(batch[name]) >= 500:
+                self.keywords.replace_chunks(name, batch.pop(name))
+        for name, rows in batch.items():
+            self.keywords.replace_chunks(name, rows)
+        return n
 
     def query(
         self,
@@ -154,20 +243,35 @@ class ChromaStore:
             res["ids"][0], res["documents"][0], res["metadatas"][0], res["distances"][0],
             strict=True,
         ):
-            hits.append(
-                ChunkHit(
-                    chunk_id=cid,
-                    document_id=str(meta["document_id"]),
-                    filename=str(meta.get("filename", "")),
-                    text=text or "",
-                    page=int(meta.get("page", 1)),
-                    start=int(meta.get("start", 0)),
-                    end=int(meta.get("end", 0)),
-                    score=round(1.0 - float(dist), 6),
-                    sentences=unpack(meta),
-                )
-            )
+            hits.append(_hit(cid, text, meta, 1.0 - float(dist)))
         return hits
+
+
+def _hit(cid: str, text: str | None, meta: dict[str, Any], score: float) -> ChunkHit:
+    return ChunkHit(
+        chunk_id=cid,
+        document_id=str(meta["document_id"]),
+        filename=str(meta.get("filename", "")),
+        text=text or "",
+        page=int(meta.get("page", 1)),
+        start=int(meta.get("start", 0)),
+        end=int(meta.get("end", 0)),
+        score=round(score, 6),
+        sentences=unpack(meta),
+    )
+
+
+def _collapse(hits: Sequence[ChunkHit]) -> list[ChunkHit]:
+    """Drop hits whose text repeats an earlier hit's (same words, case and spacing aside)."""
+    seen: set[str] = set()
+    out = []
+    for h in hits:
+        key = " ".join(h.text.lower().split())
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(h)
+    return out
 
 
 def _wrap(exc: Exception) -> Exception:

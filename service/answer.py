@@ -240,7 +240,13 @@ class AnswerPipeline:
         self, tenant: str, query: str, top_k: int, document_ids: Sequence[str] | None = None
     ) -> tuple[list[ChunkHit], list[float]]:
         q_vec = self.embedder.embed([query])[0]
-        return self.store.query(tenant, q_vec, top_k, document_ids), q_vec
+        r = self.settings.retrieval
+        if r.hybrid and getattr(self.store, "keywords", None) is not None:
+            hits = self.store.hybrid_query(tenant, q_vec, query, top_k, document_ids,
+                                           r.keyword_candidates, r.rrf_k)
+        else:
+            hits = self.store.query(tenant, q_vec, top_k, document_ids)
+        return hits, q_vec
 
     def ask(
         self, tenant: str, question: str, top_k: int, document_ids: Sequence[str] | None = None
@@ -256,7 +262,7 @@ class AnswerPipeline:
 
         hits, q_vec = self.search(tenant, question, top_k, document_ids)
         timings["retrieve_ms"] = _ms(t0)
-        if not hits or hits[0].score < self.settings.retrieval.min_score:
+        if not hits or max(h.score for h in hits) < self.settings.retrieval.min_score:
             return not_found("weak retrieval")
 
         t = time.perf_counter()

@@ -24,6 +24,7 @@ from core.errors import DocqaError, TransientError, UnauthorizedError
 from core.keys import resolve_tenant
 from core.registry import SqliteDocumentRepository
 from core.settings import Settings, apply_offline_env
+from ingest.keywords import KeywordIndex
 from ingest.store import ChromaStore
 from service.answer import AnswerPipeline
 from service.documents import DocumentService, TaskQueue, clean_filename, parse_metadata
@@ -240,7 +241,14 @@ def build_components(settings: Settings) -> Components:
     from service.generator import LlamaGenerator
 
     repo = SqliteDocumentRepository(settings.registry_path)
-    store = ChromaStore(settings.chroma.host, settings.chroma.port)
+    keywords = KeywordIndex(settings.keywords_path)
+    store = ChromaStore(settings.chroma.host, settings.chroma.port, keywords)
+    if not keywords.existed:
+        try:  # the keyword index is derived data: rebuild it from Chroma when it is missing
+            n = store.rebuild_keywords()
+            log.info("keyword index %s built from Chroma: %d chunks", settings.keywords_path, n)
+        except DocqaError as exc:
+            log.warning("keyword index not rebuilt (Chroma unavailable: %s)", exc)
     embedder = SentenceTransformerEmbedder(
         settings.models.resolved_embedding_path(), settings.models.embedding_batch_size
     )

@@ -18,6 +18,7 @@ from core.errors import StoreUnavailableError, TransientError
 from core.registry import SqliteDocumentRepository
 from core.settings import Settings, apply_offline_env
 from ingest.embedding import SentenceTransformerEmbedder
+from ingest.keywords import KeywordIndex
 from ingest.pipeline import IngestDeps, erase_document, ingest_document
 from ingest.store import ChromaStore
 
@@ -31,7 +32,8 @@ def build_deps(settings: Settings) -> IngestDeps:
     return IngestDeps(
         settings=settings,
         repo=SqliteDocumentRepository(settings.registry_path),
-        store=ChromaStore(settings.chroma.host, settings.chroma.port),
+        store=ChromaStore(settings.chroma.host, settings.chroma.port,
+                          KeywordIndex(settings.keywords_path)),
         embedder=SentenceTransformerEmbedder(
             settings.models.resolved_embedding_path(), settings.models.embedding_batch_size
         ),
