@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -334,3 +335,28 @@ def test_filters_narrow_a_tenants_documents_but_never_widen(
     bad = raw(stack, "POST", "/v1/search", headers={"Authorization": f"Bearer {KEYS['acme']}"},
               json={"query": q, "filters": {"colour": "red"}})
     assert bad.status_code == 400, bad.text
+
+
+def test_keyword_index_follows_ingest_and_delete_and_rebuilds_from_chroma(
+    stack: Stack, acme: DocqaClient, corpus: dict[str, Any], tmp_path: Path
+) -> None:
+    from ingest.keywords import KeywordIndex
+    from ingest.store import ChromaStore, collection_name
+
+    code = "Purchase order PO-77123-KESTREL covers 400 ergonomic chairs."
+    doc = acme.upload_bytes("po.txt", (code + "\n").encode())
+    acme.wait_ready([doc["id"]], timeout=120)
+    live = KeywordIndex(stack.data_dir / "keywords.sqlite3")
+    coll = collection_name("acme")
+    assert [h[1] for h in live.search(coll, "PO-77123-KESTREL", 5)][:1] == [doc["id"]]
+    # hybrid search puts the exact code first
+    assert acme.search("PO-77123-KESTREL", top_k=3)["results"][0]["document_id"] == doc["id"]
+    # a fresh index rebuilt from the Chroma server holds exactly what Chroma holds
+    store = ChromaStore("127.0.0.1", stack.chroma_port, KeywordIndex(tmp_path / "kw.sqlite3"))
+    store.rebuild_keywords()
+    chroma_count = stack.chroma().get_collection(coll).count()
+    assert store.keywords is not None and store.keywords.count(coll) == chroma_count
+    acme.delete(doc["id"])
+    assert live.search(coll, "PO-77123-KESTREL", 5) == []
+    assert all(h["document_id"] != doc["id"]
+               for h in acme.search("PO-77123-KESTREL", top_k=5)["results"])
