@@ -24,7 +24,6 @@ apply_offline_env()  # before anything that could import huggingface / chromadb
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import math  # noqa: E402
 import os  # noqa: E402
 import platform  # noqa: E402
 import random  # noqa: E402
@@ -38,6 +37,7 @@ from urllib.parse import urlsplit  # noqa: E402
 
 import httpx  # noqa: E402
 
+from bench.evalkit import percentile  # noqa: E402
 from service.client import DocqaAPIError, DocqaClient  # noqa: E402
 
 DEFAULT_SQUAD = Path(__file__).resolve().parents[2] / "shared/eval/squad2/dev-v2.0.json"
@@ -84,16 +84,6 @@ def load_squad(path: Path, limit: int | None = None) -> list[Paragraph]:
             if limit is not None and len(out) >= limit:
                 return out
     return out
-
-
-def percentile(values: list[float], pct: float) -> float | None:
-    """Linear-interpolation percentile (same as numpy's default); None for no data."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * pct / 100.0
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
 def _rate(n: int, seconds: float) -> float | None:
