@@ -25,23 +25,23 @@ from core.settings import Settings
 from ingest.store import ChromaStore
 from service.generator import Generator
 from service.grounding import (
+    NUMBER,
     Candidate,
     GroundingModel,
+    content_stems,
     gate_features,
     load_model,
-    content_stems,
     make_candidates,
     sentence_features,
     split_sentences,
     stem,
+    tokens,
 )
 
 __all__ = ["AnswerPipeline", "Evidence", "build_messages", "split_sentences", "verify"]
 
 MAX_ANSWER_WORDS = 40
 _CITE = re.compile(r"\[(\d{1,2})\]")
-_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9'\-.]*[A-Za-z0-9]|[A-Za-z0-9]")
-_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _DECLINE = re.compile(
     r"not found|not (?:mentioned|provided|stated|specified|given|available)|"
     r"(?:do not|don't|cannot|can't|unable to) (?:know|answer|find|determine)|no information",
@@ -85,11 +85,11 @@ class AnswerResult:
 
 
 def content_words(text: str) -> set[str]:
-    return {w.lower().strip(".'-") for w in _WORD.findall(text)} - STOPWORDS - {""}
+    return {w.lower().strip(".'-") for w in tokens(text)} - STOPWORDS - {""}
 
 
 def numbers(text: str) -> set[str]:
-    return {n.replace(",", "") for n in _NUMBER.findall(text)}
+    return {n.replace(",", "") for n in NUMBER.findall(text)}
 
 
 def heuristic_score(c: Candidate) -> float:
@@ -119,14 +119,6 @@ def to_evidence(ranked: Sequence[Candidate], hits: Sequence[ChunkHit], limit: in
                  end=hits[c.hit_index].start + c.end, score=round(c.score, 4))
         for i, c in enumerate(ranked[:limit])
     ]
-
-
-def select_evidence(
-    question: str, q_vec: Sequence[float], hits: Sequence[ChunkHit], embedder: Embedder, limit: int,
-    model: GroundingModel | None = None,
-) -> list[Evidence]:
-    """Score every sentence of the retrieved chunks; keep the best ``limit``."""
-    return to_evidence(rank_candidates(question, q_vec, hits, embedder, model), hits, limit)
 
 
 def build_messages(question: str, evidence: Sequence[Evidence]) -> list[dict[str, str]]:

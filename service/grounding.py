@@ -31,7 +31,7 @@ from typing import Any
 from ingest.sentences import split_sentences
 
 _TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9'\-.]*[A-Za-z0-9]|[A-Za-z0-9]")
-_NUM = re.compile(r"\d+(?:[.,]\d+)*")
+NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _YEARLIKE = re.compile(
     r"\b(1\d{3}|20\d{2}|\d{1,2}(st|nd|rd|th)|century|centuries|january|february|march|april|"
     r"may|june|july|august|september|october|november|december|bc|ad|bce|ce|\d+s)\b",
@@ -93,7 +93,7 @@ def salient(text: str) -> set[str]:
     toks = tokens(text)
     out = set()
     for i, t in enumerate(toks):
-        if _NUM.fullmatch(t) or any(c.isdigit() for c in t):
+        if NUMBER.fullmatch(t) or any(c.isdigit() for c in t):
             out.add(stem(t))
         elif i > 0 and t[:1].isupper() and stem(t) not in STOPWORDS:
             out.add(stem(t))
