@@ -86,7 +86,8 @@ class ChunkSettings(BaseModel):
 
 class RetrievalSettings(BaseModel):
     top_k: int = Field(default=10, description="chunks retrieved per question / search")
-    max_top_k: int = 50
+    max_top_k: int = Field(default=50, description="most chunks one ask may use")
+    max_search_top_k: int = Field(default=200, description="most chunks one search returns")
     min_score: float = Field(default=0.25, description="evidence gate: best cosine similarity")
     evidence_sentences: int = 4
     strong_evidence: float = Field(
@@ -94,7 +95,9 @@ class RetrievalSettings(BaseModel):
     )
     hybrid: bool = Field(default=True, description="fuse keyword (BM25) and dense retrieval")
     keyword_candidates: int = Field(default=30, description="candidates per retriever before fusion")
-    rrf_k: int = Field(default=60, description="reciprocal rank fusion constant")
+    rrf_k: float = Field(default=60, description="reciprocal rank fusion constant")
+    keyword_weight: float = Field(
+        default=1.0, description="weight of the keyword ranking in fusion (dense = 1)")
     answer_mode: Literal["extractive", "generative"] = Field(
         default="extractive",
         description="extractive: the answer is the best evidence sentence, quoted and cited "

@@ -158,9 +158,21 @@ class ChromaStore:
             out.append(_hit(cid, text, meta, cos))
         return out
 
+    def keyword_query(self, tenant: str, embedding: Sequence[float], text: str, top_k: int,
+                      document_ids: Sequence[str] | None = None) -> list[ChunkHit]:
+        """Keyword (BM25) hits in BM25 order; each carries its cosine to ``embedding`` as
+        ``score``, like the other modes, so callers see one scale."""
+        if self.keywords is None:
+            return []
+        found = self.keywords.search(collection_name(tenant), text, top_k * 2,
+                                     list(document_ids) if document_ids else None)
+        order = [cid for cid, _doc, _s in found]
+        by_id = {h.chunk_id: h for h in self.get_chunks(tenant, order, embedding)}
+        return _collapse([by_id[c] for c in order if c in by_id])[:top_k]
+
     def hybrid_query(self, tenant: str, embedding: Sequence[float], text: str, top_k: int,
                      document_ids: Sequence[str] | None = None, candidates: int = 30,
-                     rrf_k: int = 60) -> list[ChunkHit]:
+                     rrf_k: float = 60, keyword_weight: float = 1.0) -> list[ChunkHit]:
         """Dense and keyword candidates fused by reciprocal rank; near-duplicates collapsed.
 
         Every hit's ``score`` is its cosine similarity to the query (keyword-only hits are
@@ -175,7 +187,7 @@ class ChromaStore:
         for rank, h in enumerate(dense):
             fused[h.chunk_id] = fused.get(h.chunk_id, 0.0) + 1.0 / (rrf_k + rank + 1)
         for rank, (cid, _doc, _s) in enumerate(keyword):
-            fused[cid] = fused.get(cid, 0.0) + 1.0 / (rrf_k + rank + 1)
+            fused[cid] = fused.get(cid, 0.0) + keyword_weight / (rrf_k + rank + 1)
         order = sorted(fused, key=lambda c: -fused[c])
         by_id = {h.chunk_id: h for h in dense}
         wanted = order[: top_k * 2]  # room for collapsed duplicates

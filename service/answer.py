@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.domain import ChunkHit
+from core.errors import ConfigurationError
 from core.ports import Embedder
 from core.settings import Settings
 from ingest.store import ChromaStore
@@ -229,15 +230,24 @@ class AnswerPipeline:
             load_model() if model is True else (None if model is False else model))
 
     def search(
-        self, tenant: str, query: str, top_k: int, document_ids: Sequence[str] | None = None
+        self, tenant: str, query: str, top_k: int, document_ids: Sequence[str] | None = None,
+        mode: str | None = None,
     ) -> tuple[list[ChunkHit], list[float]]:
+        """Retrieve ``top_k`` chunks. ``mode``: ``hybrid`` (dense and keyword fused),
+        ``dense`` or ``keyword``; None = the configured default (hybrid when enabled)."""
         q_vec = self.embedder.embed([query])[0]
         r = self.settings.retrieval
-        if r.hybrid and getattr(self.store, "keywords", None) is not None:
+        has_keywords = getattr(self.store, "keywords", None) is not None
+        mode = mode or ("hybrid" if r.hybrid else "dense")
+        if mode == "keyword" and has_keywords:
+            hits = self.store.keyword_query(tenant, q_vec, query, top_k, document_ids)
+        elif mode == "hybrid" and has_keywords:
             hits = self.store.hybrid_query(tenant, q_vec, query, top_k, document_ids,
-                                           r.keyword_candidates, r.rrf_k)
-        else:
+                                           r.keyword_candidates, r.rrf_k, r.keyword_weight)
+        elif mode in ("dense", "hybrid"):
             hits = self.store.query(tenant, q_vec, top_k, document_ids)
+        else:
+            raise ConfigurationError("keyword search needs the keyword index")
         return hits, q_vec
 
     def ask(

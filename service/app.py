@@ -156,8 +156,8 @@ def delete_document(doc_id: str, tenant: str, comps: Components) -> None:
     comps.documents.delete(tenant, doc_id)
 
 
-def _top_k(requested: int | None, settings: Settings) -> int:
-    return min(requested or settings.retrieval.top_k, settings.retrieval.max_top_k)
+def _top_k(requested: int | None, settings: Settings, cap: int | None = None) -> int:
+    return min(requested or settings.retrieval.top_k, cap or settings.retrieval.max_top_k)
 
 
 def _scope(filters: Filters | None, tenant: str, comps: Components) -> list[str] | None:
@@ -185,7 +185,10 @@ def search(data: SearchRequest, tenant: str, comps: Components) -> SearchRespons
     ids = _scope(data.filters, tenant, comps)
     if ids == []:
         return SearchResponse([])
-    hits, _ = comps.answers.search(tenant, data.query, _top_k(data.top_k, comps.settings), ids)
+    r = comps.settings.retrieval
+    hits, _ = comps.answers.search(tenant, data.query,
+                                   _top_k(data.top_k, comps.settings, r.max_search_top_k), ids,
+                                   mode=data.mode)
     return SearchResponse([
         SearchResult(h.chunk_id, h.document_id, h.filename, h.page, h.start, h.end, h.text, h.score)
         for h in hits

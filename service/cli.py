@@ -311,5 +311,27 @@ def squad2(split: str, n: int, seed: int, json_out: Path | None, details_out: Pa
                      details_out=details_out)
 
 
+@eval_.command()
+@click.option("--split", type=click.Choice(["train", "test"]), default="test",
+              show_default=True, help="train qrels (tune) or test qrels (report)")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), default=None,
+              help="write {hybrid, dense, keyword, config} as JSON here")
+@click.option("--top-k", type=int, default=200, show_default=True,
+              help="chunks asked per search (documents are ranked by their best chunk)")
+@click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False,
+              path_type=Path), default=None,
+              help="BEIR SciFact directory (default ../shared/eval/scifact)")
+@url_opt
+@key_opt
+def scifact(split: str, json_out: Path | None, top_k: int, data_dir: Path | None,
+            url: str | None, api_key: str | None) -> None:
+    """Retrieval quality on BEIR SciFact: dense, keyword and hybrid search in one run."""
+    from bench import scifact as bench_scifact
+
+    base, key = _address(url, api_key)
+    bench_scifact.run(base, key, split=split, root=data_dir or bench_scifact.DEFAULT_DIR,
+                      json_out=json_out, top_k=top_k)
+
+
 if __name__ == "__main__":
     main()

@@ -64,10 +64,13 @@ class DocqaClient:
     def delete(self, doc_id: str) -> None:
         self._check(self.http.delete(f"/v1/documents/{doc_id}"))
 
-    def search(self, query: str, top_k: int | None = None, **filters: Any) -> dict[str, Any]:
+    def search(self, query: str, top_k: int | None = None, mode: str | None = None,
+               **filters: Any) -> dict[str, Any]:
         body: dict[str, Any] = {"query": query}
         if top_k:
             body["top_k"] = top_k
+        if mode:
+            body["mode"] = mode
         if filters:
             body["filters"] = filters
         return self._check(self.http.post("/v1/search", json=body))  # type: ignore[no-any-return]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar.datastructures import UploadFile
@@ -32,8 +32,11 @@ class Filters(msgspec.Struct, forbid_unknown_fields=True):
 
 class SearchRequest(msgspec.Struct, forbid_unknown_fields=True):
     query: Annotated[str, msgspec.Meta(min_length=1, max_length=4000)]
-    top_k: Annotated[int, msgspec.Meta(ge=1, le=50)] | None = None
+    top_k: Annotated[int, msgspec.Meta(ge=1, le=200)] | None = None
     filters: Filters | None = None
+    mode: Annotated[Literal["hybrid", "dense", "keyword"], msgspec.Meta(
+        description="hybrid: dense and keyword (BM25) fused (the default when enabled); "
+        "dense: embeddings only; keyword: BM25 only")] | None = None
 
 
 class AskRequest(msgspec.Struct, forbid_unknown_fields=True):

@@ -349,8 +349,19 @@ def test_keyword_index_follows_ingest_and_delete_and_rebuilds_from_chroma(
     live = KeywordIndex(stack.data_dir / "keywords.sqlite3")
     coll = collection_name("acme")
     assert [h[1] for h in live.search(coll, "PO-77123-KESTREL", 5)][:1] == [doc["id"]]
-    # hybrid search puts the exact code first
+    # hybrid search puts the exact code first, and so does keyword-only search
     assert acme.search("PO-77123-KESTREL", top_k=3)["results"][0]["document_id"] == doc["id"]
+    kw = acme.search("PO-77123-KESTREL", top_k=3, mode="keyword")["results"]
+    assert kw[0]["document_id"] == doc["id"] and -1.0 <= kw[0]["score"] <= 1.0
+    # dense-only search is ordered by cosine; an all-stop-word query finds nothing by keyword
+    dense = [h["score"] for h in acme.search("ergonomic chairs", top_k=5, mode="dense")["results"]]
+    assert dense and dense == sorted(dense, reverse=True)
+    assert acme.search("the of and", mode="keyword")["results"] == []
+    auth = {"Authorization": f"Bearer {KEYS['acme']}"}
+    for body in ({"query": "chairs", "mode": "fuzzy"}, {"query": "chairs", "top_k": 201}):
+        bad = raw(stack, "POST", "/v1/search", headers=auth, json=body)
+        assert bad.status_code == 400, bad.text
+    assert len(acme.search("chairs", top_k=200)["results"]) <= 200
     # a fresh index rebuilt from the Chroma server holds exactly what Chroma holds
     store = ChromaStore("127.0.0.1", stack.chroma_port, KeywordIndex(tmp_path / "kw.sqlite3"))
     store.rebuild_keywords()

@@ -49,3 +49,38 @@ def test_user_text_is_never_fts_syntax(index: KeywordIndex, text: str) -> None:
 def test_match_expression_quotes_words_and_drops_stopwords() -> None:
     assert match_expression('What is "INV-2291"?') == '"inv" OR "2291"'
     assert match_expression("the of and") == ""
+
+
+def test_bm25_statistics_are_per_tenant(tmp_path: Path) -> None:
+    idx = KeywordIndex(tmp_path / "kw.sqlite3")
+    idx.replace_chunks("t_a", [("a1", "d1", "Quarterly budget review for the paper mill."),
+                               ("a2", "d2", "Budget meeting moved to Friday.")])
+    before = idx.search("t_a", "budget paper", 5)
+    # another tenant floods the index with the same words: tenant A's scores do not move
+    idx.replace_chunks("t_b", [(f"b{i}", f"e{i}", "paper paper budget") for i in range(50)])
+    assert idx.search("t_a", "budget paper", 5) == before
+    assert len(idx.search("t_b", "budget", 100)) == 50
+
+
+def test_an_index_from_the_shared_table_era_is_dropped_for_a_rebuild(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "kw.sqlite3"
+    db = sqlite3.connect(path)
+    db.execute("CREATE VIRTUAL TABLE chunk_text USING fts5(text, collection UNINDEXED, "
+               "document_id UNINDEXED, chunk_id UNINDEXED)")
+    db.execute("INSERT INTO chunk_text VALUES ('old text', 't_a', 'd1', 'c1')")
+    db.commit()
+    db.close()
+    idx = KeywordIndex(path)
+    assert idx.existed is False  # the API rebuilds it from Chroma
+    assert idx.search("t_a", "old text", 5) == [] and idx.count("t_a") == 0
+    assert KeywordIndex(path).existed is True
+
+
+def test_many_replacements_keep_one_row_per_chunk(index: KeywordIndex) -> None:
+    for i in range(5):
+        index.replace_chunks("t_a", [("c1", "d1", f"Invoice version {i} of INV-2291.")])
+    assert index.count("t_a") == 3
+    assert [h[0] for h in index.search("t_a", "INV-2291", 10)] == ["c1"]
+    assert index.search("t_a", "version", 10)[0][0] == "c1"

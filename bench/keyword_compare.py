@@ -1,0 +1,148 @@
+"""Which BM25 for the keyword index: SQLite FTS5 (what docqa uses) against ``bm25s``.
+
+Both index the same chunks — the SciFact corpus cut by the service's own reader and
+chunker with the configured sizes — and answer the same queries (train and test qrels).
+Printed as JSON: per engine nDCG@10 and recall@100 per split, query p50/p95 (ms), the time
+to build the index from scratch and the time to add one document to a full index (FTS5:
+one transaction; bm25s has no incremental update, so it re-indexes everything). Times are
+from one run on one machine; compare them as ratios.
+
+    python -m bench.keyword_compare --json bench/out/keyword_compare.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from bench.evalkit import log, percentile
+from bench.scifact import DEFAULT_DIR, SPLITS, SciFact, documents_in_order, evaluate, load
+
+TOP_CHUNKS = 200
+ADD_SAMPLES = 5
+
+
+def chunk_corpus(data: SciFact) -> list[tuple[str, str, str]]:
+    """(chunk_id, corpus id, text) as the worker would store them."""
+    from core.domain import Page
+    from core.settings import Settings
+    from ingest.chunking import chunk_pages
+    from ingest.readers import _normalise
+
+    c = Settings().chunking
+    rows = []
+    for d in data.docs:
+        for ch in chunk_pages(d.key, [Page(number=1, text=_normalise(d.text), offset=0)],
+                              c.size, c.overlap):
+            rows.append((ch.id, d.key, ch.text))
+    return rows
+
+
+Query = Callable[[str], list[str]]  # query -> chunk's corpus ids, best first
+
+
+def score_engine(data: SciFact, query: Query) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    times: list[float] = []
+    for split in SPLITS:
+        runs = {}
+        for qid in data.qrels[split]:
+            t0 = time.perf_counter()
+            runs[qid] = documents_in_order(query(data.queries[qid]))
+            times.append((time.perf_counter() - t0) * 1000.0)
+        m = evaluate(runs, data.qrels[split])
+        out[split] = {"ndcg@10": round(m["ndcg@10"], 4), "recall@100": round(m["recall@100"], 4)}
+    out["query_p50_ms"] = round(percentile(times, 50) or 0.0, 2)
+    out["query_p95_ms"] = round(percentile(times, 95) or 0.0, 2)
+    return out
+
+
+def fts5(data: SciFact, rows: Sequence[tuple[str, str, str]], workdir: Path) -> dict[str, Any]:
+    from ingest.keywords import KeywordIndex
+
+    by_doc: dict[str, list[tuple[str, str, str]]] = {}
+    for r in rows:
+        by_doc.setdefault(r[1], []).append(r)
+    t0 = time.perf_counter()
+    index = KeywordIndex(workdir / "fts5.sqlite3")
+    for doc_rows in by_doc.values():  # one transaction per document, as the worker writes
+        index.replace_chunks("bench", doc_rows)
+    build = time.perf_counter() - t0
+    doc_of = {r[0]: r[1] for r in rows}
+    result = score_engine(
+        data, lambda q: [doc_of[c] for c, _d, _s in index.search("bench", q, TOP_CHUNKS)])
+    adds = []
+    for doc_rows in list(by_doc.values())[:ADD_SAMPLES]:
+        renamed = [(f"new-{c}", d, t) for c, d, t in doc_rows]
+        t0 = time.perf_counter()
+        index.replace_chunks("bench", renamed)
+        adds.append(time.perf_counter() - t0)
+    result.update(build_s=round(build, 2), add_one_document_ms=round(
+        (percentile(adds, 50) or 0.0) * 1000.0, 2))
+    return result
+
+
+def bm25s_engine(data: SciFact, rows: Sequence[tuple[str, str, str]], k1: float, b: float
+                 ) -> dict[str, Any]:
+    import bm25s
+    import Stemmer
+
+    stemmer = Stemmer.Stemmer("english")
+    texts = [r[2] for r in rows]
+
+    def build() -> Any:
+        retriever = bm25s.BM25(k1=k1, b=b)
+        retriever.index(bm25s.tokenize(texts, stopwords="en", stemmer=stemmer,
+                                       show_progress=False), show_progress=False)
+        return retriever
+
+    t0 = time.perf_counter()
+    retriever = build()
+    build_s = time.perf_counter() - t0
+
+    def query(q: str) -> list[str]:
+        tokens = bm25s.tokenize([q], stopwords="en", stemmer=stemmer, show_progress=False)
+        ids, _scores = retriever.retrieve(tokens, k=min(TOP_CHUNKS, len(rows)),
+                                          show_progress=False)
+        return [rows[int(i)][1] for i in ids[0]]
+
+    result = score_engine(data, query)
+    t0 = time.perf_counter()
+    build()  # bm25s cannot add one document: the index is rebuilt
+    result.update(build_s=round(build_s, 2),
+                  add_one_document_ms=round((time.perf_counter() - t0) * 1000.0, 2))
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=DEFAULT_DIR)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args(argv)
+    data = load(args.data)
+    rows = chunk_corpus(data)
+    log(f"{len(data.docs)} documents → {len(rows)} chunks")
+    engines: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        engines["fts5"] = fts5(data, rows, Path(tmp))
+    log("fts5 done")
+    engines["bm25s (k1=1.2, b=0.75, as FTS5)"] = bm25s_engine(data, rows, 1.2, 0.75)
+    engines["bm25s (k1=0.9, b=0.4, Anserini)"] = bm25s_engine(data, rows, 0.9, 0.4)
+    result = {"engines": engines, "config": {"documents": len(data.docs), "chunks": len(rows),
+                                             "top_chunks": TOP_CHUNKS}}
+    text = json.dumps(result, indent=2)
+    print(text)  # noqa: T201 - the script's output
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
