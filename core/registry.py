@@ -1,4 +1,5 @@
-"""SQLite implementation of the document registry (the embedded default).
+"""SQLite implementation of the document registry (the embedded default), and
+:func:`open_repository`, which picks it or the PostgreSQL one (``core.registry_pg``).
 
 One short-lived connection per call: safe across threads and processes (WAL mode).
 """
@@ -9,12 +10,16 @@ import json
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.domain import Document, DocumentKind, DocumentStatus, Progress
+
+if TYPE_CHECKING:
+    from core.ports import DocumentRepository
+    from core.settings import Settings
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
@@ -59,6 +64,36 @@ def metadata_matches(stored: dict[str, Any], wanted: dict[str, Any]) -> bool:
     return True
 
 
+def document_from_row(row: Mapping[str, Any] | sqlite3.Row) -> Document:
+    """A ``documents`` row (same columns in every backend) as a :class:`Document`."""
+    return Document(
+        id=row["id"],
+        tenant=row["tenant"],
+        filename=row["filename"],
+        kind=DocumentKind(row["kind"]),
+        sha256=row["sha256"],
+        size=row["size"],
+        status=DocumentStatus(row["status"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        progress=Progress(row["stage"], row["done"], row["total"]),
+        chunks=row["chunks"],
+        pages=row["pages"],
+        error=row["error"],
+        metadata=json.loads(row["metadata"]),
+    )
+
+
+def open_repository(settings: Settings) -> DocumentRepository:
+    """The registry the settings select: PostgreSQL when ``database_url``
+    (``DOCQA_DATABASE_URL``) is set, otherwise SQLite at ``settings.registry_path``."""
+    if settings.database_url:
+        from core.registry_pg import PostgresDocumentRepository
+
+        return PostgresDocumentRepository(settings.database_url)
+    return SqliteDocumentRepository(settings.registry_path)
+
+
 class SqliteDocumentRepository:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -79,22 +114,7 @@ class SqliteDocumentRepository:
 
     @staticmethod
     def _row(row: sqlite3.Row) -> Document:
-        return Document(
-            id=row["id"],
-            tenant=row["tenant"],
-            filename=row["filename"],
-            kind=DocumentKind(row["kind"]),
-            sha256=row["sha256"],
-            size=row["size"],
-            status=DocumentStatus(row["status"]),
-            created_at=row["created_at"],
-            updated_at=row["updated_at"],
-            progress=Progress(row["stage"], row["done"], row["total"]),
-            chunks=row["chunks"],
-            pages=row["pages"],
-            error=row["error"],
-            metadata=json.loads(row["metadata"]),
-        )
+        return document_from_row(row)
 
     def create(
         self,

@@ -120,6 +120,11 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path("data")
     redis_url: str = "redis://127.0.0.1:6379/0"
+    database_url: str | None = Field(
+        default=None,
+        description="PostgreSQL registry, e.g. postgresql://docqa@db:5432/docqa (API and "
+        "workers on several machines); unset = SQLite in the data dir",
+    )
     host: str = "127.0.0.1"
     port: int = 8080
     chroma: ChromaSettings = ChromaSettings()

@@ -22,7 +22,8 @@ from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_204_NO_CO
 from core.domain import DocumentStatus
 from core.errors import DocqaError, TransientError, UnauthorizedError
 from core.keys import resolve_tenant
-from core.registry import SqliteDocumentRepository
+from core.ports import DocumentRepository
+from core.registry import open_repository
 from core.settings import Settings, apply_offline_env
 from ingest.keywords import KeywordIndex
 from ingest.store import ChromaStore
@@ -49,7 +50,7 @@ PROBLEM_JSON = "application/problem+json"
 @dataclass
 class Components:
     settings: Settings
-    repo: SqliteDocumentRepository
+    repo: DocumentRepository
     store: ChromaStore
     documents: DocumentService
     answers: AnswerPipeline
@@ -243,7 +244,7 @@ def build_components(settings: Settings) -> Components:
     from ingest.embedding import SentenceTransformerEmbedder
     from service.generator import LlamaGenerator
 
-    repo = SqliteDocumentRepository(settings.registry_path)
+    repo = open_repository(settings)
     keywords = KeywordIndex(settings.keywords_path)
     store = ChromaStore(settings.chroma.host, settings.chroma.port, keywords)
     if not keywords.existed:

@@ -109,10 +109,10 @@ def keys() -> None:
 def keys_create(tenant: str, name: str, data_dir: Path | None) -> None:
     """Create an API key for TENANT and print it (shown once)."""
     from core.keys import create_key
-    from core.registry import SqliteDocumentRepository
+    from core.registry import open_repository
 
     settings = _settings(data_dir=data_dir)
-    key = create_key(SqliteDocumentRepository(settings.registry_path), tenant, name)
+    key = create_key(open_repository(settings), tenant, name)
     click.echo(key)
 
 
@@ -178,9 +178,9 @@ def up(port: int | None, data_dir: Path | None) -> None:
             raise click.ClickException(f"the service did not become ready; logs in {data / 'logs'}")
         click.echo(f"docqa is up at {url}  (OpenAPI: {url}/schema, logs: {data / 'logs'})")
         from core.keys import create_key
-        from core.registry import SqliteDocumentRepository
+        from core.registry import open_repository
 
-        repo = SqliteDocumentRepository(data / "registry.sqlite3")
+        repo = open_repository(settings)
         if not settings.static_api_keys and repo.count_keys() == 0:
             key = create_key(repo, "default", "created by docqa up")
             click.echo(f"API key for tenant 'default' (shown once, store it): {key}")

@@ -15,7 +15,7 @@ from celery.signals import worker_process_init
 
 from core import tasks as names
 from core.errors import StoreUnavailableError, TransientError
-from core.registry import SqliteDocumentRepository
+from core.registry import open_repository
 from core.settings import Settings, apply_offline_env
 from ingest.embedding import SentenceTransformerEmbedder
 from ingest.keywords import KeywordIndex
@@ -31,7 +31,7 @@ _settings: Settings | None = None
 def build_deps(settings: Settings) -> IngestDeps:
     return IngestDeps(
         settings=settings,
-        repo=SqliteDocumentRepository(settings.registry_path),
+        repo=open_repository(settings),
         store=ChromaStore(settings.chroma.host, settings.chroma.port,
                           KeywordIndex(settings.keywords_path)),
         embedder=SentenceTransformerEmbedder(

@@ -1,46 +1,40 @@
-"""Registry-side filter resolution: only ever the caller's tenant (SQLite in a temp dir)."""
+"""Registry-side filter resolution: the pure helpers every backend shares.
 
-import time
-from pathlib import Path
+The filters themselves (``find_ids``: only ever the caller's tenant, each condition) run
+against SQLite and PostgreSQL in ``test_registry_backends.py``.
+"""
 
-from core.domain import DocumentKind
-from core.registry import SqliteDocumentRepository, metadata_matches
+import re
+import sqlite3
 
+import pytest
 
-def _repo(tmp_path: Path) -> tuple[SqliteDocumentRepository, dict[str, str]]:
-    repo = SqliteDocumentRepository(tmp_path / "r.sqlite3")
-    ids = {}
-    for tenant, name, meta, sha in [
-        ("acme", "contract-2024.pdf", {"team": "legal", "tags": ["contract", "nda"]}, "1"),
-        ("acme", "handbook.docx", {"team": "hr", "year": 2024}, "2"),
-        ("globex", "contract-globex.pdf", {"team": "legal"}, "3"),
-    ]:
-        doc, _ = repo.create(tenant=tenant, filename=name, kind=DocumentKind.PDF,
-                             sha256=sha * 64, size=10, metadata=meta)
-        ids[name] = doc.id
-    return repo, ids
-
-
-def test_conditions_combine_within_the_tenant(tmp_path: Path) -> None:
-    repo, ids = _repo(tmp_path)
-    assert set(repo.find_ids("acme")) == {ids["contract-2024.pdf"], ids["handbook.docx"]}
-    assert repo.find_ids("acme", filename="contract-*") == [ids["contract-2024.pdf"]]
-    assert repo.find_ids("acme", metadata={"team": "legal"}) == [ids["contract-2024.pdf"]]
-    assert repo.find_ids("acme", metadata={"tags": "nda"}) == [ids["contract-2024.pdf"]]
-    assert repo.find_ids("acme", metadata={"year": 2024}) == [ids["handbook.docx"]]
-    assert repo.find_ids("acme", metadata={"year": "2024"}) == []
-    assert repo.find_ids("acme", created_from=time.time() + 60) == []
-    assert len(repo.find_ids("acme", created_to=time.time() + 60)) == 2
-
-
-def test_ids_of_another_tenant_never_match(tmp_path: Path) -> None:
-    repo, ids = _repo(tmp_path)
-    assert repo.find_ids("acme", ids=[ids["contract-globex.pdf"]]) == []
-    assert repo.find_ids("acme", ids=[]) == []
-    assert repo.find_ids("acme", filename="contract-globex.pdf") == []
+from core.registry import metadata_matches
+from core.registry_pg import glob_to_regex
 
 
 def test_metadata_matching_is_type_strict_for_booleans() -> None:
     assert metadata_matches({"flag": True}, {"flag": True})
     assert not metadata_matches({"flag": 1}, {"flag": True})
     assert not metadata_matches({}, {"team": "x"})
+
+
+NAMES = ["contract-2024.pdf", "Contract.pdf", "a]b", "a-b", "a\\b", "ab", "é.txt", "z", "[x].pdf",
+         "x.pdf", "a.b", "a+b", "ñ", "report (1).pdf", "-", "^", "a^b", "(?i)x", "$1.txt", ""]
+
+
+@pytest.mark.parametrize("pattern", [
+    "contract-*", "*.pdf", "[]]*", "a[]-]b", "a[^-]b", "a[^]]b", "[a-c]*", "[c-a]*", "[a-c-e]*",
+    "a\\b", "[x].pdf", "\\[x].pdf", "?", "??", "[é-ñ]*", "a.b", "a+b", "*(1)*", "[-]", "[^]",
+    "[", "a[b", "[!x]*", "*[0-9]*", "[]-a]*", "^", "a^b", "[\\^]", "(?i)x", "$1.txt", "*", "",
+    "[]", "[^a]", "[^^]*",
+])
+def test_glob_translation_matches_sqlite_glob(pattern: str) -> None:
+    """The PostgreSQL backend's regex for a filename glob accepts exactly what SQLite's
+    GLOB accepts (Python's ``re`` reads the emitted escapes as PostgreSQL does)."""
+    oracle = sqlite3.connect(":memory:")
+    regex = glob_to_regex(pattern)
+    for name in NAMES:
+        expected = bool(oracle.execute("SELECT ? GLOB ?", (name, pattern)).fetchone()[0])
+        got = regex is not None and re.fullmatch(regex, name, re.DOTALL) is not None
+        assert got == expected, (pattern, name, regex)
