@@ -166,13 +166,13 @@ METRICS = ("answerable_correct", "answerable_f1", "impossible_abstained", "false
 LOWER_IS_BETTER = {"false_abstention", "ask_p50_s", "ask_p95_s"}
 
 
-def table(systems: dict[str, dict[str, Any]], targets: dict[str, tuple[str, float]] | None = None
-          ) -> str:
+def table(systems: dict[str, dict[str, Any]], targets: dict[str, tuple[str, float]] | None = None,
+          metrics: Sequence[str] = METRICS) -> str:
     """A plain-text table: one row per metric, one column per system (+ target)."""
     names = list(systems)
     head = ["metric", *names] + (["target"] if targets else [])
     rows = [head]
-    for m in METRICS:
+    for m in metrics:
         row = [m] + [_fmt(systems[s].get(m)) for s in names]
         if targets:
             op, val = targets.get(m, ("", None))  # type: ignore[assignment]

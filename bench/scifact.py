@@ -24,6 +24,8 @@ from bench.squad2 import EVAL_DIR, _redacted
 DEFAULT_DIR = EVAL_DIR / "scifact"
 SPLITS = ("train", "test")
 MODES = ("dense", "keyword", "hybrid")
+METRICS = ("ndcg@10", "recall@100", "search_p50_ms", "search_p95_ms",
+           "queries_with_fewer_than_100_documents")
 # chunks asked per query: abstracts are 1-3 chunks, so 200 chunks cover >= 100 documents
 SEARCH_TOP_K = 200
 
@@ -180,14 +182,14 @@ def run(url: str, api_key: str, split: str = "test", root: Path = DEFAULT_DIR,
             "benchmark": "scifact", "split": split, "documents": len(data.docs),
             "search_top_k_chunks": top_k, "url": url, "commit": commit,
             "keyword_index": "sqlite fts5 bm25 (porter)",
-            "fusion": f"reciprocal rank, k={r.rrf_k}",
-            "embedding": Path(settings.models.resolved_embedding_path()).name,
+            "fusion": f"reciprocal rank, k={r.rrf_k}, keyword weight {r.keyword_weight}",
+            "embedding": "/".join(Path(settings.models.resolved_embedding_path()).parts[-2:]),
             "chunk_words": settings.chunking.size, "chunk_overlap": settings.chunking.overlap,
             "cpus": os.cpu_count(), "python": platform.python_version(),
             "argv": _redacted(sys.argv[1:]),
         },
     }
-    print(table(systems, TARGETS))  # noqa: T201 - the CLI's output
+    print(table(systems, TARGETS, METRICS))  # noqa: T201 - the CLI's output
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(result, indent=2) + "\n")

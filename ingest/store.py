@@ -164,7 +164,8 @@ class ChromaStore:
         ``score``, like the other modes, so callers see one scale."""
         if self.keywords is None:
             return []
-        found = self.keywords.search(collection_name(tenant), text, top_k * 2,
+        # a few spare hits for collapsed duplicates, not 2x: each costs a vector fetch
+        found = self.keywords.search(collection_name(tenant), text, top_k + 10,
                                      list(document_ids) if document_ids else None)
         order = [cid for cid, _doc, _s in found]
         by_id = {h.chunk_id: h for h in self.get_chunks(tenant, order, embedding)}
