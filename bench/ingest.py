@@ -321,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     log(f"{len(paras)} paragraphs from {args.squad}")
     questions = pick_questions(paras, args.questions)
 
-    with DocqaClient(args.url, args.api_key, timeout=300.0) as client:
+    with DocqaClient(args.url, args.api_key, timeout=300.0, wait_on_429_s=600) as client:
         if not client.healthy():
             log(f"WARNING: {args.url}/readyz is not 200; continuing anyway")
         service = bench_service(client, paras, args.ready_timeout, args.poll)

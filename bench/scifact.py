@@ -167,7 +167,7 @@ def run(url: str, api_key: str, split: str = "test", root: Path = DEFAULT_DIR,
     settings = Settings()
     data = load(root)
     log(f"scifact: {len(data.docs)} documents, {len(data.qrels[split])} {split} queries")
-    with DocqaClient(url, api_key, timeout=300.0) as client:
+    with DocqaClient(url, api_key, timeout=300.0, wait_on_429_s=600) as client:
         id_to_key = ingest(client, data.docs)
         systems = search_all(data, split, api_searcher(client, id_to_key, top_k))
     try:

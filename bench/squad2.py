@@ -108,7 +108,7 @@ def run(url: str, api_key: str, split: str = "test", n: int = 200, seed: int = 7
         f"{sum(not q.answerable for q in questions)} unanswerable questions, seed {seed}")
     systems: dict[str, dict[str, object]] = {}
     details: dict[str, list[dict[str, object]]] = {}
-    with DocqaClient(url, api_key, timeout=300.0) as client:
+    with DocqaClient(url, api_key, timeout=300.0, wait_on_429_s=600) as client:
         id_to_key = ingest(client, data.docs)
         records = ask_all(questions, docqa_asker(client, id_to_key), "docqa")
     systems["docqa"] = score(questions, records)

@@ -72,7 +72,7 @@ def collect(args: argparse.Namespace) -> list[dict[str, Any]]:
         return [cache[t] for t in texts]
 
     rows: list[dict[str, Any]] = []
-    with DocqaClient(args.url, args.api_key) as client:
+    with DocqaClient(args.url, args.api_key, wait_on_429_s=600) as client:
         id_to_key = ingest(client, data.docs)
         t0 = time.perf_counter()
         for i, q in enumerate(questions, start=1):

@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     data = load(args.data)
     qrels = data.qrels["train"]
     rankings: dict[str, dict[str, Ranking]] = {"dense": {}, "keyword": {}}
-    with DocqaClient(args.url, args.api_key, timeout=120.0) as client:
+    with DocqaClient(args.url, args.api_key, timeout=120.0, wait_on_429_s=600) as client:
         for i, qid in enumerate(sorted(qrels, key=int), start=1):
             for mode in rankings:
                 res = client.search(data.queries[qid], top_k=200, mode=mode)["results"]

@@ -18,11 +18,45 @@ class DocqaAPIError(Exception):
         self.body = body
 
 
+class _WaitOn429(httpx.BaseTransport):
+    """Re-sends a request the API refused with 429, after its ``Retry-After``, until
+    ``budget_s`` of waiting is spent; then the 429 is returned to the caller."""
+
+    def __init__(self, inner: httpx.BaseTransport, budget_s: float) -> None:
+        self.inner, self.budget_s = inner, budget_s
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        request.read()  # buffered, so an upload can be sent again
+        waited = 0.0
+        while True:
+            resp = self.inner.handle_request(request)
+            if resp.status_code != 429 or waited >= self.budget_s:
+                return resp
+            try:
+                delay = float(resp.headers.get("Retry-After", "1"))
+            except ValueError:
+                delay = 1.0
+            delay = min(max(delay, 0.1), self.budget_s - waited)
+            resp.read()
+            resp.close()
+            time.sleep(delay)
+            waited += delay
+
+    def close(self) -> None:
+        self.inner.close()
+
+
 class DocqaClient:
-    def __init__(self, base_url: str, api_key: str | None, timeout: float = 120.0) -> None:
+    def __init__(self, base_url: str, api_key: str | None, timeout: float = 120.0,
+                 wait_on_429_s: float = 0.0) -> None:
+        """``wait_on_429_s`` > 0: requests refused by the rate limit are retried after the
+        server's ``Retry-After`` (waiting at most that long in total per request)."""
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        transport: httpx.BaseTransport = httpx.HTTPTransport()
+        if wait_on_429_s > 0:
+            transport = _WaitOn429(transport, wait_on_429_s)
         self.http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout,
-                                 trust_env=False)
+                                 trust_env=False, transport=transport)
 
     def close(self) -> None:
         self.http.close()
