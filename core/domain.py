@@ -82,8 +82,19 @@ class ChunkHit:
     start: int
     end: int
     score: float
-    # sentence spans (inside ``text``) and their vectors, computed at ingest; None if absent
-    sentences: tuple[list[tuple[int, int]], list[list[float]]] | None = None
+    # the chunk's stored metadata holding its sentence spans and vectors (computed at
+    # ingest), decoded only when ``sentences`` is read: a search returning 200 chunks
+    # should not pay for decoding 200 sets of vectors it never uses
+    sentence_meta: dict[str, object] | None = None
+
+    @property
+    def sentences(self) -> tuple[list[tuple[int, int]], list[list[float]]] | None:
+        """Sentence spans (inside ``text``) and their vectors; None if absent or damaged."""
+        if not self.sentence_meta:
+            return None
+        from ingest.sentences import unpack
+
+        return unpack(self.sentence_meta)
 
 
 def chunk_id(document_id: str, text: str, index: int) -> str:
@@ -102,3 +113,18 @@ def chunk_id(document_id: str, text: str, index: int) -> str:
     """
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
     return f"{document_id}:{index}:{digest}"
+
+
+@dataclass(slots=True, frozen=True)
+class ApiKey:
+    """A stored API key's public record: never the key itself, nor its hash."""
+
+    id: str
+    tenant: str
+    name: str
+    created_at: float
+    revoked_at: float | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None

@@ -4,11 +4,13 @@
     ├── ConfigurationError        bad or missing settings (start-up)
     ├── BadInputError             400: the request cannot be understood
     │   ├── EmptyUploadError      400: zero-byte upload
-    │   └── ParseError            a document could not be parsed (document ends `failed`)
+    │   └── ParseError            422: a document could not be parsed (document ends `failed`;
+    │                             at upload: a DOCX over the ZIP limits, ingest/limits.py)
     ├── UnsupportedMediaError     415: file type not accepted
     ├── PayloadTooLargeError      413: upload over the size limit
     ├── UnauthorizedError         401: missing or unknown API key
     ├── NotFoundError             404: no such resource for this tenant
+    ├── RateLimitedError          429: this key's request limit is used up; retry later
     └── TransientError            503: a dependency is down or busy; retry later
         ├── StoreUnavailableError     vector store (Chroma server) unreachable
         ├── QueueUnavailableError     broker (Redis) unreachable
@@ -65,6 +67,15 @@ class UnauthorizedError(DocqaError):
 class NotFoundError(DocqaError):
     status_code = 404
     title = "Not found"
+
+
+class RateLimitedError(DocqaError):
+    status_code = 429
+    title = "Too many requests"
+
+    def __init__(self, detail: str = "", retry_after: int = 1) -> None:
+        super().__init__(detail)
+        self.retry_after = max(1, int(retry_after))
 
 
 class TransientError(DocqaError):

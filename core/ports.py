@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from core.domain import ChunkHit, Document, DocumentKind, DocumentStatus, Progress
+from core.domain import ApiKey, ChunkHit, Document, DocumentKind, DocumentStatus, Progress
 
 
 class DocumentRepository(Protocol):
@@ -48,9 +48,19 @@ class DocumentRepository(Protocol):
 
     def delete(self, doc_id: str) -> bool: ...
 
-    def add_key(self, key_hash: str, tenant: str, name: str) -> str: ...
+    def add_key(self, key_hash: str, tenant: str, name: str) -> str:
+        """Store a key's hash for ``tenant``; returns the key's id (``k_<hex>``, not secret)."""
 
     def tenant_for_key_hash(self, key_hash: str) -> str | None: ...
+
+    def key_for_hash(self, key_hash: str) -> ApiKey | None:
+        """The active (not revoked) key with this hash, or None."""
+
+    def list_keys(self, tenant: str | None = None) -> list[ApiKey]:
+        """Every key (revoked ones too, with ``revoked_at``), oldest first; never hashes."""
+
+    def revoke_key(self, key_id: str) -> bool:
+        """Revoke a key (idempotent: the first revocation time is kept); False if no such id."""
 
     def count_keys(self) -> int: ...
 

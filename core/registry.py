@@ -7,6 +7,7 @@ One short-lived connection per call: safe across threads and processes (WAL mode
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
 import time
 import uuid
@@ -15,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.domain import Document, DocumentKind, DocumentStatus, Progress
+from core.domain import ApiKey, Document, DocumentKind, DocumentStatus, Progress
 
 if TYPE_CHECKING:
     from core.ports import DocumentRepository
@@ -51,6 +52,27 @@ CREATE TABLE IF NOT EXISTS api_keys (
     revoked_at REAL
 );
 """
+# Columns api_keys must have (added to older files that lack one), then its indexes.
+_KEY_COLUMNS = {
+    "name": "TEXT NOT NULL DEFAULT ''",
+    "created_at": "REAL NOT NULL DEFAULT 0",
+    "revoked_at": "REAL",
+}
+_KEY_INDEX = "CREATE INDEX IF NOT EXISTS api_keys_tenant ON api_keys (tenant, created_at)"
+KEY_ID_PREFIX = "k_"
+
+
+def new_key_id() -> str:
+    """A key's public id: ``k_`` and 16 hex digits (keys stored before ids had this prefix
+    keep their 12-hex-digit ids)."""
+    return KEY_ID_PREFIX + secrets.token_hex(8)
+
+
+def key_from_row(row: Mapping[str, Any] | sqlite3.Row) -> ApiKey:
+    """An ``api_keys`` row (any backend) as an :class:`ApiKey` (the hash is left behind)."""
+    return ApiKey(id=row["id"], tenant=row["tenant"], name=row["name"] or "",
+                  created_at=float(row["created_at"]),
+                  revoked_at=None if row["revoked_at"] is None else float(row["revoked_at"]))
 
 
 def metadata_matches(stored: dict[str, Any], wanted: dict[str, Any]) -> bool:
@@ -101,6 +123,15 @@ class SqliteDocumentRepository:
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(_SCHEMA)
+            have = {r["name"] for r in db.execute("PRAGMA table_info(api_keys)")}
+            for column, decl in _KEY_COLUMNS.items():
+                if column not in have:
+                    try:
+                        db.execute(f"ALTER TABLE api_keys ADD COLUMN {column} {decl}")
+                    except sqlite3.OperationalError as exc:  # another process added it first
+                        if "duplicate column" not in str(exc).lower():
+                            raise
+            db.execute(_KEY_INDEX)
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -243,7 +274,7 @@ class SqliteDocumentRepository:
         return cur.rowcount > 0
 
     def add_key(self, key_hash: str, tenant: str, name: str) -> str:
-        key_id = uuid.uuid4().hex[:12]
+        key_id = new_key_id()
         with self._connect() as db:
             db.execute(
                 "INSERT INTO api_keys (id, key_hash, tenant, name, created_at) VALUES (?,?,?,?,?)",
@@ -257,6 +288,30 @@ class SqliteDocumentRepository:
                 "SELECT tenant FROM api_keys WHERE key_hash=? AND revoked_at IS NULL", (key_hash,)
             ).fetchone()
         return row["tenant"] if row else None
+
+    def key_for_hash(self, key_hash: str) -> ApiKey | None:
+        with self._connect() as db:
+            row = db.execute(
+                "SELECT * FROM api_keys WHERE key_hash=? AND revoked_at IS NULL", (key_hash,)
+            ).fetchone()
+        return key_from_row(row) if row else None
+
+    def list_keys(self, tenant: str | None = None) -> list[ApiKey]:
+        sql = "SELECT id, tenant, name, created_at, revoked_at FROM api_keys"
+        args: tuple[Any, ...] = ()
+        if tenant is not None:
+            sql, args = sql + " WHERE tenant=?", (tenant,)
+        with self._connect() as db:
+            rows = db.execute(sql + " ORDER BY created_at, id", args).fetchall()
+        return [key_from_row(r) for r in rows]
+
+    def revoke_key(self, key_id: str) -> bool:
+        with self._connect() as db:
+            cur = db.execute(
+                "UPDATE api_keys SET revoked_at=COALESCE(revoked_at, ?) WHERE id=?",
+                (time.time(), key_id),
+            )
+        return cur.rowcount > 0
 
     def count_keys(self) -> int:
         with self._connect() as db:

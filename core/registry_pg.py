@@ -28,9 +28,9 @@ from psycopg import conninfo
 from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 
-from core.domain import Document, DocumentKind, DocumentStatus, Progress
+from core.domain import ApiKey, Document, DocumentKind, DocumentStatus, Progress
 from core.errors import ConfigurationError, TransientError
-from core.registry import document_from_row, metadata_matches
+from core.registry import document_from_row, key_from_row, metadata_matches, new_key_id
 
 T = TypeVar("T")
 
@@ -64,6 +64,10 @@ CREATE TABLE IF NOT EXISTS api_keys (
     created_at DOUBLE PRECISION NOT NULL,
     revoked_at DOUBLE PRECISION
 );
+ALTER TABLE api_keys ADD COLUMN IF NOT EXISTS name TEXT NOT NULL DEFAULT '';
+ALTER TABLE api_keys ADD COLUMN IF NOT EXISTS created_at DOUBLE PRECISION NOT NULL DEFAULT 0;
+ALTER TABLE api_keys ADD COLUMN IF NOT EXISTS revoked_at DOUBLE PRECISION;
+CREATE INDEX IF NOT EXISTS api_keys_tenant ON api_keys (tenant, created_at);
 """
 _SCHEMA_LOCK = 0x646F637161  # pg_advisory_xact_lock key ("docqa"): one schema creator at a time
 _CONNECT_TIMEOUT_S = 5
@@ -266,9 +270,11 @@ class PostgresDocumentRepository:
         with self._schema_lock:
             if self._schema_ready:
                 return
+            # the newest schema object last: a database made by an older version is migrated
             exists = conn.execute(
                 "SELECT to_regclass('documents') IS NOT NULL"
-                " AND to_regclass('api_keys') IS NOT NULL AS ok"
+                " AND to_regclass('api_keys') IS NOT NULL"
+                " AND to_regclass('api_keys_tenant') IS NOT NULL AS ok"
             ).fetchone()
             if not (exists and exists["ok"]):
                 with conn.transaction():
@@ -449,7 +455,7 @@ class PostgresDocumentRepository:
     # ------------------------------------------------------------ API keys
 
     def add_key(self, key_hash: str, tenant: str, name: str) -> str:
-        key_id = uuid.uuid4().hex[:12]
+        key_id = new_key_id()
         self._run(lambda db: db.execute(
             "INSERT INTO api_keys (id, key_hash, tenant, name, created_at) VALUES (%s,%s,%s,%s,%s)",
             (key_id, key_hash, tenant, _no_nul(name), time.time()),
@@ -461,6 +467,27 @@ class PostgresDocumentRepository:
             "SELECT tenant FROM api_keys WHERE key_hash=%s AND revoked_at IS NULL", (key_hash,)
         ).fetchone())
         return row["tenant"] if row else None
+
+    def key_for_hash(self, key_hash: str) -> ApiKey | None:
+        row = self._run(lambda db: db.execute(
+            "SELECT * FROM api_keys WHERE key_hash=%s AND revoked_at IS NULL", (key_hash,)
+        ).fetchone())
+        return key_from_row(row) if row else None
+
+    def list_keys(self, tenant: str | None = None) -> list[ApiKey]:
+        sql = "SELECT id, tenant, name, created_at, revoked_at FROM api_keys"
+        args: tuple[Any, ...] = ()
+        if tenant is not None:
+            sql, args = sql + " WHERE tenant=%s", (tenant,)
+        rows = self._run(lambda db: db.execute(sql + " ORDER BY created_at, id", args).fetchall())
+        return [key_from_row(r) for r in rows]
+
+    def revoke_key(self, key_id: str) -> bool:
+        rowcount = self._run(lambda db: db.execute(
+            "UPDATE api_keys SET revoked_at=COALESCE(revoked_at, %s) WHERE id=%s",
+            (time.time(), key_id),
+        ).rowcount)
+        return rowcount > 0
 
     def count_keys(self) -> int:
         row = self._run(lambda db: db.execute(

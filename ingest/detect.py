@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import zipfile
 from pathlib import Path
+from typing import Any
 
 from core.domain import DocumentKind
 from core.errors import UnsupportedMediaError
@@ -24,17 +25,23 @@ _BINARY_MAGIC = (
 )
 
 
-def sniff_kind(filename: str, head: bytes, path: Path | None = None) -> DocumentKind:
+def sniff_kind(
+    filename: str, head: bytes, path: Path | None = None, limits: Any = None
+) -> DocumentKind:
     """Return the document kind, checking that the bytes agree with the name.
 
     Args:
         filename: the client's filename (used only for its suffix).
         head: the first few KiB of the upload.
         path: the staged file, needed to look inside ZIP containers (DOCX).
+        limits: ``core.settings.LimitSettings`` for the ZIP central-directory checks
+            (default: the defaults).
 
     Raises:
         UnsupportedMediaError: unknown type, executable content, or bytes that
             contradict the filename.
+        ParseError: a ZIP over the member, size or ratio limits, or with odd member
+            names (ingest/limits.check_zip; read from the central directory only).
     """
     suffix = Path(filename).suffix.lower()
     if head.startswith(b"%PDF-"):
@@ -46,8 +53,16 @@ def sniff_kind(filename: str, head: bytes, path: Path | None = None) -> Document
             raise UnsupportedMediaError(
                 f"content is a ZIP container but the name ends in {suffix!r}; only .docx is accepted"
             )
-        if path is not None and not _is_docx(path):
-            raise UnsupportedMediaError("ZIP file is not a Word document (.docx)")
+        if path is not None:
+            from ingest.limits import check_zip
+
+            if limits is None:
+                from core.settings import LimitSettings
+
+                limits = LimitSettings()
+            check_zip(path, limits)  # before anything builds objects for every member
+            if not _is_docx(path):
+                raise UnsupportedMediaError("ZIP file is not a Word document (.docx)")
         return DocumentKind.DOCX
     if any(head.startswith(m) for m in _BINARY_MAGIC) or b"\x00" in head:
         raise UnsupportedMediaError(

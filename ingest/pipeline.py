@@ -15,7 +15,7 @@ from core.errors import ParseError
 from core.ports import DocumentRepository, Embedder
 from core.settings import Settings
 from ingest.chunking import chunk_pages
-from ingest.readers import read_document
+from ingest.sandbox import parse_isolated
 from ingest.sentences import chunk_sentence_metadata
 from ingest.store import ChromaStore
 
@@ -56,7 +56,8 @@ def ingest_document(deps: IngestDeps, doc_id: str) -> str:
     try:
         if not path.exists():
             raise ParseError("the uploaded file is missing from storage")
-        pages = read_document(path, doc.kind)
+        # child process under time and memory limits (ingest/sandbox.py)
+        pages = parse_isolated(path, doc.kind, settings.limits)
         repo.set_progress(doc_id, Progress("chunking", len(pages), len(pages)))
         chunks = chunk_pages(doc_id, pages, settings.chunking.size, settings.chunking.overlap)
         if not chunks:

@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 from core.domain import DocumentKind, Page
 from core.errors import ParseError
@@ -35,25 +36,58 @@ def _normalise(text: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", text).strip()
 
 
-def read_pdf(path: Path) -> list[str]:
+def read_pdf(path: Path, limits: Any) -> list[str]:
+    """Text per page, within the page, decompression and text limits (ingest/limits.py)."""
     from pypdf import PdfReader
-    from pypdf.errors import PdfReadError
+    from pypdf.errors import LimitReachedError, PdfReadError
+
+    from ingest.limits import page_content_bytes, pdf_limits
 
     try:
-        reader = PdfReader(path)
-        if reader.is_encrypted:
-            raise ParseError("the PDF is encrypted; upload an unencrypted copy")
-        return [page.extract_text() or "" for page in reader.pages]
+        with pdf_limits(limits):
+            reader = PdfReader(path)
+            if reader.is_encrypted:
+                raise ParseError("the PDF is encrypted (password-protected); "
+                                 "upload an unencrypted copy")
+            n_pages = len(reader.pages)
+            if n_pages > limits.pdf_max_pages:
+                raise ParseError(
+                    f"the PDF has {n_pages} pages; the limit is {limits.pdf_max_pages}")
+            texts: list[str] = []
+            content = chars = 0
+            for page in reader.pages:
+                content += page_content_bytes(page)
+                if content > limits.pdf_max_content_bytes:
+                    raise ParseError(
+                        "the PDF's page contents decompress to more than "
+                        f"{limits.pdf_max_content_bytes} bytes (limit); refusing a likely PDF bomb")
+                text = page.extract_text() or ""
+                chars += len(text)
+                if chars > limits.max_text_chars:
+                    raise ParseError(f"the document holds more than {limits.max_text_chars} "
+                                     "characters of text (limit)")
+                texts.append(text)
+            return texts
     except ParseError:
         raise
+    except LimitReachedError as exc:
+        raise ParseError(
+            "the PDF exceeds a safety limit (likely a PDF bomb; one stream may decompress to at "
+            f"most {limits.pdf_max_stream_bytes} bytes): {exc}") from exc
     except (PdfReadError, ValueError, KeyError, TypeError, OSError) as exc:
         raise ParseError(f"the PDF could not be read: {exc}") from exc
 
 
-def read_docx(path: Path) -> list[str]:
+def read_docx(path: Path, limits: Any) -> list[str]:
+    """Paragraphs and table rows, after the ZIP and DTD checks of ingest/limits.py (python-docx
+    parses with lxml, ``resolve_entities=False`` and no network, as a second line)."""
     import docx
     from docx.opc.exceptions import PackageNotFoundError
 
+    from ingest.limits import check_zip, scan_zip
+
+    check_zip(path, limits)
+    scan_zip(path, limits)
     try:
         document = docx.Document(str(path))
     except (PackageNotFoundError, KeyError, ValueError, OSError) as exc:
@@ -92,37 +126,41 @@ class _TextExtractor(HTMLParser):
             self.parts.append(data)
 
 
-def read_html(path: Path) -> list[str]:
+def read_html(path: Path, limits: Any = None) -> list[str]:
+    """Stdlib ``HTMLParser``: no DTD processing, no external entities, no fetches; only the
+    fixed HTML character references are decoded."""
     parser = _TextExtractor()
     parser.feed(_decode(path.read_bytes()))
     parser.close()
     return ["".join(parser.parts)]
 
 
+# Linear-time patterns: no class that can run across lines or brackets, so a hostile file
+# ("[" or blank lines repeated a million times) cannot make them backtrack quadratically.
 _MD_RULES = [
     (re.compile(r"^```.*$", re.M), ""),
-    (re.compile(r"!\[([^\]]*)\]\([^)]*\)"), r"\1"),
-    (re.compile(r"\[([^\]]+)\]\([^)]*\)"), r"\1"),
-    (re.compile(r"^\s{0,3}#{1,6}\s*", re.M), ""),
-    (re.compile(r"^\s*[-*+]\s+", re.M), ""),
-    (re.compile(r"^\s*>\s?", re.M), ""),
+    (re.compile(r"!\[([^\[\]\n]{0,1000})\]\([^()\n]{0,2000}\)"), r"\1"),
+    (re.compile(r"\[([^\[\]\n]{1,1000})\]\([^()\n]{0,2000}\)"), r"\1"),
+    (re.compile(r"^[ \t]{0,3}#{1,6}[ \t]*", re.M), ""),
+    (re.compile(r"^[ \t]*[-*+][ \t]+", re.M), ""),
+    (re.compile(r"^[ \t]*>[ \t]?", re.M), ""),
     (re.compile(r"(\*\*|__)(.+?)\1"), r"\2"),
     (re.compile(r"`([^`]+)`"), r"\1"),
 ]
 
 
-def read_markdown(path: Path) -> list[str]:
+def read_markdown(path: Path, limits: Any = None) -> list[str]:
     text = _decode(path.read_bytes())
     for pattern, repl in _MD_RULES:
         text = pattern.sub(repl, text)
     return [text]
 
 
-def read_text(path: Path) -> list[str]:
+def read_text(path: Path, limits: Any = None) -> list[str]:
     return [_decode(path.read_bytes())]
 
 
-def read_csv(path: Path) -> list[str]:
+def read_csv(path: Path, limits: Any = None) -> list[str]:
     text = _decode(path.read_bytes())
     try:
         dialect = csv.Sniffer().sniff(text[:4096], delimiters=",;\t|")
@@ -142,7 +180,7 @@ def read_csv(path: Path) -> list[str]:
     return ["\n".join(lines)]
 
 
-READERS: dict[DocumentKind, Callable[[Path], list[str]]] = {
+READERS: dict[DocumentKind, Callable[[Path, Any], list[str]]] = {
     DocumentKind.PDF: read_pdf,
     DocumentKind.DOCX: read_docx,
     DocumentKind.HTML: read_html,
@@ -152,15 +190,27 @@ READERS: dict[DocumentKind, Callable[[Path], list[str]]] = {
 }
 
 
-def read_document(path: Path, kind: DocumentKind) -> list[Page]:
+def read_document(path: Path, kind: DocumentKind, limits: Any = None) -> list[Page]:
     """Parse ``path`` as ``kind`` into pages with offsets into the extracted text.
 
+    Args:
+        limits: ``core.settings.LimitSettings`` or an object with its attributes; default:
+            the defaults. This runs in-process: the worker calls it through
+            ``ingest.sandbox.parse_isolated`` (child process, time and memory limits).
+
     Raises:
-        ParseError: the file is damaged, encrypted or holds no text.
+        ParseError: the file is damaged, encrypted, holds no text or breaks a limit.
     """
+    if limits is None:
+        from core.settings import LimitSettings
+
+        limits = LimitSettings()
     try:
-        raw_pages = READERS[kind](path)
-    except ParseError:
+        raw_pages = READERS[kind](path, limits)
+        from ingest.limits import check_text_size
+
+        check_text_size(raw_pages, limits)
+    except (ParseError, MemoryError):  # MemoryError: the sandbox reports the memory limit
         raise
     except Exception as exc:  # a reader bug or odd file must fail the document, not the worker
         raise ParseError(f"the {kind.value} file could not be read: {type(exc).__name__}: {exc}") from exc

@@ -17,7 +17,9 @@ from core.domain import Chunk, ChunkHit
 from core.errors import StoreUnavailableError
 from core.settings import apply_offline_env
 from ingest.keywords import KeywordIndex
-from ingest.sentences import unpack
+from ingest.sentences import SPANS_KEY, VECTORS_KEY
+
+SENTENCE_KEYS = (SPANS_KEY, VECTORS_KEY)
 
 _UPSERT_BATCH = 256
 
@@ -191,7 +193,7 @@ class ChromaStore:
             fused[cid] = fused.get(cid, 0.0) + keyword_weight / (rrf_k + rank + 1)
         order = sorted(fused, key=lambda c: -fused[c])
         by_id = {h.chunk_id: h for h in dense}
-        wanted = order[: top_k * 2]  # room for collapsed duplicates
+        wanted = order[: top_k + 10]  # room for collapsed duplicates
         missing = [cid for cid in wanted if cid not in by_id]
         for h in self.get_chunks(tenant, missing, embedding):
             by_id[h.chunk_id] = h
@@ -270,7 +272,7 @@ def _hit(cid: str, text: str | None, meta: dict[str, Any], score: float) -> Chun
         start=int(meta.get("start", 0)),
         end=int(meta.get("end", 0)),
         score=round(score, 6),
-        sentences=unpack(meta),
+        sentence_meta={k: meta[k] for k in SENTENCE_KEYS if k in meta} or None,
     )
 
 

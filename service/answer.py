@@ -83,6 +83,7 @@ class AnswerResult:
     citations: list[dict[str, Any]]
     timings: dict[str, float] = field(default_factory=dict)
     trace: dict[str, Any] = field(default_factory=dict)  # diagnostics, not part of the API
+    chunk_ids: list[str] = field(default_factory=list)  # the cited chunks (audit log)
 
 
 def content_words(text: str) -> set[str]:
@@ -304,11 +305,13 @@ class AnswerPipeline:
                 timings["total_ms"] = _ms(t0)
                 return AnswerResult("answered",
                                     f"{truncate_words(verdict.answer.rstrip('.'))} {marks}",
-                                    citations, timings, trace)
+                                    citations, timings, trace,
+                                    [by_n[n].hit.chunk_id for n in order])
         # extractive: the best evidence sentence (the part nearest the question if long)
         body = focus_window(best.text.rstrip("."), question)
         timings["total_ms"] = _ms(t0)
-        return AnswerResult("answered", f"{body} [1]", [citation_payload(1, best)], timings, trace)
+        return AnswerResult("answered", f"{body} [1]", [citation_payload(1, best)], timings, trace,
+                            [best.hit.chunk_id])
 
 
 def _ms(t: float) -> float:

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Annotated, Any
 
 import anyio
@@ -20,15 +21,19 @@ from litestar.params import Body, Parameter
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 
 from core.domain import DocumentStatus
-from core.errors import DocqaError, TransientError, UnauthorizedError
-from core.keys import resolve_tenant
+from core.errors import DocqaError, RateLimitedError, TransientError, UnauthorizedError
+from core.audit import AuditLog, RequestAudit, open_audit, request_id
+from core.keys import resolve_key
 from core.ports import DocumentRepository
+from core.ratelimit import RateLimiter
 from core.registry import open_repository
 from core.settings import Settings, apply_offline_env
 from ingest.keywords import KeywordIndex
 from ingest.store import ChromaStore
-from service.answer import AnswerPipeline
+from service.admin import admin_router
+from service.answer import AnswerPipeline, AnswerResult
 from service.documents import DocumentService, TaskQueue, clean_filename, parse_metadata
+from service.limits import ASK, enforce_rate_limit
 from service.schemas import (
     AskRequest,
     AskResponse,
@@ -55,6 +60,8 @@ class Components:
     documents: DocumentService
     answers: AnswerPipeline
     redis: Any
+    audit: AuditLog | None = None  # None: audit.enabled=false
+    limiter: RateLimiter | None = None  # None: no rate limits (service/limits.py)
 
 
 # ---------------------------------------------------------------- errors → HTTP (one place)
@@ -69,7 +76,7 @@ def problem(status: int, title: str, detail: str, headers: dict[str, str] | None
 
 def docqa_error_handler(_: Request[Any, Any, Any], exc: DocqaError) -> Response[Any]:
     headers: dict[str, str] = {}
-    if isinstance(exc, TransientError):
+    if isinstance(exc, TransientError | RateLimitedError):
         headers["Retry-After"] = str(exc.retry_after)
     if isinstance(exc, UnauthorizedError):
         headers["WWW-Authenticate"] = 'Bearer realm="docqa"'
@@ -88,6 +95,12 @@ def http_error_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Respons
     return problem(exc.status_code, title, str(detail), dict(exc.headers or {}))
 
 
+def undecodable_body_handler(_: Request[Any, Any, Any], exc: UnicodeDecodeError) -> Response[Any]:
+    """A JSON body that is not UTF-8 fails inside Litestar's decoder: the client's fault."""
+    return problem(400, "Bad request", f"the request body is not valid UTF-8 ({exc.reason} at "
+                   f"byte {exc.start})")
+
+
 def internal_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     log.exception("unhandled error", exc_info=exc)
     return problem(500, "Internal error", "an unexpected error occurred; see the server log")
@@ -102,10 +115,11 @@ def require_api_key(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRoute
     scheme, _sep, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise UnauthorizedError("send 'Authorization: Bearer <api-key>'")
-    tenant = resolve_tenant(key.strip(), comps.settings.static_api_keys, comps.repo)
-    if tenant is None:
+    resolved = resolve_key(key.strip(), comps.settings.static_api_keys, comps.repo)
+    if resolved is None:
         raise UnauthorizedError("unknown or revoked API key")
-    connection.state.tenant = tenant
+    connection.state.tenant = resolved.tenant
+    connection.state.key_id = resolved.key_id  # the audit log's "who" (never the key)
 
 
 def provide_tenant(request: Request[Any, Any, Any]) -> str:
@@ -116,6 +130,12 @@ def provide_components(request: Request[Any, Any, Any]) -> Components:
     return request.app.state.components  # type: ignore[no-any-return]
 
 
+def provide_audit(request: Request[Any, Any, Any]) -> RequestAudit:
+    comps: Components = request.app.state.components
+    return RequestAudit(comps.audit, str(request.state.tenant), str(request.state.key_id),
+                        request_id(request.headers.get("x-request-id")))
+
+
 # ---------------------------------------------------------------- /v1 handlers
 
 
@@ -124,13 +144,23 @@ async def upload_document(
     data: Annotated[UploadForm, Body(media_type=RequestEncodingType.MULTI_PART)],
     tenant: str,
     comps: Components,
+    audit: RequestAudit,
 ) -> Response[UploadAccepted]:
     svc = comps.documents
-    metadata = parse_metadata(data.metadata)
-    staged, sha256, size = await svc.stage(data.file)
-    doc, created = await anyio.to_thread.run_sync(
-        svc.accept, tenant, staged, sha256, size, clean_filename(data.file.filename), metadata
-    )
+    name = clean_filename(data.file.filename)
+    try:
+        metadata = parse_metadata(data.metadata)
+        staged, sha256, size = await svc.stage(data.file)
+        doc, created = await anyio.to_thread.run_sync(
+            svc.accept, tenant, staged, sha256, size, name, metadata
+        )
+    except DocqaError as exc:
+        await anyio.to_thread.run_sync(partial(audit.failed, "upload", exc, **audit.text(
+            "filename", name)))
+        raise
+    await anyio.to_thread.run_sync(partial(
+        audit.record, "upload", status="accepted" if created else "duplicate",
+        document_ids=[doc.id], sha256=sha256, bytes=size, **audit.text("filename", name)))
     code = HTTP_202_ACCEPTED if created else HTTP_200_OK
     return Response(UploadAccepted(doc.id, doc.status.value, duplicate=not created), status_code=code)
 
@@ -153,8 +183,13 @@ def get_document(doc_id: str, tenant: str, comps: Components) -> DocumentOut:
 
 
 @delete("/documents/{doc_id:str}", status_code=HTTP_204_NO_CONTENT, sync_to_thread=True)
-def delete_document(doc_id: str, tenant: str, comps: Components) -> None:
-    comps.documents.delete(tenant, doc_id)
+def delete_document(doc_id: str, tenant: str, comps: Components, audit: RequestAudit) -> None:
+    try:
+        comps.documents.delete(tenant, doc_id)
+    except DocqaError as exc:
+        audit.failed("delete", exc, document_ids=[doc_id[:128]])
+        raise
+    audit.record("delete", status="deleted", document_ids=[doc_id])
 
 
 def _top_k(requested: int | None, settings: Settings, cap: int | None = None) -> int:
@@ -181,27 +216,55 @@ def _epoch(moment: datetime | None) -> float | None:
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
+def _filter_names(filters: Filters | None) -> list[str]:
+    """Which filters a request used (for the audit log: names only, never their values)."""
+    if filters is None:
+        return []
+    return [f for f in filters.__struct_fields__ if getattr(filters, f) is not None]
+
+
 @post("/search", status_code=HTTP_200_OK, sync_to_thread=True)
-def search(data: SearchRequest, tenant: str, comps: Components) -> SearchResponse:
-    ids = _scope(data.filters, tenant, comps)
-    if ids == []:
-        return SearchResponse([])
-    r = comps.settings.retrieval
-    hits, _ = comps.answers.search(tenant, data.query,
-                                   _top_k(data.top_k, comps.settings, r.max_search_top_k), ids,
-                                   mode=data.mode)
+def search(data: SearchRequest, tenant: str, comps: Components,
+           audit: RequestAudit) -> SearchResponse:
+    asked = {**audit.text("query", data.query), "filters": _filter_names(data.filters),
+             "mode": data.mode, "top_k": data.top_k}
+    try:
+        ids = _scope(data.filters, tenant, comps)
+        hits: list[Any] = []
+        if ids != []:
+            r = comps.settings.retrieval
+            hits, _ = comps.answers.search(tenant, data.query,
+                                           _top_k(data.top_k, comps.settings, r.max_search_top_k),
+                                           ids, mode=data.mode)
+    except DocqaError as exc:
+        audit.failed("search", exc, **asked)
+        raise
+    audit.record("search", status="ok", results=len(hits), **asked,
+                 chunk_ids=[h.chunk_id for h in hits],
+                 document_ids=list(dict.fromkeys(h.document_id for h in hits)))
     return SearchResponse([
         SearchResult(h.chunk_id, h.document_id, h.filename, h.page, h.start, h.end, h.text, h.score)
         for h in hits
     ])
 
 
-@post("/ask", status_code=HTTP_200_OK, sync_to_thread=True)
-def ask(data: AskRequest, tenant: str, comps: Components) -> AskResponse:
-    ids = _scope(data.filters, tenant, comps)
-    if ids == []:
-        return AskResponse("not_found", "", [], {"total_ms": 0.0})
-    result = comps.answers.ask(tenant, data.question, _top_k(data.top_k, comps.settings), ids)
+@post("/ask", status_code=HTTP_200_OK, sync_to_thread=True, opt={"rate_limit": ASK})
+def ask(data: AskRequest, tenant: str, comps: Components, audit: RequestAudit) -> AskResponse:
+    asked = {**audit.text("question", data.question), "filters": _filter_names(data.filters),
+             "top_k": data.top_k}
+    try:
+        ids = _scope(data.filters, tenant, comps)
+        if ids == []:
+            result = AnswerResult("not_found", "", [], {"total_ms": 0.0})
+        else:
+            result = comps.answers.ask(tenant, data.question,
+                                       _top_k(data.top_k, comps.settings), ids)
+    except DocqaError as exc:
+        audit.failed("ask", exc, **asked)
+        raise
+    audit.record("ask", status=result.status, citations=len(result.citations), **asked,
+                 chunk_ids=result.chunk_ids,
+                 document_ids=list(dict.fromkeys(c["document_id"] for c in result.citations)))
     return AskResponse(
         result.status, result.answer, [Citation(**c) for c in result.citations], result.timings
     )
@@ -269,6 +332,8 @@ def build_components(settings: Settings) -> Components:
         settings=settings, repo=repo, store=store, documents=documents,
         answers=AnswerPipeline(settings, embedder, store, generator),
         redis=redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2),
+        audit=open_audit(settings),
+        limiter=RateLimiter.from_url(settings.redis_url, fail_open=settings.rate_limit.fail_open),
     )
 
 
@@ -285,17 +350,20 @@ def create_app(settings: Settings | None = None, components: Components | None =
 
     v1 = Router(
         path="/v1",
-        guards=[require_api_key],
-        dependencies={"tenant": Provide(provide_tenant, sync_to_thread=False)},
+        guards=[require_api_key, enforce_rate_limit],
+        dependencies={"tenant": Provide(provide_tenant, sync_to_thread=False),
+                      "audit": Provide(provide_audit, sync_to_thread=False)},
         route_handlers=[upload_document, list_documents, get_document, delete_document, search, ask],
     )
+    admin = admin_router(settings)  # None without an admin key: /admin is then a 404
     app = Litestar(
-        route_handlers=[v1, healthz, readyz],
+        route_handlers=[v1, healthz, readyz, *([admin] if admin else [])],
         dependencies={"comps": Provide(provide_components, sync_to_thread=False)},
         lifespan=[lifespan],
         exception_handlers={
             DocqaError: docqa_error_handler,
             HTTPException: http_error_handler,
+            UnicodeDecodeError: undecodable_body_handler,
             Exception: internal_error_handler,
         },
         request_max_body_size=settings.max_upload_bytes + 1024 * 1024,

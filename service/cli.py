@@ -3,9 +3,12 @@
     docqa up        Chroma server + Celery worker + API on one machine, supervised
     docqa serve     the API only
     docqa worker    a Celery worker only
-    docqa keys create --tenant T
+    docqa keys create --tenant T [--name N]
+    docqa keys list [--tenant T] [--json]
+    docqa keys revoke KEY_ID
     docqa ingest PATH...
     docqa ask "question"
+    docqa audit verify|tail
 """
 
 from __future__ import annotations
@@ -107,13 +110,86 @@ def keys() -> None:
 @click.option("--name", default="")
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None)
 def keys_create(tenant: str, name: str, data_dir: Path | None) -> None:
-    """Create an API key for TENANT and print it (shown once)."""
-    from core.keys import create_key
+    """Create an API key for TENANT and print it (shown once; only its hash is stored).
+
+    The key goes to stdout alone (for scripts); its id, by which it is listed and revoked,
+    to stderr."""
+    from core.errors import BadInputError
+    from core.keys import issue_key
     from core.registry import open_repository
 
     settings = _settings(data_dir=data_dir)
-    key = create_key(open_repository(settings), tenant, name)
+    try:
+        key_id, key = issue_key(open_repository(settings), tenant, name)
+    except BadInputError as exc:
+        raise click.UsageError(exc.detail) from None
+    _audit_key_event(settings, "key_create", tenant, key_id)
     click.echo(key)
+    click.echo(f"created key {key_id} for tenant {tenant!r} (the key is shown only this once)",
+               err=True)
+
+
+@keys.command("list")
+@click.option("--tenant", default=None, help="only this tenant's keys")
+@click.option("--json", "as_json", is_flag=True, help="print JSON (one array)")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None)
+def keys_list(tenant: str | None, as_json: bool, data_dir: Path | None) -> None:
+    """List stored API keys (ids, tenants, names, dates; never keys or hashes).
+
+    Keys configured in DOCQA_API_KEYS are not stored, so not listed."""
+    import json
+
+    from core.keys import public_record
+    from core.registry import open_repository
+
+    records = [public_record(k) for k in open_repository(_settings(data_dir=data_dir))
+               .list_keys(tenant)]
+    if as_json:
+        click.echo(json.dumps(records, indent=2))
+        return
+    if not records:
+        click.echo("no keys", err=True)
+        return
+    rows = [("ID", "TENANT", "NAME", "CREATED", "STATUS")] + [
+        (r["id"], r["tenant"], r["name"], r["created_at"][:19] + "Z",
+         "active" if r["active"] else f"revoked {r['revoked_at'][:19]}Z") for r in records
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[4])
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None)
+def keys_revoke(key_id: str, data_dir: Path | None) -> None:
+    """Revoke the key KEY_ID (see `docqa keys list`): it stops working at once."""
+    from core.keys import valid_key_id
+    from core.registry import open_repository
+
+    settings = _settings(data_dir=data_dir)
+    repo = open_repository(settings)
+    if not valid_key_id(key_id) or not repo.revoke_key(key_id):
+        click.echo(f"no API key with id {key_id!r}", err=True)
+        sys.exit(1)
+    _audit_key_event(settings, "key_revoke",
+                     next((k.tenant for k in repo.list_keys() if k.id == key_id), None), key_id)
+    click.echo(f"revoked {key_id}")
+
+
+def _audit_key_event(settings: Settings, event: str, tenant: str | None, key_id: str) -> None:
+    """Put a key change made on this machine's command line on the audit record (who:
+    ``cli``). Fails closed: a created key is then not shown, a revocation is reported as
+    not recorded (exit 1)."""
+    from core.audit import AuditUnavailableError, RequestAudit, open_audit, request_id
+
+    try:
+        RequestAudit(open_audit(settings), tenant, "cli", request_id(None)).record(
+            event, status="ok", target_key_id=key_id)
+    except AuditUnavailableError as exc:
+        shown = " (not shown; revoke it)" if event == "key_create" else ""
+        raise click.ClickException(
+            f"{event} {key_id} done{shown} but not on the audit record: {exc.detail}") from None
 
 
 @main.command()
@@ -177,12 +253,13 @@ def up(port: int | None, data_dir: Path | None) -> None:
         if not wait_http(f"{url}/readyz", 300, list(procs.values())):
             raise click.ClickException(f"the service did not become ready; logs in {data / 'logs'}")
         click.echo(f"docqa is up at {url}  (OpenAPI: {url}/schema, logs: {data / 'logs'})")
-        from core.keys import create_key
+        from core.keys import issue_key
         from core.registry import open_repository
 
         repo = open_repository(settings)
         if not settings.static_api_keys and repo.count_keys() == 0:
-            key = create_key(repo, "default", "created by docqa up")
+            key_id, key = issue_key(repo, "default", "created by docqa up")
+            _audit_key_event(settings, "key_create", "default", key_id)
             click.echo(f"API key for tenant 'default' (shown once, store it): {key}")
         click.echo("Press Ctrl-C to stop.")
         while not stopping["flag"]:
@@ -199,7 +276,7 @@ def _client(url: str | None, api_key: str | None):  # type: ignore[no-untyped-de
     from service.client import DocqaClient
 
     base, key = _address(url, api_key)
-    return DocqaClient(base, key)
+    return DocqaClient(base, key, wait_on_429_s=120)
 
 
 def _address(url: str | None, api_key: str | None) -> tuple[str, str]:
@@ -269,6 +346,44 @@ def ask(question: str, url: str | None, api_key: str | None, as_json: bool) -> N
     for c in result["citations"]:
         click.echo(f"  [{c['n']}] {c['filename']} p.{c['page']} ({c['start']}-{c['end']}): "
                    f"\"{c['quote']}\"")
+
+
+@main.group()
+def audit() -> None:
+    """Check or read the audit log (DATA/audit.log unless DOCQA_AUDIT__PATH)."""
+
+
+audit_path_opt = click.option("--path", "path", type=click.Path(path_type=Path), default=None,
+                              help="audit log file (default from settings)")
+
+
+@audit.command("verify")
+@audit_path_opt
+def audit_verify(path: Path | None) -> None:
+    """Check the hash chain; exit 0 when intact, 1 when tampered or truncated."""
+    from core.audit import verify
+
+    path = path or _settings().audit_path
+    if not path.exists() and not Path(str(path) + ".head").exists():
+        click.echo(f"no audit log at {path}", err=True)
+        sys.exit(2)
+    result = verify(path)
+    click.echo(result.message(path), err=not result.ok)
+    sys.exit(0 if result.ok else 1)
+
+
+@audit.command("tail")
+@audit_path_opt
+@click.option("-n", "lines", type=int, default=10, show_default=True)
+def audit_tail(path: Path | None, lines: int) -> None:
+    """Print the last entries (JSON lines)."""
+    from core.audit import tail
+
+    path = path or _settings().audit_path
+    if not path.exists():
+        raise click.ClickException(f"no audit log at {path}")
+    for line in tail(path, lines):
+        click.echo(line)
 
 
 @main.group(name="eval")

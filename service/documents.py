@@ -116,7 +116,7 @@ class DocumentService:
         try:
             with staged.open("rb") as fh:
                 head = fh.read(8192)
-            kind = sniff_kind(filename, head, staged)
+            kind = sniff_kind(filename, head, staged, self.settings.limits)
             doc, created = self.repo.create(
                 tenant=tenant, filename=filename, kind=kind, sha256=sha256, size=size,
                 metadata=metadata,

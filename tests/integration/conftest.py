@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,19 +65,29 @@ def _stop(procs: dict[str, subprocess.Popen[bytes]]) -> None:
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with run_stack(tmp_path_factory.mktemp("docqa-data"), REDIS_URL) as st:
+        yield st
+
+
+@contextmanager
+def run_stack(
+    data: Path, redis_url: str, extra_env: dict[str, str] | None = None
+) -> Iterator[Stack]:
+    """Chroma, a worker and the API on data dir ``data`` and Redis ``redis_url`` (flushed
+    first); ``extra_env`` adds or overrides settings (tests/integration/test_hostile_uploads.py
+    runs its own stack with tight limits on Redis database 8)."""
     try:
-        r = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+        r = redis.Redis.from_url(redis_url, socket_connect_timeout=2)
         r.flushdb()
     except redis.RedisError as exc:
-        pytest.fail(f"integration tests need Redis at {REDIS_URL}: {exc}")
-    data = tmp_path_factory.mktemp("docqa-data")
+        pytest.fail(f"integration tests need Redis at {redis_url}: {exc}")
     (data / "logs").mkdir()
     chroma_port, api_port = free_port(), free_port()
     netlog = data / "netguard.log"
     env = {
         **os.environ,
         "DOCQA_DATA_DIR": str(data),
-        "DOCQA_REDIS_URL": REDIS_URL,
+        "DOCQA_REDIS_URL": redis_url,
         "DOCQA_CHROMA__HOST": "127.0.0.1",
         "DOCQA_CHROMA__PORT": str(chroma_port),
         "DOCQA_HOST": "127.0.0.1",
@@ -88,6 +99,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         ),
         # Make proxies irrelevant: nothing may leave the machine anyway.
         "NO_PROXY": "*",
+        **(extra_env or {}),
     }
     for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"):
         env.pop(var, None)

@@ -307,7 +307,7 @@ def test_keys(repo: DocumentRepository) -> None:
     assert repo.count_keys() == 0
     assert repo.tenant_for_key_hash("h1") is None
     key_id = repo.add_key("h1", "acme", "ci")
-    assert len(key_id) == 12
+    assert key_id.startswith("k_") and len(key_id) == 18
     repo.add_key("h2", "globex", "")
     assert repo.tenant_for_key_hash("h1") == "acme"
     assert repo.tenant_for_key_hash("h2") == "globex"
@@ -315,6 +315,82 @@ def test_keys(repo: DocumentRepository) -> None:
     with pytest.raises(Exception):  # noqa: B017 - each backend's integrity error
         repo.add_key("h1", "globex", "same hash twice")
     assert repo.tenant_for_key_hash("h1") == "acme" and repo.count_keys() == 2
+
+
+def test_keys_are_listed_without_secrets_and_revoked(repo: DocumentRepository) -> None:
+    assert repo.list_keys() == [] and repo.list_keys("acme") == []
+    before = time.time()
+    a1 = repo.add_key("hash-a1", "acme", "ci")
+    g1 = repo.add_key("hash-g1", "globex", "")
+    a2 = repo.add_key("hash-a2", "acme", "laptop")
+    assert len({a1, g1, a2}) == 3
+    listed = repo.list_keys()
+    assert [k.id for k in listed] == [a1, g1, a2]  # oldest first
+    assert [(k.tenant, k.name, k.revoked_at, k.active) for k in listed] == [
+        ("acme", "ci", None, True), ("globex", "", None, True), ("acme", "laptop", None, True)]
+    assert all(before <= k.created_at <= time.time() for k in listed)
+    assert not any("hash" in repr(k) for k in listed)  # the record has no hash field
+    assert [k.id for k in repo.list_keys("acme")] == [a1, a2]
+    assert repo.list_keys("initech") == []
+
+    found = repo.key_for_hash("hash-a2")
+    assert found is not None and (found.id, found.tenant, found.name) == (a2, "acme", "laptop")
+    assert repo.key_for_hash("nope") is None
+
+    assert repo.revoke_key(a1) is True
+    assert repo.tenant_for_key_hash("hash-a1") is None and repo.key_for_hash("hash-a1") is None
+    assert repo.tenant_for_key_hash("hash-a2") == "acme"  # the tenant's other key still works
+    assert repo.count_keys() == 2
+    revoked = {k.id: k for k in repo.list_keys("acme")}[a1]
+    assert not revoked.active and revoked.revoked_at is not None
+    assert revoked.revoked_at >= revoked.created_at
+    assert repo.revoke_key(a1) is True  # idempotent: the first revocation time is kept
+    assert {k.id: k for k in repo.list_keys()}[a1].revoked_at == revoked.revoked_at
+    assert repo.revoke_key("k_0000000000000000") is False
+    assert repo.revoke_key("") is False
+
+
+def test_a_key_revoked_by_one_process_stops_working_in_another(make_repo: MakeRepo) -> None:
+    api, cli = make_repo(), make_repo()
+    key_id = api.add_key("h", "acme", "")
+    assert api.tenant_for_key_hash("h") == "acme"  # the API has looked it up before
+    assert cli.revoke_key(key_id)
+    assert api.tenant_for_key_hash("h") is None and api.key_for_hash("h") is None
+
+
+def test_sqlite_registry_from_an_older_version_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "registry.sqlite3"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE api_keys (id TEXT PRIMARY KEY, key_hash TEXT NOT NULL UNIQUE,"
+        " tenant TEXT NOT NULL);"
+        "INSERT INTO api_keys VALUES ('0123456789ab', 'old-hash', 'acme');")
+    old.close()
+    repo = SqliteDocumentRepository(path)
+    SqliteDocumentRepository(path)  # opening it again (another process) changes nothing
+    assert repo.tenant_for_key_hash("old-hash") == "acme"
+    [key] = repo.list_keys()
+    assert (key.id, key.tenant, key.name, key.revoked_at) == ("0123456789ab", "acme", "", None)
+    new_id = repo.add_key("new-hash", "acme", "n")
+    assert [k.id for k in repo.list_keys("acme")] == ["0123456789ab", new_id]
+    assert repo.revoke_key("0123456789ab") and repo.tenant_for_key_hash("old-hash") is None
+
+
+def test_pg_registry_from_an_older_version_is_migrated(pg_dsn: str) -> None:
+    with psycopg.connect(pg_dsn, autocommit=True) as db:
+        db.execute(
+            "CREATE TABLE api_keys (id TEXT PRIMARY KEY, key_hash TEXT NOT NULL UNIQUE,"
+            " tenant TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL)")
+        db.execute("INSERT INTO api_keys VALUES ('0123456789ab', 'old-hash', 'acme', 1.5)")
+    repo = PostgresDocumentRepository(pg_dsn)
+    try:
+        assert repo.tenant_for_key_hash("old-hash") == "acme"
+        [key] = repo.list_keys()
+        assert (key.id, key.name, key.created_at, key.revoked_at) == ("0123456789ab", "", 1.5, None)
+        assert repo.revoke_key("0123456789ab") and repo.tenant_for_key_hash("old-hash") is None
+        assert repo.list("acme", None, 10, 0) == ([], 0)  # the documents table was created too
+    finally:
+        repo.close()
 
 
 # ---------------------------------------------------------------- concurrency

@@ -1,0 +1,189 @@
+"""Parse a document in a child process under a wall-clock and a memory limit.
+
+The worker calls ``parse_isolated``; it starts ``python -m ingest.sandbox`` (a plain
+subprocess, so it works from a Celery prefork child, which as a daemonic process may not
+use ``multiprocessing``), sends the request as JSON on stdin and reads the pages as JSON
+from stdout. The child confines itself before it touches the file: ``RLIMIT_AS`` (memory),
+``RLIMIT_CPU`` (a backstop to the parent's wall-clock timeout), no core dumps, and it dies
+with its parent (``PR_SET_PDEATHSIG``). A parser that hangs, explodes or crashes costs one
+child; the document ends ``failed`` with the reason and the worker carries on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from core.domain import DocumentKind, Page
+from core.errors import ParseError, TransientError
+
+log = logging.getLogger("docqa.ingest")
+
+DEFAULT_TARGET = "ingest.readers:read_document"
+MEMORY_EXIT = 3  # the child ran out of its address space
+_IMPORT_ROOT = Path(__file__).resolve().parents[1]  # the folder holding ``ingest``
+
+
+def _limits_dict(limits: Any) -> dict[str, Any]:
+    if hasattr(limits, "model_dump"):
+        return dict(limits.model_dump())
+    return dict(vars(limits))
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # the child leads its own session
+    except ProcessLookupError:
+        pass
+    except PermissionError:  # pragma: no cover - not our group any more
+        proc.kill()
+
+
+def _memory_text(limits: Any) -> str:
+    return f"{limits.parse_memory_bytes / (1024 * 1024):.0f} MiB"
+
+
+def parse_isolated(
+    path: Path, kind: DocumentKind, limits: Any, target: str = DEFAULT_TARGET
+) -> list[Page]:
+    """Run ``target(path, kind, limits)`` (default ``read_document``) in a confined child.
+
+    Args:
+        limits: ``core.settings.LimitSettings`` (or an object with its attributes).
+        target: ``module:function`` to call in the child; tests point it at misbehaving
+            parsers.
+
+    Raises:
+        ParseError: the parser refused the file, broke the time or memory limit, or crashed.
+        TransientError: the child process could not be started.
+    """
+    timeout = float(limits.parse_timeout_s)
+    request = json.dumps({
+        "path": str(Path(path).resolve()), "kind": kind.value, "target": target,
+        "limits": _limits_dict(limits), "parent": os.getpid(),
+    }).encode()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ingest.sandbox"], cwd=_IMPORT_ROOT,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            start_new_session=True, close_fds=True,
+        )
+    except OSError as exc:
+        raise TransientError(f"could not start the parser process: {exc}") from exc
+    try:
+        out, err = proc.communicate(request, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill(proc)
+        proc.communicate()
+        raise ParseError(f"parsing exceeded the {timeout:g} s time limit") from None
+    except BaseException:  # e.g. Celery's soft time limit or shutdown: leave no child behind
+        _kill(proc)
+        proc.wait()
+        raise
+    code = proc.returncode
+    if code == 0:
+        try:
+            reply = json.loads(out)
+        except ValueError:
+            reply = {"error": "the parser process returned no result"}
+        if "error" in reply:
+            raise ParseError(str(reply["error"]))
+        return [Page(number=n, text=t, offset=o) for n, t, o in reply["pages"]]
+    if code == MEMORY_EXIT:
+        raise ParseError(f"parsing exceeded the {_memory_text(limits)} memory limit")
+    if code in (-signal.SIGXCPU, -signal.SIGKILL):
+        raise ParseError(f"parsing exceeded the {timeout:g} s time limit (CPU)")
+    tail = err.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
+    log.warning("parser process for %s ended with %s: %s", path, code, err[-2000:])
+    if code < 0:
+        name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
+        raise ParseError(f"the parser crashed on this file ({name}); it may be malformed or "
+                         f"need more than the {_memory_text(limits)} memory limit")
+    raise ParseError(f"the parser process failed (exit {code}): {tail[0][:300]}")
+
+
+# ---------------------------------------------------------------- the child
+
+
+def _confine(limits: Any, parent: int) -> None:
+    import resource
+
+    memory = int(limits.parse_memory_bytes)
+    if memory > 0:
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    cpu = int(float(limits.parse_timeout_s)) + 2
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    try:  # die with the worker (Linux): a killed worker must not leave a parser running
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        pass
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+    # parser libraries log per broken object; nobody reads it and a hostile file could
+    # make it gigabytes
+    logging.disable(logging.CRITICAL)
+    import warnings
+
+    warnings.simplefilter("ignore")
+
+
+def _near_memory_limit(limits: Any) -> bool:
+    """Did this process come within 10% of its address-space limit (``VmPeak``)?"""
+    memory = int(limits.parse_memory_bytes)
+    if memory <= 0:
+        return False
+    try:
+        with open("/proc/self/status", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"VmPeak:"):
+                    return int(line.split()[1]) * 1024 >= 0.9 * memory
+    except (OSError, ValueError, IndexError):
+        pass
+    return False
+
+
+def main() -> None:
+    import importlib
+    from types import SimpleNamespace
+
+    request = json.loads(sys.stdin.buffer.read())
+    limits = SimpleNamespace(**request["limits"])
+    _confine(limits, int(request["parent"]))
+    try:
+        module, _, name = request["target"].partition(":")
+        parse = getattr(importlib.import_module(module), name)
+        pages = parse(Path(request["path"]), DocumentKind(request["kind"]), limits)
+        reply: dict[str, Any] = {"pages": [[p.number, p.text, p.offset] for p in pages]}
+    except MemoryError:
+        os._exit(MEMORY_EXIT)  # allocate nothing more: no message, the exit code says it
+    except ParseError as exc:
+        reply = {"error": exc.detail}
+    except RecursionError:
+        reply = {"error": "the document is nested too deeply to parse"}
+    except Exception as exc:  # noqa: BLE001 - any parser failure fails the document
+        reply = {"error": f"the {request['kind']} file could not be read: "
+                          f"{type(exc).__name__}: {exc}"}
+    if "error" in reply and _near_memory_limit(limits):
+        # C parsers (lxml, zlib) report a failed allocation as their own error
+        # ("XMLSyntaxError: unknown error"): name the real cause
+        os._exit(MEMORY_EXIT)
+    try:
+        data = json.dumps(reply, ensure_ascii=False).encode("utf-8", "replace")
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    except MemoryError:
+        os._exit(MEMORY_EXIT)
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

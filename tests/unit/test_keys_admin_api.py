@@ -1,0 +1,231 @@
+"""API keys, the /admin API and per-key rate limits through the real Litestar app (its
+guards, handlers and error mapping), on a SQLite registry and a real Redis (database 9,
+own key prefix, cleaned up). Chroma, models and workers are not involved: the routes used
+here only touch the registry (``/v1/ask`` with an empty ``document_ids`` filter answers
+``not_found`` before retrieval)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from litestar.testing import TestClient
+
+from core.errors import ConfigurationError
+from core.keys import create_key, hash_key
+from core.ratelimit import RateLimiter
+from core.registry import SqliteDocumentRepository
+from core.settings import Settings
+from service.app import Components, create_app
+from service.cli import free_port
+
+REDIS_URL = os.environ.get("DOCQA_TEST_RATELIMIT_REDIS_URL", "redis://127.0.0.1:6379/9")
+ADMIN = "admin-" + "x" * 30
+STATIC = "static-acme-key-0123456789"
+
+
+def make_app(tmp_path: Path, limiter: RateLimiter | None = None, **settings: Any):
+    s = Settings(data_dir=tmp_path, api_keys=f"acme:{STATIC}", **settings)
+    repo = SqliteDocumentRepository(s.registry_path)
+    comps = Components(settings=s, repo=repo, store=None, documents=None,  # type: ignore[arg-type]
+                       answers=None, redis=None, limiter=limiter)  # type: ignore[arg-type]
+    return create_app(s, comps), repo
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    p = f"docqa-test:api:{secrets.token_hex(4)}:"
+    yield p
+    r = redis.Redis.from_url(REDIS_URL)
+    keys = list(r.scan_iter(match=p + "*"))
+    if keys:
+        r.delete(*keys)
+    r.close()
+
+
+def limiter(prefix: str, url: str = REDIS_URL, **kw: Any) -> RateLimiter:
+    return RateLimiter.from_url(url, prefix=prefix, **kw)
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def is_problem(resp: Any, status: int) -> bool:
+    return (resp.status_code == status
+            and resp.headers["content-type"].startswith("application/problem+json")
+            and resp.json()["status"] == status)
+
+
+# ---------------------------------------------------------------- admin API
+
+
+def test_without_an_admin_key_the_admin_api_is_absent(tmp_path: Path) -> None:
+    app, _ = make_app(tmp_path)
+    with TestClient(app) as client:
+        for method, path in (("GET", "/admin/keys"), ("POST", "/admin/keys"),
+                             ("DELETE", "/admin/keys/k_1")):
+            resp = client.request(method, path, headers=bearer(ADMIN))
+            assert is_problem(resp, 404), (method, path, resp.text)
+
+
+def test_admin_routes_need_the_admin_key(tmp_path: Path) -> None:
+    app, repo = make_app(tmp_path, admin_key=ADMIN)
+    stored = create_key(repo, "acme")
+    with TestClient(app) as client:
+        for headers in ({}, bearer(STATIC), bearer(stored), bearer(ADMIN + "x"),
+                        {"Authorization": f"Basic {ADMIN}"}):
+            for method, path in (("GET", "/admin/keys"), ("POST", "/admin/keys"),
+                                 ("DELETE", "/admin/keys/k_1")):
+                resp = client.request(method, path, headers=headers, json={"tenant": "x"})
+                assert is_problem(resp, 401), (headers, method, path, resp.text)
+                assert resp.headers["www-authenticate"].startswith("Bearer")
+        assert client.get("/admin/keys", headers=bearer(ADMIN)).status_code == 200
+        # and the admin key is no tenant key
+        assert is_problem(client.get("/v1/documents", headers=bearer(ADMIN)), 401)
+
+
+def test_create_list_revoke_through_the_admin_api(tmp_path: Path) -> None:
+    app, repo = make_app(tmp_path, admin_key=ADMIN)
+    with TestClient(app) as client:
+        made = client.post("/admin/keys", headers=bearer(ADMIN),
+                           json={"tenant": "initech", "name": "ci"})
+        assert made.status_code == 201, made.text
+        body = made.json()
+        assert set(body) == {"id", "tenant", "name", "created_at", "key"}
+        assert body["key"].startswith("dq_") and body["id"].startswith("k_")
+        assert (body["tenant"], body["name"]) == ("initech", "ci") and body["created_at"]
+        assert made.headers["cache-control"] == "no-store"
+        key, key_id = body["key"], body["id"]
+        assert key.encode() not in (tmp_path / "registry.sqlite3").read_bytes()  # hash only
+
+        assert client.get("/v1/documents", headers=bearer(key)).status_code == 200
+
+        other = client.post("/admin/keys", headers=bearer(ADMIN), json={"tenant": "acme"}).json()
+        listing = client.get("/admin/keys", headers=bearer(ADMIN))
+        assert listing.status_code == 200
+        items = listing.json()["items"]
+        assert [i["id"] for i in items] == [key_id, other["id"]]
+        assert set(items[0]) == {"id", "tenant", "name", "created_at", "revoked_at", "active"}
+        assert key not in listing.text and other["key"] not in listing.text
+        assert hash_key(key) not in listing.text
+        only = client.get("/admin/keys", params={"tenant": "acme"}, headers=bearer(ADMIN))
+        assert [i["id"] for i in only.json()["items"]] == [other["id"]]
+
+        assert client.delete(f"/admin/keys/{key_id}", headers=bearer(ADMIN)).status_code == 204
+        revoked = client.get("/v1/documents", headers=bearer(key))  # at once
+        assert is_problem(revoked, 401)
+        assert client.get("/v1/documents", headers=bearer(other["key"])).status_code == 200
+        items = client.get("/admin/keys", headers=bearer(ADMIN)).json()["items"]
+        assert [(i["active"], i["revoked_at"] is not None) for i in items] == [
+            (False, True), (True, False)]
+        assert client.delete(f"/admin/keys/{key_id}", headers=bearer(ADMIN)).status_code == 204
+        for missing in ("k_0000000000000000", "static-1", "a%00b"):
+            assert is_problem(client.delete(f"/admin/keys/{missing}", headers=bearer(ADMIN)), 404)
+    assert [k.active for k in repo.list_keys()] == [False, True]
+
+
+@pytest.mark.parametrize("body", [{"tenant": "bad tenant"}, {"tenant": ""}, {},
+                                  {"tenant": "acme", "name": "x" * 201},
+                                  {"tenant": "acme", "extra": 1}])
+def test_bad_create_requests_are_400(tmp_path: Path, body: dict[str, Any]) -> None:
+    app, repo = make_app(tmp_path, admin_key=ADMIN)
+    with TestClient(app) as client:
+        resp = client.post("/admin/keys", headers=bearer(ADMIN), json=body)
+        assert is_problem(resp, 400), resp.text
+        assert is_problem(client.get("/admin/keys", params={"tenant": "a b"},
+                                     headers=bearer(ADMIN)), 400)
+    assert repo.list_keys() == []
+
+
+def test_admin_key_given_as_its_hash(tmp_path: Path) -> None:
+    digest = hashlib.sha256(ADMIN.encode()).hexdigest().upper()
+    app, _ = make_app(tmp_path, admin_key_sha256=digest)
+    with TestClient(app) as client:
+        assert client.get("/admin/keys", headers=bearer(ADMIN)).status_code == 200
+        assert client.get("/admin/keys", headers=bearer(digest)).status_code == 401
+
+
+@pytest.mark.parametrize("settings", [{"admin_key": STATIC},
+                                      {"admin_key_sha256": "not-hex"},
+                                      {"admin_key": ADMIN, "admin_key_sha256": "a" * 64}])
+def test_unusable_admin_key_settings_stop_the_start(tmp_path: Path,
+                                                    settings: dict[str, Any]) -> None:
+    with pytest.raises(ConfigurationError):
+        make_app(tmp_path, **settings)
+
+
+# ---------------------------------------------------------------- rate limits
+
+
+def test_429_with_retry_after_per_key(tmp_path: Path, prefix: str) -> None:
+    app, repo = make_app(tmp_path, limiter=limiter(prefix),
+                         rate_limit={"requests_per_minute": 3, "ask_per_minute": 2})
+    key, other = create_key(repo, "acme"), create_key(repo, "globex")
+    with TestClient(app) as client:
+        assert [client.get("/v1/documents", headers=bearer(key)).status_code
+                for _ in range(3)] == [200, 200, 200]
+        limited = client.get("/v1/documents", headers=bearer(key))
+        assert is_problem(limited, 429), limited.text
+        assert 1 <= int(limited.headers["retry-after"]) <= 120
+        assert "3 requests per 60 s" in limited.json()["detail"]
+        assert client.get("/v1/documents", headers=bearer(other)).status_code == 200
+        assert client.get("/v1/documents", headers=bearer(STATIC)).status_code == 200
+        for path in ("/healthz", "/schema/openapi.json"):  # never limited
+            assert all(client.get(path).status_code == 200 for _ in range(5))
+        assert is_problem(client.get("/v1/documents", headers=bearer("nope")), 401)
+
+
+def test_ask_has_its_own_lower_limit(tmp_path: Path, prefix: str) -> None:
+    app, repo = make_app(tmp_path, limiter=limiter(prefix),
+                         rate_limit={"requests_per_minute": 10, "ask_per_minute": 2})
+    key = create_key(repo, "acme")
+    question = {"question": "anything?", "filters": {"document_ids": []}}
+    with TestClient(app) as client:
+        for _ in range(2):
+            ok = client.post("/v1/ask", headers=bearer(key), json=question)
+            assert ok.status_code == 200 and ok.json()["status"] == "not_found", ok.text
+        limited = client.post("/v1/ask", headers=bearer(key), json=question)
+        assert is_problem(limited, 429) and int(limited.headers["retry-after"]) >= 1
+        assert "2 questions per 60 s" in limited.json()["detail"]
+        # other routes still have room: 2 questions + 8 requests = 10; the refused one is free
+        assert [client.get("/v1/documents", headers=bearer(key)).status_code
+                for _ in range(9)] == [200] * 8 + [429]
+
+
+def test_two_apps_share_the_count(tmp_path: Path, prefix: str) -> None:
+    limits = {"requests_per_minute": 4}
+    app_a, repo = make_app(tmp_path, limiter=limiter(prefix), rate_limit=limits)
+    app_b, _ = make_app(tmp_path, limiter=limiter(prefix), rate_limit=limits)
+    key = create_key(repo, "acme")
+    with TestClient(app_a) as a, TestClient(app_b) as b:
+        codes = [c.get("/v1/documents", headers=bearer(key)).status_code
+                 for c in (a, b, a, b, a, b)]
+    assert codes == [200, 200, 200, 200, 429, 429]
+
+
+def test_redis_down_fails_open_by_default(tmp_path: Path) -> None:
+    dead = f"redis://127.0.0.1:{free_port()}/9"
+    app, repo = make_app(tmp_path, limiter=limiter("p:", dead),
+                         rate_limit={"requests_per_minute": 1})
+    key = create_key(repo, "acme")
+    with TestClient(app) as client:
+        assert [client.get("/v1/documents", headers=bearer(key)).status_code
+                for _ in range(5)] == [200] * 5
+
+
+def test_redis_down_fails_closed_when_configured(tmp_path: Path) -> None:
+    dead = f"redis://127.0.0.1:{free_port()}/9"
+    app, repo = make_app(tmp_path, limiter=limiter("p:", dead, fail_open=False),
+                         rate_limit={"requests_per_minute": 1, "fail_open": False})
+    key = create_key(repo, "acme")
+    with TestClient(app) as client:
+        resp = client.get("/v1/documents", headers=bearer(key))
+        assert is_problem(resp, 503) and int(resp.headers["retry-after"]) > 0
+        assert client.get("/healthz").status_code == 200
