@@ -47,6 +47,10 @@ class Document:
     pages: int = 0
     error: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    # PII redaction at ingest (ingest/pii.py): asked for at upload or forced for the tenant;
+    # pii_counts (findings per type) is None until a redacted ingest has finished
+    redact_pii: bool = False
+    pii_counts: dict[str, int] | None = None
 
 
 @dataclass(slots=True, frozen=True)

@@ -69,6 +69,11 @@ class NotFoundError(DocqaError):
     title = "Not found"
 
 
+class ConflictError(DocqaError):
+    status_code = 409
+    title = "Conflict"
+
+
 class RateLimitedError(DocqaError):
     status_code = 429
     title = "Too many requests"

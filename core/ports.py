@@ -20,8 +20,10 @@ class DocumentRepository(Protocol):
         sha256: str,
         size: int,
         metadata: dict[str, Any],
+        redact_pii: bool = False,
     ) -> tuple[Document, bool]:
-        """Insert a queued document; returns (document, created). Same bytes → existing."""
+        """Insert a queued document; returns (document, created). Same bytes → existing
+        (whatever its ``redact_pii``: see :meth:`enable_redaction`)."""
 
     def get(self, doc_id: str, tenant: str | None = None) -> Document | None: ...
 
@@ -42,9 +44,26 @@ class DocumentRepository(Protocol):
         error: str | None = None,
         chunks: int | None = None,
         pages: int | None = None,
-    ) -> None: ...
+        pii_counts: dict[str, int] | None = None,
+    ) -> None:
+        """``pii_counts`` given: the document was redacted; record the counts (and the flag)."""
+
+    def enable_redaction(self, doc_id: str) -> bool:
+        """Turn PII redaction on for a document that is ``ready`` or ``failed`` and not yet
+        redacted, and queue it again (counts cleared). False if it is not in such a state
+        (missing, already redacted, or an ingest is queued or running)."""
 
     def set_progress(self, doc_id: str, progress: Progress) -> None: ...
+
+    def stale_document_ids(self, updated_before: float, limit: int = 1000) -> list[str]:
+        """Ids of documents of every tenant that are ``queued`` or ``processing`` and were
+        last updated before ``updated_before`` (epoch seconds), oldest first
+        (workers/reconcile.py)."""
+
+    def requeue_stale(self, doc_id: str, updated_before: float) -> bool:
+        """Set a document that is still ``queued``/``processing`` and not updated since
+        ``updated_before`` back to ``queued`` (progress cleared, ``updated_at`` now). False
+        when it moved on meanwhile (or another reconciler got there first)."""
 
     def delete(self, doc_id: str) -> bool: ...
 
@@ -63,6 +82,10 @@ class DocumentRepository(Protocol):
         """Revoke a key (idempotent: the first revocation time is kept); False if no such id."""
 
     def count_keys(self) -> int: ...
+
+    def count_by_status(self) -> dict[str, int]:
+        """Documents per status over all tenants (``/metrics``)."""
+        ...
 
 
 class Embedder(Protocol):

@@ -40,6 +40,8 @@ CREATE TABLE IF NOT EXISTS documents (
     metadata TEXT NOT NULL DEFAULT '{}',
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
+    redact_pii INTEGER NOT NULL DEFAULT 0,
+    pii_counts TEXT,
     UNIQUE (tenant, sha256)
 );
 CREATE INDEX IF NOT EXISTS documents_tenant_status ON documents (tenant, status, created_at);
@@ -57,6 +59,11 @@ _KEY_COLUMNS = {
     "name": "TEXT NOT NULL DEFAULT ''",
     "created_at": "REAL NOT NULL DEFAULT 0",
     "revoked_at": "REAL",
+}
+# Columns documents must have (added to older files that lack one): PII redaction.
+_DOC_COLUMNS = {
+    "redact_pii": "INTEGER NOT NULL DEFAULT 0",
+    "pii_counts": "TEXT",
 }
 _KEY_INDEX = "CREATE INDEX IF NOT EXISTS api_keys_tenant ON api_keys (tenant, created_at)"
 KEY_ID_PREFIX = "k_"
@@ -103,7 +110,19 @@ def document_from_row(row: Mapping[str, Any] | sqlite3.Row) -> Document:
         pages=row["pages"],
         error=row["error"],
         metadata=json.loads(row["metadata"]),
+        redact_pii=bool(row["redact_pii"]),
+        pii_counts=None if row["pii_counts"] is None else json.loads(row["pii_counts"]),
     )
+
+
+# enable_redaction's update (both backends): only a settled document that is not redacted yet
+ENABLE_REDACTION_SET = (
+    "pii_counts=NULL, status='queued', stage='queued', done=0, total=0, error=NULL"
+)
+ENABLE_REDACTION_STATES = (DocumentStatus.READY.value, DocumentStatus.FAILED.value)
+# documents the reconciler (workers/reconcile.py) may queue again, and what it sets
+STALE_STATES = (DocumentStatus.QUEUED.value, DocumentStatus.PROCESSING.value)
+REQUEUE_SET = "status='queued', stage='queued', done=0, total=0, error=NULL"
 
 
 def open_repository(settings: Settings) -> DocumentRepository:
@@ -123,14 +142,15 @@ class SqliteDocumentRepository:
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(_SCHEMA)
-            have = {r["name"] for r in db.execute("PRAGMA table_info(api_keys)")}
-            for column, decl in _KEY_COLUMNS.items():
-                if column not in have:
-                    try:
-                        db.execute(f"ALTER TABLE api_keys ADD COLUMN {column} {decl}")
-                    except sqlite3.OperationalError as exc:  # another process added it first
-                        if "duplicate column" not in str(exc).lower():
-                            raise
+            for table, columns in (("api_keys", _KEY_COLUMNS), ("documents", _DOC_COLUMNS)):
+                have = {r["name"] for r in db.execute(f"PRAGMA table_info({table})")}
+                for column, decl in columns.items():
+                    if column not in have:
+                        try:
+                            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+                        except sqlite3.OperationalError as exc:  # another process added it first
+                            if "duplicate column" not in str(exc).lower():
+                                raise
             db.execute(_KEY_INDEX)
 
     @contextmanager
@@ -156,6 +176,7 @@ class SqliteDocumentRepository:
         sha256: str,
         size: int,
         metadata: dict[str, Any],
+        redact_pii: bool = False,
     ) -> tuple[Document, bool]:
         now = time.time()
         doc_id = uuid.uuid4().hex
@@ -163,9 +184,11 @@ class SqliteDocumentRepository:
             try:
                 db.execute(
                     "INSERT INTO documents (id, tenant, filename, kind, sha256, size, status,"
-                    " metadata, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    " metadata, created_at, updated_at, redact_pii)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                     (doc_id, tenant, filename, kind.value, sha256, size,
-                     DocumentStatus.QUEUED.value, json.dumps(metadata), now, now),
+                     DocumentStatus.QUEUED.value, json.dumps(metadata), now, now,
+                     int(redact_pii)),
                 )
                 created = True
             except sqlite3.IntegrityError:
@@ -243,6 +266,7 @@ class SqliteDocumentRepository:
         error: str | None = None,
         chunks: int | None = None,
         pages: int | None = None,
+        pii_counts: dict[str, int] | None = None,
     ) -> None:
         sets = ["status=?", "error=?", "updated_at=?"]
         args: list[Any] = [status.value, error, time.time()]
@@ -258,8 +282,20 @@ class SqliteDocumentRepository:
         if pages is not None:
             sets.append("pages=?")
             args.append(pages)
+        if pii_counts is not None:
+            sets += ["pii_counts=?", "redact_pii=1"]
+            args.append(json.dumps(pii_counts))
         with self._connect() as db:
             db.execute(f"UPDATE documents SET {', '.join(sets)} WHERE id=?", [*args, doc_id])  # noqa: S608
+
+    def enable_redaction(self, doc_id: str) -> bool:
+        with self._connect() as db:
+            cur = db.execute(
+                f"UPDATE documents SET redact_pii=1, {ENABLE_REDACTION_SET}, updated_at=?"  # noqa: S608
+                " WHERE id=? AND redact_pii=0 AND status IN (?,?)",
+                (time.time(), doc_id, *ENABLE_REDACTION_STATES),
+            )
+        return cur.rowcount > 0
 
     def set_progress(self, doc_id: str, progress: Progress) -> None:
         with self._connect() as db:
@@ -267,6 +303,24 @@ class SqliteDocumentRepository:
                 "UPDATE documents SET stage=?, done=?, total=?, updated_at=? WHERE id=?",
                 (progress.stage, progress.done, progress.total, time.time(), doc_id),
             )
+
+    def stale_document_ids(self, updated_before: float, limit: int = 1000) -> list[str]:
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT id FROM documents WHERE status IN (?,?) AND updated_at < ?"
+                " ORDER BY updated_at, id LIMIT ?",
+                (*STALE_STATES, updated_before, limit),
+            ).fetchall()
+        return [r["id"] for r in rows]
+
+    def requeue_stale(self, doc_id: str, updated_before: float) -> bool:
+        with self._connect() as db:
+            cur = db.execute(
+                f"UPDATE documents SET {REQUEUE_SET}, updated_at=?"  # noqa: S608
+                " WHERE id=? AND status IN (?,?) AND updated_at < ?",
+                (time.time(), doc_id, *STALE_STATES, updated_before),
+            )
+        return cur.rowcount > 0
 
     def delete(self, doc_id: str) -> bool:
         with self._connect() as db:
@@ -318,3 +372,9 @@ class SqliteDocumentRepository:
             return int(
                 db.execute("SELECT COUNT(*) FROM api_keys WHERE revoked_at IS NULL").fetchone()[0]
             )
+
+    def count_by_status(self) -> dict[str, int]:
+        """Documents per status, all tenants (``/metrics``, at scrape time)."""
+        with self._connect() as db:
+            rows = db.execute("SELECT status, COUNT(*) FROM documents GROUP BY status")
+            return {str(r[0]): int(r[1]) for r in rows}

@@ -30,7 +30,16 @@ from psycopg.rows import dict_row
 
 from core.domain import ApiKey, Document, DocumentKind, DocumentStatus, Progress
 from core.errors import ConfigurationError, TransientError
-from core.registry import document_from_row, key_from_row, metadata_matches, new_key_id
+from core.registry import (
+    ENABLE_REDACTION_SET,
+    ENABLE_REDACTION_STATES,
+    REQUEUE_SET,
+    STALE_STATES,
+    document_from_row,
+    key_from_row,
+    metadata_matches,
+    new_key_id,
+)
 
 T = TypeVar("T")
 
@@ -53,6 +62,8 @@ CREATE TABLE IF NOT EXISTS documents (
     metadata TEXT NOT NULL DEFAULT '{}',
     created_at DOUBLE PRECISION NOT NULL,
     updated_at DOUBLE PRECISION NOT NULL,
+    redact_pii BOOLEAN NOT NULL DEFAULT FALSE,
+    pii_counts TEXT,
     UNIQUE (tenant, sha256)
 );
 CREATE INDEX IF NOT EXISTS documents_tenant_status ON documents (tenant, status, created_at);
@@ -68,6 +79,8 @@ ALTER TABLE api_keys ADD COLUMN IF NOT EXISTS name TEXT NOT NULL DEFAULT '';
 ALTER TABLE api_keys ADD COLUMN IF NOT EXISTS created_at DOUBLE PRECISION NOT NULL DEFAULT 0;
 ALTER TABLE api_keys ADD COLUMN IF NOT EXISTS revoked_at DOUBLE PRECISION;
 CREATE INDEX IF NOT EXISTS api_keys_tenant ON api_keys (tenant, created_at);
+ALTER TABLE documents ADD COLUMN IF NOT EXISTS redact_pii BOOLEAN NOT NULL DEFAULT FALSE;
+ALTER TABLE documents ADD COLUMN IF NOT EXISTS pii_counts TEXT;
 """
 _SCHEMA_LOCK = 0x646F637161  # pg_advisory_xact_lock key ("docqa"): one schema creator at a time
 _CONNECT_TIMEOUT_S = 5
@@ -274,7 +287,9 @@ class PostgresDocumentRepository:
             exists = conn.execute(
                 "SELECT to_regclass('documents') IS NOT NULL"
                 " AND to_regclass('api_keys') IS NOT NULL"
-                " AND to_regclass('api_keys_tenant') IS NOT NULL AS ok"
+                " AND to_regclass('api_keys_tenant') IS NOT NULL"
+                " AND EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('documents')"
+                " AND attname = 'pii_counts' AND NOT attisdropped) AS ok"
             ).fetchone()
             if not (exists and exists["ok"]):
                 with conn.transaction():
@@ -318,16 +333,19 @@ class PostgresDocumentRepository:
         sha256: str,
         size: int,
         metadata: dict[str, Any],
+        redact_pii: bool = False,
     ) -> tuple[Document, bool]:
         def work(db: psycopg.Connection[dict[str, Any]]) -> tuple[Document, bool]:
             for _ in range(5):  # the existing row may be deleted between the two statements
                 now = time.time()
                 row = db.execute(
                     "INSERT INTO documents (id, tenant, filename, kind, sha256, size, status,"
-                    " metadata, created_at, updated_at) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+                    " metadata, created_at, updated_at, redact_pii)"
+                    " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
                     " ON CONFLICT (tenant, sha256) DO NOTHING RETURNING *",
                     (uuid.uuid4().hex, tenant, _no_nul(filename), kind.value, sha256, size,
-                     DocumentStatus.QUEUED.value, json.dumps(metadata), now, now),
+                     DocumentStatus.QUEUED.value, json.dumps(metadata), now, now,
+                     bool(redact_pii)),
                 ).fetchone()
                 if row is not None:
                     return document_from_row(row), True
@@ -422,6 +440,7 @@ class PostgresDocumentRepository:
         error: str | None = None,
         chunks: int | None = None,
         pages: int | None = None,
+        pii_counts: dict[str, int] | None = None,
     ) -> None:
         sets = ["status=%s", "error=%s", "updated_at=%s"]
         args: list[Any] = [status.value, _no_nul(error), time.time()]
@@ -437,14 +456,41 @@ class PostgresDocumentRepository:
         if pages is not None:
             sets.append("pages=%s")
             args.append(pages)
+        if pii_counts is not None:
+            sets += ["pii_counts=%s", "redact_pii=TRUE"]
+            args.append(json.dumps(pii_counts))
         sql = f"UPDATE documents SET {', '.join(sets)} WHERE id=%s"  # noqa: S608
         self._run(lambda db: db.execute(sql, [*args, doc_id]))
+
+    def enable_redaction(self, doc_id: str) -> bool:
+        rowcount = self._run(lambda db: db.execute(
+            f"UPDATE documents SET redact_pii=TRUE, {ENABLE_REDACTION_SET}, updated_at=%s"  # noqa: S608
+            " WHERE id=%s AND NOT redact_pii AND status IN (%s,%s)",
+            (time.time(), doc_id, *ENABLE_REDACTION_STATES),
+        ).rowcount)
+        return rowcount > 0
 
     def set_progress(self, doc_id: str, progress: Progress) -> None:
         self._run(lambda db: db.execute(
             "UPDATE documents SET stage=%s, done=%s, total=%s, updated_at=%s WHERE id=%s",
             (_no_nul(progress.stage), progress.done, progress.total, time.time(), doc_id),
         ))
+
+    def stale_document_ids(self, updated_before: float, limit: int = 1000) -> list[str]:
+        rows = self._run(lambda db: db.execute(
+            "SELECT id FROM documents WHERE status IN (%s,%s) AND updated_at < %s"
+            " ORDER BY updated_at, id LIMIT %s",
+            (*STALE_STATES, updated_before, limit),
+        ).fetchall())
+        return [r["id"] for r in rows]
+
+    def requeue_stale(self, doc_id: str, updated_before: float) -> bool:
+        rowcount = self._run(lambda db: db.execute(
+            f"UPDATE documents SET {REQUEUE_SET}, updated_at=%s"  # noqa: S608
+            " WHERE id=%s AND status IN (%s,%s) AND updated_at < %s",
+            (time.time(), doc_id, *STALE_STATES, updated_before),
+        ).rowcount)
+        return rowcount > 0
 
     def delete(self, doc_id: str) -> bool:
         rowcount = self._run(
@@ -494,6 +540,12 @@ class PostgresDocumentRepository:
             "SELECT COUNT(*) AS n FROM api_keys WHERE revoked_at IS NULL"
         ).fetchone())
         return int(row["n"]) if row else 0
+
+    def count_by_status(self) -> dict[str, int]:
+        """Documents per status, all tenants (``/metrics``, at scrape time)."""
+        rows = self._run(lambda db: db.execute(
+            "SELECT status, COUNT(*) AS n FROM documents GROUP BY status").fetchall())
+        return {str(r["status"]): int(r["n"]) for r in rows}
 
     def close(self) -> None:
         """Close this process's idle connections (optional; they also close at exit)."""

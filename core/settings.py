@@ -109,10 +109,49 @@ class RetrievalSettings(BaseModel):
 
 
 class WorkerSettings(BaseModel):
+    """Celery worker and delivery settings (``DOCQA_WORKER__*``; see core/tasks.py).
+
+    A message whose worker died comes back after ``visibility_timeout_s`` (Redis keeps it
+    in its ``unacked`` set until then); ``task_time_limit_s`` must stay below it, or a slow
+    task is handed out again while it still runs."""
+
     concurrency: int = 1
-    task_time_limit_s: int = 900
-    visibility_timeout_s: int = 1800
-    max_retries: int = 5
+    task_time_limit_s: int = Field(default=900, ge=2)
+    visibility_timeout_s: int = Field(default=1800, ge=2)
+    max_retries: int = Field(
+        default=5, ge=0, description="retries of a transient failure; a document whose "
+        "worker died on it max_retries + 1 times ends failed (workers/deliveries.py)")
+    unacked_restore_interval_s: int = Field(
+        default=10, ge=1, description="seconds between the worker's sweeps for messages past "
+        "the visibility timeout (kombu ``unacked_restore_interval``)")
+    unacked_restore_throttle: int = Field(
+        default=10, ge=1, description="only every Nth sweep scans Redis (kombu "
+        "``unacked_restore_throttle``): a lost message is back within about visibility_timeout_s "
+        "+ interval * throttle")
+    child_start_timeout_s: float = Field(
+        default=120.0, gt=0, description="how long a new worker child may take to load its "
+        "models before Celery kills it (``worker_proc_alive_timeout``; Celery's 4 s default "
+        "killed every child restarted after a crash on a busy machine, for ever)")
+    reconcile_after_s: int = Field(
+        default=900, ge=0, description="a document queued or processing with no update for "
+        "this long and no message in the broker is queued again (workers/reconcile.py); "
+        "0 = never")
+    reconcile_interval_s: int = Field(
+        default=300, ge=0, description="the reconciler runs at worker start and then this "
+        "often; 0 = only at start")
+
+
+class FaultHookSettings(BaseModel):
+    """TEST ONLY (``DOCQA_TEST_HOOKS__*``, tests/integration/test_faults.py): windows and
+    crashes for fault-injection tests, read by workers/testhooks.py. Everything is off by
+    default; never set these in a deployment."""
+
+    slow_embed_s: float = Field(
+        default=0.0, ge=0, description="sleep this long before every embedding call (a window "
+        "to kill processes mid-embed)")
+    crash_worker_on: str = Field(
+        default="", description="SIGKILL the worker child at the first embedding call of a "
+        "document whose filename contains this text (a poison document)")
 
 
 class LimitSettings(BaseModel):
@@ -161,6 +200,40 @@ class RateLimitSettings(BaseModel):
         "answer 503 (false)")
 
 
+class PiiSettings(BaseModel):
+    """PII redaction at ingest (``DOCQA_PII__*``; ingest/pii.py). An upload asks for it with
+    the form field ``redact_pii=true``; these settings force it on for tenants, and an upload
+    cannot turn a forced redaction off."""
+
+    redact_all: bool = Field(default=False, description="redact every upload of every tenant")
+    tenants: str = Field(
+        default="", description="comma-separated tenants whose uploads are always redacted")
+
+    @property
+    def tenant_set(self) -> frozenset[str]:
+        return frozenset(t.strip() for t in self.tenants.split(",") if t.strip())
+
+    def forced(self, tenant: str) -> bool:
+        """Whether every upload of ``tenant`` is redacted, whatever the upload asks."""
+        return self.redact_all or tenant in self.tenant_set
+
+
+class MetricsSettings(BaseModel):
+    """Prometheus ``/metrics`` (``DOCQA_METRICS__*``; core/metrics.py, service/metrics.py)."""
+
+    enabled: bool = Field(default=True, description="serve GET /metrics (false: 404)")
+    token: SecretStr | None = Field(
+        default=None, description="when set, /metrics needs 'Authorization: Bearer <token>'")
+    multiproc_dir: Path | None = Field(
+        default=None, description="directory where the API and workers of this machine keep "
+        "their metric files (PROMETHEUS_MULTIPROC_DIR); default DATA/metrics. Local to one "
+        "machine: on a volume shared by several, give each its own directory")
+    worker_port: int = Field(
+        default=0, ge=0, le=65535, description="a worker serves its metrics on this port "
+        "(for workers whose directory no API reads); 0 = off")
+    worker_host: str = Field(default="127.0.0.1", description="bind address of worker_port")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="DOCQA_", env_nested_delimiter="__", extra="ignore"
@@ -191,6 +264,17 @@ class Settings(BaseSettings):
     admin_key_sha256: str | None = Field(
         default=None, description="SHA-256 hex of the admin key, instead of the key itself")
     rate_limit: RateLimitSettings = RateLimitSettings()
+    encryption_key: SecretStr | None = Field(
+        default=None, description="master key encrypting stored originals at rest (base64 of "
+        "32 bytes); unset = DATA/master.key, generated (mode 0600) on first use")
+    pii: PiiSettings = PiiSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    log_format: Literal["json", "text"] = Field(
+        default="json", description="API and worker logs: one JSON object per line, or text "
+        "for people (core/logging.py)")
+    log_level: str = Field(default="INFO", pattern=r"(?i)^(debug|info|warning|error)$",
+                           description="level of the API and worker logs")
+    test_hooks: FaultHookSettings = FaultHookSettings()  # TEST ONLY: all off by default
 
     @property
     def admin_key_hash(self) -> str | None:
@@ -228,6 +312,10 @@ class Settings(BaseSettings):
     @property
     def registry_path(self) -> Path:
         return self.data_dir / "registry.sqlite3"
+
+    @property
+    def metrics_dir(self) -> Path:
+        return self.metrics.multiproc_dir or self.data_dir / "metrics"
 
     @property
     def audit_path(self) -> Path:

@@ -12,6 +12,16 @@ from core.settings import Settings
 INGEST_DOCUMENT = "docqa.ingest_document"
 ERASE_DOCUMENT = "docqa.erase_document"
 INGEST_QUEUE = "docqa.ingest"
+# erasure jobs have their own queue (every worker consumes both; a worker started with
+# ``--queues docqa.erase`` keeps erasure within its deadline while long ingests run)
+ERASE_QUEUE = "docqa.erase"
+ERASE_DELAY_S = 1.0  # the API removes the registry row right after enqueueing
+
+
+def soft_time_limit(hard_s: int) -> int:
+    """The soft limit (the task fails its document cleanly) ahead of the hard kill: 30 s
+    before it, or a fifth of it for short limits (a 20 s limit gives 16 s, not 1 s)."""
+    return max(1, hard_s - min(30, max(1, hard_s // 5)))
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -34,11 +44,19 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
+        # a child started after a crash loads the embedding model before it reports up
+        "worker_proc_alive_timeout": w.child_start_timeout_s,
         "task_time_limit": w.task_time_limit_s,
-        "task_soft_time_limit": max(1, w.task_time_limit_s - 30),
+        "task_soft_time_limit": soft_time_limit(w.task_time_limit_s),
         "task_default_queue": INGEST_QUEUE,
         "task_ignore_result": True,
-        "broker_transport_options": {"visibility_timeout": w.visibility_timeout_s},
+        # a message whose worker died is handed out again once it has been unacked for
+        # visibility_timeout; the worker looks for such messages every interval * throttle s
+        "broker_transport_options": {
+            "visibility_timeout": w.visibility_timeout_s,
+            "unacked_restore_interval": w.unacked_restore_interval_s,
+            "unacked_restore_throttle": w.unacked_restore_throttle,
+        },
         "result_backend_transport_options": {"visibility_timeout": w.visibility_timeout_s},
         "broker_connection_retry_on_startup": True,
         "worker_hijack_root_logger": False,

@@ -131,9 +131,13 @@ from __future__ import annotations
 
 import calendar
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["IBAN_LENGTHS", "PII_KINDS", "PiiSpan", "Redaction", "placeholder", "redact"]
+from core.domain import Page
+
+__all__ = ["IBAN_LENGTHS", "PII_KINDS", "PiiSpan", "Redaction", "placeholder", "redact",
+           "redact_pages"]
 
 PII_KINDS: tuple[str, ...] = ("EMAIL", "IBAN", "CARD", "SE_PIN", "US_SSN", "PHONE")
 """The detected types, in detection (priority) order."""
@@ -202,6 +206,26 @@ def redact(text: str) -> Redaction:
     parts.append(text[pos:])
     counts = {kind: per_kind[kind] for kind in PII_KINDS if kind in per_kind}
     return Redaction("".join(parts), counts, tuple(found))
+
+
+def redact_pages(pages: Sequence[Page]) -> tuple[list[Page], dict[str, int]]:
+    """Redact a parsed document page by page, for the ingest job; returns the pages and the
+    findings per type over the whole document (only types found, in ``PII_KINDS`` order).
+
+    A finding never spans two pages. Page numbers stay; each page's ``offset`` moves by the
+    change in length of the pages before it, so offsets (and the chunks' ``start``/``end``
+    derived from them) index the *redacted* text, with the reader's page separator kept.
+    """
+    out: list[Page] = []
+    totals: dict[str, int] = {}
+    shift = 0
+    for page in pages:
+        r = redact(page.text)
+        out.append(Page(number=page.number, text=r.text, offset=page.offset + shift))
+        shift += len(r.text) - len(page.text)
+        for kind, n in r.counts.items():
+            totals[kind] = totals.get(kind, 0) + n
+    return out, {kind: totals[kind] for kind in PII_KINDS if kind in totals}
 
 
 # ----------------------------------------------------------------------------- helpers

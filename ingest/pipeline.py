@@ -1,7 +1,11 @@
-"""The ingest job: parse → chunk → embed → upsert → verify → ready.
+"""The ingest job: parse → (redact PII) → chunk → embed → upsert → verify → ready.
 
 Idempotent: chunk ids are deterministic, vectors are upserted, and stale chunks of the
 document are removed by document id, so a redelivered job converges to the same state.
+
+PII redaction (``doc.redact_pii`` or a forced tenant, ``settings.pii``) replaces personal
+data page by page (ingest/pii.py) before chunking, so nothing unredacted is embedded or
+stored; the counts go on the record and the original file is deleted once the ingest ends.
 """
 
 from __future__ import annotations
@@ -11,10 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.domain import DocumentStatus, Progress
-from core.errors import ParseError
+from core.errors import ParseError, TransientError
+from core.metrics import chunks_embedded, stage
 from core.ports import DocumentRepository, Embedder
 from core.settings import Settings
 from ingest.chunking import chunk_pages
+from ingest.pii import redact_pages
 from ingest.sandbox import parse_isolated
 from ingest.sentences import chunk_sentence_metadata
 from ingest.store import ChromaStore
@@ -28,6 +34,17 @@ class IngestDeps:
     repo: DocumentRepository
     store: ChromaStore
     embedder: Embedder
+
+
+def stored_file_key(settings: Settings, path: Path) -> bytes | None:
+    """The data key of an encrypted stored original (None: plaintext, from an older
+    version). A key that is gone (the document was erased meanwhile) fails the parse."""
+    from core.vault import MissingKeyError, Vault
+
+    try:
+        return Vault.for_settings(settings).key_for(path)
+    except MissingKeyError as exc:
+        raise ParseError(exc.detail) from None
 
 
 def stored_file(settings: Settings, doc_id: str) -> Path:
@@ -46,24 +63,39 @@ def ingest_document(deps: IngestDeps, doc_id: str) -> str:
     if doc is None:
         log.info("document %s was deleted before ingest; nothing to do", doc_id)
         return "deleted"
+    # asked for at upload (the record), or forced for the tenant (also checked here)
+    redact = doc.redact_pii or settings.pii.forced(doc.tenant)
     if doc.status is DocumentStatus.READY and doc.chunks and (
-        deps.store.count_document(doc.tenant, doc_id) == doc.chunks
-    ):
+        not redact or doc.pii_counts is not None
+    ) and deps.store.count_document(doc.tenant, doc_id) == doc.chunks:
+        if redact:
+            drop_original(settings, doc_id)  # a crash may have come between ready and this
         return DocumentStatus.READY.value
     path = stored_file(settings, doc_id)
     repo.set_status(doc_id, DocumentStatus.PROCESSING)
     repo.set_progress(doc_id, Progress("parsing", 0, 1))
+    pii_counts: dict[str, int] | None = None
     try:
         if not path.exists():
+            if redact:  # deleted after an earlier redacted ingest: leave no partial index
+                deps.store.delete_document(doc.tenant, doc_id)
+                raise ParseError("the original file was deleted after PII redaction; "
+                                 "upload it again to ingest it again")
             raise ParseError("the uploaded file is missing from storage")
-        # child process under time and memory limits (ingest/sandbox.py)
-        pages = parse_isolated(path, doc.kind, settings.limits)
+        with stage("parse"):  # child process under time and memory limits (ingest/sandbox.py)
+            pages = parse_isolated(path, doc.kind, settings.limits,
+                                   key=stored_file_key(settings, path))  # decrypted in the child
+        if redact:  # before chunking: nothing unredacted is embedded, indexed or stored
+            pages, pii_counts = redact_pages(pages)
         repo.set_progress(doc_id, Progress("chunking", len(pages), len(pages)))
-        chunks = chunk_pages(doc_id, pages, settings.chunking.size, settings.chunking.overlap)
+        with stage("chunk"):
+            chunks = chunk_pages(doc_id, pages, settings.chunking.size, settings.chunking.overlap)
         if not chunks:
             raise ParseError("no text could be extracted (scanned or empty document?)")
     except ParseError as exc:
         repo.set_status(doc_id, DocumentStatus.FAILED, error=exc.detail)
+        if redact:  # uploading the same bytes again retries (service/documents.py)
+            drop_original(settings, doc_id)
         log.warning("document %s failed to parse: %s", doc_id, exc.detail)
         return DocumentStatus.FAILED.value
 
@@ -71,26 +103,62 @@ def ingest_document(deps: IngestDeps, doc_id: str) -> str:
     batch = max(1, settings.models.embedding_batch_size)
     repo.set_progress(doc_id, Progress("embedding", 0, total))
     base_meta = {"filename": doc.filename, "created_at": int(doc.created_at)}
-    for i in range(0, total, batch):
-        part = chunks[i : i + batch]
-        vectors = deps.embedder.embed([c.text for c in part])
-        # the answer pipeline scores sentences: embed them now, not at every question
-        sentence_meta = chunk_sentence_metadata([c.text for c in part], deps.embedder.embed)
-        deps.store.upsert(doc.tenant, part, vectors, base_meta, sentence_meta)
-        repo.set_progress(doc_id, Progress("embedding", min(i + batch, total), total))
+    with stage("embed"):  # the upserts inside are timed as their own stage (core/metrics.py)
+        for i in range(0, total, batch):
+            part = chunks[i : i + batch]
+            vectors = deps.embedder.embed([c.text for c in part])
+            # the answer pipeline scores sentences: embed them now, not at every question
+            sentence_meta = chunk_sentence_metadata([c.text for c in part], deps.embedder.embed)
+            chunks_embedded(len(part))
+            with stage("upsert"):
+                deps.store.upsert(doc.tenant, part, vectors, base_meta, sentence_meta)
+            repo.set_progress(doc_id, Progress("embedding", min(i + batch, total), total))
 
     repo.set_progress(doc_id, Progress("indexing", total, total))
-    stored = deps.store.delete_document(doc.tenant, doc_id, keep=[c.id for c in chunks])
+    _check_redaction_unchanged(repo, doc_id, redact)  # before removing other chunks
+    with stage("verify"):  # stale chunks out, then count what Chroma holds
+        stored = deps.store.delete_document(doc.tenant, doc_id, keep=[c.id for c in chunks])
     if repo.get(doc_id) is None:  # deleted while we worked: leave nothing behind
         deps.store.delete_document(doc.tenant, doc_id)
         return "deleted"
+    _check_redaction_unchanged(repo, doc_id, redact)
     if stored != total:
         from core.errors import StoreUnavailableError
 
         raise StoreUnavailableError(f"stored {stored} of {total} chunks; will retry")
-    repo.set_status(doc_id, DocumentStatus.READY, chunks=total, pages=len(pages))
-    log.info("document %s ready: %d chunks, %d pages", doc_id, total, len(pages))
+    repo.set_status(doc_id, DocumentStatus.READY, chunks=total, pages=len(pages),
+                    pii_counts=pii_counts)
+    if redact:  # keep no unredacted copy: the original goes once its redacted chunks are in
+        drop_original(settings, doc_id)
+    log.info("document %s ready: %d chunks, %d pages%s", doc_id, total, len(pages),
+             f", PII redacted {pii_counts}" if redact else "")
     return DocumentStatus.READY.value
+
+
+def drop_original(settings: Settings, doc_id: str) -> None:
+    """Delete a redacted document's uploaded file (it still holds the personal data): its
+    key and then the file (crypto-erasure, core/vault.py). Done once its ingest has ended,
+    ready or failed; uploading the same bytes again brings a failed one back for a retry."""
+    from core.vault import Vault
+
+    Vault.for_settings(settings).destroy(stored_file(settings, doc_id))
+
+
+def failed_ingest_cleanup(deps: IngestDeps, doc_id: str) -> None:
+    """After the task layer marked a document failed: drop the original if it was redacted."""
+    doc = deps.repo.get(doc_id)
+    if doc is not None and (doc.redact_pii or deps.settings.pii.forced(doc.tenant)):
+        drop_original(deps.settings, doc_id)
+
+
+def _check_redaction_unchanged(repo: DocumentRepository, doc_id: str, redact: bool) -> None:
+    """Redaction turned on (``enable_redaction``) after this run read the record: never let
+    an unredacted run clean up or finish; the retry runs redacted."""
+    if redact:
+        return
+    current = repo.get(doc_id)
+    if current is not None and current.redact_pii:
+        raise TransientError("PII redaction was turned on during the ingest; will retry")
 
 
 def erase_document(deps: IngestDeps, tenant: str, doc_id: str) -> None:

@@ -11,12 +11,14 @@ child; the document ends ``failed`` with the reason and the worker carries on.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +52,8 @@ def _memory_text(limits: Any) -> str:
 
 
 def parse_isolated(
-    path: Path, kind: DocumentKind, limits: Any, target: str = DEFAULT_TARGET
+    path: Path, kind: DocumentKind, limits: Any, target: str = DEFAULT_TARGET,
+    key: bytes | None = None,
 ) -> list[Page]:
     """Run ``target(path, kind, limits)`` (default ``read_document``) in a confined child.
 
@@ -58,6 +61,9 @@ def parse_isolated(
         limits: ``core.settings.LimitSettings`` (or an object with its attributes).
         target: ``module:function`` to call in the child; tests point it at misbehaving
             parsers.
+        key: the data key of an encrypted stored file (``core/vault.py``). It goes to the
+            child over its stdin pipe; the child decrypts into memory (a ``memfd``) and
+            parses that, so no plaintext reaches the disk.
 
     Raises:
         ParseError: the parser refused the file, broke the time or memory limit, or crashed.
@@ -67,6 +73,7 @@ def parse_isolated(
     request = json.dumps({
         "path": str(Path(path).resolve()), "kind": kind.value, "target": target,
         "limits": _limits_dict(limits), "parent": os.getpid(),
+        "key": key.hex() if key else None,
     }).encode()
     try:
         proc = subprocess.Popen(
@@ -151,6 +158,23 @@ def _near_memory_limit(limits: Any) -> bool:
     return False
 
 
+@contextlib.contextmanager
+def _plaintext(path: Path, key_hex: str | None) -> Iterator[Path]:
+    """``path`` itself (a plaintext file), or its decryption in a memory-only file."""
+    if not key_hex:
+        yield path
+        return
+    from core import crypto
+    from core.vault import memory_file
+
+    try:
+        with open(path, "rb") as fh, \
+                memory_file(crypto.decrypt_stream(fh, bytes.fromhex(key_hex))) as plain:
+            yield plain
+    except crypto.IntegrityError as exc:
+        raise ParseError(f"the stored file could not be decrypted: {exc.detail}") from None
+
+
 def main() -> None:
     import importlib
     from types import SimpleNamespace
@@ -161,7 +185,8 @@ def main() -> None:
     try:
         module, _, name = request["target"].partition(":")
         parse = getattr(importlib.import_module(module), name)
-        pages = parse(Path(request["path"]), DocumentKind(request["kind"]), limits)
+        with _plaintext(Path(request["path"]), request.get("key")) as path:
+            pages = parse(path, DocumentKind(request["kind"]), limits)
         reply: dict[str, Any] = {"pages": [[p.number, p.text, p.offset] for p in pages]}
     except MemoryError:
         os._exit(MEMORY_EXIT)  # allocate nothing more: no message, the exit code says it

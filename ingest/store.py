@@ -6,9 +6,13 @@ Chroma's default embedding function is never used: we always pass our vectors.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import secrets
 import threading
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 import numpy as np
@@ -22,6 +26,12 @@ from ingest.sentences import SPANS_KEY, VECTORS_KEY
 SENTENCE_KEYS = (SPANS_KEY, VECTORS_KEY)
 
 _UPSERT_BATCH = 256
+COMPACT_PREFIX = "docqa_c_"  # collections being rebuilt by ``compact`` (never searched)
+_HNSW_CONFIG = {"hnsw": {"space": "cosine"}}
+
+# ``lock(collection name)``: a lock shared by every process writing that collection
+# (core/locks.py, in Redis). ``compact`` holds it while it catches up and swaps.
+TenantLock = Callable[[str], AbstractContextManager[Any]]
 
 
 def collection_name(tenant: str) -> str:
@@ -32,10 +42,12 @@ def collection_name(tenant: str) -> str:
 class ChromaStore:
     """Chroma over HTTP, plus (optionally) the keyword index kept in step with it."""
 
-    def __init__(self, host: str, port: int, keywords: KeywordIndex | None = None) -> None:
+    def __init__(self, host: str, port: int, keywords: KeywordIndex | None = None,
+                 lock: TenantLock | None = None) -> None:
         apply_offline_env()
         self.host, self.port = host, port
         self.keywords = keywords
+        self.lock = lock
         self._client: Any = None
         self._collections: dict[str, Any] = {}
         self._lock = threading.Lock()
@@ -66,17 +78,44 @@ class ChromaStore:
                         coll = client.get_or_create_collection(
                             name=name,
                             embedding_function=None,
-                            configuration={"hnsw": {"space": "cosine"}},
+                            configuration=_HNSW_CONFIG,
                             metadata={"tenant_hash": name},
                         )
                     else:
                         coll = client.get_collection(name=name, embedding_function=None)
                 except Exception as exc:
-                    if not create and "does not exist" in str(exc).lower():
+                    if not create and _missing(exc):
                         return None
                     raise _wrap(exc) from exc
                 self._collections[name] = coll
             return self._collections[name]
+
+    def _write_lock(self, tenant: str) -> AbstractContextManager[Any]:
+        return self.lock(collection_name(tenant)) if self.lock else contextlib.nullcontext()
+
+    def _on(self, tenant: str, op: Callable[[Any], Any], create: bool = False,
+            default: Any = None) -> Any:
+        """``op(collection)`` on the tenant's collection (``default`` when it has none).
+
+        ``compact`` replaces a tenant's collection by a rebuilt one under the same name: a
+        handle cached before that fails as "does not exist", and is looked up again once.
+        A lookup that finds nothing is retried once after 50 ms (the name is free for a
+        few milliseconds during the swap)."""
+        for attempt in (0, 1):
+            coll = self._collection(tenant, create=create)
+            if coll is None:
+                if attempt == 0 and self.lock is not None:
+                    time.sleep(0.05)
+                    continue
+                return default
+            try:
+                return op(coll)
+            except Exception as exc:
+                self._collections.clear()  # a restarted server may have new collection ids
+                if attempt == 0 and _missing(exc):
+                    continue
+                raise _wrap(exc) from exc
+        return default
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -97,12 +136,10 @@ class ChromaStore:
         metadata: dict[str, Any],
         per_chunk: Sequence[dict[str, Any]] | None = None,
     ) -> None:
-        coll = self._collection(tenant)
         extra = list(per_chunk) if per_chunk is not None else [{} for _ in chunks]
         for i in range(0, len(chunks), _UPSERT_BATCH):
             part = chunks[i : i + _UPSERT_BATCH]
-            self._call(
-                coll.upsert,
+            batch = dict(
                 ids=[c.id for c in part],
                 embeddings=[list(e) for e in embeddings[i : i + _UPSERT_BATCH]],
                 documents=[c.text for c in part],
@@ -112,16 +149,15 @@ class ChromaStore:
                     for c, x in zip(part, extra[i : i + _UPSERT_BATCH], strict=True)
                 ],
             )
+            with self._write_lock(tenant):
+                self._on(tenant, lambda coll, batch=batch: coll.upsert(**batch), create=True)
         if self.keywords is not None:
             self.keywords.replace_chunks(collection_name(tenant),
                                          [(c.id, c.document_id, c.text) for c in chunks])
 
     def chunk_ids(self, tenant: str, document_id: str) -> list[str]:
-        coll = self._collection(tenant, create=False)
-        if coll is None:
-            return []
-        got = self._call(coll.get, where={"document_id": document_id}, include=[])
-        return list(got["ids"])
+        return list(self._on(tenant, lambda coll: coll.get(
+            where={"document_id": document_id}, include=[])["ids"], default=[]))
 
     def count_document(self, tenant: str, document_id: str) -> int:
         return len(self.chunk_ids(tenant, document_id))
@@ -133,11 +169,11 @@ class ChromaStore:
         so the caller can verify retrievability without another round trip.
         """
         keep_set = set(keep)
-        present = self.chunk_ids(tenant, document_id)
-        stale = [cid for cid in present if cid not in keep_set]
-        if stale:
-            coll = self._collection(tenant)
-            self._call(coll.delete, ids=stale)
+        with self._write_lock(tenant):
+            present = self.chunk_ids(tenant, document_id)
+            stale = [cid for cid in present if cid not in keep_set]
+            if stale:
+                self._on(tenant, lambda coll: coll.delete(ids=stale))
         if self.keywords is not None:
             self.keywords.delete_document(collection_name(tenant), document_id, keep)
         return len(present) - len(stale)
@@ -145,11 +181,12 @@ class ChromaStore:
     def get_chunks(self, tenant: str, ids: Sequence[str], embedding: Sequence[float]
                    ) -> list[ChunkHit]:
         """Chunks by id, scored by cosine similarity to ``embedding`` (for keyword hits)."""
-        coll = self._collection(tenant, create=False)
-        if coll is None or not ids:
+        if not ids:
             return []
-        res = self._call(coll.get, ids=list(ids),
-                         include=["documents", "metadatas", "embeddings"])
+        res = self._on(tenant, lambda coll: coll.get(
+            ids=list(ids), include=["documents", "metadatas", "embeddings"]))
+        if res is None:
+            return []
         q = np.asarray(embedding, dtype=np.float32)
         qn = float(np.linalg.norm(q)) or 1.0
         out = []
@@ -199,6 +236,86 @@ class ChromaStore:
             by_id[h.chunk_id] = h
         return _collapse([by_id[c] for c in wanted if c in by_id])[:top_k]
 
+    def compact(self, tenant: str, page: int = 500) -> dict[str, Any]:
+        """Rebuild the tenant's collection from its current records and drop the old one.
+
+        Deleting records from a Chroma collection (chromadb 1.5.9) leaves their vectors in
+        the collection's HNSW files and their text in its write-ahead log until the log is
+        purged. A rebuilt collection holds only the live records; dropping the old one
+        removes its log rows and index. (Its segment directory stays on disk until
+        ``ingest/erasure.py`` removes it, and ``chroma.sqlite3`` keeps freed pages until it
+        is vacuumed there.)
+
+        Writers keep writing the old collection while it is copied; under the tenant lock
+        the copy then catches up with what changed (ids added or removed since) and the
+        rebuilt collection takes the old one's name. Handles cached elsewhere find the old
+        id gone and look the name up again (``_on``).
+        """
+        name = collection_name(tenant)
+        client = self._connect()
+        stem = COMPACT_PREFIX + name[len("docqa_t_"):]
+        t0 = time.monotonic()
+        try:
+            old = client.get_collection(name=name, embedding_function=None)
+        except Exception as exc:
+            if _missing(exc):
+                return {"chunks": 0, "seconds": 0.0}
+            raise _wrap(exc) from exc
+        try:
+            for leftover in client.list_collections():  # from a compaction that died
+                lname = leftover if isinstance(leftover, str) else leftover.name
+                if lname.startswith(stem + "_"):
+                    client.delete_collection(lname)
+            new = client.create_collection(
+                name=f"{stem}_{secrets.token_hex(4)}", embedding_function=None,
+                configuration=_HNSW_CONFIG, metadata={"tenant_hash": name})
+        except Exception as exc:
+            raise _wrap(exc) from exc
+        include = ["embeddings", "documents", "metadatas"]
+
+        def copy(res: dict[str, Any]) -> int:
+            if res["ids"]:
+                new.upsert(ids=res["ids"], embeddings=res["embeddings"],
+                           documents=res["documents"], metadatas=res["metadatas"])
+            return len(res["ids"])
+
+        swapped = False
+        try:
+            copied: set[str] = set()
+            offset = 0
+            while True:  # offsets may shift under concurrent writes: the catch-up fixes that
+                res = old.get(include=include, limit=page, offset=offset)
+                copy(res)
+                copied.update(res["ids"])
+                if len(res["ids"]) < page:
+                    break
+                offset += page
+            with self._write_lock(tenant):
+                current = set(old.get(include=[])["ids"])
+                added = sorted(current - copied)
+                for i in range(0, len(added), page):
+                    copy(old.get(ids=added[i:i + page], include=include))
+                removed = sorted(copied - current)
+                for i in range(0, len(removed), page):
+                    new.delete(ids=removed[i:i + page])
+                retired = f"{stem}_old{secrets.token_hex(2)}"
+                old.modify(name=retired)
+                try:
+                    new.modify(name=name)
+                except Exception:
+                    old.modify(name=name)  # put the old one back: nothing changed
+                    raise
+                swapped = True
+                with self._lock:
+                    self._collections.clear()
+            client.delete_collection(retired)
+        except Exception as exc:
+            if not swapped:
+                with contextlib.suppress(Exception):
+                    client.delete_collection(new.name)
+            raise _wrap(exc) from exc
+        return {"chunks": len(current), "seconds": round(time.monotonic() - t0, 3)}
+
     def all_chunks(self, page: int = 500) -> Iterator[tuple[str, str, str, str]]:
         """(collection, chunk_id, document_id, text) of every tenant collection."""
         client = self._connect()
@@ -240,19 +357,17 @@ class ChromaStore:
         top_k: int,
         document_ids: Sequence[str] | None = None,
     ) -> list[ChunkHit]:
-        coll = self._collection(tenant, create=False)
-        if coll is None:
-            return []
         where: dict[str, Any] | None = None
         if document_ids:
             where = {"document_id": {"$in": list(document_ids)}}
-        res = self._call(
-            coll.query,
+        res = self._on(tenant, lambda coll: coll.query(
             query_embeddings=[list(embedding)],
             n_results=top_k,
             where=where,
             include=["documents", "metadatas", "distances"],
-        )
+        ))
+        if res is None:
+            return []
         hits = []
         for cid, text, meta, dist in zip(
             res["ids"][0], res["documents"][0], res["metadatas"][0], res["distances"][0],
@@ -287,6 +402,11 @@ def _collapse(hits: Sequence[ChunkHit]) -> list[ChunkHit]:
         seen.add(key)
         out.append(h)
     return out
+
+
+def _missing(exc: Exception) -> bool:
+    """Chroma's answer for a collection that does not exist (any more)."""
+    return type(exc).__name__ == "NotFoundError" or "does not exist" in str(exc).lower()
 
 
 def _wrap(exc: Exception) -> Exception:

@@ -20,20 +20,31 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.params import Body, Parameter
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 
+from core import metrics as core_metrics
+from core.audit import AuditLog, RequestAudit, open_audit
 from core.domain import DocumentStatus
 from core.errors import DocqaError, RateLimitedError, TransientError, UnauthorizedError
-from core.audit import AuditLog, RequestAudit, open_audit, request_id
 from core.keys import resolve_key
+from core.locks import redis_collection_lock
+from core.logging import connect_celery_signals
 from core.ports import DocumentRepository
 from core.ratelimit import RateLimiter
 from core.registry import open_repository
 from core.settings import Settings, apply_offline_env
+from core.vault import encrypt_legacy_files
 from ingest.keywords import KeywordIndex
 from ingest.store import ChromaStore
 from service.admin import admin_router
 from service.answer import AnswerPipeline, AnswerResult
 from service.documents import DocumentService, TaskQueue, clean_filename, parse_metadata
+from service.health import readiness
 from service.limits import ASK, enforce_rate_limit
+from service.metrics import metrics_routes
+from service.observability import (
+    RequestContextMiddleware,
+    add_request_id_header,
+    scope_request_id,
+)
 from service.schemas import (
     AskRequest,
     AskResponse,
@@ -133,7 +144,7 @@ def provide_components(request: Request[Any, Any, Any]) -> Components:
 def provide_audit(request: Request[Any, Any, Any]) -> RequestAudit:
     comps: Components = request.app.state.components
     return RequestAudit(comps.audit, str(request.state.tenant), str(request.state.key_id),
-                        request_id(request.headers.get("x-request-id")))
+                        scope_request_id(request.scope))  # the X-Request-ID of the response
 
 
 # ---------------------------------------------------------------- /v1 handlers
@@ -152,7 +163,8 @@ async def upload_document(
         metadata = parse_metadata(data.metadata)
         staged, sha256, size = await svc.stage(data.file)
         doc, created = await anyio.to_thread.run_sync(
-            svc.accept, tenant, staged, sha256, size, name, metadata
+            partial(svc.accept, tenant, staged, sha256, size, name, metadata,
+                    redact_pii=data.redact_pii)
         )
     except DocqaError as exc:
         await anyio.to_thread.run_sync(partial(audit.failed, "upload", exc, **audit.text(
@@ -160,9 +172,11 @@ async def upload_document(
         raise
     await anyio.to_thread.run_sync(partial(
         audit.record, "upload", status="accepted" if created else "duplicate",
-        document_ids=[doc.id], sha256=sha256, bytes=size, **audit.text("filename", name)))
+        document_ids=[doc.id], sha256=sha256, bytes=size, redact_pii=doc.redact_pii,
+        **audit.text("filename", name)))
     code = HTTP_202_ACCEPTED if created else HTTP_200_OK
-    return Response(UploadAccepted(doc.id, doc.status.value, duplicate=not created), status_code=code)
+    return Response(UploadAccepted(doc.id, doc.status.value, duplicate=not created,
+                                   pii_redacted=doc.redact_pii), status_code=code)
 
 
 @get("/documents", sync_to_thread=True)
@@ -171,7 +185,9 @@ def list_documents(
     comps: Components,
     status: DocumentStatus | None = None,
     limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
-    offset: Annotated[int, Parameter(ge=0)] = 0,
+    # bounded: past SQL's 64-bit integers an offset was a 500 (OverflowError); 2**53 - 1 is
+    # the largest a JSON client (and the schema's float maximum) represents exactly
+    offset: Annotated[int, Parameter(ge=0, le=2**53 - 1)] = 0,
 ) -> DocumentList:
     docs, total = comps.repo.list(tenant, status, limit, offset)
     return DocumentList([DocumentOut.from_domain(d) for d in docs], total, limit, offset)
@@ -262,6 +278,7 @@ def ask(data: AskRequest, tenant: str, comps: Components, audit: RequestAudit) -
     except DocqaError as exc:
         audit.failed("ask", exc, **asked)
         raise
+    core_metrics.ask_result(result.status)
     audit.record("ask", status=result.status, citations=len(result.citations), **asked,
                  chunk_ids=result.chunk_ids,
                  document_ids=list(dict.fromkeys(c["document_id"] for c in result.citations)))
@@ -280,22 +297,9 @@ async def healthz() -> dict[str, str]:
 
 @get("/readyz", sync_to_thread=True)
 def readyz(comps: Components) -> Response[dict[str, Any]]:
-    checks: dict[str, str] = {}
-    try:
-        comps.redis.ping()
-        checks["redis"] = "ok"
-    except Exception as exc:  # noqa: BLE001 - report, don't raise
-        checks["redis"] = f"unavailable: {type(exc).__name__}"
-    try:
-        comps.store.heartbeat()
-        checks["chroma"] = "ok"
-    except Exception as exc:  # noqa: BLE001
-        checks["chroma"] = f"unavailable: {type(exc).__name__}"
-    checks["embedder"] = "ok"
-    checks["generator"] = "ok" if comps.answers.generator is not None else "not loaded"
-    ready = all(v == "ok" for k, v in checks.items() if k != "generator" or comps.settings.load_generator)
-    return Response({"status": "ready" if ready else "not ready", "checks": checks},
-                    status_code=200 if ready else 503)
+    """Redis, Chroma, the registry database and the models (service/health.py)."""
+    ready, body = readiness(comps)
+    return Response(body, status_code=200 if ready else 503)
 
 
 # ---------------------------------------------------------------- factory
@@ -309,7 +313,8 @@ def build_components(settings: Settings) -> Components:
 
     repo = open_repository(settings)
     keywords = KeywordIndex(settings.keywords_path)
-    store = ChromaStore(settings.chroma.host, settings.chroma.port, keywords)
+    store = ChromaStore(settings.chroma.host, settings.chroma.port, keywords,
+                        lock=redis_collection_lock(settings.redis_url))
     if not keywords.existed:
         try:  # the keyword index is derived data: rebuild it from Chroma when it is missing
             n = store.rebuild_keywords()
@@ -328,6 +333,7 @@ def build_components(settings: Settings) -> Components:
             retry_after_s=m.retry_after_s,
         )
     documents = DocumentService(settings, repo, store, TaskQueue(settings))
+    encrypt_legacy_files(documents.vault, settings.files_dir)  # originals of older versions
     return Components(
         settings=settings, repo=repo, store=store, documents=documents,
         answers=AnswerPipeline(settings, embedder, store, generator),
@@ -356,8 +362,15 @@ def create_app(settings: Settings | None = None, components: Components | None =
         route_handlers=[upload_document, list_documents, get_document, delete_document, search, ask],
     )
     admin = admin_router(settings)  # None without an admin key: /admin is then a 404
+    connect_celery_signals()  # the request id travels with the jobs an upload queues
     app = Litestar(
-        route_handlers=[v1, healthz, readyz, *([admin] if admin else [])],
+        route_handlers=[v1, healthz, readyz, *metrics_routes(settings),
+                        *([admin] if admin else [])],
+        # request ids, access log lines, HTTP metrics (service/observability.py); logging
+        # itself is set up by `docqa serve` (core/logging.py), not by Litestar
+        middleware=[RequestContextMiddleware],
+        before_send=[add_request_id_header],
+        logging_config=None,
         dependencies={"comps": Provide(provide_components, sync_to_thread=False)},
         lifespan=[lifespan],
         exception_handlers={

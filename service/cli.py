@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import click
 
@@ -84,20 +84,41 @@ def serve(host: str | None, port: int | None) -> None:
     """Run the HTTP API."""
     import uvicorn
 
+    settings = _settings(host=host, port=port)
+    _observability(settings, "api")
     from service.app import create_app
 
-    settings = _settings(host=host, port=port)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info",
+    # logging is ours (core/logging.py): uvicorn's lines go through it, and the access lines
+    # come from service/observability.py (with the request id)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
+                log_level=settings.log_level.lower(), log_config=None, access_log=False,
                 timeout_graceful_shutdown=20)
 
 
 @main.command()
-@click.option("--loglevel", default="INFO")
-def worker(loglevel: str) -> None:
+@click.option("--loglevel", default=None, help="default: DOCQA_LOG_LEVEL (INFO)")
+def worker(loglevel: str | None) -> None:
     """Run a Celery ingest worker."""
+    settings = _settings()
+    _observability(settings, "worker")
     from workers.app import run_worker
 
-    run_worker(_settings(), loglevel)
+    if settings.metrics.enabled and settings.metrics.worker_port:
+        from core.metrics import serve_worker_metrics
+
+        serve_worker_metrics(settings.metrics.worker_host, settings.metrics.worker_port)
+    run_worker(settings, (loglevel or settings.log_level).upper())
+
+
+def _observability(settings: Settings, role: Literal["api", "worker"]) -> None:
+    """Logs (JSON or text, core/logging.py) and metrics files (multiprocess directory,
+    core/metrics.py) of a long-running process; before anything records a metric."""
+    from core.logging import configure_logging
+    from core.metrics import setup_multiprocess
+
+    configure_logging(settings, role)
+    if settings.metrics.enabled:
+        setup_multiprocess(settings.metrics_dir)
 
 
 @main.group()
@@ -206,6 +227,12 @@ def up(port: int | None, data_dir: Path | None) -> None:
         sys.exit(2)
     data = settings.data_dir.resolve()
     (data / "logs").mkdir(parents=True, exist_ok=True)
+    from core.crypto import MASTER_KEY_FILE, load_or_create_master_key
+
+    configured = settings.encryption_key.get_secret_value() if settings.encryption_key else None
+    if load_or_create_master_key(data, configured)[1]:
+        click.echo(f"generated the master key of the stored files: {data / MASTER_KEY_FILE} "
+                   "(mode 0600); back it up separately from the data (README: Encryption at rest)")
     # a fixed port when one is configured (so other tools, e.g. `docqa eval --baseline`, can
     # reach this Chroma), otherwise any free one
     chroma_port = settings.chroma.port if "DOCQA_CHROMA__PORT" in os.environ else free_port()
@@ -213,11 +240,17 @@ def up(port: int | None, data_dir: Path | None) -> None:
            "DOCQA_CHROMA__PORT": str(chroma_port), "DOCQA_PORT": str(settings.port),
            "DOCQA_HOST": settings.host}
     procs: dict[str, subprocess.Popen[bytes]] = {}
+    commands: dict[str, list[str]] = {}
 
-    def start(name: str, cmd: list[str]) -> None:
-        log = (data / "logs" / f"{name}.log").open("ab")
-        procs[name] = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                       start_new_session=True)
+    def start(name: str, cmd: list[str], note: str = "") -> subprocess.Popen[bytes]:
+        commands[name] = cmd
+        with (data / "logs" / f"{name}.log").open("ab") as log:
+            if note:
+                log.write(f"--- docqa up: {note} ---\n".encode())
+                log.flush()
+            procs[name] = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                           start_new_session=True)
+        return procs[name]
 
     def stop_all(*_: Any) -> None:
         for name in ("api", "worker", "chroma"):
@@ -262,11 +295,14 @@ def up(port: int | None, data_dir: Path | None) -> None:
             _audit_key_event(settings, "key_create", "default", key_id)
             click.echo(f"API key for tenant 'default' (shown once, store it): {key}")
         click.echo("Press Ctrl-C to stop.")
+        from service.supervise import Supervisor
+
+        # a child that dies is started again (backoff, logged); only Ctrl-C/SIGTERM stops
+        supervisor = Supervisor(
+            procs, lambda name: start(name, commands[name], note=f"restarting {name}"),
+            lambda line: click.echo(line, err=True))
         while not stopping["flag"]:
-            for name, p in procs.items():
-                if p.poll() is not None:
-                    click.echo(f"{name} exited with code {p.returncode}; stopping", err=True)
-                    stopping["flag"] = True
+            supervisor.tick()
             time.sleep(0.5)
     finally:
         stop_all()
@@ -297,7 +333,10 @@ key_opt = click.option("--api-key", default=None, help="API key (default $DOCQA_
 @url_opt
 @key_opt
 @click.option("--timeout", default=3600.0)
-def ingest(paths: tuple[Path, ...], url: str | None, api_key: str | None, timeout: float) -> None:
+@click.option("--redact-pii", is_flag=True,
+              help="replace e-mails, phones, IBANs, cards and ID numbers by placeholders")
+def ingest(paths: tuple[Path, ...], url: str | None, api_key: str | None, timeout: float,
+           redact_pii: bool) -> None:
     """Upload files or folders and wait until they are ready."""
     from service.client import DocqaAPIError
 
@@ -307,7 +346,7 @@ def ingest(paths: tuple[Path, ...], url: str | None, api_key: str | None, timeou
     with click.progressbar(files, label="uploading", show_pos=True) as bar:
         for f in bar:
             try:
-                ids[client.upload(f)["id"]] = f
+                ids[client.upload(f, redact_pii=redact_pii)["id"]] = f
             except DocqaAPIError as exc:
                 click.echo(f"\n{f}: {exc}", err=True)
     with click.progressbar(length=len(ids), label="processing", show_pos=True) as bar:

@@ -78,13 +78,18 @@ class DocqaClient:
             return None
         return resp.json()
 
-    def upload_bytes(self, filename: str, data: bytes, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
-        form = {"metadata": json.dumps(metadata)} if metadata else None
-        resp = self.http.post("/v1/documents", files={"file": (filename, data)}, data=form)
+    def upload_bytes(self, filename: str, data: bytes, metadata: dict[str, Any] | None = None,
+                     redact_pii: bool = False) -> dict[str, Any]:
+        form = {"metadata": json.dumps(metadata)} if metadata else {}
+        if redact_pii:
+            form["redact_pii"] = "true"
+        resp = self.http.post("/v1/documents", files={"file": (filename, data)},
+                              data=form or None)
         return self._check(resp)  # type: ignore[no-any-return]
 
-    def upload(self, path: Path, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
-        return self.upload_bytes(path.name, path.read_bytes(), metadata)
+    def upload(self, path: Path, metadata: dict[str, Any] | None = None,
+               redact_pii: bool = False) -> dict[str, Any]:
+        return self.upload_bytes(path.name, path.read_bytes(), metadata, redact_pii)
 
     def document(self, doc_id: str) -> dict[str, Any]:
         return self._check(self.http.get(f"/v1/documents/{doc_id}"))  # type: ignore[no-any-return]

@@ -14,6 +14,7 @@ from core import tasks as names
 from core.domain import Document, DocumentStatus
 from core.errors import (
     BadInputError,
+    ConflictError,
     EmptyUploadError,
     NotFoundError,
     PayloadTooLargeError,
@@ -21,7 +22,8 @@ from core.errors import (
 )
 from core.ports import DocumentRepository
 from core.settings import Settings
-from ingest.detect import sniff_kind
+from core.vault import Vault
+from ingest.originals import sniff_stored
 from ingest.pipeline import stored_file
 from ingest.store import ChromaStore
 
@@ -46,6 +48,14 @@ class TaskQueue:
             self.app.send_task(names.INGEST_DOCUMENT, args=[doc_id], queue=names.INGEST_QUEUE)
         except Exception as exc:
             raise QueueUnavailableError(f"could not enqueue the ingest job: {exc}") from exc
+
+    def enqueue_erase(self, tenant: str, doc_id: str) -> None:
+        """The background erasure of a deleted document (ids only, never text)."""
+        try:
+            self.app.send_task(names.ERASE_DOCUMENT, args=[tenant, doc_id],
+                               queue=names.ERASE_QUEUE, countdown=names.ERASE_DELAY_S)
+        except Exception as exc:
+            raise QueueUnavailableError(f"could not enqueue the erasure job: {exc}") from exc
 
 
 def clean_filename(name: str | None) -> str:
@@ -78,6 +88,7 @@ class DocumentService:
         self.repo = repo
         self.store = store
         self.queue = queue
+        self.vault = Vault.for_settings(settings)  # originals are encrypted at rest
         settings.files_dir.mkdir(parents=True, exist_ok=True)
         self.staging = settings.files_dir / ".staging"
         self.staging.mkdir(exist_ok=True)
@@ -88,7 +99,7 @@ class DocumentService:
         path = self.staging / uuid.uuid4().hex
         digest, size = hashlib.sha256(), 0
         try:
-            with path.open("wb") as out:
+            with self.vault.create(path) as out:  # encrypted as it streams in
                 while True:
                     block = await upload.read(1 << 20)
                     if not block:
@@ -104,25 +115,38 @@ class DocumentService:
             path.unlink(missing_ok=True)
             raise
         if size == 0:
-            path.unlink(missing_ok=True)
+            self.vault.destroy(path)
             raise EmptyUploadError("the uploaded file is empty")
         return path, digest.hexdigest(), size
 
     def accept(
         self, tenant: str, staged: Path, sha256: str, size: int, filename: str,
-        metadata: dict[str, Any],
+        metadata: dict[str, Any], redact_pii: bool = False,
     ) -> tuple[Document, bool]:
-        """Record and enqueue a staged upload. Returns (document, created)."""
+        """Record and enqueue a staged upload. Returns (document, created).
+
+        PII redaction: on when the upload asks for it or the tenant is forced
+        (``settings.pii``). One document per (tenant, bytes) as before, and redaction is
+        sticky: the same bytes uploaded with redaction turn an existing unredacted document
+        into a redacted one (same id, ingested again; 409 while its first ingest is still
+        queued or running); uploaded without it they get the redacted document, never an
+        unredacted copy.
+        """
         try:
-            with staged.open("rb") as fh:
-                head = fh.read(8192)
-            kind = sniff_kind(filename, head, staged, self.settings.limits)
+            kind = sniff_stored(self.vault, filename, staged, self.settings.limits)
+            redact = redact_pii or self.settings.pii.forced(tenant)
             doc, created = self.repo.create(
                 tenant=tenant, filename=filename, kind=kind, sha256=sha256, size=size,
-                metadata=metadata,
+                metadata=metadata, redact_pii=redact,
             )
             target = stored_file(self.settings, doc.id)
-            if created or not target.exists():
+            if redact and not doc.redact_pii and not created:
+                return self._redact_existing(doc, staged, target), True
+            # a redacted document's original is deleted after its ingest: not brought back
+            # here unless it is ingested again (failed: retry below)
+            if created or (not target.exists() and (
+                not doc.redact_pii or doc.status is DocumentStatus.FAILED
+            )):
                 os.replace(staged, target)
             if created:
                 try:
@@ -139,7 +163,29 @@ class DocumentService:
                 return (refreshed or doc), True
             return doc, False
         finally:
-            staged.unlink(missing_ok=True)
+            self.vault.destroy(staged)  # not moved into place: its key goes with it
+
+    def _redact_existing(self, doc: Document, staged: Path, target: Path) -> Document:
+        """Turn redaction on for the existing unredacted document with these bytes."""
+        if doc.status not in (DocumentStatus.READY, DocumentStatus.FAILED):
+            raise ConflictError(
+                f"document {doc.id} has the same bytes and is being ingested without PII "
+                "redaction; upload again with redaction once it is ready or failed")
+        if not target.exists():
+            os.replace(staged, target)
+        # its unredacted chunks go now (a Chroma failure here changes nothing: 503)
+        self.store.delete_document(doc.tenant, doc.id)
+        if not self.repo.enable_redaction(doc.id):  # another upload got there first
+            raise ConflictError(f"document {doc.id} changed while redaction was requested; "
+                                "upload again")
+        try:
+            self.queue.enqueue_ingest(doc.id)
+        except QueueUnavailableError:
+            self.repo.set_status(doc.id, DocumentStatus.FAILED,
+                                 error="the redacted ingest could not be queued; upload again")
+            raise
+        log.info("document %s: PII redaction turned on, ingest queued again", doc.id)
+        return self.repo.get(doc.id) or doc
 
     def get(self, tenant: str, doc_id: str) -> Document:
         doc = self.repo.get(doc_id, tenant)
@@ -149,7 +195,11 @@ class DocumentService:
 
     def delete(self, tenant: str, doc_id: str) -> None:
         doc = self.get(tenant, doc_id)
+        # the background eraser (ingest/erasure.py) is queued first: no queue, no delete (503)
+        enqueue_erase = getattr(self.queue, "enqueue_erase", None)  # test queues may lack it
+        if enqueue_erase is not None:
+            enqueue_erase(tenant, doc.id)
         self.store.delete_document(tenant, doc.id)  # vectors first: a failure here changes nothing
-        stored_file(self.settings, doc.id).unlink(missing_ok=True)
+        self.vault.destroy(stored_file(self.settings, doc.id))  # its key first: crypto-erasure
         self.repo.delete(doc.id)
         log.info("document %s erased", doc.id)

@@ -49,6 +49,9 @@ class AskRequest(msgspec.Struct, forbid_unknown_fields=True):
 class UploadForm:
     file: UploadFile
     metadata: str | None = None
+    # replace personal data by typed placeholders before anything is stored (README "PII
+    # redaction"); a tenant with redaction forced on (DOCQA_PII__*) cannot turn it off
+    redact_pii: bool = False
 
 
 class Citation(msgspec.Struct):
@@ -90,6 +93,12 @@ class ProgressOut(msgspec.Struct):
     total: int
 
 
+class PiiOut(msgspec.Struct):
+    redacted: bool
+    # findings replaced, per type (only types found); null until a redacted ingest finished
+    counts: dict[str, int] | None
+
+
 class DocumentOut(msgspec.Struct):
     id: str
     filename: str
@@ -104,6 +113,7 @@ class DocumentOut(msgspec.Struct):
     metadata: dict[str, Any]
     created_at: str
     updated_at: str
+    pii: PiiOut
 
     @classmethod
     def from_domain(cls, doc: Document) -> DocumentOut:
@@ -118,6 +128,7 @@ class DocumentOut(msgspec.Struct):
             chunks=doc.chunks, pages=doc.pages, error=doc.error, sha256=doc.sha256,
             size=doc.size, metadata=doc.metadata, created_at=iso(doc.created_at),
             updated_at=iso(doc.updated_at),
+            pii=PiiOut(doc.redact_pii, doc.pii_counts if doc.redact_pii else None),
         )
 
 
@@ -132,3 +143,4 @@ class UploadAccepted(msgspec.Struct):
     id: str
     status: str
     duplicate: bool = False
+    pii_redacted: bool = False

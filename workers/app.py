@@ -14,18 +14,24 @@ from celery import Celery, Task
 from celery.signals import worker_process_init
 
 from core import tasks as names
-from core.errors import StoreUnavailableError, TransientError
+from core.errors import TransientError
+from core.locks import redis_collection_lock
+from core.logging import connect_celery_signals
 from core.registry import open_repository
 from core.settings import Settings, apply_offline_env
 from ingest.embedding import SentenceTransformerEmbedder
+from ingest.erasure import Eraser, NotDeletedYet, build_eraser
 from ingest.keywords import KeywordIndex
-from ingest.pipeline import IngestDeps, erase_document, ingest_document
+from ingest.pipeline import IngestDeps, failed_ingest_cleanup, ingest_document
 from ingest.store import ChromaStore
+from workers import deliveries, reconcile, testhooks
 
 log = logging.getLogger("docqa.worker")
 
 _deps: IngestDeps | None = None
 _settings: Settings | None = None
+_eraser: Eraser | None = None
+ERASE_MAX_RETRIES = 30
 
 
 def build_deps(settings: Settings) -> IngestDeps:
@@ -33,11 +39,20 @@ def build_deps(settings: Settings) -> IngestDeps:
         settings=settings,
         repo=open_repository(settings),
         store=ChromaStore(settings.chroma.host, settings.chroma.port,
-                          KeywordIndex(settings.keywords_path)),
-        embedder=SentenceTransformerEmbedder(
+                          KeywordIndex(settings.keywords_path),
+                          lock=redis_collection_lock(settings.redis_url)),
+        embedder=testhooks.hooked_embedder(settings, SentenceTransformerEmbedder(
             settings.models.resolved_embedding_path(), settings.models.embedding_batch_size
-        ),
+        )),  # the embedder itself unless DOCQA_TEST_HOOKS__* (tests only) are set
     )
+
+
+def get_eraser() -> Eraser:
+    global _eraser
+    if _eraser is None:
+        deps = get_deps()
+        _eraser = build_eraser(deps.settings, deps.repo, deps.store)
+    return _eraser
 
 
 def get_deps() -> IngestDeps:
@@ -57,7 +72,20 @@ def _warm_up_child(**_: Any) -> None:
 
 
 def _backoff(retries: int) -> float:
-    return min(60.0, 2.0 ** retries) * (0.5 + random.random())  # noqa: S311 - jitter
+    # a retry waits in this worker as an unacknowledged message: past the visibility timeout
+    # Redis would hand it out a second time, so the wait (plus the run) stays well below it
+    cap = 60.0
+    if _settings is not None:
+        w = _settings.worker
+        cap = min(cap, max(1.0, (w.visibility_timeout_s - w.task_time_limit_s) / 2))
+    return min(cap, 2.0 ** retries * (0.5 + random.random()))  # noqa: S311 - jitter
+
+
+def _after_failure(deps: IngestDeps, doc_id: str) -> None:
+    try:
+        failed_ingest_cleanup(deps, doc_id)  # a redacted document's original goes
+    except Exception:  # noqa: BLE001 - the document is failed already; log, never raise
+        log.exception("ingest %s: clean-up after failure failed", doc_id)
 
 
 def create_celery_app(settings: Settings | None = None) -> Celery:
@@ -66,11 +94,18 @@ def create_celery_app(settings: Settings | None = None) -> Celery:
     _settings = settings or Settings()
     app = Celery("docqa")
     app.conf.update(names.celery_config(_settings))
+    connect_celery_signals()  # request id, job id and document id on the tasks' log lines
     max_retries = _settings.worker.max_retries
 
     @app.task(name=names.INGEST_DOCUMENT, bind=True, max_retries=max_retries)
     def ingest(self: Task, doc_id: str) -> str:
         deps = get_deps()
+        # a document whose worker died on it on every attempt ends failed (bounded)
+        gave_up = deliveries.admit(deps, doc_id, self.request.retries, max_retries + 1)
+        if gave_up is not None:
+            _after_failure(deps, doc_id)
+            return gave_up
+        testhooks.before_ingest(deps, doc_id)  # no-op unless test hooks are set
         try:
             return ingest_document(deps, doc_id)
         except TransientError as exc:
@@ -79,6 +114,7 @@ def create_celery_app(settings: Settings | None = None) -> Celery:
 
                 deps.repo.set_status(doc_id, DocumentStatus.FAILED,
                                      error=f"gave up after {max_retries} retries: {exc.detail}")
+                _after_failure(deps, doc_id)
                 return DocumentStatus.FAILED.value
             log.warning("ingest %s: transient error, retrying: %s", doc_id, exc.detail)
             raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
@@ -88,22 +124,34 @@ def create_celery_app(settings: Settings | None = None) -> Celery:
             log.exception("ingest %s failed", doc_id)
             deps.repo.set_status(doc_id, DocumentStatus.FAILED,
                                  error=f"internal error while ingesting: {type(exc).__name__}: {exc}")
+            _after_failure(deps, doc_id)
             return DocumentStatus.FAILED.value
 
-    @app.task(name=names.ERASE_DOCUMENT, bind=True, max_retries=max_retries)
-    def erase(self: Task, tenant: str, doc_id: str) -> None:
+    @app.task(name=names.ERASE_DOCUMENT, bind=True, max_retries=ERASE_MAX_RETRIES)
+    def erase(self: Task, tenant: str, doc_id: str) -> str:
+        """Finish a DELETE (ingest/erasure.py): ids in, a status word out, never text."""
         try:
-            erase_document(get_deps(), tenant, doc_id)
-        except StoreUnavailableError as exc:
-            raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+            get_eraser().erase(tenant, doc_id)
+            return "erased"
+        except NotDeletedYet as exc:  # the API is still at it, or its delete failed (503)
+            if self.request.retries >= ERASE_MAX_RETRIES:
+                log.info("erase %s: the document is still registered; nothing to erase", doc_id)
+                return "not deleted"
+            raise self.retry(exc=exc, countdown=1.0) from exc
+        except TransientError as exc:
+            log.warning("erase %s: transient error, retrying: %s", doc_id, exc.detail)
+            raise self.retry(exc=exc, countdown=min(5.0, _backoff(self.request.retries))) from exc
 
     return app
 
 
 def run_worker(settings: Settings, loglevel: str = "INFO") -> None:
     app = create_celery_app(settings)
+    reconcile.install(app, settings)  # stuck documents queued again, at start and periodically
     app.worker_main([
+        *(["--quiet"] if settings.log_format == "json" else []),  # no banner among JSON lines
         "worker", f"--loglevel={loglevel}", f"--concurrency={settings.worker.concurrency}",
-        "--pool=prefork", "-Q", names.INGEST_QUEUE, "--without-gossip", "--without-mingle",
+        "--pool=prefork", "-Q", f"{names.INGEST_QUEUE},{names.ERASE_QUEUE}",
+        "--without-gossip", "--without-mingle",
         "-n", f"docqa-{__import__('os').getpid()}@%h",
     ])

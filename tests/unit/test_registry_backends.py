@@ -393,6 +393,107 @@ def test_pg_registry_from_an_older_version_is_migrated(pg_dsn: str) -> None:
         repo.close()
 
 
+# ---------------------------------------------------------------- PII redaction
+
+
+def test_pii_redaction_flag_and_counts_round_trip(repo: DocumentRepository) -> None:
+    plain = _add(repo, "acme", "plain.txt", "1")
+    assert (plain.redact_pii, plain.pii_counts) == (False, None)
+    red, created = repo.create(tenant="acme", filename="red.txt", kind=DocumentKind.TEXT,
+                               sha256="2" * 64, size=5, metadata={}, redact_pii=True)
+    assert created and (red.redact_pii, red.pii_counts) == (True, None)
+    assert repo.get(red.id) == red
+
+    counts = {"EMAIL": 2, "SE_PIN": 1}
+    repo.set_status(red.id, DocumentStatus.READY, chunks=3, pages=1, pii_counts=counts)
+    got = repo.get(red.id)
+    assert got is not None and got.status is DocumentStatus.READY
+    assert (got.redact_pii, got.pii_counts) == (True, counts)
+    repo.set_status(red.id, DocumentStatus.READY)  # counts are kept unless given
+    assert repo.get(red.id).pii_counts == counts  # type: ignore[union-attr]
+    listed = {d.id: d for d in repo.list("acme", None, 10, 0)[0]}
+    assert (listed[red.id].pii_counts, listed[plain.id].redact_pii) == (counts, False)
+
+    # counts given (the worker redacted a forced tenant's upload): the flag follows
+    repo.set_status(plain.id, DocumentStatus.READY, chunks=1, pii_counts={})
+    got = repo.get(plain.id)
+    assert got is not None and (got.redact_pii, got.pii_counts) == (True, {})
+    # same bytes again, without redaction: the redacted document, unchanged
+    again, created = repo.create(tenant="acme", filename="x.txt", kind=DocumentKind.TEXT,
+                                 sha256="2" * 64, size=5, metadata={}, redact_pii=False)
+    assert not created and again.id == red.id and again.redact_pii
+
+
+def test_enable_redaction_only_on_a_settled_unredacted_document(repo: DocumentRepository) -> None:
+    doc = _add(repo, "acme", "a.txt", "1")
+    assert repo.enable_redaction(doc.id) is False  # queued: an ingest is on its way
+    repo.set_status(doc.id, DocumentStatus.PROCESSING)
+    assert repo.enable_redaction(doc.id) is False
+    repo.set_status(doc.id, DocumentStatus.READY, chunks=4, pages=2)
+    repo.set_progress(doc.id, Progress("indexing", 4, 4))
+    repo.set_status(doc.id, DocumentStatus.READY)
+    assert repo.enable_redaction(doc.id) is True
+    got = repo.get(doc.id)
+    assert got is not None and got.redact_pii and got.pii_counts is None
+    assert got.status is DocumentStatus.QUEUED and got.progress == Progress("queued", 0, 0)
+    assert got.error is None and got.updated_at >= doc.updated_at
+    assert repo.enable_redaction(doc.id) is False  # already redacted
+
+    failed = _add(repo, "acme", "b.txt", "2")
+    repo.set_status(failed.id, DocumentStatus.FAILED, error="no text")
+    assert repo.enable_redaction(failed.id) is True
+    got = repo.get(failed.id)
+    assert got is not None and got.status is DocumentStatus.QUEUED and got.error is None
+    assert repo.enable_redaction("missing") is False
+
+
+OLD_DOCUMENTS = (
+    "CREATE TABLE documents (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, filename TEXT NOT NULL,"
+    " kind TEXT NOT NULL, sha256 TEXT NOT NULL, size INTEGER NOT NULL, status TEXT NOT NULL,"
+    " stage TEXT NOT NULL DEFAULT 'queued', done INTEGER NOT NULL DEFAULT 0,"
+    " total INTEGER NOT NULL DEFAULT 0, chunks INTEGER NOT NULL DEFAULT 0,"
+    " pages INTEGER NOT NULL DEFAULT 0, error TEXT, metadata TEXT NOT NULL DEFAULT '{}',"
+    " created_at REAL NOT NULL, updated_at REAL NOT NULL, UNIQUE (tenant, sha256))"
+)
+OLD_ROW = ("INSERT INTO documents (id, tenant, filename, kind, sha256, size, status, chunks,"
+           " created_at, updated_at) VALUES ('d1', 'acme', 'a.txt', 'text', 'ab', 3, 'ready', 2,"
+           " 1.0, 1.0)")
+
+
+def test_sqlite_documents_from_before_pii_redaction_are_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "registry.sqlite3"
+    old = sqlite3.connect(path)
+    old.executescript(f"{OLD_DOCUMENTS}; {OLD_ROW};")
+    old.close()
+    repo = SqliteDocumentRepository(path)
+    SqliteDocumentRepository(path)  # another process opening it changes nothing
+    doc = repo.get("d1")
+    assert doc is not None and (doc.redact_pii, doc.pii_counts, doc.chunks) == (False, None, 2)
+    assert repo.enable_redaction("d1") is True
+    repo.set_status("d1", DocumentStatus.READY, chunks=2, pii_counts={"PHONE": 1})
+    assert repo.get("d1").pii_counts == {"PHONE": 1}  # type: ignore[union-attr]
+
+
+def test_pg_documents_from_before_pii_redaction_are_migrated(pg_dsn: str) -> None:
+    with psycopg.connect(pg_dsn, autocommit=True) as db:
+        db.execute(OLD_DOCUMENTS.replace("REAL", "DOUBLE PRECISION"))
+        db.execute(OLD_ROW)
+        db.execute("CREATE TABLE api_keys (id TEXT PRIMARY KEY, key_hash TEXT NOT NULL UNIQUE,"
+                   " tenant TEXT NOT NULL, name TEXT NOT NULL DEFAULT '',"
+                   " created_at DOUBLE PRECISION NOT NULL, revoked_at DOUBLE PRECISION)")
+        db.execute("CREATE INDEX api_keys_tenant ON api_keys (tenant, created_at)")
+    repo = PostgresDocumentRepository(pg_dsn)
+    try:
+        doc = repo.get("d1")
+        assert doc is not None and (doc.redact_pii, doc.pii_counts, doc.chunks) == (False, None, 2)
+        assert repo.enable_redaction("d1") is True
+        repo.set_status("d1", DocumentStatus.READY, chunks=2, pii_counts={"PHONE": 1})
+        got = repo.get("d1")
+        assert got is not None and (got.redact_pii, got.pii_counts) == (True, {"PHONE": 1})
+    finally:
+        repo.close()
+
+
 # ---------------------------------------------------------------- concurrency
 
 

@@ -1,0 +1,161 @@
+"""Wrapped data keys of the encrypted files (``core/crypto.py``), by key id.
+
+They live in the registry's database — SQLite ``DATA/registry.sqlite3`` (table
+``file_keys``) or PostgreSQL when ``DOCQA_DATABASE_URL`` is set — so every API process and
+worker that sees the registry sees the keys. Deleting a key is the crypto-erasure of its
+file: on SQLite the row is overwritten (``secure_delete``) and :meth:`scrub` checkpoints
+the WAL so no older copy of the page stays in ``registry.sqlite3-wal``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from core.settings import Settings
+
+_SQLITE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS file_keys (
+    key_id TEXT PRIMARY KEY,
+    wrapped BLOB NOT NULL,
+    created_at REAL NOT NULL
+)
+"""
+_PG_SCHEMA = """
+CREATE TABLE IF NOT EXISTS file_keys (
+    key_id TEXT PRIMARY KEY,
+    wrapped BYTEA NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL
+)
+"""
+
+
+class KeyStore(Protocol):
+    def put(self, key_id: str, wrapped: bytes) -> None: ...
+
+    def get(self, key_id: str) -> bytes | None: ...
+
+    def delete(self, key_id: str) -> bool: ...
+
+    def list(self) -> list[tuple[str, float]]:
+        """(key id, created_at) of every stored key."""
+
+    def scrub(self) -> bool:
+        """Make deleted keys unrecoverable from the store's files; True when done."""
+
+
+def checkpoint_truncate(db: sqlite3.Connection, attempts: int = 20) -> bool:
+    """``wal_checkpoint(TRUNCATE)``, retried while a reader holds an old snapshot."""
+    for _ in range(attempts):
+        busy = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy is None or busy[0] == 0:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+class SqliteKeyStore:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(_SQLITE_SCHEMA)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        try:
+            db.execute("PRAGMA busy_timeout=30000")
+            db.execute("PRAGMA secure_delete=ON")
+            yield db
+        finally:
+            db.close()
+
+    def put(self, key_id: str, wrapped: bytes) -> None:
+        with self._connect() as db:
+            db.execute("INSERT OR REPLACE INTO file_keys (key_id, wrapped, created_at) "
+                       "VALUES (?, ?, ?)", (key_id, wrapped, time.time()))
+
+    def get(self, key_id: str) -> bytes | None:
+        with self._connect() as db:
+            row = db.execute("SELECT wrapped FROM file_keys WHERE key_id = ?",
+                             (key_id,)).fetchone()
+        return bytes(row[0]) if row else None
+
+    def delete(self, key_id: str) -> bool:
+        with self._connect() as db:
+            cur = db.execute("DELETE FROM file_keys WHERE key_id = ?", (key_id,))
+        return cur.rowcount > 0
+
+    def list(self) -> list[tuple[str, float]]:
+        with self._connect() as db:
+            return [(r[0], float(r[1])) for r in
+                    db.execute("SELECT key_id, created_at FROM file_keys")]
+
+    def scrub(self) -> bool:
+        with self._connect() as db:
+            return checkpoint_truncate(db)
+
+
+class PostgresKeyStore:
+    """Same table in PostgreSQL. Deleted rows stay in PostgreSQL's heap and WAL until they
+    are vacuumed and recycled: :meth:`scrub` runs ``VACUUM`` on the table (README)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        with self._connect() as db:
+            db.execute(_PG_SCHEMA)
+
+    @contextmanager
+    def _connect(self) -> Iterator[object]:
+        import psycopg
+
+        from core.errors import TransientError
+
+        try:
+            conn = psycopg.connect(self.url, autocommit=True)
+        except psycopg.OperationalError as exc:
+            raise TransientError(f"key store database unavailable: {type(exc).__name__}") from exc
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    def put(self, key_id: str, wrapped: bytes) -> None:
+        with self._connect() as db:
+            db.execute("INSERT INTO file_keys (key_id, wrapped, created_at) VALUES (%s, %s, %s) "  # type: ignore[attr-defined]
+                       "ON CONFLICT (key_id) DO UPDATE SET wrapped = EXCLUDED.wrapped",
+                       (key_id, wrapped, time.time()))
+
+    def get(self, key_id: str) -> bytes | None:
+        with self._connect() as db:
+            row = db.execute("SELECT wrapped FROM file_keys WHERE key_id = %s",  # type: ignore[attr-defined]
+                             (key_id,)).fetchone()
+        return bytes(row[0]) if row else None
+
+    def delete(self, key_id: str) -> bool:
+        with self._connect() as db:
+            cur = db.execute("DELETE FROM file_keys WHERE key_id = %s", (key_id,))  # type: ignore[attr-defined]
+        return bool(cur.rowcount)
+
+    def list(self) -> list[tuple[str, float]]:
+        with self._connect() as db:
+            return [(r[0], float(r[1])) for r in
+                    db.execute("SELECT key_id, created_at FROM file_keys")]  # type: ignore[attr-defined]
+
+    def scrub(self) -> bool:
+        with self._connect() as db:
+            db.execute("VACUUM file_keys")  # type: ignore[attr-defined]
+        return True
+
+
+def open_keystore(settings: Settings) -> KeyStore:
+    if settings.database_url:
+        return PostgresKeyStore(settings.database_url)
+    return SqliteKeyStore(settings.registry_path)
