@@ -37,8 +37,13 @@ def make_pdf(pages: list[str]) -> bytes:
             + stream + b"\nendstream"
         )
     objects.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
+    return write_pdf(objects, b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
+
+
+def write_pdf(objects: list[bytes], header: bytes = b"%PDF-1.4\n") -> bytes:
+    """Numbered objects (1 = catalog) with their cross-reference table and trailer."""
     out = io.BytesIO()
-    out.write(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
+    out.write(header)
     offsets = []
     for num, body in enumerate(objects, start=1):
         offsets.append(out.tell())
