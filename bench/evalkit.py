@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from service.client import DocqaAPIError, DocqaClient
+from service.client import DocqaAPIError, DocqaClient, UploadAccepted
 
 MAX_ANSWER_WORDS = 40
 UPLOAD_WORKERS = 8
@@ -127,7 +127,8 @@ def score(questions: Sequence[EvalQuestion], records: Sequence[AskRecord]) -> di
     by_qid = {r.qid: r for r in records}
     answerable = [q for q in questions if q.answerable]
     impossible = [q for q in questions if not q.answerable]
-    correct = f1_sum = abstained_ans = answered_ans = cited_ok = abstained_imp = errors = 0
+    correct = abstained_ans = answered_ans = cited_ok = abstained_imp = errors = 0
+    f1_sum = 0.0
     for q in answerable:
         r = by_qid[q.qid]
         errors += r.status == "error"
@@ -198,7 +199,7 @@ def ingest(client: DocqaClient, docs: Sequence[EvalDoc], ready_timeout: float = 
     errors: list[str] = []
     t0 = time.perf_counter()
 
-    def upload(d: EvalDoc) -> dict[str, Any]:
+    def upload(d: EvalDoc) -> UploadAccepted:
         return client.upload_bytes(d.filename, d.text.encode("utf-8"), d.metadata or None)
 
     with ThreadPoolExecutor(max_workers=UPLOAD_WORKERS) as pool:

@@ -38,7 +38,7 @@ from urllib.parse import urlsplit  # noqa: E402
 import httpx  # noqa: E402
 
 from bench.evalkit import percentile  # noqa: E402
-from service.client import DocqaAPIError, DocqaClient  # noqa: E402
+from service.client import DocqaAPIError, DocqaClient, UploadAccepted  # noqa: E402
 
 DEFAULT_SQUAD = Path(__file__).resolve().parents[2] / "shared/eval/squad2/dev-v2.0.json"
 UPLOAD_WORKERS = 8
@@ -105,7 +105,7 @@ def bench_service(client: DocqaClient, paras: list[Paragraph], ready_timeout: fl
     upload_errors: list[str] = []
     done = 0
 
-    def upload(p: Paragraph) -> dict[str, Any]:
+    def upload(p: Paragraph) -> UploadAccepted:
         return client.upload_bytes(p.filename, p.context.encode("utf-8"), p.metadata)
 
     log(f"phase 1: uploading {n} documents with {UPLOAD_WORKERS} threads")

@@ -7,6 +7,12 @@ to build the index from scratch and the time to add one document to a full index
 one transaction; bm25s has no incremental update, so it re-indexes everything). Times are
 from one run on one machine; compare them as ratios.
 
+Since extracted text is encrypted at rest, the service's index stores keyed hashes of
+Python-stemmed terms (``ingest/keywords.py``); the FTS5 engines here are that index with and
+without the term key, and the earlier design (FTS5's own porter tokenizer over the plain
+text) as the baseline. ``sealing`` times sealing every chunk's text and opening the 200
+texts of a search (``core/textcrypt.py``), against that search's own time.
+
     python -m bench.keyword_compare --json bench/out/keyword_compare.json
 """
 
@@ -63,14 +69,50 @@ def score_engine(data: SciFact, query: Query) -> dict[str, Any]:
     return out
 
 
-def fts5(data: SciFact, rows: Sequence[tuple[str, str, str]], workdir: Path) -> dict[str, Any]:
+class PorterPlainIndex:
+    """The keyword index before text was encrypted at rest (baseline): FTS5's porter
+    tokenizer over the plain chunk text, queried with the same stop words and term cap."""
+
+    def __init__(self, path: Path) -> None:
+        import sqlite3
+
+        self.db = sqlite3.connect(path, isolation_level=None)
+        self.db.execute("CREATE VIRTUAL TABLE t USING fts5(text, chunk_id UNINDEXED, "
+                        "tokenize = 'porter unicode61 remove_diacritics 2')")
+
+    def replace_chunks(self, _collection: str, rows: Sequence[tuple[str, str, str]]) -> None:
+        self.db.execute("BEGIN")
+        self.db.executemany("INSERT INTO t (text, chunk_id) VALUES (?, ?)",
+                            [(text, cid) for cid, _d, text in rows])
+        self.db.execute("COMMIT")
+
+    def search(self, _collection: str, text: str, limit: int) -> list[tuple[str, str, float]]:
+        from ingest.keywords import _STOP, _WORD
+
+        words = [w for w in dict.fromkeys(w.lower() for w in _WORD.findall(text))
+                 if w not in _STOP][:32]
+        if not words:
+            return []
+        expr = " OR ".join(f'"{w}"' for w in words)
+        return [(r[0], "", float(r[1])) for r in self.db.execute(
+            "SELECT chunk_id, -rank FROM t WHERE t MATCH ? ORDER BY rank LIMIT ?", (expr, limit))]
+
+
+def fts5(data: SciFact, rows: Sequence[tuple[str, str, str]], workdir: Path,
+         variant: str = "hashed") -> dict[str, Any]:
     from ingest.keywords import KeywordIndex
 
     by_doc: dict[str, list[tuple[str, str, str]]] = {}
     for r in rows:
         by_doc.setdefault(r[1], []).append(r)
     t0 = time.perf_counter()
-    index = KeywordIndex(workdir / "fts5.sqlite3")
+    index: Any
+    if variant == "porter-plain":
+        index = PorterPlainIndex(workdir / f"fts5-{variant}.sqlite3")
+    else:
+        index = KeywordIndex(workdir / f"fts5-{variant}.sqlite3",
+                             term_key=b"bench-term-key-0123456789abcdef!" if variant == "hashed"
+                             else None)
     for doc_rows in by_doc.values():  # one transaction per document, as the worker writes
         index.replace_chunks("bench", doc_rows)
     build = time.perf_counter() - t0
@@ -86,6 +128,53 @@ def fts5(data: SciFact, rows: Sequence[tuple[str, str, str]], workdir: Path) -> 
     result.update(build_s=round(build, 2), add_one_document_ms=round(
         (percentile(adds, 50) or 0.0) * 1000.0, 2))
     return result
+
+
+def sealing(data: SciFact, rows: Sequence[tuple[str, str, str]], workdir: Path
+            ) -> dict[str, Any]:
+    """Sealing every chunk, and opening a search's 200 texts, against the search itself."""
+    import secrets
+
+    from core.keystore import SqliteKeyStore
+    from core.textcrypt import TextCipher
+    from ingest.keywords import KeywordIndex
+
+    master, keys = secrets.token_bytes(32), SqliteKeyStore(workdir / "keys.sqlite3")
+    cipher = TextCipher(master, keys)
+    docs = list(dict.fromkeys(doc for _c, doc, _t in rows))
+    t0 = time.perf_counter()
+    for doc in docs:  # the worker makes a document's key once, at its first chunk
+        cipher.key(doc, create=True)
+    key_ms = (time.perf_counter() - t0) / len(docs) * 1000.0
+    t0 = time.perf_counter()
+    sealed = {cid: (doc, cipher.seal(doc, cid, text)) for cid, doc, text in rows}
+    seal_us = (time.perf_counter() - t0) / len(rows) * 1e6
+    index = KeywordIndex(workdir / "sealing.sqlite3", term_key=b"k" * 32)
+    index.replace_chunks("bench", rows)
+    search_ms: list[float] = []
+    open_ms: dict[str, list[float]] = {"warm": [], "cold": []}
+    for qid in list(data.qrels["test"])[:200]:
+        t0 = time.perf_counter()
+        found = index.search("bench", data.queries[qid], TOP_CHUNKS)
+        search_ms.append((time.perf_counter() - t0) * 1000.0)
+        # cold: a process that has seen none of these documents (one key-store read);
+        # warm: keys already cached
+        for state, c in (("cold", TextCipher(master, keys)), ("warm", cipher)):
+            t0 = time.perf_counter()
+            c.prefetch(sealed[cid][0] for cid, _d, _s in found)
+            for cid, _d, _s in found:
+                doc, blob = sealed[cid]
+                c.open(doc, cid, blob)
+            open_ms[state].append((time.perf_counter() - t0) * 1000.0)
+    s50 = percentile(search_ms, 50) or 0.0
+    out: dict[str, Any] = {"create_key_ms_per_document": round(key_ms, 3),
+                           "seal_us_per_chunk": round(seal_us, 1),
+                           "keyword_search_p50_ms": round(s50, 3)}
+    for state, times in open_ms.items():
+        o50 = percentile(times, 50) or 0.0
+        out[f"open_200_hits_{state}_p50_ms"] = round(o50, 3)
+        out[f"open_{state}_over_search"] = round(o50 / s50, 3) if s50 else None
+    return out
 
 
 def bm25s_engine(data: SciFact, rows: Sequence[tuple[str, str, str]], k1: float, b: float
@@ -130,12 +219,17 @@ def main(argv: list[str] | None = None) -> int:
     log(f"{len(data.docs)} documents → {len(rows)} chunks")
     engines: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        engines["fts5"] = fts5(data, rows, Path(tmp))
+        engines["fts5 hashed terms (the service)"] = fts5(data, rows, Path(tmp), "hashed")
+        engines["fts5 plain stemmed terms"] = fts5(data, rows, Path(tmp), "plain")
+        engines["fts5 porter tokenizer, plain text (before)"] = fts5(data, rows, Path(tmp),
+                                                                    "porter-plain")
+        seal = sealing(data, rows, Path(tmp))
     log("fts5 done")
     engines["bm25s (k1=1.2, b=0.75, as FTS5)"] = bm25s_engine(data, rows, 1.2, 0.75)
     engines["bm25s (k1=0.9, b=0.4, Anserini)"] = bm25s_engine(data, rows, 0.9, 0.4)
-    result = {"engines": engines, "config": {"documents": len(data.docs), "chunks": len(rows),
-                                             "top_chunks": TOP_CHUNKS}}
+    result = {"engines": engines, "sealing": seal,
+              "config": {"documents": len(data.docs), "chunks": len(rows),
+                         "top_chunks": TOP_CHUNKS}}
     text = json.dumps(result, indent=2)
     print(text)  # noqa: T201 - the script's output
     if args.json:

@@ -37,6 +37,7 @@ import httpx
 
 from bench.evalkit import EvalDoc, ingest, log, percentile
 from bench.squad2 import DEFAULT_PATH, load
+from service.client import DocqaAPIError, DocqaClient
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 REQUEST_TIMEOUT_S = 60.0
@@ -85,16 +86,20 @@ class Tally:
 def ask_loop(url: str, key: str, questions: list[str], deadline: float, tally: Tally,
              seed: int) -> None:
     rng = random.Random(seed)
-    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"},
-                      timeout=REQUEST_TIMEOUT_S, trust_env=False) as http:
+    # one client per thread (last_response is per client); no 429 waiting inside the
+    # client: the loop counts every refusal and backs off itself
+    with DocqaClient(url, key, timeout=REQUEST_TIMEOUT_S) as client:
         while time.monotonic() < deadline:
             t0 = time.perf_counter()
             try:
-                resp = http.post("/v1/ask", json={"question": rng.choice(questions)})
+                client.ask(rng.choice(questions))
+            except DocqaAPIError:
+                pass  # counted below by its status
             except httpx.HTTPError as exc:
                 with tally.lock:
                     tally.errors[type(exc).__name__] += 1
                 continue
+            resp = client.last_response
             tally.add(resp.status_code, time.perf_counter() - t0,
                       "retry-after" in resp.headers)
             if resp.status_code in (429, 503):  # a polite client backs off as told
@@ -124,28 +129,22 @@ def upload_during(url: str, key: str, docs: list[EvalDoc], stop: threading.Event
     """Upload ``docs`` one by one until done or ``stop``; records accepted ids and refusals."""
     accepted: dict[str, str] = {}
     refused: Counter[str] = Counter()
-    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"},
-                      timeout=REQUEST_TIMEOUT_S, trust_env=False) as http:
+    with DocqaClient(url, key, timeout=REQUEST_TIMEOUT_S) as client:
         for d in docs:
             if stop.is_set():
                 break
             try:
-                resp = http.post("/v1/documents", files={"file": (d.filename, d.text.encode())})
+                accepted[client.upload_bytes(d.filename, d.text.encode())["id"]] = d.key
+            except DocqaAPIError as exc:
+                refused[str(exc.status)] += 1
             except httpx.HTTPError as exc:
                 refused[type(exc).__name__] += 1
-                continue
-            if resp.status_code in (200, 202):
-                accepted[resp.json()["id"]] = d.key
-            else:
-                refused[str(resp.status_code)] += 1
     out.update(accepted=accepted, refused=dict(refused))
 
 
 def drain(url: str, key: str, ids: list[str], timeout: float) -> dict[str, int]:
     """Final status of every accepted upload; pending or missing ones after ``timeout`` are
     lost."""
-    from service.client import DocqaAPIError, DocqaClient
-
     fate: Counter[str] = Counter()
     with DocqaClient(url, key, timeout=REQUEST_TIMEOUT_S, wait_on_429_s=120) as client:
         try:
@@ -169,8 +168,6 @@ def run(url: str, key: str, askers: int = 16, duration: float = 60.0, baseline: 
     host = urlsplit(url).hostname or ""
     if host not in LOOPBACK:
         raise SystemExit(f"bench.load only talks to loopback, not {host!r}")
-    from service.client import DocqaClient
-
     data = load(squad)
     seed, extra = data.docs[:seed_docs], data.docs[seed_docs:seed_docs + ingest_docs]
     keys = {d.key for d in seed}

@@ -1,4 +1,5 @@
-"""Wrapped data keys of the encrypted files (``core/crypto.py``), by key id.
+"""Wrapped data keys of the encrypted files (``core/crypto.py``) and of documents' chunk
+text (``core/textcrypt.py``, ids ``text-<document id>``), by key id.
 
 They live in the registry's database — SQLite ``DATA/registry.sqlite3`` (table
 ``file_keys``) or PostgreSQL when ``DOCQA_DATABASE_URL`` is set — so every API process and
@@ -38,7 +39,13 @@ CREATE TABLE IF NOT EXISTS file_keys (
 class KeyStore(Protocol):
     def put(self, key_id: str, wrapped: bytes) -> None: ...
 
+    def put_if_absent(self, key_id: str, wrapped: bytes) -> bool:
+        """Store the key unless one with that id exists; True when this one was stored."""
+
     def get(self, key_id: str) -> bytes | None: ...
+
+    def get_many(self, key_ids: list[str]) -> dict[str, bytes]:
+        """The stored keys among ``key_ids`` (one round trip)."""
 
     def delete(self, key_id: str) -> bool: ...
 
@@ -82,11 +89,27 @@ class SqliteKeyStore:
             db.execute("INSERT OR REPLACE INTO file_keys (key_id, wrapped, created_at) "
                        "VALUES (?, ?, ?)", (key_id, wrapped, time.time()))
 
+    def put_if_absent(self, key_id: str, wrapped: bytes) -> bool:
+        with self._connect() as db:
+            cur = db.execute("INSERT OR IGNORE INTO file_keys (key_id, wrapped, created_at) "
+                             "VALUES (?, ?, ?)", (key_id, wrapped, time.time()))
+        return cur.rowcount > 0
+
     def get(self, key_id: str) -> bytes | None:
         with self._connect() as db:
             row = db.execute("SELECT wrapped FROM file_keys WHERE key_id = ?",
                              (key_id,)).fetchone()
         return bytes(row[0]) if row else None
+
+    def get_many(self, key_ids: list[str]) -> dict[str, bytes]:
+        out: dict[str, bytes] = {}
+        with self._connect() as db:
+            for i in range(0, len(key_ids), 500):
+                part = key_ids[i:i + 500]
+                out.update((str(r[0]), bytes(r[1])) for r in db.execute(
+                    f"SELECT key_id, wrapped FROM file_keys WHERE key_id IN "  # noqa: S608
+                    f"({','.join('?' * len(part))})", part))
+        return out
 
     def delete(self, key_id: str) -> bool:
         with self._connect() as db:
@@ -133,11 +156,26 @@ class PostgresKeyStore:
                        "ON CONFLICT (key_id) DO UPDATE SET wrapped = EXCLUDED.wrapped",
                        (key_id, wrapped, time.time()))
 
+    def put_if_absent(self, key_id: str, wrapped: bytes) -> bool:
+        with self._connect() as db:
+            cur = db.execute("INSERT INTO file_keys (key_id, wrapped, created_at) "  # type: ignore[attr-defined]
+                             "VALUES (%s, %s, %s) ON CONFLICT (key_id) DO NOTHING",
+                             (key_id, wrapped, time.time()))
+        return bool(cur.rowcount)
+
     def get(self, key_id: str) -> bytes | None:
         with self._connect() as db:
             row = db.execute("SELECT wrapped FROM file_keys WHERE key_id = %s",  # type: ignore[attr-defined]
                              (key_id,)).fetchone()
         return bytes(row[0]) if row else None
+
+    def get_many(self, key_ids: list[str]) -> dict[str, bytes]:
+        if not key_ids:
+            return {}
+        with self._connect() as db:
+            rows = db.execute("SELECT key_id, wrapped FROM file_keys "  # type: ignore[attr-defined]
+                              "WHERE key_id = ANY(%s)", (key_ids,)).fetchall()
+        return {str(r[0]): bytes(r[1]) for r in rows}
 
     def delete(self, key_id: str) -> bool:
         with self._connect() as db:

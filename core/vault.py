@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
 import threading
 import time
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("docqa.vault")
 
 _cache: dict[tuple[str, str], Vault] = {}
+_FILE_KEY_ID = re.compile(f"[0-9a-f]{{{2 * crypto.KEY_ID_BYTES}}}")
 _cache_lock = threading.Lock()
 
 
@@ -154,6 +156,8 @@ class Vault:
                     continue
         now, n = time.time(), 0
         for key_id, created in self.keys.list():
+            if not _FILE_KEY_ID.fullmatch(key_id):
+                continue  # a document's text key (core/textcrypt.py): erasure deletes those
             if key_id not in used and now - created > grace_s and self.keys.delete(key_id):
                 n += 1
         return n

@@ -141,6 +141,7 @@ class Eraser:
         t0 = time.monotonic()
         # what the API did, again: a crash between its steps must leave nothing behind
         self.store.delete_document(tenant, doc_id)
+        self.store.destroy_text_key(doc_id)
         self.vault.destroy(stored_file(self.settings, doc_id))
         coll = collection_name(tenant)
         report: dict[str, Any] = {"document_id": doc_id}

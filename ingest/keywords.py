@@ -10,14 +10,23 @@ better nDCG@10 and recall@100, and adding a document costs milliseconds where bm
 has no incremental update, re-indexes the whole corpus. Deleted text is overwritten on
 disk (``secure_delete``). ``ChromaStore`` writes this index in the same upsert/delete calls
 that write Chroma, and rebuilds it from Chroma when the file is missing.
+
+No words at rest: text is split, lowercased, stripped of diacritics and Porter-stemmed here
+(:func:`terms`), and with a term key (the service always has one, derived from the master
+key: ``core/textcrypt.py``) each term is replaced by a keyed hash, different per tenant,
+before it reaches SQLite. BM25 only needs terms to be equal or not, so ranking is the
+same; the file holds neither the text nor its words. An index written with another term
+key (or by an older version, which stored the text) is dropped and rebuilt from Chroma.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 import sqlite3
 import threading
+import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,6 +40,8 @@ _STOP = frozenset(
     "he she his her we our you your i me my".split()
 )
 MAX_TERMS = 32
+FORMAT = "2"  # 1: porter-tokenized plain text; 2: terms from terms(), hashed with a term key
+_TERM_BYTES = 8  # 64-bit term hashes: no collision in any vocabulary this index will see
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS kw_chunks (
@@ -42,15 +53,82 @@ CREATE TABLE IF NOT EXISTS kw_chunks (
 );
 CREATE INDEX IF NOT EXISTS kw_chunks_doc ON kw_chunks (collection, document_id);
 CREATE TABLE IF NOT EXISTS kw_tables (collection TEXT PRIMARY KEY, fts TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS kw_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
-FTS_TOKENIZER = "porter unicode61 remove_diacritics 2"
+# terms arrive stemmed (and usually hashed): FTS5 only splits them on spaces
+FTS_TOKENIZER = "unicode61"
 LEGACY_TABLE = "chunk_text"  # before per-tenant tables: one shared FTS5 table
+_local = threading.local()
 
 
-def match_expression(text: str) -> str:
-    """An FTS5 query OR-ing the text's words, each quoted (user text is never FTS syntax)."""
-    words = [w for w in dict.fromkeys(w.lower() for w in _WORD.findall(text)) if w not in _STOP]
-    return " OR ".join(f'"{w}"' for w in words[:MAX_TERMS])
+def _stem(word: str) -> str:
+    stemmer = getattr(_local, "stemmer", None)
+    if stemmer is None:  # PyStemmer objects are not thread-safe: one per thread
+        import Stemmer  # type: ignore[import-not-found]
+
+        stemmer = _local.stemmer = Stemmer.Stemmer("porter")
+    return str(stemmer.stemWord(word))
+
+
+def _fold(word: str) -> str:
+    """Lowercase without diacritics (FTS5's ``remove_diacritics``)."""
+    word = word.lower()
+    if word.isascii():
+        return word
+    return "".join(c for c in unicodedata.normalize("NFKD", word) if not unicodedata.combining(c))
+
+
+def words(text: str) -> list[str]:
+    return [w for w in (_fold(m) for m in _WORD.findall(text)) if w]
+
+
+class TermHasher:
+    """Stemmed term -> keyed hash, per collection (one tenant's hashes say nothing about
+    another's). Without a key, terms stay as they are (tools and unit tests)."""
+
+    def __init__(self, key: bytes | None) -> None:
+        self.key = key
+        self._per_collection: dict[str, bytes] = {}
+        self._memo: dict[tuple[str, str], str] = {}
+
+    def check_value(self) -> str:
+        """Identifies the key (not secret): an index hashed with another key is rebuilt."""
+        if self.key is None:
+            return "plain"
+        return hmac.new(self.key, b"check", hashlib.sha256).hexdigest()[:16]
+
+    def __call__(self, collection: str, term: str) -> str:
+        if self.key is None:
+            return term
+        memo = self._memo.get((collection, term))
+        if memo is not None:
+            return memo
+        ckey = self._per_collection.get(collection)
+        if ckey is None:
+            ckey = self._per_collection[collection] = hmac.new(
+                self.key, collection.encode("utf-8"), hashlib.sha256).digest()
+        out = hmac.new(ckey, term.encode("utf-8"), hashlib.sha256).hexdigest()[:2 * _TERM_BYTES]
+        if len(self._memo) > 200_000:
+            self._memo.clear()
+        self._memo[(collection, term)] = out
+        return out
+
+
+def terms(text: str) -> list[str]:
+    """The indexed terms of a text, in order: words, folded and Porter-stemmed."""
+    return [_stem(w) for w in words(text)]
+
+
+def query_terms(text: str) -> list[str]:
+    """Distinct stemmed terms of a query, stop words left out, at most ``MAX_TERMS``."""
+    kept = dict.fromkeys(_stem(w) for w in words(text) if w not in _STOP)
+    return list(kept)[:MAX_TERMS]
+
+
+def match_expression(text: str, hasher: TermHasher | None = None, collection: str = "") -> str:
+    """An FTS5 query OR-ing the text's terms, each quoted (user text is never FTS syntax)."""
+    hasher = hasher or TermHasher(None)
+    return " OR ".join(f'"{hasher(collection, t)}"' for t in query_terms(text))
 
 
 def fts_table(collection: str) -> str:
@@ -59,19 +137,59 @@ def fts_table(collection: str) -> str:
 
 
 class KeywordIndex:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, term_key: bytes | None = None) -> None:
+        """``term_key``: terms are stored as keyed hashes (the service passes
+        ``core.textcrypt.term_key(master)``); None stores stemmed words (tools, tests)."""
         self.path = Path(path)
-        self.existed = self.path.exists()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self.hasher = TermHasher(term_key)
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
-            legacy = db.execute("SELECT 1 FROM sqlite_master WHERE name = ?",
-                                (LEGACY_TABLE,)).fetchone()
-            if legacy:  # an index from an older version: drop it; it is rebuilt from Chroma
-                db.execute(f"DROP TABLE {LEGACY_TABLE}")
-                self.existed = False
-            db.executescript(SCHEMA)
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                legacy = db.execute("SELECT 1 FROM sqlite_master WHERE name = ?",
+                                    (LEGACY_TABLE,)).fetchone()
+                if legacy:  # an index from an older version: dropped, rebuilt from Chroma
+                    db.execute(f"DROP TABLE {LEGACY_TABLE}")
+                for stmt in SCHEMA.split(";"):
+                    if stmt.strip():
+                        db.execute(stmt)
+                wanted = {"format": FORMAT, "terms": self.hasher.check_value()}
+                found = dict(db.execute("SELECT name, value FROM kw_meta").fetchall())
+                complete = found.pop("complete", "0")
+                if found.get("terms", "plain") != "plain" and wanted["terms"] == "plain":
+                    raise ValueError(f"{self.path} holds hashed terms: open it with the term "
+                                     "key (ingest.store.open_store), not without one")
+                if found != wanted:  # new, an older format or another key: rebuilt from Chroma
+                    self._drop_all(db)
+                    db.execute("DELETE FROM kw_meta")
+                    db.executemany("INSERT INTO kw_meta (name, value) VALUES (?, ?)",
+                                   [*wanted.items(), ("complete", "0")])
+                    complete = "0"
+                # whichever process opens the file first (API or worker), the API rebuilds it
+                self.existed = complete == "1"
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def mark_complete(self) -> None:
+        """Record that the index holds every chunk Chroma has (after a rebuild)."""
+        with self._connect() as db:
+            db.execute("UPDATE kw_meta SET value = '1' WHERE name = 'complete'")
+
+    @staticmethod
+    def _drop_all(db: sqlite3.Connection) -> bool:
+        """Drop every tenant table and row; True when there was any."""
+        tables = [str(r[0]) for r in db.execute("SELECT fts FROM kw_tables")]
+        had = bool(tables) or bool(db.execute("SELECT 1 FROM kw_chunks LIMIT 1").fetchone())
+        for t in tables:
+            if re.fullmatch(r"fts_[0-9a-f]{24}", t):  # never user text in SQL
+                db.execute(f"DROP TABLE IF EXISTS {t}")
+        db.execute("DELETE FROM kw_tables")
+        db.execute("DELETE FROM kw_chunks")
+        return had
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -117,11 +235,15 @@ class KeywordIndex:
                         rowid = db.execute(
                             "INSERT INTO kw_chunks (collection, chunk_id, document_id) "
                             "VALUES (?, ?, ?)", (collection, cid, doc)).lastrowid
-                    db.execute(f"INSERT INTO {table} (rowid, text) VALUES (?, ?)", (rowid, text))
+                    db.execute(f"INSERT INTO {table} (rowid, text) VALUES (?, ?)",
+                               (rowid, self._indexed(collection, text)))
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+
+    def _indexed(self, collection: str, text: str) -> str:
+        return " ".join(self.hasher(collection, t) for t in terms(text))
 
     def delete_document(self, collection: str, document_id: str, keep: Sequence[str] = ()) -> None:
         keep_set = set(keep)
@@ -144,7 +266,7 @@ class KeywordIndex:
     def search(self, collection: str, text: str, limit: int,
                document_ids: Sequence[str] | None = None) -> list[tuple[str, str, float]]:
         """(chunk_id, document_id, bm25 score — higher is better), best first."""
-        expr = match_expression(text)
+        expr = match_expression(text, self.hasher, collection)
         if not expr or limit <= 0 or (document_ids is not None and not document_ids):
             return []
         with self._connect() as db:

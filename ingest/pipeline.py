@@ -11,6 +11,7 @@ stored; the counts go on the record and the original file is deleted once the in
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,7 +74,7 @@ def ingest_document(deps: IngestDeps, doc_id: str) -> str:
         return DocumentStatus.READY.value
     path = stored_file(settings, doc_id)
     repo.set_status(doc_id, DocumentStatus.PROCESSING)
-    repo.set_progress(doc_id, Progress("parsing", 0, 1))
+    repo.set_progress(doc_id, Progress("parsing", 0, 0))  # total 0: page count not known yet
     pii_counts: dict[str, int] | None = None
     try:
         if not path.exists():
@@ -84,7 +85,8 @@ def ingest_document(deps: IngestDeps, doc_id: str) -> str:
             raise ParseError("the uploaded file is missing from storage")
         with stage("parse"):  # child process under time and memory limits (ingest/sandbox.py)
             pages = parse_isolated(path, doc.kind, settings.limits,
-                                   key=stored_file_key(settings, path))  # decrypted in the child
+                                   key=stored_file_key(settings, path),  # decrypted in the child
+                                   on_progress=_parse_progress(repo, doc_id))
         if redact:  # before chunking: nothing unredacted is embedded, indexed or stored
             pages, pii_counts = redact_pages(pages)
         repo.set_progress(doc_id, Progress("chunking", len(pages), len(pages)))
@@ -133,6 +135,19 @@ def ingest_document(deps: IngestDeps, doc_id: str) -> str:
     log.info("document %s ready: %d chunks, %d pages%s", doc_id, total, len(pages),
              f", PII redacted {pii_counts}" if redact else "")
     return DocumentStatus.READY.value
+
+
+def _parse_progress(repo: DocumentRepository, doc_id: str) -> Callable[[int, int], None]:
+    """Pages parsed so far, as the sandbox relays them (at most ~4 a second). Best effort: a
+    registry hiccup here must not fail a parse that is going well; the next write says more."""
+
+    def report(done: int, total: int) -> None:
+        try:
+            repo.set_progress(doc_id, Progress("parsing", done, total))
+        except Exception as exc:  # noqa: BLE001 - progress is informational
+            log.warning("document %s: parse progress not recorded: %s", doc_id, exc)
+
+    return report
 
 
 def drop_original(settings: Settings, doc_id: str) -> None:

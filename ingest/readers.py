@@ -18,6 +18,7 @@ from core.domain import DocumentKind, Page
 from core.errors import ParseError
 
 PAGE_SEPARATOR = "\n\n"
+PageProgress = Callable[[int, int], None]  # (pages parsed, pages in total)
 
 
 def _decode(data: bytes) -> str:
@@ -36,8 +37,11 @@ def _normalise(text: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", text).strip()
 
 
-def read_pdf(path: Path, limits: Any) -> list[str]:
-    """Text per page, within the page, decompression and text limits (ingest/limits.py)."""
+def read_pdf(path: Path, limits: Any, on_page: PageProgress | None = None) -> list[str]:
+    """Text per page, within the page, decompression and text limits (ingest/limits.py).
+
+    ``on_page(done, total)`` is called once the page count is known and after each page.
+    """
     from pypdf import PdfReader
     from pypdf.errors import LimitReachedError, PdfReadError
 
@@ -53,6 +57,8 @@ def read_pdf(path: Path, limits: Any) -> list[str]:
             if n_pages > limits.pdf_max_pages:
                 raise ParseError(
                     f"the PDF has {n_pages} pages; the limit is {limits.pdf_max_pages}")
+            if on_page:
+                on_page(0, n_pages)
             texts: list[str] = []
             content = chars = 0
             for page in reader.pages:
@@ -67,6 +73,8 @@ def read_pdf(path: Path, limits: Any) -> list[str]:
                     raise ParseError(f"the document holds more than {limits.max_text_chars} "
                                      "characters of text (limit)")
                 texts.append(text)
+                if on_page:
+                    on_page(len(texts), n_pages)
             return texts
     except ParseError:
         raise
@@ -190,13 +198,17 @@ READERS: dict[DocumentKind, Callable[[Path, Any], list[str]]] = {
 }
 
 
-def read_document(path: Path, kind: DocumentKind, limits: Any = None) -> list[Page]:
+def read_document(
+    path: Path, kind: DocumentKind, limits: Any = None, on_page: PageProgress | None = None,
+) -> list[Page]:
     """Parse ``path`` as ``kind`` into pages with offsets into the extracted text.
 
     Args:
         limits: ``core.settings.LimitSettings`` or an object with its attributes; default:
             the defaults. This runs in-process: the worker calls it through
             ``ingest.sandbox.parse_isolated`` (child process, time and memory limits).
+        on_page: told (pages parsed, pages in total): page by page for PDFs, once at the end
+            for the formats read in one piece (the sandbox relays it to the worker).
 
     Raises:
         ParseError: the file is damaged, encrypted, holds no text or breaks a limit.
@@ -206,7 +218,10 @@ def read_document(path: Path, kind: DocumentKind, limits: Any = None) -> list[Pa
 
         limits = LimitSettings()
     try:
-        raw_pages = READERS[kind](path, limits)
+        if kind is DocumentKind.PDF:  # the one format read page by page
+            raw_pages = read_pdf(path, limits, on_page)
+        else:
+            raw_pages = READERS[kind](path, limits)
         from ingest.limits import check_text_size
 
         check_text_size(raw_pages, limits)
@@ -222,6 +237,8 @@ def read_document(path: Path, kind: DocumentKind, limits: Any = None) -> list[Pa
         offset += len(text) + len(PAGE_SEPARATOR)
     if not any(p.text for p in pages):
         raise ParseError("no text could be extracted (scanned or empty document?)")
+    if on_page:
+        on_page(len(pages), len(pages))
     return pages
 
 

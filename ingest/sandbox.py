@@ -3,7 +3,10 @@
 The worker calls ``parse_isolated``; it starts ``python -m ingest.sandbox`` (a plain
 subprocess, so it works from a Celery prefork child, which as a daemonic process may not
 use ``multiprocessing``), sends the request as JSON on stdin and reads the pages as JSON
-from stdout. The child confines itself before it touches the file: ``RLIMIT_AS`` (memory),
+from stdout. With ``on_progress`` the child also writes ``"<done> <total>\n"`` lines (pages
+parsed) on a third, non-blocking pipe; the parent wakes every ``PROGRESS_INTERVAL_S`` while it
+waits and passes on the latest pair when it changed (at most ~4 calls a second). The child
+confines itself before it touches the file: ``RLIMIT_AS`` (memory),
 ``RLIMIT_CPU`` (a backstop to the parent's wall-clock timeout), no core dumps, and it dies
 with its parent (``PR_SET_PDEATHSIG``). A parser that hangs, explodes or crashes costs one
 child; the document ends ``failed`` with the reason and the worker carries on.
@@ -18,7 +21,8 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +34,9 @@ log = logging.getLogger("docqa.ingest")
 DEFAULT_TARGET = "ingest.readers:read_document"
 MEMORY_EXIT = 3  # the child ran out of its address space
 _IMPORT_ROOT = Path(__file__).resolve().parents[1]  # the folder holding ``ingest``
+PROGRESS_INTERVAL_S = 0.25  # how often the waiting parent looks at the progress pipe
+_MAX_PROGRESS = 10**7  # larger counts from the child are garbage, not progress
+ProgressCallback = Callable[[int, int], None]
 
 
 def _limits_dict(limits: Any) -> dict[str, Any]:
@@ -53,7 +60,7 @@ def _memory_text(limits: Any) -> str:
 
 def parse_isolated(
     path: Path, kind: DocumentKind, limits: Any, target: str = DEFAULT_TARGET,
-    key: bytes | None = None,
+    key: bytes | None = None, on_progress: ProgressCallback | None = None,
 ) -> list[Page]:
     """Run ``target(path, kind, limits)`` (default ``read_document``) in a confined child.
 
@@ -64,27 +71,39 @@ def parse_isolated(
         key: the data key of an encrypted stored file (``core/vault.py``). It goes to the
             child over its stdin pipe; the child decrypts into memory (a ``memfd``) and
             parses that, so no plaintext reaches the disk.
+        on_progress: called in this thread with (pages parsed, pages in total) while the
+            child parses (when the target takes ``on_page``), only when the pair changed and
+            at most every ``PROGRESS_INTERVAL_S``, and once more with the last pair at the end.
 
     Raises:
         ParseError: the parser refused the file, broke the time or memory limit, or crashed.
         TransientError: the child process could not be started.
     """
     timeout = float(limits.parse_timeout_s)
+    read_fd, write_fd = os.pipe() if on_progress else (-1, -1)
     request = json.dumps({
         "path": str(Path(path).resolve()), "kind": kind.value, "target": target,
         "limits": _limits_dict(limits), "parent": os.getpid(),
         "key": key.hex() if key else None,
+        "progress_fd": write_fd if on_progress else None,
     }).encode()
     try:
         proc = subprocess.Popen(
             [sys.executable, "-m", "ingest.sandbox"], cwd=_IMPORT_ROOT,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             start_new_session=True, close_fds=True,
+            pass_fds=(write_fd,) if on_progress else (),
         )
     except OSError as exc:
+        if on_progress:
+            os.close(read_fd)
         raise TransientError(f"could not start the parser process: {exc}") from exc
+    finally:
+        if on_progress:
+            os.close(write_fd)  # the child holds its copy: EOF comes when it exits
+    progress = _ProgressPipe(read_fd, on_progress) if on_progress else None
     try:
-        out, err = proc.communicate(request, timeout=timeout)
+        out, err = _communicate(proc, request, timeout, progress)
     except subprocess.TimeoutExpired:
         _kill(proc)
         proc.communicate()
@@ -93,6 +112,9 @@ def parse_isolated(
         _kill(proc)
         proc.wait()
         raise
+    finally:
+        if progress is not None:
+            os.close(read_fd)
     code = proc.returncode
     if code == 0:
         try:
@@ -113,6 +135,75 @@ def parse_isolated(
         raise ParseError(f"the parser crashed on this file ({name}); it may be malformed or "
                          f"need more than the {_memory_text(limits)} memory limit")
     raise ParseError(f"the parser process failed (exit {code}): {tail[0][:300]}")
+
+
+def _communicate(
+    proc: subprocess.Popen[bytes], request: bytes, timeout: float,
+    progress: _ProgressPipe | None,
+) -> tuple[bytes, bytes]:
+    """``proc.communicate`` under the wall-clock ``timeout``; with ``progress``, in slices of
+    ``PROGRESS_INTERVAL_S`` (retrying ``communicate`` after its timeout loses no output)."""
+    if progress is None:
+        return proc.communicate(request, timeout=timeout)
+    deadline = time.monotonic() + timeout
+    data: bytes | None = request
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            out, err = proc.communicate(data, timeout=max(0.0, min(PROGRESS_INTERVAL_S, left)))
+        except subprocess.TimeoutExpired:
+            data = None  # sent (or being sent) already: communicate keeps the rest
+            progress.poll()
+            if time.monotonic() >= deadline:
+                raise
+            continue
+        progress.poll()  # the child wrote its last pair before its reply
+        return out, err
+
+
+def parse_progress_line(line: bytes) -> tuple[int, int] | None:
+    """``b"3 12"`` → (3, 12); None for anything else (the child parses hostile files: its
+    lines are checked, never trusted)."""
+    parts = line.split()
+    if len(parts) != 2 or not all(p.isdigit() and len(p) <= 8 for p in parts):
+        return None
+    done, total = int(parts[0]), int(parts[1])
+    if done > total or total > _MAX_PROGRESS:
+        return None
+    return done, total
+
+
+class _ProgressPipe:
+    """The parent's end of the progress pipe: non-blocking reads, the latest valid pair is
+    handed to the callback when it differs from the last one handed on."""
+
+    _MAX_READS = 16  # per poll: a child writing without end cannot keep the parent here
+
+    def __init__(self, fd: int, callback: ProgressCallback) -> None:
+        os.set_blocking(fd, False)
+        self.fd, self.callback = fd, callback
+        self.partial = b""
+        self.last: tuple[int, int] | None = None
+
+    def poll(self) -> None:
+        latest = None
+        for _ in range(self._MAX_READS):
+            try:
+                block = os.read(self.fd, 65536)
+            except BlockingIOError:
+                break
+            if not block:  # EOF: the child is gone
+                break
+            *lines, rest = (self.partial + block).split(b"\n")
+            self.partial = rest[-64:]  # a real line is short; garbage cannot grow this
+            for line in reversed(lines):
+                pair = parse_progress_line(line)
+                if pair is not None:
+                    latest = pair
+                    break
+        if latest is not None and latest != self.last:
+            self.last = latest
+            self.callback(*latest)
 
 
 # ---------------------------------------------------------------- the child
@@ -175,6 +266,31 @@ def _plaintext(path: Path, key_hex: str | None) -> Iterator[Path]:
         raise ParseError(f"the stored file could not be decrypted: {exc.detail}") from None
 
 
+def _progress_reporter(fd: int | None) -> ProgressCallback | None:
+    """Write "<done> <total>" lines to the parent's progress pipe; never block or fail the
+    parse over it (a full pipe drops a line, the next one says more)."""
+    if fd is None:
+        return None
+    os.set_blocking(fd, False)
+
+    def report(done: int, total: int) -> None:
+        try:
+            os.write(fd, f"{done} {total}\n".encode())
+        except OSError:  # full (BlockingIOError) or the parent is gone
+            pass
+
+    return report
+
+
+def _takes_keyword(func: Callable[..., Any], name: str) -> bool:
+    import inspect
+
+    try:
+        return name in inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def main() -> None:
     import importlib
     from types import SimpleNamespace
@@ -185,8 +301,10 @@ def main() -> None:
     try:
         module, _, name = request["target"].partition(":")
         parse = getattr(importlib.import_module(module), name)
+        report = _progress_reporter(request.get("progress_fd"))
+        extra = {"on_page": report} if report and _takes_keyword(parse, "on_page") else {}
         with _plaintext(Path(request["path"]), request.get("key")) as path:
-            pages = parse(path, DocumentKind(request["kind"]), limits)
+            pages = parse(path, DocumentKind(request["kind"]), limits, **extra)
         reply: dict[str, Any] = {"pages": [[p.number, p.text, p.offset] for p in pages]}
     except MemoryError:
         os._exit(MEMORY_EXIT)  # allocate nothing more: no message, the exit code says it

@@ -2,6 +2,12 @@
 
 Never a shared ``PersistentClient`` directory (DESIGN.md: it silently lost vectors).
 Chroma's default embedding function is never used: we always pass our vectors.
+
+With a ``TextCipher`` (the service always has one) Chroma never receives chunk text in
+the clear: it is stored sealed in the chunk's metadata (``core/textcrypt.py``) and opened
+here when hits are read; Chroma's ``documents`` field stays empty. Records written by
+older versions (plain ``documents``) are still read, and sealed when ``compact`` copies
+them.
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ import numpy as np
 
 from core.domain import Chunk, ChunkHit
 from core.errors import StoreUnavailableError
-from core.settings import apply_offline_env
+from core.settings import Settings, apply_offline_env
+from core.textcrypt import TEXT_KEY, TextCipher, TextKeyMissing, term_key
 from ingest.keywords import KeywordIndex
 from ingest.sentences import SPANS_KEY, VECTORS_KEY
 
@@ -43,11 +50,12 @@ class ChromaStore:
     """Chroma over HTTP, plus (optionally) the keyword index kept in step with it."""
 
     def __init__(self, host: str, port: int, keywords: KeywordIndex | None = None,
-                 lock: TenantLock | None = None) -> None:
+                 lock: TenantLock | None = None, cipher: TextCipher | None = None) -> None:
         apply_offline_env()
         self.host, self.port = host, port
         self.keywords = keywords
         self.lock = lock
+        self.cipher = cipher
         self._client: Any = None
         self._collections: dict[str, Any] = {}
         self._lock = threading.Lock()
@@ -139,21 +147,30 @@ class ChromaStore:
         extra = list(per_chunk) if per_chunk is not None else [{} for _ in chunks]
         for i in range(0, len(chunks), _UPSERT_BATCH):
             part = chunks[i : i + _UPSERT_BATCH]
-            batch = dict(
-                ids=[c.id for c in part],
-                embeddings=[list(e) for e in embeddings[i : i + _UPSERT_BATCH]],
-                documents=[c.text for c in part],
-                metadatas=[
-                    {**metadata, **x, "document_id": c.document_id, "chunk_index": c.index,
-                     "page": c.page, "start": c.start, "end": c.end}
-                    for c, x in zip(part, extra[i : i + _UPSERT_BATCH], strict=True)
-                ],
-            )
+            metadatas: list[dict[str, Any]] = [
+                {**metadata, **x, "document_id": c.document_id, "chunk_index": c.index,
+                 "page": c.page, "start": c.start, "end": c.end}
+                for c, x in zip(part, extra[i : i + _UPSERT_BATCH], strict=True)
+            ]
+            batch: dict[str, Any] = {
+                "ids": [c.id for c in part],
+                "embeddings": [list(e) for e in embeddings[i : i + _UPSERT_BATCH]],
+                "metadatas": metadatas,
+            }
+            if self.cipher is not None:  # the text only sealed, in the metadata
+                for c, meta in zip(part, metadatas, strict=True):
+                    meta[TEXT_KEY] = self.cipher.seal(c.document_id, c.id, c.text)
+            else:
+                batch["documents"] = [c.text for c in part]
             with self._write_lock(tenant):
                 self._on(tenant, lambda coll, batch=batch: coll.upsert(**batch), create=True)
         if self.keywords is not None:
             self.keywords.replace_chunks(collection_name(tenant),
                                          [(c.id, c.document_id, c.text) for c in chunks])
+
+    def destroy_text_key(self, document_id: str) -> bool:
+        """Crypto-erase the document's chunk text wherever a copy of it survives."""
+        return self.cipher.forget(document_id) if self.cipher is not None else False
 
     def chunk_ids(self, tenant: str, document_id: str) -> list[str]:
         return list(self._on(tenant, lambda coll: coll.get(
@@ -187,6 +204,7 @@ class ChromaStore:
             ids=list(ids), include=["documents", "metadatas", "embeddings"]))
         if res is None:
             return []
+        self._prefetch(res["metadatas"])
         q = np.asarray(embedding, dtype=np.float32)
         qn = float(np.linalg.norm(q)) or 1.0
         out = []
@@ -194,7 +212,9 @@ class ChromaStore:
                                         res["embeddings"], strict=True):
             v = np.asarray(emb, dtype=np.float32)
             cos = float(v @ q) / ((float(np.linalg.norm(v)) or 1.0) * qn)
-            out.append(_hit(cid, text, meta, cos))
+            hit = self._hit(cid, text, meta, cos)
+            if hit is not None:
+                out.append(hit)
         return out
 
     def keyword_query(self, tenant: str, embedding: Sequence[float], text: str, top_k: int,
@@ -276,7 +296,8 @@ class ChromaStore:
         def copy(res: dict[str, Any]) -> int:
             if res["ids"]:
                 new.upsert(ids=res["ids"], embeddings=res["embeddings"],
-                           documents=res["documents"], metadatas=res["metadatas"])
+                           **self._sealed_records(res["ids"], res["documents"],
+                                                  res["metadatas"]))
             return len(res["ids"])
 
         swapped = False
@@ -328,9 +349,12 @@ class ChromaStore:
             while True:
                 res = self._call(c.get, include=["documents", "metadatas"], limit=page,
                                  offset=offset)
+                self._prefetch(res["metadatas"])
                 for cid, text, meta in zip(res["ids"], res["documents"], res["metadatas"],
                                            strict=True):
-                    yield name, cid, str(meta.get("document_id", "")), text or ""
+                    plain = self._text(cid, text, meta)
+                    if plain is not None:
+                        yield name, cid, str(meta.get("document_id", "")), plain
                 if len(res["ids"]) < page:
                     break
                 offset += page
@@ -368,27 +392,84 @@ class ChromaStore:
         ))
         if res is None:
             return []
+        self._prefetch(res["metadatas"][0])
         hits = []
         for cid, text, meta, dist in zip(
             res["ids"][0], res["documents"][0], res["metadatas"][0], res["distances"][0],
             strict=True,
         ):
-            hits.append(_hit(cid, text, meta, 1.0 - float(dist)))
+            hit = self._hit(cid, text, meta, 1.0 - float(dist))
+            if hit is not None:
+                hits.append(hit)
         return hits
 
+    # ------------------------------------------------------------ sealed text
 
-def _hit(cid: str, text: str | None, meta: dict[str, Any], score: float) -> ChunkHit:
+    def _prefetch(self, metadatas: Sequence[dict[str, Any]]) -> None:
+        if self.cipher is not None:
+            self.cipher.prefetch(str(m["document_id"]) for m in metadatas if TEXT_KEY in m)
+
+    def _text(self, cid: str, text: str | None, meta: dict[str, Any]) -> str | None:
+        """A record's chunk text: opened from its sealed metadata, or the plain document of
+        a record from an older version. None when its document's key was destroyed (the
+        document is being erased: the record is about to go)."""
+        sealed = meta.get(TEXT_KEY)
+        if sealed is None:
+            return text or ""
+        if self.cipher is None:
+            raise StoreUnavailableError("this store holds sealed chunk text but was opened "
+                                        "without the text cipher")
+        try:
+            return self.cipher.open(str(meta["document_id"]), cid, str(sealed))
+        except TextKeyMissing:
+            return None
+
+    def _hit(self, cid: str, text: str | None, meta: dict[str, Any],
+             score: float) -> ChunkHit | None:
+        plain = self._text(cid, text, meta)
+        return None if plain is None else _hit(cid, plain, meta, score)
+
+    def _sealed_records(self, ids: Sequence[str], documents: Sequence[str | None] | None,
+                        metadatas: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """``documents``/``metadatas`` arguments for copying records: with a cipher, plain
+        texts of older records are sealed into the metadata on the way."""
+        docs = list(documents) if documents is not None else [None] * len(ids)
+        if self.cipher is None:
+            return {"documents": docs, "metadatas": metadatas} if any(
+                d is not None for d in docs) else {"metadatas": metadatas}
+        metas = []
+        for cid, doc, meta in zip(ids, docs, metadatas, strict=True):
+            meta = dict(meta)
+            if TEXT_KEY not in meta and doc is not None:
+                meta[TEXT_KEY] = self.cipher.seal(str(meta["document_id"]), cid, doc)
+            metas.append(meta)
+        return {"metadatas": metas}
+
+
+def _hit(cid: str, text: str, meta: dict[str, Any], score: float) -> ChunkHit:
     return ChunkHit(
         chunk_id=cid,
         document_id=str(meta["document_id"]),
         filename=str(meta.get("filename", "")),
-        text=text or "",
+        text=text,
         page=int(meta.get("page", 1)),
         start=int(meta.get("start", 0)),
         end=int(meta.get("end", 0)),
         score=round(score, 6),
         sentence_meta={k: meta[k] for k in SENTENCE_KEYS if k in meta} or None,
     )
+
+
+def open_store(settings: Settings) -> ChromaStore:
+    """The service's store (API and workers): the Chroma server, chunk text sealed under
+    per-document keys, the keyword index beside it with hashed terms, and the tenant write
+    lock in Redis."""
+    from core.locks import redis_collection_lock
+
+    cipher = TextCipher.for_settings(settings)
+    return ChromaStore(settings.chroma.host, settings.chroma.port,
+                       KeywordIndex(settings.keywords_path, term_key(cipher.master)),
+                       lock=redis_collection_lock(settings.redis_url), cipher=cipher)
 
 
 def _collapse(hits: Sequence[ChunkHit]) -> list[ChunkHit]:

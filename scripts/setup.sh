@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create the project-local .venv (git-ignored) and install docqa into it.
-# llama-cpp-python compiles llama.cpp on first install (~6 min on 2 cores); pip caches
-# the built wheel, so later installs take seconds.
+# llama-cpp-python compiles llama.cpp once per machine (~6-12 min on 2 cores) into a wheel
+# kept in ~/.cache/docqa/wheels, so later installs take seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3.11}
@@ -9,6 +9,26 @@ command -v "$PY" >/dev/null || PY=python3
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-export CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF}"
+# llama-cpp-python compiles llama.cpp. A native build (-march=native) can use instructions
+# the CPU advertises but the machine cannot run (here: AMX, "Illegal instruction" on the first
+# generation), and pip's wheel cache would then serve that broken build to every later venv.
+# So it is built once for a portable x86-64 level (AVX2/FMA/F16C) into a wheel directory of
+# our own, keyed by version and flags, and installed from there.
+LLAMA_VERSION=0.3.36
+LLAMA_CMAKE_ARGS="${LLAMA_CMAKE_ARGS:--DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON}"
+key=$(printf '%s %s' "$LLAMA_VERSION" "$LLAMA_CMAKE_ARGS" | sha256sum | cut -c1-12)
+WHEELS="${DOCQA_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/docqa/wheels}/llama-$key"
+if ! ls "$WHEELS"/llama_cpp_python-*.whl >/dev/null 2>&1; then
+  echo "building llama-cpp-python $LLAMA_VERSION (portable, once; about 6-12 min) into $WHEELS" >&2
+  mkdir -p "$WHEELS.tmp"
+  CMAKE_ARGS="$LLAMA_CMAKE_ARGS" .venv/bin/python -m pip wheel --quiet --no-cache-dir \
+    --disable-pip-version-check --no-deps -w "$WHEELS.tmp" "llama-cpp-python==$LLAMA_VERSION"
+  rm -rf "$WHEELS" && mv "$WHEELS.tmp" "$WHEELS"
+fi
+if [ ! -e ".venv/.llama-$key" ]; then  # replaces any other build of the same version
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --force-reinstall \
+    --no-deps "$(ls "$WHEELS"/llama_cpp_python-*.whl)"
+  touch ".venv/.llama-$key"
+fi
 # torch==2.13.0 resolves to the CPU build (an unpinned torch would pull multi-GB CUDA wheels).
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[${1:-test}]"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,7 +39,8 @@ from service.grounding import (
     tokens,
 )
 
-__all__ = ["AnswerPipeline", "Evidence", "build_messages", "split_sentences", "verify"]
+__all__ = ["AnswerPipeline", "AnswerResult", "DraftToken", "Evidence", "build_messages",
+           "follow_up_questions", "split_sentences", "verify"]
 
 MAX_ANSWER_WORDS = 40
 _CITE = re.compile(r"\[(\d{1,2})\]")
@@ -76,6 +77,14 @@ class Evidence:
     score: float
 
 
+@dataclass(frozen=True)
+class DraftToken:
+    """A piece of the generator's draft, streamed as it is written: not verified yet (the
+    final :class:`AnswerResult` is authoritative and may say something else)."""
+
+    text: str
+
+
 @dataclass
 class AnswerResult:
     status: str
@@ -84,6 +93,9 @@ class AnswerResult:
     timings: dict[str, float] = field(default_factory=dict)
     trace: dict[str, Any] = field(default_factory=dict)  # diagnostics, not part of the API
     chunk_ids: list[str] = field(default_factory=list)  # the cited chunks (audit log)
+
+
+AnswerEvent = DraftToken | AnswerResult
 
 
 def content_words(text: str) -> set[str]:
@@ -115,9 +127,11 @@ def rank_candidates(
     return sorted(cands, key=lambda c: c.score, reverse=True)
 
 
-def to_evidence(ranked: Sequence[Candidate], hits: Sequence[ChunkHit], limit: int) -> list[Evidence]:
+def to_evidence(ranked: Sequence[Candidate], hits: Sequence[ChunkHit],
+                limit: int) -> list[Evidence]:
     return [
-        Evidence(n=i + 1, hit=hits[c.hit_index], text=c.text, start=hits[c.hit_index].start + c.start,
+        Evidence(n=i + 1, hit=hits[c.hit_index], text=c.text,
+                 start=hits[c.hit_index].start + c.start,
                  end=hits[c.hit_index].start + c.end, score=round(c.score, 4))
         for i, c in enumerate(ranked[:limit])
     ]
@@ -219,8 +233,8 @@ def citation_payload(n: int, ev: Evidence) -> dict[str, Any]:
 
 class AnswerPipeline:
     def __init__(
-        self, settings: Settings, embedder: Embedder, store: ChromaStore, generator: Generator | None,
-        model: GroundingModel | None | bool = True,
+        self, settings: Settings, embedder: Embedder, store: ChromaStore,
+        generator: Generator | None, model: GroundingModel | None | bool = True,
     ) -> None:
         self.settings = settings
         self.embedder = embedder
@@ -252,8 +266,46 @@ class AnswerPipeline:
         return hits, q_vec
 
     def ask(
-        self, tenant: str, question: str, top_k: int, document_ids: Sequence[str] | None = None
+        self, tenant: str, question: str, top_k: int, document_ids: Sequence[str] | None = None,
+        history: Sequence[str] = (),
     ) -> AnswerResult:
+        """The final answer of :meth:`ask_events` (the draft pieces are dropped)."""
+        for event in self.ask_events(tenant, question, top_k, document_ids, history):
+            if isinstance(event, AnswerResult):
+                return event
+        raise AssertionError("ask_events ended without a final answer")  # pragma: no cover
+
+    def ask_events(
+        self, tenant: str, question: str, top_k: int, document_ids: Sequence[str] | None = None,
+        history: Sequence[str] = (),
+    ) -> Iterator[AnswerEvent]:
+        """Zero or more :class:`DraftToken` (generative mode only: the generator's draft as it
+        is written, *not yet verified*), then exactly one :class:`AnswerResult`, the last event.
+
+        ``history``: the earlier user turns of a conversation, oldest first. A follow-up that
+        leans on them ("When was it founded?") is asked with the names of the turn it refers
+        to (:func:`follow_up_questions`); grounding is the same either way.
+        """
+        attempts = follow_up_questions(question, history)
+        for i, attempt in enumerate(attempts):
+            final: AnswerResult | None = None
+            for event in self._ground(tenant, attempt, top_k, document_ids):
+                if isinstance(event, AnswerResult):
+                    final = event
+                else:
+                    yield event
+            assert final is not None  # _ground always ends with its result
+            if final.status == "answered" or i == len(attempts) - 1:
+                if attempt != question:
+                    final.trace["asked_as"] = attempt
+                yield final
+                return
+
+    def _ground(
+        self, tenant: str, question: str, top_k: int, document_ids: Sequence[str] | None
+    ) -> Iterator[AnswerEvent]:
+        """retrieve → rank sentences → gate → (draft → verify) → answer; the one grounding
+        path behind both the plain and the streaming answer."""
         timings: dict[str, float] = {}
         trace: dict[str, Any] = {}
         t0 = time.perf_counter()
@@ -266,27 +318,33 @@ class AnswerPipeline:
         hits, q_vec = self.search(tenant, question, top_k, document_ids)
         timings["retrieve_ms"] = _ms(t0)
         if not hits or max(h.score for h in hits) < self.settings.retrieval.min_score:
-            return not_found("weak retrieval")
+            yield not_found("weak retrieval")
+            return
 
         t = time.perf_counter()
         ranked = rank_candidates(question, q_vec, hits, self.embedder, self.model)
         evidence = to_evidence(ranked, hits, self.settings.retrieval.evidence_sentences)
         timings["evidence_ms"] = _ms(t)
         if not evidence:
-            return not_found("no sentences")
+            yield not_found("no sentences")
+            return
         if self.model is not None:
             p = self.model.gate.prob(
                 gate_features(question, ranked, [h.text for h in hits], [h.score for h in hits]))
             trace["answerable"] = round(p, 4)
             if p < self.model.gate.threshold:
-                return not_found("gate")
+                yield not_found("gate")
+                return
 
         best = evidence[0]
         if self.settings.retrieval.answer_mode == "generative" and self.generator is not None:
             t = time.perf_counter()
-            draft = self.generator.chat(
-                build_messages(question, evidence), self.settings.models.max_tokens
-            )
+            pieces: list[str] = []
+            for piece in draft_pieces(self.generator, build_messages(question, evidence),
+                                      self.settings.models.max_tokens):
+                pieces.append(piece)
+                yield DraftToken(piece)
+            draft = "".join(pieces).strip()
             timings["generate_ms"] = _ms(t)
             trace["draft"] = draft
             t = time.perf_counter()
@@ -296,22 +354,80 @@ class AnswerPipeline:
             if verdict.reason == "declined" and self.model is None \
                     and best.score < self.settings.retrieval.strong_evidence:
                 # without a trained gate, a refusal is trusted unless the evidence is strong
-                return not_found("declined")
+                yield not_found("declined")
+                return
             if verdict.supported:
                 by_n = {ev.n: ev for ev in evidence}
                 order = list(dict.fromkeys(verdict.cited))
                 marks = "".join(f"[{i}]" for i in range(1, len(order) + 1))
                 citations = [citation_payload(i, by_n[n]) for i, n in enumerate(order, start=1)]
                 timings["total_ms"] = _ms(t0)
-                return AnswerResult("answered",
-                                    f"{truncate_words(verdict.answer.rstrip('.'))} {marks}",
-                                    citations, timings, trace,
-                                    [by_n[n].hit.chunk_id for n in order])
+                yield AnswerResult("answered",
+                                   f"{truncate_words(verdict.answer.rstrip('.'))} {marks}",
+                                   citations, timings, trace,
+                                   [by_n[n].hit.chunk_id for n in order])
+                return
         # extractive: the best evidence sentence (the part nearest the question if long)
         body = focus_window(best.text.rstrip("."), question)
         timings["total_ms"] = _ms(t0)
-        return AnswerResult("answered", f"{body} [1]", [citation_payload(1, best)], timings, trace,
-                            [best.hit.chunk_id])
+        yield AnswerResult("answered", f"{body} [1]", [citation_payload(1, best)], timings, trace,
+                           [best.hit.chunk_id])
+
+
+def draft_pieces(generator: Generator, messages: list[dict[str, str]],
+                 max_tokens: int) -> Iterator[str]:
+    """The generator's draft piece by piece; one piece from a generator that cannot stream."""
+    stream = getattr(generator, "chat_stream", None)
+    if stream is None:
+        yield generator.chat(messages, max_tokens)
+        return
+    for piece in stream(messages, max_tokens):
+        if piece:
+            yield piece
+
+
+# Words that point back to an earlier turn ("When was *it* founded?").
+_REFERRING = frozenset(
+    "it its itself they them their theirs themselves he him his she her hers this these those"
+    .split())
+# Conversational verbs that carry no topic ("Tell me about Kestrel").
+_CHAT_WORDS = frozenset("tell explain describe summarize summarise know please give show "
+                        "say talk let".split())
+_NOT_TOPIC = STOPWORDS | _CHAT_WORDS
+MAX_CONTEXT_TERMS = 8
+
+
+def topic_terms(turn: str) -> list[str]:
+    """The words of an earlier turn that name its topic: its names and numbers (capitalised
+    words, words with digits) when it has any, else its content words; in order, once."""
+    words = [w for w in tokens(turn) if w.lower() not in _NOT_TOPIC]
+    names = [w for w in words if w[:1].isupper() or any(c.isdigit() for c in w)]
+    return list(dict.fromkeys(names or words))[:MAX_CONTEXT_TERMS]
+
+
+def refers_back(question: str) -> bool:
+    return any(w.lower() in _REFERRING for w in tokens(question))
+
+
+def follow_up_questions(question: str, history: Sequence[str]) -> list[str]:
+    """The questions to ground, in order, until one is answered.
+
+    Without earlier turns: the question. A question that points back ("it", "they", "this"…)
+    is asked with the topic of the latest earlier turn that does not itself point back
+    (``When was it founded? (Kestrel Corp)``): the names find the right passages, the
+    question's own words still choose the sentence. A question that stands alone is asked
+    as it is first, and with that topic only if it is not found — so a change of subject is
+    not dragged back to the previous one.
+    """
+    earlier = [t for t in history if t.strip()]
+    if not earlier:
+        return [question]
+    topic_turn = next((t for t in reversed(earlier) if not refers_back(t)), earlier[-1])
+    terms = [t for t in topic_terms(topic_turn) if t.lower() not in question.lower()]
+    if not terms:
+        return [question]
+    with_topic = f"{question.rstrip()} ({' '.join(terms)})"
+    return [with_topic] if refers_back(question) else [question, with_topic]
 
 
 def _ms(t: float) -> float:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -25,18 +25,17 @@ from core.audit import AuditLog, RequestAudit, open_audit
 from core.domain import DocumentStatus
 from core.errors import DocqaError, RateLimitedError, TransientError, UnauthorizedError
 from core.keys import resolve_key
-from core.locks import redis_collection_lock
 from core.logging import connect_celery_signals
 from core.ports import DocumentRepository
 from core.ratelimit import RateLimiter
 from core.registry import open_repository
 from core.settings import Settings, apply_offline_env
 from core.vault import encrypt_legacy_files
-from ingest.keywords import KeywordIndex
-from ingest.store import ChromaStore
+from ingest.store import ChromaStore, open_store
 from service.admin import admin_router
 from service.answer import AnswerPipeline, AnswerResult
 from service.documents import DocumentService, TaskQueue, clean_filename, parse_metadata
+from service.events import stream_document_events
 from service.health import readiness
 from service.limits import ASK, enforce_rate_limit
 from service.metrics import metrics_routes
@@ -45,10 +44,18 @@ from service.observability import (
     add_request_id_header,
     scope_request_id,
 )
+from service.openai_compat import (
+    AnswerEvents,
+    AnswerStream,
+    AskEventsOperation,
+    ask_body,
+    ask_event_stream,
+    final_result,
+    openai_handlers,
+)
 from service.schemas import (
     AskRequest,
     AskResponse,
-    Citation,
     DocumentList,
     DocumentOut,
     Filters,
@@ -58,6 +65,7 @@ from service.schemas import (
     UploadAccepted,
     UploadForm,
 )
+from service.web import web_routes
 
 log = logging.getLogger("docqa.api")
 PROBLEM_JSON = "application/problem+json"
@@ -264,27 +272,50 @@ def search(data: SearchRequest, tenant: str, comps: Components,
     ])
 
 
-@post("/ask", status_code=HTTP_200_OK, sync_to_thread=True, opt={"rate_limit": ASK})
-def ask(data: AskRequest, tenant: str, comps: Components, audit: RequestAudit) -> AskResponse:
-    asked = {**audit.text("question", data.question), "filters": _filter_names(data.filters),
-             "top_k": data.top_k}
+def answer_events(question: str, top_k: int | None, filters: Filters | None,
+                  history: Sequence[str] = (), *, tenant: str, comps: Components,
+                  audit: RequestAudit) -> AnswerStream:
+    """Every question's one path (/v1/ask, streamed or not, and /v1/chat/completions): the
+    filters' scope, the grounded answer, its metric and its audit record. Draft pieces
+    (generative mode) come first and the result last, after its audit record is written;
+    a caller that stops mid-draft (a client gone) is on record as ``abandoned``."""
+    asked = {**audit.text("question", question), "filters": _filter_names(filters),
+             "top_k": top_k}
+    result = AnswerResult("not_found", "", [], {"total_ms": 0.0})
     try:
-        ids = _scope(data.filters, tenant, comps)
-        if ids == []:
-            result = AnswerResult("not_found", "", [], {"total_ms": 0.0})
-        else:
-            result = comps.answers.ask(tenant, data.question,
-                                       _top_k(data.top_k, comps.settings), ids)
+        ids = _scope(filters, tenant, comps)
+        if ids != []:
+            for event in comps.answers.ask_events(tenant, question, _top_k(top_k, comps.settings),
+                                                  ids, history):
+                if isinstance(event, AnswerResult):
+                    result = event
+                else:
+                    yield event
     except DocqaError as exc:
         audit.failed("ask", exc, **asked)
+        raise
+    except GeneratorExit:
+        with suppress(DocqaError):  # the client is gone: nobody to send a 503 to
+            audit.record("ask", status="abandoned", **asked)
         raise
     core_metrics.ask_result(result.status)
     audit.record("ask", status=result.status, citations=len(result.citations), **asked,
                  chunk_ids=result.chunk_ids,
                  document_ids=list(dict.fromkeys(c["document_id"] for c in result.citations)))
-    return AskResponse(
-        result.status, result.answer, [Citation(**c) for c in result.citations], result.timings
-    )
+    yield result
+
+
+def provide_answer_events(tenant: str, comps: Components, audit: RequestAudit) -> AnswerEvents:
+    return partial(answer_events, tenant=tenant, comps=comps, audit=audit)
+
+
+@post("/ask", status_code=HTTP_200_OK, sync_to_thread=True, opt={"rate_limit": ASK},
+      operation_class=AskEventsOperation)
+def ask(data: AskRequest, answer_events: AnswerEvents) -> AskResponse:
+    events = answer_events(data.question, data.top_k, data.filters, ())
+    if data.stream:  # text/event-stream: `token` events, then this same body as `final`
+        return ask_event_stream(events)  # type: ignore[return-value]
+    return ask_body(final_result(events))
 
 
 # ---------------------------------------------------------------- health
@@ -312,12 +343,12 @@ def build_components(settings: Settings) -> Components:
     from service.generator import LlamaGenerator
 
     repo = open_repository(settings)
-    keywords = KeywordIndex(settings.keywords_path)
-    store = ChromaStore(settings.chroma.host, settings.chroma.port, keywords,
-                        lock=redis_collection_lock(settings.redis_url))
-    if not keywords.existed:
+    store = open_store(settings)
+    keywords = store.keywords
+    if keywords is not None and not keywords.existed:
         try:  # the keyword index is derived data: rebuild it from Chroma when it is missing
             n = store.rebuild_keywords()
+            keywords.mark_complete()
             log.info("keyword index %s built from Chroma: %d chunks", settings.keywords_path, n)
         except DocqaError as exc:
             log.warning("keyword index not rebuilt (Chroma unavailable: %s)", exc)
@@ -358,13 +389,17 @@ def create_app(settings: Settings | None = None, components: Components | None =
         path="/v1",
         guards=[require_api_key, enforce_rate_limit],
         dependencies={"tenant": Provide(provide_tenant, sync_to_thread=False),
-                      "audit": Provide(provide_audit, sync_to_thread=False)},
-        route_handlers=[upload_document, list_documents, get_document, delete_document, search, ask],
+                      "audit": Provide(provide_audit, sync_to_thread=False),
+                      "answer_events": Provide(provide_answer_events, sync_to_thread=False)},
+        signature_namespace={"Components": Components},  # service/openai_compat.py's handlers
+        route_handlers=[upload_document, list_documents, get_document, delete_document, search, ask,
+                        stream_document_events, *openai_handlers],
     )
     admin = admin_router(settings)  # None without an admin key: /admin is then a 404
     connect_celery_signals()  # the request id travels with the jobs an upload queues
     app = Litestar(
         route_handlers=[v1, healthz, readyz, *metrics_routes(settings),
+                        *web_routes(),  # the page at / (service/web.py): no key, no /v1 guard
                         *([admin] if admin else [])],
         # request ids, access log lines, HTTP metrics (service/observability.py); logging
         # itself is set up by `docqa serve` (core/logging.py), not by Litestar

@@ -200,6 +200,7 @@ class DocumentService:
         if enqueue_erase is not None:
             enqueue_erase(tenant, doc.id)
         self.store.delete_document(tenant, doc.id)  # vectors first: a failure here changes nothing
+        self.store.destroy_text_key(doc.id)  # what Chroma keeps of its text is unreadable now
         self.vault.destroy(stored_file(self.settings, doc.id))  # its key first: crypto-erasure
         self.repo.delete(doc.id)
         log.info("document %s erased", doc.id)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -17,6 +18,10 @@ from core.errors import ConfigurationError, OverloadedError
 
 class Generator(Protocol):
     def chat(self, messages: list[dict[str, str]], max_tokens: int) -> str: ...
+
+
+class StreamingGenerator(Generator, Protocol):
+    def chat_stream(self, messages: list[dict[str, str]], max_tokens: int) -> Iterator[str]: ...
 
 
 class LlamaGenerator:
@@ -45,25 +50,39 @@ class LlamaGenerator:
         self._slots = threading.BoundedSemaphore(queue_size + 1)  # one running + queue_size waiting
 
     def chat(self, messages: list[dict[str, str]], max_tokens: int) -> str:
+        return "".join(self.chat_stream(messages, max_tokens)).strip()
+
+    def chat_stream(self, messages: list[dict[str, str]], max_tokens: int) -> Iterator[str]:
+        """The reply piece by piece as the model writes it.
+
+        A generator: the queue slot is taken at the first ``next()`` (``OverloadedError`` when
+        the queue is full) and the lock is held until the reply ends, the deadline passes or
+        the caller closes the iterator (a client that went away), whichever comes first.
+        """
         if not self._slots.acquire(blocking=False):
             raise OverloadedError("the answer queue is full; retry shortly", self.retry_after_s)
         try:
             with self._lock:
                 deadline = time.monotonic() + self.timeout_s
-                parts: list[str] = []
-                # Streaming lets us stop at the deadline instead of waiting for max_tokens.
-                for chunk in self.llm.create_chat_completion(
+                # Streaming also lets us stop at the deadline instead of waiting for max_tokens.
+                chunks = self.llm.create_chat_completion(
                     messages=messages,
                     max_tokens=max_tokens,
                     temperature=0.0,
                     top_k=1,
                     repeat_penalty=1.1,
                     stream=True,
-                ):
-                    delta = chunk["choices"][0].get("delta", {})
-                    parts.append(delta.get("content") or "")
-                    if time.monotonic() > deadline:
-                        break
-            return "".join(parts).strip()
+                )
+                try:
+                    for chunk in chunks:
+                        piece = chunk["choices"][0].get("delta", {}).get("content") or ""
+                        if piece:
+                            yield piece
+                        if time.monotonic() > deadline:
+                            break
+                finally:
+                    close = getattr(chunks, "close", None)
+                    if close is not None:
+                        close()
         finally:
             self._slots.release()

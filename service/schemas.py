@@ -43,6 +43,9 @@ class AskRequest(msgspec.Struct, forbid_unknown_fields=True):
     question: Annotated[str, msgspec.Meta(min_length=1, max_length=4000)]
     top_k: Annotated[int, msgspec.Meta(ge=1, le=50)] | None = None
     filters: Filters | None = None
+    stream: Annotated[bool, msgspec.Meta(
+        description="true: answer as text/event-stream (`token` events, then one `final` event "
+        "holding this same response body)")] = False
 
 
 @dataclass
@@ -91,6 +94,11 @@ class ProgressOut(msgspec.Struct):
     stage: str
     done: int
     total: int
+    # what done/total count: "pages" while parsing, "chunks" while embedding/indexing
+    unit: str = ""
+
+
+PROGRESS_UNITS = {"parsing": "pages", "embedding": "chunks", "indexing": "chunks"}
 
 
 class PiiOut(msgspec.Struct):
@@ -124,7 +132,8 @@ class DocumentOut(msgspec.Struct):
 
         return cls(
             id=doc.id, filename=doc.filename, kind=doc.kind.value, status=doc.status.value,
-            progress=ProgressOut(doc.progress.stage, doc.progress.done, doc.progress.total),
+            progress=ProgressOut(doc.progress.stage, doc.progress.done, doc.progress.total,
+                                 PROGRESS_UNITS.get(doc.progress.stage, "")),
             chunks=doc.chunks, pages=doc.pages, error=doc.error, sha256=doc.sha256,
             size=doc.size, metadata=doc.metadata, created_at=iso(doc.created_at),
             updated_at=iso(doc.updated_at),

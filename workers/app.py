@@ -15,15 +15,13 @@ from celery.signals import worker_process_init
 
 from core import tasks as names
 from core.errors import TransientError
-from core.locks import redis_collection_lock
 from core.logging import connect_celery_signals
 from core.registry import open_repository
 from core.settings import Settings, apply_offline_env
 from ingest.embedding import SentenceTransformerEmbedder
 from ingest.erasure import Eraser, NotDeletedYet, build_eraser
-from ingest.keywords import KeywordIndex
 from ingest.pipeline import IngestDeps, failed_ingest_cleanup, ingest_document
-from ingest.store import ChromaStore
+from ingest.store import open_store
 from workers import deliveries, reconcile, testhooks
 
 log = logging.getLogger("docqa.worker")
@@ -38,9 +36,7 @@ def build_deps(settings: Settings) -> IngestDeps:
     return IngestDeps(
         settings=settings,
         repo=open_repository(settings),
-        store=ChromaStore(settings.chroma.host, settings.chroma.port,
-                          KeywordIndex(settings.keywords_path),
-                          lock=redis_collection_lock(settings.redis_url)),
+        store=open_store(settings),
         embedder=testhooks.hooked_embedder(settings, SentenceTransformerEmbedder(
             settings.models.resolved_embedding_path(), settings.models.embedding_batch_size
         )),  # the embedder itself unless DOCQA_TEST_HOOKS__* (tests only) are set

@@ -47,6 +47,25 @@ class Stack:
         return chromadb.HttpClient(host="127.0.0.1", port=self.chroma_port,
                                    settings=Settings(anonymized_telemetry=False))
 
+    def stored_chunks(self, tenant: str, document_id: str | None = None
+                      ) -> list[tuple[str, str]]:
+        """(sealed text as Chroma stores it, the text it opens to) of a tenant's chunks, read
+        from the Chroma server and opened with the stack's master key and key store."""
+        from core.crypto import load_or_create_master_key
+        from core.keystore import SqliteKeyStore
+        from core.textcrypt import TEXT_KEY, TextCipher
+        from ingest.store import collection_name
+
+        master, _ = load_or_create_master_key(self.data_dir,
+                                              self.env.get("DOCQA_ENCRYPTION_KEY") or None)
+        cipher = TextCipher(master, SqliteKeyStore(self.data_dir / "registry.sqlite3"))
+        coll = self.chroma().get_collection(collection_name(tenant), embedding_function=None)
+        res = coll.get(where={"document_id": document_id} if document_id else None,
+                       include=["documents", "metadatas"])
+        assert all(d is None for d in res["documents"]), "plain text in Chroma"
+        return [(str(m[TEXT_KEY]), cipher.open(str(m["document_id"]), cid, str(m[TEXT_KEY])))
+                for cid, m in zip(res["ids"], res["metadatas"], strict=True)]
+
     def log(self, name: str) -> str:
         path = self.data_dir / "logs" / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""

@@ -14,8 +14,8 @@ import pytest
 
 from core.keys import resolve_key
 from core.settings import parse_api_keys
-from service.client import DocqaClient
-from tests.integration.conftest import KEYS, Stack, raw
+from service.client import DocqaAPIError, DocqaClient
+from tests.integration.conftest import KEYS, Stack
 
 pytestmark = pytest.mark.integration
 
@@ -39,7 +39,6 @@ def test_actions_are_audited_by_key_id_without_keys_or_text(
     log = stack.data_dir / "audit.log"
     key_id = resolve_key(KEYS["acme"], parse_api_keys(stack.env["DOCQA_API_KEYS"]), None)  # type: ignore[arg-type]
     assert key_id is not None
-    auth = {"Authorization": f"Bearer {KEYS['acme']}"}
 
     doc = acme.upload_bytes("courier-memo.txt", (
         f"Memo for the Uppsala warehouse. The courier code word is {DOC_CANARY}.\n"
@@ -47,20 +46,21 @@ def test_actions_are_audited_by_key_id_without_keys_or_text(
     assert acme.wait_ready([doc["id"]], timeout=120)[doc["id"]]["status"] == "ready"
 
     query = f"courier code word {QUERY_CANARY}"
-    found = raw(stack, "POST", "/v1/search", headers={**auth, "X-Request-ID": "it-audit-search"},
-                json={"query": query, "top_k": 5})
-    assert found.status_code == 200, found.text
-    returned = [h["chunk_id"] for h in found.json()["results"]]
+    searcher = acme.with_headers({"X-Request-ID": "it-audit-search"})
+    found = searcher.search(query, top_k=5)
+    assert searcher.last_response.status_code == 200, searcher.last_response.text
+    returned = [h["chunk_id"] for h in found["results"]]
     assert returned
 
-    answer = raw(stack, "POST", "/v1/ask", headers={**auth, "X-Request-ID": "it-audit-ask"},
-                 json={"question": QUESTION})
-    assert answer.status_code == 200, answer.text
-    assert answer.json()["status"] == "answered" and DOC_CANARY in answer.json()["answer"]
+    asker = acme.with_headers({"X-Request-ID": "it-audit-ask"})
+    answer = asker.ask(QUESTION)
+    assert asker.last_response.status_code == 200, asker.last_response.text
+    assert answer["status"] == "answered" and DOC_CANARY in answer["answer"]
 
     acme.delete(doc["id"])
-    again = raw(stack, "DELETE", f"/v1/documents/{doc['id']}", headers=auth)
-    assert again.status_code == 404
+    with pytest.raises(DocqaAPIError) as again:
+        acme.delete(doc["id"])
+    assert again.value.status == 404
 
     entries = _entries(log)
     mine = [e for e in entries if doc["id"] in (e.get("document_ids") or [])

@@ -9,10 +9,10 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from service.cli import free_port
+from service.client import DocqaClient
 from tests.integration.conftest import NETGUARD, REDIS_URL
 
 pytestmark = pytest.mark.integration
@@ -21,8 +21,10 @@ pytestmark = pytest.mark.integration
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOCQA_")}
     # db 11: never shared with the session stack's worker (db 13)
-    env.update({"DOCQA_REDIS_URL": REDIS_URL.rsplit("/", 1)[0] + "/11", "DOCQA_NETGUARD_LOG": str(tmp_path / "net.log"),
-                "PYTHONPATH": os.pathsep.join([str(NETGUARD), str(Path(__file__).resolve().parents[2])])})
+    redis_url = os.environ.get("DOCQA_TEST_UP_REDIS_URL", REDIS_URL.rsplit("/", 1)[0] + "/11")
+    env.update({"DOCQA_REDIS_URL": redis_url, "DOCQA_NETGUARD_LOG": str(tmp_path / "net.log"),
+                "PYTHONPATH": os.pathsep.join([str(NETGUARD),
+                                               str(Path(__file__).resolve().parents[2])])})
     env.update(extra)
     return env
 
@@ -62,10 +64,10 @@ def test_up_starts_everything_prints_a_key_and_stops_on_sigterm(tmp_path: Path) 
                 break
         assert key and key.startswith("dq_"), "".join(out)
         url = f"http://127.0.0.1:{port}"
-        assert httpx.get(f"{url}/readyz", trust_env=False).json()["status"] == "ready"
-        listing = httpx.get(f"{url}/v1/documents", headers={"Authorization": f"Bearer {key}"},
-                            trust_env=False)
-        assert listing.status_code == 200 and listing.json()["total"] == 0
+        with DocqaClient(url, key, timeout=5) as client:
+            assert client.readyz()["status"] == "ready"
+            listing = client.documents()
+            assert client.last_response.status_code == 200 and listing["total"] == 0
     finally:
         proc.send_signal(signal.SIGTERM)
         rest = proc.communicate(timeout=90)[0]

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from service.client import DocqaAPIError, DocqaClient
+from service.client import DocqaAPIError, DocqaClient, Document
 from tests.factories import make_docx, make_pdf
 from tests.integration.conftest import KEYS, Stack, raw
 
@@ -55,7 +55,7 @@ QUESTIONS: list[tuple[str, str, str, int | None]] = [
 
 
 @pytest.fixture(scope="module")
-def corpus(stack: Stack) -> dict[str, dict[str, Any]]:
+def corpus(stack: Stack) -> dict[str, Document]:
     with stack.client("acme") as c:
         ids = {}
         for name, data in FILES.items():
@@ -135,10 +135,9 @@ def test_search_returns_ranked_chunks(acme: DocqaClient, corpus: dict[str, Any])
 
 
 def test_same_bytes_twice_return_the_existing_id(stack: Stack, acme: DocqaClient, corpus: dict[str, Any]) -> None:
-    again = raw(stack, "POST", "/v1/documents", headers={"Authorization": f"Bearer {KEYS['acme']}"},
-                files={"file": ("renamed.txt", FILES["bluefin.txt"])})
-    assert again.status_code == 200, again.text
-    assert again.json()["id"] == corpus["bluefin.txt"]["id"]
+    again = acme.upload_bytes("renamed.txt", FILES["bluefin.txt"])
+    assert acme.last_response.status_code == 200, acme.last_response.text
+    assert again["id"] == corpus["bluefin.txt"]["id"]
     listing = acme.documents(limit=500)
     assert sum(1 for d in listing["items"] if d["sha256"] == corpus["bluefin.txt"]["sha256"]) == 1
 
@@ -271,10 +270,11 @@ def test_upload_path_traversal_name_is_only_metadata(stack: Stack, acme: DocqaCl
 
 
 def test_health_readiness_and_openapi(stack: Stack) -> None:
-    assert raw(stack, "GET", "/healthz").json() == {"status": "ok"}
-    ready = raw(stack, "GET", "/readyz").json()
-    assert ready["status"] == "ready" and ready["checks"]["generator"] == "ok"
-    schema = raw(stack, "GET", "/schema/openapi.json").json()
+    with DocqaClient(stack.url, None) as anonymous:  # no key: these are outside /v1
+        assert anonymous.healthz() == {"status": "ok"}
+        ready = anonymous.readyz()
+        assert ready["status"] == "ready" and ready["checks"]["generator"] == "ok"
+        schema = anonymous.openapi()
     assert {"/v1/ask", "/v1/search", "/v1/documents"} <= set(schema["paths"])
 
 
@@ -364,7 +364,14 @@ def test_keyword_index_follows_ingest_and_delete_and_rebuilds_from_chroma(
     code = "Purchase order PO-77123-KESTREL covers 400 ergonomic chairs."
     doc = acme.upload_bytes("po.txt", (code + "\n").encode())
     acme.wait_ready([doc["id"]], timeout=120)
-    live = KeywordIndex(stack.data_dir / "keywords.sqlite3")
+    from core.crypto import load_or_create_master_key
+    from core.textcrypt import term_key
+
+    master, _ = load_or_create_master_key(stack.data_dir, None)  # the stack's (generated) key
+    with pytest.raises(ValueError, match="hashed terms"):  # never dropped by a keyless open
+        KeywordIndex(stack.data_dir / "keywords.sqlite3")
+    live = KeywordIndex(stack.data_dir / "keywords.sqlite3", term_key(master))
+    assert live.existed  # the API rebuilt it from Chroma at start and marked it complete
     coll = collection_name("acme")
     assert [h[1] for h in live.search(coll, "PO-77123-KESTREL", 5)][:1] == [doc["id"]]
     # hybrid search puts the exact code first, and so does keyword-only search
@@ -381,8 +388,14 @@ def test_keyword_index_follows_ingest_and_delete_and_rebuilds_from_chroma(
         assert bad.status_code == 400, bad.text
     assert len(acme.search("chairs", top_k=200)["results"]) <= 200
     # a fresh index rebuilt from the Chroma server holds exactly what Chroma holds
-    store = ChromaStore("127.0.0.1", stack.chroma_port, KeywordIndex(tmp_path / "kw.sqlite3"))
-    store.rebuild_keywords()
+    from core.keystore import SqliteKeyStore
+    from core.textcrypt import TextCipher
+
+    store = ChromaStore("127.0.0.1", stack.chroma_port, KeywordIndex(tmp_path / "kw.sqlite3"),
+                        cipher=TextCipher(master, SqliteKeyStore(stack.data_dir /
+                                                                 "registry.sqlite3")))
+    assert store.rebuild_keywords() >= stack.chroma().get_collection(coll).count()  # all tenants
+    assert store.keywords is not None and store.keywords.search(coll, "PO-77123-KESTREL", 1)
     chroma_count = stack.chroma().get_collection(coll).count()
     assert store.keywords is not None and store.keywords.count(coll) == chroma_count
     acme.delete(doc["id"])

@@ -3,13 +3,15 @@
 Next to the session stack (tests/integration/conftest.py, left as it is: no admin key,
 default limits) this module starts two more API processes ("A" and "B", like two replicas)
 on the same data dir (one SQLite registry) and the same Chroma server, with an admin key
-and low limits, counting in Redis database 9 (only their own ``docqa:rl:{key id}:*`` keys,
-deleted at the end). They load no generator: nothing here needs it.
+and low limits, counting in Redis database 9 (``DOCQA_TEST_LIMIT_REDIS_URL`` overrides it;
+only their own ``docqa:rl:{key id}:*`` keys, deleted at the end). They load no generator:
+nothing here needs it.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -21,12 +23,14 @@ import pytest
 import redis
 
 from service.cli import free_port, wait_http
+from service.client import AdminClient
 from tests.integration.conftest import KEYS, REDIS_URL, Stack, raw
 
 pytestmark = pytest.mark.integration
 
 ADMIN_KEY = "test-admin-key-0123456789abcdef"
-LIMIT_REDIS_URL = REDIS_URL.rsplit("/", 1)[0] + "/9"
+LIMIT_REDIS_URL = os.environ.get("DOCQA_TEST_LIMIT_REDIS_URL",
+                                 REDIS_URL.rsplit("/", 1)[0] + "/9")
 REQUESTS_PER_MINUTE = 8
 ASK_PER_MINUTE = 2
 
@@ -42,11 +46,13 @@ class Replicas:
         return httpx.request(method, self.urls[i] + path, headers=headers, timeout=60,
                              trust_env=False, **kwargs)
 
+    def admin(self, i: int) -> AdminClient:
+        return AdminClient(self.urls[i], ADMIN_KEY)
+
     def new_key(self, tenant: str, name: str = "") -> tuple[str, str]:
-        resp = self.request(0, "POST", "/admin/keys", ADMIN_KEY,
-                            json={"tenant": tenant, "name": name})
-        assert resp.status_code == 201, resp.text
-        body = resp.json()
+        with self.admin(0) as admin:
+            body = admin.create_key(tenant, name)
+            assert admin.last_response.status_code == 201, admin.last_response.text
         self.key_ids.append(body["id"])
         return body["id"], body["key"]
 
@@ -136,11 +142,13 @@ def test_created_key_works_is_listed_without_secrets_and_revocation_is_immediate
 
     from core.keys import hash_key
 
-    listing = replicas.request(1, "GET", "/admin/keys?tenant=keys-it", ADMIN_KEY)
-    assert listing.status_code == 200
-    assert [(i["id"], i["name"], i["active"]) for i in listing.json()["items"]] == [
+    with replicas.admin(1) as admin:
+        listing = admin.keys(tenant="keys-it")
+        assert admin.last_response.status_code == 200
+        listing_text = admin.last_response.text
+    assert [(i["id"], i["name"], i["active"]) for i in listing["items"]] == [
         (key_id, "ci", True)]
-    assert key not in listing.text and hash_key(key) not in listing.text
+    assert key not in listing_text and hash_key(key) not in listing_text
     listed = cli(stack, "list", "--json")
     assert listed.returncode == 0, listed.stderr
     assert key_id in {k["id"] for k in json.loads(listed.stdout)}
@@ -148,7 +156,9 @@ def test_created_key_works_is_listed_without_secrets_and_revocation_is_immediate
     table = cli(stack, "list", "--tenant", "keys-it")
     assert key_id in table.stdout and "active" in table.stdout and key not in table.stdout
 
-    assert replicas.request(0, "DELETE", f"/admin/keys/{key_id}", ADMIN_KEY).status_code == 204
+    with replicas.admin(0) as admin:
+        admin.revoke_key(key_id)
+        assert admin.last_response.status_code == 204
     for resp in (replicas.request(1, "GET", "/v1/documents", key),
                  replicas.request(0, "GET", "/v1/documents", key),
                  raw(stack, "GET", "/v1/documents", headers={"Authorization": f"Bearer {key}"})):

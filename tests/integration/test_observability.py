@@ -1,7 +1,8 @@
 """Metrics, request ids, JSON logs and readiness on a real stack of its own.
 
-The stack (``run_stack``: Chroma server, Celery worker, API) runs on Redis database 3 with a
-low ``/v1/ask`` limit (to see a 429 counted) and JSON logs (the default). One document with
+The stack (``run_stack``: Chroma server, Celery worker, API) runs on Redis database 3
+(``DOCQA_TEST_OBS_REDIS_URL`` overrides it) with a low ``/v1/ask`` limit (to see a 429
+counted) and JSON logs (the default). One document with
 a canary sentence is uploaded with a stored ``dq_…`` key and an ``X-Request-ID``; then
 ``/metrics`` must show the named families with values that fit what happened (the ingest
 stage histograms and embedded chunks recorded by the worker's child process included), the
@@ -13,9 +14,9 @@ JSON object and neither log may contain the canary text or a key. Last (it stops
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,11 +25,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.cli import chroma_command, wait_http
+from service.client import DocqaClient
 from tests.integration.conftest import KEYS, Stack, run_stack
 
 pytestmark = pytest.mark.integration
 
-REDIS_URL = "redis://127.0.0.1:6379/3"
+REDIS_URL = os.environ.get("DOCQA_TEST_OBS_REDIS_URL", "redis://127.0.0.1:6379/3")
 ASK_PER_MINUTE = 3
 CANARY = "Zephyrine-canary-7731"
 DOC_TEXT = (
@@ -47,6 +49,12 @@ class Obs:
         self.stack = stack
         self.key = key  # a stored dq_ key, created with `docqa keys create`
         self.state: dict[str, Any] = {}
+        self.client = DocqaClient(stack.url, key, timeout=120)
+        self.anonymous = DocqaClient(stack.url, None, timeout=30)  # /metrics, /readyz: no key
+
+    def close(self) -> None:
+        self.client.close()
+        self.anonymous.close()
 
     def request(self, method: str, path: str, rid: str | None = None, key: str | None = None,
                 **kwargs: Any) -> httpx.Response:
@@ -57,11 +65,12 @@ class Obs:
                              trust_env=False, **kwargs)
 
     def scrape(self) -> dict[str, float]:
-        resp = httpx.get(self.stack.url + "/metrics", timeout=30, trust_env=False)
+        text = self.anonymous.metrics()
+        resp = self.anonymous.last_response
         assert resp.status_code == 200, resp.text
         assert resp.headers["content-type"].startswith("text/plain; version=0.0.4")
         samples: dict[str, float] = {}
-        for family in text_string_to_metric_families(resp.text):
+        for family in text_string_to_metric_families(text):
             for s in family.samples:
                 labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
                 samples[f"{s.name}{{{labels}}}"] = s.value
@@ -84,17 +93,18 @@ def obs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Obs]:
             timeout=120, check=True)
         key = made.stdout.strip()
         assert key.startswith("dq_"), made.stderr
-        yield Obs(stack, key)
+        obs = Obs(stack, key)
+        try:
+            yield obs
+        finally:
+            obs.close()
 
 
 def wait_ready(obs: Obs, doc_id: str, timeout: float = 180) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        doc = obs.request("GET", f"/v1/documents/{doc_id}").json()
-        if doc["status"] in ("ready", "failed"):
-            return dict(doc)
-        time.sleep(0.3)
-    pytest.fail(f"document {doc_id} not ready in {timeout} s")
+    try:
+        return dict(obs.client.wait_ready([doc_id], timeout=timeout, poll=0.3)[doc_id])
+    except TimeoutError:
+        pytest.fail(f"document {doc_id} not ready in {timeout} s")
 
 
 def test_metrics_after_an_upload_and_questions(obs: Obs) -> None:
@@ -102,22 +112,22 @@ def test_metrics_after_an_upload_and_questions(obs: Obs) -> None:
     assert before['docqa_documents{status=ready}'] == 0
     assert before['docqa_queue_depth{queue=docqa.ingest}'] == 0
 
-    resp = obs.request("POST", "/v1/documents", rid=UPLOAD_RID,
-                       files={"file": ("vault.txt", DOC_TEXT.encode(), "text/plain")})
+    uploader = obs.client.with_headers({"X-Request-ID": UPLOAD_RID})
+    doc_id = uploader.upload_bytes("vault.txt", DOC_TEXT.encode())["id"]
+    resp = uploader.last_response
     assert resp.status_code == 202, resp.text
     assert resp.headers["x-request-id"] == UPLOAD_RID
-    doc_id = resp.json()["id"]
     doc = wait_ready(obs, doc_id)
     assert doc["status"] == "ready", doc
     obs.state["doc_id"] = doc_id
 
-    answered = obs.request("POST", "/v1/ask", rid=ASK_RID,
-                           json={"question": "Who opens the vault every second Tuesday?"})
-    assert answered.status_code == 200 and answered.json()["status"] == "answered", answered.text
+    asker = obs.client.with_headers({"X-Request-ID": ASK_RID})
+    answer = asker.ask("Who opens the vault every second Tuesday?")
+    answered = asker.last_response
+    assert answered.status_code == 200 and answer["status"] == "answered", answered.text
     assert answered.headers["x-request-id"] == ASK_RID
-    unanswerable = obs.request("POST", "/v1/ask",
-                               json={"question": "What is the boiling point of mercury?"})
-    assert unanswerable.status_code == 200 and unanswerable.json()["status"] == "not_found"
+    unanswerable = obs.client.ask("What is the boiling point of mercury?")
+    assert obs.client.last_response.status_code == 200 and unanswerable["status"] == "not_found"
     codes = [obs.request("POST", "/v1/ask", json={"question": "When is the vault opened?"})
              .status_code for _ in range(ASK_PER_MINUTE)]
     assert 429 in codes, codes
@@ -189,18 +199,20 @@ def test_logs_are_json_without_document_text_or_keys(obs: Obs) -> None:
 
 
 def test_readyz_names_chroma_when_it_stops_and_recovers(obs: Obs) -> None:
-    st = obs.stack
-    assert httpx.get(st.url + "/readyz", timeout=30, trust_env=False).status_code == 200
+    st, anonymous = obs.stack, obs.anonymous
+    anonymous.readyz()
+    assert anonymous.last_response.status_code == 200
     chroma = st.procs["chroma"]
     chroma.terminate()
     chroma.wait(timeout=30)
     try:
-        resp = httpx.get(st.url + "/readyz", timeout=30, trust_env=False)
+        body = anonymous.readyz()
+        resp = anonymous.last_response
         assert resp.status_code == 503, resp.text
-        body = resp.json()
         assert body["failed"] == ["chroma"] and body["checks"]["chroma"].startswith("unavailable")
         assert body["checks"]["redis"] == body["checks"]["registry"] == "ok"
-        assert httpx.get(st.url + "/healthz", timeout=30, trust_env=False).status_code == 200
+        anonymous.healthz()
+        assert anonymous.last_response.status_code == 200
     finally:
         log = (st.data_dir / "logs" / "chroma.log").open("ab")
         st.procs["chroma"] = subprocess.Popen(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from service.client import DocqaAPIError, DocqaClient, _WaitOn429
+from service.client import DocqaAPIError, DocqaClient
 
 
 def _client(responses: list[int], budget: float, seen: list[bytes]) -> DocqaClient:
@@ -19,10 +19,8 @@ def _client(responses: list[int], budget: float, seen: list[bytes]) -> DocqaClie
                                   json={"detail": "slow down"})
         return httpx.Response(202, json={"id": "d1", "status": "queued"})
 
-    client = DocqaClient("http://docqa.test", "k")
-    client.http = httpx.Client(base_url="http://docqa.test",
-                               transport=_WaitOn429(httpx.MockTransport(handler), budget))
-    return client
+    return DocqaClient("http://docqa.test", "k", transport=httpx.MockTransport(handler),
+                       wait_on_429_s=budget)
 
 
 def test_a_refused_upload_is_sent_again_with_the_same_body() -> None:

@@ -75,7 +75,58 @@ def test_an_index_from_the_shared_table_era_is_dropped_for_a_rebuild(tmp_path: P
     idx = KeywordIndex(path)
     assert idx.existed is False  # the API rebuilds it from Chroma
     assert idx.search("t_a", "old text", 5) == [] and idx.count("t_a") == 0
+    assert KeywordIndex(path).existed is False  # until a rebuild says it is complete
+    idx.mark_complete()
     assert KeywordIndex(path).existed is True
+
+
+def test_an_index_of_plain_text_or_another_term_key_is_dropped_for_a_rebuild(
+        tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "kw.sqlite3"
+    # the previous format: per-tenant FTS5 tables holding the chunk text itself
+    db = sqlite3.connect(path)
+    db.executescript("""
+        CREATE TABLE kw_chunks (rowid INTEGER PRIMARY KEY, collection TEXT NOT NULL,
+            chunk_id TEXT NOT NULL, document_id TEXT NOT NULL, UNIQUE (collection, chunk_id));
+        CREATE TABLE kw_tables (collection TEXT PRIMARY KEY, fts TEXT NOT NULL);
+        CREATE VIRTUAL TABLE fts_0123456789abcdef01234567 USING fts5(text);
+        INSERT INTO kw_tables VALUES ('t_a', 'fts_0123456789abcdef01234567');
+        INSERT INTO kw_chunks VALUES (1, 't_a', 'c1', 'd1');
+        INSERT INTO fts_0123456789abcdef01234567 (rowid, text) VALUES (1, 'plain words');
+    """)
+    db.close()
+    idx = KeywordIndex(path, term_key=b"k" * 32)
+    assert idx.existed is False and idx.count("t_a") == 0
+    idx.replace_chunks("t_a", [("c2", "d2", "Budget approved")])
+    idx.mark_complete()
+    assert KeywordIndex(path, term_key=b"k" * 32).existed is True
+    other = KeywordIndex(path, term_key=b"x" * 32)  # another master key: hashes differ
+    assert other.existed is False and other.count("t_a") == 0
+
+
+def test_hashed_terms_rank_like_plain_terms_and_no_word_reaches_the_file(
+        tmp_path: Path) -> None:
+    rows = [("c1", "d1", "The Kestrel budget was approved by the board in March."),
+            ("c2", "d2", "Budgets, budgeting and budgeted amounts: the budget office."),
+            ("c3", "d3", "Crème brûlée recipes from the cafétéria."),
+            ("c4", "d4", "Nothing relevant here at all.")]
+    plain = KeywordIndex(tmp_path / "plain.sqlite3")
+    hashed = KeywordIndex(tmp_path / "hashed.sqlite3", term_key=b"secret-term-key!" * 2)
+    for idx in (plain, hashed):
+        idx.replace_chunks("t_a", rows)
+    for q in ("budget", "approved budgets", "creme brulee", "KESTREL board", "cafeteria"):
+        assert hashed.search("t_a", q, 10) == plain.search("t_a", q, 10), q
+    assert [h[0] for h in hashed.search("t_a", "budgeting", 10)][:1] == ["c2"]
+    hashed.delete_document("t_a", "d1")
+    from ingest.erasure import scrub_keywords
+
+    scrub_keywords(hashed.path, "t_a")
+    raw = b"".join(p.read_bytes() for p in tmp_path.glob("hashed.sqlite3*"))
+    for word in (b"kestrel", b"budget", b"board", b"approv", b"recip", b"brul", b"creme"):
+        assert word not in raw.lower(), word
+    assert b"kestrel" in b"".join(p.read_bytes() for p in tmp_path.glob("plain.sqlite3*"))
 
 
 def test_many_replacements_keep_one_row_per_chunk(index: KeywordIndex) -> None:
@@ -84,3 +135,11 @@ def test_many_replacements_keep_one_row_per_chunk(index: KeywordIndex) -> None:
     assert index.count("t_a") == 3
     assert [h[0] for h in index.search("t_a", "INV-2291", 10)] == ["c1"]
     assert index.search("t_a", "version", 10)[0][0] == "c1"
+
+
+def test_a_hashed_index_is_never_dropped_by_an_open_without_the_key(tmp_path: Path) -> None:
+    path = tmp_path / "kw.sqlite3"
+    KeywordIndex(path, term_key=b"k" * 32).replace_chunks("t_a", [("c1", "d1", "Budget")])
+    with pytest.raises(ValueError, match="hashed terms"):
+        KeywordIndex(path)
+    assert KeywordIndex(path, term_key=b"k" * 32).count("t_a") == 1

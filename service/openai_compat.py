@@ -1,0 +1,497 @@
+"""OpenAI-compatible endpoints and the event stream of ``/v1/ask``.
+
+``POST /v1/chat/completions``, ``GET /v1/models`` and ``POST /v1/embeddings`` speak enough
+of OpenAI's API for its clients (the official ``openai`` package, LangChain, curl scripts) to
+use docqa with nothing but a base URL and an API key. They are a thin translation: a chat
+turn is a ``/v1/ask`` question (same grounding, rate limit and audit record, through the
+``answer_events`` dependency), and ``/v1/embeddings`` returns the packaged embedder's vectors.
+
+Differences from OpenAI's API, on purpose:
+
+* the only chat model is ``docqa``; sampling parameters (``temperature``, ``max_tokens``…)
+  are accepted and ignored: the answer is grounded, not sampled;
+* a completion carries two extra top-level fields, ``citations`` (the objects ``/v1/ask``
+  returns) and ``docqa_status`` (``answered`` | ``not_found``);
+* a streamed completion sends the *verified* answer: an OpenAI client cannot take back
+  content it was sent, so the unverified draft of generative mode is never streamed here
+  (``/v1/ask`` with ``"stream": true`` streams it, with an authoritative ``final`` event);
+* ``usage`` counts are estimates (about four characters per token), not a tokenizer's;
+* errors are RFC 9457 problem+json like every other docqa route (OpenAI clients raise the
+  matching exception class from the status code).
+
+Streaming ``/v1/ask`` (issue 7, contract point 1): ``event: token`` with ``{"text"}`` zero or
+more times, then ``event: final`` with exactly the non-streaming body; an error after the
+stream started is ``event: error`` with ``{status, title, detail}``. The synchronous answer
+pipeline runs in worker threads (one ``next()`` at a time), never on the event loop.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import math
+import re
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+
+import anyio
+import msgspec
+from litestar import Request, Response, get, post
+from litestar.exceptions import HTTPException
+from litestar.openapi.spec import (
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    Operation,
+    Reference,
+    Schema,
+)
+from litestar.openapi.spec.enums import OpenAPIType
+from litestar.response import Stream
+from litestar.status_codes import HTTP_200_OK
+from litestar.types import ExceptionHandlersMap
+
+from core.errors import BadInputError, DocqaError, NotFoundError
+from core.settings import Settings
+from service.answer import AnswerEvent, AnswerResult, DraftToken
+from service.limits import ASK
+from service.schemas import AskResponse, Citation, Filters
+
+if TYPE_CHECKING:
+    from service.app import Components
+
+log = logging.getLogger("docqa.api")
+
+EVENT_STREAM = "text/event-stream"
+CHAT_MODEL = "docqa"
+DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
+NOT_FOUND_MESSAGE = "Not found in your documents."
+MAX_QUESTION_CHARS = 4000  # as AskRequest.question
+MAX_MESSAGE_CHARS = 32_000
+MAX_MESSAGES = 100
+MAX_HISTORY_TURNS = 8  # earlier user turns handed to the pipeline (it uses the latest ones)
+MAX_EMBEDDING_INPUTS = 256
+MAX_EMBEDDING_CHARS = 8000  # the embedder reads ~256 word pieces; far beyond is a mistake
+# the content type as a header too: a handler's own media type (JSON) would win over the
+# Stream's media_type (Litestar 2.25), a header it only sets by default
+STREAM_HEADERS = {"Content-Type": f"{EVENT_STREAM}; charset=utf-8", "Cache-Control": "no-cache",
+                  "X-Accel-Buffering": "no"}
+_STARTED = int(time.time())
+
+# (question, top_k, filters, earlier user turns) → draft pieces, then the final AnswerResult.
+# Provided per request by service/app.py (filters' scope, metric, audit record included).
+AnswerStream = Generator[AnswerEvent, None, None]
+AnswerEvents = Callable[[str, int | None, Filters | None, Sequence[str]], AnswerStream]
+
+
+# ---------------------------------------------------------------- /v1/ask as an event stream
+
+
+def ask_body(result: AnswerResult) -> AskResponse:
+    """The body of a non-streaming ``/v1/ask`` (and the ``final`` event of a streaming one)."""
+    return AskResponse(result.status, result.answer, [Citation(**c) for c in result.citations],
+                       result.timings)
+
+
+def final_result(events: Iterator[AnswerEvent]) -> AnswerResult:
+    for event in events:
+        if isinstance(event, AnswerResult):
+            return event
+    raise RuntimeError("the answer pipeline ended without a result")
+
+
+def sse(event: str, data: Any) -> bytes:
+    """One server-sent event; msgspec's JSON never holds a newline, so one data line."""
+    return b"event: " + event.encode() + b"\ndata: " + msgspec.json.encode(data) + b"\n\n"
+
+
+def text_pieces(text: str) -> list[str]:
+    """``text`` cut into word-sized pieces (each with its trailing space) that join back to it."""
+    return re.findall(r"\s*\S+\s*", text) or ([text] if text else [])
+
+
+def _event_schema(names: Sequence[str] | None, data: str) -> Schema:
+    """One server-sent event, as OpenAPI 3.1 tools read an event stream's schema."""
+    props: dict[str, Schema | Reference] = {
+        "data": Schema(type=OpenAPIType.STRING, description=data)}
+    if names:
+        props["event"] = Schema(type=OpenAPIType.STRING, enum=list(names))
+    return Schema(type=OpenAPIType.OBJECT, properties=props,
+                  required=["data", "event"] if names else ["data"])
+
+
+@dataclass
+class AskEventsOperation(Operation):
+    """``/v1/ask``'s 200: the JSON body, or (``"stream": true``) its event stream."""
+
+    event_schema: ClassVar[Schema] = _event_schema(
+        ["token", "final", "error"], "JSON: token {text}; final: the JSON response body; "
+        "error {status, title, detail}")
+
+    def __post_init__(self) -> None:
+        ok = (self.responses or {}).get("200")
+        if isinstance(ok, OpenAPIResponse) and ok.content is not None:
+            ok.content[EVENT_STREAM] = OpenAPIMediaType(schema=self.event_schema)
+
+
+@dataclass
+class ChatChunksOperation(AskEventsOperation):
+    """``/v1/chat/completions``' 200: a completion, or (``"stream": true``) OpenAI's chunks."""
+
+    event_schema: ClassVar[Schema] = _event_schema(
+        None, "a chat.completion.chunk as JSON, or [DONE] at the end")
+
+
+def ask_event_stream(events: AnswerStream) -> Stream:
+    """``/v1/ask`` with ``"stream": true``. Called in the handler's worker thread: the first
+    event is computed before the response starts, so a failure up to then (the answer queue
+    is full: 503, the vector store is down…) is still an ordinary problem+json response."""
+    try:
+        first = next(events)
+    except StopIteration as exc:  # pragma: no cover - the pipeline always ends with a result
+        raise RuntimeError("the answer pipeline ended without a result") from exc
+    return Stream(_ask_sse(first, events), media_type=EVENT_STREAM, headers=STREAM_HEADERS)
+
+
+async def _ask_sse(first: AnswerEvent, events: AnswerStream) -> AsyncIterator[bytes]:
+    event: AnswerEvent | None = first
+    drafted = False
+    try:
+        while event is not None:
+            if isinstance(event, DraftToken):
+                drafted = True
+                yield sse("token", {"text": event.text})
+            else:
+                if not drafted:  # extractive mode has no draft: the answer's words are the tokens
+                    for piece in text_pieces(event.answer):
+                        yield sse("token", {"text": piece})
+                yield sse("final", ask_body(event))
+                return
+            try:
+                event = await anyio.to_thread.run_sync(partial(next, events, None))
+            except DocqaError as exc:
+                yield sse("error", {"status": exc.status_code, "title": exc.title,
+                                    "detail": exc.detail})
+                return
+            except Exception:
+                log.exception("streamed answer failed")
+                yield sse("error", {"status": 500, "title": "Internal error",
+                                    "detail": "an unexpected error occurred; see the server log"})
+                return
+        yield sse("error", {"status": 500, "title": "Internal error",
+                            "detail": "the answer ended without a result"})
+    finally:
+        # the client may have left mid-draft: closing the pipeline frees the generator's
+        # lock and queue slot at once (and records the question as abandoned)
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(events.close)
+
+
+# ---------------------------------------------------------------- request and response bodies
+
+
+class ContentPart(msgspec.Struct):
+    type: Annotated[str, msgspec.Meta(max_length=64)]
+    text: Annotated[str, msgspec.Meta(max_length=MAX_MESSAGE_CHARS)] | None = None
+
+
+class ChatMessageIn(msgspec.Struct):
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: (Annotated[str, msgspec.Meta(max_length=MAX_MESSAGE_CHARS)]
+              | Annotated[list[ContentPart], msgspec.Meta(max_length=64)] | None) = None
+
+
+class StreamOptions(msgspec.Struct):
+    include_usage: bool = False
+
+
+class ChatRequest(msgspec.Struct):
+    """OpenAI's chat request; fields docqa does not use (``temperature``, ``max_tokens``,
+    ``tools``…) are accepted and ignored. ``top_k`` and ``filters`` are docqa's own (the
+    ``openai`` client sends them with ``extra_body``)."""
+
+    model: Annotated[str, msgspec.Meta(min_length=1, max_length=200, examples=[CHAT_MODEL])]
+    messages: Annotated[list[ChatMessageIn], msgspec.Meta(min_length=1, max_length=MAX_MESSAGES)]
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    n: Annotated[int, msgspec.Meta(ge=1, le=1, description="only 1 is supported")] | None = None
+    top_k: Annotated[int, msgspec.Meta(ge=1, le=50)] | None = None
+    filters: Filters | None = None
+
+
+class ChatMessageOut(msgspec.Struct):
+    role: str
+    content: str
+
+
+class ChatChoice(msgspec.Struct):
+    index: int
+    message: ChatMessageOut
+    finish_reason: str
+    logprobs: None = None
+
+
+class Usage(msgspec.Struct):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ChatCompletion(msgspec.Struct):
+    id: str
+    object: str
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+    citations: list[Citation]
+    docqa_status: str
+
+
+class ModelCard(msgspec.Struct):
+    id: str
+    object: str
+    created: int
+    owned_by: str
+
+
+class ModelList(msgspec.Struct):
+    object: str
+    data: list[ModelCard]
+
+
+EmbeddingText = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_EMBEDDING_CHARS)]
+
+
+class EmbeddingRequest(msgspec.Struct):
+    model: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    # token arrays are OpenAI input too: accepted by the schema so the answer can say why not
+    input: (EmbeddingText
+            | Annotated[list[EmbeddingText | int | list[int]],
+                        msgspec.Meta(min_length=1, max_length=MAX_EMBEDDING_INPUTS)])
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: Annotated[int, msgspec.Meta(ge=1, le=100_000)] | None = None
+
+
+class EmbeddingItem(msgspec.Struct):
+    object: str
+    index: int
+    embedding: list[float] | str
+
+
+class EmbeddingUsage(msgspec.Struct):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingList(msgspec.Struct):
+    object: str
+    data: list[EmbeddingItem]
+    model: str
+    usage: EmbeddingUsage
+
+
+# ---------------------------------------------------------------- translation
+
+
+def approx_tokens(chars: int) -> int:
+    """OpenAI's rule of thumb, about four characters a token (no tokenizer is loaded for it)."""
+    return math.ceil(chars / 4)
+
+
+def message_text(message: ChatMessageIn) -> str:
+    if message.content is None or isinstance(message.content, str):
+        return message.content or ""
+    kinds = {part.type for part in message.content} - {"text"}
+    if kinds:
+        raise BadInputError(f"only text content is supported, not {', '.join(sorted(kinds))}")
+    return "\n".join(part.text or "" for part in message.content)
+
+
+@dataclass(frozen=True)
+class Conversation:
+    question: str  # the last user message
+    earlier: list[str]  # the user messages before it, oldest first
+    prompt_chars: int
+
+
+def read_conversation(messages: Sequence[ChatMessageIn]) -> Conversation:
+    """The last message is the question and must come from the user; earlier user turns give
+    follow-ups their subject. System and assistant turns are not instructions to docqa:
+    answers come from the documents only."""
+    texts = [message_text(m) for m in messages]
+    if messages[-1].role != "user":
+        raise BadInputError(f"the last message must have role 'user' (the question), not "
+                            f"{messages[-1].role!r}")
+    question = texts[-1].strip()
+    if not question:
+        raise BadInputError("the last user message is empty: ask a question")
+    if len(question) > MAX_QUESTION_CHARS:
+        raise BadInputError(f"the question is {len(question)} characters long; the limit is "
+                            f"{MAX_QUESTION_CHARS}")
+    earlier = [t.strip()[:MAX_QUESTION_CHARS] for m, t in zip(messages[:-1], texts[:-1],
+                                                               strict=True)
+               if m.role == "user" and t.strip()]
+    return Conversation(question, earlier[-MAX_HISTORY_TURNS:], sum(len(t) for t in texts))
+
+
+def completion_for(result: AnswerResult, conversation: Conversation) -> ChatCompletion:
+    answered = result.status == "answered"
+    content = result.answer if answered else NOT_FOUND_MESSAGE
+    prompt, completion = approx_tokens(conversation.prompt_chars), approx_tokens(len(content))
+    return ChatCompletion(
+        id=f"chatcmpl-{secrets.token_hex(12)}", object="chat.completion", created=int(time.time()),
+        model=CHAT_MODEL,
+        choices=[ChatChoice(0, ChatMessageOut("assistant", content), "stop")],
+        usage=Usage(prompt, completion, prompt + completion),
+        citations=[Citation(**c) for c in result.citations], docqa_status=result.status,
+    )
+
+
+def completion_chunks(completion: ChatCompletion, include_usage: bool) -> list[bytes]:
+    """OpenAI's stream of a finished completion: the role, the content word by word, the
+    finish reason with ``citations``, optionally a usage chunk, then ``[DONE]``."""
+    head = {"id": completion.id, "object": "chat.completion.chunk",
+            "created": completion.created, "model": completion.model}
+
+    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
+        body = {**head, "choices": [{"index": 0, "delta": delta, "logprobs": None,
+                                     "finish_reason": finish}], **extra}
+        return b"data: " + msgspec.json.encode(body) + b"\n\n"
+
+    out = [chunk({"role": "assistant", "content": ""})]
+    content = completion.choices[0].message.content
+    out += [chunk({"content": piece}) for piece in text_pieces(content)]
+    out.append(chunk({}, "stop", citations=completion.citations,
+                     docqa_status=completion.docqa_status))
+    if include_usage:
+        out.append(b"data: " + msgspec.json.encode(
+            {**head, "choices": [], "usage": completion.usage}) + b"\n\n")
+    out.append(b"data: [DONE]\n\n")
+    return out
+
+
+async def _replay(chunks: list[bytes]) -> AsyncIterator[bytes]:
+    for chunk in chunks:
+        yield chunk
+
+
+def embedding_model_id(settings: Settings) -> str:
+    """The embedding model's name: its folder's name when configured, else the packaged one."""
+    path = settings.models.embedding_path
+    return path.name if path is not None and path.name else DEFAULT_EMBEDDING_MODEL
+
+
+def embedding_texts(value: str | list[str | int | list[int]]) -> list[str]:
+    items = [value] if isinstance(value, str) else value
+    if not all(isinstance(item, str) for item in items):
+        raise BadInputError("token arrays are not supported as embedding input: send the text "
+                            "(a string or a list of strings)")
+    return [item for item in items if isinstance(item, str)]
+
+
+def encode_vector(vector: Sequence[float], encoding: str) -> list[float] | str:
+    if encoding == "float":
+        return [float(x) for x in vector]
+    import numpy as np  # comes with sentence-transformers
+
+    # OpenAI's base64 form: the little-endian float32 bytes (what its client decodes)
+    return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
+
+
+_ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error",
+                429: "rate_limit_error"}
+
+
+def openai_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """docqa's problem+json with OpenAI's ``error`` object added (an RFC 9457 extension
+    member): OpenAI clients put its ``message`` into the exceptions they raise."""
+    from service import app as api  # builds on this module, so imported here, not at the top
+
+    if isinstance(exc, DocqaError):
+        resp = api.docqa_error_handler(request, exc)
+    elif isinstance(exc, HTTPException):
+        resp = api.http_error_handler(request, exc)
+    else:  # pragma: no cover - only the two above are registered
+        resp = api.internal_error_handler(request, exc)
+    body = resp.content
+    if isinstance(body, dict):
+        status = resp.status_code or 500
+        kind = _ERROR_TYPES.get(status, "server_error" if status >= 500 else
+                                "invalid_request_error")
+        body["error"] = {"message": body.get("detail", ""), "type": kind, "code": None}
+    return resp
+
+
+OPENAI_ERRORS: ExceptionHandlersMap = {DocqaError: openai_error, HTTPException: openai_error}
+
+
+def check_model(requested: str, served: Sequence[str]) -> None:
+    if requested not in served:
+        raise NotFoundError(f"the model {requested[:200]!r} does not exist here; models: "
+                            f"{', '.join(served)} (GET /v1/models)")
+
+
+# ---------------------------------------------------------------- handlers (under the /v1 router)
+
+
+@post("/chat/completions", status_code=HTTP_200_OK, sync_to_thread=True,
+      opt={"rate_limit": ASK}, operation_class=ChatChunksOperation,
+      exception_handlers=OPENAI_ERRORS, summary="Chat completion (OpenAI-compatible)")
+def chat_completions(data: ChatRequest, answer_events: AnswerEvents) -> Response[ChatCompletion]:
+    """A conversation's last user message answered like ``/v1/ask`` (404 for a model other
+    than ``docqa``; 400 when the last message is not a user's text)."""
+    check_model(data.model, [CHAT_MODEL])
+    conversation = read_conversation(data.messages)
+    result = final_result(answer_events(conversation.question, data.top_k, data.filters,
+                                        conversation.earlier))
+    completion = completion_for(result, conversation)
+    if data.stream:
+        include_usage = data.stream_options is not None and data.stream_options.include_usage
+        return Stream(_replay(completion_chunks(completion, include_usage)),  # type: ignore[return-value]
+                      media_type=EVENT_STREAM, headers=STREAM_HEADERS)
+    return Response(completion)
+
+
+@get("/models", sync_to_thread=False, exception_handlers=OPENAI_ERRORS,
+     summary="Models (OpenAI-compatible)")
+def list_models(comps: Components) -> ModelList:
+    """``docqa`` (chat) and the embedding model (``/v1/embeddings``)."""
+    return ModelList("list", [ModelCard(m, "model", _STARTED, "docqa")
+                              for m in (CHAT_MODEL, embedding_model_id(comps.settings))])
+
+
+@get("/models/{model_id:str}", sync_to_thread=False, exception_handlers=OPENAI_ERRORS,
+     summary="Model (OpenAI-compatible)")
+def get_model(model_id: str, comps: Components) -> ModelCard:
+    served = [CHAT_MODEL, embedding_model_id(comps.settings)]
+    check_model(model_id, served)
+    return ModelCard(model_id, "model", _STARTED, "docqa")
+
+
+@post("/embeddings", status_code=HTTP_200_OK, sync_to_thread=True,
+      exception_handlers=OPENAI_ERRORS, summary="Embeddings (OpenAI-compatible)")
+def create_embeddings(data: EmbeddingRequest, comps: Components) -> EmbeddingList:
+    """Vectors of the embedder docqa indexes with (normalized); ``encoding_format`` float or
+    base64 (float32 little-endian, the official client's default)."""
+    model = embedding_model_id(comps.settings)
+    check_model(data.model, [model])
+    texts = embedding_texts(data.input)
+    vectors = comps.answers.embedder.embed(texts)
+    dimension = len(vectors[0]) if vectors else 0
+    if data.dimensions is not None and data.dimensions != dimension:
+        raise BadInputError(f"{model} makes vectors of {dimension} dimensions; "
+                            f"'dimensions' cannot change that")
+    tokens = sum(approx_tokens(len(t)) for t in texts)
+    return EmbeddingList(
+        "list",
+        [EmbeddingItem("embedding", i, encode_vector(v, data.encoding_format))
+         for i, v in enumerate(vectors)],
+        model, EmbeddingUsage(tokens, tokens),
+    )
+
+
+openai_handlers = [chat_completions, list_models, get_model, create_embeddings]
