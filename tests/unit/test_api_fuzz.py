@@ -51,10 +51,10 @@ from core.settings import Settings
 from ingest.embedding import HashEmbedder
 from ingest.keywords import KeywordIndex
 from ingest.pipeline import IngestDeps, ingest_document
-from ingest.store import ChromaStore
 from service.answer import AnswerPipeline
 from service.app import Components, create_app
 from service.documents import DocumentService
+from tests.local_chroma import LocalChromaStore
 
 REDIS_URL = os.environ.get("DOCQA_TEST_FUZZ_REDIS_URL", "redis://127.0.0.1:6379/5")
 MAX_EXAMPLES = int(os.environ.get("DOCQA_FUZZ_MAX_EXAMPLES", "100"))
@@ -83,23 +83,6 @@ class RecordingQueue:
 
     def enqueue_ingest(self, doc_id: str) -> None:
         self.enqueued.append(doc_id)
-
-
-class LocalChromaStore(ChromaStore):
-    """The real adapter on an in-process Chroma client instead of the Chroma server."""
-
-    def __init__(self, path: Path, keywords: KeywordIndex) -> None:
-        super().__init__("in-process", 0, keywords)
-        self.path = path
-
-    def _connect(self) -> Any:
-        if self._client is None:
-            import chromadb
-            from chromadb.config import Settings as ChromaClientSettings
-
-            self._client = chromadb.PersistentClient(
-                path=str(self.path), settings=ChromaClientSettings(anonymized_telemetry=False))
-        return self._client
 
 
 class Api:

@@ -17,26 +17,10 @@ from core.domain import Chunk
 from ingest.erasure import Eraser, scrub_chroma_dir, scrub_keywords
 from ingest.keywords import KeywordIndex
 from ingest.store import ChromaStore, collection_name
+from tests.local_chroma import LocalChromaStore
 
 CANARY = "QZXERASECANARY42"
 TOKEN = "zorblaxifunderous"  # noqa: S105 - a word of the test text
-
-
-class LocalStore(ChromaStore):
-    """The real adapter on an in-process client (one process: allowed in tests)."""
-
-    def __init__(self, path: Path, keywords: KeywordIndex | None = None, lock: Any = None):
-        super().__init__("in-process", 0, keywords, lock=lock)
-        self.path = path
-
-    def _connect(self) -> Any:
-        if self._client is None:
-            import chromadb
-            from chromadb.config import Settings as ChromaClientSettings
-
-            self._client = chromadb.PersistentClient(
-                path=str(self.path), settings=ChromaClientSettings(anonymized_telemetry=False))
-        return self._client
 
 
 def _chunks(doc: str, texts: list[str]) -> list[Chunk]:
@@ -65,8 +49,8 @@ def _records(store: ChromaStore, tenant: str) -> dict[str, tuple[str, dict[str, 
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[LocalStore]:
-    s = LocalStore(tmp_path / "chroma", KeywordIndex(tmp_path / "keywords.sqlite3"))
+def store(tmp_path: Path) -> Iterator[LocalChromaStore]:
+    s = LocalChromaStore(tmp_path / "chroma", KeywordIndex(tmp_path / "keywords.sqlite3"))
     yield s
     with contextlib.suppress(Exception):
         s._connect().clear_system_cache()
@@ -80,7 +64,7 @@ def _fill(store: ChromaStore, tenant: str = "acme") -> None:
     store.upsert(tenant, secret, _vectors(len(secret), 2), {"filename": "secret.txt"})
 
 
-def test_compaction_keeps_every_live_record_and_drops_the_deleted(store: LocalStore,
+def test_compaction_keeps_every_live_record_and_drops_the_deleted(store: LocalChromaStore,
                                                                   tmp_path: Path) -> None:
     _fill(store)
     _fill(store, "globex")
@@ -99,7 +83,7 @@ def test_compaction_keeps_every_live_record_and_drops_the_deleted(store: LocalSt
 
 
 def test_chroma_dir_scrub_removes_dropped_segments_and_freed_pages(tmp_path: Path) -> None:
-    store = LocalStore(tmp_path / "chroma")
+    store = LocalChromaStore(tmp_path / "chroma")
     keep = _chunks("keep", [f"keeper {i}" for i in range(30)])
     store.upsert("acme", keep, _vectors(30, 1), {})
     store.upsert("acme", _chunks("secret", [f"memo {CANARY}"]), _vectors(1, 2), {})
@@ -123,7 +107,7 @@ class RacingLock:
     """A lock whose first acquisition by ``compact`` (its catch-up) is preceded by writes
     that landed in the old collection after it was copied."""
 
-    def __init__(self, store: LocalStore) -> None:
+    def __init__(self, store: LocalChromaStore) -> None:
         self.store = store
         self.fired = False
         self.inner = threading.RLock()
@@ -141,7 +125,7 @@ class RacingLock:
 
 
 def test_compaction_catches_up_with_writes_made_while_it_copied(tmp_path: Path) -> None:
-    store = LocalStore(tmp_path / "chroma")
+    store = LocalChromaStore(tmp_path / "chroma")
     store.lock = RacingLock(store)
     _fill(store)
     result: dict[str, Any] = {}
@@ -153,7 +137,7 @@ def test_compaction_catches_up_with_writes_made_while_it_copied(tmp_path: Path) 
     assert result["chunks"] == 45
 
 
-def test_compaction_of_a_tenant_without_a_collection_is_a_no_op(store: LocalStore) -> None:
+def test_compaction_of_a_tenant_without_a_collection_is_a_no_op(store: LocalChromaStore) -> None:
     assert store.compact("nobody")["chunks"] == 0
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import secrets
 import threading
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -15,7 +14,7 @@ from core.keystore import SqliteKeyStore
 from core.textcrypt import TEXT_KEY, TextCipher, TextKeyMissing, text_key_id
 from core.vault import Vault
 from ingest.keywords import KeywordIndex
-from ingest.store import ChromaStore
+from tests.local_chroma import LocalChromaStore
 
 CANARY = "SEALEDCANARY" + secrets.token_hex(6).upper()
 
@@ -83,24 +82,6 @@ def test_text_keys_are_not_swept_as_orphan_file_keys(tmp_path: Path) -> None:
     assert keys.get(text_key_id("doc-1")) is not None
 
 
-class LocalStore(ChromaStore):
-    """The real adapter on an in-process Chroma (unit tests only; the service uses the
-    Chroma server, tests/integration/test_erasure.py checks it there)."""
-
-    def __init__(self, path: Path, keywords: KeywordIndex, cipher: TextCipher | None) -> None:
-        super().__init__("in-process", 0, keywords, cipher=cipher)
-        self.path = path
-
-    def _connect(self) -> Any:
-        if self._client is None:
-            import chromadb
-            from chromadb.config import Settings as ChromaClientSettings
-
-            self._client = chromadb.PersistentClient(
-                path=str(self.path), settings=ChromaClientSettings(anonymized_telemetry=False))
-        return self._client
-
-
 def _chunks(doc: str, texts: list[str]) -> list[Chunk]:
     out, pos = [], 0
     for i, t in enumerate(texts):
@@ -118,8 +99,8 @@ def _vec(i: int) -> list[float]:
 
 def test_chroma_holds_only_sealed_text_and_search_opens_it(tmp_path: Path) -> None:
     cipher = cipher_in(tmp_path)
-    store = LocalStore(tmp_path / "chroma", KeywordIndex(tmp_path / "kw.sqlite3", b"t" * 32),
-                       cipher)
+    store = LocalChromaStore(tmp_path / "chroma",
+                             KeywordIndex(tmp_path / "kw.sqlite3", b"t" * 32), cipher=cipher)
     texts = [f"The settlement codeword is {CANARY}.", "Minutes of the March board meeting."]
     store.upsert("acme", _chunks("d1", texts), [_vec(0), _vec(1)], {"filename": "memo.txt"})
     raw = store._collection("acme").get(include=["documents", "metadatas"])
@@ -143,11 +124,11 @@ def test_chroma_holds_only_sealed_text_and_search_opens_it(tmp_path: Path) -> No
 
 def test_compaction_seals_plain_records_of_older_versions(tmp_path: Path) -> None:
     keywords = KeywordIndex(tmp_path / "kw.sqlite3", b"t" * 32)
-    old = LocalStore(tmp_path / "chroma", keywords, None)  # an older version: plain documents
+    old = LocalChromaStore(tmp_path / "chroma", keywords)  # an older version: plain documents
     old.upsert("acme", _chunks("d1", [f"Legacy text {CANARY}."]), [_vec(2)], {"filename": "a"})
     assert old._collection("acme").get(include=["documents"])["documents"] == [
         f"Legacy text {CANARY}."]
-    store = LocalStore(tmp_path / "chroma", keywords, cipher_in(tmp_path))
+    store = LocalChromaStore(tmp_path / "chroma", keywords, cipher=cipher_in(tmp_path))
     assert store.query("acme", _vec(2), 1)[0].text == f"Legacy text {CANARY}."  # still read
     store.compact("acme")
     raw = store._collection("acme").get(include=["documents", "metadatas"])
