@@ -349,3 +349,20 @@ def test_admin_client_calls_the_key_routes() -> None:
         ("POST", "http://docqa.test/admin/keys"), ("GET", "http://docqa.test/admin/keys?tenant=t"),
         ("DELETE", "http://docqa.test/admin/keys/k_1")]
     assert json.loads(seen[0][2]) == {"tenant": "t", "name": "ci"}
+
+
+def test_the_clients_types_name_exactly_the_fields_the_server_sends() -> None:
+    """The client mirrors the wire format without importing the server's schemas; this keeps
+    the two from drifting apart."""
+    from service import admin, client, schemas
+
+    pairs = [(client.Progress, schemas.ProgressOut), (client.Pii, schemas.PiiOut),
+             (client.Document, schemas.DocumentOut), (client.DocumentList, schemas.DocumentList),
+             (client.UploadAccepted, schemas.UploadAccepted),
+             (client.SearchResult, schemas.SearchResult),
+             (client.SearchResponse, schemas.SearchResponse),
+             (client.Citation, schemas.Citation), (client.AskResponse, schemas.AskResponse),
+             (client.ApiKey, admin.KeyOut), (client.ApiKeyCreated, admin.KeyCreated),
+             (client.ApiKeyList, admin.KeyList)]
+    for typed, struct in pairs:
+        assert set(typed.__annotations__) == set(struct.__struct_fields__), typed.__name__
