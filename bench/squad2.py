@@ -98,8 +98,8 @@ def run(url: str, api_key: str, split: str = "test", n: int = 200, seed: int = 7
         table,
     )
     from core.settings import Settings
+    from service.answer.grounding import load_model
     from service.client import DocqaClient
-    from service.grounding import load_model
 
     settings = Settings()
     data = load(path)

@@ -1,13 +1,13 @@
 """Train the answer pipeline's sentence scorer and answerability gate on the SQuAD 2.0 dev split.
 
     python -m bench.train_grounding --url http://127.0.0.1:8080 --api-key KEY \\
-        [--n 1500] [--out service/grounding_model.json] [--cache bench/out/grounding_dev.jsonl]
+        [--n 1500] [--out service/answer/grounding_model.json] [--cache bench/out/grounding_dev.jsonl]
 
 Only *dev* articles (even index) are used; the test split is never read. The corpus is
 uploaded through the service first (a tenant that already holds it re-uses its documents).
 For N answerable + N unanswerable dev questions (``random.Random(11)``), the script calls
 ``POST /v1/search`` with the service's ``top_k``, rebuilds the pipeline's candidate sentences
-with the same code the service runs (``service.grounding``) and labels them:
+with the same code the service runs (``service.answer.grounding``) and labels them:
 
 * a sentence is positive when it comes from the question's own paragraph and contains a
   gold answer (normalised as the SQuAD scorer does);
@@ -36,7 +36,7 @@ from typing import Any  # noqa: E402
 
 from bench import squad2  # noqa: E402
 from bench.evalkit import ingest, log, normalize_answer  # noqa: E402
-from service.grounding import (  # noqa: E402
+from service.answer.grounding import (  # noqa: E402
     GATE_FEATURES,
     SENTENCE_FEATURES,
     Candidate,
@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--refresh", action="store_true", help="recollect features even if cached")
     ap.add_argument("--max-false-abstention", type=float, default=0.12)
     ap.add_argument("--model", choices=("logistic", "mlp"), default="logistic")
-    ap.add_argument("--out", default="service/grounding_model.json")
+    ap.add_argument("--out", default="service/answer/grounding_model.json")
     args = ap.parse_args(argv)
     cache = Path(args.cache)
     if cache.exists() and not args.refresh:

@@ -4,7 +4,7 @@ Fetches each train query's dense and keyword rankings once through ``/v1/search`
 (``mode=dense`` / ``mode=keyword``, 200 chunks each), then replays reciprocal rank fusion
 offline over a grid: the constant k, the keyword weight and the candidates per retriever.
 Prints JSON: every setting's nDCG@10 and recall@100, best first. The corpus must already be
-ingested (``docqa eval scifact`` does that).
+ingested (``python -m bench scifact`` does that).
 
     python -m bench.tune_fusion --url http://127.0.0.1:8080 --api-key KEY --json OUT
 """
@@ -26,7 +26,7 @@ Ranking = list[tuple[str, str]]  # (chunk id, corpus id), best first
 
 def fuse(dense: Ranking, keyword: Ranking, k: float, w_keyword: float, candidates: int
          ) -> list[str]:
-    """The service's reciprocal rank fusion (``ChromaStore.hybrid_query``) over chunks,
+    """The service's reciprocal rank fusion (``ingest.retrieval.hybrid_search``) over chunks,
     returned as corpus ids in fused order."""
     score: dict[str, float] = {}
     doc: dict[str, str] = {}

@@ -24,7 +24,7 @@ one line in one ``write``, ``fsync``s it and then updates the head file, so the 
 stays linear. A log whose last line is incomplete or unreadable is not appended to
 (``AuditUnavailableError``): an operator has to look at it first.
 
-What goes in is decided by the caller (``service/app.py``): ids, counts and statuses, never
+What goes in is decided by the caller (``service/api/``): ids, counts and statuses, never
 document text. Query and question text only when ``audit.include_text`` is set
 (``text_field``); by default only their length.
 """

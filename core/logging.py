@@ -29,6 +29,8 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from core.metrics import setup_multiprocess
+
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "docqa_request_id", default=None)
 job_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -287,3 +289,14 @@ def _on_postrun(task_id: str | None = None, **_: Any) -> None:
             var.reset(token)
         except ValueError:  # set in another context: clear instead
             var.set(None)
+
+
+# ---------------------------------------------------------------- a long-running process
+
+
+def configure_process(settings: Any, role: Literal["api", "worker"]) -> None:
+    """Logs (JSON or text) and metrics files (the multiprocess directory, core/metrics.py)
+    of a long-running process; call it before anything records a metric."""
+    configure_logging(settings, role)
+    if settings.metrics.enabled:
+        setup_multiprocess(settings.metrics_dir)

@@ -4,7 +4,7 @@ Multiprocess mode: ``docqa serve`` and ``docqa worker`` call :func:`setup_multip
 first thing, which points ``PROMETHEUS_MULTIPROC_DIR`` at ``metrics.multiproc_dir`` (default
 ``DATA/metrics``). Every process (the API, each worker's main process and its prefork
 children) then keeps its counters and histograms in memory-mapped files there, named by
-host and pid, and the API's ``/metrics`` (service/metrics.py) adds up all the files: a scrape
+host and pid, and the API's ``/metrics`` (service/api/metrics.py) adds up all the files: a scrape
 of the API shows the ingest stage timings and embedded chunks of the workers on the same
 machine. Files of processes of this host that no longer run are removed when a process
 starts. Workers on other machines keep their own directory; ``metrics.worker_port`` makes
@@ -205,7 +205,7 @@ def ask_result(status: str) -> None:
 
 
 def http_response(route: str, method: str, code: int, seconds: float) -> None:
-    """One HTTP response of the API (service/observability.py)."""
+    """One HTTP response of the API (service/api/observability.py)."""
     m = metrics()
     m.http_requests.labels(route, method, str(code)).inc()
     if code in REFUSED_CODES:

@@ -95,15 +95,40 @@ class Embedder(Protocol):
 
 
 class VectorStore(Protocol):
+    """The vector store as the ingest pipeline, the document service and the answer engine
+    use it: one collection per tenant, chunk text kept beside the vectors, and an optional
+    keyword index written in the same calls (``ingest/store.py`` is the Chroma adapter)."""
+
+    @property
+    def has_keywords(self) -> bool:
+        """Whether a keyword (BM25) index is kept beside the vectors."""
+        ...
+
     def upsert(self, tenant: str, chunks: Sequence[Any], embeddings: Sequence[Sequence[float]],
                metadata: dict[str, Any],
                per_chunk: Sequence[dict[str, Any]] | None = None) -> None: ...
 
     def delete_document(self, tenant: str, document_id: str, keep: Sequence[str] = ()) -> int: ...
 
+    def destroy_text_key(self, document_id: str) -> bool:
+        """Make every stored copy of the document's chunk text unreadable (crypto-erasure)."""
+        ...
+
     def count_document(self, tenant: str, document_id: str) -> int: ...
 
     def query(self, tenant: str, embedding: Sequence[float], top_k: int,
-              document_ids: Sequence[str] | None = None) -> list[ChunkHit]: ...
+              document_ids: Sequence[str] | None = None) -> list[ChunkHit]:
+        """The ``top_k`` chunks nearest ``embedding``, scored by cosine similarity."""
+        ...
+
+    def keyword_ids(self, tenant: str, text: str, n: int,
+                    document_ids: Sequence[str] | None = None) -> list[str]:
+        """The ids of the ``n`` best keyword matches, best first (none without an index)."""
+        ...
+
+    def get_chunks(self, tenant: str, ids: Sequence[str],
+                   embedding: Sequence[float]) -> list[ChunkHit]:
+        """Chunks by id, scored by cosine similarity to ``embedding``."""
+        ...
 
     def heartbeat(self) -> None: ...

@@ -219,7 +219,7 @@ class PiiSettings(BaseModel):
 
 
 class MetricsSettings(BaseModel):
-    """Prometheus ``/metrics`` (``DOCQA_METRICS__*``; core/metrics.py, service/metrics.py)."""
+    """Prometheus ``/metrics`` (``DOCQA_METRICS__*``; core/metrics.py, service/api/metrics.py)."""
 
     enabled: bool = Field(default=True, description="serve GET /metrics (false: 404)")
     token: SecretStr | None = Field(

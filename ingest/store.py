@@ -217,44 +217,18 @@ class ChromaStore:
                 out.append(hit)
         return out
 
-    def keyword_query(self, tenant: str, embedding: Sequence[float], text: str, top_k: int,
-                      document_ids: Sequence[str] | None = None) -> list[ChunkHit]:
-        """Keyword (BM25) hits in BM25 order; each carries its cosine to ``embedding`` as
-        ``score``, like the other modes, so callers see one scale."""
+    @property
+    def has_keywords(self) -> bool:
+        return self.keywords is not None
+
+    def keyword_ids(self, tenant: str, text: str, n: int,
+                    document_ids: Sequence[str] | None = None) -> list[str]:
+        """The ids of the ``n`` best keyword (BM25) matches, best first; none without an index."""
         if self.keywords is None:
             return []
-        # a few spare hits for collapsed duplicates, not 2x: each costs a vector fetch
-        found = self.keywords.search(collection_name(tenant), text, top_k + 10,
+        found = self.keywords.search(collection_name(tenant), text, n,
                                      list(document_ids) if document_ids else None)
-        order = [cid for cid, _doc, _s in found]
-        by_id = {h.chunk_id: h for h in self.get_chunks(tenant, order, embedding)}
-        return _collapse([by_id[c] for c in order if c in by_id])[:top_k]
-
-    def hybrid_query(self, tenant: str, embedding: Sequence[float], text: str, top_k: int,
-                     document_ids: Sequence[str] | None = None, candidates: int = 30,
-                     rrf_k: float = 60, keyword_weight: float = 1.0) -> list[ChunkHit]:
-        """Dense and keyword candidates fused by reciprocal rank; near-duplicates collapsed.
-
-        Every hit's ``score`` is its cosine similarity to the query (keyword-only hits are
-        fetched with their vectors), so downstream gates see one scale."""
-        n = max(candidates, top_k)
-        dense = self.query(tenant, embedding, n, document_ids)
-        if self.keywords is None:
-            return _collapse(dense)[:top_k]
-        keyword = self.keywords.search(collection_name(tenant), text, n,
-                                       list(document_ids) if document_ids else None)
-        fused: dict[str, float] = {}
-        for rank, h in enumerate(dense):
-            fused[h.chunk_id] = fused.get(h.chunk_id, 0.0) + 1.0 / (rrf_k + rank + 1)
-        for rank, (cid, _doc, _s) in enumerate(keyword):
-            fused[cid] = fused.get(cid, 0.0) + keyword_weight / (rrf_k + rank + 1)
-        order = sorted(fused, key=lambda c: -fused[c])
-        by_id = {h.chunk_id: h for h in dense}
-        wanted = order[: top_k + 10]  # room for collapsed duplicates
-        missing = [cid for cid in wanted if cid not in by_id]
-        for h in self.get_chunks(tenant, missing, embedding):
-            by_id[h.chunk_id] = h
-        return _collapse([by_id[c] for c in wanted if c in by_id])[:top_k]
+        return [cid for cid, _doc, _s in found]
 
     def compact(self, tenant: str, page: int = 500) -> dict[str, Any]:
         """Rebuild the tenant's collection from its current records and drop the old one.
@@ -470,19 +444,6 @@ def open_store(settings: Settings) -> ChromaStore:
     return ChromaStore(settings.chroma.host, settings.chroma.port,
                        KeywordIndex(settings.keywords_path, term_key(cipher.master)),
                        lock=redis_collection_lock(settings.redis_url), cipher=cipher)
-
-
-def _collapse(hits: Sequence[ChunkHit]) -> list[ChunkHit]:
-    """Drop hits whose text repeats an earlier hit's (same words, case and spacing aside)."""
-    seen: set[str] = set()
-    out = []
-    for h in hits:
-        key = " ".join(h.text.lower().split())
-        if key in seen:
-            continue
-        seen.add(key)
-        out.append(h)
-    return out
 
 
 def _missing(exc: Exception) -> bool:

@@ -1,6 +1,6 @@
 """A small typed client for the docqa HTTP API (used by the CLI, benchmarks and tests).
 
-Responses are ``TypedDict``s that mirror ``service/schemas.py`` (and ``service/admin.py``):
+Responses are ``TypedDict``s that mirror ``service/api/schemas.py`` (and ``service/api/admin.py``):
 at run time they are the plain decoded JSON dicts, so callers index them as before, while
 mypy knows every field. Streams (``text/event-stream``) are parsed by one small incremental
 parser, :class:`SSEDecoder`, after the WHATWG HTML "server-sent events" rules.
@@ -607,7 +607,7 @@ class DocqaClient:
 
 
 class AdminClient(DocqaClient):
-    """The admin API (``/admin/keys``, service/admin.py) with the admin key."""
+    """The admin API (``/admin/keys``, service/api/admin.py) with the admin key."""
 
     def __init__(self, base_url: str, admin_key: str, timeout: float = 60.0,
                  transport: httpx.BaseTransport | None = None) -> None:

@@ -20,7 +20,7 @@ import httpx
 import pytest
 import redis
 
-from service.cli import chroma_command, free_port, wait_http
+from service.cli.processes import chroma_command, free_port, wait_http
 from service.client import DocqaClient
 
 REDIS_URL = os.environ.get("DOCQA_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")

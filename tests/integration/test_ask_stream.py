@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from service.cli import free_port, wait_http
+from service.cli.processes import free_port, wait_http
 from tests.integration.conftest import KEYS, Stack
 
 pytestmark = pytest.mark.integration

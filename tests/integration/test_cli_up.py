@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from service.cli import free_port
+from service.cli.processes import free_port
 from service.client import DocqaClient
 from tests.integration.conftest import NETGUARD, REDIS_URL
 

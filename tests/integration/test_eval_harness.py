@@ -1,4 +1,4 @@
-"""`docqa eval squad2` end to end on a small SQuAD-format corpus of business documents.
+"""`docqa-bench squad2` (`python -m bench squad2`) end to end on a small SQuAD-format corpus of business documents.
 
 The harness uploads through the running service, asks through /v1/ask, runs the llama-index
 baseline in its own process against the same Chroma server and GGUF, and writes both
@@ -66,7 +66,7 @@ def test_eval_squad2_with_baseline_writes_both_systems(stack: Stack, tmp_path: P
     out = tmp_path / "eval.json"
     details = tmp_path / "details.json"
     run = subprocess.run(
-        [sys.executable, "-m", "service.cli", "eval", "squad2", "--split", "test", "--n", "2",
+        [sys.executable, "-m", "bench", "squad2", "--split", "test", "--n", "2",
          "--data", str(data), "--json", str(out), "--details", str(details), "--baseline",
          "--url", stack.url, "--api-key", key],
         env=stack.env, capture_output=True, text=True, timeout=900,

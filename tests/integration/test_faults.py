@@ -39,7 +39,7 @@ import redis
 from core.domain import Document, DocumentStatus
 from core.registry import SqliteDocumentRepository
 from ingest.store import collection_name
-from service.cli import chroma_command, free_port, wait_http
+from service.cli.processes import chroma_command, free_port, wait_http
 from service.client import DocqaClient
 from tests.integration.conftest import KEYS, NETGUARD, Stack, run_stack
 

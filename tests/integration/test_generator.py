@@ -6,7 +6,7 @@ import pytest
 
 from core.errors import OverloadedError
 from core.settings import Settings
-from service.generator import LlamaGenerator
+from service.answer.generator import LlamaGenerator
 
 pytestmark = pytest.mark.integration
 

@@ -22,7 +22,7 @@ import httpx
 import pytest
 import redis
 
-from service.cli import free_port, wait_http
+from service.cli.processes import free_port, wait_http
 from service.client import AdminClient
 from tests.integration.conftest import KEYS, REDIS_URL, Stack, raw
 

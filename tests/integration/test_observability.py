@@ -24,7 +24,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.cli import chroma_command, wait_http
+from service.cli.processes import chroma_command, wait_http
 from service.client import DocqaClient
 from tests.integration.conftest import KEYS, Stack, run_stack
 

@@ -8,15 +8,11 @@ import pytest
 from core.domain import ChunkHit
 from core.settings import Settings
 from ingest.embedding import HashEmbedder
-from service.answer import (
-    AnswerPipeline,
-    Evidence,
-    build_messages,
-    focus_window,
-    split_sentences,
-    verify,
-)
-from service.grounding import GATE_FEATURES, SENTENCE_FEATURES, GroundingModel, Logistic
+from ingest.sentences import split_sentences
+from service.answer import AnswerPipeline, Evidence
+from service.answer.pipeline import build_messages, focus_window
+from service.answer.verify import verify
+from service.answer.grounding import GATE_FEATURES, SENTENCE_FEATURES, GroundingModel, Logistic
 
 
 def ev(n: int, text: str) -> Evidence:
@@ -66,6 +62,8 @@ def test_passages_are_data_in_the_user_turn() -> None:
 
 
 class FakeStore:
+    has_keywords = False  # dense retrieval only
+
     def __init__(self, texts: list[str], embedder: HashEmbedder) -> None:
         self.texts, self.embedder = texts, embedder
 
@@ -106,8 +104,8 @@ def test_unsupported_draft_becomes_an_extractive_cited_quote() -> None:
     p, _ = pipeline("The plant opened in 2015 [1]")
     r = p.ask("t", "When did the Acme plant open?", 5)
     assert r.status == "answered" and "2014" in r.answer and "2015" not in r.answer
-    assert r.answer.endswith("[1]") and r.citations[0]["n"] == 1
-    assert r.citations[0]["quote"].startswith("The Acme plant opened in 2014")
+    assert r.answer.endswith("[1]") and r.citations[0].n == 1
+    assert r.citations[0].quote.startswith("The Acme plant opened in 2014")
 
 
 def test_weak_evidence_is_not_found_without_generating() -> None:
@@ -147,7 +145,7 @@ def test_extractive_mode_quotes_the_best_sentence_without_generating() -> None:
     assert gen.calls == 0 and r.status == "answered"
     assert r.answer == "The Acme plant opened in 2014 [1]"
     c = r.citations[0]
-    assert c["quote"] == "The Acme plant opened in 2014." and (c["start"], c["end"]) == (34, 64)
+    assert c.quote == "The Acme plant opened in 2014." and (c.start, c.end) == (34, 64)
 
 
 def test_long_sentences_are_cut_to_the_part_about_the_question() -> None:

@@ -52,7 +52,8 @@ from ingest.embedding import HashEmbedder
 from ingest.keywords import KeywordIndex
 from ingest.pipeline import IngestDeps, ingest_document
 from service.answer import AnswerPipeline
-from service.app import Components, create_app
+from service.api.app import create_app
+from service.api.components import Components
 from service.documents import DocumentService
 from tests.local_chroma import LocalChromaStore
 
@@ -198,7 +199,7 @@ UNDOCUMENTED_SUCCESS = {"POST /v1/documents": {200}}
 def documented(case: Any, status: int) -> bool:
     """Whether the schema describes this response as the app sends it.
 
-    Known gap: errors are RFC 9457 problem+json (service/app.py's exception handlers), which
+    Known gap: errors are RFC 9457 problem+json (service/api/errors.py), which
     the schema does not declare. Litestar documents its own 400 body (``{status_code,
     detail}``, application/json) and no 401, 404, 409, 413, 415, 422, 429 or 503 at all, so
     the conformance checks would fail on every error. Until an operation declares an error

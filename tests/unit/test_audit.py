@@ -300,7 +300,8 @@ def _client(tmp_path: Path):  # type: ignore[no-untyped-def]
     from litestar.testing import TestClient
 
     from core.settings import Settings
-    from service.app import Components, create_app
+    from service.api.app import create_app
+    from service.api.components import Components
 
     settings = Settings(data_dir=tmp_path, api_keys="acme:plain-key-acme-1", load_generator=False)
     comps = Components(settings=settings, repo=None, store=None, documents=None,  # type: ignore[arg-type]
@@ -397,7 +398,8 @@ def test_admin_key_changes_are_audited(tmp_path: Path) -> None:
 
     from core.registry import open_repository
     from core.settings import Settings
-    from service.app import Components, create_app
+    from service.api.app import create_app
+    from service.api.components import Components
 
     settings = Settings(data_dir=tmp_path, admin_key="admin-secret-1", load_generator=False,
                         database_url=None)

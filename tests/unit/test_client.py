@@ -354,7 +354,8 @@ def test_admin_client_calls_the_key_routes() -> None:
 def test_the_clients_types_name_exactly_the_fields_the_server_sends() -> None:
     """The client mirrors the wire format without importing the server's schemas; this keeps
     the two from drifting apart."""
-    from service import admin, client, schemas
+    from service import client
+    from service.api import admin, schemas
 
     pairs = [(client.Progress, schemas.ProgressOut), (client.Pii, schemas.PiiOut),
              (client.Document, schemas.DocumentOut), (client.DocumentList, schemas.DocumentList),

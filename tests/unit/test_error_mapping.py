@@ -6,7 +6,7 @@ from litestar.exceptions import HTTPException
 from litestar.testing import TestClient
 
 from core import errors
-from service.app import docqa_error_handler, http_error_handler, internal_error_handler
+from service.api.errors import docqa_error_handler, http_error_handler, internal_error_handler
 
 
 @pytest.mark.parametrize(

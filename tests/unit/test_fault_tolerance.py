@@ -1,6 +1,6 @@
 """Fault-tolerance pieces without processes: delivery settings, bounded redelivery
 (workers/deliveries.py), the reconciler (workers/reconcile.py and the registry queries it
-uses, on both backends) and ``docqa up``'s supervisor (service/supervise.py). The same
+uses, on both backends) and ``docqa up``'s supervisor (service/cli/supervise.py). The same
 behaviour on real processes: tests/integration/test_faults.py."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from core.domain import DocumentKind, DocumentStatus, Progress
 from core.ports import DocumentRepository
 from core.settings import Settings
 from core.tasks import INGEST_DOCUMENT, INGEST_QUEUE, celery_config, soft_time_limit
-from service.supervise import Supervisor
+from service.cli.supervise import Supervisor
 from tests.unit.test_registry_backends import MakeRepo, make_repo, pg_database, pg_dsn  # noqa: F401
 from workers import deliveries, reconcile
 

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from service.grounding import (
+from service.answer.grounding import (
     GATE_FEATURES,
     SENTENCE_FEATURES,
     Candidate,
@@ -90,7 +90,7 @@ def test_logistic_prob_is_standardised_and_bounded() -> None:
 def test_committed_model_matches_the_feature_code() -> None:
     """The JSON was trained on these exact features, in this order (retrain if this fails)."""
     model = load_model()
-    assert model is not None, "service/grounding_model.json is missing: run bench.train_grounding"
+    assert model is not None, "service/answer/grounding_model.json is missing: run bench.train_grounding"
     assert model.sentence.features == SENTENCE_FEATURES
     assert model.gate.features == GATE_FEATURES
     assert 0.0 < model.gate.threshold < 1.0

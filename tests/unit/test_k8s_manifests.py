@@ -463,7 +463,7 @@ def test_worker_may_finish_a_task_on_shutdown(resources: list[dict[str, Any]]) -
     worker = pod_spec(workload(resources, "worker"))
     api = pod_spec(workload(resources, "api"))
     assert worker["terminationGracePeriodSeconds"] >= 60
-    # uvicorn's own graceful shutdown is 20 s (service/cli.py), plus the preStop sleep
+    # uvicorn's own graceful shutdown is 20 s (service/cli/processes.py), plus the preStop sleep
     assert api["terminationGracePeriodSeconds"] > 20
 
 

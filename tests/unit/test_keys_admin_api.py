@@ -22,8 +22,9 @@ from core.keys import create_key, hash_key
 from core.ratelimit import RateLimiter
 from core.registry import SqliteDocumentRepository
 from core.settings import Settings
-from service.app import Components, create_app
-from service.cli import free_port
+from service.api.app import create_app
+from service.api.components import Components
+from service.cli.processes import free_port
 
 REDIS_URL = os.environ.get("DOCQA_TEST_RATELIMIT_REDIS_URL", "redis://127.0.0.1:6379/9")
 ADMIN = "admin-" + "x" * 30

@@ -27,7 +27,8 @@ from core import metrics
 from core.domain import DocumentKind, DocumentStatus
 from core.registry import SqliteDocumentRepository
 from core.settings import Settings
-from service.app import Components, create_app
+from service.api.app import create_app
+from service.api.components import Components
 
 KEY = "test-key-acme-0123456789"
 DQ_KEY = "dq_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8S9t0U1v"

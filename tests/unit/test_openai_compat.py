@@ -26,9 +26,13 @@ from core.errors import OverloadedError, TransientError
 from core.registry import SqliteDocumentRepository
 from core.settings import Settings
 from ingest.embedding import HashEmbedder
-from service.answer import AnswerPipeline, AnswerResult, DraftToken, follow_up_questions
-from service.app import Components, create_app
-from service.openai_compat import NOT_FOUND_MESSAGE, ask_event_stream, text_pieces
+from service.answer import AnswerPipeline, AnswerResult, DraftToken
+from service.answer.followup import follow_up_questions
+from service.api.app import create_app
+from service.api.components import Components
+from service.api.ask import ask_event_stream
+from service.api.openai import NOT_FOUND_MESSAGE
+from service.api.streaming import text_pieces
 
 KEY = "unit-openai-key-0123456789"
 PASSAGES = ["The Acme plant opened in 2014 and employs 10 engineers.",
@@ -37,6 +41,8 @@ PASSAGES = ["The Acme plant opened in 2014 and employs 10 engineers.",
 
 
 class FakeStore:
+    has_keywords = False  # dense retrieval only
+
     def __init__(self, texts: list[str], embedder: HashEmbedder) -> None:
         self.texts, self.embedder = texts, embedder
 

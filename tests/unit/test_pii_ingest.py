@@ -25,7 +25,7 @@ from ingest.embedding import HashEmbedder
 from ingest.pii import redact_pages
 from ingest.pipeline import IngestDeps, ingest_document, stored_file
 from service.documents import DocumentService
-from service.schemas import DocumentOut
+from service.api.schemas import DocumentOut
 
 # synthetic values only (published test numbers or checksums built for the tests)
 PII = {
@@ -328,7 +328,8 @@ def test_a_failed_unredacted_document_is_retried_redacted(env: Env) -> None:
 @pytest.fixture
 def http(tmp_path: Path) -> Iterator[tuple[TestClient[Any], Env]]:
     from service.answer import AnswerPipeline
-    from service.app import Components, create_app
+    from service.api.app import create_app
+    from service.api.components import Components
 
     env = Env(tmp_path, "acme:unit-key-acme-0123456789,globex:unit-key-globex-0123456789",
               tenants="globex")

@@ -23,9 +23,9 @@ from core.errors import ParseError
 from core.settings import LimitSettings
 from ingest.readers import read_document
 from ingest.sandbox import parse_isolated, parse_progress_line
-from service.cli import free_port
-from service.events import document_events
-from service.schemas import DocumentOut
+from service.cli.processes import free_port
+from service.api.events import document_events
+from service.api.schemas import DocumentOut
 from tests.factories import make_pdf
 
 

@@ -19,7 +19,7 @@ import redis
 
 from core.errors import TransientError
 from core.ratelimit import Limit, RateLimiter
-from service.cli import free_port
+from service.cli.processes import free_port
 
 REDIS_URL = os.environ.get("DOCQA_TEST_RATELIMIT_REDIS_URL", "redis://127.0.0.1:6379/9")
 T0 = 1_800_000_000.0  # a multiple of 60: the start of a minute window

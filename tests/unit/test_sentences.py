@@ -2,7 +2,7 @@
 
 from ingest.embedding import HashEmbedder
 from ingest.sentences import chunk_sentence_metadata, pack, split_sentences, unpack
-from service.grounding import cosine, make_candidates
+from service.answer.grounding import cosine, make_candidates
 
 
 def test_pack_round_trips_within_float16_precision() -> None:

@@ -14,6 +14,7 @@ from core.keystore import SqliteKeyStore
 from core.textcrypt import TEXT_KEY, TextCipher, TextKeyMissing, text_key_id
 from core.vault import Vault
 from ingest.keywords import KeywordIndex
+from ingest.retrieval import keyword_search
 from tests.local_chroma import LocalChromaStore
 
 CANARY = "SEALEDCANARY" + secrets.token_hex(6).upper()
@@ -108,7 +109,7 @@ def test_chroma_holds_only_sealed_text_and_search_opens_it(tmp_path: Path) -> No
     assert all(TEXT_KEY in m and CANARY not in m[TEXT_KEY] for m in raw["metadatas"])
     hits = store.query("acme", _vec(0), 2)
     assert hits[0].text == texts[0] and hits[0].filename == "memo.txt"
-    kw = store.keyword_query("acme", _vec(0), CANARY, 5)
+    kw = keyword_search(store, "acme", _vec(0), CANARY, 5)
     assert [h.chunk_id for h in kw] == ["d1-0"] and kw[0].text == texts[0]
     assert [(c, t) for _n, c, _d, t in store.all_chunks()] == [
         ("d1-0", texts[0]), ("d1-1", texts[1])]

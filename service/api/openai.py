@@ -1,4 +1,4 @@
-"""OpenAI-compatible endpoints and the event stream of ``/v1/ask``.
+"""OpenAI-compatible endpoints: a translation of OpenAI's requests and responses, nothing more.
 
 ``POST /v1/chat/completions``, ``GET /v1/models`` and ``POST /v1/embeddings`` speak enough
 of OpenAI's API for its clients (the official ``openai`` package, LangChain, curl scripts) to
@@ -18,11 +18,6 @@ Differences from OpenAI's API, on purpose:
 * ``usage`` counts are estimates (about four characters per token), not a tokenizer's;
 * errors are RFC 9457 problem+json like every other docqa route (OpenAI clients raise the
   matching exception class from the status code).
-
-Streaming ``/v1/ask`` (issue 7, contract point 1): ``event: token`` with ``{"text"}`` zero or
-more times, then ``event: final`` with exactly the non-streaming body; an error after the
-stream started is ``event: error`` with ``{status, title, detail}``. The synchronous answer
-pipeline runs in worker threads (one ``next()`` at a time), never on the event loop.
 """
 
 from __future__ import annotations
@@ -30,42 +25,39 @@ from __future__ import annotations
 import base64
 import logging
 import math
-import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from functools import partial
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-import anyio
 import msgspec
+import numpy as np
 from litestar import Request, Response, get, post
 from litestar.exceptions import HTTPException
-from litestar.openapi.spec import (
-    OpenAPIMediaType,
-    OpenAPIResponse,
-    Operation,
-    Reference,
-    Schema,
-)
-from litestar.openapi.spec.enums import OpenAPIType
+from litestar.openapi.spec import Schema
 from litestar.response import Stream
 from litestar.status_codes import HTTP_200_OK
 from litestar.types import ExceptionHandlersMap
 
 from core.errors import BadInputError, DocqaError, NotFoundError
 from core.settings import Settings
-from service.answer import AnswerEvent, AnswerResult, DraftToken
-from service.limits import ASK
-from service.schemas import AskResponse, Citation, Filters
-
-if TYPE_CHECKING:
-    from service.app import Components
+from service.answer import AnswerResult, final_result
+from service.api.ask import AnswerEvents
+from service.api.components import Components
+from service.api.errors import error_response
+from service.api.limits import ASK
+from service.api.schemas import Citation, Filters, citation_out
+from service.api.streaming import (
+    EVENT_STREAM,
+    STREAM_HEADERS,
+    EventStreamOperation,
+    event_schema,
+    text_pieces,
+)
 
 log = logging.getLogger("docqa.api")
 
-EVENT_STREAM = "text/event-stream"
 CHAT_MODEL = "docqa"
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 NOT_FOUND_MESSAGE = "Not found in your documents."
@@ -75,119 +67,14 @@ MAX_MESSAGES = 100
 MAX_HISTORY_TURNS = 8  # earlier user turns handed to the pipeline (it uses the latest ones)
 MAX_EMBEDDING_INPUTS = 256
 MAX_EMBEDDING_CHARS = 8000  # the embedder reads ~256 word pieces; far beyond is a mistake
-# the content type as a header too: a handler's own media type (JSON) would win over the
-# Stream's media_type (Litestar 2.25), a header it only sets by default
-STREAM_HEADERS = {"Content-Type": f"{EVENT_STREAM}; charset=utf-8", "Cache-Control": "no-cache",
-                  "X-Accel-Buffering": "no"}
 _STARTED = int(time.time())
 
-# (question, top_k, filters, earlier user turns) → draft pieces, then the final AnswerResult.
-# Provided per request by service/app.py (filters' scope, metric, audit record included).
-AnswerStream = Generator[AnswerEvent, None, None]
-AnswerEvents = Callable[[str, int | None, Filters | None, Sequence[str]], AnswerStream]
 
-
-# ---------------------------------------------------------------- /v1/ask as an event stream
-
-
-def ask_body(result: AnswerResult) -> AskResponse:
-    """The body of a non-streaming ``/v1/ask`` (and the ``final`` event of a streaming one)."""
-    return AskResponse(result.status, result.answer, [Citation(**c) for c in result.citations],
-                       result.timings)
-
-
-def final_result(events: Iterator[AnswerEvent]) -> AnswerResult:
-    for event in events:
-        if isinstance(event, AnswerResult):
-            return event
-    raise RuntimeError("the answer pipeline ended without a result")
-
-
-def sse(event: str, data: Any) -> bytes:
-    """One server-sent event; msgspec's JSON never holds a newline, so one data line."""
-    return b"event: " + event.encode() + b"\ndata: " + msgspec.json.encode(data) + b"\n\n"
-
-
-def text_pieces(text: str) -> list[str]:
-    """``text`` cut into word-sized pieces (each with its trailing space) that join back to it."""
-    return re.findall(r"\s*\S+\s*", text) or ([text] if text else [])
-
-
-def _event_schema(names: Sequence[str] | None, data: str) -> Schema:
-    """One server-sent event, as OpenAPI 3.1 tools read an event stream's schema."""
-    props: dict[str, Schema | Reference] = {
-        "data": Schema(type=OpenAPIType.STRING, description=data)}
-    if names:
-        props["event"] = Schema(type=OpenAPIType.STRING, enum=list(names))
-    return Schema(type=OpenAPIType.OBJECT, properties=props,
-                  required=["data", "event"] if names else ["data"])
-
-
-@dataclass
-class AskEventsOperation(Operation):
-    """``/v1/ask``'s 200: the JSON body, or (``"stream": true``) its event stream."""
-
-    event_schema: ClassVar[Schema] = _event_schema(
-        ["token", "final", "error"], "JSON: token {text}; final: the JSON response body; "
-        "error {status, title, detail}")
-
-    def __post_init__(self) -> None:
-        ok = (self.responses or {}).get("200")
-        if isinstance(ok, OpenAPIResponse) and ok.content is not None:
-            ok.content[EVENT_STREAM] = OpenAPIMediaType(schema=self.event_schema)
-
-
-@dataclass
-class ChatChunksOperation(AskEventsOperation):
+class ChatChunksOperation(EventStreamOperation):
     """``/v1/chat/completions``' 200: a completion, or (``"stream": true``) OpenAI's chunks."""
 
-    event_schema: ClassVar[Schema] = _event_schema(
+    event_schema: ClassVar[Schema] = event_schema(
         None, "a chat.completion.chunk as JSON, or [DONE] at the end")
-
-
-def ask_event_stream(events: AnswerStream) -> Stream:
-    """``/v1/ask`` with ``"stream": true``. Called in the handler's worker thread: the first
-    event is computed before the response starts, so a failure up to then (the answer queue
-    is full: 503, the vector store is down…) is still an ordinary problem+json response."""
-    try:
-        first = next(events)
-    except StopIteration as exc:  # pragma: no cover - the pipeline always ends with a result
-        raise RuntimeError("the answer pipeline ended without a result") from exc
-    return Stream(_ask_sse(first, events), media_type=EVENT_STREAM, headers=STREAM_HEADERS)
-
-
-async def _ask_sse(first: AnswerEvent, events: AnswerStream) -> AsyncIterator[bytes]:
-    event: AnswerEvent | None = first
-    drafted = False
-    try:
-        while event is not None:
-            if isinstance(event, DraftToken):
-                drafted = True
-                yield sse("token", {"text": event.text})
-            else:
-                if not drafted:  # extractive mode has no draft: the answer's words are the tokens
-                    for piece in text_pieces(event.answer):
-                        yield sse("token", {"text": piece})
-                yield sse("final", ask_body(event))
-                return
-            try:
-                event = await anyio.to_thread.run_sync(partial(next, events, None))
-            except DocqaError as exc:
-                yield sse("error", {"status": exc.status_code, "title": exc.title,
-                                    "detail": exc.detail})
-                return
-            except Exception:
-                log.exception("streamed answer failed")
-                yield sse("error", {"status": 500, "title": "Internal error",
-                                    "detail": "an unexpected error occurred; see the server log"})
-                return
-        yield sse("error", {"status": 500, "title": "Internal error",
-                            "detail": "the answer ended without a result"})
-    finally:
-        # the client may have left mid-draft: closing the pipeline frees the generator's
-        # lock and queue slot at once (and records the question as abandoned)
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(events.close)
 
 
 # ---------------------------------------------------------------- request and response bodies
@@ -347,7 +234,7 @@ def completion_for(result: AnswerResult, conversation: Conversation) -> ChatComp
         model=CHAT_MODEL,
         choices=[ChatChoice(0, ChatMessageOut("assistant", content), "stop")],
         usage=Usage(prompt, completion, prompt + completion),
-        citations=[Citation(**c) for c in result.citations], docqa_status=result.status,
+        citations=[citation_out(c) for c in result.citations], docqa_status=result.status,
     )
 
 
@@ -396,8 +283,6 @@ def embedding_texts(value: str | list[str | int | list[int]]) -> list[str]:
 def encode_vector(vector: Sequence[float], encoding: str) -> list[float] | str:
     if encoding == "float":
         return [float(x) for x in vector]
-    import numpy as np  # comes with sentence-transformers
-
     # OpenAI's base64 form: the little-endian float32 bytes (what its client decodes)
     return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
 
@@ -409,14 +294,7 @@ _ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_
 def openai_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     """docqa's problem+json with OpenAI's ``error`` object added (an RFC 9457 extension
     member): OpenAI clients put its ``message`` into the exceptions they raise."""
-    from service import app as api  # builds on this module, so imported here, not at the top
-
-    if isinstance(exc, DocqaError):
-        resp = api.docqa_error_handler(request, exc)
-    elif isinstance(exc, HTTPException):
-        resp = api.http_error_handler(request, exc)
-    else:  # pragma: no cover - only the two above are registered
-        resp = api.internal_error_handler(request, exc)
+    resp = error_response(request, exc)
     body = resp.content
     if isinstance(body, dict):
         status = resp.status_code or 500
@@ -494,4 +372,4 @@ def create_embeddings(data: EmbeddingRequest, comps: Components) -> EmbeddingLis
     )
 
 
-openai_handlers = [chat_completions, list_models, get_model, create_embeddings]
+route_handlers = [chat_completions, list_models, get_model, create_embeddings]

@@ -28,7 +28,7 @@ from litestar import get
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from core.domain import Document, DocumentStatus
-from service.schemas import DocumentOut
+from service.api.schemas import DocumentOut
 
 POLL_S = 0.25
 KEEPALIVE_S = 15.0

@@ -49,7 +49,8 @@ class Supervisor:
         self.procs = procs
         self.start = start
         self.log = log
-        self.backoff_min_s, self.backoff_max_s, self.stable_s = backoff_min_s, backoff_max_s, stable_s
+        self.backoff_min_s, self.backoff_max_s = backoff_min_s, backoff_max_s
+        self.stable_s = stable_s
         self.clock = clock
         now = clock()
         self.state = {name: _State(started_at=now) for name in procs}

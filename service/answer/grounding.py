@@ -1,7 +1,7 @@
 """Features and small learned scorers for the answer pipeline.
 
 Two logistic models, trained by ``bench/train_grounding.py`` on the SQuAD 2.0 *dev* split
-only and committed as JSON (``service/grounding_model.json``, a few hundred bytes):
+only and committed as JSON (``service/answer/grounding_model.json``, a few hundred bytes):
 
 * the **sentence scorer** ranks the sentences of the retrieved chunks by the chance that
   they hold the answer (features: embedding similarity, word and bigram overlap with the

@@ -22,6 +22,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from litestar import Response, get
+
 log = logging.getLogger("docqa.health")
 
 _last: dict[str, bool] = {}
@@ -69,3 +71,18 @@ def readiness(comps: Any) -> tuple[bool, dict[str, Any]]:
     body = {"status": "not ready" if failed else "ready", "checks": checks, "failed": failed,
             "registry_backend": "postgresql" if settings.database_url else "sqlite"}
     return not failed, body
+
+
+@get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@get("/readyz", sync_to_thread=True)
+def readyz(comps: Any) -> Response[dict[str, Any]]:
+    """Redis, Chroma, the registry database and the models."""
+    ready, body = readiness(comps)
+    return Response(body, status_code=200 if ready else 503)
+
+
+route_handlers = [healthz, readyz]

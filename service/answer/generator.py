@@ -1,6 +1,6 @@
 """The local generator: one ``Llama`` per process, calls serialized, wait queue bounded.
 
-A single ``Llama`` object is not safe for concurrent calls (DESIGN.md), so every call
+A single ``Llama`` object is not safe for concurrent calls (docs/architecture.md), so every call
 takes one lock; callers beyond ``queue_size`` waiting get ``OverloadedError`` (503 +
 Retry-After) at once instead of piling up.
 """

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar.datastructures import UploadFile
 
 from core.domain import Document
-
+from service.answer import AnswerResult
+from service.answer import Citation as AnswerCitation
 
 MetaValue = str | int | float | bool
 
@@ -75,6 +76,16 @@ class AskResponse(msgspec.Struct):
     timings: dict[str, float]
 
 
+def citation_out(c: AnswerCitation) -> Citation:
+    return Citation(c.n, c.document_id, c.filename, c.page, c.start, c.end, c.quote, c.score)
+
+
+def ask_body(result: AnswerResult) -> AskResponse:
+    """The body of a non-streaming ``/v1/ask`` (and the ``final`` event of a streaming one)."""
+    return AskResponse(result.status, result.answer,
+                       [citation_out(c) for c in result.citations], result.timings)
+
+
 class SearchResult(msgspec.Struct):
     chunk_id: str
     document_id: str
@@ -125,10 +136,8 @@ class DocumentOut(msgspec.Struct):
 
     @classmethod
     def from_domain(cls, doc: Document) -> DocumentOut:
-        import datetime as dt
-
         def iso(ts: float) -> str:
-            return dt.datetime.fromtimestamp(ts, tz=dt.UTC).isoformat()
+            return datetime.fromtimestamp(ts, tz=UTC).isoformat()
 
         return cls(
             id=doc.id, filename=doc.filename, kind=doc.kind.value, status=doc.status.value,

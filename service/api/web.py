@@ -1,4 +1,5 @@
-"""The web page at ``/``: a static page (service/web/) that talks to the v1 API from the browser.
+"""The web page at ``/``: a static page (``service/web/``) that talks to the v1 API from
+the browser.
 
 Nothing here needs an API key: the page holds no data, the browser sends the key it was
 given (``Authorization: Bearer``) on every /v1 call, exactly like any other client.
@@ -62,6 +63,5 @@ async def web_asset(name: str) -> Response[bytes]:
     return _serve(name)
 
 
-def web_routes() -> list[HTTPRouteHandler]:
-    """The page's handlers, mounted at the app level (outside the /v1 API-key guard)."""
-    return [web_index, web_asset]
+# mounted at the app level (outside the /v1 API-key guard)
+route_handlers: list[HTTPRouteHandler] = [web_index, web_asset]

@@ -1,0 +1,81 @@
+"""Retrieval over the vector store's two indexes: dense, keyword (BM25) and their fusion.
+
+The store (``ingest/store.py``) answers the two primitive questions, the nearest chunks
+to a vector and the chunk ids a keyword query ranks; this module combines them. Every
+hit's ``score`` is its cosine similarity to the query, whichever mode found it (keyword-
+only hits are fetched with their vectors), so the answer engine's gates see one scale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from core.domain import ChunkHit
+from core.errors import ConfigurationError
+from core.ports import VectorStore
+from core.settings import RetrievalSettings
+
+MODES = ("hybrid", "dense", "keyword")
+# spare hits for collapsed duplicates, not 2x: each keyword-only hit costs a vector fetch
+SPARE_HITS = 10
+
+
+def retrieve(store: VectorStore, tenant: str, embedding: Sequence[float], text: str,
+             top_k: int, document_ids: Sequence[str] | None, mode: str | None,
+             settings: RetrievalSettings) -> list[ChunkHit]:
+    """``top_k`` chunks of ``tenant`` (within ``document_ids`` when given). ``mode``:
+    ``hybrid`` (dense and keyword fused), ``dense`` or ``keyword``; None = the configured
+    default (hybrid when enabled). Hybrid falls back to dense without a keyword index."""
+    mode = mode or ("hybrid" if settings.hybrid else "dense")
+    if mode == "keyword" and store.has_keywords:
+        return keyword_search(store, tenant, embedding, text, top_k, document_ids)
+    if mode == "hybrid" and store.has_keywords:
+        return hybrid_search(store, tenant, embedding, text, top_k, document_ids,
+                             settings.keyword_candidates, settings.rrf_k, settings.keyword_weight)
+    if mode in ("dense", "hybrid"):
+        return store.query(tenant, embedding, top_k, document_ids)
+    raise ConfigurationError("keyword search needs the keyword index")
+
+
+def keyword_search(store: VectorStore, tenant: str, embedding: Sequence[float], text: str,
+                   top_k: int, document_ids: Sequence[str] | None = None) -> list[ChunkHit]:
+    """Keyword (BM25) hits in BM25 order, each scored by its cosine to ``embedding``."""
+    order = store.keyword_ids(tenant, text, top_k + SPARE_HITS, document_ids)
+    by_id = {h.chunk_id: h for h in store.get_chunks(tenant, order, embedding)}
+    return collapse([by_id[c] for c in order if c in by_id])[:top_k]
+
+
+def hybrid_search(store: VectorStore, tenant: str, embedding: Sequence[float], text: str,
+                  top_k: int, document_ids: Sequence[str] | None = None, candidates: int = 30,
+                  rrf_k: float = 60, keyword_weight: float = 1.0) -> list[ChunkHit]:
+    """Dense and keyword candidates fused by reciprocal rank; near-duplicates collapsed."""
+    n = max(candidates, top_k)
+    dense = store.query(tenant, embedding, n, document_ids)
+    if not store.has_keywords:
+        return collapse(dense)[:top_k]
+    keyword = store.keyword_ids(tenant, text, n, document_ids)
+    fused: dict[str, float] = {}
+    for rank, h in enumerate(dense):
+        fused[h.chunk_id] = fused.get(h.chunk_id, 0.0) + 1.0 / (rrf_k + rank + 1)
+    for rank, cid in enumerate(keyword):
+        fused[cid] = fused.get(cid, 0.0) + keyword_weight / (rrf_k + rank + 1)
+    order = sorted(fused, key=lambda c: -fused[c])
+    by_id = {h.chunk_id: h for h in dense}
+    wanted = order[: top_k + SPARE_HITS]
+    missing = [cid for cid in wanted if cid not in by_id]
+    for h in store.get_chunks(tenant, missing, embedding):
+        by_id[h.chunk_id] = h
+    return collapse([by_id[c] for c in wanted if c in by_id])[:top_k]
+
+
+def collapse(hits: Sequence[ChunkHit]) -> list[ChunkHit]:
+    """Drop hits whose text repeats an earlier hit's (same words, case and spacing aside)."""
+    seen: set[str] = set()
+    out = []
+    for h in hits:
+        key = " ".join(h.text.lower().split())
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(h)
+    return out

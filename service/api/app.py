@@ -1,0 +1,67 @@
+"""The Litestar app factory: components are built once in the lifespan; routes live in one
+module per group (documents, ask, OpenAI-compatible, events, admin, web, health, metrics)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+from litestar import Litestar, Router
+from litestar.di import Provide
+
+from core.logging import connect_celery_signals
+from core.settings import Settings, apply_offline_env
+from service.api import ask, documents, health, openai, web
+from service.api.admin import admin_router
+from service.api.auth import provide_audit, provide_components, provide_tenant, require_api_key
+from service.api.components import Components, build_components
+from service.api.errors import EXCEPTION_HANDLERS
+from service.api.events import stream_document_events
+from service.api.limits import enforce_rate_limit
+from service.api.metrics import metrics_routes
+from service.api.observability import RequestContextMiddleware, add_request_id_header
+
+log = logging.getLogger("docqa.api")
+
+
+def create_app(settings: Settings | None = None, components: Components | None = None) -> Litestar:
+    apply_offline_env()
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        if getattr(app.state, "components", None) is None:
+            app.state.components = await anyio.to_thread.run_sync(build_components, settings)
+        log.info("docqa API ready")
+        yield
+
+    v1 = Router(
+        path="/v1",
+        guards=[require_api_key, enforce_rate_limit],
+        dependencies={"tenant": Provide(provide_tenant, sync_to_thread=False),
+                      "audit": Provide(provide_audit, sync_to_thread=False),
+                      "answer_events": Provide(ask.provide_answer_events, sync_to_thread=False)},
+        route_handlers=[*documents.route_handlers, *ask.route_handlers, stream_document_events,
+                        *openai.route_handlers],
+    )
+    admin = admin_router(settings)  # None without an admin key: /admin is then a 404
+    connect_celery_signals()  # the request id travels with the jobs an upload queues
+    app = Litestar(
+        route_handlers=[v1, *health.route_handlers, *metrics_routes(settings),
+                        *web.route_handlers,  # the page at /: no key, no /v1 guard
+                        *([admin] if admin else [])],
+        # request ids, access log lines, HTTP metrics (observability.py); logging itself is
+        # set up by `docqa serve` (core/logging.py), not by Litestar
+        middleware=[RequestContextMiddleware],
+        before_send=[add_request_id_header],
+        logging_config=None,
+        dependencies={"comps": Provide(provide_components, sync_to_thread=False)},
+        lifespan=[lifespan],
+        exception_handlers=EXCEPTION_HANDLERS,
+        request_max_body_size=settings.max_upload_bytes + 1024 * 1024,
+        debug=False,
+    )
+    app.state.components = components
+    return app

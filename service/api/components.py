@@ -1,0 +1,73 @@
+"""The API's components, built once in the app's lifespan and handed to handlers by ``Provide``.
+
+Heavy things (the embedding model, the GGUF generator, clients) are built here, never at
+import time.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from core.audit import AuditLog, open_audit
+from core.errors import DocqaError
+from core.ports import DocumentRepository
+from core.ratelimit import RateLimiter
+from core.registry import open_repository
+from core.settings import Settings
+from core.vault import encrypt_legacy_files
+from ingest.embedding import SentenceTransformerEmbedder
+from ingest.store import ChromaStore, open_store
+from service.answer import AnswerPipeline
+from service.answer.generator import LlamaGenerator
+from service.documents import DocumentService, TaskQueue
+
+log = logging.getLogger("docqa.api")
+
+
+@dataclass
+class Components:
+    settings: Settings
+    repo: DocumentRepository
+    store: ChromaStore
+    documents: DocumentService
+    answers: AnswerPipeline
+    redis: Any  # redis.Redis: readiness and the queue-depth metrics
+    audit: AuditLog | None = None  # None: audit.enabled=false
+    limiter: RateLimiter | None = None  # None: no rate limits (service/api/limits.py)
+
+
+def build_components(settings: Settings) -> Components:
+    repo = open_repository(settings)
+    store = open_store(settings)
+    keywords = store.keywords
+    if keywords is not None and not keywords.existed:
+        try:  # the keyword index is derived data: rebuild it from Chroma when it is missing
+            n = store.rebuild_keywords()
+            keywords.mark_complete()
+            log.info("keyword index %s built from Chroma: %d chunks", settings.keywords_path, n)
+        except DocqaError as exc:
+            log.warning("keyword index not rebuilt (Chroma unavailable: %s)", exc)
+    embedder = SentenceTransformerEmbedder(
+        settings.models.resolved_embedding_path(), settings.models.embedding_batch_size
+    )
+    generator = None
+    if settings.load_generator:
+        m = settings.models
+        generator = LlamaGenerator(
+            m.resolved_generator_path(), n_ctx=m.n_ctx, n_threads=m.n_threads,
+            queue_size=m.generation_queue_size, timeout_s=m.generation_timeout_s,
+            retry_after_s=m.retry_after_s,
+        )
+    documents = DocumentService(settings, repo, store, TaskQueue(settings))
+    encrypt_legacy_files(documents.vault, settings.files_dir)  # originals of older versions
+    return Components(
+        settings=settings, repo=repo, store=store, documents=documents,
+        answers=AnswerPipeline(settings, embedder, store, generator),
+        redis=redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2),
+        audit=open_audit(settings),
+        limiter=RateLimiter.from_url(settings.redis_url, fail_open=settings.rate_limit.fail_open),
+    )

@@ -1,0 +1,80 @@
+"""``/v1/documents``: upload (202, a worker does the rest), list, get and delete."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Annotated
+
+import anyio
+from litestar import Response, delete, get, post
+from litestar.enums import RequestEncodingType
+from litestar.params import Body, Parameter
+from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
+
+from core.audit import RequestAudit
+from core.domain import DocumentStatus
+from core.errors import DocqaError
+from service.api.components import Components
+from service.api.schemas import DocumentList, DocumentOut, UploadAccepted, UploadForm
+from service.documents import clean_filename, parse_metadata
+
+
+@post("/documents", status_code=HTTP_202_ACCEPTED)
+async def upload_document(
+    data: Annotated[UploadForm, Body(media_type=RequestEncodingType.MULTI_PART)],
+    tenant: str,
+    comps: Components,
+    audit: RequestAudit,
+) -> Response[UploadAccepted]:
+    svc = comps.documents
+    name = clean_filename(data.file.filename)
+    try:
+        metadata = parse_metadata(data.metadata)
+        staged, sha256, size = await svc.stage(data.file)
+        doc, created = await anyio.to_thread.run_sync(
+            partial(svc.accept, tenant, staged, sha256, size, name, metadata,
+                    redact_pii=data.redact_pii)
+        )
+    except DocqaError as exc:
+        await anyio.to_thread.run_sync(partial(audit.failed, "upload", exc, **audit.text(
+            "filename", name)))
+        raise
+    await anyio.to_thread.run_sync(partial(
+        audit.record, "upload", status="accepted" if created else "duplicate",
+        document_ids=[doc.id], sha256=sha256, bytes=size, redact_pii=doc.redact_pii,
+        **audit.text("filename", name)))
+    code = HTTP_202_ACCEPTED if created else HTTP_200_OK
+    return Response(UploadAccepted(doc.id, doc.status.value, duplicate=not created,
+                                   pii_redacted=doc.redact_pii), status_code=code)
+
+
+@get("/documents", sync_to_thread=True)
+def list_documents(
+    tenant: str,
+    comps: Components,
+    status: DocumentStatus | None = None,
+    limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
+    # bounded: past SQL's 64-bit integers an offset was a 500 (OverflowError); 2**53 - 1 is
+    # the largest a JSON client (and the schema's float maximum) represents exactly
+    offset: Annotated[int, Parameter(ge=0, le=2**53 - 1)] = 0,
+) -> DocumentList:
+    docs, total = comps.repo.list(tenant, status, limit, offset)
+    return DocumentList([DocumentOut.from_domain(d) for d in docs], total, limit, offset)
+
+
+@get("/documents/{doc_id:str}", sync_to_thread=True)
+def get_document(doc_id: str, tenant: str, comps: Components) -> DocumentOut:
+    return DocumentOut.from_domain(comps.documents.get(tenant, doc_id))
+
+
+@delete("/documents/{doc_id:str}", status_code=HTTP_204_NO_CONTENT, sync_to_thread=True)
+def delete_document(doc_id: str, tenant: str, comps: Components, audit: RequestAudit) -> None:
+    try:
+        comps.documents.delete(tenant, doc_id)
+    except DocqaError as exc:
+        audit.failed("delete", exc, document_ids=[doc_id[:128]])
+        raise
+    audit.record("delete", status="deleted", document_ids=[doc_id])
+
+
+route_handlers = [upload_document, list_documents, get_document, delete_document]
