@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -29,12 +30,12 @@ class DocumentRepository(Protocol):
 
     def list(
         self, tenant: str, status: DocumentStatus | None, limit: int, offset: int
-    ) -> tuple[list[Document], int]: ...
+    ) -> tuple[builtins.list[Document], int]: ...
 
     def find_ids(self, tenant: str, *, ids: Sequence[str] | None = None,
                  filename: str | None = None, created_from: float | None = None,
                  created_to: float | None = None,
-                 metadata: dict[str, Any] | None = None) -> list[str]: ...
+                 metadata: dict[str, Any] | None = None) -> builtins.list[str]: ...
 
     def set_status(
         self,
@@ -55,7 +56,8 @@ class DocumentRepository(Protocol):
 
     def set_progress(self, doc_id: str, progress: Progress) -> None: ...
 
-    def stale_document_ids(self, updated_before: float, limit: int = 1000) -> list[str]:
+    def stale_document_ids(self, updated_before: float,
+                           limit: int = 1000) -> builtins.list[str]:
         """Ids of documents of every tenant that are ``queued`` or ``processing`` and were
         last updated before ``updated_before`` (epoch seconds), oldest first
         (workers/reconcile.py)."""
@@ -75,7 +77,7 @@ class DocumentRepository(Protocol):
     def key_for_hash(self, key_hash: str) -> ApiKey | None:
         """The active (not revoked) key with this hash, or None."""
 
-    def list_keys(self, tenant: str | None = None) -> list[ApiKey]:
+    def list_keys(self, tenant: str | None = None) -> builtins.list[ApiKey]:
         """Every key (revoked ones too, with ``revoked_at``), oldest first; never hashes."""
 
     def revoke_key(self, key_id: str) -> bool:

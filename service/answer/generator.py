@@ -37,6 +37,8 @@ class LlamaGenerator:
     ) -> None:
         if not Path(model_path).is_file():
             raise ConfigurationError(f"GGUF model not found at {model_path}")
+        # imported here: the native library is loaded only by a process that generates
+        # (extractive answers, the default, never do; workers never do)
         from llama_cpp import Llama
 
         # Chat template comes from the GGUF's own metadata, so any instruct GGUF works.

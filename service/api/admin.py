@@ -27,6 +27,7 @@ from core.keys import (
     valid_key_id,
     validate_tenant,
 )
+from core.logging import current_request_id
 from core.settings import Settings
 
 
@@ -85,8 +86,6 @@ def revoke_api_key(key_id: str, comps: Any) -> None:
 def _audit(comps: Any, event: str, tenant: str | None, key_id: str) -> None:
     """Key changes go on the audit record; who: ``admin`` (the admin key has no id).
     Raises AuditUnavailableError (503) when the entry cannot be written."""
-    from core.logging import current_request_id
-
     RequestAudit(getattr(comps, "audit", None), tenant, "admin",
                  request_id(current_request_id())).record(event, status="ok", target_key_id=key_id)
 

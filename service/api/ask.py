@@ -25,6 +25,7 @@ from litestar.status_codes import HTTP_200_OK
 
 from core import metrics as core_metrics
 from core.audit import RequestAudit
+from core.domain import ChunkHit
 from core.errors import DocqaError
 from core.settings import Settings
 from service.answer import AnswerEvent, AnswerResult, DraftToken, final_result
@@ -93,7 +94,7 @@ def search(data: SearchRequest, tenant: str, comps: Components,
              "mode": data.mode, "top_k": data.top_k}
     try:
         ids = _scope(data.filters, tenant, comps)
-        hits = []
+        hits: list[ChunkHit] = []
         if ids != []:
             r = comps.settings.retrieval
             hits, _ = comps.answers.search(tenant, data.query,

@@ -27,6 +27,9 @@ from typing import Any
 
 from litestar import Request, Response, get
 from litestar.handlers import HTTPRouteHandler
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from core import metrics as core_metrics
 from core import tasks as names
@@ -49,8 +52,6 @@ class ScrapeTimeCollector:
         self.queues = queues
 
     def collect(self) -> Iterator[Any]:
-        from prometheus_client.core import GaugeMetricFamily
-
         errors: list[str] = []
         counts = self._documents(errors)
         if counts is not None:
@@ -103,24 +104,19 @@ class _InProcess:
     """This process's own registry (no multiprocess directory: tests, library use)."""
 
     def collect(self) -> Iterator[Any]:
-        from prometheus_client import REGISTRY
-
         yield from REGISTRY.collect()
 
 
 def exposition(repo: Any, redis_client: Any) -> bytes:
     """The text a scrape gets."""
-    from prometheus_client import CollectorRegistry, generate_latest
-    from prometheus_client.multiprocess import MultiProcessCollector
-
     core_metrics.metrics()  # this process's families exist even before their first use
     registry = CollectorRegistry()
     path = core_metrics.multiproc_dir()
     if path is not None:
-        MultiProcessCollector(registry, path=str(path))
+        MultiProcessCollector(registry, path=str(path))  # type: ignore[no-untyped-call]
     else:
-        registry.register(_InProcess())  # type: ignore[arg-type]
-    registry.register(ScrapeTimeCollector(repo, redis_client))  # type: ignore[arg-type]
+        registry.register(_InProcess())
+    registry.register(ScrapeTimeCollector(repo, redis_client))
     return bytes(generate_latest(registry))
 
 
