@@ -111,8 +111,8 @@ def up(port: int | None, data_dir: Path | None) -> None:
     if load_or_create_master_key(data, configured)[1]:
         click.echo(f"generated the master key of the stored files: {data / MASTER_KEY_FILE} "
                    "(mode 0600); back it up separately from the data (README: Encryption at rest)")
-    # a fixed port when one is configured (so other tools, e.g. `python -m bench squad2 --baseline`, can
-    # reach this Chroma), otherwise any free one
+    # a fixed port when one is configured (so other tools, e.g. the llama-index baseline of
+    # `python -m bench squad2 --baseline`, can reach this Chroma), otherwise any free one
     chroma_port = settings.chroma.port if "DOCQA_CHROMA__PORT" in os.environ else free_port()
     env = {**os.environ, "DOCQA_DATA_DIR": str(data), "DOCQA_CHROMA__HOST": "127.0.0.1",
            "DOCQA_CHROMA__PORT": str(chroma_port), "DOCQA_PORT": str(settings.port),
