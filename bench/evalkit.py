@@ -243,7 +243,8 @@ def ask_all(
     return out
 
 
-def docqa_asker(client: DocqaClient, id_to_key: dict[str, str]) -> Callable[[EvalQuestion], AskRecord]:
+def docqa_asker(client: DocqaClient,
+                id_to_key: dict[str, str]) -> Callable[[EvalQuestion], AskRecord]:
     def ask(q: EvalQuestion) -> AskRecord:
         t = time.perf_counter()
         try:

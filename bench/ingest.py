@@ -18,7 +18,8 @@ tenant: uploads of bytes the tenant already has come back as duplicates and fini
 
 from __future__ import annotations
 
-from core.settings import apply_offline_env
+from core.settings import Settings, apply_offline_env
+from ingest.embedding import SentenceTransformerEmbedder
 
 apply_offline_env()  # before anything that could import huggingface / chromadb
 
@@ -193,9 +194,6 @@ def bench_service(client: DocqaClient, paras: list[Paragraph], ready_timeout: fl
 
 
 def bench_raw_encode(paras: list[Paragraph]) -> tuple[dict[str, Any], dict[str, Any]]:
-    from core.settings import Settings
-    from ingest.embedding import SentenceTransformerEmbedder
-
     model_path = Settings().models.resolved_embedding_path()
     texts = [p.context for p in paras]
     log(f"phase 2: loading {model_path}")

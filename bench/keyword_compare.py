@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import secrets
+import sqlite3
 import sys
 import tempfile
 import time
@@ -29,6 +31,13 @@ from typing import Any
 
 from bench.evalkit import log, percentile
 from bench.scifact import DEFAULT_DIR, SPLITS, SciFact, documents_in_order, evaluate, load
+from core.domain import Page
+from core.keystore import SqliteKeyStore
+from core.settings import Settings
+from core.textcrypt import TextCipher
+from ingest.chunking import chunk_pages
+from ingest.keywords import _STOP, _WORD, KeywordIndex
+from ingest.readers import _normalise
 
 TOP_CHUNKS = 200
 ADD_SAMPLES = 5
@@ -36,10 +45,6 @@ ADD_SAMPLES = 5
 
 def chunk_corpus(data: SciFact) -> list[tuple[str, str, str]]:
     """(chunk_id, corpus id, text) as the worker would store them."""
-    from core.domain import Page
-    from core.settings import Settings
-    from ingest.chunking import chunk_pages
-    from ingest.readers import _normalise
 
     c = Settings().chunking
     rows = []
@@ -74,8 +79,6 @@ class PorterPlainIndex:
     tokenizer over the plain chunk text, queried with the same stop words and term cap."""
 
     def __init__(self, path: Path) -> None:
-        import sqlite3
-
         self.db = sqlite3.connect(path, isolation_level=None)
         self.db.execute("CREATE VIRTUAL TABLE t USING fts5(text, chunk_id UNINDEXED, "
                         "tokenize = 'porter unicode61 remove_diacritics 2')")
@@ -87,8 +90,6 @@ class PorterPlainIndex:
         self.db.execute("COMMIT")
 
     def search(self, _collection: str, text: str, limit: int) -> list[tuple[str, str, float]]:
-        from ingest.keywords import _STOP, _WORD
-
         words = [w for w in dict.fromkeys(w.lower() for w in _WORD.findall(text))
                  if w not in _STOP][:32]
         if not words:
@@ -100,7 +101,6 @@ class PorterPlainIndex:
 
 def fts5(data: SciFact, rows: Sequence[tuple[str, str, str]], workdir: Path,
          variant: str = "hashed") -> dict[str, Any]:
-    from ingest.keywords import KeywordIndex
 
     by_doc: dict[str, list[tuple[str, str, str]]] = {}
     for r in rows:
@@ -133,11 +133,6 @@ def fts5(data: SciFact, rows: Sequence[tuple[str, str, str]], workdir: Path,
 def sealing(data: SciFact, rows: Sequence[tuple[str, str, str]], workdir: Path
             ) -> dict[str, Any]:
     """Sealing every chunk, and opening a search's 200 texts, against the search itself."""
-    import secrets
-
-    from core.keystore import SqliteKeyStore
-    from core.textcrypt import TextCipher
-    from ingest.keywords import KeywordIndex
 
     master, keys = secrets.token_bytes(32), SqliteKeyStore(workdir / "keys.sqlite3")
     cipher = TextCipher(master, keys)

@@ -12,14 +12,20 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import platform
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.evalkit import EvalDoc, percentile
+from bench.evalkit import EvalDoc, ingest, log, percentile, table
 from bench.squad2 import EVAL_DIR, _redacted
+from core.settings import Settings
+from service.client import DocqaClient
 
 DEFAULT_DIR = EVAL_DIR / "scifact"
 SPLITS = ("train", "test")
@@ -121,7 +127,6 @@ def search_all(data: SciFact, split: str, searcher: Searcher,
                modes: Sequence[str] = MODES) -> dict[str, dict[str, Any]]:
     """Every query of the split through every mode; modes interleaved per query so that
     machine noise falls on all three alike."""
-    from bench.evalkit import log
 
     qrels = data.qrels[split]
     runs: dict[str, dict[str, list[str]]] = {m: {} for m in modes}
@@ -153,14 +158,6 @@ def search_all(data: SciFact, split: str, searcher: Searcher,
 def run(url: str, api_key: str, split: str = "test", root: Path = DEFAULT_DIR,
         json_out: Path | None = None, top_k: int = SEARCH_TOP_K) -> dict[str, Any]:
     """Ingest the corpus through the service, search every query in every mode, score."""
-    import os
-    import platform
-    import subprocess
-    import sys
-
-    from bench.evalkit import ingest, log, table
-    from core.settings import Settings
-    from service.client import DocqaClient
 
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}")

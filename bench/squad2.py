@@ -8,13 +8,31 @@ with ``random.Random(seed)``: answerable first, then unanswerable, each from fil
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import platform
 import random
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.evalkit import EvalDoc, EvalQuestion
+from bench.baseline import LlamaIndexBaseline
+from bench.evalkit import (
+    EvalDoc,
+    EvalQuestion,
+    ask_all,
+    docqa_asker,
+    ingest,
+    log,
+    records_as_dicts,
+    score,
+    table,
+)
+from core.settings import Settings
+from service.answer.grounding import load_model
+from service.client import DocqaClient
 
 EVAL_DIR = Path(os.environ.get("DOCQA_EVAL_DIR")
                 or Path(__file__).resolve().parents[2] / "shared" / "eval")
@@ -82,24 +100,6 @@ def run(url: str, api_key: str, split: str = "test", n: int = 200, seed: int = 7
         baseline: bool = False, path: Path = DEFAULT_PATH, json_out: Path | None = None,
         details_out: Path | None = None) -> dict[str, object]:
     """Ingest the corpus through the service, ask the sample, score docqa (and the baseline)."""
-    import hashlib
-    import os
-    import platform
-    import subprocess
-    import sys
-
-    from bench.evalkit import (
-        ask_all,
-        docqa_asker,
-        ingest,
-        log,
-        records_as_dicts,
-        score,
-        table,
-    )
-    from core.settings import Settings
-    from service.answer.grounding import load_model
-    from service.client import DocqaClient
 
     settings = Settings()
     data = load(path)
@@ -114,7 +114,6 @@ def run(url: str, api_key: str, split: str = "test", n: int = 200, seed: int = 7
     systems["docqa"] = score(questions, records)
     details["docqa"] = records_as_dicts(questions, records)
     if baseline:
-        from bench.baseline import LlamaIndexBaseline
 
         digest = hashlib.sha256("".join(d.key + d.text for d in data.docs).encode()).hexdigest()
         bl = LlamaIndexBaseline(settings, data.docs, f"baseline_squad2_{digest[:16]}")

@@ -1,7 +1,8 @@
 """Train the answer pipeline's sentence scorer and answerability gate on the SQuAD 2.0 dev split.
 
     python -m bench.train_grounding --url http://127.0.0.1:8080 --api-key KEY \\
-        [--n 1500] [--out service/answer/grounding_model.json] [--cache bench/out/grounding_dev.jsonl]
+        [--n 1500] [--out service/answer/grounding_model.json]
+        [--cache bench/out/grounding_dev.jsonl]
 
 Only *dev* articles (even index) are used; the test split is never read. The corpus is
 uploaded through the service first (a tenant that already holds it re-uses its documents).
@@ -22,7 +23,9 @@ and these figures. Features are cached in ``--cache`` so re-training needs no se
 
 from __future__ import annotations
 
-from core.settings import apply_offline_env
+from core.settings import Settings, apply_offline_env
+from ingest.embedding import SentenceTransformerEmbedder
+from service.client import DocqaClient
 
 apply_offline_env()
 
@@ -49,10 +52,6 @@ SEED = 11
 
 
 def collect(args: argparse.Namespace) -> list[dict[str, Any]]:
-    from core.settings import Settings
-    from ingest.embedding import SentenceTransformerEmbedder
-    from service.client import DocqaClient
-
     settings = Settings()
     data = squad2.load(Path(args.squad))
     rng = random.Random(SEED)
@@ -76,7 +75,8 @@ def collect(args: argparse.Namespace) -> list[dict[str, Any]]:
         id_to_key = ingest(client, data.docs)
         t0 = time.perf_counter()
         for i, q in enumerate(questions, start=1):
-            hits = client.search(q.question, top_k=args.top_k or settings.retrieval.top_k)["results"]
+            top_k = args.top_k or settings.retrieval.top_k
+            hits = client.search(q.question, top_k=top_k)["results"]
             texts = [h["text"] for h in hits]
             scores = [h["score"] for h in hits]
             keys = [id_to_key.get(h["document_id"], "") for h in hits]
@@ -235,7 +235,8 @@ def train(rows: list[dict[str, Any]], max_false_abstention: float, folds: int = 
         "questions": len(rows),
         "answerable": int(y_ans.sum()),
         "top_sentence_has_answer": round(float(oof_top_ok[y_ans].mean()), 4),
-        "gold_retrieved": round(float(np.mean([r["gold_retrieved"] for r in rows if r["answerable"]])), 4),
+        "gold_retrieved": round(float(np.mean(
+            [r["gold_retrieved"] for r in rows if r["answerable"]])), 4),
         "false_abstention": round(float((~answered[y_ans]).mean()), 4),
         "impossible_abstained": round(float((~answered[~y_ans]).mean()), 4),
         "answered_and_top_sentence_right": round(float((answered & oof_top_ok)[y_ans].mean()), 4),
@@ -269,7 +270,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--api-key")
     ap.add_argument("--squad", default=str(squad2.DEFAULT_PATH))
     ap.add_argument("--n", type=int, default=1500, help="answerable and unanswerable dev questions")
-    ap.add_argument("--top-k", type=int, default=None, help="chunks per question (default: settings)")
+    ap.add_argument("--top-k", type=int, default=None,
+                    help="chunks per question (default: settings)")
     ap.add_argument("--cache", default="bench/out/grounding_dev.jsonl")
     ap.add_argument("--refresh", action="store_true", help="recollect features even if cached")
     ap.add_argument("--max-false-abstention", type=float, default=0.12)

@@ -20,6 +20,7 @@ from typing import Any
 
 from bench.evalkit import log
 from bench.scifact import DEFAULT_DIR, documents_in_order, evaluate, load
+from service.client import DocqaClient
 
 Ranking = list[tuple[str, str]]  # (chunk id, corpus id), best first
 
@@ -38,8 +39,6 @@ def fuse(dense: Ranking, keyword: Ranking, k: float, w_keyword: float, candidate
 
 
 def main(argv: list[str] | None = None) -> int:
-    from service.client import DocqaClient
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--url", required=True)
     ap.add_argument("--api-key", required=True)
@@ -60,8 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     for mode, runs in rankings.items():
         m = evaluate({q: documents_in_order([d for _c, d in r]) for q, r in runs.items()}, qrels)
         rows.append({"mode": mode, **{x: round(m[x], 4) for x in ("ndcg@10", "recall@100")}})
-    for k, w, cand in itertools.product((1, 5, 10, 20, 40, 60, 100), (0.5, 0.75, 1.0, 1.25,
-                                                                      1.5, 2.0), (30, 50, 100, 200)):
+    rrf_ks = (1, 5, 10, 20, 40, 60, 100)
+    weights = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
+    for k, w, cand in itertools.product(rrf_ks, weights, (30, 50, 100, 200)):
         runs = {q: documents_in_order(fuse(rankings["dense"][q], rankings["keyword"][q], k, w,
                                            cand)) for q in qrels}
         m = evaluate(runs, qrels)
