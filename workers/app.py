@@ -88,6 +88,7 @@ def create_celery_app(settings: Settings | None = None) -> Celery:
     global _settings
     apply_offline_env()
     _settings = settings or Settings()
+    deliveries.configure(_settings.redis_url)  # an ingest that returns resets its count there
     app = Celery("docqa")
     app.conf.update(names.celery_config(_settings))
     connect_celery_signals()  # request id, job id and document id on the tasks' log lines

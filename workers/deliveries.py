@@ -30,6 +30,15 @@ KEY_PREFIX = "docqa:deliveries:"
 KEY_TTL_S = 7 * 24 * 3600
 
 _clients: dict[str, Any] = {}
+# the Redis whose counts an ingest that returned resets, in this process: set by
+# :func:`configure` (``workers.app.create_celery_app``); None until then
+_redis_url: str | None = None
+
+
+def configure(redis_url: str) -> None:
+    """Count deliveries in ``redis_url``'s Redis (the worker's broker) from now on."""
+    global _redis_url
+    _redis_url = redis_url
 
 
 def _redis(url: str) -> Any:
@@ -101,8 +110,5 @@ def _forget_on_result(sender: Any = None, args: Any = None, state: str | None = 
     (state ``RETRY``) or an exception keeps it."""
     if getattr(sender, "name", None) != names.INGEST_DOCUMENT or state != "SUCCESS" or not args:
         return
-    from workers import app as worker_app
-
-    settings = worker_app._settings  # noqa: SLF001 - set by create_celery_app in this process
-    if settings is not None:
-        forget(settings.redis_url, str(args[0]))
+    if _redis_url is not None:
+        forget(_redis_url, str(args[0]))
