@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from core.errors import TransientError
+
 if TYPE_CHECKING:
     from core.settings import Settings
 
@@ -137,9 +139,7 @@ class PostgresKeyStore:
 
     @contextmanager
     def _connect(self) -> Iterator[object]:
-        import psycopg
-
-        from core.errors import TransientError
+        import psycopg  # loaded only by processes configured for PostgreSQL
 
         try:
             conn = psycopg.connect(self.url, autocommit=True)

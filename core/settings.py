@@ -6,6 +6,7 @@ Examples: ``DOCQA_DATA_DIR=/srv/docqa``, ``DOCQA_CHROMA__PORT=8001``,
 
 from __future__ import annotations
 
+import hashlib
 import os
 from functools import cached_property
 from importlib.resources import files
@@ -282,8 +283,6 @@ class Settings(BaseSettings):
         if self.admin_key is not None and self.admin_key.get_secret_value():
             if self.admin_key_sha256:
                 raise ConfigurationError("set DOCQA_ADMIN_KEY or DOCQA_ADMIN_KEY_SHA256, not both")
-            import hashlib
-
             return hashlib.sha256(self.admin_key.get_secret_value().encode()).hexdigest()
         if self.admin_key_sha256:
             digest = self.admin_key_sha256.strip().lower()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from core.errors import ConfigurationError
 from core.settings import Settings
 
 INGEST_DOCUMENT = "docqa.ingest_document"
@@ -32,9 +33,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     """
     w = settings.worker
     if w.task_time_limit_s >= w.visibility_timeout_s:
-        from core.errors import ConfigurationError
-
-        raise ConfigurationError("worker.task_time_limit_s must be below worker.visibility_timeout_s")
+        raise ConfigurationError(
+            "worker.task_time_limit_s must be below worker.visibility_timeout_s")
     return {
         "broker_url": settings.redis_url,
         "result_backend": settings.redis_url,

@@ -7,6 +7,7 @@ never in the parent before fork.
 from __future__ import annotations
 
 import logging
+import os
 import random
 from typing import Any
 
@@ -14,6 +15,7 @@ from celery import Celery, Task
 from celery.signals import worker_process_init
 
 from core import tasks as names
+from core.domain import DocumentStatus
 from core.errors import TransientError
 from core.logging import connect_celery_signals
 from core.registry import open_repository
@@ -107,8 +109,6 @@ def create_celery_app(settings: Settings | None = None) -> Celery:
             return ingest_document(deps, doc_id)
         except TransientError as exc:
             if self.request.retries >= max_retries:
-                from core.domain import DocumentStatus
-
                 deps.repo.set_status(doc_id, DocumentStatus.FAILED,
                                      error=f"gave up after {max_retries} retries: {exc.detail}")
                 _after_failure(deps, doc_id)
@@ -116,11 +116,10 @@ def create_celery_app(settings: Settings | None = None) -> Celery:
             log.warning("ingest %s: transient error, retrying: %s", doc_id, exc.detail)
             raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
         except Exception as exc:  # noqa: BLE001 - an unexpected bug fails the document, not the worker
-            from core.domain import DocumentStatus
-
             log.exception("ingest %s failed", doc_id)
-            deps.repo.set_status(doc_id, DocumentStatus.FAILED,
-                                 error=f"internal error while ingesting: {type(exc).__name__}: {exc}")
+            deps.repo.set_status(
+                doc_id, DocumentStatus.FAILED,
+                error=f"internal error while ingesting: {type(exc).__name__}: {exc}")
             _after_failure(deps, doc_id)
             return DocumentStatus.FAILED.value
 
@@ -150,5 +149,5 @@ def run_worker(settings: Settings, loglevel: str = "INFO") -> None:
         "worker", f"--loglevel={loglevel}", f"--concurrency={settings.worker.concurrency}",
         "--pool=prefork", "-Q", f"{names.INGEST_QUEUE},{names.ERASE_QUEUE}",
         "--without-gossip", "--without-mingle",
-        "-n", f"docqa-{__import__('os').getpid()}@%h",
+        "-n", f"docqa-{os.getpid()}@%h",
     ])

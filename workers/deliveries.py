@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import redis
 from celery.signals import task_postrun
 
 from core import tasks as names
@@ -44,8 +45,6 @@ def configure(redis_url: str) -> None:
 def _redis(url: str) -> Any:
     client = _clients.get(url)
     if client is None:
-        import redis
-
         client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
         _clients[url] = client
     return client
