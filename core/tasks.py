@@ -26,7 +26,7 @@ def soft_time_limit(hard_s: int) -> int:
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
-    """Celery configuration for at-least-once delivery (see DESIGN.md).
+    """Celery configuration for at-least-once delivery (see docs/architecture.md).
 
     ``task_time_limit`` stays below the Redis ``visibility_timeout`` so that a slow
     task is never redelivered while it still runs.
