@@ -95,7 +95,8 @@ class RetrievalSettings(BaseModel):
         default=0.6, description="evidence score above which a declining draft is overruled"
     )
     hybrid: bool = Field(default=True, description="fuse keyword (BM25) and dense retrieval")
-    keyword_candidates: int = Field(default=30, description="candidates per retriever before fusion")
+    keyword_candidates: int = Field(default=30,
+                                    description="candidates per retriever before fusion")
     # fusion tuned on SciFact train qrels (python -m bench.tune_fusion): k 1-5 with keyword
     # weight 1.0-1.5 is a plateau, 0.014 nDCG@10 above the textbook k=60, w=1
     rrf_k: float = Field(default=5, description="reciprocal rank fusion constant")
