@@ -11,8 +11,8 @@ import os
 import random
 from typing import Any
 
-from celery import Celery, Task
-from celery.signals import worker_process_init
+from celery import Celery, Task  # type: ignore[import-untyped]  # celery ships no types
+from celery.signals import worker_process_init  # type: ignore[import-untyped]
 
 from core import tasks as names
 from core.domain import DocumentStatus
@@ -61,7 +61,7 @@ def get_deps() -> IngestDeps:
     return _deps
 
 
-@worker_process_init.connect
+@worker_process_init.connect  # type: ignore[untyped-decorator]
 def _warm_up_child(**_: Any) -> None:
     """Load the embedding model once per child, before the first task arrives."""
     if _settings is not None:
@@ -96,7 +96,7 @@ def create_celery_app(settings: Settings | None = None) -> Celery:
     connect_celery_signals()  # request id, job id and document id on the tasks' log lines
     max_retries = _settings.worker.max_retries
 
-    @app.task(name=names.INGEST_DOCUMENT, bind=True, max_retries=max_retries)
+    @app.task(name=names.INGEST_DOCUMENT, bind=True, max_retries=max_retries)  # type: ignore[untyped-decorator]
     def ingest(self: Task, doc_id: str) -> str:
         deps = get_deps()
         # a document whose worker died on it on every attempt ends failed (bounded)
@@ -123,7 +123,7 @@ def create_celery_app(settings: Settings | None = None) -> Celery:
             _after_failure(deps, doc_id)
             return DocumentStatus.FAILED.value
 
-    @app.task(name=names.ERASE_DOCUMENT, bind=True, max_retries=ERASE_MAX_RETRIES)
+    @app.task(name=names.ERASE_DOCUMENT, bind=True, max_retries=ERASE_MAX_RETRIES)  # type: ignore[untyped-decorator]
     def erase(self: Task, tenant: str, doc_id: str) -> str:
         """Finish a DELETE (ingest/erasure.py): ids in, a status word out, never text."""
         try:

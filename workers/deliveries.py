@@ -20,7 +20,7 @@ import logging
 from typing import Any
 
 import redis
-from celery.signals import task_postrun
+from celery.signals import task_postrun  # type: ignore[import-untyped]  # celery ships no types
 
 from core import tasks as names
 from core.domain import DocumentStatus
@@ -102,7 +102,7 @@ def admit(deps: Any, doc_id: str, retries: int, max_attempts: int) -> str | None
     return DocumentStatus.FAILED.value
 
 
-@task_postrun.connect
+@task_postrun.connect  # type: ignore[untyped-decorator]
 def _forget_on_result(sender: Any = None, args: Any = None, state: str | None = None,
                       **_: Any) -> None:
     """An ingest that returned (any final status) resets its document's count; a retry

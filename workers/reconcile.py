@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import redis
-from celery.signals import worker_ready
+from celery.signals import worker_ready  # type: ignore[import-untyped]  # celery ships no types
 
 from core import tasks as names
 from core.ports import DocumentRepository
@@ -88,7 +88,7 @@ def reconcile(
         enqueue: sends the ingest task for one document id.
     """
     before = (time.time() if now is None else now) - after_s
-    stale = repo.stale_document_ids(before)
+    stale: list[str] = repo.stale_document_ids(before)
     if not stale:
         return []
     present = enqueued_document_ids(client)
