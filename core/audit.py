@@ -40,6 +40,7 @@ import re
 import stat
 import threading
 import uuid
+from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -289,8 +290,6 @@ def _read_head(path: Path) -> tuple[int, str] | VerifyResult | None:
 
 def tail(path: Path, n: int = 10) -> list[str]:
     """The last ``n`` lines of the log (as text)."""
-    from collections import deque
-
     with Path(path).open(encoding="utf-8", errors="replace") as fh:
         return [line.rstrip("\n") for line in deque(fh, maxlen=n)]
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import io
 import logging
 import os
 import secrets
@@ -232,8 +233,6 @@ def decrypt_stream(src: IO[bytes], data_key: bytes) -> Iterator[bytes]:
 
 
 def encrypt_bytes(data: bytes, key_id: bytes, data_key: bytes) -> bytes:
-    import io
-
     out = io.BytesIO()
     w = EncryptingWriter(out, key_id, data_key)
     w.write(data)
@@ -242,6 +241,4 @@ def encrypt_bytes(data: bytes, key_id: bytes, data_key: bytes) -> bytes:
 
 
 def decrypt_bytes(blob: bytes, data_key: bytes) -> bytes:
-    import io
-
     return b"".join(decrypt_stream(io.BytesIO(blob), data_key))

@@ -96,7 +96,9 @@ class ChunkHit:
         """Sentence spans (inside ``text``) and their vectors; None if absent or damaged."""
         if not self.sentence_meta:
             return None
-        from ingest.sentences import unpack
+        # the codec needs numpy (~0.1 s to import): the registry and the CLI, which import
+        # this module but never read sentences, do without it
+        from core.sentcodec import unpack
 
         return unpack(self.sentence_meta)
 

@@ -15,9 +15,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+from core.errors import TransientError
 
 if TYPE_CHECKING:
+    import psycopg
+
     from core.settings import Settings
 
 _SQLITE_SCHEMA = """
@@ -136,10 +140,8 @@ class PostgresKeyStore:
             db.execute(_PG_SCHEMA)
 
     @contextmanager
-    def _connect(self) -> Iterator[object]:
-        import psycopg
-
-        from core.errors import TransientError
+    def _connect(self) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
+        import psycopg  # loaded only by processes configured for PostgreSQL
 
         try:
             conn = psycopg.connect(self.url, autocommit=True)
@@ -152,20 +154,20 @@ class PostgresKeyStore:
 
     def put(self, key_id: str, wrapped: bytes) -> None:
         with self._connect() as db:
-            db.execute("INSERT INTO file_keys (key_id, wrapped, created_at) VALUES (%s, %s, %s) "  # type: ignore[attr-defined]
+            db.execute("INSERT INTO file_keys (key_id, wrapped, created_at) VALUES (%s, %s, %s) "
                        "ON CONFLICT (key_id) DO UPDATE SET wrapped = EXCLUDED.wrapped",
                        (key_id, wrapped, time.time()))
 
     def put_if_absent(self, key_id: str, wrapped: bytes) -> bool:
         with self._connect() as db:
-            cur = db.execute("INSERT INTO file_keys (key_id, wrapped, created_at) "  # type: ignore[attr-defined]
+            cur = db.execute("INSERT INTO file_keys (key_id, wrapped, created_at) "
                              "VALUES (%s, %s, %s) ON CONFLICT (key_id) DO NOTHING",
                              (key_id, wrapped, time.time()))
         return bool(cur.rowcount)
 
     def get(self, key_id: str) -> bytes | None:
         with self._connect() as db:
-            row = db.execute("SELECT wrapped FROM file_keys WHERE key_id = %s",  # type: ignore[attr-defined]
+            row = db.execute("SELECT wrapped FROM file_keys WHERE key_id = %s",
                              (key_id,)).fetchone()
         return bytes(row[0]) if row else None
 
@@ -173,23 +175,23 @@ class PostgresKeyStore:
         if not key_ids:
             return {}
         with self._connect() as db:
-            rows = db.execute("SELECT key_id, wrapped FROM file_keys "  # type: ignore[attr-defined]
+            rows = db.execute("SELECT key_id, wrapped FROM file_keys "
                               "WHERE key_id = ANY(%s)", (key_ids,)).fetchall()
         return {str(r[0]): bytes(r[1]) for r in rows}
 
     def delete(self, key_id: str) -> bool:
         with self._connect() as db:
-            cur = db.execute("DELETE FROM file_keys WHERE key_id = %s", (key_id,))  # type: ignore[attr-defined]
+            cur = db.execute("DELETE FROM file_keys WHERE key_id = %s", (key_id,))
         return bool(cur.rowcount)
 
     def list(self) -> list[tuple[str, float]]:
         with self._connect() as db:
             return [(r[0], float(r[1])) for r in
-                    db.execute("SELECT key_id, created_at FROM file_keys")]  # type: ignore[attr-defined]
+                    db.execute("SELECT key_id, created_at FROM file_keys")]
 
     def scrub(self) -> bool:
         with self._connect() as db:
-            db.execute("VACUUM file_keys")  # type: ignore[attr-defined]
+            db.execute("VACUUM file_keys")
         return True
 
 

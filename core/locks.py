@@ -16,7 +16,7 @@ def redis_collection_lock(redis_url: str, ttl_s: float = WRITE_LOCK_TTL_S,
                           wait_s: float = WRITE_LOCK_WAIT_S) -> Callable[[str], Any]:
     """``lock(collection)``: the lock ``ChromaStore`` takes around every write to a tenant's
     collection and ``ChromaStore.compact`` around its swap (ingest/store.py)."""
-    import redis
+    import redis  # redis-py (~0.25 s to import) loads only where a lock is made
 
     client = redis.Redis.from_url(redis_url, socket_timeout=10, socket_connect_timeout=5)
 

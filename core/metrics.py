@@ -65,9 +65,12 @@ def setup_multiprocess(path: Path) -> Path:
     path = Path(path).resolve()
     path.mkdir(parents=True, exist_ok=True)
     os.environ[MULTIPROC_ENV] = str(path)
+    # prometheus_client is imported only once its multiprocess directory is set (here) or
+    # the process has none: it chooses how to keep values when it loads
     from prometheus_client import values
 
-    values.ValueClass = values.MultiProcessValue(process_identifier=process_identifier)
+    values.ValueClass = values.MultiProcessValue(  # type: ignore[no-untyped-call]
+        process_identifier=process_identifier)
     clean_dead_files(path)
     return path
 
@@ -112,7 +115,7 @@ class Metrics:
 @functools.cache
 def metrics() -> Metrics:
     """The metric objects (made once per process, after :func:`setup_multiprocess`)."""
-    from prometheus_client import Counter, Histogram
+    from prometheus_client import Counter, Histogram  # not at import: see setup_multiprocess
 
     m = Metrics(
         ingest_stage_seconds=Histogram(
@@ -220,6 +223,7 @@ def http_response(route: str, method: str, code: int, seconds: float) -> None:
 def multiprocess_registry(path: Path | None = None) -> Any:
     """A registry adding up the metric files in ``path`` (default: this process's
     multiprocess directory); an in-process registry when there is none."""
+    # not at import: see setup_multiprocess
     from prometheus_client import REGISTRY, CollectorRegistry
     from prometheus_client.multiprocess import MultiProcessCollector
 
@@ -227,14 +231,14 @@ def multiprocess_registry(path: Path | None = None) -> Any:
     if path is None:
         return REGISTRY
     registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=str(path))
+    MultiProcessCollector(registry, path=str(path))  # type: ignore[no-untyped-call]
     return registry
 
 
 def serve_worker_metrics(host: str, port: int) -> None:
     """Serve the multiprocess directory's metrics on ``host:port`` (``metrics.worker_port``;
     a worker whose directory the API does not read)."""
-    from prometheus_client import start_http_server
+    from prometheus_client import start_http_server  # not at import: see setup_multiprocess
 
     start_http_server(port, addr=host, registry=multiprocess_registry())
     log.info("worker metrics on http://%s:%d/metrics", host, port)

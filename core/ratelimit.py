@@ -127,6 +127,7 @@ class RateLimiter:
         """A limiter on its own Redis client: short timeouts and a single immediate retry
         (a stale pooled connection), not redis-py's default of three retries with backoff,
         which would hold a request for seconds while Redis is down."""
+        # redis-py (~0.25 s to import) loads only here: importing the API does not need it
         import redis
         from redis.backoff import NoBackoff
         from redis.retry import Retry

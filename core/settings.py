@@ -6,6 +6,7 @@ Examples: ``DOCQA_DATA_DIR=/srv/docqa``, ``DOCQA_CHROMA__PORT=8001``,
 
 from __future__ import annotations
 
+import hashlib
 import os
 from functools import cached_property
 from importlib.resources import files
@@ -94,7 +95,8 @@ class RetrievalSettings(BaseModel):
         default=0.6, description="evidence score above which a declining draft is overruled"
     )
     hybrid: bool = Field(default=True, description="fuse keyword (BM25) and dense retrieval")
-    keyword_candidates: int = Field(default=30, description="candidates per retriever before fusion")
+    keyword_candidates: int = Field(default=30,
+                                    description="candidates per retriever before fusion")
     # fusion tuned on SciFact train qrels (python -m bench.tune_fusion): k 1-5 with keyword
     # weight 1.0-1.5 is a plateau, 0.014 nDCG@10 above the textbook k=60, w=1
     rrf_k: float = Field(default=5, description="reciprocal rank fusion constant")
@@ -282,8 +284,6 @@ class Settings(BaseSettings):
         if self.admin_key is not None and self.admin_key.get_secret_value():
             if self.admin_key_sha256:
                 raise ConfigurationError("set DOCQA_ADMIN_KEY or DOCQA_ADMIN_KEY_SHA256, not both")
-            import hashlib
-
             return hashlib.sha256(self.admin_key.get_secret_value().encode()).hexdigest()
         if self.admin_key_sha256:
             digest = self.admin_key_sha256.strip().lower()

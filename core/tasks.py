@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from core.errors import ConfigurationError
 from core.settings import Settings
 
 INGEST_DOCUMENT = "docqa.ingest_document"
@@ -25,16 +26,15 @@ def soft_time_limit(hard_s: int) -> int:
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
-    """Celery configuration for at-least-once delivery (see DESIGN.md).
+    """Celery configuration for at-least-once delivery (see docs/architecture.md).
 
     ``task_time_limit`` stays below the Redis ``visibility_timeout`` so that a slow
     task is never redelivered while it still runs.
     """
     w = settings.worker
     if w.task_time_limit_s >= w.visibility_timeout_s:
-        from core.errors import ConfigurationError
-
-        raise ConfigurationError("worker.task_time_limit_s must be below worker.visibility_timeout_s")
+        raise ConfigurationError(
+            "worker.task_time_limit_s must be below worker.visibility_timeout_s")
     return {
         "broker_url": settings.redis_url,
         "result_backend": settings.redis_url,

@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from core import crypto
 from core.keystore import KeyStore
+from core.vault import Vault
 
 if TYPE_CHECKING:
     from core.settings import Settings
@@ -74,8 +75,6 @@ class TextCipher:
 
     @classmethod
     def for_settings(cls, settings: Settings) -> TextCipher:
-        from core.vault import Vault
-
         vault = Vault.for_settings(settings)
         return cls(vault.master, vault.keys)
 

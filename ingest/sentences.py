@@ -3,25 +3,22 @@
 The answer pipeline scores every sentence of the retrieved chunks against the question.
 Embedding ~50 sentences per question took ~0.7 s of CPU on 2 cores (measured), so the
 worker embeds each chunk's sentences when it embeds the chunk and stores them in the
-chunk's metadata: spans as JSON, vectors as base64 float16 (768 bytes per sentence for
-MiniLM). Deleting a chunk deletes them with it.
+chunk's metadata (encoded by ``core/sentcodec.py``). Deleting a chunk deletes them with it.
 """
 
 from __future__ import annotations
 
-import base64
-import json
 import re
 from collections.abc import Sequence
 
-import numpy as np
+from core.sentcodec import SPANS_KEY, VECTORS_KEY, pack
+
+# the codec's metadata keys stay importable from here (ingest/store.py reads them here)
+__all__ = ["SPANS_KEY", "VECTORS_KEY", "chunk_sentence_metadata", "split_sentences"]
 
 # Sentence ends: punctuation then a capital/digit, or a blank line. A single newline is
 # not a boundary (PDF extraction breaks lines mid-sentence).
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])|\n\s*\n|(?<=[.!?;:])\n")
-
-SPANS_KEY = "sent_spans"
-VECTORS_KEY = "sent_vecs"
 
 
 def split_sentences(text: str) -> list[tuple[int, int]]:
@@ -40,28 +37,6 @@ def split_sentences(text: str) -> list[tuple[int, int]]:
         if e - s >= 3:
             out.append((s, e))
     return out
-
-
-def pack(spans: Sequence[tuple[int, int]], vectors: Sequence[Sequence[float]]) -> dict[str, str]:
-    """Chunk metadata holding the sentence spans and their vectors."""
-    arr = np.asarray(vectors, dtype=np.float16)
-    return {SPANS_KEY: json.dumps([list(s) for s in spans]),
-            VECTORS_KEY: base64.b64encode(arr.tobytes()).decode("ascii")}
-
-
-def unpack(meta: dict[str, object]) -> tuple[list[tuple[int, int]], list[list[float]]] | None:
-    """The spans and vectors stored by :func:`pack`, or None when absent or damaged."""
-    raw_spans, raw_vecs = meta.get(SPANS_KEY), meta.get(VECTORS_KEY)
-    if not isinstance(raw_spans, str) or not isinstance(raw_vecs, str):
-        return None
-    try:
-        spans = [(int(s), int(e)) for s, e in json.loads(raw_spans)]
-        flat = np.frombuffer(base64.b64decode(raw_vecs), dtype=np.float16)
-    except (ValueError, TypeError):
-        return None
-    if not spans or flat.size % len(spans):
-        return None
-    return spans, flat.reshape(len(spans), -1).astype(np.float32).tolist()
 
 
 def chunk_sentence_metadata(texts: Sequence[str], embed: object) -> list[dict[str, str]]:

@@ -7,13 +7,15 @@ never in the parent before fork.
 from __future__ import annotations
 
 import logging
+import os
 import random
 from typing import Any
 
-from celery import Celery, Task
-from celery.signals import worker_process_init
+from celery import Celery, Task  # type: ignore[import-untyped]  # celery ships no types
+from celery.signals import worker_process_init  # type: ignore[import-untyped]
 
 from core import tasks as names
+from core.domain import DocumentStatus
 from core.errors import TransientError
 from core.logging import connect_celery_signals
 from core.registry import open_repository
@@ -59,7 +61,7 @@ def get_deps() -> IngestDeps:
     return _deps
 
 
-@worker_process_init.connect
+@worker_process_init.connect  # type: ignore[untyped-decorator]
 def _warm_up_child(**_: Any) -> None:
     """Load the embedding model once per child, before the first task arrives."""
     if _settings is not None:
@@ -88,12 +90,13 @@ def create_celery_app(settings: Settings | None = None) -> Celery:
     global _settings
     apply_offline_env()
     _settings = settings or Settings()
+    deliveries.configure(_settings.redis_url)  # an ingest that returns resets its count there
     app = Celery("docqa")
     app.conf.update(names.celery_config(_settings))
     connect_celery_signals()  # request id, job id and document id on the tasks' log lines
     max_retries = _settings.worker.max_retries
 
-    @app.task(name=names.INGEST_DOCUMENT, bind=True, max_retries=max_retries)
+    @app.task(name=names.INGEST_DOCUMENT, bind=True, max_retries=max_retries)  # type: ignore[untyped-decorator]
     def ingest(self: Task, doc_id: str) -> str:
         deps = get_deps()
         # a document whose worker died on it on every attempt ends failed (bounded)
@@ -106,8 +109,6 @@ def create_celery_app(settings: Settings | None = None) -> Celery:
             return ingest_document(deps, doc_id)
         except TransientError as exc:
             if self.request.retries >= max_retries:
-                from core.domain import DocumentStatus
-
                 deps.repo.set_status(doc_id, DocumentStatus.FAILED,
                                      error=f"gave up after {max_retries} retries: {exc.detail}")
                 _after_failure(deps, doc_id)
@@ -115,15 +116,14 @@ def create_celery_app(settings: Settings | None = None) -> Celery:
             log.warning("ingest %s: transient error, retrying: %s", doc_id, exc.detail)
             raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
         except Exception as exc:  # noqa: BLE001 - an unexpected bug fails the document, not the worker
-            from core.domain import DocumentStatus
-
             log.exception("ingest %s failed", doc_id)
-            deps.repo.set_status(doc_id, DocumentStatus.FAILED,
-                                 error=f"internal error while ingesting: {type(exc).__name__}: {exc}")
+            deps.repo.set_status(
+                doc_id, DocumentStatus.FAILED,
+                error=f"internal error while ingesting: {type(exc).__name__}: {exc}")
             _after_failure(deps, doc_id)
             return DocumentStatus.FAILED.value
 
-    @app.task(name=names.ERASE_DOCUMENT, bind=True, max_retries=ERASE_MAX_RETRIES)
+    @app.task(name=names.ERASE_DOCUMENT, bind=True, max_retries=ERASE_MAX_RETRIES)  # type: ignore[untyped-decorator]
     def erase(self: Task, tenant: str, doc_id: str) -> str:
         """Finish a DELETE (ingest/erasure.py): ids in, a status word out, never text."""
         try:
@@ -149,5 +149,5 @@ def run_worker(settings: Settings, loglevel: str = "INFO") -> None:
         "worker", f"--loglevel={loglevel}", f"--concurrency={settings.worker.concurrency}",
         "--pool=prefork", "-Q", f"{names.INGEST_QUEUE},{names.ERASE_QUEUE}",
         "--without-gossip", "--without-mingle",
-        "-n", f"docqa-{__import__('os').getpid()}@%h",
+        "-n", f"docqa-{os.getpid()}@%h",
     ])

@@ -19,7 +19,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery.signals import task_postrun
+import redis
+from celery.signals import task_postrun  # type: ignore[import-untyped]  # celery ships no types
 
 from core import tasks as names
 from core.domain import DocumentStatus
@@ -30,13 +31,20 @@ KEY_PREFIX = "docqa:deliveries:"
 KEY_TTL_S = 7 * 24 * 3600
 
 _clients: dict[str, Any] = {}
+# the Redis whose counts an ingest that returned resets, in this process: set by
+# :func:`configure` (``workers.app.create_celery_app``); None until then
+_redis_url: str | None = None
+
+
+def configure(redis_url: str) -> None:
+    """Count deliveries in ``redis_url``'s Redis (the worker's broker) from now on."""
+    global _redis_url
+    _redis_url = redis_url
 
 
 def _redis(url: str) -> Any:
     client = _clients.get(url)
     if client is None:
-        import redis
-
         client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
         _clients[url] = client
     return client
@@ -94,15 +102,12 @@ def admit(deps: Any, doc_id: str, retries: int, max_attempts: int) -> str | None
     return DocumentStatus.FAILED.value
 
 
-@task_postrun.connect
+@task_postrun.connect  # type: ignore[untyped-decorator]
 def _forget_on_result(sender: Any = None, args: Any = None, state: str | None = None,
                       **_: Any) -> None:
     """An ingest that returned (any final status) resets its document's count; a retry
     (state ``RETRY``) or an exception keeps it."""
     if getattr(sender, "name", None) != names.INGEST_DOCUMENT or state != "SUCCESS" or not args:
         return
-    from workers import app as worker_app
-
-    settings = worker_app._settings  # noqa: SLF001 - set by create_celery_app in this process
-    if settings is not None:
-        forget(settings.redis_url, str(args[0]))
+    if _redis_url is not None:
+        forget(_redis_url, str(args[0]))

@@ -26,8 +26,12 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import redis
+from celery.signals import worker_ready  # type: ignore[import-untyped]  # celery ships no types
+
 from core import tasks as names
 from core.ports import DocumentRepository
+from core.registry import open_repository
 from core.settings import Settings
 
 log = logging.getLogger("docqa.worker")
@@ -84,7 +88,7 @@ def reconcile(
         enqueue: sends the ingest task for one document id.
     """
     before = (time.time() if now is None else now) - after_s
-    stale = repo.stale_document_ids(before)
+    stale: list[str] = repo.stale_document_ids(before)
     if not stale:
         return []
     present = enqueued_document_ids(client)
@@ -118,10 +122,6 @@ def run_once(app: Any, settings: Settings) -> list[str]:
     if settings.worker.reconcile_after_s <= 0:
         return []
     try:
-        import redis
-
-        from core.registry import open_repository
-
         repo = _repos.get(id(settings))
         if repo is None:
             repo = _repos[id(settings)] = open_repository(settings)
@@ -143,8 +143,6 @@ def run_once(app: Any, settings: Settings) -> list[str]:
 def install(app: Any, settings: Settings) -> None:
     """Run the reconciler when the worker is ready, then every ``reconcile_interval_s`` on
     the worker's own timer (the parent process; no extra thread, nothing before fork)."""
-    from celery.signals import worker_ready
-
     if settings.worker.reconcile_after_s <= 0:
         return
 

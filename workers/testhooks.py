@@ -40,7 +40,8 @@ class HookedEmbedder:
             os.kill(os.getpid(), signal.SIGKILL)
         if self.hooks.slow_embed_s:
             time.sleep(self.hooks.slow_embed_s)
-        return self.inner.embed(texts)
+        vectors: list[list[float]] = self.inner.embed(texts)
+        return vectors
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)

@@ -323,7 +323,7 @@ def pg_dsn() -> Iterator[str]:
 
 
 def test_count_by_status_on_postgresql(pg_dsn: str) -> None:
-    from core.registry_pg import PostgresDocumentRepository
+    from core.registry.postgres import PostgresDocumentRepository
 
     repo = PostgresDocumentRepository(pg_dsn)
     try:

@@ -27,7 +27,7 @@ from core.domain import DocumentKind, DocumentStatus, Progress
 from core.errors import ConfigurationError, TransientError
 from core.ports import DocumentRepository
 from core.registry import SqliteDocumentRepository, open_repository
-from core.registry_pg import PostgresDocumentRepository
+from core.registry.postgres import PostgresDocumentRepository
 from core.settings import Settings
 
 PG_ADMIN_URL = os.environ.get(

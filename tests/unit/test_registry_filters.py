@@ -10,7 +10,7 @@ import sqlite3
 import pytest
 
 from core.registry import metadata_matches
-from core.registry_pg import glob_to_regex
+from core.registry.postgres import glob_to_regex
 
 
 def test_metadata_matching_is_type_strict_for_booleans() -> None:

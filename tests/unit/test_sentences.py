@@ -1,7 +1,8 @@
 """Sentence spans and vectors stored with each chunk at ingest (no I/O)."""
 
+from core.sentcodec import pack, unpack
 from ingest.embedding import HashEmbedder
-from ingest.sentences import chunk_sentence_metadata, pack, split_sentences, unpack
+from ingest.sentences import chunk_sentence_metadata, split_sentences
 from service.answer.grounding import cosine, make_candidates
 
 

@@ -1,9 +1,9 @@
 """PostgreSQL implementation of the document registry (API and workers on several machines).
 
-Same interface and semantics as :class:`core.registry.SqliteDocumentRepository`: the same
-tables and columns, times as epoch seconds, metadata stored as the JSON text given and
-matched by :func:`core.registry.metadata_matches`, ``filename`` filters with SQLite's
-``GLOB`` rules (translated to a PostgreSQL regular expression by :func:`glob_to_regex`).
+The same queries as the SQLite one (``core/registry/common.py``) on the same tables and
+columns: times as epoch seconds, metadata stored as the JSON text given and matched by
+:func:`core.registry.common.metadata_matches`, ``filename`` filters with SQLite's ``GLOB``
+rules (translated to a PostgreSQL regular expression by :func:`glob_to_regex`).
 
 Connections: a small pool per process, opened lazily and never shared across ``fork`` (a
 child drops what it inherited, unclosed: those sockets are the parent's). Every statement
@@ -14,31 +14,26 @@ given in the DSN (``?options=-csearch_path%3Ddocqa``) puts the tables in that sc
 
 from __future__ import annotations
 
-import json
 import os
 import threading
-import time
-import uuid
 import weakref
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar, cast
 
 import psycopg
 from psycopg import conninfo
 from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 
-from core.domain import ApiKey, Document, DocumentKind, DocumentStatus, Progress
+from core.domain import Document, DocumentKind
 from core.errors import ConfigurationError, TransientError
-from core.registry import (
-    ENABLE_REDACTION_SET,
-    ENABLE_REDACTION_STATES,
-    REQUEUE_SET,
-    STALE_STATES,
+from core.registry.common import (
+    INSERT_DOCUMENT,
+    SAME_CONTENT,
+    Connection,
+    SqlRepository,
     document_from_row,
-    key_from_row,
-    metadata_matches,
-    new_key_id,
 )
 
 T = TypeVar("T")
@@ -203,7 +198,8 @@ class _Pool:
     of the parent may have held it at the fork).
     """
 
-    def __init__(self, dsn: str, max_idle: int, on_connect: Callable[[psycopg.Connection], None]):
+    def __init__(self, dsn: str, max_idle: int,
+                 on_connect: Callable[[psycopg.Connection[dict[str, Any]]], None]) -> None:
         self._dsn = dsn
         self._max_idle = max_idle
         self._on_connect = on_connect
@@ -263,7 +259,9 @@ class _Pool:
             conn.close()
 
 
-class PostgresDocumentRepository:
+class PostgresDocumentRepository(SqlRepository):
+    placeholder = "%s"
+
     def __init__(self, dsn: str, *, max_idle: int = 4) -> None:
         self.dsn = _checked_dsn(dsn)
         self._schema_ready = False
@@ -322,7 +320,24 @@ class PostgresDocumentRepository:
             return result
         raise AssertionError("unreachable")  # pragma: no cover
 
-    # ------------------------------------------------------------ documents
+    @contextmanager
+    def _snapshot(self, db: Connection) -> Iterator[None]:
+        pg = cast("psycopg.Connection[dict[str, Any]]", db)  # what _run passes
+        with pg.transaction():  # one snapshot for the count and the page
+            pg.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            yield
+
+    def _filename_condition(self, pattern: str) -> tuple[str, list[Any]] | None:
+        if not _has_wildcards(pattern):
+            return "filename = ?", [pattern]
+        regex = glob_to_regex(pattern)
+        return None if regex is None else ("filename ~ ?", [regex])
+
+    def _ids_condition(self, ids: Sequence[str]) -> tuple[str, list[Any]]:
+        return "id = ANY(?)", [list(ids)]  # one array, however many ids
+
+    def _text(self, value: str | None) -> str | None:
+        return _no_nul(value)
 
     def create(
         self,
@@ -335,217 +350,21 @@ class PostgresDocumentRepository:
         metadata: dict[str, Any],
         redact_pii: bool = False,
     ) -> tuple[Document, bool]:
+        insert = self._sql(INSERT_DOCUMENT + " ON CONFLICT (tenant, sha256) DO NOTHING RETURNING *")
+        existing = self._sql(SAME_CONTENT)
+
         def work(db: psycopg.Connection[dict[str, Any]]) -> tuple[Document, bool]:
             for _ in range(5):  # the existing row may be deleted between the two statements
-                now = time.time()
-                row = db.execute(
-                    "INSERT INTO documents (id, tenant, filename, kind, sha256, size, status,"
-                    " metadata, created_at, updated_at, redact_pii)"
-                    " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
-                    " ON CONFLICT (tenant, sha256) DO NOTHING RETURNING *",
-                    (uuid.uuid4().hex, tenant, _no_nul(filename), kind.value, sha256, size,
-                     DocumentStatus.QUEUED.value, json.dumps(metadata), now, now,
-                     bool(redact_pii)),
-                ).fetchone()
+                row = db.execute(insert, self._new_document(
+                    tenant, filename, kind, sha256, size, metadata, redact_pii)).fetchone()
                 if row is not None:
                     return document_from_row(row), True
-                row = db.execute(
-                    "SELECT * FROM documents WHERE tenant=%s AND sha256=%s", (tenant, sha256)
-                ).fetchone()
+                row = db.execute(existing, (tenant, sha256)).fetchone()
                 if row is not None:
                     return document_from_row(row), False
             raise TransientError("document registry busy: the same upload is being replaced")
 
         return self._run(work)
-
-    def get(self, doc_id: str, tenant: str | None = None) -> Document | None:
-        if tenant is None:
-            sql, args = "SELECT * FROM documents WHERE id=%s", (doc_id,)
-        else:
-            sql, args = "SELECT * FROM documents WHERE id=%s AND tenant=%s", (doc_id, tenant)
-        row = self._run(lambda db: db.execute(sql, args).fetchone())
-        return document_from_row(row) if row else None
-
-    def list(
-        self, tenant: str, status: DocumentStatus | None, limit: int, offset: int
-    ) -> tuple[list[Document], int]:
-        where, args = "tenant=%s", [tenant]
-        if status is not None:
-            where += " AND status=%s"
-            args.append(status.value)
-
-        def work(db: psycopg.Connection[dict[str, Any]]) -> tuple[list[Document], int]:
-            with db.transaction():  # one snapshot for the count and the page
-                db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                total = db.execute(
-                    f"SELECT COUNT(*) AS n FROM documents WHERE {where}", args  # noqa: S608
-                ).fetchone()
-                rows = db.execute(
-                    f"SELECT * FROM documents WHERE {where}"  # noqa: S608
-                    " ORDER BY created_at, id LIMIT %s OFFSET %s",
-                    [*args, limit, offset],
-                ).fetchall()
-            return [document_from_row(r) for r in rows], int(total["n"]) if total else 0
-
-        return self._run(work)
-
-    def find_ids(
-        self,
-        tenant: str,
-        *,
-        ids: Sequence[str] | None = None,
-        filename: str | None = None,
-        created_from: float | None = None,
-        created_to: float | None = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> list[str]:
-        """Ids of the tenant's documents matching every given condition (never another
-        tenant's). ``filename`` is a glob (``*``, ``?``; exact when it has neither);
-        ``metadata`` values must equal the uploaded value, or be in it when that is a list."""
-        where: list[str] = ["tenant=%s"]
-        args: list[Any] = [tenant]
-        if ids is not None:
-            if not ids:
-                return []
-            where.append("id = ANY(%s)")
-            args.append(list(ids))
-        if filename is not None:
-            if _has_wildcards(filename):
-                regex = glob_to_regex(filename)
-                if regex is None:
-                    return []
-                where.append("filename ~ %s")
-                args.append(regex)
-            else:
-                where.append("filename = %s")
-                args.append(filename)
-        if created_from is not None:
-            where.append("created_at >= %s")
-            args.append(created_from)
-        if created_to is not None:
-            where.append("created_at < %s")
-            args.append(created_to)
-        sql = (f"SELECT id, metadata FROM documents WHERE {' AND '.join(where)}"  # noqa: S608
-               " ORDER BY created_at, id")
-        rows = self._run(lambda db: db.execute(sql, args).fetchall())
-        if not metadata:
-            return [r["id"] for r in rows]
-        return [r["id"] for r in rows if metadata_matches(json.loads(r["metadata"]), metadata)]
-
-    def set_status(
-        self,
-        doc_id: str,
-        status: DocumentStatus,
-        *,
-        error: str | None = None,
-        chunks: int | None = None,
-        pages: int | None = None,
-        pii_counts: dict[str, int] | None = None,
-    ) -> None:
-        sets = ["status=%s", "error=%s", "updated_at=%s"]
-        args: list[Any] = [status.value, _no_nul(error), time.time()]
-        if status is DocumentStatus.QUEUED:
-            sets += ["stage='queued'", "done=0", "total=0"]
-        if status is DocumentStatus.READY:
-            sets += ["stage='ready'"]
-        if status is DocumentStatus.FAILED:
-            sets += ["stage='failed'"]
-        if chunks is not None:
-            sets.append("chunks=%s")
-            args.append(chunks)
-        if pages is not None:
-            sets.append("pages=%s")
-            args.append(pages)
-        if pii_counts is not None:
-            sets += ["pii_counts=%s", "redact_pii=TRUE"]
-            args.append(json.dumps(pii_counts))
-        sql = f"UPDATE documents SET {', '.join(sets)} WHERE id=%s"  # noqa: S608
-        self._run(lambda db: db.execute(sql, [*args, doc_id]))
-
-    def enable_redaction(self, doc_id: str) -> bool:
-        rowcount = self._run(lambda db: db.execute(
-            f"UPDATE documents SET redact_pii=TRUE, {ENABLE_REDACTION_SET}, updated_at=%s"  # noqa: S608
-            " WHERE id=%s AND NOT redact_pii AND status IN (%s,%s)",
-            (time.time(), doc_id, *ENABLE_REDACTION_STATES),
-        ).rowcount)
-        return rowcount > 0
-
-    def set_progress(self, doc_id: str, progress: Progress) -> None:
-        self._run(lambda db: db.execute(
-            "UPDATE documents SET stage=%s, done=%s, total=%s, updated_at=%s WHERE id=%s",
-            (_no_nul(progress.stage), progress.done, progress.total, time.time(), doc_id),
-        ))
-
-    def stale_document_ids(self, updated_before: float, limit: int = 1000) -> list[str]:
-        rows = self._run(lambda db: db.execute(
-            "SELECT id FROM documents WHERE status IN (%s,%s) AND updated_at < %s"
-            " ORDER BY updated_at, id LIMIT %s",
-            (*STALE_STATES, updated_before, limit),
-        ).fetchall())
-        return [r["id"] for r in rows]
-
-    def requeue_stale(self, doc_id: str, updated_before: float) -> bool:
-        rowcount = self._run(lambda db: db.execute(
-            f"UPDATE documents SET {REQUEUE_SET}, updated_at=%s"  # noqa: S608
-            " WHERE id=%s AND status IN (%s,%s) AND updated_at < %s",
-            (time.time(), doc_id, *STALE_STATES, updated_before),
-        ).rowcount)
-        return rowcount > 0
-
-    def delete(self, doc_id: str) -> bool:
-        rowcount = self._run(
-            lambda db: db.execute("DELETE FROM documents WHERE id=%s", (doc_id,)).rowcount
-        )
-        return rowcount > 0
-
-    # ------------------------------------------------------------ API keys
-
-    def add_key(self, key_hash: str, tenant: str, name: str) -> str:
-        key_id = new_key_id()
-        self._run(lambda db: db.execute(
-            "INSERT INTO api_keys (id, key_hash, tenant, name, created_at) VALUES (%s,%s,%s,%s,%s)",
-            (key_id, key_hash, tenant, _no_nul(name), time.time()),
-        ))
-        return key_id
-
-    def tenant_for_key_hash(self, key_hash: str) -> str | None:
-        row = self._run(lambda db: db.execute(
-            "SELECT tenant FROM api_keys WHERE key_hash=%s AND revoked_at IS NULL", (key_hash,)
-        ).fetchone())
-        return row["tenant"] if row else None
-
-    def key_for_hash(self, key_hash: str) -> ApiKey | None:
-        row = self._run(lambda db: db.execute(
-            "SELECT * FROM api_keys WHERE key_hash=%s AND revoked_at IS NULL", (key_hash,)
-        ).fetchone())
-        return key_from_row(row) if row else None
-
-    def list_keys(self, tenant: str | None = None) -> list[ApiKey]:
-        sql = "SELECT id, tenant, name, created_at, revoked_at FROM api_keys"
-        args: tuple[Any, ...] = ()
-        if tenant is not None:
-            sql, args = sql + " WHERE tenant=%s", (tenant,)
-        rows = self._run(lambda db: db.execute(sql + " ORDER BY created_at, id", args).fetchall())
-        return [key_from_row(r) for r in rows]
-
-    def revoke_key(self, key_id: str) -> bool:
-        rowcount = self._run(lambda db: db.execute(
-            "UPDATE api_keys SET revoked_at=COALESCE(revoked_at, %s) WHERE id=%s",
-            (time.time(), key_id),
-        ).rowcount)
-        return rowcount > 0
-
-    def count_keys(self) -> int:
-        row = self._run(lambda db: db.execute(
-            "SELECT COUNT(*) AS n FROM api_keys WHERE revoked_at IS NULL"
-        ).fetchone())
-        return int(row["n"]) if row else 0
-
-    def count_by_status(self) -> dict[str, int]:
-        """Documents per status, all tenants (``/metrics``, at scrape time)."""
-        rows = self._run(lambda db: db.execute(
-            "SELECT status, COUNT(*) AS n FROM documents GROUP BY status").fetchall())
-        return {str(r["status"]): int(r["n"]) for r in rows}
 
     def close(self) -> None:
         """Close this process's idle connections (optional; they also close at exit)."""
