@@ -1,7 +1,7 @@
 """The real store adapter on an in-process Chroma client, for unit tests.
 
-One process only, which the unit tests are (DESIGN.md allows ``PersistentClient`` there);
-the service and the integration tests always use the Chroma server.
+One process only, which the unit tests are (docs/architecture.md allows ``PersistentClient``
+there); the service and the integration tests always use the Chroma server.
 """
 
 from __future__ import annotations
