@@ -4,6 +4,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh test
+# Lint and type check (the house style: ruff and mypy in CI). Both run on every call, also
+# when pytest gets arguments (a few seconds once .mypy_cache is warm); a finding fails the
+# script after the tests have run, so one CI run reports both.
+LINT_PATHS=(core ingest workers service)
+lint_failed=0
+echo "ruff check ${LINT_PATHS[*]}" >&2
+.venv/bin/ruff check "${LINT_PATHS[@]}" || lint_failed=1
+echo "mypy --strict ${LINT_PATHS[*]}" >&2
+.venv/bin/mypy --strict "${LINT_PATHS[@]}" || lint_failed=1
 # tests/integration/test_web_ui.py drives Debian's chromium through Playwright (never
 # `playwright install`: that downloads a browser build of its own)
 if ! command -v chromium >/dev/null 2>&1; then
@@ -20,4 +29,10 @@ if ! .venv/bin/python -c "import redis,sys; redis.Redis(socket_connect_timeout=2
   exit 2
 fi
 export ANONYMIZED_TELEMETRY=False HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-exec .venv/bin/python -m pytest "$@"
+tests_rc=0
+.venv/bin/python -m pytest "$@" || tests_rc=$?
+if [ "$lint_failed" != 0 ]; then
+  echo "ruff or mypy found problems (above)" >&2
+  [ "$tests_rc" != 0 ] || tests_rc=1
+fi
+exit "$tests_rc"
