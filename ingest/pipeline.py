@@ -175,8 +175,3 @@ def _check_redaction_unchanged(repo: DocumentRepository, doc_id: str, redact: bo
     if current is not None and current.redact_pii:
         raise TransientError("PII redaction was turned on during the ingest; will retry")
 
-
-def erase_document(deps: IngestDeps, tenant: str, doc_id: str) -> None:
-    """Remove a document's vectors and stored file (the registry row goes first, in the API)."""
-    deps.store.delete_document(tenant, doc_id)
-    stored_file(deps.settings, doc_id).unlink(missing_ok=True)
