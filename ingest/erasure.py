@@ -41,6 +41,7 @@ from core.keystore import checkpoint_truncate
 from core.ports import DocumentRepository
 from core.settings import Settings
 from core.vault import Vault
+from ingest.originals import stored_file
 from ingest.store import ChromaStore, collection_name
 
 log = logging.getLogger("docqa.erasure")
@@ -134,8 +135,6 @@ class Eraser:
 
     def erase(self, tenant: str, doc_id: str) -> dict[str, Any]:
         """Finish erasing ``doc_id`` (its registry row must be gone). Idempotent."""
-        from ingest.pipeline import stored_file
-
         if self.repo.get(doc_id) is not None:
             raise NotDeletedYet(f"document {doc_id} is still registered")
         t0 = time.monotonic()

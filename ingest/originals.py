@@ -1,4 +1,5 @@
-"""Stored originals seen through the vault (core/vault.py): sniffing an encrypted upload."""
+"""Stored originals seen through the vault (core/vault.py): where an upload is kept, its data
+key, sniffing an encrypted upload, and deleting a redacted document's original."""
 
 from __future__ import annotations
 
@@ -6,8 +7,24 @@ from pathlib import Path
 from typing import Any
 
 from core.domain import DocumentKind
-from core.vault import Vault
+from core.errors import ParseError
+from core.settings import Settings
+from core.vault import MissingKeyError, Vault
 from ingest.detect import sniff_kind
+
+
+def stored_file(settings: Settings, doc_id: str) -> Path:
+    """Uploads live under generated ids only; the client's filename is metadata."""
+    return settings.files_dir / doc_id
+
+
+def stored_file_key(settings: Settings, path: Path) -> bytes | None:
+    """The data key of an encrypted stored original (None: plaintext, from an older
+    version). A key that is gone (the document was erased meanwhile) fails the parse."""
+    try:
+        return Vault.for_settings(settings).key_for(path)
+    except MissingKeyError as exc:
+        raise ParseError(exc.detail) from None
 
 
 def sniff_stored(vault: Vault, filename: str, path: Path, limits: Any) -> DocumentKind:
@@ -18,3 +35,13 @@ def sniff_stored(vault: Vault, filename: str, path: Path, limits: Any) -> Docume
         return sniff_kind(filename, head, path, limits)
     with vault.plaintext(path) as plain:
         return sniff_kind(filename, head, plain, limits)
+
+
+def drop_original(settings: Settings, doc_id: str) -> None:
+    """Delete a redacted document's uploaded file (it still holds the personal data): its
+    key and then the file (crypto-erasure, core/vault.py). Done once its ingest has ended,
+    ready or failed; uploading the same bytes again brings a failed one back for a retry."""
+    Vault.for_settings(settings).destroy(stored_file(settings, doc_id))
+
+
+__all__ = ["drop_original", "sniff_stored", "stored_file", "stored_file_key"]

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from core.domain import DocumentStatus, Progress
 from core.errors import ParseError, TransientError
@@ -21,6 +20,7 @@ from core.metrics import chunks_embedded, stage
 from core.ports import DocumentRepository, Embedder
 from core.settings import Settings
 from ingest.chunking import chunk_pages
+from ingest.originals import drop_original, stored_file, stored_file_key
 from ingest.pii import redact_pages
 from ingest.sandbox import parse_isolated
 from ingest.sentences import chunk_sentence_metadata
@@ -35,22 +35,6 @@ class IngestDeps:
     repo: DocumentRepository
     store: ChromaStore
     embedder: Embedder
-
-
-def stored_file_key(settings: Settings, path: Path) -> bytes | None:
-    """The data key of an encrypted stored original (None: plaintext, from an older
-    version). A key that is gone (the document was erased meanwhile) fails the parse."""
-    from core.vault import MissingKeyError, Vault
-
-    try:
-        return Vault.for_settings(settings).key_for(path)
-    except MissingKeyError as exc:
-        raise ParseError(exc.detail) from None
-
-
-def stored_file(settings: Settings, doc_id: str) -> Path:
-    """Uploads live under generated ids only; the client's filename is metadata."""
-    return settings.files_dir / doc_id
 
 
 def ingest_document(deps: IngestDeps, doc_id: str) -> str:
@@ -148,15 +132,6 @@ def _parse_progress(repo: DocumentRepository, doc_id: str) -> Callable[[int, int
             log.warning("document %s: parse progress not recorded: %s", doc_id, exc)
 
     return report
-
-
-def drop_original(settings: Settings, doc_id: str) -> None:
-    """Delete a redacted document's uploaded file (it still holds the personal data): its
-    key and then the file (crypto-erasure, core/vault.py). Done once its ingest has ended,
-    ready or failed; uploading the same bytes again brings a failed one back for a retry."""
-    from core.vault import Vault
-
-    Vault.for_settings(settings).destroy(stored_file(settings, doc_id))
 
 
 def failed_ingest_cleanup(deps: IngestDeps, doc_id: str) -> None:

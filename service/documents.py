@@ -23,8 +23,7 @@ from core.errors import (
 from core.ports import DocumentRepository
 from core.settings import Settings
 from core.vault import Vault
-from ingest.originals import sniff_stored
-from ingest.pipeline import stored_file
+from ingest.originals import sniff_stored, stored_file
 from ingest.store import ChromaStore
 
 log = logging.getLogger("docqa.api")

@@ -22,8 +22,9 @@ from core.errors import ConflictError, TransientError
 from core.registry import SqliteDocumentRepository
 from core.settings import Settings
 from ingest.embedding import HashEmbedder
+from ingest.originals import stored_file
 from ingest.pii import redact_pages
-from ingest.pipeline import IngestDeps, ingest_document, stored_file
+from ingest.pipeline import IngestDeps, ingest_document
 from service.documents import DocumentService
 from service.schemas import DocumentOut
 
