@@ -41,7 +41,7 @@ from core.keystore import checkpoint_truncate
 from core.ports import DocumentRepository
 from core.settings import Settings
 from core.vault import Vault
-from ingest.originals import stored_file
+from ingest.originals import erase_document
 from ingest.store import ChromaStore, collection_name
 
 log = logging.getLogger("docqa.erasure")
@@ -139,9 +139,7 @@ class Eraser:
             raise NotDeletedYet(f"document {doc_id} is still registered")
         t0 = time.monotonic()
         # what the API did, again: a crash between its steps must leave nothing behind
-        self.store.delete_document(tenant, doc_id)
-        self.store.destroy_text_key(doc_id)
-        self.vault.destroy(stored_file(self.settings, doc_id))
+        erase_document(self.settings, self.store, self.vault, tenant, doc_id)
         coll = collection_name(tenant)
         report: dict[str, Any] = {"document_id": doc_id}
         report["compaction"] = self._once(

@@ -1,5 +1,7 @@
 """Stored originals seen through the vault (core/vault.py): where an upload is kept, its data
-key, sniffing an encrypted upload, and deleting a redacted document's original."""
+key, sniffing an encrypted upload, and erasing a document (the one erase sequence, used by
+``DELETE /v1/documents/{id}`` in service/documents.py and again by the background eraser in
+ingest/erasure.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from core.errors import ParseError
 from core.settings import Settings
 from core.vault import MissingKeyError, Vault
 from ingest.detect import sniff_kind
+from ingest.store import ChromaStore
 
 
 def stored_file(settings: Settings, doc_id: str) -> Path:
@@ -44,4 +47,15 @@ def drop_original(settings: Settings, doc_id: str) -> None:
     Vault.for_settings(settings).destroy(stored_file(settings, doc_id))
 
 
-__all__ = ["drop_original", "sniff_stored", "stored_file", "stored_file_key"]
+def erase_document(settings: Settings, store: ChromaStore, vault: Vault, tenant: str,
+                   doc_id: str) -> None:
+    """Delete what a document left in the store and on disk: its chunks (Chroma and the
+    keyword index), its text key, then its stored file's key and the file. The registry row
+    is the caller's: the API deletes it after this, the background eraser runs once it is
+    gone (and repeats this, so a crash between the API's steps leaves nothing behind)."""
+    store.delete_document(tenant, doc_id)  # vectors first: a failure here changes nothing
+    store.destroy_text_key(doc_id)  # what Chroma keeps of its text is unreadable now
+    vault.destroy(stored_file(settings, doc_id))  # its key first: crypto-erasure
+
+
+__all__ = ["drop_original", "erase_document", "sniff_stored", "stored_file", "stored_file_key"]
