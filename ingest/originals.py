@@ -21,11 +21,11 @@ def stored_file(settings: Settings, doc_id: str) -> Path:
     return settings.files_dir / doc_id
 
 
-def stored_file_key(settings: Settings, path: Path) -> bytes | None:
+def stored_file_key(vault: Vault, path: Path) -> bytes | None:
     """The data key of an encrypted stored original (None: plaintext, from an older
     version). A key that is gone (the document was erased meanwhile) fails the parse."""
     try:
-        return Vault.for_settings(settings).key_for(path)
+        return vault.key_for(path)
     except MissingKeyError as exc:
         raise ParseError(exc.detail) from None
 
@@ -40,11 +40,11 @@ def sniff_stored(vault: Vault, filename: str, path: Path, limits: Any) -> Docume
         return sniff_kind(filename, head, plain, limits)
 
 
-def drop_original(settings: Settings, doc_id: str) -> None:
+def drop_original(settings: Settings, vault: Vault, doc_id: str) -> None:
     """Delete a redacted document's uploaded file (it still holds the personal data): its
     key and then the file (crypto-erasure, core/vault.py). Done once its ingest has ended,
     ready or failed; uploading the same bytes again brings a failed one back for a retry."""
-    Vault.for_settings(settings).destroy(stored_file(settings, doc_id))
+    vault.destroy(stored_file(settings, doc_id))
 
 
 def erase_document(settings: Settings, store: ChromaStore, vault: Vault, tenant: str,

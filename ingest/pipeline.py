@@ -19,6 +19,7 @@ from core.errors import ParseError, TransientError
 from core.metrics import chunks_embedded, stage
 from core.ports import DocumentRepository, Embedder
 from core.settings import Settings
+from core.vault import Vault
 from ingest.chunking import chunk_pages
 from ingest.originals import drop_original, stored_file, stored_file_key
 from ingest.pii import redact_pages
@@ -29,12 +30,20 @@ from ingest.store import ChromaStore
 log = logging.getLogger("docqa.ingest")
 
 
-@dataclass
+@dataclass(init=False)
 class IngestDeps:
     settings: Settings
     repo: DocumentRepository
     store: ChromaStore
     embedder: Embedder
+    vault: Vault  # the stored originals (core/vault.py)
+
+    def __init__(self, settings: Settings, repo: DocumentRepository, store: ChromaStore,
+                 embedder: Embedder, vault: Vault | None = None) -> None:
+        self.settings, self.repo, self.store, self.embedder = settings, repo, store, embedder
+        # none given (workers/app.py's build_deps does not pass one yet): the settings' vault,
+        # the object Vault.for_settings gives everyone in this process
+        self.vault = vault if vault is not None else Vault.for_settings(settings)
 
 
 def ingest_document(deps: IngestDeps, doc_id: str) -> str:
@@ -53,8 +62,8 @@ def ingest_document(deps: IngestDeps, doc_id: str) -> str:
     if doc.status is DocumentStatus.READY and doc.chunks and (
         not redact or doc.pii_counts is not None
     ) and deps.store.count_document(doc.tenant, doc_id) == doc.chunks:
-        if redact:
-            drop_original(settings, doc_id)  # a crash may have come between ready and this
+        if redact:  # a crash may have come between ready and this
+            drop_original(settings, deps.vault, doc_id)
         return DocumentStatus.READY.value
     path = stored_file(settings, doc_id)
     repo.set_status(doc_id, DocumentStatus.PROCESSING)
@@ -69,7 +78,7 @@ def ingest_document(deps: IngestDeps, doc_id: str) -> str:
             raise ParseError("the uploaded file is missing from storage")
         with stage("parse"):  # child process under time and memory limits (ingest/sandbox.py)
             pages = parse_isolated(path, doc.kind, settings.limits,
-                                   key=stored_file_key(settings, path),  # decrypted in the child
+                                   key=stored_file_key(deps.vault, path),  # decrypted in the child
                                    on_progress=_parse_progress(repo, doc_id))
         if redact:  # before chunking: nothing unredacted is embedded, indexed or stored
             pages, pii_counts = redact_pages(pages)
@@ -81,7 +90,7 @@ def ingest_document(deps: IngestDeps, doc_id: str) -> str:
     except ParseError as exc:
         repo.set_status(doc_id, DocumentStatus.FAILED, error=exc.detail)
         if redact:  # uploading the same bytes again retries (service/documents.py)
-            drop_original(settings, doc_id)
+            drop_original(settings, deps.vault, doc_id)
         log.warning("document %s failed to parse: %s", doc_id, exc.detail)
         return DocumentStatus.FAILED.value
 
@@ -115,7 +124,7 @@ def ingest_document(deps: IngestDeps, doc_id: str) -> str:
     repo.set_status(doc_id, DocumentStatus.READY, chunks=total, pages=len(pages),
                     pii_counts=pii_counts)
     if redact:  # keep no unredacted copy: the original goes once its redacted chunks are in
-        drop_original(settings, doc_id)
+        drop_original(settings, deps.vault, doc_id)
     log.info("document %s ready: %d chunks, %d pages%s", doc_id, total, len(pages),
              f", PII redacted {pii_counts}" if redact else "")
     return DocumentStatus.READY.value
@@ -138,7 +147,7 @@ def failed_ingest_cleanup(deps: IngestDeps, doc_id: str) -> None:
     """After the task layer marked a document failed: drop the original if it was redacted."""
     doc = deps.repo.get(doc_id)
     if doc is not None and (doc.redact_pii or deps.settings.pii.forced(doc.tenant)):
-        drop_original(deps.settings, doc_id)
+        drop_original(deps.settings, deps.vault, doc_id)
 
 
 def _check_redaction_unchanged(repo: DocumentRepository, doc_id: str, redact: bool) -> None:
