@@ -9,6 +9,8 @@ from typing import Any
 
 from core.domain import DocumentKind
 from core.errors import UnsupportedMediaError
+from core.settings import LimitSettings
+from ingest.limits import check_zip
 
 _TEXT_SUFFIXES = {
     ".txt": DocumentKind.TEXT,
@@ -54,11 +56,7 @@ def sniff_kind(
                 f"content is a ZIP container but the name ends in {suffix!r}; only .docx is accepted"
             )
         if path is not None:
-            from ingest.limits import check_zip
-
             if limits is None:
-                from core.settings import LimitSettings
-
                 limits = LimitSettings()
             check_zip(path, limits)  # before anything builds objects for every member
             if not _is_docx(path):

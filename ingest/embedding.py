@@ -19,6 +19,8 @@ class SentenceTransformerEmbedder:
 
     def __init__(self, model_path: Path, batch_size: int = 32) -> None:
         apply_offline_env()
+        # heavy (torch), and must come after apply_offline_env: loaded only by a process
+        # that embeds with the real model
         from sentence_transformers import SentenceTransformer
 
         self.model = SentenceTransformer(str(model_path), device="cpu", local_files_only=True)

@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import redis
+
 from core.errors import TransientError
 from core.keystore import checkpoint_truncate
 from core.ports import DocumentRepository
@@ -190,8 +192,6 @@ class Eraser:
 
 
 def build_eraser(settings: Settings, repo: DocumentRepository, store: ChromaStore) -> Eraser:
-    import redis
-
     return Eraser(settings, repo, store, Vault.for_settings(settings),
                   redis.Redis.from_url(settings.redis_url, socket_timeout=30,
                                        socket_connect_timeout=5))

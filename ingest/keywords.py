@@ -31,6 +31,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+import Stemmer  # type: ignore[import-not-found]
+
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 # FTS5 ranks every term; very common words only add noise and time
 _STOP = frozenset(
@@ -64,8 +66,6 @@ _local = threading.local()
 def _stem(word: str) -> str:
     stemmer = getattr(_local, "stemmer", None)
     if stemmer is None:  # PyStemmer objects are not thread-safe: one per thread
-        import Stemmer  # type: ignore[import-not-found]
-
         stemmer = _local.stemmer = Stemmer.Stemmer("porter")
     return str(stemmer.stemWord(word))
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from core.domain import DocumentStatus, Progress
-from core.errors import ParseError, TransientError
+from core.errors import ParseError, StoreUnavailableError, TransientError
 from core.metrics import chunks_embedded, stage
 from core.ports import DocumentRepository, Embedder
 from core.settings import Settings
@@ -118,8 +118,6 @@ def ingest_document(deps: IngestDeps, doc_id: str) -> str:
         return "deleted"
     _check_redaction_unchanged(repo, doc_id, redact)
     if stored != total:
-        from core.errors import StoreUnavailableError
-
         raise StoreUnavailableError(f"stored {stored} of {total} chunks; will retry")
     repo.set_status(doc_id, DocumentStatus.READY, chunks=total, pages=len(pages),
                     pii_counts=pii_counts)

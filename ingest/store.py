@@ -25,6 +25,7 @@ import numpy as np
 
 from core.domain import Chunk, ChunkHit
 from core.errors import StoreUnavailableError
+from core.locks import redis_collection_lock
 from core.settings import Settings, apply_offline_env
 from core.textcrypt import TEXT_KEY, TextCipher, TextKeyMissing, term_key
 from ingest.keywords import KeywordIndex
@@ -62,6 +63,8 @@ class ChromaStore:
 
     def _connect(self) -> Any:
         if self._client is None:
+            # heavy: imported at the first connection, not by everything that imports this
+            # module (the CLI, tests with a fake store)
             import chromadb
             from chromadb.config import Settings as ChromaClientSettings
 
@@ -464,8 +467,6 @@ def open_store(settings: Settings) -> ChromaStore:
     """The service's store (API and workers): the Chroma server, chunk text sealed under
     per-document keys, the keyword index beside it with hashed terms, and the tenant write
     lock in Redis."""
-    from core.locks import redis_collection_lock
-
     cipher = TextCipher.for_settings(settings)
     return ChromaStore(settings.chroma.host, settings.chroma.port,
                        KeywordIndex(settings.keywords_path, term_key(cipher.master)),
