@@ -1,6 +1,6 @@
 """Vector store adapter: one Chroma collection per tenant on the Chroma *server*.
 
-Never a shared ``PersistentClient`` directory (DESIGN.md: it silently lost vectors).
+Never a shared ``PersistentClient`` directory (docs/architecture.md: it silently lost vectors).
 Chroma's default embedding function is never used: we always pass our vectors.
 
 With a ``TextCipher`` (the service always has one) Chroma never receives chunk text in
