@@ -53,7 +53,8 @@ def sniff_kind(
     if head.startswith(b"PK\x03\x04"):
         if suffix not in ("", ".docx"):
             raise UnsupportedMediaError(
-                f"content is a ZIP container but the name ends in {suffix!r}; only .docx is accepted"
+                f"content is a ZIP container but the name ends in {suffix!r}; "
+                "only .docx is accepted"
             )
         if path is not None:
             if limits is None:
@@ -79,7 +80,8 @@ def sniff_kind(
             return DocumentKind.HTML
         return DocumentKind.TEXT
     raise UnsupportedMediaError(
-        f"files ending in {suffix!r} are not supported; upload PDF, DOCX, HTML, Markdown, text or CSV"
+        f"files ending in {suffix!r} are not supported; "
+        "upload PDF, DOCX, HTML, Markdown, text or CSV"
     )
 
 

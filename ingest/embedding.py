@@ -25,7 +25,9 @@ class SentenceTransformerEmbedder:
 
         self.model = SentenceTransformer(str(model_path), device="cpu", local_files_only=True)
         self.batch_size = batch_size
-        self.dimension = int(getattr(self.model, "get_embedding_dimension", self.model.get_sentence_embedding_dimension)() or 384)
+        dimension = getattr(self.model, "get_embedding_dimension",
+                            self.model.get_sentence_embedding_dimension)
+        self.dimension = int(dimension() or 384)
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         if not texts:

@@ -181,7 +181,8 @@ def read_csv(path: Path, limits: Any = None) -> list[str]:
         return [", ".join(header)]
     lines = []
     for row in body:
-        cells = [f"{h.strip()}: {v.strip()}" for h, v in zip(header, row, strict=False) if v.strip()]
+        cells = [f"{h.strip()}: {v.strip()}"
+                 for h, v in zip(header, row, strict=False) if v.strip()]
         if cells:
             lines.append("; ".join(cells) + ".")
     return ["\n".join(lines)]
@@ -227,7 +228,8 @@ def read_document(
     except (ParseError, MemoryError):  # MemoryError: the sandbox reports the memory limit
         raise
     except Exception as exc:  # a reader bug or odd file must fail the document, not the worker
-        raise ParseError(f"the {kind.value} file could not be read: {type(exc).__name__}: {exc}") from exc
+        raise ParseError(f"the {kind.value} file could not be read: "
+                         f"{type(exc).__name__}: {exc}") from exc
     pages: list[Page] = []
     offset = 0
     for number, raw in enumerate(raw_pages, start=1):
