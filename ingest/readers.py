@@ -172,7 +172,7 @@ def read_csv(path: Path, limits: Any = None) -> list[str]:
     try:
         dialect = csv.Sniffer().sniff(text[:4096], delimiters=",;\t|")
     except csv.Error:
-        dialect = csv.excel  # type: ignore[assignment]
+        dialect = csv.excel
     rows = list(csv.reader(io.StringIO(text), dialect))
     if not rows:
         return [""]

@@ -165,8 +165,12 @@ class ChromaStore:
                     meta[TEXT_KEY] = self.cipher.seal(c.document_id, c.id, c.text)
             else:
                 batch["documents"] = [c.text for c in part]
+
+            def write(coll: Any, batch: dict[str, Any] = batch) -> Any:
+                return coll.upsert(**batch)
+
             with self._write_lock(tenant):
-                self._on(tenant, lambda coll, batch=batch: coll.upsert(**batch), create=True)
+                self._on(tenant, write, create=True)
         if self.keywords is not None:
             self.keywords.replace_chunks(collection_name(tenant),
                                          [(c.id, c.document_id, c.text) for c in chunks])
