@@ -22,6 +22,7 @@ def word_tokenize(text: str) -> list[str]:
 
 @lru_cache(maxsize=8)
 def _splitter(size: int, overlap: int):  # type: ignore[no-untyped-def]
+    # llama-index is heavy to import: only a process that chunks loads it
     from llama_index.core.node_parser import SentenceSplitter
 
     return SentenceSplitter(

@@ -9,6 +9,8 @@ from typing import Any
 
 from core.domain import DocumentKind
 from core.errors import UnsupportedMediaError
+from core.settings import LimitSettings
+from ingest.limits import check_zip
 
 _TEXT_SUFFIXES = {
     ".txt": DocumentKind.TEXT,
@@ -51,14 +53,11 @@ def sniff_kind(
     if head.startswith(b"PK\x03\x04"):
         if suffix not in ("", ".docx"):
             raise UnsupportedMediaError(
-                f"content is a ZIP container but the name ends in {suffix!r}; only .docx is accepted"
+                f"content is a ZIP container but the name ends in {suffix!r}; "
+                "only .docx is accepted"
             )
         if path is not None:
-            from ingest.limits import check_zip
-
             if limits is None:
-                from core.settings import LimitSettings
-
                 limits = LimitSettings()
             check_zip(path, limits)  # before anything builds objects for every member
             if not _is_docx(path):
@@ -81,7 +80,8 @@ def sniff_kind(
             return DocumentKind.HTML
         return DocumentKind.TEXT
     raise UnsupportedMediaError(
-        f"files ending in {suffix!r} are not supported; upload PDF, DOCX, HTML, Markdown, text or CSV"
+        f"files ending in {suffix!r} are not supported; "
+        "upload PDF, DOCX, HTML, Markdown, text or CSV"
     )
 
 

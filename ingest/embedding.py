@@ -19,11 +19,15 @@ class SentenceTransformerEmbedder:
 
     def __init__(self, model_path: Path, batch_size: int = 32) -> None:
         apply_offline_env()
+        # heavy (torch), and must come after apply_offline_env: loaded only by a process
+        # that embeds with the real model
         from sentence_transformers import SentenceTransformer
 
         self.model = SentenceTransformer(str(model_path), device="cpu", local_files_only=True)
         self.batch_size = batch_size
-        self.dimension = int(getattr(self.model, "get_embedding_dimension", self.model.get_sentence_embedding_dimension)() or 384)
+        dimension = getattr(self.model, "get_embedding_dimension",
+                            self.model.get_sentence_embedding_dimension)
+        self.dimension = int(dimension() or 384)
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         if not texts:

@@ -36,11 +36,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import redis
+
 from core.errors import TransientError
 from core.keystore import checkpoint_truncate
 from core.ports import DocumentRepository
 from core.settings import Settings
 from core.vault import Vault
+from ingest.originals import erase_document
 from ingest.store import ChromaStore, collection_name
 
 log = logging.getLogger("docqa.erasure")
@@ -134,15 +137,11 @@ class Eraser:
 
     def erase(self, tenant: str, doc_id: str) -> dict[str, Any]:
         """Finish erasing ``doc_id`` (its registry row must be gone). Idempotent."""
-        from ingest.pipeline import stored_file
-
         if self.repo.get(doc_id) is not None:
             raise NotDeletedYet(f"document {doc_id} is still registered")
         t0 = time.monotonic()
         # what the API did, again: a crash between its steps must leave nothing behind
-        self.store.delete_document(tenant, doc_id)
-        self.store.destroy_text_key(doc_id)
-        self.vault.destroy(stored_file(self.settings, doc_id))
+        erase_document(self.settings, self.store, self.vault, tenant, doc_id)
         coll = collection_name(tenant)
         report: dict[str, Any] = {"document_id": doc_id}
         report["compaction"] = self._once(
@@ -193,8 +192,6 @@ class Eraser:
 
 
 def build_eraser(settings: Settings, repo: DocumentRepository, store: ChromaStore) -> Eraser:
-    import redis
-
     return Eraser(settings, repo, store, Vault.for_settings(settings),
                   redis.Redis.from_url(settings.redis_url, socket_timeout=30,
                                        socket_connect_timeout=5))

@@ -31,6 +31,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+import Stemmer  # type: ignore[import-not-found]
+
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 # FTS5 ranks every term; very common words only add noise and time
 _STOP = frozenset(
@@ -64,8 +66,6 @@ _local = threading.local()
 def _stem(word: str) -> str:
     stemmer = getattr(_local, "stemmer", None)
     if stemmer is None:  # PyStemmer objects are not thread-safe: one per thread
-        import Stemmer  # type: ignore[import-not-found]
-
         stemmer = _local.stemmer = Stemmer.Stemmer("porter")
     return str(stemmer.stemWord(word))
 
@@ -226,8 +226,9 @@ class KeywordIndex:
                 for cid, doc, text in rows:
                     old = db.execute("SELECT rowid FROM kw_chunks WHERE collection = ? AND "
                                      "chunk_id = ?", (collection, cid)).fetchone()
-                    if old:
-                        db.execute(f"DELETE FROM {table} WHERE rowid = ?", (old[0],))
+                    if old:  # table names are ours (fts_table), values are bound: below too
+                        db.execute(f"DELETE FROM {table} WHERE rowid = ?",  # noqa: S608
+                                   (old[0],))
                         db.execute("UPDATE kw_chunks SET document_id = ? WHERE rowid = ?",
                                    (doc, old[0]))
                         rowid = old[0]
@@ -235,7 +236,7 @@ class KeywordIndex:
                         rowid = db.execute(
                             "INSERT INTO kw_chunks (collection, chunk_id, document_id) "
                             "VALUES (?, ?, ?)", (collection, cid, doc)).lastrowid
-                    db.execute(f"INSERT INTO {table} (rowid, text) VALUES (?, ?)",
+                    db.execute(f"INSERT INTO {table} (rowid, text) VALUES (?, ?)",  # noqa: S608
                                (rowid, self._indexed(collection, text)))
                 db.execute("COMMIT")
             except BaseException:
@@ -255,8 +256,9 @@ class KeywordIndex:
                     "SELECT rowid, chunk_id FROM kw_chunks WHERE collection = ? AND "
                     "document_id = ?", (collection, document_id)) if r[1] not in keep_set]
                 for rowid in stale:
-                    if table:
-                        db.execute(f"DELETE FROM {table} WHERE rowid = ?", (rowid,))
+                    if table:  # a name of ours (fts_table), never user text
+                        db.execute(f"DELETE FROM {table} WHERE rowid = ?",  # noqa: S608
+                                   (rowid,))
                     db.execute("DELETE FROM kw_chunks WHERE rowid = ?", (rowid,))
                 db.execute("COMMIT")
             except BaseException:
@@ -273,7 +275,8 @@ class KeywordIndex:
             table = self._table(db, collection, create=False)
             if table is None:
                 return []
-            sql = (f"SELECT k.chunk_id, k.document_id, -f.rank FROM {table} f "
+            # the table name is ours (fts_table); the query and document ids are bound
+            sql = (f"SELECT k.chunk_id, k.document_id, -f.rank FROM {table} f "  # noqa: S608
                    f"JOIN kw_chunks k ON k.rowid = f.rowid WHERE {table} MATCH ?")
             args: list[object] = [expr]
             if document_ids is not None:

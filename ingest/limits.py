@@ -8,6 +8,7 @@ Every check raises ``ParseError`` with a reason a person can act on.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import struct
 import zipfile
 from collections.abc import Iterator
@@ -223,8 +224,7 @@ def pdf_limits(limits: Any) -> Iterator[None]:
     pypdf ≥ 6 has ``apply_configuration``; older releases read module constants, which are
     set (and restored) instead.
     """
-    import dataclasses
-
+    # pypdf only in the parse sandbox's child: the API imports this module for the ZIP checks
     import pypdf
 
     wanted = _pypdf_overrides(limits)
@@ -254,7 +254,7 @@ def pdf_limits(limits: Any) -> Iterator[None]:
 def page_content_bytes(page: Any) -> int:
     """Decompressed size of a page's content streams (pypdf caches the decoded data, so
     the text extraction that follows does not decode them again)."""
-    from pypdf.generic import ArrayObject
+    from pypdf.generic import ArrayObject  # the sandbox's child only (see pdf_limits)
 
     contents = page.get("/Contents")
     if contents is None:

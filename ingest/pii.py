@@ -24,7 +24,8 @@ Idempotence
     still there or has been replaced. Redacting already redacted text therefore changes
     nothing. A seeded fuzz test over glued combinations checks this. The cost of this
     rule: a second finding glued to the first without a separator is missed, as in
-    ``a@example.com+46 70 123 45 67``, where the phone number is left alone. With a space, ``/``, ``,`` or ``;`` between them, both are found.
+    ``a@example.com+46 70 123 45 67``, where the phone number is left alone. With a space,
+    ``/``, ``,`` or ``;`` between them, both are found.
 
 Boundaries
     A finding must stand alone. No letter, digit or underscore may touch it, and it may not

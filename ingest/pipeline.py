@@ -13,14 +13,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from core.domain import DocumentStatus, Progress
-from core.errors import ParseError, TransientError
+from core.errors import ParseError, StoreUnavailableError, TransientError
 from core.metrics import chunks_embedded, stage
 from core.ports import DocumentRepository, Embedder
 from core.settings import Settings
+from core.vault import Vault
 from ingest.chunking import chunk_pages
+from ingest.originals import drop_original, stored_file, stored_file_key
 from ingest.pii import redact_pages
 from ingest.sandbox import parse_isolated
 from ingest.sentences import chunk_sentence_metadata
@@ -29,28 +30,20 @@ from ingest.store import ChromaStore
 log = logging.getLogger("docqa.ingest")
 
 
-@dataclass
+@dataclass(init=False)
 class IngestDeps:
     settings: Settings
     repo: DocumentRepository
     store: ChromaStore
     embedder: Embedder
+    vault: Vault  # the stored originals (core/vault.py)
 
-
-def stored_file_key(settings: Settings, path: Path) -> bytes | None:
-    """The data key of an encrypted stored original (None: plaintext, from an older
-    version). A key that is gone (the document was erased meanwhile) fails the parse."""
-    from core.vault import MissingKeyError, Vault
-
-    try:
-        return Vault.for_settings(settings).key_for(path)
-    except MissingKeyError as exc:
-        raise ParseError(exc.detail) from None
-
-
-def stored_file(settings: Settings, doc_id: str) -> Path:
-    """Uploads live under generated ids only; the client's filename is metadata."""
-    return settings.files_dir / doc_id
+    def __init__(self, settings: Settings, repo: DocumentRepository, store: ChromaStore,
+                 embedder: Embedder, vault: Vault | None = None) -> None:
+        self.settings, self.repo, self.store, self.embedder = settings, repo, store, embedder
+        # none given (workers/app.py's build_deps does not pass one yet): the settings' vault,
+        # the object Vault.for_settings gives everyone in this process
+        self.vault = vault if vault is not None else Vault.for_settings(settings)
 
 
 def ingest_document(deps: IngestDeps, doc_id: str) -> str:
@@ -69,8 +62,8 @@ def ingest_document(deps: IngestDeps, doc_id: str) -> str:
     if doc.status is DocumentStatus.READY and doc.chunks and (
         not redact or doc.pii_counts is not None
     ) and deps.store.count_document(doc.tenant, doc_id) == doc.chunks:
-        if redact:
-            drop_original(settings, doc_id)  # a crash may have come between ready and this
+        if redact:  # a crash may have come between ready and this
+            drop_original(settings, deps.vault, doc_id)
         return DocumentStatus.READY.value
     path = stored_file(settings, doc_id)
     repo.set_status(doc_id, DocumentStatus.PROCESSING)
@@ -85,7 +78,7 @@ def ingest_document(deps: IngestDeps, doc_id: str) -> str:
             raise ParseError("the uploaded file is missing from storage")
         with stage("parse"):  # child process under time and memory limits (ingest/sandbox.py)
             pages = parse_isolated(path, doc.kind, settings.limits,
-                                   key=stored_file_key(settings, path),  # decrypted in the child
+                                   key=stored_file_key(deps.vault, path),  # decrypted in the child
                                    on_progress=_parse_progress(repo, doc_id))
         if redact:  # before chunking: nothing unredacted is embedded, indexed or stored
             pages, pii_counts = redact_pages(pages)
@@ -97,7 +90,7 @@ def ingest_document(deps: IngestDeps, doc_id: str) -> str:
     except ParseError as exc:
         repo.set_status(doc_id, DocumentStatus.FAILED, error=exc.detail)
         if redact:  # uploading the same bytes again retries (service/documents.py)
-            drop_original(settings, doc_id)
+            drop_original(settings, deps.vault, doc_id)
         log.warning("document %s failed to parse: %s", doc_id, exc.detail)
         return DocumentStatus.FAILED.value
 
@@ -125,13 +118,11 @@ def ingest_document(deps: IngestDeps, doc_id: str) -> str:
         return "deleted"
     _check_redaction_unchanged(repo, doc_id, redact)
     if stored != total:
-        from core.errors import StoreUnavailableError
-
         raise StoreUnavailableError(f"stored {stored} of {total} chunks; will retry")
     repo.set_status(doc_id, DocumentStatus.READY, chunks=total, pages=len(pages),
                     pii_counts=pii_counts)
     if redact:  # keep no unredacted copy: the original goes once its redacted chunks are in
-        drop_original(settings, doc_id)
+        drop_original(settings, deps.vault, doc_id)
     log.info("document %s ready: %d chunks, %d pages%s", doc_id, total, len(pages),
              f", PII redacted {pii_counts}" if redact else "")
     return DocumentStatus.READY.value
@@ -150,20 +141,11 @@ def _parse_progress(repo: DocumentRepository, doc_id: str) -> Callable[[int, int
     return report
 
 
-def drop_original(settings: Settings, doc_id: str) -> None:
-    """Delete a redacted document's uploaded file (it still holds the personal data): its
-    key and then the file (crypto-erasure, core/vault.py). Done once its ingest has ended,
-    ready or failed; uploading the same bytes again brings a failed one back for a retry."""
-    from core.vault import Vault
-
-    Vault.for_settings(settings).destroy(stored_file(settings, doc_id))
-
-
 def failed_ingest_cleanup(deps: IngestDeps, doc_id: str) -> None:
     """After the task layer marked a document failed: drop the original if it was redacted."""
     doc = deps.repo.get(doc_id)
     if doc is not None and (doc.redact_pii or deps.settings.pii.forced(doc.tenant)):
-        drop_original(deps.settings, doc_id)
+        drop_original(deps.settings, deps.vault, doc_id)
 
 
 def _check_redaction_unchanged(repo: DocumentRepository, doc_id: str, redact: bool) -> None:
@@ -175,8 +157,3 @@ def _check_redaction_unchanged(repo: DocumentRepository, doc_id: str, redact: bo
     if current is not None and current.redact_pii:
         raise TransientError("PII redaction was turned on during the ingest; will retry")
 
-
-def erase_document(deps: IngestDeps, tenant: str, doc_id: str) -> None:
-    """Remove a document's vectors and stored file (the registry row goes first, in the API)."""
-    deps.store.delete_document(tenant, doc_id)
-    stored_file(deps.settings, doc_id).unlink(missing_ok=True)

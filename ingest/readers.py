@@ -16,6 +16,7 @@ from typing import Any
 
 from core.domain import DocumentKind, Page
 from core.errors import ParseError
+from ingest.limits import check_text_size, check_zip, page_content_bytes, pdf_limits, scan_zip
 
 PAGE_SEPARATOR = "\n\n"
 PageProgress = Callable[[int, int], None]  # (pages parsed, pages in total)
@@ -42,10 +43,9 @@ def read_pdf(path: Path, limits: Any, on_page: PageProgress | None = None) -> li
 
     ``on_page(done, total)`` is called once the page count is known and after each page.
     """
+    # parser libraries load only where a document of their kind is parsed (the sandbox's child)
     from pypdf import PdfReader
     from pypdf.errors import LimitReachedError, PdfReadError
-
-    from ingest.limits import page_content_bytes, pdf_limits
 
     try:
         with pdf_limits(limits):
@@ -89,10 +89,9 @@ def read_pdf(path: Path, limits: Any, on_page: PageProgress | None = None) -> li
 def read_docx(path: Path, limits: Any) -> list[str]:
     """Paragraphs and table rows, after the ZIP and DTD checks of ingest/limits.py (python-docx
     parses with lxml, ``resolve_entities=False`` and no network, as a second line)."""
+    # parser libraries load only where a document of their kind is parsed (the sandbox's child)
     import docx
     from docx.opc.exceptions import PackageNotFoundError
-
-    from ingest.limits import check_zip, scan_zip
 
     check_zip(path, limits)
     scan_zip(path, limits)
@@ -173,7 +172,7 @@ def read_csv(path: Path, limits: Any = None) -> list[str]:
     try:
         dialect = csv.Sniffer().sniff(text[:4096], delimiters=",;\t|")
     except csv.Error:
-        dialect = csv.excel  # type: ignore[assignment]
+        dialect = csv.excel
     rows = list(csv.reader(io.StringIO(text), dialect))
     if not rows:
         return [""]
@@ -182,7 +181,8 @@ def read_csv(path: Path, limits: Any = None) -> list[str]:
         return [", ".join(header)]
     lines = []
     for row in body:
-        cells = [f"{h.strip()}: {v.strip()}" for h, v in zip(header, row, strict=False) if v.strip()]
+        cells = [f"{h.strip()}: {v.strip()}"
+                 for h, v in zip(header, row, strict=False) if v.strip()]
         if cells:
             lines.append("; ".join(cells) + ".")
     return ["\n".join(lines)]
@@ -214,6 +214,8 @@ def read_document(
         ParseError: the file is damaged, encrypted, holds no text or breaks a limit.
     """
     if limits is None:
+        # not at the top: the sandbox's child imports this module and passes its limits, and
+        # must not load pydantic (ingest/limits.py)
         from core.settings import LimitSettings
 
         limits = LimitSettings()
@@ -222,13 +224,12 @@ def read_document(
             raw_pages = read_pdf(path, limits, on_page)
         else:
             raw_pages = READERS[kind](path, limits)
-        from ingest.limits import check_text_size
-
         check_text_size(raw_pages, limits)
     except (ParseError, MemoryError):  # MemoryError: the sandbox reports the memory limit
         raise
     except Exception as exc:  # a reader bug or odd file must fail the document, not the worker
-        raise ParseError(f"the {kind.value} file could not be read: {type(exc).__name__}: {exc}") from exc
+        raise ParseError(f"the {kind.value} file could not be read: "
+                         f"{type(exc).__name__}: {exc}") from exc
     pages: list[Page] = []
     offset = 0
     for number, raw in enumerate(raw_pages, start=1):

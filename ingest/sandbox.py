@@ -15,19 +15,27 @@ child; the document ends ``failed`` with the reason and the worker carries on.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import importlib
+import inspect
 import json
 import logging
 import os
+import resource
 import signal
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+from core import crypto
 from core.domain import DocumentKind, Page
 from core.errors import ParseError, TransientError
+from core.vault import memory_file
 
 log = logging.getLogger("docqa.ingest")
 
@@ -210,8 +218,6 @@ class _ProgressPipe:
 
 
 def _confine(limits: Any, parent: int) -> None:
-    import resource
-
     memory = int(limits.parse_memory_bytes)
     if memory > 0:
         resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
@@ -219,8 +225,6 @@ def _confine(limits: Any, parent: int) -> None:
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     try:  # die with the worker (Linux): a killed worker must not leave a parser running
-        import ctypes
-
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):  # pragma: no cover - not Linux
         pass
@@ -229,8 +233,6 @@ def _confine(limits: Any, parent: int) -> None:
     # parser libraries log per broken object; nobody reads it and a hostile file could
     # make it gigabytes
     logging.disable(logging.CRITICAL)
-    import warnings
-
     warnings.simplefilter("ignore")
 
 
@@ -255,9 +257,6 @@ def _plaintext(path: Path, key_hex: str | None) -> Iterator[Path]:
     if not key_hex:
         yield path
         return
-    from core import crypto
-    from core.vault import memory_file
-
     try:
         with open(path, "rb") as fh, \
                 memory_file(crypto.decrypt_stream(fh, bytes.fromhex(key_hex))) as plain:
@@ -283,8 +282,6 @@ def _progress_reporter(fd: int | None) -> ProgressCallback | None:
 
 
 def _takes_keyword(func: Callable[..., Any], name: str) -> bool:
-    import inspect
-
     try:
         return name in inspect.signature(func).parameters
     except (TypeError, ValueError):
@@ -292,9 +289,6 @@ def _takes_keyword(func: Callable[..., Any], name: str) -> bool:
 
 
 def main() -> None:
-    import importlib
-    from types import SimpleNamespace
-
     request = json.loads(sys.stdin.buffer.read())
     limits = SimpleNamespace(**request["limits"])
     _confine(limits, int(request["parent"]))

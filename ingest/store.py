@@ -1,6 +1,6 @@
 """Vector store adapter: one Chroma collection per tenant on the Chroma *server*.
 
-Never a shared ``PersistentClient`` directory (DESIGN.md: it silently lost vectors).
+Never a shared ``PersistentClient`` directory (docs/architecture.md: it silently lost vectors).
 Chroma's default embedding function is never used: we always pass our vectors.
 
 With a ``TextCipher`` (the service always has one) Chroma never receives chunk text in
@@ -25,6 +25,7 @@ import numpy as np
 
 from core.domain import Chunk, ChunkHit
 from core.errors import StoreUnavailableError
+from core.locks import redis_collection_lock
 from core.settings import Settings, apply_offline_env
 from core.textcrypt import TEXT_KEY, TextCipher, TextKeyMissing, term_key
 from ingest.keywords import KeywordIndex
@@ -62,6 +63,8 @@ class ChromaStore:
 
     def _connect(self) -> Any:
         if self._client is None:
+            # heavy: imported at the first connection, not by everything that imports this
+            # module (the CLI, tests with a fake store)
             import chromadb
             from chromadb.config import Settings as ChromaClientSettings
 
@@ -162,8 +165,12 @@ class ChromaStore:
                     meta[TEXT_KEY] = self.cipher.seal(c.document_id, c.id, c.text)
             else:
                 batch["documents"] = [c.text for c in part]
+
+            def write(coll: Any, batch: dict[str, Any] = batch) -> Any:
+                return coll.upsert(**batch)
+
             with self._write_lock(tenant):
-                self._on(tenant, lambda coll, batch=batch: coll.upsert(**batch), create=True)
+                self._on(tenant, write, create=True)
         if self.keywords is not None:
             self.keywords.replace_chunks(collection_name(tenant),
                                          [(c.id, c.document_id, c.text) for c in chunks])
@@ -438,8 +445,6 @@ def open_store(settings: Settings) -> ChromaStore:
     """The service's store (API and workers): the Chroma server, chunk text sealed under
     per-document keys, the keyword index beside it with hashed terms, and the tenant write
     lock in Redis."""
-    from core.locks import redis_collection_lock
-
     cipher = TextCipher.for_settings(settings)
     return ChromaStore(settings.chroma.host, settings.chroma.port,
                        KeywordIndex(settings.keywords_path, term_key(cipher.master)),

@@ -23,8 +23,7 @@ from core.errors import (
 from core.ports import DocumentRepository
 from core.settings import Settings
 from core.vault import Vault
-from ingest.originals import sniff_stored
-from ingest.pipeline import stored_file
+from ingest.originals import erase_document, sniff_stored, stored_file
 from ingest.store import ChromaStore
 
 log = logging.getLogger("docqa.api")
@@ -199,8 +198,8 @@ class DocumentService:
         enqueue_erase = getattr(self.queue, "enqueue_erase", None)  # test queues may lack it
         if enqueue_erase is not None:
             enqueue_erase(tenant, doc.id)
-        self.store.delete_document(tenant, doc.id)  # vectors first: a failure here changes nothing
-        self.store.destroy_text_key(doc.id)  # what Chroma keeps of its text is unreadable now
-        self.vault.destroy(stored_file(self.settings, doc.id))  # its key first: crypto-erasure
+        # chunks, text key, file (ingest/originals.py); the row goes last: after a failure
+        # there the document is still listed and the DELETE can be repeated
+        erase_document(self.settings, self.store, self.vault, tenant, doc.id)
         self.repo.delete(doc.id)
         log.info("document %s erased", doc.id)

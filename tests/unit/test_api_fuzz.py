@@ -48,6 +48,7 @@ from core.keys import create_key, issue_key
 from core.ratelimit import RateLimiter
 from core.registry import SqliteDocumentRepository
 from core.settings import Settings
+from core.vault import Vault
 from ingest.embedding import HashEmbedder
 from ingest.keywords import KeywordIndex
 from ingest.pipeline import IngestDeps, ingest_document
@@ -136,7 +137,7 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
                            data={"metadata": json.dumps(meta)})
             assert resp.status_code == 202, resp.text
             docs[name] = resp.json()["id"]
-    deps = IngestDeps(s, repo, store, embedder)
+    deps = IngestDeps(s, repo, store, embedder, Vault.for_settings(s))
     for doc_id in docs.values():
         assert ingest_document(deps, doc_id) == "ready"
     try:

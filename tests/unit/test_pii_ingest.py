@@ -21,9 +21,11 @@ from core.domain import Chunk, Document, DocumentStatus, Page
 from core.errors import ConflictError, TransientError
 from core.registry import SqliteDocumentRepository
 from core.settings import Settings
+from core.vault import Vault
 from ingest.embedding import HashEmbedder
+from ingest.originals import stored_file
 from ingest.pii import redact_pages
-from ingest.pipeline import IngestDeps, ingest_document, stored_file
+from ingest.pipeline import IngestDeps, ingest_document
 from service.documents import DocumentService
 from service.api.schemas import DocumentOut
 
@@ -102,7 +104,8 @@ class Env:
         self.queue = RecordingQueue()
         self.service = DocumentService(self.settings, self.repo, self.store,  # type: ignore[arg-type]
                                        self.queue)  # type: ignore[arg-type]
-        self.deps = IngestDeps(self.settings, self.repo, self.store, HashEmbedder())  # type: ignore[arg-type]
+        self.deps = IngestDeps(self.settings, self.repo, self.store,  # type: ignore[arg-type]
+                               HashEmbedder(), Vault.for_settings(self.settings))
 
     def upload(self, data: bytes, tenant: str = "acme", name: str = "record.txt",
                redact: bool = False) -> tuple[Document, bool]:
