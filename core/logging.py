@@ -218,7 +218,7 @@ def configure_logging(settings: Any, role: Literal["api", "worker"]) -> logging.
             lg = logging.getLogger(name)
             lg.handlers = [handler]
         try:  # billiard (Celery's process pool) only in workers, which have it
-            from billiard.util import get_logger as mp_logger  # type: ignore[import-untyped]
+            from billiard.util import get_logger as mp_logger
 
             mp_logger().handlers = [handler]
         except ImportError:  # pragma: no cover - billiard comes with Celery
@@ -239,7 +239,7 @@ def connect_celery_signals() -> None:
     log lines. Idempotent."""
     # Celery (~0.1 s to import) loads only here: importing this module (the API, the CLI)
     # does not need it
-    from celery.signals import before_task_publish, task_postrun, task_prerun  # type: ignore[import-untyped]
+    from celery.signals import before_task_publish, task_postrun, task_prerun
 
     before_task_publish.connect(_on_publish, weak=False, dispatch_uid="docqa-request-id")
     task_prerun.connect(_on_prerun, weak=False, dispatch_uid="docqa-log-context-in")

@@ -69,7 +69,7 @@ def setup_multiprocess(path: Path) -> Path:
     # the process has none: it chooses how to keep values when it loads
     from prometheus_client import values
 
-    values.ValueClass = values.MultiProcessValue(  # type: ignore[no-untyped-call]
+    values.ValueClass = values.MultiProcessValue(
         process_identifier=process_identifier)
     clean_dead_files(path)
     return path
@@ -231,7 +231,7 @@ def multiprocess_registry(path: Path | None = None) -> Any:
     if path is None:
         return REGISTRY
     registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=str(path))  # type: ignore[no-untyped-call]
+    MultiProcessCollector(registry, path=str(path))
     return registry
 
 

@@ -10,10 +10,10 @@ from typing import Any
 
 from core.domain import DocumentKind
 from core.errors import ParseError
+from core.ports import VectorStore
 from core.settings import Settings
 from core.vault import MissingKeyError, Vault
 from ingest.detect import sniff_kind
-from ingest.store import ChromaStore
 
 
 def stored_file(settings: Settings, doc_id: str) -> Path:
@@ -47,7 +47,7 @@ def drop_original(settings: Settings, vault: Vault, doc_id: str) -> None:
     vault.destroy(stored_file(settings, doc_id))
 
 
-def erase_document(settings: Settings, store: ChromaStore, vault: Vault, tenant: str,
+def erase_document(settings: Settings, store: VectorStore, vault: Vault, tenant: str,
                    doc_id: str) -> None:
     """Delete what a document left in the store and on disk: its chunks (Chroma and the
     keyword index), its text key, then its stored file's key and the file. The registry row

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from core.domain import DocumentStatus, Progress
 from core.errors import ParseError, StoreUnavailableError, TransientError
 from core.metrics import chunks_embedded, stage
-from core.ports import DocumentRepository, Embedder
+from core.ports import DocumentRepository, Embedder, VectorStore
 from core.settings import Settings
 from core.vault import Vault
 from ingest.chunking import chunk_pages
@@ -25,25 +25,17 @@ from ingest.originals import drop_original, stored_file, stored_file_key
 from ingest.pii import redact_pages
 from ingest.sandbox import parse_isolated
 from ingest.sentences import chunk_sentence_metadata
-from ingest.store import ChromaStore
 
 log = logging.getLogger("docqa.ingest")
 
 
-@dataclass(init=False)
+@dataclass
 class IngestDeps:
     settings: Settings
     repo: DocumentRepository
-    store: ChromaStore
+    store: VectorStore
     embedder: Embedder
     vault: Vault  # the stored originals (core/vault.py)
-
-    def __init__(self, settings: Settings, repo: DocumentRepository, store: ChromaStore,
-                 embedder: Embedder, vault: Vault | None = None) -> None:
-        self.settings, self.repo, self.store, self.embedder = settings, repo, store, embedder
-        # none given (workers/app.py's build_deps does not pass one yet): the settings' vault,
-        # the object Vault.for_settings gives everyone in this process
-        self.vault = vault if vault is not None else Vault.for_settings(settings)
 
 
 def ingest_document(deps: IngestDeps, doc_id: str) -> str:

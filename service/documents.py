@@ -10,6 +10,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from celery import Celery
+
 from core import tasks as names
 from core.domain import Document, DocumentStatus
 from core.errors import (
@@ -20,11 +22,10 @@ from core.errors import (
     PayloadTooLargeError,
     QueueUnavailableError,
 )
-from core.ports import DocumentRepository
+from core.ports import DocumentRepository, VectorStore
 from core.settings import Settings
 from core.vault import Vault
 from ingest.originals import erase_document, sniff_stored, stored_file
-from ingest.store import ChromaStore
 
 log = logging.getLogger("docqa.api")
 
@@ -35,8 +36,6 @@ class TaskQueue:
     """Enqueues tasks by name (the API never imports worker code)."""
 
     def __init__(self, settings: Settings) -> None:
-        from celery import Celery
-
         self.app = Celery("docqa-api")
         self.app.conf.update(names.celery_config(settings))
         self.app.conf.broker_connection_retry = False
@@ -81,7 +80,7 @@ def parse_metadata(raw: str | None) -> dict[str, Any]:
 
 class DocumentService:
     def __init__(
-        self, settings: Settings, repo: DocumentRepository, store: ChromaStore, queue: TaskQueue
+        self, settings: Settings, repo: DocumentRepository, store: VectorStore, queue: TaskQueue
     ) -> None:
         self.settings = settings
         self.repo = repo

@@ -11,8 +11,8 @@ import os
 import random
 from typing import Any
 
-from celery import Celery, Task  # type: ignore[import-untyped]  # celery ships no types
-from celery.signals import worker_process_init  # type: ignore[import-untyped]
+from celery import Celery, Task
+from celery.signals import worker_process_init
 
 from core import tasks as names
 from core.domain import DocumentStatus
@@ -20,28 +20,31 @@ from core.errors import TransientError
 from core.logging import connect_celery_signals
 from core.registry import open_repository
 from core.settings import Settings, apply_offline_env
+from core.vault import Vault
 from ingest.embedding import SentenceTransformerEmbedder
 from ingest.erasure import Eraser, NotDeletedYet, build_eraser
 from ingest.pipeline import IngestDeps, failed_ingest_cleanup, ingest_document
-from ingest.store import open_store
+from ingest.store import ChromaStore, open_store
 from workers import deliveries, reconcile, testhooks
 
 log = logging.getLogger("docqa.worker")
 
 _deps: IngestDeps | None = None
+_store: ChromaStore | None = None  # the ingest job's store, which the eraser also compacts
 _settings: Settings | None = None
 _eraser: Eraser | None = None
 ERASE_MAX_RETRIES = 30
 
 
-def build_deps(settings: Settings) -> IngestDeps:
+def build_deps(settings: Settings, store: ChromaStore) -> IngestDeps:
     return IngestDeps(
         settings=settings,
         repo=open_repository(settings),
-        store=open_store(settings),
+        store=store,
         embedder=testhooks.hooked_embedder(settings, SentenceTransformerEmbedder(
             settings.models.resolved_embedding_path(), settings.models.embedding_batch_size
         )),  # the embedder itself unless DOCQA_TEST_HOOKS__* (tests only) are set
+        vault=Vault.for_settings(settings),
     )
 
 
@@ -49,15 +52,17 @@ def get_eraser() -> Eraser:
     global _eraser
     if _eraser is None:
         deps = get_deps()
-        _eraser = build_eraser(deps.settings, deps.repo, deps.store)
+        assert _store is not None  # get_deps made it
+        _eraser = build_eraser(deps.settings, deps.repo, _store)
     return _eraser
 
 
 def get_deps() -> IngestDeps:
-    global _deps
+    global _deps, _store
     if _deps is None:
         assert _settings is not None, "create_celery_app() must run first"
-        _deps = build_deps(_settings)
+        _store = open_store(_settings)
+        _deps = build_deps(_settings, _store)
     return _deps
 
 

@@ -20,7 +20,7 @@ import logging
 from typing import Any
 
 import redis
-from celery.signals import task_postrun  # type: ignore[import-untyped]  # celery ships no types
+from celery.signals import task_postrun
 
 from core import tasks as names
 from core.domain import DocumentStatus

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import redis
-from celery.signals import worker_ready  # type: ignore[import-untyped]  # celery ships no types
+from celery.signals import worker_ready
 
 from core import tasks as names
 from core.ports import DocumentRepository

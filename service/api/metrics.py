@@ -113,7 +113,7 @@ def exposition(repo: Any, redis_client: Any) -> bytes:
     registry = CollectorRegistry()
     path = core_metrics.multiproc_dir()
     if path is not None:
-        MultiProcessCollector(registry, path=str(path))  # type: ignore[no-untyped-call]
+        MultiProcessCollector(registry, path=str(path))
     else:
         registry.register(_InProcess())
     registry.register(ScrapeTimeCollector(repo, redis_client))
