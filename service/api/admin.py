@@ -16,6 +16,7 @@ from litestar import Response, Router, delete, get, post
 from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency
 from litestar.handlers.base import BaseRouteHandler
+from litestar.params import JSONBody
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from core.audit import RequestAudit, request_id
@@ -59,7 +60,7 @@ class KeyList(msgspec.Struct):
 
 
 @post("/keys", status_code=HTTP_201_CREATED, sync_to_thread=True)
-def create_api_key(data: KeyCreate, comps: NamedDependency[Any]) -> Response[KeyCreated]:
+def create_api_key(data: JSONBody[KeyCreate], comps: NamedDependency[Any]) -> Response[KeyCreated]:
     repo = comps.repo
     key_id, key = issue_key(repo, data.tenant, data.name)
     _audit(comps, "key_create", data.tenant, key_id)  # fail closed: the key is then not shown

@@ -8,8 +8,7 @@ from typing import Annotated
 import anyio
 from litestar import Response, delete, get, post
 from litestar.di import NamedDependency
-from litestar.enums import RequestEncodingType
-from litestar.params import Body, Parameter
+from litestar.params import MultipartBody, Parameter
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 
 from core.audit import RequestAudit
@@ -22,7 +21,7 @@ from service.documents import clean_filename, parse_metadata
 
 @post("/documents", status_code=HTTP_202_ACCEPTED)
 async def upload_document(
-    data: Annotated[UploadForm, Body(media_type=RequestEncodingType.MULTI_PART)],
+    data: MultipartBody[UploadForm],
     tenant: NamedDependency[str],
     comps: NamedDependency[Components],
     audit: NamedDependency[RequestAudit],

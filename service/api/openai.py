@@ -37,6 +37,7 @@ from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException
 from litestar.openapi.spec import Schema
+from litestar.params import JSONBody
 from litestar.response import Stream
 from litestar.status_codes import HTTP_200_OK
 from litestar.types import ExceptionHandlersMap
@@ -320,7 +321,7 @@ def check_model(requested: str, served: Sequence[str]) -> None:
 @post("/chat/completions", status_code=HTTP_200_OK, sync_to_thread=True,
       opt={"rate_limit": ASK}, operation_class=ChatChunksOperation,
       exception_handlers=OPENAI_ERRORS, summary="Chat completion (OpenAI-compatible)")
-def chat_completions(data: ChatRequest,
+def chat_completions(data: JSONBody[ChatRequest],
                      answer_events: NamedDependency[AnswerEvents]) -> Response[ChatCompletion]:
     """A conversation's last user message answered like ``/v1/ask`` (404 for a model other
     than ``docqa``; 400 when the last message is not a user's text)."""
@@ -354,7 +355,8 @@ def get_model(model_id: str, comps: NamedDependency[Components]) -> ModelCard:
 
 @post("/embeddings", status_code=HTTP_200_OK, sync_to_thread=True,
       exception_handlers=OPENAI_ERRORS, summary="Embeddings (OpenAI-compatible)")
-def create_embeddings(data: EmbeddingRequest, comps: NamedDependency[Components]) -> EmbeddingList:
+def create_embeddings(data: JSONBody[EmbeddingRequest],
+                      comps: NamedDependency[Components]) -> EmbeddingList:
     """Vectors of the embedder docqa indexes with (normalized); ``encoding_format`` float or
     base64 (float32 little-endian, the official client's default)."""
     model = embedding_model_id(comps.settings)
