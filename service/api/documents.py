@@ -8,7 +8,7 @@ from typing import Annotated
 import anyio
 from litestar import Response, delete, get, post
 from litestar.di import NamedDependency
-from litestar.params import MultipartBody, Parameter
+from litestar.params import FromPath, FromQuery, MultipartBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 
 from core.audit import RequestAudit
@@ -52,24 +52,24 @@ async def upload_document(
 def list_documents(
     tenant: NamedDependency[str],
     comps: NamedDependency[Components],
-    status: DocumentStatus | None = None,
-    limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
+    status: FromQuery[DocumentStatus | None] = None,
+    limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
     # bounded: past SQL's 64-bit integers an offset was a 500 (OverflowError); 2**53 - 1 is
     # the largest a JSON client (and the schema's float maximum) represents exactly
-    offset: Annotated[int, Parameter(ge=0, le=2**53 - 1)] = 0,
+    offset: Annotated[int, QueryParameter(ge=0, le=2**53 - 1)] = 0,
 ) -> DocumentList:
     docs, total = comps.repo.list(tenant, status, limit, offset)
     return DocumentList([DocumentOut.from_domain(d) for d in docs], total, limit, offset)
 
 
 @get("/documents/{doc_id:str}", sync_to_thread=True)
-def get_document(doc_id: str, tenant: NamedDependency[str],
+def get_document(doc_id: FromPath[str], tenant: NamedDependency[str],
                  comps: NamedDependency[Components]) -> DocumentOut:
     return DocumentOut.from_domain(comps.documents.get(tenant, doc_id))
 
 
 @delete("/documents/{doc_id:str}", status_code=HTTP_204_NO_CONTENT, sync_to_thread=True)
-def delete_document(doc_id: str, tenant: NamedDependency[str],
+def delete_document(doc_id: FromPath[str], tenant: NamedDependency[str],
                     comps: NamedDependency[Components],
                     audit: NamedDependency[RequestAudit]) -> None:
     try:

@@ -37,7 +37,7 @@ from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException
 from litestar.openapi.spec import Schema
-from litestar.params import JSONBody
+from litestar.params import FromPath, JSONBody
 from litestar.response import Stream
 from litestar.status_codes import HTTP_200_OK
 from litestar.types import ExceptionHandlersMap
@@ -347,7 +347,7 @@ def list_models(comps: NamedDependency[Components]) -> ModelList:
 
 @get("/models/{model_id:str}", sync_to_thread=False, exception_handlers=OPENAI_ERRORS,
      summary="Model (OpenAI-compatible)")
-def get_model(model_id: str, comps: NamedDependency[Components]) -> ModelCard:
+def get_model(model_id: FromPath[str], comps: NamedDependency[Components]) -> ModelCard:
     served = [CHAT_MODEL, embedding_model_id(comps.settings)]
     check_model(model_id, served)
     return ModelCard(model_id, "model", _STARTED, "docqa")
