@@ -14,7 +14,9 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Response, Router, delete, get, post
 from litestar.connection import ASGIConnection
+from litestar.di import NamedDependency
 from litestar.handlers.base import BaseRouteHandler
+from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from core.audit import RequestAudit, request_id
@@ -58,7 +60,7 @@ class KeyList(msgspec.Struct):
 
 
 @post("/keys", status_code=HTTP_201_CREATED, sync_to_thread=True)
-def create_api_key(data: KeyCreate, comps: Any) -> Response[KeyCreated]:
+def create_api_key(data: JSONBody[KeyCreate], comps: NamedDependency[Any]) -> Response[KeyCreated]:
     repo = comps.repo
     key_id, key = issue_key(repo, data.tenant, data.name)
     _audit(comps, "key_create", data.tenant, key_id)  # fail closed: the key is then not shown
@@ -69,14 +71,14 @@ def create_api_key(data: KeyCreate, comps: Any) -> Response[KeyCreated]:
 
 
 @get("/keys", sync_to_thread=True)
-def list_api_keys(comps: Any, tenant: str | None = None) -> KeyList:
+def list_api_keys(comps: NamedDependency[Any], tenant: FromQuery[str | None] = None) -> KeyList:
     if tenant is not None:
         validate_tenant(tenant)
     return KeyList([KeyOut(**public_record(k)) for k in comps.repo.list_keys(tenant)])
 
 
 @delete("/keys/{key_id:str}", status_code=HTTP_204_NO_CONTENT, sync_to_thread=True)
-def revoke_api_key(key_id: str, comps: Any) -> None:
+def revoke_api_key(key_id: FromPath[str], comps: NamedDependency[Any]) -> None:
     if not valid_key_id(key_id) or not comps.repo.revoke_key(key_id):
         raise NotFoundError(f"no API key with id {key_id[:64]!r}")
     _audit(comps, "key_revoke",

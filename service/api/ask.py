@@ -19,7 +19,9 @@ from typing import ClassVar
 
 import anyio
 from litestar import post
+from litestar.di import NamedDependency
 from litestar.openapi.spec import Schema
+from litestar.params import JSONBody
 from litestar.response import Stream
 from litestar.status_codes import HTTP_200_OK
 
@@ -88,8 +90,9 @@ def _filter_names(filters: Filters | None) -> list[str]:
 
 
 @post("/search", status_code=HTTP_200_OK, sync_to_thread=True)
-def search(data: SearchRequest, tenant: str, comps: Components,
-           audit: RequestAudit) -> SearchResponse:
+def search(data: JSONBody[SearchRequest], tenant: NamedDependency[str],
+           comps: NamedDependency[Components],
+           audit: NamedDependency[RequestAudit]) -> SearchResponse:
     asked = {**audit.text("query", data.query), "filters": _filter_names(data.filters),
              "mode": data.mode, "top_k": data.top_k}
     try:
@@ -144,7 +147,8 @@ def answer_events(question: str, top_k: int | None, filters: Filters | None,
     yield result
 
 
-def provide_answer_events(tenant: str, comps: Components, audit: RequestAudit) -> AnswerEvents:
+def provide_answer_events(tenant: NamedDependency[str], comps: NamedDependency[Components],
+                          audit: NamedDependency[RequestAudit]) -> AnswerEvents:
     return partial(answer_events, tenant=tenant, comps=comps, audit=audit)
 
 
@@ -158,7 +162,8 @@ class AskEventsOperation(EventStreamOperation):
 
 @post("/ask", status_code=HTTP_200_OK, sync_to_thread=True, opt={"rate_limit": ASK},
       operation_class=AskEventsOperation)
-def ask(data: AskRequest, answer_events: AnswerEvents) -> AskResponse:
+def ask(data: JSONBody[AskRequest],
+        answer_events: NamedDependency[AnswerEvents]) -> AskResponse:
     events = answer_events(data.question, data.top_k, data.filters, ())
     if data.stream:  # text/event-stream: `token` events, then this same body as `final`
         return ask_event_stream(events)  # type: ignore[return-value]

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import anyio
 from litestar import Response, delete, get, post
-from litestar.enums import RequestEncodingType
-from litestar.params import Body, Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, MultipartBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 
 from core.audit import RequestAudit
@@ -21,10 +21,10 @@ from service.documents import clean_filename, parse_metadata
 
 @post("/documents", status_code=HTTP_202_ACCEPTED)
 async def upload_document(
-    data: Annotated[UploadForm, Body(media_type=RequestEncodingType.MULTI_PART)],
-    tenant: str,
-    comps: Components,
-    audit: RequestAudit,
+    data: MultipartBody[UploadForm],
+    tenant: NamedDependency[str],
+    comps: NamedDependency[Components],
+    audit: NamedDependency[RequestAudit],
 ) -> Response[UploadAccepted]:
     svc = comps.documents
     name = clean_filename(data.file.filename)
@@ -50,25 +50,28 @@ async def upload_document(
 
 @get("/documents", sync_to_thread=True)
 def list_documents(
-    tenant: str,
-    comps: Components,
-    status: DocumentStatus | None = None,
-    limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
+    tenant: NamedDependency[str],
+    comps: NamedDependency[Components],
+    status: FromQuery[DocumentStatus | None] = None,
+    limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
     # bounded: past SQL's 64-bit integers an offset was a 500 (OverflowError); 2**53 - 1 is
     # the largest a JSON client (and the schema's float maximum) represents exactly
-    offset: Annotated[int, Parameter(ge=0, le=2**53 - 1)] = 0,
+    offset: Annotated[int, QueryParameter(ge=0, le=2**53 - 1)] = 0,
 ) -> DocumentList:
     docs, total = comps.repo.list(tenant, status, limit, offset)
     return DocumentList([DocumentOut.from_domain(d) for d in docs], total, limit, offset)
 
 
 @get("/documents/{doc_id:str}", sync_to_thread=True)
-def get_document(doc_id: str, tenant: str, comps: Components) -> DocumentOut:
+def get_document(doc_id: FromPath[str], tenant: NamedDependency[str],
+                 comps: NamedDependency[Components]) -> DocumentOut:
     return DocumentOut.from_domain(comps.documents.get(tenant, doc_id))
 
 
 @delete("/documents/{doc_id:str}", status_code=HTTP_204_NO_CONTENT, sync_to_thread=True)
-def delete_document(doc_id: str, tenant: str, comps: Components, audit: RequestAudit) -> None:
+def delete_document(doc_id: FromPath[str], tenant: NamedDependency[str],
+                    comps: NamedDependency[Components],
+                    audit: NamedDependency[RequestAudit]) -> None:
     try:
         comps.documents.delete(tenant, doc_id)
     except DocqaError as exc:

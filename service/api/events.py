@@ -25,6 +25,8 @@ from typing import Any
 import anyio
 import msgspec
 from litestar import get
+from litestar.di import NamedDependency
+from litestar.params import FromPath
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from core.domain import Document, DocumentStatus
@@ -87,7 +89,8 @@ async def document_events(
 
 @get("/documents/{doc_id:str}/events", media_type="text/event-stream",
      summary="Live ingest progress (server-sent events)")
-async def stream_document_events(doc_id: str, tenant: str, comps: Any) -> ServerSentEvent:
+async def stream_document_events(doc_id: FromPath[str], tenant: NamedDependency[str],
+                                 comps: NamedDependency[Any]) -> ServerSentEvent:
     """Live ingest progress of one of the caller's documents (404 for anyone else's)."""
     first = await anyio.to_thread.run_sync(comps.documents.get, tenant, doc_id)
     lookup = partial(comps.repo.get, first.id, tenant)

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from litestar import Response, get
+from litestar.di import NamedDependency
 
 log = logging.getLogger("docqa.health")
 
@@ -79,7 +80,7 @@ async def healthz() -> dict[str, str]:
 
 
 @get("/readyz", sync_to_thread=True)
-def readyz(comps: Any) -> Response[dict[str, Any]]:
+def readyz(comps: NamedDependency[Any]) -> Response[dict[str, Any]]:
     """Redis, Chroma, the registry database and the models."""
     ready, body = readiness(comps)
     return Response(body, status_code=200 if ready else 503)

@@ -34,8 +34,10 @@ from typing import Annotated, Any, ClassVar, Literal
 import msgspec
 import numpy as np
 from litestar import Request, Response, get, post
+from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException
 from litestar.openapi.spec import Schema
+from litestar.params import FromPath, JSONBody
 from litestar.response import Stream
 from litestar.status_codes import HTTP_200_OK
 from litestar.types import ExceptionHandlersMap
@@ -319,7 +321,8 @@ def check_model(requested: str, served: Sequence[str]) -> None:
 @post("/chat/completions", status_code=HTTP_200_OK, sync_to_thread=True,
       opt={"rate_limit": ASK}, operation_class=ChatChunksOperation,
       exception_handlers=OPENAI_ERRORS, summary="Chat completion (OpenAI-compatible)")
-def chat_completions(data: ChatRequest, answer_events: AnswerEvents) -> Response[ChatCompletion]:
+def chat_completions(data: JSONBody[ChatRequest],
+                     answer_events: NamedDependency[AnswerEvents]) -> Response[ChatCompletion]:
     """A conversation's last user message answered like ``/v1/ask`` (404 for a model other
     than ``docqa``; 400 when the last message is not a user's text)."""
     check_model(data.model, [CHAT_MODEL])
@@ -336,7 +339,7 @@ def chat_completions(data: ChatRequest, answer_events: AnswerEvents) -> Response
 
 @get("/models", sync_to_thread=False, exception_handlers=OPENAI_ERRORS,
      summary="Models (OpenAI-compatible)")
-def list_models(comps: Components) -> ModelList:
+def list_models(comps: NamedDependency[Components]) -> ModelList:
     """``docqa`` (chat) and the embedding model (``/v1/embeddings``)."""
     return ModelList("list", [ModelCard(m, "model", _STARTED, "docqa")
                               for m in (CHAT_MODEL, embedding_model_id(comps.settings))])
@@ -344,7 +347,7 @@ def list_models(comps: Components) -> ModelList:
 
 @get("/models/{model_id:str}", sync_to_thread=False, exception_handlers=OPENAI_ERRORS,
      summary="Model (OpenAI-compatible)")
-def get_model(model_id: str, comps: Components) -> ModelCard:
+def get_model(model_id: FromPath[str], comps: NamedDependency[Components]) -> ModelCard:
     served = [CHAT_MODEL, embedding_model_id(comps.settings)]
     check_model(model_id, served)
     return ModelCard(model_id, "model", _STARTED, "docqa")
@@ -352,7 +355,8 @@ def get_model(model_id: str, comps: Components) -> ModelCard:
 
 @post("/embeddings", status_code=HTTP_200_OK, sync_to_thread=True,
       exception_handlers=OPENAI_ERRORS, summary="Embeddings (OpenAI-compatible)")
-def create_embeddings(data: EmbeddingRequest, comps: Components) -> EmbeddingList:
+def create_embeddings(data: JSONBody[EmbeddingRequest],
+                      comps: NamedDependency[Components]) -> EmbeddingList:
     """Vectors of the embedder docqa indexes with (normalized); ``encoding_format`` float or
     base64 (float32 little-endian, the official client's default)."""
     model = embedding_model_id(comps.settings)

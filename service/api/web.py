@@ -20,6 +20,7 @@ from importlib.resources import files
 from litestar import Response, get
 from litestar.exceptions import NotFoundException
 from litestar.handlers import HTTPRouteHandler
+from litestar.params import FromPath
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'; "
@@ -57,7 +58,7 @@ async def web_index() -> Response[bytes]:
 
 
 @get("/web/{name:str}", include_in_schema=False)
-async def web_asset(name: str) -> Response[bytes]:
+async def web_asset(name: FromPath[str]) -> Response[bytes]:
     if name not in ASSETS:
         raise NotFoundException(f"no such file: {name[:100]}")
     return _serve(name)
