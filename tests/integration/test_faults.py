@@ -554,7 +554,7 @@ def test_up_restarts_a_crashed_worker_and_chroma_and_still_stops_cleanly(
         wait_until(lambda: any("Press Ctrl-C" in ln for ln in lines), 300,
                    "docqa up to be ready")
         seen.update(descendants(proc.pid))
-        for name, needle in (("worker", "service.cli worker"), ("chroma", "chroma run")):
+        for name, needle in (("worker", "-m workers"), ("chroma", "chroma run")):
             old = _up_child(proc.pid, needle)
             assert old, (name, "".join(lines))
             kill9(old)
