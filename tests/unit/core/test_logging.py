@@ -217,7 +217,7 @@ def test_worker_children_metrics_are_seen_by_a_scrape(tmp_path: Path) -> None:
             os._exit(0)
         os.waitpid(pid, 0)
     """)
-    subprocess.run([sys.executable, "-c", script], check=True, cwd=Path(__file__).parents[2])
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=Path(__file__).parents[3])
     from prometheus_client import generate_latest
 
     text = generate_latest(metrics.multiprocess_registry(tmp_path / "m")).decode()
@@ -303,7 +303,7 @@ def test_request_id_round_trips_and_is_generated_when_missing_or_invalid(tmp_pat
 
 @pytest.fixture
 def pg_dsn() -> Iterator[str]:
-    """A fresh schema on the test PostgreSQL server (as in test_registry_backends.py)."""
+    """A fresh schema on the test PostgreSQL server (as in core/registry/test_backends.py)."""
     import os
     import secrets
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 K8S = ROOT / "infra" / "k8s"
 KUSTOMIZATION = K8S / "kustomization.yaml"
 DOCKERFILE = ROOT / "infra" / "Dockerfile"

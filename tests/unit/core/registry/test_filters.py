@@ -1,7 +1,7 @@
 """Registry-side filter resolution: the pure helpers every backend shares.
 
 The filters themselves (``find_ids``: only ever the caller's tenant, each condition) run
-against SQLite and PostgreSQL in ``test_registry_backends.py``.
+against SQLite and PostgreSQL in ``core/registry/test_backends.py``.
 """
 
 import re

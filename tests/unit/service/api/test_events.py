@@ -79,7 +79,7 @@ def test_a_target_without_on_page_still_parses(tmp_path: Path) -> None:
     path = _write(tmp_path, "a.txt", b"Words without progress.")
     seen: list[tuple[int, int]] = []
     pages = parse_isolated(path, DocumentKind.TEXT, LimitSettings(),
-                           target="tests.unit.test_progress:plain_reader",
+                           target="tests.unit.service.api.test_events:plain_reader",
                            on_progress=lambda done, total: seen.append((done, total)))
     assert pages[0].text == "Words without progress." and seen == []
 
