@@ -14,7 +14,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -299,27 +298,6 @@ def test_request_id_round_trips_and_is_generated_when_missing_or_invalid(tmp_pat
         r = client.get("/v1/documents", headers={"X-Request-ID": "req.401"})
         assert r.status_code == 401 and r.headers["x-request-id"] == "req.401"
         assert client.get("/nowhere").headers["x-request-id"]
-
-
-@pytest.fixture
-def pg_dsn() -> Iterator[str]:
-    """A fresh schema on the test PostgreSQL server (as in core/registry/test_backends.py)."""
-    import os
-    import secrets
-
-    import psycopg
-    from psycopg import conninfo, sql
-
-    admin_url = os.environ.get("DOCQA_TEST_POSTGRES_URL",
-                               "postgresql://postgres@127.0.0.1:5432/postgres")
-    schema = f"t_obs_{secrets.token_hex(6)}"
-    with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as db:
-        db.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-    try:
-        yield conninfo.make_conninfo(admin_url, options=f"-csearch_path={schema}")
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as db:
-            db.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
 
 
 def test_count_by_status_on_postgresql(pg_dsn: str) -> None:

@@ -18,7 +18,7 @@ from core.ports import DocumentRepository
 from core.settings import Settings
 from core.tasks import INGEST_DOCUMENT, INGEST_QUEUE, celery_config, soft_time_limit
 from service.cli.supervise import Supervisor
-from tests.unit.core.registry.test_backends import MakeRepo, make_repo, pg_database, pg_dsn  # noqa: F401
+from tests.unit.conftest import MakeRepo
 from workers import deliveries, reconcile
 
 # ---------------------------------------------------------------- delivery settings

@@ -4,7 +4,8 @@ schema per test).
 
 PostgreSQL is expected at ``DOCQA_TEST_POSTGRES_URL`` (default
 ``postgresql://postgres@127.0.0.1:5432/postgres``, a role allowed to create databases); when
-it cannot be reached the PostgreSQL variants fail, they are not skipped.
+it cannot be reached the PostgreSQL variants fail, they are not skipped. The fixtures
+(``make_repo``, ``pg_dsn``) are in tests/unit/conftest.py: other tests use them too.
 """
 
 from __future__ import annotations
@@ -15,13 +16,11 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg import conninfo, sql
 
 from core.domain import DocumentKind, DocumentStatus, Progress
 from core.errors import ConfigurationError, TransientError
@@ -29,69 +28,9 @@ from core.ports import DocumentRepository
 from core.registry import SqliteDocumentRepository, open_repository
 from core.registry.postgres import PostgresDocumentRepository
 from core.settings import Settings
-
-PG_ADMIN_URL = os.environ.get(
-    "DOCQA_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
-MakeRepo = Callable[[], DocumentRepository]
-
+from tests.unit.conftest import MakeRepo
 
 # ---------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="session")
-def pg_database() -> Iterator[str]:
-    """DSN of a database created for this session (UTF-8) and dropped at its end."""
-    try:
-        admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        reason = str(exc).strip()
-    else:
-        reason = ""
-    if reason:
-        pytest.fail(
-            f"PostgreSQL is not reachable at {PG_ADMIN_URL!r}: {reason}\n"
-            "The PostgreSQL registry tests need a server (start it, or point "
-            "DOCQA_TEST_POSTGRES_URL at one whose role may CREATE DATABASE).",
-            pytrace=False,
-        )
-    name = f"docqa_test_{secrets.token_hex(6)}"
-    admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8'")
-                  .format(sql.Identifier(name)))
-    try:
-        yield conninfo.make_conninfo(PG_ADMIN_URL, dbname=name)
-    finally:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
-                      .format(sql.Identifier(name)))
-        admin.close()
-
-
-@pytest.fixture
-def pg_dsn(pg_database: str) -> str:
-    """A fresh, empty schema in the session database, selected through the DSN."""
-    schema = f"t_{secrets.token_hex(6)}"
-    with psycopg.connect(pg_database, autocommit=True) as db:
-        db.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-    return conninfo.make_conninfo(pg_database, options=f"-csearch_path={schema}")
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def make_repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeRepo]:
-    """Opens (through ``open_repository``) another repository object on one shared store,
-    as another process would."""
-    url = None if request.param == "sqlite" else request.getfixturevalue("pg_dsn")
-    settings = Settings(data_dir=tmp_path / "data", database_url=url)
-    made: list[DocumentRepository] = []
-
-    def make() -> DocumentRepository:
-        repo = open_repository(settings)
-        made.append(repo)
-        return repo
-
-    yield make
-    for repo in made:
-        if isinstance(repo, PostgresDocumentRepository):
-            repo.close()
 
 
 @pytest.fixture
