@@ -18,6 +18,7 @@ from ingest.erasure import Eraser, scrub_chroma_dir, scrub_keywords
 from ingest.keywords import KeywordIndex
 from ingest.store import ChromaStore, collection_name
 from tests.local_chroma import LocalChromaStore
+from tests.unit.conftest import FakeRedis
 
 CANARY = "QZXERASECANARY42"
 TOKEN = "zorblaxifunderous"  # noqa: S105 - a word of the test text
@@ -153,24 +154,6 @@ def test_keyword_scrub_removes_deleted_terms_from_the_file(tmp_path: Path) -> No
     assert scrub_keywords(path, coll)
     assert _grep(tmp_path, stem, CANARY.lower(), CANARY) == []
     assert [r[0] for r in kw.search(coll, "keeper number 7", 1)] == ["k7"]
-
-
-class FakeRedis:
-    def __init__(self) -> None:
-        self.data: dict[str, int] = {}
-
-    def incr(self, key: str) -> int:
-        self.data[key] = self.data.get(key, 0) + 1
-        return self.data[key]
-
-    def get(self, key: str) -> int | None:
-        return self.data.get(key)
-
-    def set(self, key: str, value: int) -> None:
-        self.data[key] = value
-
-    def lock(self, *_: Any, **__: Any) -> contextlib.AbstractContextManager[None]:
-        return contextlib.nullcontext()
 
 
 def test_an_erasure_run_covers_every_deletion_counted_before_it_started() -> None:

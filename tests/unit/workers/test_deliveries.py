@@ -18,7 +18,7 @@ from core.ports import DocumentRepository
 from core.settings import Settings
 from core.tasks import INGEST_DOCUMENT, INGEST_QUEUE, celery_config, soft_time_limit
 from service.cli.supervise import Supervisor
-from tests.unit.conftest import MakeRepo
+from tests.unit.conftest import FakeRedis, MakeRepo
 from workers import deliveries, reconcile
 
 # ---------------------------------------------------------------- delivery settings
@@ -62,50 +62,6 @@ def test_retry_backoff_stays_below_the_visibility_timeout(monkeypatch: pytest.Mo
 
 
 # ---------------------------------------------------------------- bounded redelivery
-
-
-class FakeRedis:
-    """The few Redis commands these modules use, in memory."""
-
-    def __init__(self) -> None:
-        self.values: dict[str, int] = {}
-        self.lists: dict[str, list[bytes]] = {}
-        self.hashes: dict[str, dict[str, bytes]] = {}
-
-    def pipeline(self) -> FakeRedis.Pipe:
-        return FakeRedis.Pipe(self)
-
-    @dataclass
-    class Pipe:
-        r: FakeRedis
-
-        def __post_init__(self) -> None:
-            self.ops: list[Any] = []
-
-        def incr(self, key: str) -> None:
-            self.ops.append(("incr", key))
-
-        def expire(self, key: str, _ttl: int) -> None:
-            self.ops.append(("expire", key))
-
-        def execute(self) -> list[Any]:
-            out: list[Any] = []
-            for op, key in self.ops:
-                if op == "incr":
-                    self.r.values[key] = self.r.values.get(key, 0) + 1
-                    out.append(self.r.values[key])
-                else:
-                    out.append(True)
-            return out
-
-    def delete(self, key: str) -> None:
-        self.values.pop(key, None)
-
-    def lrange(self, key: str, _a: int, _b: int) -> list[bytes]:
-        return list(self.lists.get(key, []))
-
-    def hvals(self, key: str) -> list[bytes]:
-        return list(self.hashes.get(key, {}).values())
 
 
 @dataclass
