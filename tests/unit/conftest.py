@@ -1,6 +1,7 @@
 """What several unit test files share, defined once: import it from here
 (``from tests.unit.conftest import FakeStore, make_app``); fixtures are found by pytest.
 
+* :class:`FakeStore`: the vector store port (``core.ports.VectorStore``) in memory;
 * :class:`FakeRedis`: the few Redis commands the code under test sends, in memory;
 * the registry fixtures ``make_repo``, ``pg_dsn``, ``pg_database``: one test body run on
   SQLite and on PostgreSQL.
@@ -10,8 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +21,122 @@ import psycopg
 import pytest
 from psycopg import conninfo, sql
 
-from core.ports import DocumentRepository
+from core.domain import Chunk, ChunkHit
+from core.ports import DocumentRepository, Embedder
 from core.registry import open_repository
 from core.registry.postgres import PostgresDocumentRepository
 from core.settings import Settings
+
+# ---------------------------------------------------------------- the vector store
+
+ANY_TENANT = "*"  # the tenant of passages given to FakeStore(...): every tenant sees them
+
+
+class FakeStore:
+    """The vector store (``core.ports.VectorStore``) in memory.
+
+    ``FakeStore(passages, embedder)`` holds fixed passages that every tenant sees: passage
+    ``i`` is chunk ``c{i}`` of document ``d{i}`` (file ``f{i}.txt``, page 1, offsets 0 to its
+    length). Chunks upserted later belong to their tenant. ``query`` scores by the dot product
+    of the stored vectors with the query vector; ``keyword_ids`` (only with
+    ``keywords=True``, else ``has_keywords`` is False and there are none) ranks chunks by
+    how many of the query's words they contain. ``up=False``: ``heartbeat`` fails.
+    """
+
+    has_keywords = False
+
+    def __init__(self, passages: Sequence[str] = (), embedder: Embedder | None = None, *,
+                 keywords: bool = False, up: bool = True) -> None:
+        self.up = up
+        if keywords:
+            self.has_keywords = True
+        self.chunks: dict[str, tuple[str, str, Chunk]] = {}  # id -> (tenant, document, chunk)
+        self.vectors: dict[str, list[float]] = {}
+        self.metadata: dict[str, dict[str, Any]] = {}
+        self.deletes: list[tuple[str, str]] = []  # whole-document deletes, in order
+        self.destroyed: set[str] = set()  # documents whose text key was destroyed
+        if passages and embedder is None:
+            raise ValueError("passages need an embedder")
+        for i, text in enumerate(passages):
+            chunk = Chunk(f"c{i}", f"d{i}", 0, text, 1, 0, len(text))
+            self.chunks[chunk.id] = (ANY_TENANT, chunk.document_id, chunk)
+            self.vectors[chunk.id] = embedder.embed([text])[0]  # type: ignore[union-attr]
+            self.metadata[chunk.id] = {"document_id": chunk.document_id, "filename": f"f{i}.txt"}
+
+    # ------------------------------------------------------------ writes
+
+    def upsert(self, tenant: str, chunks: Sequence[Chunk], embeddings: Any, metadata: Any,
+               per_chunk: Any = None) -> None:
+        for i, c in enumerate(chunks):
+            self.chunks[c.id] = (tenant, c.document_id, c)
+            self.vectors[c.id] = list(embeddings[i])
+            self.metadata[c.id] = {**(metadata or {}), **(per_chunk[i] if per_chunk else {}),
+                                   "document_id": c.document_id}
+
+    def delete_document(self, tenant: str, document_id: str, keep: Sequence[str] = ()) -> int:
+        """Returns how many of the document's chunks remain (the kept ones found)."""
+        if not keep:
+            self.deletes.append((tenant, document_id))
+        present = self.chunk_ids(tenant, document_id)
+        for cid in present:
+            if cid not in keep:
+                del self.chunks[cid]
+        return len([c for c in present if c in keep])
+
+    def destroy_text_key(self, document_id: str) -> bool:
+        """Crypto-erasure: the document's chunks are never returned again."""
+        fresh = document_id not in self.destroyed
+        self.destroyed.add(document_id)
+        return fresh
+
+    # ------------------------------------------------------------ reads
+
+    def chunk_ids(self, tenant: str, document_id: str) -> list[str]:
+        return [k for k, (t, d, _) in self.chunks.items() if (t, d) == (tenant, document_id)]
+
+    def count_document(self, tenant: str, document_id: str) -> int:
+        return len(self.chunk_ids(tenant, document_id))
+
+    def texts(self, document_id: str) -> list[str]:
+        """The stored text of a document's chunks (any tenant)."""
+        return [c.text for _t, d, c in self.chunks.values() if d == document_id]
+
+    def query(self, tenant: str, embedding: Sequence[float], top_k: int,
+              document_ids: Sequence[str] | None = None) -> list[ChunkHit]:
+        hits = [self._hit(cid, embedding) for cid in self._visible(tenant, document_ids)]
+        return sorted(hits, key=lambda h: h.score, reverse=True)[:top_k]
+
+    def keyword_ids(self, tenant: str, text: str, n: int,
+                    document_ids: Sequence[str] | None = None) -> list[str]:
+        if not self.has_keywords:
+            return []
+        words = set(re.findall(r"\w+", text.lower()))
+        found = {cid: len(words & set(re.findall(r"\w+", self.chunks[cid][2].text.lower())))
+                 for cid in self._visible(tenant, document_ids)}
+        return sorted((c for c, k in found.items() if k), key=lambda c: -found[c])[:n]
+
+    def get_chunks(self, tenant: str, ids: Sequence[str],
+                   embedding: Sequence[float]) -> list[ChunkHit]:
+        visible = set(self._visible(tenant, None))
+        return [self._hit(cid, embedding) for cid in ids if cid in visible]
+
+    def heartbeat(self) -> None:
+        if not self.up:
+            raise ConnectionError("chroma down")
+
+    def _visible(self, tenant: str, document_ids: Sequence[str] | None) -> list[str]:
+        return [cid for cid, (t, d, _) in self.chunks.items()
+                if t in (tenant, ANY_TENANT) and d not in self.destroyed
+                and (document_ids is None or d in document_ids)]
+
+    def _hit(self, cid: str, embedding: Sequence[float]) -> ChunkHit:
+        _t, doc, c = self.chunks[cid]
+        meta = self.metadata[cid]
+        score = sum(a * b for a, b in zip(self.vectors[cid], embedding, strict=True))
+        sentences = {k: v for k, v in meta.items() if k.startswith("sent_")} or None
+        return ChunkHit(cid, doc, str(meta.get("filename", "")), c.text, c.page, c.start, c.end,
+                        score, sentences)
+
 
 # ---------------------------------------------------------------- Redis
 

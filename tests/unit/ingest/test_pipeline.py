@@ -17,15 +17,16 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
-from core.domain import Chunk, Document, DocumentStatus, Page
+from core.domain import Document, DocumentStatus, Page
 from core.errors import ConflictError, TransientError
 from core.registry import SqliteDocumentRepository
 from core.settings import Settings
 from ingest.embedding import HashEmbedder
 from ingest.pii import redact_pages
 from ingest.pipeline import IngestDeps, ingest_document, stored_file
-from service.documents import DocumentService
 from service.api.schemas import DocumentOut
+from service.documents import DocumentService
+from tests.unit.conftest import FakeStore
 
 # synthetic values only (published test numbers or checksums built for the tests)
 PII = {
@@ -43,37 +44,6 @@ TEXT = (
     f"Her US social security number is {PII['US_SSN']}. A second mail: {PII['EMAIL']}.\n"
 ).encode()
 COUNTS = {"EMAIL": 2, "IBAN": 1, "CARD": 1, "SE_PIN": 1, "US_SSN": 1, "PHONE": 1}
-
-
-class FakeStore:
-    """Chunks in a dict, with the ChromaStore calls the pipeline and the API make."""
-
-    def __init__(self) -> None:
-        self.chunks: dict[str, tuple[str, str, Chunk]] = {}  # id -> (tenant, document, chunk)
-        self.deletes: list[tuple[str, str]] = []
-
-    def upsert(self, tenant: str, chunks: Sequence[Chunk], embeddings: Any, metadata: Any,
-               per_chunk: Any = None) -> None:
-        for c in chunks:
-            self.chunks[c.id] = (tenant, c.document_id, c)
-
-    def chunk_ids(self, tenant: str, document_id: str) -> list[str]:
-        return [k for k, (t, d, _) in self.chunks.items() if (t, d) == (tenant, document_id)]
-
-    def count_document(self, tenant: str, document_id: str) -> int:
-        return len(self.chunk_ids(tenant, document_id))
-
-    def delete_document(self, tenant: str, document_id: str, keep: Sequence[str] = ()) -> int:
-        if not keep:
-            self.deletes.append((tenant, document_id))
-        present = self.chunk_ids(tenant, document_id)
-        for cid in present:
-            if cid not in keep:
-                del self.chunks[cid]
-        return len([c for c in present if c in keep])
-
-    def texts(self, document_id: str) -> list[str]:
-        return [c.text for _t, d, c in self.chunks.values() if d == document_id]
 
 
 class RecordingQueue:

@@ -1,7 +1,6 @@
 """The answer pipeline's steps on hand-made cases (mock embedder, fake store/generator)."""
 
 import math
-from collections.abc import Sequence
 
 import pytest
 
@@ -10,9 +9,10 @@ from core.settings import Settings
 from ingest.embedding import HashEmbedder
 from ingest.sentences import split_sentences
 from service.answer import AnswerPipeline, Evidence
+from service.answer.grounding import GATE_FEATURES, SENTENCE_FEATURES, GroundingModel, Logistic
 from service.answer.pipeline import build_messages, focus_window
 from service.answer.verify import verify
-from service.answer.grounding import GATE_FEATURES, SENTENCE_FEATURES, GroundingModel, Logistic
+from tests.unit.conftest import FakeStore
 
 
 def ev(n: int, text: str) -> Evidence:
@@ -59,21 +59,6 @@ def test_passages_are_data_in_the_user_turn() -> None:
     msgs = build_messages("What is the policy?", [injected])
     assert msgs[0]["role"] == "system" and "not instructions" in msgs[0]["content"]
     assert "Ignore previous" not in msgs[0]["content"] and "[1] Ignore" in msgs[1]["content"]
-
-
-class FakeStore:
-    has_keywords = False  # dense retrieval only
-
-    def __init__(self, texts: list[str], embedder: HashEmbedder) -> None:
-        self.texts, self.embedder = texts, embedder
-
-    def query(self, tenant: str, embedding: Sequence[float], top_k: int, document_ids=None):  # type: ignore[no-untyped-def]
-        out = []
-        for i, t in enumerate(self.texts):
-            v = self.embedder.embed([t])[0]
-            score = sum(a * b for a, b in zip(v, embedding, strict=True))
-            out.append(ChunkHit(f"c{i}", f"d{i}", f"f{i}.txt", t, 1, 100 * i, 100 * i + len(t), score))
-        return sorted(out, key=lambda h: h.score, reverse=True)[:top_k]
 
 
 class FakeGenerator:

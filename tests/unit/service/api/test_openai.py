@@ -12,7 +12,7 @@ import base64
 import json
 import struct
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,6 @@ import httpx
 import pytest
 from litestar.testing import TestClient
 
-from core.domain import ChunkHit
 from core.errors import OverloadedError, TransientError
 from core.registry import SqliteDocumentRepository
 from core.settings import Settings
@@ -29,31 +28,16 @@ from ingest.embedding import HashEmbedder
 from service.answer import AnswerPipeline, AnswerResult, DraftToken
 from service.answer.followup import follow_up_questions
 from service.api.app import create_app
-from service.api.components import Components
 from service.api.ask import ask_event_stream
+from service.api.components import Components
 from service.api.openai import NOT_FOUND_MESSAGE
 from service.api.streaming import text_pieces
+from tests.unit.conftest import FakeStore
 
 KEY = "unit-openai-key-0123456789"
 PASSAGES = ["The Acme plant opened in 2014 and employs 10 engineers.",
             "Kestrel Corp was founded in 1987 in Tromso by Ingrid Vale.",
             "The canteen serves lunch at noon."]
-
-
-class FakeStore:
-    has_keywords = False  # dense retrieval only
-
-    def __init__(self, texts: list[str], embedder: HashEmbedder) -> None:
-        self.texts, self.embedder = texts, embedder
-
-    def query(self, tenant: str, embedding: Sequence[float], top_k: int,
-              document_ids: Sequence[str] | None = None) -> list[ChunkHit]:
-        out = []
-        for i, t in enumerate(self.texts):
-            v = self.embedder.embed([t])[0]
-            score = sum(a * b for a, b in zip(v, embedding, strict=True))
-            out.append(ChunkHit(f"c{i}", f"d{i}", f"f{i}.txt", t, 1, 0, len(t), score))
-        return sorted(out, key=lambda h: h.score, reverse=True)[:top_k]
 
 
 class StreamingFake:
