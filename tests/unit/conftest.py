@@ -3,6 +3,10 @@
 
 * :class:`FakeStore`: the vector store port (``core.ports.VectorStore``) in memory;
 * :class:`FakeRedis`: the few Redis commands the code under test sends, in memory;
+* :func:`make_app`: the real Litestar app (guards, handlers, error mapping) on fake or given
+  components; :func:`make_passages_app` is it answering from :data:`PASSAGES`;
+* :class:`FakeAnswers`, :class:`BrokenRepo`, :class:`StreamingFake`, :class:`RecordingQueue`:
+  the other stand-ins used by more than one file;
 * the registry fixtures ``make_repo``, ``pg_dsn``, ``pg_database``: one test body run on
   SQLite and on PostgreSQL.
 """
@@ -13,19 +17,29 @@ import contextlib
 import os
 import re
 import secrets
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from litestar import Litestar
 from psycopg import conninfo, sql
 
+from core.audit import open_audit
 from core.domain import Chunk, ChunkHit
+from core.errors import OverloadedError
 from core.ports import DocumentRepository, Embedder
-from core.registry import open_repository
+from core.registry import SqliteDocumentRepository, open_repository
 from core.registry.postgres import PostgresDocumentRepository
 from core.settings import Settings
+from core.tasks import INGEST_QUEUE
+from ingest.embedding import HashEmbedder
+from service.answer import AnswerPipeline
+from service.api.app import create_app
+from service.api.components import Components
+from service.api.streaming import text_pieces
 
 # ---------------------------------------------------------------- the vector store
 
@@ -220,6 +234,140 @@ class FakePipeline:
     def execute(self) -> list[Any]:
         ops, self.ops = self.ops, []
         return [getattr(self.redis, name)(*args) for name, args in ops]
+
+
+# ---------------------------------------------------------------- other stand-ins
+
+
+class FakeAnswers:
+    """The answer engine where a route only needs it to be there (readiness looks at its
+    models; set ``FakeAnswers.generator = None`` for "no generator loaded") or to return
+    fixed search hits."""
+
+    embedder: Any = object()
+    generator: Any = object()
+
+    def __init__(self, hits: Sequence[ChunkHit] = ()) -> None:
+        self.hits = list(hits)
+
+    def search(self, *_: Any, **__: Any) -> tuple[list[ChunkHit], list[float]]:
+        return list(self.hits), []
+
+
+class BrokenRepo:
+    """A registry whose storage is gone (what readiness and the metrics scrape call)."""
+
+    def count_keys(self) -> int:
+        raise OSError("disk gone")
+
+    def count_by_status(self) -> dict[str, int]:
+        raise OSError("disk gone")
+
+
+class StreamingFake:
+    """A generator that streams ``reply`` in pieces, with LlamaGenerator's slot semantics
+    (one slot: a second caller is refused with 503); records whether it was closed."""
+
+    def __init__(self, reply: str) -> None:
+        self.reply, self.closed, self.busy = reply, False, False
+        self.slot = threading.BoundedSemaphore(1)
+
+    def chat(self, messages: list[dict[str, str]], max_tokens: int) -> str:
+        return "".join(self.chat_stream(messages, max_tokens)).strip()
+
+    def chat_stream(self, messages: list[dict[str, str]], max_tokens: int) -> Iterator[str]:
+        if not self.slot.acquire(blocking=False):
+            raise OverloadedError("the answer queue is full; retry shortly", 3)
+        try:
+            yield from text_pieces(self.reply)
+        except GeneratorExit:
+            self.closed = True
+            raise
+        finally:
+            self.slot.release()
+
+
+class RecordingQueue:
+    """Stands in for Celery: uploads are recorded, not ingested (there is no worker)."""
+
+    def __init__(self) -> None:
+        self.enqueued: list[str] = []
+
+    def enqueue_ingest(self, doc_id: str) -> None:
+        self.enqueued.append(doc_id)
+
+
+class Upload:
+    """An uploaded file as the document service reads it (``await upload.read(n)``)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    async def read(self, n: int) -> bytes:
+        block, self.data = self.data[:n], self.data[n:]
+        return block
+
+
+# ---------------------------------------------------------------- the app
+
+API_KEY = "test-key-acme-0123456789"  # make_app's static key of tenant "acme"
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def is_problem(resp: Any, status: int) -> bool:
+    """An RFC 9457 problem+json answer with this status."""
+    return (resp.status_code == status
+            and resp.headers["content-type"].startswith("application/problem+json")
+            and resp.json()["status"] == status)
+
+
+def make_app(tmp_path: Path | None = None, *, settings: Settings | None = None,
+             api_keys: str = f"acme:{API_KEY}", repo: Any = None, store: Any = None,
+             documents: Any = None, answers: Any = None, redis: Any = None,
+             audit: Any = None, limiter: Any = None, redis_up: bool = True,
+             chroma_up: bool = True, **overrides: Any) -> tuple[Litestar, Any]:
+    """The real app and its registry. Settings: ``settings``, or ``Settings(data_dir=tmp_path,
+    api_keys=api_keys, **overrides)``. Components not given: a SQLite registry in the data
+    directory, an empty :class:`FakeStore` (``chroma_up``), a :class:`FakeRedis`
+    (``redis_up``) with four ingest jobs waiting, :class:`FakeAnswers`, no document service,
+    no audit log, no rate limits."""
+    s = settings or Settings(data_dir=tmp_path, api_keys=api_keys, **overrides)
+    if repo is None:
+        repo = SqliteDocumentRepository(s.registry_path)
+    comps = Components(
+        settings=s, repo=repo, store=FakeStore(up=chroma_up) if store is None else store,
+        documents=documents, answers=FakeAnswers() if answers is None else answers,
+        redis=FakeRedis(redis_up, lists={INGEST_QUEUE: [b"{}"] * 4}) if redis is None else redis,
+        audit=audit, limiter=limiter,
+    )
+    return create_app(s, comps), repo
+
+
+# the app answering from three fixed passages (a hash embedder, no models)
+PASSAGES = ["The Acme plant opened in 2014 and employs 10 engineers.",
+            "Kestrel Corp was founded in 1987 in Tromso by Ingrid Vale.",
+            "The canteen serves lunch at noon."]
+PASSAGES_KEY = "unit-openai-key-0123456789"
+
+
+def settings_for(tmp: Path, mode: str = "extractive") -> Settings:
+    """The settings of :func:`make_passages_app` (``mode``: the answer mode)."""
+    s = Settings(data_dir=tmp, api_keys=f"acme:{PASSAGES_KEY}", load_generator=False)
+    s.retrieval.answer_mode = mode  # type: ignore[assignment]
+    return s
+
+
+def make_passages_app(tmp: Path, generator: Any = None, mode: str = "extractive") -> Litestar:
+    """:func:`make_app` with the real answer pipeline over :data:`PASSAGES` (``generator``
+    for generative mode) and the audit log on."""
+    s = settings_for(tmp, mode)
+    emb = HashEmbedder()
+    answers = AnswerPipeline(s, emb, FakeStore(PASSAGES, emb), generator, model=False)
+    app, _ = make_app(settings=s, answers=answers, audit=open_audit(s))
+    return app
 
 
 # ---------------------------------------------------------------- the registry, both backends

@@ -23,6 +23,8 @@ from core.audit import (
     request_id,
     verify,
 )
+from core.domain import ChunkHit
+from tests.unit.conftest import FakeAnswers, make_app
 
 
 def _fill(path: Path, n: int = 5) -> AuditLog:
@@ -282,32 +284,20 @@ def test_cli_verify_exit_codes(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- wiring in the API
 
-
-class _Hit:
-    def __init__(self, n: int) -> None:
-        self.chunk_id, self.document_id, self.filename = f"d{n}:0:aa", f"d{n}", "f.txt"
-        self.page, self.start, self.end, self.text, self.score = 1, 0, 5, "SECRET TEXT", 0.5
-
-
-class _Answers:
-    generator = None
-
-    def search(self, *_: Any, **__: Any) -> tuple[list[_Hit], list[float]]:
-        return [_Hit(1), _Hit(2)], []
+_Answers = FakeAnswers  # the name test_admin_key_changes_are_audited uses
+SEARCH_HITS = [ChunkHit(f"d{n}:0:aa", f"d{n}", "f.txt", "SECRET TEXT", 1, 0, 5, 0.5)
+               for n in (1, 2)]
 
 
 def _client(tmp_path: Path):  # type: ignore[no-untyped-def]
     from litestar.testing import TestClient
 
     from core.settings import Settings
-    from service.api.app import create_app
-    from service.api.components import Components
 
     settings = Settings(data_dir=tmp_path, api_keys="acme:plain-key-acme-1", load_generator=False)
-    comps = Components(settings=settings, repo=None, store=None, documents=None,  # type: ignore[arg-type]
-                       answers=_Answers(), redis=None,  # type: ignore[arg-type]
-                       audit=AuditLog(settings.audit_path))
-    return TestClient(create_app(settings, comps)), settings.audit_path
+    app, _ = make_app(settings=settings, answers=FakeAnswers(SEARCH_HITS),
+                      audit=AuditLog(settings.audit_path))
+    return TestClient(app), settings.audit_path
 
 
 def test_search_is_audited_with_key_id_and_chunk_ids_but_no_text(tmp_path: Path) -> None:

@@ -24,12 +24,10 @@ from prometheus_client import REGISTRY
 from core import logging as dqlog
 from core import metrics
 from core.domain import DocumentKind, DocumentStatus
-from core.registry import SqliteDocumentRepository
 from core.settings import Settings
-from service.api.app import create_app
-from service.api.components import Components
+from tests.unit.conftest import API_KEY, BrokenRepo, FakeAnswers, make_app
 
-KEY = "test-key-acme-0123456789"
+KEY = API_KEY  # make_app's static key
 DQ_KEY = "dq_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8S9t0U1v"
 
 
@@ -226,64 +224,6 @@ def test_worker_children_metrics_are_seen_by_a_scrape(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- the app
-
-
-class FakeRedis:
-    def __init__(self, up: bool = True) -> None:
-        self.up = up
-
-    def ping(self) -> bool:
-        if not self.up:
-            raise ConnectionError("redis down")
-        return True
-
-    def pipeline(self, transaction: bool = False) -> Any:
-        outer = self
-
-        class Pipe:
-            n = 0
-
-            def llen(self, name: str) -> None:
-                self.n += 1
-
-            def execute(self) -> list[int]:
-                if not outer.up:
-                    raise ConnectionError("redis down")
-                return [4, 0][: self.n]
-
-        return Pipe()
-
-
-class FakeStore:
-    def __init__(self, up: bool = True) -> None:
-        self.up = up
-
-    def heartbeat(self) -> None:
-        if not self.up:
-            raise ConnectionError("chroma down")
-
-
-class FakeAnswers:
-    embedder = object()
-    generator = object()
-
-
-class BrokenRepo:
-    def count_keys(self) -> int:
-        raise OSError("disk gone")
-
-    def count_by_status(self) -> dict[str, int]:
-        raise OSError("disk gone")
-
-
-def make_app(tmp_path: Path, *, repo: Any = None, redis_up: bool = True, chroma_up: bool = True,
-             **settings: Any) -> tuple[Any, Any]:
-    s = Settings(data_dir=tmp_path, api_keys=f"acme:{KEY}", **settings)
-    repo = repo or SqliteDocumentRepository(s.registry_path)
-    comps = Components(settings=s, repo=repo, store=FakeStore(chroma_up),  # type: ignore[arg-type]
-                       documents=None, answers=FakeAnswers(),  # type: ignore[arg-type]
-                       redis=FakeRedis(redis_up))
-    return create_app(s, comps), repo
 
 
 def test_request_id_round_trips_and_is_generated_when_missing_or_invalid(tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ from ingest.pii import redact_pages
 from ingest.pipeline import IngestDeps, ingest_document, stored_file
 from service.api.schemas import DocumentOut
 from service.documents import DocumentService
-from tests.unit.conftest import FakeStore
+from tests.unit.conftest import FakeStore, RecordingQueue, make_app
 
 # synthetic values only (published test numbers or checksums built for the tests)
 PII = {
@@ -44,14 +44,6 @@ TEXT = (
     f"Her US social security number is {PII['US_SSN']}. A second mail: {PII['EMAIL']}.\n"
 ).encode()
 COUNTS = {"EMAIL": 2, "IBAN": 1, "CARD": 1, "SE_PIN": 1, "US_SSN": 1, "PHONE": 1}
-
-
-class RecordingQueue:
-    def __init__(self) -> None:
-        self.enqueued: list[str] = []
-
-    def enqueue_ingest(self, doc_id: str) -> None:
-        self.enqueued.append(doc_id)
 
 
 class Upload:
@@ -298,17 +290,14 @@ def test_a_failed_unredacted_document_is_retried_redacted(env: Env) -> None:
 @pytest.fixture
 def http(tmp_path: Path) -> Iterator[tuple[TestClient[Any], Env]]:
     from service.answer import AnswerPipeline
-    from service.api.app import create_app
-    from service.api.components import Components
 
     env = Env(tmp_path, "acme:unit-key-acme-0123456789,globex:unit-key-globex-0123456789",
               tenants="globex")
-    comps = Components(settings=env.settings, repo=env.repo, store=env.store,  # type: ignore[arg-type]
-                       documents=env.service,
-                       answers=AnswerPipeline(env.settings, HashEmbedder(), env.store, None,  # type: ignore[arg-type]
-                                              model=False),
-                       redis=None)
-    with TestClient(create_app(env.settings, comps)) as client:
+    app, _ = make_app(settings=env.settings, repo=env.repo, store=env.store,
+                      documents=env.service,
+                      answers=AnswerPipeline(env.settings, HashEmbedder(), env.store, None,  # type: ignore[arg-type]
+                                             model=False))
+    with TestClient(app) as client:
         yield client, env
 
 

@@ -10,6 +10,7 @@ import hashlib
 import os
 import secrets
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,23 +21,15 @@ from litestar.testing import TestClient
 from core.errors import ConfigurationError
 from core.keys import create_key, hash_key
 from core.ratelimit import RateLimiter
-from core.registry import SqliteDocumentRepository
-from core.settings import Settings
-from service.api.app import create_app
-from service.api.components import Components
 from service.cli.processes import free_port
+from tests.unit.conftest import bearer, is_problem
+from tests.unit.conftest import make_app as shared_make_app
 
 REDIS_URL = os.environ.get("DOCQA_TEST_RATELIMIT_REDIS_URL", "redis://127.0.0.1:6379/9")
 ADMIN = "admin-" + "x" * 30
 STATIC = "static-acme-key-0123456789"
-
-
-def make_app(tmp_path: Path, limiter: RateLimiter | None = None, **settings: Any):
-    s = Settings(data_dir=tmp_path, api_keys=f"acme:{STATIC}", **settings)
-    repo = SqliteDocumentRepository(s.registry_path)
-    comps = Components(settings=s, repo=repo, store=None, documents=None,  # type: ignore[arg-type]
-                       answers=None, redis=None, limiter=limiter)  # type: ignore[arg-type]
-    return create_app(s, comps), repo
+# the shared app (tests/unit/conftest.py) with this file's static key
+make_app = partial(shared_make_app, api_keys=f"acme:{STATIC}")
 
 
 @pytest.fixture
@@ -52,16 +45,6 @@ def prefix() -> Iterator[str]:
 
 def limiter(prefix: str, url: str = REDIS_URL, **kw: Any) -> RateLimiter:
     return RateLimiter.from_url(url, prefix=prefix, **kw)
-
-
-def bearer(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
-
-
-def is_problem(resp: Any, status: int) -> bool:
-    return (resp.status_code == status
-            and resp.headers["content-type"].startswith("application/problem+json")
-            and resp.json()["status"] == status)
 
 
 # ---------------------------------------------------------------- admin API

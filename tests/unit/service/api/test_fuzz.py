@@ -56,6 +56,7 @@ from service.api.app import create_app
 from service.api.components import Components
 from service.documents import DocumentService
 from tests.local_chroma import LocalChromaStore
+from tests.unit.conftest import RecordingQueue, bearer, make_app
 
 REDIS_URL = os.environ.get("DOCQA_TEST_FUZZ_REDIS_URL", "redis://127.0.0.1:6379/5")
 MAX_EXAMPLES = int(os.environ.get("DOCQA_FUZZ_MAX_EXAMPLES", "100"))
@@ -76,16 +77,6 @@ DOCS = {
 }
 
 
-class RecordingQueue:
-    """Stands in for Celery: uploads are recorded, not ingested (there is no worker here)."""
-
-    def __init__(self) -> None:
-        self.enqueued: list[str] = []
-
-    def enqueue_ingest(self, doc_id: str) -> None:
-        self.enqueued.append(doc_id)
-
-
 class Api:
     def __init__(self, app: Litestar, repo: SqliteDocumentRepository, key: str,
                  docs: dict[str, str]) -> None:
@@ -101,10 +92,6 @@ def settings_for(data: Path) -> Settings:
     )
 
 
-def bearer(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
-
-
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     data = tmp_path_factory.mktemp("fuzz-data")
@@ -118,7 +105,7 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     repo = SqliteDocumentRepository(s.registry_path)
     store = LocalChromaStore(data / "chroma", KeywordIndex(s.keywords_path))
     embedder = HashEmbedder()
-    comps = Components(
+    app, _ = make_app(
         settings=s, repo=repo, store=store,
         documents=DocumentService(s, repo, store, RecordingQueue()),  # type: ignore[arg-type]
         answers=AnswerPipeline(s, embedder, store, None),
@@ -126,7 +113,6 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
         audit=open_audit(s),
         limiter=RateLimiter.from_url(REDIS_URL, prefix=prefix),
     )
-    app = create_app(s, comps)
     key = create_key(repo, "acme")
     docs: dict[str, str] = {}
     with TestClient(app) as tc:  # upload through the API, then run the real ingest job
@@ -347,4 +333,3 @@ def test_every_protected_operation_answers_401_without_a_valid_key(
         run()
     # nothing was erased by the refused DELETEs
     assert all(api.repo.get(doc_id) is not None for doc_id in api.docs.values())
-

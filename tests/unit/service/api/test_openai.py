@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import json
 import struct
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,68 +20,22 @@ import httpx
 import pytest
 from litestar.testing import TestClient
 
-from core.errors import OverloadedError, TransientError
-from core.registry import SqliteDocumentRepository
-from core.settings import Settings
+from core.errors import TransientError
 from ingest.embedding import HashEmbedder
 from service.answer import AnswerPipeline, AnswerResult, DraftToken
 from service.answer.followup import follow_up_questions
-from service.api.app import create_app
 from service.api.ask import ask_event_stream
-from service.api.components import Components
 from service.api.openai import NOT_FOUND_MESSAGE
-from service.api.streaming import text_pieces
-from tests.unit.conftest import FakeStore
+from tests.unit.conftest import (
+    PASSAGES,
+    PASSAGES_KEY,
+    FakeStore,
+    StreamingFake,
+    settings_for,
+)
+from tests.unit.conftest import make_passages_app as make_app
 
-KEY = "unit-openai-key-0123456789"
-PASSAGES = ["The Acme plant opened in 2014 and employs 10 engineers.",
-            "Kestrel Corp was founded in 1987 in Tromso by Ingrid Vale.",
-            "The canteen serves lunch at noon."]
-
-
-class StreamingFake:
-    """Streams ``reply`` in pieces, with LlamaGenerator's slot semantics (one slot)."""
-
-    def __init__(self, reply: str) -> None:
-        self.reply, self.closed, self.busy = reply, False, False
-        self.slot = threading.BoundedSemaphore(1)
-
-    def chat(self, messages: list[dict[str, str]], max_tokens: int) -> str:
-        return "".join(self.chat_stream(messages, max_tokens)).strip()
-
-    def chat_stream(self, messages: list[dict[str, str]], max_tokens: int) -> Iterator[str]:
-        if not self.slot.acquire(blocking=False):
-            raise OverloadedError("the answer queue is full; retry shortly", 3)
-        try:
-            yield from text_pieces(self.reply)
-        except GeneratorExit:
-            self.closed = True
-            raise
-        finally:
-            self.slot.release()
-
-
-def settings_for(tmp: Path, mode: str = "extractive") -> Settings:
-    s = Settings(data_dir=tmp, api_keys=f"acme:{KEY}", load_generator=False)
-    s.retrieval.answer_mode = mode  # type: ignore[assignment]
-    return s
-
-
-def make_app(tmp: Path, generator: Any = None, mode: str = "extractive") -> Any:
-    s = settings_for(tmp, mode)
-    emb = HashEmbedder()
-    from core.audit import open_audit
-
-    comps = Components(
-        settings=s, repo=SqliteDocumentRepository(s.registry_path), store=None,  # type: ignore[arg-type]
-        documents=None,  # type: ignore[arg-type]
-        answers=AnswerPipeline(s, emb, FakeStore(PASSAGES, emb), generator, model=False),  # type: ignore[arg-type]
-        redis=None, audit=open_audit(s),
-    )
-    return create_app(s, comps)
-
-
-AUTH = {"Authorization": f"Bearer {KEY}"}
+AUTH = {"Authorization": f"Bearer {PASSAGES_KEY}"}
 
 
 def sse_events(text: str) -> list[tuple[str, Any]]:
