@@ -7,13 +7,16 @@
   components; :func:`make_passages_app` is it answering from :data:`PASSAGES`;
 * :class:`FakeAnswers`, :class:`BrokenRepo`, :class:`StreamingFake`, :class:`RecordingQueue`:
   the other stand-ins used by more than one file;
+* :class:`Env`: the document service and the ingest job on a PII record (:data:`TEXT`);
 * the registry fixtures ``make_repo``, ``pg_dsn``, ``pg_database``: one test body run on
   SQLite and on PostgreSQL.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import hashlib
 import os
 import re
 import secrets
@@ -28,7 +31,7 @@ from litestar import Litestar
 from psycopg import conninfo, sql
 
 from core.audit import open_audit
-from core.domain import Chunk, ChunkHit
+from core.domain import Chunk, ChunkHit, Document
 from core.errors import OverloadedError
 from core.ports import DocumentRepository, Embedder
 from core.registry import SqliteDocumentRepository, open_repository
@@ -36,10 +39,12 @@ from core.registry.postgres import PostgresDocumentRepository
 from core.settings import Settings
 from core.tasks import INGEST_QUEUE
 from ingest.embedding import HashEmbedder
+from ingest.pipeline import IngestDeps, ingest_document
 from service.answer import AnswerPipeline
 from service.api.app import create_app
 from service.api.components import Components
 from service.api.streaming import text_pieces
+from service.documents import DocumentService
 
 # ---------------------------------------------------------------- the vector store
 
@@ -368,6 +373,66 @@ def make_passages_app(tmp: Path, generator: Any = None, mode: str = "extractive"
     answers = AnswerPipeline(s, emb, FakeStore(PASSAGES, emb), generator, model=False)
     app, _ = make_app(settings=s, answers=answers, audit=open_audit(s))
     return app
+
+
+# ---------------------------------------------------------------- a PII record, ingested
+
+# synthetic values only (published test numbers or checksums built for the tests)
+PII = {
+    "EMAIL": "anna.berg@example.com",
+    "PHONE": "070-123 45 67",
+    "IBAN": "SE45 5000 0000 0583 9825 7466",
+    "CARD": "4111 1111 1111 1111",
+    "SE_PIN": "19121212-1212",
+    "US_SSN": "123-45-6789",
+}
+TEXT = (
+    "Employee record for Anna Berg.\n\n"
+    f"Reach her at {PII['EMAIL']} or {PII['PHONE']}. Her salary goes to {PII['IBAN']}.\n\n"
+    f"The company card is {PII['CARD']}. Personnummer {PII['SE_PIN']}. "
+    f"Her US social security number is {PII['US_SSN']}. A second mail: {PII['EMAIL']}.\n"
+).encode()
+COUNTS = {"EMAIL": 2, "IBAN": 1, "CARD": 1, "SE_PIN": 1, "US_SSN": 1, "PHONE": 1}
+
+
+class Env:
+    """The document service (upload) and the ingest job on one SQLite registry and one
+    :class:`FakeStore`; real parsing (sandboxed) and chunking, the hashing embedder.
+    ``**pii``: the ``pii`` settings (``tenants``, ``redact_all``)."""
+
+    def __init__(self, tmp: Path, api_keys: str = "", **pii: Any) -> None:
+        self.settings = Settings(data_dir=tmp / "data", pii=pii, load_generator=False,
+                                 api_keys=api_keys)
+        self.repo = SqliteDocumentRepository(self.settings.registry_path)
+        self.store = FakeStore()
+        self.queue = RecordingQueue()
+        self.service = DocumentService(self.settings, self.repo, self.store,  # type: ignore[arg-type]
+                                       self.queue)  # type: ignore[arg-type]
+        self.deps = IngestDeps(self.settings, self.repo, self.store, HashEmbedder())
+
+    def upload(self, data: bytes, tenant: str = "acme", name: str = "record.txt",
+               redact: bool = False) -> tuple[Document, bool]:
+        staged, sha256, size = asyncio.run(self.service.stage(Upload(data)))  # as the API does
+        assert sha256 == hashlib.sha256(data).hexdigest()
+        return self.service.accept(tenant, staged, sha256, size, name, {}, redact_pii=redact)
+
+    def ingest(self, doc_id: str) -> Document:
+        ingest_document(self.deps, doc_id)
+        doc = self.repo.get(doc_id)
+        assert doc is not None
+        return doc
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Env:
+    return Env(tmp_path)
+
+
+def assert_no_pii(texts: Sequence[str]) -> None:
+    joined = "\n".join(texts)
+    for kind, value in PII.items():
+        assert value not in joined, kind
+    assert "4111" not in joined and "1212" not in joined and "@" not in joined
 
 
 # ---------------------------------------------------------------- the registry, both backends

@@ -8,87 +8,20 @@ and the hashing embedder. The real stack is in tests/integration/test_pii_redact
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from litestar.testing import TestClient
 
-from core.domain import Document, DocumentStatus, Page
+from core.domain import DocumentStatus, Page
 from core.errors import ConflictError, TransientError
-from core.registry import SqliteDocumentRepository
-from core.settings import Settings
 from ingest.embedding import HashEmbedder
 from ingest.pii import redact_pages
-from ingest.pipeline import IngestDeps, ingest_document, stored_file
+from ingest.pipeline import ingest_document, stored_file
 from service.api.schemas import DocumentOut
-from service.documents import DocumentService
-from tests.unit.conftest import FakeStore, RecordingQueue, make_app
-
-# synthetic values only (published test numbers or checksums built for the tests)
-PII = {
-    "EMAIL": "anna.berg@example.com",
-    "PHONE": "070-123 45 67",
-    "IBAN": "SE45 5000 0000 0583 9825 7466",
-    "CARD": "4111 1111 1111 1111",
-    "SE_PIN": "19121212-1212",
-    "US_SSN": "123-45-6789",
-}
-TEXT = (
-    "Employee record for Anna Berg.\n\n"
-    f"Reach her at {PII['EMAIL']} or {PII['PHONE']}. Her salary goes to {PII['IBAN']}.\n\n"
-    f"The company card is {PII['CARD']}. Personnummer {PII['SE_PIN']}. "
-    f"Her US social security number is {PII['US_SSN']}. A second mail: {PII['EMAIL']}.\n"
-).encode()
-COUNTS = {"EMAIL": 2, "IBAN": 1, "CARD": 1, "SE_PIN": 1, "US_SSN": 1, "PHONE": 1}
-
-
-class Upload:
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-    async def read(self, n: int) -> bytes:
-        block, self.data = self.data[:n], self.data[n:]
-        return block
-
-
-class Env:
-    def __init__(self, tmp: Path, api_keys: str = "", **pii: Any) -> None:
-        self.settings = Settings(data_dir=tmp / "data", pii=pii, load_generator=False,
-                                 api_keys=api_keys)
-        self.repo = SqliteDocumentRepository(self.settings.registry_path)
-        self.store = FakeStore()
-        self.queue = RecordingQueue()
-        self.service = DocumentService(self.settings, self.repo, self.store,  # type: ignore[arg-type]
-                                       self.queue)  # type: ignore[arg-type]
-        self.deps = IngestDeps(self.settings, self.repo, self.store, HashEmbedder())  # type: ignore[arg-type]
-
-    def upload(self, data: bytes, tenant: str = "acme", name: str = "record.txt",
-               redact: bool = False) -> tuple[Document, bool]:
-        staged, sha256, size = asyncio.run(self.service.stage(Upload(data)))  # as the API does
-        assert sha256 == hashlib.sha256(data).hexdigest()
-        return self.service.accept(tenant, staged, sha256, size, name, {}, redact_pii=redact)
-
-    def ingest(self, doc_id: str) -> Document:
-        ingest_document(self.deps, doc_id)
-        doc = self.repo.get(doc_id)
-        assert doc is not None
-        return doc
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> Env:
-    return Env(tmp_path)
-
-
-def assert_no_pii(texts: Sequence[str]) -> None:
-    joined = "\n".join(texts)
-    for kind, value in PII.items():
-        assert value not in joined, kind
-    assert "4111" not in joined and "1212" not in joined and "@" not in joined
+from tests.unit.conftest import COUNTS, PII, TEXT, Env, assert_no_pii, make_app
 
 
 # ---------------------------------------------------------------- the pipeline step
