@@ -1,16 +1,22 @@
 """The answer pipeline's steps on hand-made cases (mock embedder, fake store/generator)."""
 
 import math
+from pathlib import Path
 
 import pytest
 
 from core.domain import ChunkHit
 from core.settings import Settings
 from ingest.embedding import HashEmbedder
-from service.answer import AnswerPipeline, Evidence
+from service.answer import AnswerPipeline, AnswerResult, DraftToken, Evidence
 from service.answer.grounding import GATE_FEATURES, SENTENCE_FEATURES, GroundingModel, Logistic
 from service.answer.pipeline import build_messages, focus_window
-from tests.unit.conftest import FakeStore
+from tests.unit.conftest import (
+    PASSAGES,
+    FakeStore,
+    StreamingFake,
+    settings_for,
+)
 
 
 def ev(n: int, text: str) -> Evidence:
@@ -104,3 +110,31 @@ def test_long_sentences_are_cut_to_the_part_about_the_question() -> None:
     assert len(out.split()) <= 40 and "pump failed because the seal cracked" in out
     assert out.startswith("… ") and not out.endswith("…")
     assert focus_window("short and sweet", "q") == "short and sweet"
+
+
+# ---------------------------------------------------------------- ask_events
+
+
+def test_extractive_events_are_just_the_result_and_equal_ask(tmp_path: Path) -> None:
+    emb = HashEmbedder()
+    p = AnswerPipeline(settings_for(tmp_path), emb, FakeStore(PASSAGES, emb),  # type: ignore[arg-type]
+                       None, model=False)
+    events = list(p.ask_events("t", "When did the Acme plant open?", 5))
+    assert len(events) == 1 and isinstance(events[0], AnswerResult)
+    plain = p.ask("t", "When did the Acme plant open?", 5)
+    assert (events[0].status, events[0].answer, events[0].citations) == (
+        plain.status, plain.answer, plain.citations)
+
+
+def test_generative_events_stream_the_draft_then_the_verified_result(tmp_path: Path) -> None:
+    emb = HashEmbedder()
+    gen = StreamingFake("It opened in 2014 [1]")
+    p = AnswerPipeline(settings_for(tmp_path, "generative"), emb,
+                       FakeStore(PASSAGES, emb), gen, model=False)  # type: ignore[arg-type]
+    events = list(p.ask_events("t", "When did the Acme plant open?", 5))
+    tokens = [e.text for e in events if isinstance(e, DraftToken)]
+    final = events[-1]
+    assert len(tokens) > 1 and "".join(tokens) == "It opened in 2014 [1]"
+    assert isinstance(final, AnswerResult) and final.status == "answered"
+    assert final.answer == p.ask("t", "When did the Acme plant open?", 5).answer
+    assert final.trace["draft"] == "It opened in 2014 [1]"
