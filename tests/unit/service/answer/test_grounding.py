@@ -4,6 +4,9 @@ import math
 
 import pytest
 
+from core.sentcodec import unpack
+from ingest.embedding import HashEmbedder
+from ingest.sentences import chunk_sentence_metadata
 from service.answer.grounding import (
     GATE_FEATURES,
     SENTENCE_FEATURES,
@@ -14,6 +17,7 @@ from service.answer.grounding import (
     gate_features,
     has_kind,
     load_model,
+    make_candidates,
     salient,
     sentence_features,
     stem,
@@ -95,3 +99,23 @@ def test_committed_model_matches_the_feature_code() -> None:
     assert model.gate.features == GATE_FEATURES
     assert 0.0 < model.gate.threshold < 1.0
     assert "dev" in str(model.info["trained_on"])
+
+
+# ---------------------------------------------------------------- sentence candidates
+
+
+def test_stored_vectors_are_used_and_only_missing_chunks_are_embedded() -> None:
+    emb = HashEmbedder()
+    texts = ["The pump failed. The seal cracked.", "Lunch is at noon."]
+    stored = [unpack(chunk_sentence_metadata(texts[:1], emb.embed)[0]), None]
+    asked: list[list[str]] = []
+
+    def embed(batch: list[str]) -> list[list[float]]:
+        asked.append(list(batch))
+        return emb.embed(batch)
+
+    q = emb.embed(["why did the pump fail"])[0]
+    cands, first = make_candidates(texts, q, embed, stored)
+    assert [c.text for c in cands] == ["The pump failed.", "The seal cracked.", "Lunch is at noon."]
+    assert asked == [["Lunch is at noon."]] and first == [True, False, True]
+    assert cands[0].cos > cands[2].cos
