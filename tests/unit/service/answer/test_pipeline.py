@@ -11,12 +11,7 @@ from ingest.embedding import HashEmbedder
 from service.answer import AnswerPipeline, AnswerResult, DraftToken, Evidence
 from service.answer.grounding import GATE_FEATURES, SENTENCE_FEATURES, GroundingModel, Logistic
 from service.answer.pipeline import build_messages, focus_window
-from tests.unit.conftest import (
-    PASSAGES,
-    FakeStore,
-    StreamingFake,
-    settings_for,
-)
+from tests.unit.conftest import PASSAGES, FakeStore, StreamingFake, settings_for
 
 
 def ev(n: int, text: str) -> Evidence:

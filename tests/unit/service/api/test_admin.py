@@ -7,6 +7,7 @@ here only touch the registry (``/v1/ask`` with an empty ``document_ids`` filter 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import secrets
 from collections.abc import Iterator
@@ -18,11 +19,12 @@ import pytest
 import redis
 from litestar.testing import TestClient
 
+from core.audit import AuditLog
 from core.errors import ConfigurationError
 from core.keys import create_key, hash_key
 from core.ratelimit import RateLimiter
 from service.cli.processes import free_port
-from tests.unit.conftest import bearer, is_problem
+from tests.unit.conftest import FakeAnswers, bearer, is_problem
 from tests.unit.conftest import make_app as shared_make_app
 
 REDIS_URL = os.environ.get("DOCQA_TEST_RATELIMIT_REDIS_URL", "redis://127.0.0.1:6379/9")
@@ -213,3 +215,40 @@ def test_redis_down_fails_closed_when_configured(tmp_path: Path) -> None:
         resp = client.get("/v1/documents", headers=bearer(key))
         assert is_problem(resp, 503) and int(resp.headers["retry-after"]) > 0
         assert client.get("/healthz").status_code == 200
+
+
+# ---------------------------------------------------------------- key changes on the audit record
+
+
+def _lines(path: Path) -> list[bytes]:
+    return path.read_bytes().splitlines(keepends=True)
+
+
+_Answers = FakeAnswers  # the name test_admin_key_changes_are_audited uses
+
+
+def test_admin_key_changes_are_audited(tmp_path: Path) -> None:
+    from litestar.testing import TestClient
+
+    from core.registry import open_repository
+    from core.settings import Settings
+    from service.api.app import create_app
+    from service.api.components import Components
+
+    settings = Settings(data_dir=tmp_path, admin_key="admin-secret-1", load_generator=False,
+                        database_url=None)
+    comps = Components(settings=settings, repo=open_repository(settings), store=None,  # type: ignore[arg-type]
+                       documents=None, answers=_Answers(), redis=None,  # type: ignore[arg-type]
+                       audit=AuditLog(settings.audit_path))
+    auth = {"Authorization": "Bearer admin-secret-1"}
+    with TestClient(create_app(settings, comps)) as client:
+        made = client.post("/admin/keys", json={"tenant": "globex"}, headers=auth)
+        assert made.status_code == 201, made.text
+        gone = client.delete(f"/admin/keys/{made.json()['id']}", headers=auth)
+        assert gone.status_code == 204, gone.text
+    entries = [json.loads(x) for x in _lines(settings.audit_path)]
+    assert [(e["event"], e["key_id"], e["tenant"], e["target_key_id"]) for e in entries] == [
+        ("key_create", "admin", "globex", made.json()["id"]),
+        ("key_revoke", "admin", "globex", made.json()["id"])]
+    text = settings.audit_path.read_text()
+    assert made.json()["key"] not in text and "admin-secret-1" not in text

@@ -1,7 +1,10 @@
-"""``POST /v1/ask`` streamed as server-sent events, in-process (the real stack:
-tests/integration/test_ask_stream.py): the real app, audit log and answer pipeline over
-three fixed passages with a hash embedder and, for generative mode, a generator that streams
-a fixed reply (it records whether it was closed and whether its slot is free).
+"""``POST /v1/ask`` and ``POST /v1/search`` in-process (the real stack:
+tests/integration/test_ask_stream.py).
+
+``/v1/ask`` streamed as server-sent events: the real app, audit log and answer pipeline
+over three fixed passages with a hash embedder and, for generative mode, a generator that
+streams a fixed reply (it records whether it was closed and whether its slot is free).
+``/v1/search`` on the audit record: ids, never text; no record, no answer.
 """
 
 from __future__ import annotations
@@ -14,17 +17,22 @@ from typing import Any
 import anyio
 from litestar.testing import TestClient
 
+from core.audit import AuditLog
+from core.domain import ChunkHit
 from core.errors import TransientError
+from core.settings import Settings
 from ingest.embedding import HashEmbedder
 from service.answer import AnswerPipeline
 from service.api.ask import ask_event_stream
 from tests.unit.conftest import (
     PASSAGES,
     PASSAGES_KEY,
+    FakeAnswers,
     FakeStore,
     StreamingFake,
     settings_for,
 )
+from tests.unit.conftest import make_app as shared_make_app
 from tests.unit.conftest import make_passages_app as make_app
 
 AUTH = {"Authorization": f"Bearer {PASSAGES_KEY}"}
@@ -118,3 +126,43 @@ def test_a_client_that_leaves_mid_draft_frees_the_generator(tmp_path: Path) -> N
 
     assert anyio.run(first_then_leave).startswith(b"event: token\n")
     assert gen.closed and gen.slot.acquire(blocking=False)
+
+
+# ---------------------------------------------------------------- /v1/search on the audit record
+
+
+SEARCH_HITS = [ChunkHit(f"d{n}:0:aa", f"d{n}", "f.txt", "SECRET TEXT", 1, 0, 5, 0.5)
+               for n in (1, 2)]
+
+
+def _client(tmp_path: Path) -> tuple[TestClient[Any], Path]:
+    settings = Settings(data_dir=tmp_path, api_keys="acme:plain-key-acme-1", load_generator=False)
+    app, _ = shared_make_app(settings=settings, answers=FakeAnswers(SEARCH_HITS),
+                             audit=AuditLog(settings.audit_path))
+    return TestClient(app), settings.audit_path
+
+
+def test_search_is_audited_with_key_id_and_chunk_ids_but_no_text(tmp_path: Path) -> None:
+    client, path = _client(tmp_path)
+    auth = {"Authorization": "Bearer plain-key-acme-1", "X-Request-ID": "trace-42"}
+    with client:
+        resp = client.post("/v1/search", json={"query": "canary question ZZQ"}, headers=auth)
+    assert resp.status_code == 200, resp.text
+    raw = path.read_text()
+    assert "plain-key-acme-1" not in raw and "ZZQ" not in raw and "SECRET" not in raw
+    entry = json.loads(raw)
+    assert entry["event"] == "search" and entry["key_id"] == "static-1"
+    assert entry["tenant"] == "acme" and entry["request_id"] == "trace-42"
+    assert entry["chunk_ids"] == ["d1:0:aa", "d2:0:aa"] and entry["document_ids"] == ["d1", "d2"]
+    assert entry["query_chars"] == len("canary question ZZQ") and entry["results"] == 2
+
+
+def test_search_fails_closed_when_the_audit_log_cannot_be_written(tmp_path: Path) -> None:
+    client, path = _client(tmp_path)
+    path.write_bytes(b"{torn")
+    with client:
+        resp = client.post("/v1/search", json={"query": "q"},
+                           headers={"Authorization": "Bearer plain-key-acme-1"})
+    assert resp.status_code == 503, resp.text
+    assert resp.json()["title"] == "Audit log unavailable" and "SECRET" not in resp.text
+    assert resp.headers.get("retry-after")

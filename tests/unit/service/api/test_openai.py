@@ -19,9 +19,7 @@ from litestar.testing import TestClient
 
 from ingest.embedding import HashEmbedder
 from service.api.openai import NOT_FOUND_MESSAGE
-from tests.unit.conftest import (
-    PASSAGES_KEY,
-)
+from tests.unit.conftest import PASSAGES_KEY
 from tests.unit.conftest import make_passages_app as make_app
 
 AUTH = {"Authorization": f"Bearer {PASSAGES_KEY}"}
