@@ -570,3 +570,22 @@ def test_document_text_keys_on_both_key_stores(backend: str, request: pytest.Fix
     assert a.forget("d2") is True
     with pytest.raises(TextKeyMissing):
         TextCipher(master, open_keystore(settings)).open("d2", "c1", sealed["d2"])
+
+
+# ---------------------------------------------------------------- metrics queries
+
+
+def test_count_by_status_on_postgresql(pg_dsn: str) -> None:
+    from core.registry.postgres import PostgresDocumentRepository
+
+    repo = PostgresDocumentRepository(pg_dsn)
+    try:
+        assert repo.count_by_status() == {}
+        for n, status in enumerate([DocumentStatus.QUEUED, DocumentStatus.READY,
+                                    DocumentStatus.READY]):
+            doc, _ = repo.create(tenant=f"t{n % 2}", filename="f.txt", kind=DocumentKind.TEXT,
+                                 sha256=f"{n:064x}", size=1, metadata={})
+            repo.set_status(doc.id, status)
+        assert repo.count_by_status() == {"queued": 1, "ready": 2}
+    finally:
+        repo.close()
