@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import secrets
 import sqlite3
 import threading
 import time
@@ -544,32 +543,6 @@ def test_pg_reconnects_after_its_idle_connections_are_dropped(pg_dsn: str) -> No
     time.sleep(0.2)
     assert repo.get(doc.id) == doc  # a dead pooled connection is replaced, not reported
     repo.close()
-
-
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
-def test_document_text_keys_on_both_key_stores(backend: str, request: pytest.FixtureRequest,
-                                               tmp_path: Path) -> None:
-    """Chunk text sealed by one process opens in another; the first stored key wins a race;
-    a destroyed key is gone for every process (core/textcrypt.py on core/keystore.py)."""
-    from core.keystore import open_keystore
-    from core.textcrypt import TextCipher, TextKeyMissing, text_key_id
-
-    url = None if backend == "sqlite" else request.getfixturevalue("pg_dsn")
-    settings = Settings(data_dir=tmp_path / "data", database_url=url)
-    master = secrets.token_bytes(32)
-    a, b = TextCipher(master, open_keystore(settings)), TextCipher(master, open_keystore(settings))
-    keys = open_keystore(settings)
-    assert keys.put_if_absent("probe", b"first") is True
-    assert keys.put_if_absent("probe", b"second") is False and keys.get("probe") == b"first"
-    sealed = {d: a.seal(d, "c1", f"text of {d}") for d in ("d1", "d2", "d3")}
-    assert set(keys.get_many([text_key_id(d) for d in ("d1", "d2", "nope")])) == {
-        text_key_id("d1"), text_key_id("d2")}
-    b.prefetch(["d1", "d2", "d3", "unknown"])  # one read; an unknown document is skipped
-    assert [b.open(d, "c1", s) for d, s in sealed.items()] == [
-        "text of d1", "text of d2", "text of d3"]
-    assert a.forget("d2") is True
-    with pytest.raises(TextKeyMissing):
-        TextCipher(master, open_keystore(settings)).open("d2", "c1", sealed["d2"])
 
 
 # ---------------------------------------------------------------- metrics queries
