@@ -45,3 +45,12 @@ def test_time_limit_must_stay_below_visibility_timeout(monkeypatch: pytest.Monke
     monkeypatch.setenv("DOCQA_WORKER__VISIBILITY_TIMEOUT_S", "3600")
     with pytest.raises(ConfigurationError):
         celery_config(Settings())
+
+
+def test_defaults_stay_safe() -> None:
+    w = Settings().worker
+    assert w.task_time_limit_s < w.visibility_timeout_s
+    assert (w.unacked_restore_interval_s, w.unacked_restore_throttle) == (10, 10)  # kombu's
+    assert w.reconcile_after_s >= 600
+    hooks = Settings().test_hooks
+    assert hooks.slow_embed_s == 0 and hooks.crash_worker_on == ""

@@ -562,3 +562,24 @@ def test_count_by_status_on_postgresql(pg_dsn: str) -> None:
         assert repo.count_by_status() == {"queued": 1, "ready": 2}
     finally:
         repo.close()
+
+
+# ---------------------------------------------------------------- the reconciler's queries
+
+
+def _doc(repo: DocumentRepository, name: str) -> str:
+    doc, _ = repo.create(tenant="acme", filename=name, kind=DocumentKind.TEXT,
+                         sha256=name.encode().hex().ljust(64, "0")[:64], size=1, metadata={})
+    return doc.id
+
+
+def test_registry_stale_queries_and_compare_and_set(make_repo: MakeRepo) -> None:
+    repo, other = make_repo(), make_repo()
+    a, b = _doc(repo, "a"), _doc(repo, "b")
+    repo.set_status(b, DocumentStatus.FAILED, error="x")
+    cutoff = time.time() + 10
+    assert other.stale_document_ids(cutoff) == [a]
+    assert other.stale_document_ids(time.time() - 3600) == []
+    assert other.requeue_stale(a, cutoff)
+    assert not repo.requeue_stale(a, cutoff - 20)  # updated since: left alone
+    assert not repo.requeue_stale(b, cutoff)  # failed is not stale
