@@ -4,7 +4,6 @@ import pytest
 
 from core.errors import ConfigurationError
 from core.settings import Settings, parse_api_keys
-from core.tasks import celery_config
 
 
 def test_env_prefix_and_nested_delimiter(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -30,21 +29,6 @@ def test_default_models_resolve_to_packaged_files() -> None:
 def test_malformed_api_keys_are_rejected(raw: str) -> None:
     with pytest.raises(ConfigurationError):
         parse_api_keys(raw)
-
-
-def test_celery_config_is_at_least_once_and_json_only() -> None:
-    conf = celery_config(Settings())
-    assert conf["task_acks_late"] and conf["task_reject_on_worker_lost"]
-    assert conf["worker_prefetch_multiplier"] == 1
-    assert conf["accept_content"] == ["json"] and conf["task_serializer"] == "json"
-    assert conf["task_time_limit"] < conf["broker_transport_options"]["visibility_timeout"]
-
-
-def test_time_limit_must_stay_below_visibility_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DOCQA_WORKER__TASK_TIME_LIMIT_S", "4000")
-    monkeypatch.setenv("DOCQA_WORKER__VISIBILITY_TIMEOUT_S", "3600")
-    with pytest.raises(ConfigurationError):
-        celery_config(Settings())
 
 
 def test_defaults_stay_safe() -> None:
