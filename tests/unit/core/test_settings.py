@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from core.errors import ConfigurationError
-from core.settings import Settings, parse_api_keys
+from core.settings import LimitSettings, Settings, parse_api_keys
 
 
 def test_env_prefix_and_nested_delimiter(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -38,3 +38,13 @@ def test_defaults_stay_safe() -> None:
     assert w.reconcile_after_s >= 600
     hooks = Settings().test_hooks
     assert hooks.slow_embed_s == 0 and hooks.crash_worker_on == ""
+
+
+def test_limits_are_settings_with_documented_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCQA_LIMITS__PARSE_TIMEOUT_S", "5")
+    monkeypatch.setenv("DOCQA_LIMITS__ZIP_MAX_MEMBERS", "20")
+    s = Settings()
+    assert s.limits.parse_timeout_s == 5 and s.limits.zip_max_members == 20
+    d = LimitSettings()
+    assert d.parse_timeout_s == 60 and d.parse_memory_bytes == 1 << 30
+    assert d.pdf_max_pages == 2000 and d.zip_max_ratio == 100

@@ -1,6 +1,8 @@
 """Text extraction per format (ingest/readers.py): PDF pages, HTML, CSV, DOCX, Markdown."""
 
+import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -48,3 +50,31 @@ def test_unreadable_documents_raise_parse_error(tmp_path: Path) -> None:
         read_document(_write(tmp_path, "b.pdf", b"%PDF-1.4 garbage"), DocumentKind.PDF)
     with pytest.raises(ParseError):
         read_document(_write(tmp_path, "e.txt", b"   \n\n "), DocumentKind.TEXT)
+
+
+# ---------------------------------------------------------------- hostile HTML, Markdown
+
+
+def test_html_with_a_dtd_and_external_entities_fetches_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_network(*_: Any, **__: Any) -> None:
+        raise AssertionError("the HTML reader tried to open a connection")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    html = (b'<!DOCTYPE html [<!ENTITY xxe SYSTEM "http://127.0.0.1:9/x">'
+            b'<!ENTITY lol "lollollol">]><html><body><p>Visible &xxe; &lol; text</p>'
+            b'<img src="http://127.0.0.1:9/p.png"><link rel="stylesheet" href="http://x/y.css">'
+            b"</body></html>")
+    text = full_text(read_document(_write(tmp_path, "a.html", html), DocumentKind.HTML))
+    assert "Visible" in text and "lollollol" not in text
+
+
+def test_markdown_that_would_backtrack_quadratically_parses_quickly(tmp_path: Path) -> None:
+    data = b"# Title\n" + b"\n" * 300_000 + b"[" * 300_000 + b"![" * 100_000 + b"[a](" * 50_000
+    text = full_text(read_document(_write(tmp_path, "a.md", data), DocumentKind.MARKDOWN))
+    assert text.startswith("Title")
+    md = b"# Head\n\n- item\n> quote\nSome **bold** [link](http://x) ![img](i.png) `code`."
+    assert full_text(read_document(_write(tmp_path, "b.md", md), DocumentKind.MARKDOWN)) == (
+        "Head\n\nitem\nquote\nSome bold link img code.")

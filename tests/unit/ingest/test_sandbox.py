@@ -4,12 +4,21 @@ and decryption in memory."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from core.domain import DocumentKind
+from core.errors import ParseError
 from core.keystore import SqliteKeyStore
+from core.settings import LimitSettings
 from core.vault import Vault
+from ingest.readers import read_document
+from ingest.sandbox import parse_isolated
+from tests import hostile as h
+from tests.factories import make_docx, make_pdf
 
 CANARY = b"CANARY-7f3e9a-secret-payload"
 
@@ -31,3 +40,98 @@ def test_the_parse_sandbox_decrypts_in_memory_and_refuses_a_wrong_key(tmp_path: 
     assert CANARY.decode() in pages[0].text
     with pytest.raises(ParseError, match="could not be decrypted"):
         parse_isolated(path, DocumentKind.TEXT, LimitSettings(), key=bytes(32))
+
+
+# ---------------------------------------------------------------- hostile or misbehaving parsers
+
+
+DOCX, PDF = DocumentKind.DOCX, DocumentKind.PDF
+
+
+def _limits(**changes: Any) -> LimitSettings:
+    return LimitSettings().model_copy(update=changes)
+
+
+def _write(tmp_path: Path, name: str, data: bytes) -> Path:
+    p = tmp_path / name
+    p.write_bytes(data)
+    return p
+
+
+def _gone(pid_file: Path) -> bool:
+    pid = int(pid_file.read_text())
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_isolated_parse_gives_the_same_pages(tmp_path: Path) -> None:
+    for name, data, kind in [("a.pdf", make_pdf(["One.", "Two."]), PDF),
+                             ("a.docx", make_docx(["Hello.", "World."]), DOCX),
+                             ("a.txt", "Grüße, naïve café — ok\n".encode(), DocumentKind.TEXT)]:
+        path = _write(tmp_path, name, data)
+        assert parse_isolated(path, kind, LimitSettings()) == read_document(path, kind)
+
+
+def test_isolated_parse_reports_refusals_and_accepts_relative_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _write(tmp_path, "enc.pdf", h.encrypted_pdf())
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ParseError, match="encrypted"):
+        parse_isolated(Path("enc.pdf"), PDF, LimitSettings())
+
+
+@pytest.mark.parametrize("target", ["tests.hostile:hang", "tests.hostile:sleep"])
+def test_a_parser_that_never_returns_is_stopped_at_the_time_limit(
+    tmp_path: Path, target: str
+) -> None:
+    path = _write(tmp_path, "x.txt", b"text")
+    with pytest.raises(ParseError, match=r"parsing exceeded the 1.5 s time limit"):
+        parse_isolated(path, DocumentKind.TEXT, _limits(parse_timeout_s=1.5), target=target)
+    assert _gone(path.with_suffix(".pid"))
+
+
+def test_a_parser_that_allocates_without_end_is_stopped_at_the_memory_limit(
+    tmp_path: Path,
+) -> None:
+    path = _write(tmp_path, "x.txt", b"text")
+    with pytest.raises(ParseError, match=r"parsing exceeded the 256 MiB memory limit"):
+        parse_isolated(path, DocumentKind.TEXT,
+                       _limits(parse_memory_bytes=256 * 1024 * 1024, parse_timeout_s=30),
+                       target="tests.hostile:allocate")
+    assert _gone(path.with_suffix(".pid"))
+
+
+def test_a_parser_that_crashes_fails_the_document_and_the_next_parse_works(
+    tmp_path: Path,
+) -> None:
+    path = _write(tmp_path, "x.txt", b"Plain words after a crash.")
+    with pytest.raises(ParseError, match="crashed.*SIGSEGV"):
+        parse_isolated(path, DocumentKind.TEXT, LimitSettings(), target="tests.hostile:crash")
+    pages = parse_isolated(path, DocumentKind.TEXT, LimitSettings())
+    assert pages[0].text == "Plain words after a crash."
+
+
+def test_memory_hungry_real_input_is_stopped_by_the_memory_limit(tmp_path: Path) -> None:
+    """No fake parser: 22 MB of text with an emoji per line is 4 bytes per character in
+    memory, and normalising it makes copies (it needs about 500 MB)."""
+    line = "words and more words \U0001F600\t\t  x\r\n".encode()
+    path = _write(tmp_path, "big.txt", line * 700_000)
+    with pytest.raises(ParseError, match="parsing exceeded the 160 MiB memory limit"):
+        parse_isolated(path, DocumentKind.TEXT, _limits(
+            parse_memory_bytes=160 * 1024 * 1024, parse_timeout_s=60, max_text_chars=10**9))
+
+
+def test_real_slow_pdf_is_stopped_by_the_time_limit(tmp_path: Path) -> None:
+    path = _write(tmp_path, "slow.pdf", h.pdf_slow(4))  # ~8 s of pypdf work in 20 KB
+    with pytest.raises(ParseError, match=r"parsing exceeded the 1.5 s time limit"):
+        parse_isolated(path, PDF, _limits(parse_timeout_s=1.5))
+
+
+def test_real_xml_heavy_docx_is_stopped_by_the_memory_limit(tmp_path: Path) -> None:
+    path = _write(tmp_path, "fat.docx", h.docx_xml_heavy(600_000))  # 1.3 MB, 27 MB of XML
+    with pytest.raises(ParseError, match=r"parsing exceeded the 200 MiB memory limit"):
+        parse_isolated(path, DOCX, _limits(parse_memory_bytes=200 * 1024 * 1024))
