@@ -1,109 +1,23 @@
-"""Live ingest progress: the sandbox's progress pipe (real child processes), the event
-stream's generator (a scripted registry and clock) and the document JSON's ``unit``."""
+"""Live ingest progress as server-sent events (service/api/events.py): the event stream's
+generator on a scripted registry and clock, and a real server whose client goes away."""
 
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx
-import pytest
 import uvicorn
 from litestar import Litestar, get
 from litestar.response import ServerSentEvent
 
 from core.domain import Document, DocumentKind, DocumentStatus, Progress
-from core.errors import ParseError
-from core.settings import LimitSettings
-from ingest.readers import read_document
-from ingest.sandbox import parse_isolated, parse_progress_line
-from service.cli.processes import free_port
 from service.api.events import document_events
-from service.api.schemas import DocumentOut
-from tests.factories import make_pdf
-
-
-def plain_reader(path: Path, kind: DocumentKind, limits: Any) -> list[Any]:
-    """A sandbox target without ``on_page`` (like the misbehaving ones in tests/hostile.py)."""
-    return read_document(path, kind, limits)
-
-
-def _write(tmp_path: Path, name: str, data: bytes) -> Path:
-    path = tmp_path / name
-    path.write_bytes(data)
-    return path
-
-
-# ---------------------------------------------------------------- the sandbox's progress pipe
-
-
-@pytest.mark.parametrize(("line", "pair"), [
-    (b"3 12", (3, 12)), (b"0 0", (0, 0)), (b" 12 12 ", (12, 12)),
-    (b"13 12", None), (b"-1 12", None), (b"3", None), (b"3 12 1", None), (b"a b", None),
-    (b"1 999999999", None), (b"", None), (b"\xff\xfe 1", None),
-])
-def test_progress_lines_from_the_child_are_checked(
-    line: bytes, pair: tuple[int, int] | None
-) -> None:
-    assert parse_progress_line(line) == pair
-
-
-def test_a_pdf_parse_reports_its_pages_to_the_parent(tmp_path: Path) -> None:
-    texts = [f"Page {i} says something about topic {i}." for i in range(1, 8)]
-    path = _write(tmp_path, "seven.pdf", make_pdf(texts))
-    seen: list[tuple[int, int]] = []
-    pages = parse_isolated(path, DocumentKind.PDF, LimitSettings(),
-                           on_progress=lambda done, total: seen.append((done, total)))
-    assert pages == read_document(path, DocumentKind.PDF)
-    assert seen, "no progress reached the parent"
-    assert seen[-1] == (7, 7)
-    assert {total for _, total in seen} == {7}
-    assert [done for done, _ in seen] == sorted({done for done, _ in seen})  # rising, no repeats
-
-
-def test_a_one_piece_format_reports_one_of_one(tmp_path: Path) -> None:
-    path = _write(tmp_path, "a.txt", b"Just one page of words.")
-    seen: list[tuple[int, int]] = []
-    parse_isolated(path, DocumentKind.TEXT, LimitSettings(),
-                   on_progress=lambda done, total: seen.append((done, total)))
-    assert seen == [(1, 1)]
-
-
-def test_a_target_without_on_page_still_parses(tmp_path: Path) -> None:
-    path = _write(tmp_path, "a.txt", b"Words without progress.")
-    seen: list[tuple[int, int]] = []
-    pages = parse_isolated(path, DocumentKind.TEXT, LimitSettings(),
-                           target="tests.unit.service.api.test_events:plain_reader",
-                           on_progress=lambda done, total: seen.append((done, total)))
-    assert pages[0].text == "Words without progress." and seen == []
-
-
-def test_the_time_limit_holds_while_progress_is_watched(tmp_path: Path) -> None:
-    path = _write(tmp_path, "x.txt", b"text")
-    with pytest.raises(ParseError, match=r"parsing exceeded the 1.5 s time limit"):
-        parse_isolated(path, DocumentKind.TEXT,
-                       LimitSettings().model_copy(update={"parse_timeout_s": 1.5}),
-                       target="tests.hostile:sleep", on_progress=lambda done, total: None)
-    pid = int(path.with_suffix(".pid").read_text())
-    with pytest.raises(ProcessLookupError):
-        os.kill(pid, 0)
-
-
-def test_refusals_still_arrive_as_parse_errors_with_progress_on(tmp_path: Path) -> None:
-    from tests import hostile as h
-
-    path = _write(tmp_path, "enc.pdf", h.encrypted_pdf())
-    with pytest.raises(ParseError, match="encrypted"):
-        parse_isolated(path, DocumentKind.PDF, LimitSettings(), on_progress=lambda d, t: None)
-
-
-# ---------------------------------------------------------------- the event stream
+from service.cli.processes import free_port
 
 
 def _doc(status: str = "processing", stage: str = "parsing", done: int = 0,
@@ -186,14 +100,6 @@ def test_an_abandoned_stream_ends_at_its_lifetime() -> None:
     events = _run(same, script, max_s=30.0, keepalive_s=1000.0)
     assert [e for e, _ in events] == ["progress"]
     assert script.now == 30.0  # three polls, then the lifetime was up
-
-
-def test_the_unit_follows_the_stage() -> None:
-    units: dict[str, str] = {}
-    for stage in ["queued", "parsing", "chunking", "embedding", "indexing", "ready", "failed"]:
-        units[stage] = DocumentOut.from_domain(_doc(stage=stage)).progress.unit
-    assert units == {"queued": "", "parsing": "pages", "chunking": "", "embedding": "chunks",
-                     "indexing": "chunks", "ready": "", "failed": ""}
 
 
 def test_a_client_that_disconnects_ends_the_polling() -> None:
