@@ -11,7 +11,17 @@ from collections import Counter
 
 import pytest
 
-from ingest.pii import IBAN_LENGTHS, PII_KINDS, PiiSpan, Redaction, placeholder, redact
+from core.domain import Page
+from ingest.pii import (
+    IBAN_LENGTHS,
+    PII_KINDS,
+    PiiSpan,
+    Redaction,
+    placeholder,
+    redact,
+    redact_pages,
+)
+from tests.unit.conftest import PII
 
 
 def one(text: str) -> str:
@@ -502,3 +512,22 @@ def test_large_adversarial_input_completes() -> None:
     # nothing but the phone-like groups is personal data here
     assert set(r.counts) <= {"PHONE"}
     assert r.text.startswith("7" * size + "\n" + "1 " * 10)
+
+
+# ----------------------------------------------------------------------------- per page
+
+
+def test_pages_are_redacted_one_by_one_and_offsets_follow_the_redacted_text() -> None:
+    sep = "\n\n"
+    raw = [f"Mail {PII['EMAIL']} today.", "No personal data here.", f"Call {PII['PHONE']}."]
+    pages, offset = [], 0
+    for n, text in enumerate(raw, start=1):
+        pages.append(Page(n, text, offset))
+        offset += len(text) + len(sep)
+    out, counts = redact_pages(pages)
+    assert counts == {"EMAIL": 1, "PHONE": 1}
+    assert [p.number for p in out] == [1, 2, 3]
+    assert [p.text for p in out] == ["Mail [EMAIL] today.", raw[1], "Call [PHONE]."]
+    full = sep.join(p.text for p in out)
+    assert all(full[p.offset:p.offset + len(p.text)] == p.text for p in out)
+    assert redact_pages([]) == ([], {})

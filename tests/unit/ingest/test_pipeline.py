@@ -1,6 +1,6 @@
-"""PII redaction wired into ingest: the pipeline step (before chunking, per page), the
-document record, the upload's opt-in and the tenant setting, and how de-duplication treats
-the same bytes with and without redaction (service/documents.py).
+"""The ingest job (ingest/pipeline.py) with PII redaction: only placeholders reach the store,
+counts go on the document record, the original is dropped; a forced tenant, a failed
+parse, a lost chunk and redaction turned on mid-run.
 
 Real parsing (sandboxed child process), chunking and SQLite registry; a fake vector store
 and the hashing embedder. The real stack is in tests/integration/test_pii_redaction.py.
@@ -8,39 +8,16 @@ and the hashing embedder. The real stack is in tests/integration/test_pii_redact
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from litestar.testing import TestClient
 
-from core.domain import DocumentStatus, Page
-from core.errors import ConflictError, TransientError
-from ingest.embedding import HashEmbedder
-from ingest.pii import redact_pages
+from core.domain import DocumentStatus
+from core.errors import TransientError
 from ingest.pipeline import ingest_document, stored_file
 from service.api.schemas import DocumentOut
-from tests.unit.conftest import COUNTS, PII, TEXT, Env, assert_no_pii, make_app
-
-
-# ---------------------------------------------------------------- the pipeline step
-
-
-def test_pages_are_redacted_one_by_one_and_offsets_follow_the_redacted_text() -> None:
-    sep = "\n\n"
-    raw = [f"Mail {PII['EMAIL']} today.", "No personal data here.", f"Call {PII['PHONE']}."]
-    pages, offset = [], 0
-    for n, text in enumerate(raw, start=1):
-        pages.append(Page(n, text, offset))
-        offset += len(text) + len(sep)
-    out, counts = redact_pages(pages)
-    assert counts == {"EMAIL": 1, "PHONE": 1}
-    assert [p.number for p in out] == [1, 2, 3]
-    assert [p.text for p in out] == ["Mail [EMAIL] today.", raw[1], "Call [PHONE]."]
-    full = sep.join(p.text for p in out)
-    assert all(full[p.offset:p.offset + len(p.text)] == p.text for p in out)
-    assert redact_pages([]) == ([], {})
+from tests.unit.conftest import COUNTS, PII, TEXT, Env, assert_no_pii
 
 
 def test_a_redacted_ingest_stores_only_placeholders_counts_them_and_drops_the_original(
@@ -157,116 +134,5 @@ def test_an_unredacted_run_never_finishes_once_redaction_was_turned_on(env: Env)
     assert_no_pii(env.store.texts(doc.id))
 
 
-# ---------------------------------------------------------------- opt-in and de-duplication
 
 
-def test_a_forced_tenant_is_redacted_whatever_the_upload_asks(tmp_path: Path) -> None:
-    env = Env(tmp_path, tenants="globex, initech")
-    forced, _ = env.upload(TEXT, tenant="globex", redact=False)
-    assert forced.redact_pii
-    free, _ = env.upload(TEXT, tenant="acme")
-    assert not free.redact_pii
-    asked, _ = env.upload(b"other bytes", tenant="acme", redact=True)
-    assert asked.redact_pii
-    everyone = Env(tmp_path / "all", redact_all=True)
-    assert everyone.upload(TEXT, tenant="anyone")[0].redact_pii
-
-
-def test_redacted_upload_of_bytes_stored_unredacted_redacts_that_document(env: Env) -> None:
-    first, _ = env.upload(TEXT)
-    env.ingest(first.id)
-    assert any(PII["EMAIL"] in t for t in env.store.texts(first.id))
-
-    again, created = env.upload(TEXT, name="copy.txt", redact=True)
-    assert created and again.id == first.id  # one document per (tenant, bytes)
-    assert again.redact_pii and again.pii_counts is None
-    assert again.status is DocumentStatus.QUEUED and env.queue.enqueued[-1] == first.id
-    assert env.store.chunk_ids("acme", first.id) == []  # unredacted chunks gone at once
-    done = env.ingest(first.id)
-    assert done.status is DocumentStatus.READY and done.pii_counts == COUNTS
-    assert_no_pii(env.store.texts(first.id))
-    assert not stored_file(env.settings, first.id).exists()
-
-
-def test_unredacted_upload_of_bytes_stored_redacted_gets_the_redacted_document(env: Env) -> None:
-    first, _ = env.upload(TEXT, redact=True)
-    env.ingest(first.id)
-    again, created = env.upload(TEXT)
-    assert not created and again.id == first.id and again.redact_pii
-    assert not stored_file(env.settings, first.id).exists()  # the original is not brought back
-    assert len(env.queue.enqueued) == 1
-
-
-def test_redaction_cannot_be_turned_on_while_the_first_ingest_is_in_flight(env: Env) -> None:
-    first, _ = env.upload(TEXT)
-    with pytest.raises(ConflictError, match="being ingested"):
-        env.upload(TEXT, redact=True)
-    doc = env.repo.get(first.id)
-    assert doc is not None and not doc.redact_pii and env.queue.enqueued == [first.id]
-    env.ingest(first.id)
-    again, _ = env.upload(TEXT, redact=True)  # once it is ready, it can
-    assert again.id == first.id and again.redact_pii
-
-
-def test_a_failed_unredacted_document_is_retried_redacted(env: Env) -> None:
-    empty = b"  \n\n  \n"
-    first, _ = env.upload(empty)
-    assert env.ingest(first.id).status is DocumentStatus.FAILED
-    again, created = env.upload(empty, redact=True)
-    assert created and again.id == first.id and again.redact_pii
-    assert again.status is DocumentStatus.QUEUED and stored_file(env.settings, first.id).exists()
-
-
-# ---------------------------------------------------------------- the HTTP edge
-
-
-@pytest.fixture
-def http(tmp_path: Path) -> Iterator[tuple[TestClient[Any], Env]]:
-    from service.answer import AnswerPipeline
-
-    env = Env(tmp_path, "acme:unit-key-acme-0123456789,globex:unit-key-globex-0123456789",
-              tenants="globex")
-    app, _ = make_app(settings=env.settings, repo=env.repo, store=env.store,
-                      documents=env.service,
-                      answers=AnswerPipeline(env.settings, HashEmbedder(), env.store, None,  # type: ignore[arg-type]
-                                             model=False))
-    with TestClient(app) as client:
-        yield client, env
-
-
-def _post(client: TestClient[Any], tenant: str, data: bytes, form: dict[str, str]) -> Any:
-    return client.post("/v1/documents", files={"file": ("r.txt", data, "text/plain")}, data=form,
-                       headers={"Authorization": f"Bearer unit-key-{tenant}-0123456789"})
-
-
-def test_the_form_field_and_the_tenant_setting_over_http(
-    http: tuple[TestClient[Any], Env],
-) -> None:
-    client, env = http
-    resp = _post(client, "acme", TEXT, {"redact_pii": "true"})
-    assert resp.status_code == 202 and resp.json()["pii_redacted"] is True
-    doc_id = resp.json()["id"]
-    env.ingest(doc_id)
-    auth = {"Authorization": "Bearer unit-key-acme-0123456789"}
-    got = client.get(f"/v1/documents/{doc_id}", headers=auth).json()
-    assert got["pii"] == {"redacted": True, "counts": COUNTS}
-    listed = client.get("/v1/documents", headers=auth).json()["items"]
-    assert [d["pii"] for d in listed] == [{"redacted": True, "counts": COUNTS}]
-
-    plain = _post(client, "acme", b"plain text, no personal data", {})
-    assert plain.status_code == 202 and plain.json()["pii_redacted"] is False
-    got = client.get(f"/v1/documents/{plain.json()['id']}", headers=auth).json()
-    assert got["pii"] == {"redacted": False, "counts": None}
-
-    off = _post(client, "acme", b"another file", {"redact_pii": "false"})
-    assert off.status_code == 202 and off.json()["pii_redacted"] is False
-    forced = _post(client, "globex", TEXT, {"redact_pii": "false"})
-    assert forced.status_code == 202 and forced.json()["pii_redacted"] is True
-
-    bad = _post(client, "acme", b"x", {"redact_pii": "maybe"})
-    assert bad.status_code == 400 and "redact_pii" in bad.text
-
-    # same bytes, redaction asked for while the unredacted ingest is queued: 409
-    dup = _post(client, "acme", b"another file", {"redact_pii": "true"})
-    assert dup.status_code == 409 and dup.headers["content-type"].startswith(
-        "application/problem+json")
