@@ -1,3 +1,6 @@
+"""Settings from the environment (core/settings.py): prefix and nesting, packaged models,
+API keys, safe defaults of the worker and of the document limits."""
+
 from pathlib import Path
 
 import pytest
