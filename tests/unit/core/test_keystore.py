@@ -1,0 +1,37 @@
+"""The key stores (core/keystore.py) on both registry backends, SQLite and PostgreSQL, as
+the document-text cipher (core/textcrypt.py) uses them from several processes."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import pytest
+
+from core.settings import Settings
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_document_text_keys_on_both_key_stores(backend: str, request: pytest.FixtureRequest,
+                                               tmp_path: Path) -> None:
+    """Chunk text sealed by one process opens in another; the first stored key wins a race;
+    a destroyed key is gone for every process (core/textcrypt.py on core/keystore.py)."""
+    from core.keystore import open_keystore
+    from core.textcrypt import TextCipher, TextKeyMissing, text_key_id
+
+    url = None if backend == "sqlite" else request.getfixturevalue("pg_dsn")
+    settings = Settings(data_dir=tmp_path / "data", database_url=url)
+    master = secrets.token_bytes(32)
+    a, b = TextCipher(master, open_keystore(settings)), TextCipher(master, open_keystore(settings))
+    keys = open_keystore(settings)
+    assert keys.put_if_absent("probe", b"first") is True
+    assert keys.put_if_absent("probe", b"second") is False and keys.get("probe") == b"first"
+    sealed = {d: a.seal(d, "c1", f"text of {d}") for d in ("d1", "d2", "d3")}
+    assert set(keys.get_many([text_key_id(d) for d in ("d1", "d2", "nope")])) == {
+        text_key_id("d1"), text_key_id("d2")}
+    b.prefetch(["d1", "d2", "d3", "unknown"])  # one read; an unknown document is skipped
+    assert [b.open(d, "c1", s) for d, s in sealed.items()] == [
+        "text of d1", "text of d2", "text of d3"]
+    assert a.forget("d2") is True
+    with pytest.raises(TextKeyMissing):
+        TextCipher(master, open_keystore(settings)).open("d2", "c1", sealed["d2"])

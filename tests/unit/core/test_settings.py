@@ -1,0 +1,53 @@
+"""Settings from the environment (core/settings.py): prefix and nesting, packaged models,
+API keys, safe defaults of the worker and of the document limits."""
+
+from pathlib import Path
+
+import pytest
+
+from core.errors import ConfigurationError
+from core.settings import LimitSettings, Settings, parse_api_keys
+
+
+def test_env_prefix_and_nested_delimiter(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCQA_DATA_DIR", "/srv/docqa")
+    monkeypatch.setenv("DOCQA_CHROMA__PORT", "8123")
+    monkeypatch.setenv("DOCQA_MODELS__GENERATOR_PATH", "/models/other.gguf")
+    monkeypatch.setenv("DOCQA_API_KEYS", "acme:k1, globex:k2")
+    s = Settings()
+    assert s.data_dir == Path("/srv/docqa") and s.chroma.port == 8123
+    assert s.models.resolved_generator_path() == Path("/models/other.gguf")
+    assert s.static_api_keys == {"k1": "acme", "k2": "globex"}
+    assert s.redis_url == "redis://127.0.0.1:6379/0"
+
+
+def test_default_models_resolve_to_packaged_files() -> None:
+    s = Settings()
+    assert s.models.resolved_generator_path().name.endswith(".gguf")
+    assert s.models.resolved_generator_path().is_file()
+    assert (s.models.resolved_embedding_path() / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("raw", ["nokey", "tenant:", ":key"])
+def test_malformed_api_keys_are_rejected(raw: str) -> None:
+    with pytest.raises(ConfigurationError):
+        parse_api_keys(raw)
+
+
+def test_defaults_stay_safe() -> None:
+    w = Settings().worker
+    assert w.task_time_limit_s < w.visibility_timeout_s
+    assert (w.unacked_restore_interval_s, w.unacked_restore_throttle) == (10, 10)  # kombu's
+    assert w.reconcile_after_s >= 600
+    hooks = Settings().test_hooks
+    assert hooks.slow_embed_s == 0 and hooks.crash_worker_on == ""
+
+
+def test_limits_are_settings_with_documented_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCQA_LIMITS__PARSE_TIMEOUT_S", "5")
+    monkeypatch.setenv("DOCQA_LIMITS__ZIP_MAX_MEMBERS", "20")
+    s = Settings()
+    assert s.limits.parse_timeout_s == 5 and s.limits.zip_max_members == 20
+    d = LimitSettings()
+    assert d.parse_timeout_s == 60 and d.parse_memory_bytes == 1 << 30
+    assert d.pdf_max_pages == 2000 and d.zip_max_ratio == 100

@@ -1,0 +1,41 @@
+"""The Celery configuration built from the settings (core/tasks.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.errors import ConfigurationError
+from core.settings import Settings
+from core.tasks import celery_config, soft_time_limit
+
+
+def test_delivery_settings_reach_the_redis_transport(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCQA_WORKER__VISIBILITY_TIMEOUT_S", "20")
+    monkeypatch.setenv("DOCQA_WORKER__TASK_TIME_LIMIT_S", "15")
+    monkeypatch.setenv("DOCQA_WORKER__UNACKED_RESTORE_INTERVAL_S", "1")
+    monkeypatch.setenv("DOCQA_WORKER__UNACKED_RESTORE_THROTTLE", "1")
+    conf = celery_config(Settings())
+    assert conf["broker_transport_options"] == {
+        "visibility_timeout": 20, "unacked_restore_interval": 1, "unacked_restore_throttle": 1}
+    assert conf["task_time_limit"] == 15 and conf["task_soft_time_limit"] == 12
+    assert conf["worker_proc_alive_timeout"] >= 60  # a restarted child may load its model
+
+
+@pytest.mark.parametrize(("hard", "soft"), [(900, 870), (60, 48), (30, 24), (20, 16), (2, 1)])
+def test_soft_time_limit_comes_before_the_hard_one(hard: int, soft: int) -> None:
+    assert soft_time_limit(hard) == soft
+
+
+def test_celery_config_is_at_least_once_and_json_only() -> None:
+    conf = celery_config(Settings())
+    assert conf["task_acks_late"] and conf["task_reject_on_worker_lost"]
+    assert conf["worker_prefetch_multiplier"] == 1
+    assert conf["accept_content"] == ["json"] and conf["task_serializer"] == "json"
+    assert conf["task_time_limit"] < conf["broker_transport_options"]["visibility_timeout"]
+
+
+def test_time_limit_must_stay_below_visibility_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCQA_WORKER__TASK_TIME_LIMIT_S", "4000")
+    monkeypatch.setenv("DOCQA_WORKER__VISIBILITY_TIMEOUT_S", "3600")
+    with pytest.raises(ConfigurationError):
+        celery_config(Settings())

@@ -1,0 +1,139 @@
+"""The ingest job (ingest/pipeline.py) with PII redaction: only placeholders reach the store,
+counts go on the document record, the original is dropped; a forced tenant, a failed
+parse, a lost chunk and redaction turned on mid-run.
+
+Real parsing (sandboxed child process), chunking and SQLite registry; a fake vector store
+and the hashing embedder. The real stack is in tests/integration/test_pii_redaction.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core.domain import DocumentStatus
+from core.errors import TransientError
+from ingest.originals import stored_file
+from ingest.pipeline import ingest_document
+from service.api.schemas import DocumentOut
+from tests.unit.conftest import COUNTS, PII, TEXT, Env, assert_no_pii
+
+
+def test_a_redacted_ingest_stores_only_placeholders_counts_them_and_drops_the_original(
+    env: Env,
+) -> None:
+    doc, created = env.upload(TEXT, redact=True)
+    assert created and doc.redact_pii and doc.pii_counts is None
+    original = stored_file(env.settings, doc.id)
+    assert original.exists()
+
+    done = env.ingest(doc.id)
+    assert done.status is DocumentStatus.READY and done.chunks >= 1
+    assert done.redact_pii and done.pii_counts == COUNTS
+    texts = env.store.texts(doc.id)
+    assert_no_pii(texts)
+    joined = "\n".join(texts)
+    for kind in COUNTS:
+        assert f"[{kind}]" in joined
+    assert "Anna Berg" in joined  # names are not a detected type
+    assert not original.exists()  # no unredacted copy is kept
+
+    # citations index the redacted text: start/end give back the chunk
+    chunks = [c for _t, d, c in env.store.chunks.values() if d == doc.id]
+    redacted = TEXT.decode().replace(PII["EMAIL"], "[EMAIL]")
+    for kind in ("PHONE", "IBAN", "CARD", "SE_PIN", "US_SSN"):
+        redacted = redacted.replace(PII[kind], f"[{kind}]")
+    assert all(redacted[c.start:c.end] == c.text for c in chunks)
+
+    out = DocumentOut.from_domain(done)
+    assert (out.pii.redacted, out.pii.counts) == (True, COUNTS)
+
+    # a redelivered task finds it ready and changes nothing
+    assert ingest_document(env.deps, doc.id) == "ready"
+    assert env.repo.get(doc.id) == done
+
+
+def test_without_redaction_the_text_is_stored_as_it_was(env: Env) -> None:
+    doc, _ = env.upload(TEXT)
+    done = env.ingest(doc.id)
+    assert done.status is DocumentStatus.READY and not done.redact_pii and done.pii_counts is None
+    joined = "\n".join(env.store.texts(doc.id))
+    assert all(value in joined for value in PII.values())
+    assert stored_file(env.settings, doc.id).exists()
+    out = DocumentOut.from_domain(done)
+    assert (out.pii.redacted, out.pii.counts) == (False, None)
+
+
+def test_a_document_without_personal_data_is_redacted_with_empty_counts(env: Env) -> None:
+    doc, _ = env.upload(b"The plant opened in 2014 and employs 10 engineers.\n", redact=True)
+    done = env.ingest(doc.id)
+    assert done.status is DocumentStatus.READY and done.redact_pii and done.pii_counts == {}
+    assert DocumentOut.from_domain(done).pii.counts == {}
+
+
+def test_the_worker_applies_a_forced_tenant_even_if_the_record_does_not_say_so(
+    tmp_path: Path,
+) -> None:
+    api = Env(tmp_path)  # an API process configured without the tenant setting
+    doc, _ = api.upload(TEXT, tenant="globex")
+    assert not doc.redact_pii
+    worker = Env(tmp_path, tenants="globex")
+    worker.store = api.store
+    worker.deps.store = api.store  # type: ignore[assignment]
+    done = worker.ingest(doc.id)
+    assert done.redact_pii and done.pii_counts == COUNTS  # recorded by the worker
+    assert_no_pii(api.store.texts(doc.id))
+
+
+def test_a_redacted_document_that_fails_to_parse_keeps_no_original(env: Env) -> None:
+    doc, _ = env.upload(b"   \n\n   \n", redact=True)
+    done = env.ingest(doc.id)
+    assert done.status is DocumentStatus.FAILED and done.error
+    assert not stored_file(env.settings, doc.id).exists()
+    # the same bytes again: the upload brings the file back for the retry
+    again, created = env.upload(b"   \n\n   \n")
+    assert created and again.id == doc.id and again.status is DocumentStatus.QUEUED
+    assert stored_file(env.settings, doc.id).exists() and env.queue.enqueued[-1] == doc.id
+
+
+def test_reingest_after_the_original_was_dropped_fails_cleanly_without_a_partial_index(
+    env: Env,
+) -> None:
+    doc, _ = env.upload(TEXT, redact=True)
+    env.ingest(doc.id)
+    env.store.chunks.pop(next(iter(env.store.chunk_ids("acme", doc.id))))  # a chunk was lost
+    done = env.ingest(doc.id)  # e.g. a redelivered task: the count no longer matches
+    assert done.status is DocumentStatus.FAILED
+    assert done.error is not None and "upload it again" in done.error
+    assert env.store.chunk_ids("acme", doc.id) == []
+    # uploading the bytes again ingests them again, redacted
+    again, created = env.upload(TEXT)
+    assert created and again.id == doc.id and again.redact_pii
+    done = env.ingest(doc.id)
+    assert done.status is DocumentStatus.READY and done.pii_counts == COUNTS
+    assert_no_pii(env.store.texts(doc.id))
+
+
+def test_an_unredacted_run_never_finishes_once_redaction_was_turned_on(env: Env) -> None:
+    doc, _ = env.upload(TEXT)
+    real_upsert = env.store.upsert
+
+    def upsert_then_flip(*args: Any, **kwargs: Any) -> None:
+        real_upsert(*args, **kwargs)
+        with env.repo._connect() as db:  # what enable_redaction does, mid-run
+            db.execute("UPDATE documents SET redact_pii=1 WHERE id=?", (doc.id,))
+
+    env.store.upsert = upsert_then_flip  # type: ignore[method-assign]
+    with pytest.raises(TransientError, match="redaction"):
+        ingest_document(env.deps, doc.id)
+    assert env.repo.get(doc.id).status is DocumentStatus.PROCESSING  # type: ignore[union-attr]
+    env.store.upsert = real_upsert  # type: ignore[method-assign]
+    done = env.ingest(doc.id)  # the retry runs redacted and cleans the unredacted chunks up
+    assert done.status is DocumentStatus.READY and done.pii_counts == COUNTS
+    assert_no_pii(env.store.texts(doc.id))
+
+
+
+

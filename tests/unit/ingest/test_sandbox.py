@@ -1,0 +1,211 @@
+"""The parse sandbox (ingest/sandbox.py): pages as in-process parsing gives them, refusals,
+time and memory limits on hostile or misbehaving parsers, progress reported through a pipe,
+and decryption in memory."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core.domain import DocumentKind
+from core.errors import ParseError
+from core.keystore import SqliteKeyStore
+from core.settings import LimitSettings
+from core.vault import Vault
+from ingest.readers import read_document
+from ingest.sandbox import parse_isolated, parse_progress_line
+from tests import hostile as h
+from tests.factories import make_docx, make_pdf
+
+CANARY = b"CANARY-7f3e9a-secret-payload"
+
+
+def _vault(tmp_path: Path) -> Vault:
+    return Vault(b"k" * 32, SqliteKeyStore(tmp_path / "registry.sqlite3"))
+
+
+DOCX, PDF = DocumentKind.DOCX, DocumentKind.PDF
+
+
+def _limits(**changes: Any) -> LimitSettings:
+    return LimitSettings().model_copy(update=changes)
+
+
+def _write(tmp_path: Path, name: str, data: bytes) -> Path:
+    p = tmp_path / name
+    p.write_bytes(data)
+    return p
+
+
+def _gone(pid_file: Path) -> bool:
+    pid = int(pid_file.read_text())
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+# ---------------------------------------------------------------- pages and refusals
+
+
+def test_isolated_parse_gives_the_same_pages(tmp_path: Path) -> None:
+    for name, data, kind in [("a.pdf", make_pdf(["One.", "Two."]), PDF),
+                             ("a.docx", make_docx(["Hello.", "World."]), DOCX),
+                             ("a.txt", "Grüße, naïve café — ok\n".encode(), DocumentKind.TEXT)]:
+        path = _write(tmp_path, name, data)
+        assert parse_isolated(path, kind, LimitSettings()) == read_document(path, kind)
+
+
+def test_isolated_parse_reports_refusals_and_accepts_relative_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _write(tmp_path, "enc.pdf", h.encrypted_pdf())
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ParseError, match="encrypted"):
+        parse_isolated(Path("enc.pdf"), PDF, LimitSettings())
+
+
+# ---------------------------------------------------------------- hostile or misbehaving parsers
+
+
+@pytest.mark.parametrize("target", ["tests.hostile:hang", "tests.hostile:sleep"])
+def test_a_parser_that_never_returns_is_stopped_at_the_time_limit(
+    tmp_path: Path, target: str
+) -> None:
+    path = _write(tmp_path, "x.txt", b"text")
+    with pytest.raises(ParseError, match=r"parsing exceeded the 1.5 s time limit"):
+        parse_isolated(path, DocumentKind.TEXT, _limits(parse_timeout_s=1.5), target=target)
+    assert _gone(path.with_suffix(".pid"))
+
+
+def test_a_parser_that_allocates_without_end_is_stopped_at_the_memory_limit(
+    tmp_path: Path,
+) -> None:
+    path = _write(tmp_path, "x.txt", b"text")
+    with pytest.raises(ParseError, match=r"parsing exceeded the 256 MiB memory limit"):
+        parse_isolated(path, DocumentKind.TEXT,
+                       _limits(parse_memory_bytes=256 * 1024 * 1024, parse_timeout_s=30),
+                       target="tests.hostile:allocate")
+    assert _gone(path.with_suffix(".pid"))
+
+
+def test_a_parser_that_crashes_fails_the_document_and_the_next_parse_works(
+    tmp_path: Path,
+) -> None:
+    path = _write(tmp_path, "x.txt", b"Plain words after a crash.")
+    with pytest.raises(ParseError, match="crashed.*SIGSEGV"):
+        parse_isolated(path, DocumentKind.TEXT, LimitSettings(), target="tests.hostile:crash")
+    pages = parse_isolated(path, DocumentKind.TEXT, LimitSettings())
+    assert pages[0].text == "Plain words after a crash."
+
+
+def test_memory_hungry_real_input_is_stopped_by_the_memory_limit(tmp_path: Path) -> None:
+    """No fake parser: 22 MB of text with an emoji per line is 4 bytes per character in
+    memory, and normalising it makes copies (it needs about 500 MB)."""
+    line = "words and more words \U0001F600\t\t  x\r\n".encode()
+    path = _write(tmp_path, "big.txt", line * 700_000)
+    with pytest.raises(ParseError, match="parsing exceeded the 160 MiB memory limit"):
+        parse_isolated(path, DocumentKind.TEXT, _limits(
+            parse_memory_bytes=160 * 1024 * 1024, parse_timeout_s=60, max_text_chars=10**9))
+
+
+def test_real_slow_pdf_is_stopped_by_the_time_limit(tmp_path: Path) -> None:
+    path = _write(tmp_path, "slow.pdf", h.pdf_slow(4))  # ~8 s of pypdf work in 20 KB
+    with pytest.raises(ParseError, match=r"parsing exceeded the 1.5 s time limit"):
+        parse_isolated(path, PDF, _limits(parse_timeout_s=1.5))
+
+
+def test_real_xml_heavy_docx_is_stopped_by_the_memory_limit(tmp_path: Path) -> None:
+    path = _write(tmp_path, "fat.docx", h.docx_xml_heavy(600_000))  # 1.3 MB, 27 MB of XML
+    with pytest.raises(ParseError, match=r"parsing exceeded the 200 MiB memory limit"):
+        parse_isolated(path, DOCX, _limits(parse_memory_bytes=200 * 1024 * 1024))
+
+
+# ---------------------------------------------------------------- the progress pipe
+
+
+def plain_reader(path: Path, kind: DocumentKind, limits: Any) -> list[Any]:
+    """A sandbox target without ``on_page`` (like the misbehaving ones in tests/hostile.py)."""
+    return read_document(path, kind, limits)
+
+
+@pytest.mark.parametrize(("line", "pair"), [
+    (b"3 12", (3, 12)), (b"0 0", (0, 0)), (b" 12 12 ", (12, 12)),
+    (b"13 12", None), (b"-1 12", None), (b"3", None), (b"3 12 1", None), (b"a b", None),
+    (b"1 999999999", None), (b"", None), (b"\xff\xfe 1", None),
+])
+def test_progress_lines_from_the_child_are_checked(
+    line: bytes, pair: tuple[int, int] | None
+) -> None:
+    assert parse_progress_line(line) == pair
+
+
+def test_a_pdf_parse_reports_its_pages_to_the_parent(tmp_path: Path) -> None:
+    texts = [f"Page {i} says something about topic {i}." for i in range(1, 8)]
+    path = _write(tmp_path, "seven.pdf", make_pdf(texts))
+    seen: list[tuple[int, int]] = []
+    pages = parse_isolated(path, DocumentKind.PDF, LimitSettings(),
+                           on_progress=lambda done, total: seen.append((done, total)))
+    assert pages == read_document(path, DocumentKind.PDF)
+    assert seen, "no progress reached the parent"
+    assert seen[-1] == (7, 7)
+    assert {total for _, total in seen} == {7}
+    assert [done for done, _ in seen] == sorted({done for done, _ in seen})  # rising, no repeats
+
+
+def test_a_one_piece_format_reports_one_of_one(tmp_path: Path) -> None:
+    path = _write(tmp_path, "a.txt", b"Just one page of words.")
+    seen: list[tuple[int, int]] = []
+    parse_isolated(path, DocumentKind.TEXT, LimitSettings(),
+                   on_progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(1, 1)]
+
+
+def test_a_target_without_on_page_still_parses(tmp_path: Path) -> None:
+    path = _write(tmp_path, "a.txt", b"Words without progress.")
+    seen: list[tuple[int, int]] = []
+    pages = parse_isolated(path, DocumentKind.TEXT, LimitSettings(),
+                           target="tests.unit.ingest.test_sandbox:plain_reader",
+                           on_progress=lambda done, total: seen.append((done, total)))
+    assert pages[0].text == "Words without progress." and seen == []
+
+
+def test_the_time_limit_holds_while_progress_is_watched(tmp_path: Path) -> None:
+    path = _write(tmp_path, "x.txt", b"text")
+    with pytest.raises(ParseError, match=r"parsing exceeded the 1.5 s time limit"):
+        parse_isolated(path, DocumentKind.TEXT,
+                       LimitSettings().model_copy(update={"parse_timeout_s": 1.5}),
+                       target="tests.hostile:sleep", on_progress=lambda done, total: None)
+    pid = int(path.with_suffix(".pid").read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+def test_refusals_still_arrive_as_parse_errors_with_progress_on(tmp_path: Path) -> None:
+    from tests import hostile as h
+
+    path = _write(tmp_path, "enc.pdf", h.encrypted_pdf())
+    with pytest.raises(ParseError, match="encrypted"):
+        parse_isolated(path, DocumentKind.PDF, LimitSettings(), on_progress=lambda d, t: None)
+
+
+# ---------------------------------------------------------------- decryption in memory
+
+
+def test_the_parse_sandbox_decrypts_in_memory_and_refuses_a_wrong_key(tmp_path: Path) -> None:
+    from core.domain import DocumentKind
+    from core.errors import ParseError
+    from core.settings import LimitSettings
+    from ingest.sandbox import parse_isolated
+
+    vault = _vault(tmp_path)
+    path = tmp_path / "doc"
+    vault.write_bytes(path, b"Plain words about " + CANARY + b".\n")
+    pages = parse_isolated(path, DocumentKind.TEXT, LimitSettings(), key=vault.key_for(path))
+    assert CANARY.decode() in pages[0].text
+    with pytest.raises(ParseError, match="could not be decrypted"):
+        parse_isolated(path, DocumentKind.TEXT, LimitSettings(), key=bytes(32))

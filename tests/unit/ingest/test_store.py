@@ -1,0 +1,189 @@
+"""The Chroma store adapter (ingest/store.py) on an in-process Chroma: compaction of a
+tenant's collection (with writes racing it), and chunk text kept only sealed
+(core/textcrypt.py), older plain records sealed by compaction."""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from core.domain import Chunk
+from core.keystore import SqliteKeyStore
+from core.textcrypt import TEXT_KEY, TextCipher
+from ingest.keywords import KeywordIndex
+from ingest.retrieval import keyword_search
+from ingest.store import ChromaStore, collection_name
+from tests.local_chroma import LocalChromaStore
+
+CANARY = "SEALEDCANARY" + secrets.token_hex(6).upper()
+TOKEN = "zorblaxifunderous"  # noqa: S105 - a word of the test text
+
+
+# ---------------------------------------------------------------- compaction
+
+
+def _doc_chunks(doc: str, texts: list[str]) -> list[Chunk]:
+    """Chunks ``doc:0``, ``doc:1``, … each at offsets 0 to its length (the compaction tests
+    name records by these ids)."""
+    return [Chunk(f"{doc}:{i}", doc, i, t, 1, 0, len(t)) for i, t in enumerate(texts)]
+
+
+def _vectors(n: int, seed: int) -> list[list[float]]:
+    return np.random.default_rng(seed).random((n, 8)).astype(float).tolist()
+
+
+def _grep(root: Path, *needles: str) -> list[str]:
+    found = []
+    for p in root.rglob("*"):
+        if p.is_file():
+            data = p.read_bytes()
+            if any(n.encode() in data for n in needles):
+                found.append(str(p.relative_to(root)))
+    return found
+
+
+def _records(store: ChromaStore, tenant: str) -> dict[str, tuple[str, dict[str, Any], list[float]]]:
+    coll = store._connect().get_collection(collection_name(tenant), embedding_function=None)
+    got = coll.get(include=["documents", "metadatas", "embeddings"])
+    return {i: (d, m, [round(float(x), 5) for x in e]) for i, d, m, e in
+            zip(got["ids"], got["documents"], got["metadatas"], got["embeddings"], strict=True)}
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[LocalChromaStore]:
+    s = LocalChromaStore(tmp_path / "chroma", KeywordIndex(tmp_path / "keywords.sqlite3"))
+    yield s
+    with contextlib.suppress(Exception):
+        s._connect().clear_system_cache()
+
+
+def _fill(store: ChromaStore, tenant: str = "acme") -> None:
+    keep = _doc_chunks("keep", [f"keeper paragraph {i} about lighthouses" for i in range(40)])
+    secret = _doc_chunks("secret", [f"secret memo {CANARY} {TOKEN} part {i}" for i in range(5)])
+    store.upsert(tenant, keep, _vectors(len(keep), 1), {"filename": "keep.txt"},
+                 [{"extra": i} for i in range(len(keep))])
+    store.upsert(tenant, secret, _vectors(len(secret), 2), {"filename": "secret.txt"})
+
+
+def test_compaction_keeps_every_live_record_and_drops_the_deleted(store: LocalChromaStore,
+                                                                  tmp_path: Path) -> None:
+    _fill(store)
+    _fill(store, "globex")
+    store.delete_document("acme", "secret")
+    before = _records(store, "acme")
+    assert CANARY not in str(before) and len(before) == 40
+    assert _grep(tmp_path / "chroma", CANARY)  # deleted, yet still in Chroma's files
+    stats = store.compact("acme")
+    assert stats["chunks"] == 40
+    assert _records(store, "acme") == before  # ids, text, metadata and vectors
+    assert len(store.query("acme", _vectors(1, 1)[0], 5)) == 5  # the cached handle is renewed
+    globex_ids = store.chunk_ids("globex", "secret")
+    assert len(globex_ids) == 5  # another tenant is not touched
+    names = [c.name for c in store._connect().list_collections()]
+    assert sorted(names) == sorted([collection_name("acme"), collection_name("globex")])
+
+
+class RacingLock:
+    """A lock whose first acquisition by ``compact`` (its catch-up) is preceded by writes
+    that landed in the old collection after it was copied."""
+
+    def __init__(self, store: LocalChromaStore) -> None:
+        self.store = store
+        self.fired = False
+        self.inner = threading.RLock()
+
+    @contextlib.contextmanager
+    def __call__(self, collection: str) -> Iterator[None]:
+        with self.inner:
+            if not self.fired and threading.current_thread().name == "compactor":
+                self.fired = True
+                coll = self.store._connect().get_collection(collection, embedding_function=None)
+                coll.upsert(ids=["late:0"], embeddings=_vectors(1, 9), documents=["late arrival"],
+                            metadatas=[{"document_id": "late"}])
+                coll.delete(ids=["keep:0"])
+            yield
+
+
+def test_compaction_catches_up_with_writes_made_while_it_copied(tmp_path: Path) -> None:
+    store = LocalChromaStore(tmp_path / "chroma")
+    store.lock = RacingLock(store)
+    _fill(store)
+    result: dict[str, Any] = {}
+    t = threading.Thread(target=lambda: result.update(store.compact("acme")), name="compactor")
+    t.start()
+    t.join()
+    ids = set(_records(store, "acme"))
+    assert "late:0" in ids and "keep:0" not in ids and len(ids) == 40 + 5
+    assert result["chunks"] == 45
+
+
+def test_compaction_of_a_tenant_without_a_collection_is_a_no_op(store: LocalChromaStore) -> None:
+    assert store.compact("nobody")["chunks"] == 0
+
+
+# ---------------------------------------------------------------- chunk text sealed at rest
+
+
+def cipher_in(tmp_path: Path, master: bytes | None = None) -> TextCipher:
+    return TextCipher(master or secrets.token_bytes(32), SqliteKeyStore(tmp_path / "keys.sqlite3"))
+
+
+def _chunks(doc: str, texts: list[str]) -> list[Chunk]:
+    out, pos = [], 0
+    for i, t in enumerate(texts):
+        out.append(Chunk(id=f"{doc}-{i}", document_id=doc, index=i, text=t, page=1,
+                         start=pos, end=pos + len(t)))
+        pos += len(t) + 1
+    return out
+
+
+def _vec(i: int) -> list[float]:
+    v = [0.01] * 8
+    v[i % 8] = 1.0
+    return v
+
+
+def test_chroma_holds_only_sealed_text_and_search_opens_it(tmp_path: Path) -> None:
+    cipher = cipher_in(tmp_path)
+    store = LocalChromaStore(tmp_path / "chroma",
+                             KeywordIndex(tmp_path / "kw.sqlite3", b"t" * 32), cipher=cipher)
+    texts = [f"The settlement codeword is {CANARY}.", "Minutes of the March board meeting."]
+    store.upsert("acme", _chunks("d1", texts), [_vec(0), _vec(1)], {"filename": "memo.txt"})
+    raw = store._collection("acme").get(include=["documents", "metadatas"])
+    assert all(d is None for d in raw["documents"])
+    assert all(TEXT_KEY in m and CANARY not in m[TEXT_KEY] for m in raw["metadatas"])
+    hits = store.query("acme", _vec(0), 2)
+    assert hits[0].text == texts[0] and hits[0].filename == "memo.txt"
+    kw = keyword_search(store, "acme", _vec(0), CANARY, 5)
+    assert [h.chunk_id for h in kw] == ["d1-0"] and kw[0].text == texts[0]
+    assert [(c, t) for _n, c, _d, t in store.all_chunks()] == [
+        ("d1-0", texts[0]), ("d1-1", texts[1])]
+    # nothing under the data directory holds the text: not Chroma, not the keyword index
+    raw_bytes = b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
+    assert CANARY.encode() not in raw_bytes and CANARY.lower().encode() not in raw_bytes
+    assert b"settlement" not in raw_bytes
+    # the key destroyed: its records are never returned, even before they are deleted
+    store.destroy_text_key("d1")
+    assert store.query("acme", _vec(0), 2) == []
+    assert list(store.all_chunks()) == []
+
+
+def test_compaction_seals_plain_records_of_older_versions(tmp_path: Path) -> None:
+    keywords = KeywordIndex(tmp_path / "kw.sqlite3", b"t" * 32)
+    old = LocalChromaStore(tmp_path / "chroma", keywords)  # an older version: plain documents
+    old.upsert("acme", _chunks("d1", [f"Legacy text {CANARY}."]), [_vec(2)], {"filename": "a"})
+    assert old._collection("acme").get(include=["documents"])["documents"] == [
+        f"Legacy text {CANARY}."]
+    store = LocalChromaStore(tmp_path / "chroma", keywords, cipher=cipher_in(tmp_path))
+    assert store.query("acme", _vec(2), 1)[0].text == f"Legacy text {CANARY}."  # still read
+    store.compact("acme")
+    raw = store._collection("acme").get(include=["documents", "metadatas"])
+    assert raw["documents"] == [None] and TEXT_KEY in raw["metadatas"][0]
+    assert store.query("acme", _vec(2), 1)[0].text == f"Legacy text {CANARY}."

@@ -1,0 +1,121 @@
+"""Features and learned scorers of the answer pipeline, on hand-made cases (no I/O)."""
+
+import math
+
+import pytest
+
+from core.sentcodec import unpack
+from ingest.embedding import HashEmbedder
+from ingest.sentences import chunk_sentence_metadata
+from service.answer.grounding import (
+    GATE_FEATURES,
+    SENTENCE_FEATURES,
+    Candidate,
+    Logistic,
+    answer_kind,
+    content_stems,
+    gate_features,
+    has_kind,
+    load_model,
+    make_candidates,
+    salient,
+    sentence_features,
+    stem,
+)
+
+
+@pytest.mark.parametrize(("question", "kind"), [
+    ("When did the plant open?", "year"),
+    ("In what year was the contract signed?", "year"),
+    ("How many engineers work there?", "number"),
+    ("What percentage of staff left?", "number"),
+    ("Who approved the budget?", "person"),
+    ("Where is the data centre?", "place"),
+    ("What caused the outage?", "other"),
+])
+def test_answer_kind(question: str, kind: str) -> None:
+    assert answer_kind(question) == kind
+
+
+def test_kind_needs_something_new() -> None:
+    q = {stem(t) for t in "When did the plant open in 2014".split()}
+    assert has_kind("The plant opened in 2014.", "year", set()) is True
+    assert has_kind("The plant opened in 2014.", "year", q) is False  # the year is the question's
+    assert has_kind("It employs ten engineers.", "number", set()) is True
+    assert has_kind("Approved by Maria Lind in March.", "person", set()) is True
+    assert has_kind("approved by the board.", "person", set()) is False
+
+
+def test_salient_words_are_names_and_numbers_not_the_opening_word() -> None:
+    assert salient("When did Acme open Plant 7 in Malmo?") == {
+        stem("Acme"), stem("Plant"), "7", stem("Malmo")}
+    assert stem("Companies") == "company" and stem("pumps") == "pump" and stem("status") == "status"
+    assert stem("failed") == stem("fail") and stem("moved") == stem("move") == stem("moving")
+    assert "the" not in content_stems("The pump failed")
+
+
+def _cands(question: str, sentences: list[str], coses: list[float]) -> list[Candidate]:
+    cands = [Candidate(0, 0, len(s), s, cos) for s, cos in zip(sentences, coses, strict=True)]
+    sentence_features(question, cands, [0.7], [i == 0 for i in range(len(cands))])
+    return cands
+
+
+def test_sentence_features_reward_the_answering_sentence() -> None:
+    q = "When did the Acme plant open?"
+    a, b = _cands(q, ["The Acme plant opened in 2014.", "The Acme canteen serves lunch."],
+                  [0.8, 0.6])
+    assert set(a.features) == set(SENTENCE_FEATURES)
+    assert a.features["kind_match"] == 1.0 and b.features["kind_match"] == 0.0
+    assert a.features["overlap_q"] > b.features["overlap_q"]
+    assert a.features["cos_margin"] == 0.0 and b.features["cos_margin"] == pytest.approx(-0.2)
+
+
+def test_gate_sees_a_swapped_name_the_evidence_lacks() -> None:
+    """SQuAD 2.0's typical unanswerable question: the passage's fact with another name."""
+    text = "The Acme plant in Lund opened in 2014 and employs 10 engineers."
+    ok_q, swapped_q = "When did the Acme plant open?", "When did the Globex plant open?"
+    feats = {}
+    for q in (ok_q, swapped_q):
+        cands = _cands(q, [text], [0.8])
+        cands[0].score = 0.9
+        feats[q] = gate_features(q, cands, [text], [0.7])
+        assert set(feats[q]) == set(GATE_FEATURES)
+    assert feats[ok_q]["miss_salient"] == 0.0 and feats[swapped_q]["miss_salient"] > 0
+    assert feats[swapped_q]["miss_chunk"] > feats[ok_q]["miss_chunk"]
+
+
+def test_logistic_prob_is_standardised_and_bounded() -> None:
+    m = Logistic(("x",), (1.0,), (2.0,), (3.0,), -1.0, 0.5)
+    assert m.prob({"x": 1.0}) == pytest.approx(1 / (1 + math.exp(1.0)))
+    assert m.prob({"x": 5.0}) == pytest.approx(1 / (1 + math.exp(-5.0)))
+    assert 0.0 < m.prob({"x": -1e9}) < 1e-12
+
+
+def test_committed_model_matches_the_feature_code() -> None:
+    """The JSON was trained on these exact features, in this order (retrain if this fails)."""
+    model = load_model()
+    assert model is not None, "service/answer/grounding_model.json is missing: run bench.train_grounding"
+    assert model.sentence.features == SENTENCE_FEATURES
+    assert model.gate.features == GATE_FEATURES
+    assert 0.0 < model.gate.threshold < 1.0
+    assert "dev" in str(model.info["trained_on"])
+
+
+# ---------------------------------------------------------------- sentence candidates
+
+
+def test_stored_vectors_are_used_and_only_missing_chunks_are_embedded() -> None:
+    emb = HashEmbedder()
+    texts = ["The pump failed. The seal cracked.", "Lunch is at noon."]
+    stored = [unpack(chunk_sentence_metadata(texts[:1], emb.embed)[0]), None]
+    asked: list[list[str]] = []
+
+    def embed(batch: list[str]) -> list[list[float]]:
+        asked.append(list(batch))
+        return emb.embed(batch)
+
+    q = emb.embed(["why did the pump fail"])[0]
+    cands, first = make_candidates(texts, q, embed, stored)
+    assert [c.text for c in cands] == ["The pump failed.", "The seal cracked.", "Lunch is at noon."]
+    assert asked == [["Lunch is at noon."]] and first == [True, False, True]
+    assert cands[0].cos > cands[2].cos

@@ -1,0 +1,110 @@
+"""Per-key rate limits (service/api/limits.py) through the real Litestar app (its guards,
+handlers and error mapping), on a SQLite registry and a real Redis (database 9, own key
+prefix, cleaned up). The routes used here only touch the registry (``/v1/ask`` with an empty
+``document_ids`` filter answers ``not_found`` before retrieval)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from litestar.testing import TestClient
+
+from core.keys import create_key
+from core.ratelimit import RateLimiter
+from service.cli.processes import free_port
+from tests.unit.conftest import bearer, is_problem
+from tests.unit.conftest import make_app as shared_make_app
+
+STATIC = "static-acme-key-0123456789"
+# the shared app (tests/unit/conftest.py) with this file's static key
+make_app = partial(shared_make_app, api_keys=f"acme:{STATIC}")
+REDIS_URL = os.environ.get("DOCQA_TEST_RATELIMIT_REDIS_URL", "redis://127.0.0.1:6379/9")
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    p = f"docqa-test:api:{secrets.token_hex(4)}:"
+    yield p
+    r = redis.Redis.from_url(REDIS_URL)
+    keys = list(r.scan_iter(match=p + "*"))
+    if keys:
+        r.delete(*keys)
+    r.close()
+
+
+def limiter(prefix: str, url: str = REDIS_URL, **kw: Any) -> RateLimiter:
+    return RateLimiter.from_url(url, prefix=prefix, **kw)
+
+
+def test_429_with_retry_after_per_key(tmp_path: Path, prefix: str) -> None:
+    app, repo = make_app(tmp_path, limiter=limiter(prefix),
+                         rate_limit={"requests_per_minute": 3, "ask_per_minute": 2})
+    key, other = create_key(repo, "acme"), create_key(repo, "globex")
+    with TestClient(app) as client:
+        assert [client.get("/v1/documents", headers=bearer(key)).status_code
+                for _ in range(3)] == [200, 200, 200]
+        limited = client.get("/v1/documents", headers=bearer(key))
+        assert is_problem(limited, 429), limited.text
+        assert 1 <= int(limited.headers["retry-after"]) <= 120
+        assert "3 requests per 60 s" in limited.json()["detail"]
+        assert client.get("/v1/documents", headers=bearer(other)).status_code == 200
+        assert client.get("/v1/documents", headers=bearer(STATIC)).status_code == 200
+        for path in ("/healthz", "/schema/openapi.json"):  # never limited
+            assert all(client.get(path).status_code == 200 for _ in range(5))
+        assert is_problem(client.get("/v1/documents", headers=bearer("nope")), 401)
+
+
+def test_ask_has_its_own_lower_limit(tmp_path: Path, prefix: str) -> None:
+    app, repo = make_app(tmp_path, limiter=limiter(prefix),
+                         rate_limit={"requests_per_minute": 10, "ask_per_minute": 2})
+    key = create_key(repo, "acme")
+    question = {"question": "anything?", "filters": {"document_ids": []}}
+    with TestClient(app) as client:
+        for _ in range(2):
+            ok = client.post("/v1/ask", headers=bearer(key), json=question)
+            assert ok.status_code == 200 and ok.json()["status"] == "not_found", ok.text
+        limited = client.post("/v1/ask", headers=bearer(key), json=question)
+        assert is_problem(limited, 429) and int(limited.headers["retry-after"]) >= 1
+        assert "2 questions per 60 s" in limited.json()["detail"]
+        # other routes still have room: 2 questions + 8 requests = 10; the refused one is free
+        assert [client.get("/v1/documents", headers=bearer(key)).status_code
+                for _ in range(9)] == [200] * 8 + [429]
+
+
+def test_two_apps_share_the_count(tmp_path: Path, prefix: str) -> None:
+    limits = {"requests_per_minute": 4}
+    app_a, repo = make_app(tmp_path, limiter=limiter(prefix), rate_limit=limits)
+    app_b, _ = make_app(tmp_path, limiter=limiter(prefix), rate_limit=limits)
+    key = create_key(repo, "acme")
+    with TestClient(app_a) as a, TestClient(app_b) as b:
+        codes = [c.get("/v1/documents", headers=bearer(key)).status_code
+                 for c in (a, b, a, b, a, b)]
+    assert codes == [200, 200, 200, 200, 429, 429]
+
+
+def test_redis_down_fails_open_by_default(tmp_path: Path) -> None:
+    dead = f"redis://127.0.0.1:{free_port()}/9"
+    app, repo = make_app(tmp_path, limiter=limiter("p:", dead),
+                         rate_limit={"requests_per_minute": 1})
+    key = create_key(repo, "acme")
+    with TestClient(app) as client:
+        assert [client.get("/v1/documents", headers=bearer(key)).status_code
+                for _ in range(5)] == [200] * 5
+
+
+def test_redis_down_fails_closed_when_configured(tmp_path: Path) -> None:
+    dead = f"redis://127.0.0.1:{free_port()}/9"
+    app, repo = make_app(tmp_path, limiter=limiter("p:", dead, fail_open=False),
+                         rate_limit={"requests_per_minute": 1, "fail_open": False})
+    key = create_key(repo, "acme")
+    with TestClient(app) as client:
+        resp = client.get("/v1/documents", headers=bearer(key))
+        assert is_problem(resp, 503) and int(resp.headers["retry-after"]) > 0
+        assert client.get("/healthz").status_code == 200

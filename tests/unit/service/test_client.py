@@ -1,0 +1,402 @@
+"""The typed client against canned answers (httpx.MockTransport): the SSE parser, the two
+streaming methods, the mapping of error answers and the 429 handling (wait for Retry-After
+and send again, within a budget). The real stack's streams are checked by the integration
+tests that use these methods."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from service.client import (
+    AdminClient,
+    DocqaAPIError,
+    DocqaClient,
+    ServerSentEvent,
+    SSEDecoder,
+    StreamEvent,
+)
+
+Handler = Callable[[httpx.Request], httpx.Response]
+SSE = {"content-type": "text/event-stream; charset=utf-8"}
+
+
+def client(handler: Handler, wait_on_429_s: float = 0.0) -> DocqaClient:
+    return DocqaClient("http://docqa.test", "k", transport=httpx.MockTransport(handler),
+                       wait_on_429_s=wait_on_429_s)
+
+
+def parse(*chunks: bytes | str) -> list[ServerSentEvent]:
+    decoder = SSEDecoder()
+    return [e for c in chunks for e in decoder.feed(c)]
+
+
+def sse(event: str, data: Any) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+def stream(*chunks: bytes) -> Iterator[bytes]:
+    yield from chunks
+
+
+def problem(status: int, detail: str, headers: dict[str, str] | None = None) -> httpx.Response:
+    return httpx.Response(status, headers={"content-type": "application/problem+json",
+                                           **(headers or {})},
+                          json={"type": "about:blank", "title": "t", "status": status,
+                                "detail": detail})
+
+
+def doc(status: str, stage: str, done: int = 0, total: int = 0, unit: str = "") -> dict[str, Any]:
+    return {"id": "d1", "status": status,
+            "progress": {"stage": stage, "done": done, "total": total, "unit": unit}}
+
+
+# ---------------------------------------------------------------- the SSE parser
+
+
+def test_multi_line_data_is_joined_with_newlines() -> None:
+    assert parse("event: token\ndata: a\ndata:b\ndata:  c\n\n") == [
+        ServerSentEvent("token", "a\nb\n c")]
+
+
+def test_comments_are_ignored_and_dispatch_nothing() -> None:
+    assert parse(": keep-alive\n\n:another\ndata: x\n: mid-event comment\n\n") == [
+        ServerSentEvent("message", "x")]
+
+
+def test_crlf_and_lone_cr_end_lines() -> None:
+    assert parse("event: a\r\ndata: 1\r\n\r\nevent: b\rdata: 2\r\r") == [
+        ServerSentEvent("a", "1"), ServerSentEvent("b", "2")]
+
+
+def test_crlf_split_between_chunks_is_one_line_end() -> None:
+    # the CR ends one chunk, the LF starts the next: no extra blank line (no early dispatch)
+    assert parse("data: 1\r", "\ndata: 2\r\n\r", "\n") == [ServerSentEvent("message", "1\n2")]
+
+
+def test_an_event_without_data_dispatches_nothing() -> None:
+    assert parse("event: ping\n\nevent: x\ndata\n\n") == [ServerSentEvent("x", "")]
+
+
+def test_events_split_anywhere_across_chunks_and_utf8_sequences() -> None:
+    body = sse("token", {"text": "Göteborg — ✓"}) + sse("final", {"status": "answered"})
+    one = parse(body)
+    assert [e.event for e in one] == ["token", "final"]
+    assert json.loads(one[0].data) == {"text": "Göteborg — ✓"}
+    assert parse(*(body[i:i + 1] for i in range(len(body)))) == one  # byte by byte
+    assert parse(body[:7], body[7:40], body[40:]) == one
+
+
+def test_field_without_space_unknown_fields_bom_and_unterminated_event() -> None:
+    assert parse("\ufeffdata:x\nid: 7\nretry: 10\nfoo: bar\n\ndata: never dispatched\n") == [
+        ServerSentEvent("message", "x")]
+
+
+def test_data_with_unicode_line_separators_stays_one_line() -> None:
+    # str.splitlines() would cut at U+2028; the SSE spec only knows CR and LF
+    assert parse("data: a\u2028b\x85c\n\n") == [ServerSentEvent("message", "a\u2028b\x85c")]
+
+
+# ---------------------------------------------------------------- ask_stream
+
+
+def test_ask_stream_sends_stream_true_and_yields_tokens_then_final() -> None:
+    final = {"status": "answered", "answer": "Marta [1].", "citations": [], "timings": {}}
+    seen: list[dict[str, Any]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(json.loads(request.content))
+        assert request.headers["accept"] == "text/event-stream"
+        return httpx.Response(200, headers=SSE, content=stream(
+            sse("token", {"text": "Mar"})[:10], sse("token", {"text": "Mar"})[10:],
+            b": keep-alive\n\n", sse("token", {"text": "ta"}), sse("final", final)))
+
+    events = list(client(handler).ask_stream("Who?", top_k=3, filename="a.txt"))
+    assert seen == [{"question": "Who?", "top_k": 3, "filters": {"filename": "a.txt"},
+                     "stream": True}]
+    assert events == [StreamEvent("token", {"text": "Mar"}), StreamEvent("token", {"text": "ta"}),
+                      StreamEvent("final", final)]
+
+
+def test_ask_stream_error_before_the_stream_raises_with_status_and_headers() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return problem(429, "too many questions", {"Retry-After": "7", "X-Request-ID": "r1"})
+
+    with pytest.raises(DocqaAPIError) as err:
+        list(client(handler).ask_stream("Who?"))
+    e = err.value
+    assert (e.status, e.detail, e.retry_after, e.request_id) == (429, "too many questions", 7.0,
+                                                                "r1")
+
+
+def test_ask_stream_error_event_raises_after_the_tokens_before_it() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers=SSE, content=stream(
+            sse("token", {"text": "draft"}),
+            sse("error", {"status": 503, "title": "Service unavailable",
+                          "detail": "the generator stopped"})))
+
+    got: list[StreamEvent] = []
+    with pytest.raises(DocqaAPIError) as err:
+        for event in client(handler).ask_stream("Who?"):
+            got.append(event)
+    assert got == [StreamEvent("token", {"text": "draft"})]
+    assert err.value.status == 503 and err.value.detail == "the generator stopped"
+    assert err.value.title == "Service unavailable"
+
+
+def test_ask_stream_without_final_or_with_bad_json_raises() -> None:
+    for body in (sse("token", {"text": "x"}), b"event: token\ndata: {not json\n\n"):
+        def handler(request: httpx.Request, body: bytes = body) -> httpx.Response:
+            return httpx.Response(200, headers=SSE, content=stream(body))
+
+        with pytest.raises(DocqaAPIError) as err:
+            list(client(handler).ask_stream("Who?"))
+        assert err.value.status == 200 and err.value.detail
+
+
+def test_a_json_answer_where_a_stream_was_asked_for_is_an_error() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"status": "answered"})
+
+    with pytest.raises(DocqaAPIError, match="text/event-stream"):
+        list(client(handler).ask_stream("Who?"))
+
+
+def test_ask_stream_waits_out_a_429_when_asked_to() -> None:
+    calls: list[bytes] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request.read())
+        if len(calls) == 1:
+            return problem(429, "slow down", {"Retry-After": "0.05"})
+        return httpx.Response(200, headers=SSE, content=stream(
+            sse("final", {"status": "not_found", "answer": "", "citations": [],
+                          "timings": {}})))
+
+    events = list(client(handler, wait_on_429_s=5).ask_stream("Who?"))
+    assert [e.event for e in events] == ["final"] and len(calls) == 2
+    assert calls[0] == calls[1]
+
+
+# ---------------------------------------------------------------- document_events
+
+
+def test_document_events_yield_progress_then_done_last() -> None:
+    paths: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        paths.append(request.url.path)
+        return httpx.Response(200, headers=SSE, content=stream(
+            sse("progress", doc("queued", "queued")),
+            b": keep-alive\r\n\r\n",
+            sse("progress", doc("processing", "parsing", 3, 12, "pages")),
+            sse("progress", doc("processing", "embedding", 40, 96, "chunks")),
+            sse("done", doc("ready", "ready")),
+            sse("progress", doc("ready", "after the end"))))
+
+    docs = list(client(handler).document_events("d1"))
+    assert paths == ["/v1/documents/d1/events"]
+    assert [(d["status"], d["progress"]["stage"]) for d in docs] == [
+        ("queued", "queued"), ("processing", "parsing"), ("processing", "embedding"),
+        ("ready", "ready")]
+    assert docs[1]["progress"] == {"stage": "parsing", "done": 3, "total": 12, "unit": "pages"}
+
+
+def test_document_events_connect_again_when_a_stream_ends_early(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("service.client._RECONNECT_PAUSE_S", 0.0)
+    calls = {"n": 0}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls["n"] += 1
+        if calls["n"] == 1:  # e.g. the API restarted: closed without a done event
+            return httpx.Response(200, headers=SSE,
+                                  content=stream(sse("progress", doc("processing", "parsing"))))
+        return httpx.Response(200, headers=SSE, content=stream(
+            sse("progress", doc("processing", "embedding")), sse("done", doc("failed", "failed"))))
+
+    docs = list(client(handler).document_events("d1", timeout=30))
+    assert calls["n"] == 2
+    assert [d["progress"]["stage"] for d in docs] == ["parsing", "embedding", "failed"]
+
+
+def test_document_events_unknown_id_is_a_404_error() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return problem(404, "no document with id 'nope'", {"X-Request-ID": "rid-9"})
+
+    with pytest.raises(DocqaAPIError) as err:
+        next(client(handler).document_events("nope"))
+    assert err.value.status == 404 and err.value.request_id == "rid-9"
+    assert err.value.headers["content-type"] == "application/problem+json"
+
+
+def test_document_events_time_out() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:  # progress, never done
+        return httpx.Response(200, headers=SSE, content=stream(
+            *(sse("progress", doc("processing", "embedding", i, 9)) for i in range(3))))
+
+    with pytest.raises(TimeoutError):
+        list(client(handler).document_events("d1", timeout=0.01))
+
+
+# ---------------------------------------------------------------- plain calls
+
+
+def test_problem_json_maps_to_an_error_with_status_detail_and_headers() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return problem(503, "the generation queue is full",
+                       {"Retry-After": "2", "X-Request-ID": "abc"})
+
+    c = client(handler)
+    with pytest.raises(DocqaAPIError) as err:
+        c.ask("Who?")
+    e = err.value
+    assert e.status == 503 and e.body["status"] == 503 and e.title == "t"
+    assert e.detail == "the generation queue is full" and str(e) == f"HTTP 503: {e.detail}"
+    assert e.retry_after == 2.0 and e.request_id == "abc"
+    assert c.last_response.status_code == 503
+
+
+def test_a_non_json_error_body_is_kept_as_text() -> None:
+    c = client(lambda request: httpx.Response(502, text="Bad Gateway"))
+    with pytest.raises(DocqaAPIError) as err:
+        c.documents()
+    assert err.value.body == "Bad Gateway" and err.value.detail == "Bad Gateway"
+    assert err.value.retry_after is None and err.value.title == ""
+
+
+def test_bodies_paths_and_headers_of_plain_calls() -> None:
+    sent: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        request.read()
+        if request.method == "DELETE":
+            return httpx.Response(204)
+        if request.url.path == "/v1/search":
+            return httpx.Response(200, json={"results": []})
+        return httpx.Response(200, json={"id": "d1", "status": "ready", "duplicate": True,
+                                         "pii_redacted": False})
+
+    c = client(handler)
+    traced = c.with_headers({"X-Request-ID": "it-1"})
+    assert traced.search("q", top_k=5, mode="keyword", document_ids=["d1"]) == {"results": []}
+    assert traced.last_response.status_code == 200
+    up = c.upload_bytes("a.txt", b"hello", {"team": "hr"}, redact_pii=True)
+    assert up["duplicate"] is True and c.last_response.status_code == 200
+    c.delete("d1")
+    search, upload, delete = sent
+    assert search.headers["x-request-id"] == "it-1"
+    assert search.headers["authorization"] == "Bearer k"
+    assert json.loads(search.content) == {"query": "q", "top_k": 5, "mode": "keyword",
+                                          "filters": {"document_ids": ["d1"]}}
+    assert "x-request-id" not in upload.headers  # the view's headers stay in the view
+    assert b'name="redact_pii"' in upload.content and b'{"team": "hr"}' in upload.content
+    assert (delete.method, delete.url.path) == ("DELETE", "/v1/documents/d1")
+
+
+def test_iter_documents_walks_every_page() -> None:
+    offsets: list[str] = []
+    ids = [f"d{i}" for i in range(5)]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        offsets.append(request.url.params["offset"])
+        off, lim = int(request.url.params["offset"]), int(request.url.params["limit"])
+        return httpx.Response(200, json={"items": [{"id": i} for i in ids[off:off + lim]],
+                                         "total": len(ids), "limit": lim, "offset": off})
+
+    assert [d["id"] for d in client(handler).iter_documents(page_size=2)] == ids
+    assert offsets == ["0", "2", "4"]
+
+
+def test_readyz_returns_the_report_for_503_too_and_metrics_text() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/metrics":
+            assert request.headers["authorization"] == "Bearer scrape-token"
+            return httpx.Response(200, text="docqa_up 1\n",
+                                  headers={"content-type": "text/plain; version=0.0.4"})
+        return httpx.Response(503, json={"status": "not ready", "checks": {"chroma": "x"},
+                                         "failed": ["chroma"], "registry_backend": "sqlite"})
+
+    c = client(handler)
+    assert c.readyz()["failed"] == ["chroma"] and c.last_response.status_code == 503
+    assert c.metrics(token="scrape-token") == "docqa_up 1\n"  # noqa: S106 - not a secret
+
+
+def test_admin_client_calls_the_key_routes() -> None:
+    seen: list[tuple[str, str, bytes]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append((request.method, str(request.url), request.read()))
+        assert request.headers["authorization"] == "Bearer admin-key"
+        if request.method == "POST":
+            return httpx.Response(201, json={"id": "k_1", "tenant": "t", "name": "ci",
+                                             "created_at": "", "key": "dq_x"})
+        if request.method == "DELETE":
+            return httpx.Response(204)
+        return httpx.Response(200, json={"items": []})
+
+    admin = AdminClient("http://docqa.test", "admin-key", transport=httpx.MockTransport(handler))
+    assert admin.create_key("t", "ci")["key"] == "dq_x"
+    assert admin.keys(tenant="t") == {"items": []}
+    admin.revoke_key("k_1")
+    assert [(m, u) for m, u, _ in seen] == [
+        ("POST", "http://docqa.test/admin/keys"), ("GET", "http://docqa.test/admin/keys?tenant=t"),
+        ("DELETE", "http://docqa.test/admin/keys/k_1")]
+    assert json.loads(seen[0][2]) == {"tenant": "t", "name": "ci"}
+
+
+def test_the_clients_types_name_exactly_the_fields_the_server_sends() -> None:
+    """The client mirrors the wire format without importing the server's schemas; this keeps
+    the two from drifting apart."""
+    from service import client
+    from service.api import admin, schemas
+
+    pairs = [(client.Progress, schemas.ProgressOut), (client.Pii, schemas.PiiOut),
+             (client.Document, schemas.DocumentOut), (client.DocumentList, schemas.DocumentList),
+             (client.UploadAccepted, schemas.UploadAccepted),
+             (client.SearchResult, schemas.SearchResult),
+             (client.SearchResponse, schemas.SearchResponse),
+             (client.Citation, schemas.Citation), (client.AskResponse, schemas.AskResponse),
+             (client.ApiKey, admin.KeyOut), (client.ApiKeyCreated, admin.KeyCreated),
+             (client.ApiKeyList, admin.KeyList)]
+    for typed, struct in pairs:
+        assert set(typed.__annotations__) == set(struct.__struct_fields__), typed.__name__
+
+
+# ---------------------------------------------------------------- 429: wait, send again
+
+
+def _client(responses: list[int], budget: float, seen: list[bytes]) -> DocqaClient:
+    queue = list(responses)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.read())
+        code = queue.pop(0) if queue else 200
+        if code == 429:
+            return httpx.Response(429, headers={"Retry-After": "0.05"},
+                                  json={"detail": "slow down"})
+        return httpx.Response(202, json={"id": "d1", "status": "queued"})
+
+    return DocqaClient("http://docqa.test", "k", transport=httpx.MockTransport(handler),
+                       wait_on_429_s=budget)
+
+
+def test_a_refused_upload_is_sent_again_with_the_same_body() -> None:
+    seen: list[bytes] = []
+    out = _client([429, 429], budget=5.0, seen=seen).upload_bytes("a.txt", b"hello")
+    assert out["id"] == "d1" and len(seen) == 3
+    assert seen[0] == seen[2] and b"hello" in seen[2]
+
+
+def test_the_429_reaches_the_caller_when_the_budget_is_spent() -> None:
+    seen: list[bytes] = []
+    with pytest.raises(DocqaAPIError) as err:
+        _client([429] * 50, budget=0.12, seen=seen).upload_bytes("a.txt", b"x")
+    assert err.value.status == 429 and 2 <= len(seen) < 50
