@@ -1,7 +1,7 @@
 """A real stack per test session: Chroma server, Celery worker and API as subprocesses.
 
-Redis is the machine's own (127.0.0.1:6379) on a database of our own; every Python
-subprocess runs under the network guard (tests/integration/netguard).
+Redis is the test session's own redis-server (tests/private_redis.py), on a database of
+this module's; every Python subprocess runs under the network guard (tests/integration/netguard).
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ import redis
 
 from service.cli.processes import chroma_command, free_port, wait_http
 from service.client import DocqaClient
+from tests.private_redis import session_redis_url
 
-REDIS_URL = os.environ.get("DOCQA_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+REDIS_URL = os.environ.get("DOCQA_TEST_REDIS_URL") or session_redis_url(13)
 NETGUARD = Path(__file__).parent / "netguard"
 KEYS = {"acme": "test-key-acme-0123456789", "globex": "test-key-globex-0123456789"}
 

@@ -42,10 +42,11 @@ from ingest.store import collection_name
 from service.cli.processes import chroma_command, free_port, wait_http
 from service.client import DocqaClient
 from tests.integration.conftest import KEYS, NETGUARD, Stack, run_stack
+from tests.private_redis import session_redis_url
 
 pytestmark = pytest.mark.integration
 
-FAULTS_REDIS_URL = os.environ.get("DOCQA_TEST_FAULTS_REDIS_URL", "redis://127.0.0.1:6379/4")
+FAULTS_REDIS_URL = os.environ.get("DOCQA_TEST_FAULTS_REDIS_URL") or session_redis_url(4)
 MAX_RETRIES = 5  # the default: a poison document gets MAX_RETRIES + 1 attempts
 FAULT_ENV = {
     "DOCQA_WORKER__VISIBILITY_TIMEOUT_S": "50",

@@ -15,8 +15,9 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.integration.conftest import KEYS, Stack, run_stack
+from tests.private_redis import session_redis_url
 
-REDIS_URL = os.environ.get("DOCQA_TEST_SHUTDOWN_REDIS_URL", "redis://127.0.0.1:6379/2")
+REDIS_URL = os.environ.get("DOCQA_TEST_SHUTDOWN_REDIS_URL") or session_redis_url(2)
 # every embedding call in the worker sleeps, so a task is surely running when SIGTERM lands
 SLOW = {"DOCQA_TEST_HOOKS__SLOW_EMBED_S": "3"}
 

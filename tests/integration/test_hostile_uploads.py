@@ -18,10 +18,11 @@ from service.client import DocqaClient
 from tests import hostile as h
 from tests.factories import make_docx
 from tests.integration.conftest import KEYS, Stack, raw, run_stack
+from tests.private_redis import session_redis_url
 
 pytestmark = pytest.mark.integration
 
-REDIS_URL = os.environ.get("DOCQA_TEST_HOSTILE_REDIS_URL", "redis://127.0.0.1:6379/8")
+REDIS_URL = os.environ.get("DOCQA_TEST_HOSTILE_REDIS_URL") or session_redis_url(8)
 MAX_UPLOAD = 8 * 1024 * 1024
 LIMITS = {
     "DOCQA_MAX_UPLOAD_BYTES": str(MAX_UPLOAD),

@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import Stack, run_stack
+from tests.private_redis import session_redis_url
 
 # its own stack with rate limits off: the load test measures the service, not the limiter
 # (with the default 60 asks/min a fast baseline alone spends a key's minute)
-REDIS_URL = os.environ.get("DOCQA_TEST_LOAD_REDIS_URL", "redis://127.0.0.1:6379/10")
+REDIS_URL = os.environ.get("DOCQA_TEST_LOAD_REDIS_URL") or session_redis_url(10)
 NO_LIMITS = {"DOCQA_RATE_LIMIT__REQUESTS_PER_MINUTE": "0", "DOCQA_RATE_LIMIT__ASK_PER_MINUTE": "0"}
 
 

@@ -27,10 +27,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from service.cli.processes import chroma_command, wait_http
 from service.client import DocqaClient
 from tests.integration.conftest import KEYS, Stack, run_stack
+from tests.private_redis import session_redis_url
 
 pytestmark = pytest.mark.integration
 
-REDIS_URL = os.environ.get("DOCQA_TEST_OBS_REDIS_URL", "redis://127.0.0.1:6379/3")
+REDIS_URL = os.environ.get("DOCQA_TEST_OBS_REDIS_URL") or session_redis_url(3)
 ASK_PER_MINUTE = 3
 CANARY = "Zephyrine-canary-7731"
 DOC_TEXT = (

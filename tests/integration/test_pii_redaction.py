@@ -28,10 +28,11 @@ from ingest.store import collection_name
 from service.client import SearchResponse
 from tests.factories import make_pdf
 from tests.integration.conftest import Stack, run_stack
+from tests.private_redis import session_redis_url
 
 pytestmark = pytest.mark.integration
 
-REDIS_URL = os.environ.get("DOCQA_TEST_PII_REDIS_URL", "redis://127.0.0.1:6379/6")
+REDIS_URL = os.environ.get("DOCQA_TEST_PII_REDIS_URL") or session_redis_url(6)
 
 
 # ---------------------------------------------------------------- synthetic personal data

@@ -1,8 +1,8 @@
 """The Redis rate limiter (core/ratelimit.py) against a real Redis, database 9.
 
 Every test uses its own key prefix and deletes its keys afterwards (the database is never
-flushed). Redis is expected at ``DOCQA_TEST_RATELIMIT_REDIS_URL`` (default
-``redis://127.0.0.1:6379/9``); when it cannot be reached these tests fail, not skip.
+flushed). Redis is the test session's own server (tests/private_redis.py), or
+``DOCQA_TEST_RATELIMIT_REDIS_URL``; when it cannot be reached these tests fail, not skip.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ import redis
 from core.errors import TransientError
 from core.ratelimit import Limit, RateLimiter
 from service.cli.processes import free_port
+from tests.private_redis import session_redis_url
 
-REDIS_URL = os.environ.get("DOCQA_TEST_RATELIMIT_REDIS_URL", "redis://127.0.0.1:6379/9")
+REDIS_URL = os.environ.get("DOCQA_TEST_RATELIMIT_REDIS_URL") or session_redis_url(9)
 T0 = 1_800_000_000.0  # a multiple of 60: the start of a minute window
 
 

@@ -57,9 +57,10 @@ from service.api.app import create_app
 from service.api.components import Components
 from service.documents import DocumentService
 from tests.local_chroma import LocalChromaStore
+from tests.private_redis import session_redis_url
 from tests.unit.conftest import RecordingQueue, bearer, make_app
 
-REDIS_URL = os.environ.get("DOCQA_TEST_FUZZ_REDIS_URL", "redis://127.0.0.1:6379/5")
+REDIS_URL = os.environ.get("DOCQA_TEST_FUZZ_REDIS_URL") or session_redis_url(5)
 MAX_EXAMPLES = int(os.environ.get("DOCQA_FUZZ_MAX_EXAMPLES", "100"))
 SEED = int(os.environ.get("DOCQA_FUZZ_SEED", "20240607"))
 STATIC = "fuzz-static-acme-key-0123456789"

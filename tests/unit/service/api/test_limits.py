@@ -19,13 +19,14 @@ from litestar.testing import TestClient
 from core.keys import create_key
 from core.ratelimit import RateLimiter
 from service.cli.processes import free_port
+from tests.private_redis import session_redis_url
 from tests.unit.conftest import bearer, is_problem
 from tests.unit.conftest import make_app as shared_make_app
 
 STATIC = "static-acme-key-0123456789"
 # the shared app (tests/unit/conftest.py) with this file's static key
 make_app = partial(shared_make_app, api_keys=f"acme:{STATIC}")
-REDIS_URL = os.environ.get("DOCQA_TEST_RATELIMIT_REDIS_URL", "redis://127.0.0.1:6379/9")
+REDIS_URL = os.environ.get("DOCQA_TEST_RATELIMIT_REDIS_URL") or session_redis_url(9)
 
 
 @pytest.fixture
