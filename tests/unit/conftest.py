@@ -25,12 +25,13 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import psycopg
 import pytest
 from litestar import Litestar
 from psycopg import conninfo, sql
 
-from core.audit import open_audit
+from core.audit import AuditLog, open_audit
 from core.domain import Chunk, ChunkHit, Document
 from core.errors import OverloadedError
 from core.ports import DocumentRepository, Embedder
@@ -500,3 +501,42 @@ def make_repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeRe
     for repo in made:
         if isinstance(repo, PostgresDocumentRepository):
             repo.close()
+
+
+# ---------------------------------------------------------------- small shared helpers
+
+
+def doc_chunks(doc: str, texts: list[str]) -> list[Chunk]:
+    """Chunks ``doc:0``, ``doc:1``, … each at offsets 0 to its length."""
+    return [Chunk(f"{doc}:{i}", doc, i, t, 1, 0, len(t)) for i, t in enumerate(texts)]
+
+
+def random_vectors(n: int, seed: int) -> list[list[float]]:
+    return np.random.default_rng(seed).random((n, 8)).astype(float).tolist()
+
+
+def grep_tree(root: Path, *needles: str) -> list[str]:
+    """Files under ``root`` (relative paths) whose bytes hold any of ``needles``."""
+    found = []
+    for p in root.rglob("*"):
+        if p.is_file():
+            data = p.read_bytes()
+            if any(n.encode() in data for n in needles):
+                found.append(str(p.relative_to(root)))
+    return found
+
+
+def fill_audit(path: Path, n: int = 5) -> AuditLog:
+    log = AuditLog(path)
+    for i in range(n):
+        log.append("search", tenant="acme", key_id="k_test", request_id=f"r{i}",
+                   chunk_ids=[f"doc:{i}:abc"], results=1)
+    return log
+
+
+def file_lines(path: Path) -> list[bytes]:
+    return path.read_bytes().splitlines(keepends=True)
+
+
+def write_lines(path: Path, lines: list[bytes]) -> None:
+    path.write_bytes(b"".join(lines))

@@ -6,35 +6,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
-from core.domain import Chunk
 from ingest.erasure import Eraser, scrub_chroma_dir, scrub_keywords
 from ingest.keywords import KeywordIndex
 from ingest.store import collection_name
 from tests.local_chroma import LocalChromaStore
 from tests.unit.conftest import FakeRedis
+from tests.unit.conftest import doc_chunks as _chunks
+from tests.unit.conftest import grep_tree as _grep
+from tests.unit.conftest import random_vectors as _vectors
 
 CANARY = "QZXERASECANARY42"
 TOKEN = "zorblaxifunderous"  # noqa: S105 - a word of the test text
 
 
-def _chunks(doc: str, texts: list[str]) -> list[Chunk]:
-    return [Chunk(f"{doc}:{i}", doc, i, t, 1, 0, len(t)) for i, t in enumerate(texts)]
 
 
-def _vectors(n: int, seed: int) -> list[list[float]]:
-    return np.random.default_rng(seed).random((n, 8)).astype(float).tolist()
 
 
-def _grep(root: Path, *needles: str) -> list[str]:
-    found = []
-    for p in root.rglob("*"):
-        if p.is_file():
-            data = p.read_bytes()
-            if any(n.encode() in data for n in needles):
-                found.append(str(p.relative_to(root)))
-    return found
 
 
 def test_chroma_dir_scrub_removes_dropped_segments_and_freed_pages(tmp_path: Path) -> None:

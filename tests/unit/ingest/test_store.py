@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from core.domain import Chunk
@@ -21,6 +20,9 @@ from ingest.keywords import KeywordIndex
 from ingest.retrieval import keyword_search
 from ingest.store import ChromaStore, collection_name
 from tests.local_chroma import LocalChromaStore
+from tests.unit.conftest import doc_chunks as _doc_chunks
+from tests.unit.conftest import grep_tree as _grep
+from tests.unit.conftest import random_vectors as _vectors
 
 CANARY = "SEALEDCANARY" + secrets.token_hex(6).upper()
 TOKEN = "zorblaxifunderous"  # noqa: S105 - a word of the test text
@@ -29,24 +31,10 @@ TOKEN = "zorblaxifunderous"  # noqa: S105 - a word of the test text
 # ---------------------------------------------------------------- compaction
 
 
-def _doc_chunks(doc: str, texts: list[str]) -> list[Chunk]:
-    """Chunks ``doc:0``, ``doc:1``, … each at offsets 0 to its length (the compaction tests
-    name records by these ids)."""
-    return [Chunk(f"{doc}:{i}", doc, i, t, 1, 0, len(t)) for i, t in enumerate(texts)]
 
 
-def _vectors(n: int, seed: int) -> list[list[float]]:
-    return np.random.default_rng(seed).random((n, 8)).astype(float).tolist()
 
 
-def _grep(root: Path, *needles: str) -> list[str]:
-    found = []
-    for p in root.rglob("*"):
-        if p.is_file():
-            data = p.read_bytes()
-            if any(n.encode() in data for n in needles):
-                found.append(str(p.relative_to(root)))
-    return found
 
 
 def _records(store: ChromaStore, tenant: str) -> dict[str, tuple[str, dict[str, Any], list[float]]]:

@@ -7,23 +7,10 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from core.audit import AuditLog, canonical
-
-
-def _fill(path: Path, n: int = 5) -> AuditLog:
-    log = AuditLog(path)
-    for i in range(n):
-        log.append("search", tenant="acme", key_id="k_test", request_id=f"r{i}",
-                   chunk_ids=[f"doc:{i}:abc"], results=1)
-    return log
-
-
-def _lines(path: Path) -> list[bytes]:
-    return path.read_bytes().splitlines(keepends=True)
-
-
-def _write(path: Path, lines: list[bytes]) -> None:
-    path.write_bytes(b"".join(lines))
+from core.audit import canonical
+from tests.unit.conftest import file_lines as _lines
+from tests.unit.conftest import fill_audit as _fill
+from tests.unit.conftest import write_lines as _write
 
 
 def _edit_value(lines: list[bytes], i: int) -> None:
