@@ -6,7 +6,11 @@ tests that use these methods."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -400,3 +404,30 @@ def test_the_429_reaches_the_caller_when_the_budget_is_spent() -> None:
     with pytest.raises(DocqaAPIError) as err:
         _client([429] * 50, budget=0.12, seen=seen).upload_bytes("a.txt", b"x")
     assert err.value.status == 429 and 2 <= len(seen) < 50
+
+
+def test_the_client_imports_without_the_servers_heavy_libraries() -> None:
+    """``service.client`` is for scripts and other services: importing it and making a
+    client must not pull in torch, chromadb or llama-cpp (nor the embedding library)."""
+    blocked = ("torch", "chromadb", "llama_cpp", "sentence_transformers")
+    code = f"""
+import sys
+from importlib.abc import MetaPathFinder
+
+class Block(MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {blocked!r}:
+            raise ImportError("blocked: " + name)
+        return None
+
+sys.meta_path.insert(0, Block())
+from service.client import DocqaClient
+with DocqaClient("http://127.0.0.1:9", "key") as client:
+    pass
+print(sorted(m for m in sys.modules if m.split(".")[0] in {blocked!r}))
+"""
+    root = Path(__file__).resolve().parents[3]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True,
+                         text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(root)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"
