@@ -1,8 +1,9 @@
 """Session-wide: a private redis-server for every test that needs Redis (tests/private_redis.py).
 
-It is started before any test module is imported (their Redis URLs are read at import), and
-stopped at the end. ``DOCQA_TEST_REDIS_SERVER`` set by the caller (a server of their own)
-is used instead.
+Started when this file is loaded, which pytest does before it imports any conftest or test
+module below ``tests/`` (their Redis URLs are read at import), and stopped at the end of the
+session. ``DOCQA_TEST_REDIS_SERVER`` set by the caller (a server of their own) is used
+instead.
 """
 
 from __future__ import annotations
@@ -14,13 +15,9 @@ import pytest
 from tests.private_redis import URL_ENV, PrivateRedis
 
 _server: PrivateRedis | None = None
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    global _server
-    if not os.environ.get(URL_ENV):
-        _server = PrivateRedis()
-        os.environ[URL_ENV] = _server.url
+if not os.environ.get(URL_ENV):
+    _server = PrivateRedis()
+    os.environ[URL_ENV] = _server.url
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -31,6 +31,7 @@ from core.keys import (
 )
 from core.logging import current_request_id
 from core.settings import Settings
+from service.api.openapi import SECURITY_SCHEME
 
 
 class KeyCreate(msgspec.Struct, forbid_unknown_fields=True):
@@ -108,4 +109,5 @@ def admin_router(settings: Settings) -> Router | None:
             raise UnauthorizedError("admin routes need 'Authorization: Bearer <admin-key>'")
 
     return Router(path="/admin", guards=[require_admin_key], tags=["admin"],
+                  security=[{SECURITY_SCHEME: []}],
                   route_handlers=[create_api_key, list_api_keys, revoke_api_key])

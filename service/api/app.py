@@ -13,7 +13,7 @@ from litestar.di import Provide
 
 from core.logging import connect_celery_signals
 from core.settings import Settings, apply_offline_env
-from service.api import ask, documents, health, openai, web
+from service.api import ask, documents, health, openai, openapi, web
 from service.api.admin import admin_router
 from service.api.auth import provide_audit, provide_components, provide_tenant, require_api_key
 from service.api.components import Components, build_components
@@ -43,15 +43,24 @@ def create_app(settings: Settings | None = None, components: Components | None =
         dependencies={"tenant": Provide(provide_tenant, sync_to_thread=False),
                       "audit": Provide(provide_audit, sync_to_thread=False),
                       "answer_events": Provide(ask.provide_answer_events, sync_to_thread=False)},
-        route_handlers=[*documents.route_handlers, *ask.route_handlers, stream_document_events,
-                        *openai.route_handlers],
+        security=[{openapi.SECURITY_SCHEME: []}],
+        route_handlers=[
+            Router(path="/", tags=["documents"],
+                   route_handlers=[*documents.route_handlers, stream_document_events]),
+            Router(path="/", tags=["questions"], route_handlers=ask.route_handlers),
+            Router(path="/", tags=["openai"], route_handlers=openai.route_handlers),
+        ],
     )
     admin = admin_router(settings)  # None without an admin key: /admin is then a 404
     connect_celery_signals()  # the request id travels with the jobs an upload queues
     app = Litestar(
-        route_handlers=[v1, *health.route_handlers, *metrics_routes(settings),
+        route_handlers=[v1,
+                        Router(path="/", tags=["operations"],
+                               route_handlers=[*health.route_handlers, *metrics_routes(settings)]),
                         *web.route_handlers,  # the page at /: no key, no /v1 guard
+                        *openapi.route_handlers,  # the schema page's own files
                         *([admin] if admin else [])],
+        openapi_config=openapi.openapi_config(),
         # request ids, access log lines, HTTP metrics (observability.py); logging itself is
         # set up by `docqa serve` (core/logging.py), not by Litestar
         middleware=[RequestContextMiddleware],

@@ -315,3 +315,16 @@ def test_delete_asks_first_then_removes_the_row(web: Browser, stack: Stack) -> N
     page.locator("#workspace").wait_for(state="visible")
     assert web.row(name).count() == 0
     web.assert_only_local_requests()
+
+
+def test_the_schema_page_renders_and_loads_nothing_from_outside(web: Browser) -> None:
+    """``/schema``, which ``docqa up`` tells every user to open, used to pull Redoc from a
+    CDN and fonts from Google; now Swagger UI's own files come from the service."""
+    resp = web.page.goto(web.stack.url + "/schema")
+    assert resp is not None and resp.status == 200
+    title = web.page.locator(".swagger-ui .info .title")
+    title.wait_for()
+    assert "docqa" in title.inner_text()
+    web.page.locator(".opblock-summary-path", has_text="/v1/ask").first.wait_for()
+    assert any(u.endswith("/schema-assets/swagger-ui-bundle.js") for u in web.requests)
+    web.assert_only_local_requests()
