@@ -1,6 +1,8 @@
 """``python -m bench`` (or ``docqa-bench``): evaluations against a running docqa service.
 
     python -m bench squad2 [--split dev|test] [--n N] [--baseline] [--json F]
+    python -m bench business [--split dev|test] [--baseline] [--json F]
+    python -m bench business-corpus DIR
     python -m bench scifact [--split train|test] [--json F]
 """
 
@@ -12,6 +14,7 @@ from urllib.parse import urlsplit
 
 import click
 
+from bench import business as bench_business
 from bench import scifact as bench_scifact
 from bench import squad2 as bench_squad2
 from service.cli.common import address, key_opt, url_opt
@@ -43,14 +46,53 @@ def squad2(split: str, n: int, seed: int, json_out: Path | None, details_out: Pa
            baseline: bool, data_path: Path | None, chroma_url: str | None, url: str | None,
            api_key: str | None) -> None:
     """Grounded answers and abstention on SQuAD 2.0, through the service's own API."""
-    if chroma_url:
-        parts = urlsplit(chroma_url)
-        os.environ["DOCQA_CHROMA__HOST"] = parts.hostname or "127.0.0.1"
-        os.environ["DOCQA_CHROMA__PORT"] = str(parts.port or 8000)
+    _use_chroma(chroma_url)
     base, key = address(url, api_key)
     bench_squad2.run(base, key, split=split, n=n, seed=seed, baseline=baseline,
                      path=data_path or bench_squad2.DEFAULT_PATH, json_out=json_out,
                      details_out=details_out)
+
+
+def _use_chroma(chroma_url: str | None) -> None:
+    """Point the baseline at this Chroma server (it reads the settings from the environment)."""
+    if chroma_url:
+        parts = urlsplit(chroma_url)
+        os.environ["DOCQA_CHROMA__HOST"] = parts.hostname or "127.0.0.1"
+        os.environ["DOCQA_CHROMA__PORT"] = str(parts.port or 8000)
+
+
+@main.command()
+@click.option("--split", type=click.Choice(["dev", "test", "all"]), default="test",
+              show_default=True, help="each question's fixed split: dev (tune) or test (report)")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), default=None,
+              help="write the metrics of both systems as JSON here")
+@click.option("--details", "details_out", type=click.Path(path_type=Path), default=None,
+              help="write every question's answer and citations as JSON here")
+@click.option("--baseline", is_flag=True, help="also run plain llama-index RAG in this process")
+@click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False,
+              path_type=Path), default=None,
+              help="corpus directory (default bench/business: corpus/, sources/, questions.json)")
+@click.option("--chroma-url", default=None,
+              help="Chroma server for the baseline (default from settings: DOCQA_CHROMA__*)")
+@url_opt
+@key_opt
+def business(split: str, json_out: Path | None, details_out: Path | None, baseline: bool,
+             data_dir: Path | None, chroma_url: str | None, url: str | None,
+             api_key: str | None) -> None:
+    """Answers and abstention on one fictional company's documents in all six formats."""
+    _use_chroma(chroma_url)
+    base, key = address(url, api_key)
+    bench_business.run(base, key, split=split, baseline=baseline,
+                       root=data_dir or bench_business.ROOT, json_out=json_out,
+                       details_out=details_out)
+
+
+@main.command("business-corpus")
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+def business_corpus(out_dir: Path) -> None:
+    """Write the business corpus (DOCX and PDF built) into OUT_DIR, to read or upload."""
+    for path in bench_business.write_corpus(out_dir):
+        click.echo(path)
 
 
 @main.command()

@@ -72,10 +72,10 @@ class LlamaIndexBaseline:
         store = ChromaVectorStore(chroma_collection=coll)
         if coll.count() == 0:
             t = time.perf_counter()
-            documents = [
-                Document(text=d.text, metadata={"key": d.key}, excluded_embed_metadata_keys=["key"],
-                         excluded_llm_metadata_keys=["key"]) for d in docs
-            ]
+            documents = [Document(text=text, metadata=meta,
+                                  excluded_embed_metadata_keys=list(meta),
+                                  excluded_llm_metadata_keys=list(meta))
+                         for text, meta in _documents(docs)]
             index = VectorStoreIndex.from_documents(
                 documents, storage_context=StorageContext.from_defaults(vector_store=store))
             log(f"baseline: indexed {len(docs)} documents in {time.perf_counter() - t:.0f}s")
@@ -94,9 +94,24 @@ class LlamaIndexBaseline:
             seconds = time.perf_counter() - t
             text = str(response).strip()
             keys = [str(n.node.metadata.get("key", "")) for n in response.source_nodes]
+            pages = [n.node.metadata.get("page") for n in response.source_nodes]
             status = "not_found" if abstained(text) else "answered"
-            return AskRecord(q.qid, status, text, keys, seconds)
+            return AskRecord(q.qid, status, text, keys, seconds, cited_pages=pages)
         return ask
+
+
+def _documents(docs: Sequence[EvalDoc]) -> list[tuple[str, dict[str, Any]]]:
+    """(text, metadata) per llama-index Document: one per document, or one per page for a
+    document read page by page (as llama-index's own PDF reader does), so its sources carry
+    a page to score like docqa's citations. The metadata is hidden from embedding and prompt."""
+    out: list[tuple[str, dict[str, Any]]] = []
+    for d in docs:
+        if d.pages:
+            out.extend((text, {"key": d.key, "page": n})
+                       for n, text in enumerate(d.pages, start=1) if text.strip())
+        else:
+            out.append((d.text, {"key": d.key}))
+    return out
 
 
 def gguf_chat_renderer(llama: Any) -> Callable[[list[dict[str, str]]], str]:

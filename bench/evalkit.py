@@ -37,10 +37,23 @@ def log(msg: str) -> None:
 
 @dataclass(frozen=True)
 class EvalDoc:
-    key: str  # stable identity inside the corpus (e.g. "07-012"); also the filename stem
-    filename: str
+    """One document of a corpus.
+
+    ``text`` is what the document says (the baseline indexes it). ``data`` is the file to
+    upload, for a document that is not plain text (a PDF, a DOCX): None uploads ``text`` as
+    UTF-8. ``pages`` is the text page by page where pages matter (a PDF); empty = one piece.
+    """
+
+    key: str  # stable identity inside the corpus (e.g. "07-012", "board-minutes.pdf")
+    filename: str  # the name it is uploaded under; its suffix tells the service the format
     text: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    data: bytes | None = None
+    pages: tuple[str, ...] = ()
+
+    def payload(self) -> bytes:
+        """The bytes uploaded for this document."""
+        return self.text.encode("utf-8") if self.data is None else self.data
 
 
 @dataclass(frozen=True)
@@ -49,6 +62,8 @@ class EvalQuestion:
     question: str
     answers: tuple[str, ...]  # empty = unanswerable
     doc_keys: tuple[str, ...]  # documents that hold the answer (the question's own paragraph)
+    # the page of each of doc_keys that holds the answer (None: any page); empty: not checked
+    doc_pages: tuple[int | None, ...] = ()
 
     @property
     def answerable(self) -> bool:
@@ -64,6 +79,7 @@ class AskRecord:
     seconds: float
     error: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    cited_pages: list[int | None] = field(default_factory=list)  # parallel to cited_keys
 
 
 # ------------------------------------------------------------------ metrics (SQuAD scorer)
@@ -108,6 +124,30 @@ def is_correct(answer: str, golds: Iterable[str]) -> bool:
     return any(g_norm and f" {g_norm} " in norm for g_norm in map(normalize_answer, golds))
 
 
+def cites_gold(q: EvalQuestion, r: AskRecord) -> bool:
+    """A citation points to a gold document (and, where the question gives one, its page)."""
+    if not q.doc_pages:
+        return bool(set(r.cited_keys) & set(q.doc_keys))
+    gold = set(zip(q.doc_keys, q.doc_pages, strict=True))
+    pages = r.cited_pages or [None] * len(r.cited_keys)
+    return any((key, page) in gold or (key, None) in gold
+               for key, page in zip(r.cited_keys, pages, strict=True))
+
+
+def answered_wrong(questions: Sequence[EvalQuestion], records: Sequence[AskRecord]
+                   ) -> float | None:
+    """Share of all questions answered with something wrong: an answerable question answered
+    incorrectly (the rule of ``answerable_correct``) or an unanswerable one answered at all.
+    The harm a user meets: a confident answer that is not in the documents."""
+    by_qid = {r.qid: r for r in records}
+    wrong = 0
+    for q in questions:
+        r = by_qid[q.qid]
+        if r.status == "answered":
+            wrong += not (q.answerable and is_correct(r.answer, q.answers))
+    return _ratio(wrong, len(questions))
+
+
 def percentile(values: Sequence[float], pct: float) -> float | None:
     """Linear-interpolation percentile (numpy's default); None for no data."""
     if not values:
@@ -136,7 +176,7 @@ def score(questions: Sequence[EvalQuestion], records: Sequence[AskRecord]) -> di
             answered_ans += 1
             correct += is_correct(r.answer, q.answers)
             f1_sum += max(token_f1(answer_text(r.answer), g) for g in q.answers)
-            cited_ok += bool(set(r.cited_keys) & set(q.doc_keys))
+            cited_ok += cites_gold(q, r)
         elif r.status == "not_found":
             abstained_ans += 1
     for q in impossible:
@@ -200,7 +240,7 @@ def ingest(client: DocqaClient, docs: Sequence[EvalDoc], ready_timeout: float = 
     t0 = time.perf_counter()
 
     def upload(d: EvalDoc) -> UploadAccepted:
-        return client.upload_bytes(d.filename, d.text.encode("utf-8"), d.metadata or None)
+        return client.upload_bytes(d.filename, d.payload(), d.metadata or None)
 
     with ThreadPoolExecutor(max_workers=UPLOAD_WORKERS) as pool:
         futures = {pool.submit(upload, d): d for d in docs}
@@ -254,7 +294,8 @@ def docqa_asker(client: DocqaClient,
         seconds = time.perf_counter() - t
         keys = [id_to_key.get(c["document_id"], c["document_id"]) for c in res["citations"]]
         return AskRecord(q.qid, res["status"], res["answer"], keys, seconds,
-                         extra={"timings": res.get("timings", {})})
+                         extra={"timings": res.get("timings", {})},
+                         cited_pages=[c.get("page") for c in res["citations"]])
     return ask
 
 
