@@ -495,6 +495,10 @@ class _TextExtractor(HTMLParser):
             self._end_row()
         elif tag == "thead":
             self._in_head = False
+        elif tag == "caption" and not self._cell_open:  # the table's title, above its rows
+            self.out.gap()
+            self.out.add("".join(self.buf))
+            self.buf.clear()
         else:
             self.buf.append(" ")
 

@@ -120,12 +120,13 @@ def test_html_keeps_headings_nested_lists_and_header_labelled_rows(tmp_path: Pat
     html = (b"<html><head><title>t</title></head><body><h2>Pricing</h2><p>The fee\n is:</p>"
             b"<ul><li>Basic: EUR 12</li><li>Pro<ul><li>yearly <b>300</b></li></ul></li>"
             b"<li><p>Free</p><p>trial</p></ul>"
-            b"<table><thead><tr><th>Plan</th><th>Fee</th></tr></thead><tbody>"
+            b"<table><caption>Fees 2025</caption><thead><tr><th>Plan</th><th>Fee</th></tr></thead>"
+            b"<tbody>"
             b"<tr><td>Basic</td><td>12</td></tr><tr><td>Pro</td><td></td></tr></tbody></table>"
             b"<table><tr><th>Owner</th><td>Anna</td></tr></table><p>Line<br>two.</p></body></html>")
     pages = read_document(_write(tmp_path, "a.html", html), DocumentKind.HTML)
     assert pages[0].text == (
-        "Pricing\n\nThe fee is:\n\nBasic: EUR 12\nPro\nyearly 300\nFree trial\n\n"
+        "Pricing\n\nThe fee is:\n\nBasic: EUR 12\nPro\nyearly 300\nFree trial\n\nFees 2025\n\n"
         "Plan: Basic | Fee: 12\nPlan: Pro\n\nOwner | Anna\n\nLine\ntwo.")
     assert _units(pages) == [
         ("sentence", "The fee is:", "Pricing"),
@@ -133,6 +134,7 @@ def test_html_keeps_headings_nested_lists_and_header_labelled_rows(tmp_path: Pat
         ("item", "Pro", "Pricing · The fee is:"),
         ("item", "yearly 300", "Pricing · Pro"),
         ("item", "Free trial", "Pricing · The fee is:"),
+        ("sentence", "Fees 2025", "Pricing"),  # the caption
         ("row", "Plan: Basic | Fee: 12", "Pricing · Plan | Fee"),
         ("row", "Plan: Pro", "Pricing · Plan | Fee"),
         ("row", "Owner | Anna", "Pricing"),  # th beside td: no header row
