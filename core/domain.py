@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from core.units import Unit
+
 
 class DocumentStatus(StrEnum):
     QUEUED = "queued"
@@ -53,16 +55,42 @@ class Document:
     pii_counts: dict[str, int] | None = None
 
 
+class LineKind(StrEnum):
+    """What a reader knows a line of a page to be (``LineMark``)."""
+
+    HEADING = "heading"
+    ITEM = "item"
+    ROW = "row"
+
+
+@dataclass(slots=True, frozen=True)
+class LineMark:
+    """Structure a reader saw on one line of a page's text (the text split at ``"\n"``).
+
+    Readers of structured formats (Markdown, HTML, DOCX, CSV) mark their headings, list
+    items and table rows; the extracted text itself stays plain, so offsets into it stay
+    exact. ``ingest/units.py`` turns the marks into evidence units and their context.
+    """
+
+    line: int  # index of the line in the page's text
+    kind: LineKind
+    level: int = 0  # heading: 1-6; list item: nesting depth (0 = top level)
+    marker: int = 0  # list item: leading characters that are its marker ("1. "), not content
+    header: str = ""  # table row: its table's header cells, joined by " | "
+
+
 @dataclass(slots=True, frozen=True)
 class Page:
     """Text of one page (or the whole document for formats without pages).
 
-    ``offset`` is where this page's text starts in the document's extracted text.
+    ``offset`` is where this page's text starts in the document's extracted text;
+    ``marks`` is the structure its reader saw (none for PDF and plain text).
     """
 
     number: int
     text: str
     offset: int
+    marks: tuple[LineMark, ...] = ()
 
 
 @dataclass(slots=True, frozen=True)
@@ -93,7 +121,7 @@ class ChunkHit:
 
     @property
     def sentences(self) -> tuple[list[tuple[int, int]], list[list[float]]] | None:
-        """Sentence spans (inside ``text``) and their vectors; None if absent or damaged."""
+        """Unit spans (inside ``text``) and their vectors; None if absent or damaged."""
         if not self.sentence_meta:
             return None
         # the codec needs numpy (~0.1 s to import): the registry and the CLI, which import
@@ -101,6 +129,17 @@ class ChunkHit:
         from core.sentcodec import unpack
 
         return unpack(self.sentence_meta)
+
+    @property
+    def units(self) -> tuple[list[Unit], list[list[float]]] | None:
+        """The evidence units stored at ingest (inside ``text``) and their vectors; chunks
+        stored before units had kinds and context come back as plain sentences. None if
+        absent or damaged."""
+        if not self.sentence_meta:
+            return None
+        from core.sentcodec import unpack_units
+
+        return unpack_units(self.sentence_meta)
 
 
 def chunk_id(document_id: str, text: str, index: int) -> str:

@@ -133,7 +133,7 @@ from __future__ import annotations
 import calendar
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from core.domain import Page
 
@@ -216,13 +216,23 @@ def redact_pages(pages: Sequence[Page]) -> tuple[list[Page], dict[str, int]]:
     A finding never spans two pages. Page numbers stay; each page's ``offset`` moves by the
     change in length of the pages before it, so offsets (and the chunks' ``start``/``end``
     derived from them) index the *redacted* text, with the reader's page separator kept.
+
+    A page's structure marks (``Page.marks``) name lines, and a finding never holds a line
+    break, so they stay valid; the table headers they carry are redacted too (they are
+    embedded and stored as context; not counted again: a header's cells label the rows of
+    the text, where they were counted). Should a page's line count change all the same, its
+    marks are dropped rather than misplaced.
     """
     out: list[Page] = []
     totals: dict[str, int] = {}
     shift = 0
     for page in pages:
         r = redact(page.text)
-        out.append(Page(number=page.number, text=r.text, offset=page.offset + shift))
+        marks = page.marks if r.text.count("\n") == page.text.count("\n") else ()
+        marks = tuple(replace(m, header=redact(m.header).text) if m.header else m
+                      for m in marks)
+        out.append(Page(number=page.number, text=r.text, offset=page.offset + shift,
+                        marks=marks))
         shift += len(r.text) - len(page.text)
         for kind, n in r.counts.items():
             totals[kind] = totals.get(kind, 0) + n

@@ -25,6 +25,7 @@ from ingest.originals import drop_original, stored_file, stored_file_key
 from ingest.pii import redact_pages
 from ingest.sandbox import parse_isolated
 from ingest.sentences import chunk_sentence_metadata
+from ingest.units import chunk_units
 
 log = logging.getLogger("docqa.ingest")
 
@@ -77,6 +78,7 @@ def ingest_document(deps: IngestDeps, doc_id: str) -> str:
         repo.set_progress(doc_id, Progress("chunking", len(pages), len(pages)))
         with stage("chunk"):
             chunks = chunk_pages(doc_id, pages, settings.chunking.size, settings.chunking.overlap)
+            units = chunk_units(pages, chunks)  # sentences, list items, table rows + context
         if not chunks:
             raise ParseError("no text could be extracted (scanned or empty document?)")
     except ParseError as exc:
@@ -94,8 +96,9 @@ def ingest_document(deps: IngestDeps, doc_id: str) -> str:
         for i in range(0, total, batch):
             part = chunks[i : i + batch]
             vectors = deps.embedder.embed([c.text for c in part])
-            # the answer pipeline scores sentences: embed them now, not at every question
-            sentence_meta = chunk_sentence_metadata([c.text for c in part], deps.embedder.embed)
+            # the answer pipeline scores the units: embed them now, not at every question
+            sentence_meta = chunk_sentence_metadata([c.text for c in part], deps.embedder.embed,
+                                                    units[i : i + batch])
             chunks_embedded(len(part))
             with stage("upsert"):
                 deps.store.upsert(doc.tenant, part, vectors, base_meta, sentence_meta)

@@ -33,7 +33,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from core import crypto
-from core.domain import DocumentKind, Page
+from core.domain import DocumentKind, LineKind, LineMark, Page
 from core.errors import ParseError, TransientError
 from core.vault import memory_file
 
@@ -131,7 +131,9 @@ def parse_isolated(
             reply = {"error": "the parser process returned no result"}
         if "error" in reply:
             raise ParseError(str(reply["error"]))
-        return [Page(number=n, text=t, offset=o) for n, t, o in reply["pages"]]
+        return [Page(number=p[0], text=p[1], offset=p[2],
+                     marks=marks_from_json(p[3] if len(p) > 3 else []))
+                for p in reply["pages"]]
     if code == MEMORY_EXIT:
         raise ParseError(f"parsing exceeded the {_memory_text(limits)} memory limit")
     if code in (-signal.SIGXCPU, -signal.SIGKILL):
@@ -167,6 +169,30 @@ def _communicate(
             continue
         progress.poll()  # the child wrote its last pair before its reply
         return out, err
+
+
+def marks_to_json(page: Page) -> list[list[Any]]:
+    """A page's structure marks as JSON (the child's side)."""
+    return [[m.line, m.kind.value, m.level, m.marker, m.header]
+            for m in getattr(page, "marks", ())]
+
+
+def marks_from_json(raw: Any) -> tuple[LineMark, ...]:
+    """The marks the child sent, those that are well formed (the child parses hostile files:
+    its reply is checked, never trusted; a bad mark costs structure, never the document)."""
+    marks: list[LineMark] = []
+    if not isinstance(raw, list):
+        return ()
+    for item in raw:
+        try:
+            line, kind, level, marker, header = item
+            if not (isinstance(line, int) and isinstance(level, int) and isinstance(marker, int)
+                    and isinstance(header, str)) or min(line, level, marker) < 0:
+                continue
+            marks.append(LineMark(line, LineKind(kind), level, marker, header))
+        except (TypeError, ValueError):
+            continue
+    return tuple(marks)
 
 
 def parse_progress_line(line: bytes) -> tuple[int, int] | None:
@@ -299,7 +325,8 @@ def main() -> None:
         extra = {"on_page": report} if report and _takes_keyword(parse, "on_page") else {}
         with _plaintext(Path(request["path"]), request.get("key")) as path:
             pages = parse(path, DocumentKind(request["kind"]), limits, **extra)
-        reply: dict[str, Any] = {"pages": [[p.number, p.text, p.offset] for p in pages]}
+        reply: dict[str, Any] = {"pages": [[p.number, p.text, p.offset, marks_to_json(p)]
+                                           for p in pages]}
     except MemoryError:
         os._exit(MEMORY_EXIT)  # allocate nothing more: no message, the exit code says it
     except ParseError as exc:

@@ -29,9 +29,9 @@ from core.locks import redis_collection_lock
 from core.settings import Settings, apply_offline_env
 from core.textcrypt import TEXT_KEY, TextCipher, TextKeyMissing, term_key
 from ingest.keywords import KeywordIndex
-from ingest.sentences import SPANS_KEY, VECTORS_KEY
+from ingest.sentences import KEYS
 
-SENTENCE_KEYS = (SPANS_KEY, VECTORS_KEY)
+SENTENCE_KEYS = KEYS  # a chunk's evidence units, their vectors and context (core/sentcodec.py)
 
 _UPSERT_BATCH = 256
 COMPACT_PREFIX = "docqa_c_"  # collections being rebuilt by ``compact`` (never searched)

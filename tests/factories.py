@@ -12,21 +12,25 @@ def _pdf_escape(text: str) -> str:
 
 def make_pdf(pages: list[str]) -> bytes:
     """A minimal valid PDF with one text line per page (Helvetica), correct xref."""
+    import textwrap
+
+    return make_pdf_lines([textwrap.wrap(text, 80) for text in pages])
+
+
+def make_pdf_lines(pages: list[list[str]]) -> bytes:
+    """A minimal valid PDF with the given lines on each page (Helvetica), correct xref."""
     objects: list[bytes] = []
     n_pages = len(pages)
     font_id = 3 + 2 * n_pages
     kids = " ".join(f"{3 + 2 * i} 0 R" for i in range(n_pages))
     objects.append(b"<< /Type /Catalog /Pages 2 0 R >>")
     objects.append(f"<< /Type /Pages /Kids [{kids}] /Count {n_pages} >>".encode())
-    for i, text in enumerate(pages):
+    for i, lines in enumerate(pages):
         content_id = 4 + 2 * i
         objects.append(
             f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents {content_id} 0 R "
             f"/Resources << /Font << /F1 {font_id} 0 R >> >> >>".encode()
         )
-        import textwrap
-
-        lines = textwrap.wrap(text, 80)
         ops = ["BT", "/F1 11 Tf", "14 TL", "50 740 Td"]
         for line in lines:
             ops.append(f"({_pdf_escape(line)}) Tj T*")

@@ -23,12 +23,13 @@ import json
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from ingest.sentences import split_sentences
+from core.units import Unit, UnitContext, UnitKind
+from ingest.units import split_units
 
 _TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9'\-.]*[A-Za-z0-9]|[A-Za-z0-9]")
 NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
@@ -138,7 +139,7 @@ _NUMBER_WORDS = frozenset(
 
 @dataclass
 class Candidate:
-    """One sentence of one retrieved chunk."""
+    """One evidence unit (a sentence, a list item or a table row) of one retrieved chunk."""
 
     hit_index: int
     start: int  # offsets inside the chunk text
@@ -147,6 +148,10 @@ class Candidate:
     cos: float = 0.0
     features: dict[str, float] | None = None
     score: float = 0.0
+    kind: UnitKind = UnitKind.SENTENCE
+    # section path, list lead-in, table header: not part of ``text`` (the quote), for the
+    # steps that need more than the unit says
+    context: UnitContext = field(default_factory=UnitContext)
 
 
 SENTENCE_FEATURES = (
@@ -156,32 +161,42 @@ SENTENCE_FEATURES = (
 )
 
 
-def make_candidates(hit_texts: Sequence[str], q_vec: Sequence[float], embed: object,
-                    stored: Sequence[tuple[list[tuple[int, int]], list[list[float]]] | None] = ()
-                    ) -> tuple[list[Candidate], list[bool]]:
-    """Every distinct sentence of the retrieved chunks with its cosine to the question.
+StoredUnits = tuple[Sequence[Unit] | Sequence[tuple[int, int]], Sequence[Sequence[float]]]
 
-    ``stored[i]``, when given, holds chunk i's sentence spans and vectors computed at ingest;
-    sentences of other chunks are embedded now with ``embed`` (list[str] -> list[vector])."""
+
+def make_candidates(hit_texts: Sequence[str], q_vec: Sequence[float], embed: object,
+                    stored: Sequence[StoredUnits | None] = ()
+                    ) -> tuple[list[Candidate], list[bool]]:
+    """Every distinct unit of the retrieved chunks with its cosine to the question.
+
+    ``stored[i]``, when given, holds chunk i's units (or, from older callers, sentence
+    spans) and their vectors computed at ingest; the units of other chunks are split from
+    their text (``ingest.units.split_units``) and embedded now with ``embed``
+    (list[str] -> list[vector]). Two units are the same when their text and context are."""
     cands: list[Candidate] = []
     first: list[bool] = []
     vectors: list[Sequence[float] | None] = []
-    seen: set[str] = set()
+    inputs: list[str] = []  # what to embed for a unit without a stored vector
+    seen: set[tuple[str, str]] = set()
     for hi, text in enumerate(hit_texts):
         pre = stored[hi] if hi < len(stored) else None
-        spans = pre[0] if pre else split_sentences(text)
-        for k, (s, e) in enumerate(spans):
-            sentence = text[s:e]
-            key = " ".join(sentence.lower().split())
-            if key in seen or len(sentence) < 3:
+        units = [u if isinstance(u, Unit) else Unit(u[0], u[1]) for u in pre[0]] if pre \
+            else split_units(text)
+        for k, unit in enumerate(units):
+            sentence = text[unit.start:unit.end]
+            key = (" ".join(sentence.lower().split()), unit.context.describe())
+            if key in seen or not sentence.strip() or (
+                    unit.kind is UnitKind.SENTENCE and len(sentence) < 3):
                 continue
             seen.add(key)
-            cands.append(Candidate(hi, s, e, sentence))
+            cands.append(Candidate(hi, unit.start, unit.end, sentence, kind=unit.kind,
+                                   context=unit.context))
             first.append(k == 0)
             vectors.append(pre[1][k] if pre else None)
+            inputs.append(unit.embedding_text(text))
     missing = [i for i, v in enumerate(vectors) if v is None]
     if missing:
-        fresh = embed([cands[i].text for i in missing])  # type: ignore[operator]
+        fresh = embed([inputs[i] for i in missing])  # type: ignore[operator]
         for i, v in zip(missing, fresh, strict=True):
             vectors[i] = v
     for c, v in zip(cands, vectors, strict=True):

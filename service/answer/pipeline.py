@@ -55,9 +55,10 @@ def rank_candidates(
     question: str, q_vec: Sequence[float], hits: Sequence[ChunkHit], embedder: Embedder,
     model: GroundingModel | None,
 ) -> list[Candidate]:
-    """Every distinct sentence of the retrieved chunks, best first."""
+    """Every distinct unit (sentence, list item, table row) of the retrieved chunks, best
+    first."""
     cands, first = make_candidates([h.text for h in hits], q_vec, embedder.embed,
-                                   [h.sentences for h in hits])
+                                   [h.units for h in hits])
     if not cands:
         return []
     sentence_features(question, cands, [h.score for h in hits], first, [h.text for h in hits])
@@ -71,7 +72,8 @@ def to_evidence(ranked: Sequence[Candidate], hits: Sequence[ChunkHit],
     return [
         Evidence(n=i + 1, hit=hits[c.hit_index], text=c.text,
                  start=hits[c.hit_index].start + c.start,
-                 end=hits[c.hit_index].start + c.end, score=round(c.score, 4))
+                 end=hits[c.hit_index].start + c.end, score=round(c.score, 4),
+                 kind=c.kind, context=c.context)
         for i, c in enumerate(ranked[:limit])
     ]
 

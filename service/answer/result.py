@@ -1,8 +1,9 @@
 """What the answer engine hands back: draft pieces while a draft is written, then one result.
 
 A question's path keeps one typed carrier per stage: the store's ``ChunkHit`` → the
-grounding module's ``Candidate`` (one sentence) → ``Evidence`` (a ranked sentence with its
-document offsets) → :class:`Citation`, which the HTTP layer turns into its response body.
+grounding module's ``Candidate`` (one unit: a sentence, list item or table row, with its
+context) → ``Evidence`` (a ranked unit with its document offsets) → :class:`Citation`,
+which the HTTP layer turns into its response body.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.domain import ChunkHit
+from core.units import UnitContext, UnitKind
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,9 @@ class Citation:
 
 @dataclass(frozen=True)
 class Evidence:
-    """A ranked sentence of a retrieved chunk; ``start``/``end`` are document offsets."""
+    """A ranked unit (sentence, list item, table row) of a retrieved chunk; ``start``/``end``
+    are document offsets of exactly ``text``; ``context`` (section path, list lead-in,
+    table header) is not part of the quote."""
 
     n: int
     hit: ChunkHit
@@ -39,6 +43,8 @@ class Evidence:
     start: int
     end: int
     score: float
+    kind: UnitKind = UnitKind.SENTENCE
+    context: UnitContext = field(default_factory=UnitContext)
 
     def citation(self, n: int) -> Citation:
         return Citation(n=n, document_id=self.hit.document_id, filename=self.hit.filename,

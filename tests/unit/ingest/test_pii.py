@@ -11,7 +11,7 @@ from collections import Counter
 
 import pytest
 
-from core.domain import Page
+from core.domain import LineKind, LineMark, Page
 from ingest.pii import (
     IBAN_LENGTHS,
     PII_KINDS,
@@ -531,3 +531,14 @@ def test_pages_are_redacted_one_by_one_and_offsets_follow_the_redacted_text() ->
     full = sep.join(p.text for p in out)
     assert all(full[p.offset:p.offset + len(p.text)] == p.text for p in out)
     assert redact_pages([]) == ([], {})
+
+
+def test_redaction_keeps_the_structure_marks_and_redacts_table_headers() -> None:
+    text = f"Contacts\nname: Anna; {PII['EMAIL']}: yes.\nCall {PII['PHONE']} today."
+    marks = (LineMark(0, LineKind.HEADING, 1),
+             LineMark(1, LineKind.ROW, header=f"name | {PII['EMAIL']}"))
+    (page,), counts = redact_pages([Page(1, text, 0, marks)])
+    assert counts == {"EMAIL": 1, "PHONE": 1}  # the header's copy is not counted again
+    assert page.text.split("\n")[1] == "name: Anna; [EMAIL]: yes."
+    assert page.marks == (LineMark(0, LineKind.HEADING, 1),
+                          LineMark(1, LineKind.ROW, header="name | [EMAIL]"))

@@ -15,6 +15,7 @@ import pytest
 
 from core.domain import DocumentStatus
 from core.errors import TransientError
+from ingest.embedding import HashEmbedder
 from ingest.originals import stored_file
 from ingest.pipeline import ingest_document
 from service.api.schemas import DocumentOut
@@ -137,3 +138,32 @@ def test_an_unredacted_run_never_finishes_once_redaction_was_turned_on(env: Env)
 
 
 
+
+
+# ---------------------------------------------------------------- evidence units
+
+
+PRICING_MD = (b"# Price list\n\n## Pricing\nThe fee is:\n- Basic plan: EUR 12 per month\n"
+              b"- Pro plan: EUR 30 per month\n\n| Plan | Notice |\n|---|---|\n"
+              b"| Basic | 30 days |\n\nPrices include VAT.\n")
+
+
+def test_ingest_stores_each_chunks_units_with_their_context(env: Env) -> None:
+    doc, _ = env.upload(PRICING_MD, name="pricing.md")
+    assert env.ingest(doc.id).status is DocumentStatus.READY
+    (cid,) = env.store.chunk_ids("acme", doc.id)
+    hit = env.store._hit(cid, HashEmbedder().embed(["x"])[0])
+    decoded = hit.units
+    assert decoded is not None
+    units, vectors = decoded
+    assert len(vectors) == len(units)
+    got = [(u.kind.value, hit.text[u.start:u.end], u.context.describe()) for u in units]
+    assert got == [
+        ("sentence", "The fee is:", "Price list > Pricing"),
+        ("item", "Basic plan: EUR 12 per month", "Price list > Pricing · The fee is:"),
+        ("item", "Pro plan: EUR 30 per month", "Price list > Pricing · The fee is:"),
+        ("row", "Plan: Basic | Notice: 30 days", "Price list > Pricing · Plan | Notice"),
+        ("sentence", "Prices include VAT.", "Price list > Pricing"),
+    ]
+    # the heading is in the chunk's text but in no unit
+    assert "Pricing" in hit.text and not any("Pricing" in q for _k, q, _c in got)

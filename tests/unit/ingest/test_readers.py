@@ -1,4 +1,6 @@
-"""Text extraction per format (ingest/readers.py): PDF pages, HTML, CSV, DOCX, Markdown."""
+"""Text extraction per format (ingest/readers.py): PDF pages, HTML, CSV, DOCX, Markdown, and
+the structure each keeps (headings, list items with their lead-in, table rows with their
+header, DOCX tables in reading order)."""
 
 import socket
 from pathlib import Path
@@ -6,10 +8,11 @@ from typing import Any
 
 import pytest
 
-from core.domain import DocumentKind
+from core.domain import DocumentKind, LineKind, LineMark, Page
 from core.errors import ParseError
-from ingest.readers import full_text, read_document
-from tests.factories import make_docx, make_pdf
+from ingest.readers import READERS, RawPage, full_text, read_document
+from ingest.units import split_units
+from tests.factories import make_docx, make_pdf, make_pdf_lines
 
 
 def _write(tmp_path: Path, name: str, data: bytes) -> Path:
@@ -78,3 +81,162 @@ def test_markdown_that_would_backtrack_quadratically_parses_quickly(tmp_path: Pa
     md = b"# Head\n\n- item\n> quote\nSome **bold** [link](http://x) ![img](i.png) `code`."
     assert full_text(read_document(_write(tmp_path, "b.md", md), DocumentKind.MARKDOWN)) == (
         "Head\n\nitem\nquote\nSome bold link img code.")
+
+
+# ---------------------------------------------------------------- structure
+
+
+def _units(pages: list[Page]) -> list[tuple[str, str, str]]:
+    """(kind, quote, context) of every unit of a one-page document."""
+    (page,) = pages
+    return [(u.kind.value, page.text[u.start:u.end], u.context.describe())
+            for u in split_units(page.text, page.marks)]
+
+
+def test_markdown_keeps_headings_lists_and_tables(tmp_path: Path) -> None:
+    md = (b"# Guide\n## Pricing\nThe fee is:\n- Basic: EUR 12/month\n* Pro: EUR 30/month\n"
+          b"  billed yearly\n  + discounts on request\n1. Sign up\n\n"
+          b"| Plan | Fee |\n|:---|---:|\n| Basic | 12 |\n| Pro | 30 \\| 25 |\n\n"
+          b"Support\n-------\nCall **us**.\n\n---\n\n```\n# not a heading\n```\n")
+    pages = read_document(_write(tmp_path, "a.md", md), DocumentKind.MARKDOWN)
+    assert pages[0].text == (
+        "Guide\n\nPricing\n\nThe fee is:\nBasic: EUR 12/month\nPro: EUR 30/month billed yearly\n"
+        "discounts on request\n1. Sign up\n\nPlan: Basic | Fee: 12\nPlan: Pro | Fee: 30 | 25\n\n"
+        "Support\n\nCall us.\n\n# not a heading")
+    assert _units(pages) == [
+        ("sentence", "The fee is:", "Guide > Pricing"),
+        ("item", "Basic: EUR 12/month", "Guide > Pricing · The fee is:"),
+        ("item", "Pro: EUR 30/month billed yearly", "Guide > Pricing · The fee is:"),
+        ("item", "discounts on request", "Guide > Pricing · Pro: EUR 30/month billed yearly"),
+        ("item", "Sign up", "Guide > Pricing · The fee is:"),
+        ("row", "Plan: Basic | Fee: 12", "Guide > Pricing · Plan | Fee"),
+        ("row", "Plan: Pro | Fee: 30 | 25", "Guide > Pricing · Plan | Fee"),
+        ("sentence", "Call us.", "Guide > Support"),
+        ("sentence", "# not a heading", "Guide > Support"),  # code is text
+    ]
+
+
+def test_html_keeps_headings_nested_lists_and_header_labelled_rows(tmp_path: Path) -> None:
+    html = (b"<html><head><title>t</title></head><body><h2>Pricing</h2><p>The fee\n is:</p>"
+            b"<ul><li>Basic: EUR 12</li><li>Pro<ul><li>yearly <b>300</b></li></ul></li>"
+            b"<li><p>Free</p><p>trial</p></ul>"
+            b"<table><caption>Fees 2025</caption><thead><tr><th>Plan</th><th>Fee</th></tr></thead>"
+            b"<tbody>"
+            b"<tr><td>Basic</td><td>12</td></tr><tr><td>Pro</td><td></td></tr></tbody></table>"
+            b"<table><tr><th>Owner</th><td>Anna</td></tr></table><p>Line<br>two.</p></body></html>")
+    pages = read_document(_write(tmp_path, "a.html", html), DocumentKind.HTML)
+    assert pages[0].text == (
+        "Pricing\n\nThe fee is:\n\nBasic: EUR 12\nPro\nyearly 300\nFree trial\n\nFees 2025\n\n"
+        "Plan: Basic | Fee: 12\nPlan: Pro\n\nOwner | Anna\n\nLine\ntwo.")
+    assert _units(pages) == [
+        ("sentence", "The fee is:", "Pricing"),
+        ("item", "Basic: EUR 12", "Pricing · The fee is:"),
+        ("item", "Pro", "Pricing · The fee is:"),
+        ("item", "yearly 300", "Pricing · Pro"),
+        ("item", "Free trial", "Pricing · The fee is:"),
+        ("sentence", "Fees 2025", "Pricing"),  # the caption
+        ("row", "Plan: Basic | Fee: 12", "Pricing · Plan | Fee"),
+        ("row", "Plan: Pro", "Pricing · Plan | Fee"),
+        ("row", "Owner | Anna", "Pricing"),  # th beside td: no header row
+        ("sentence", "Line\ntwo.", "Pricing"),
+    ]
+
+
+def _structured_docx() -> bytes:
+    import io
+
+    import docx
+
+    d = docx.Document()
+    d.add_heading("Vendor agreement", 1)
+    d.add_paragraph("The contract renews yearly.")
+    d.add_heading("Pricing", 2)
+    d.add_paragraph("The fee is:")
+    d.add_paragraph("Basic: EUR 12 per month", style="List Bullet")
+    d.add_paragraph("Pro: EUR 30 per month", style="List Bullet")
+    d.add_paragraph("billed yearly", style="List Bullet 2")
+    table = d.add_table(rows=3, cols=3)
+    for r, row in enumerate([("Plan", "Fee", "Notice"), ("Basic", "12", "30 days"),
+                             ("Pro", "30", "90 days")]):
+        for c, value in enumerate(row):
+            table.cell(r, c).text = value
+    d.add_paragraph("Signed in Malmo.")
+    pairs = d.add_table(rows=2, cols=2)  # name | value pairs: no header
+    for r, (k, v) in enumerate([("Owner", "Anna"), ("Deputy", "Olof")]):
+        pairs.cell(r, 0).text, pairs.cell(r, 1).text = k, v
+    bold = d.add_table(rows=2, cols=2)  # a bold first row is a header
+    for c, (h, v) in enumerate([("Site", "Lund"), ("Staff", "40")]):
+        bold.cell(0, c).paragraphs[0].add_run(h).bold = True
+        bold.cell(1, c).text = v
+    buf = io.BytesIO()
+    d.save(buf)
+    return buf.getvalue()
+
+
+def test_docx_keeps_headings_lists_and_tables_in_reading_order(tmp_path: Path) -> None:
+    pages = read_document(_write(tmp_path, "a.docx", _structured_docx()), DocumentKind.DOCX)
+    assert pages[0].text == (
+        "Vendor agreement\n\nThe contract renews yearly.\n\nPricing\n\nThe fee is:\n\n"
+        "Basic: EUR 12 per month\nPro: EUR 30 per month\nbilled yearly\n\n"
+        "Plan: Basic | Fee: 12 | Notice: 30 days\nPlan: Pro | Fee: 30 | Notice: 90 days\n\n"
+        "Signed in Malmo.\n\nOwner | Anna\nDeputy | Olof\n\nSite: Lund | Staff: 40")
+    pricing = "Vendor agreement > Pricing"
+    assert _units(pages) == [
+        ("sentence", "The contract renews yearly.", "Vendor agreement"),
+        ("sentence", "The fee is:", pricing),
+        ("item", "Basic: EUR 12 per month", f"{pricing} · The fee is:"),
+        ("item", "Pro: EUR 30 per month", f"{pricing} · The fee is:"),
+        ("item", "billed yearly", f"{pricing} · Pro: EUR 30 per month"),
+        ("row", "Plan: Basic | Fee: 12 | Notice: 30 days", f"{pricing} · Plan | Fee | Notice"),
+        ("row", "Plan: Pro | Fee: 30 | Notice: 90 days", f"{pricing} · Plan | Fee | Notice"),
+        ("sentence", "Signed in Malmo.", pricing),  # after the table, as in the document
+        ("row", "Owner | Anna", pricing),
+        ("row", "Deputy | Olof", pricing),
+        ("row", "Site: Lund | Staff: 40", f"{pricing} · Site | Staff"),
+    ]
+
+
+def test_pdf_and_text_lists_come_from_their_lines(tmp_path: Path) -> None:
+    lines = ["Invoices are sent monthly. The fee is:", "Basic EUR 12 per month",
+             "Pro EUR 30 per month", "Conditions:", "- Invoices are due within thirty days of",
+             "the invoice date.", "- Late fees apply after that."]
+    pdf = read_document(_write(tmp_path, "a.pdf", make_pdf_lines([lines])), DocumentKind.PDF)
+    txt = read_document(_write(tmp_path, "a.txt", "\n".join(lines).replace("- ", "• ").encode()),
+                        DocumentKind.TEXT)
+    expected = [
+        ("sentence", "Invoices are sent monthly.", ""),
+        ("sentence", "The fee is:", ""),
+        ("item", "Basic EUR 12 per month", "The fee is:"),
+        ("item", "Pro EUR 30 per month", "The fee is:"),
+        ("sentence", "Conditions:", ""),
+        ("item", "Invoices are due within thirty days of\nthe invoice date.", "Conditions:"),
+        ("item", "Late fees apply after that.", "Conditions:"),
+    ]
+    assert pdf[0].marks == () and _units(pdf) == expected
+    assert _units(txt) == expected
+
+
+def test_csv_rows_are_marked_with_their_header(tmp_path: Path) -> None:
+    pages = read_document(_write(tmp_path, "a.csv", b"name,badge\nAnna,B-1\n\"Olof\nSund\",B-2\n"),
+                          DocumentKind.CSV)
+    assert pages[0].text == "name: Anna; badge: B-1.\nname: Olof Sund; badge: B-2."
+    assert _units(pages) == [("row", "name: Anna; badge: B-1.", "name | badge"),
+                             ("row", "name: Olof Sund; badge: B-2.", "name | badge")]
+
+
+def test_marks_that_normalising_would_move_are_dropped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def sloppy(path: Path, limits: Any = None) -> list[RawPage]:
+        return [RawPage("Title\n\n\n\nBody  text.", (LineMark(0, LineKind.HEADING, 1),
+                                                    LineMark(4, LineKind.ITEM)))]
+
+    def tidy(path: Path, limits: Any = None) -> list[RawPage]:
+        return [RawPage("Title\n\nBody text.", (LineMark(0, LineKind.HEADING, 1),))]
+
+    monkeypatch.setitem(READERS, DocumentKind.TEXT, sloppy)
+    (page,) = read_document(_write(tmp_path, "a.txt", b"x"), DocumentKind.TEXT)
+    assert page.text == "Title\n\nBody text." and page.marks == ()
+    monkeypatch.setitem(READERS, DocumentKind.TEXT, tidy)
+    (page,) = read_document(_write(tmp_path, "a.txt", b"x"), DocumentKind.TEXT)
+    assert page.marks == (LineMark(0, LineKind.HEADING, 1),)

@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from core.domain import DocumentKind
+from core.domain import DocumentKind, LineKind, LineMark
 from core.errors import ParseError
 from core.keystore import SqliteKeyStore
 from core.settings import LimitSettings
 from core.vault import Vault
 from ingest.readers import read_document
-from ingest.sandbox import parse_isolated, parse_progress_line
+from ingest.sandbox import marks_from_json, parse_isolated, parse_progress_line
 from tests import hostile as h
 from tests.factories import make_docx, make_pdf
 
@@ -58,6 +58,24 @@ def test_isolated_parse_gives_the_same_pages(tmp_path: Path) -> None:
                              ("a.txt", "Grüße, naïve café — ok\n".encode(), DocumentKind.TEXT)]:
         path = _write(tmp_path, name, data)
         assert parse_isolated(path, kind, LimitSettings()) == read_document(path, kind)
+
+
+def test_the_structure_a_reader_saw_crosses_the_sandbox(tmp_path: Path) -> None:
+    md = b"# Fees\n\nThe fee is:\n- Basic: EUR 12\n\n| Plan | Fee |\n|---|---|\n| Pro | 30 |\n"
+    path = _write(tmp_path, "a.md", md)
+    pages = parse_isolated(path, DocumentKind.MARKDOWN, LimitSettings())
+    assert pages == read_document(path, DocumentKind.MARKDOWN)
+    assert [m.kind for m in pages[0].marks] == [LineKind.HEADING, LineKind.ITEM, LineKind.ROW]
+    assert pages[0].marks[-1].header == "Plan | Fee"
+
+
+def test_marks_from_the_child_are_checked() -> None:
+    good = [0, "item", 1, 2, ""]
+    assert marks_from_json([good]) == (LineMark(0, LineKind.ITEM, 1, 2, ""),)
+    for bad in ([-1, "item", 0, 0, ""], [0, "poem", 0, 0, ""], [0, "row", 0, 0, 5], [0, "row"],
+                "x", None, [0.5, "row", 0, 0, ""]):
+        assert marks_from_json([bad, good]) == (LineMark(0, LineKind.ITEM, 1, 2, ""),)
+    assert marks_from_json("not a list") == ()
 
 
 def test_isolated_parse_reports_refusals_and_accepts_relative_paths(

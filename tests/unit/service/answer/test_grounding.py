@@ -5,6 +5,7 @@ import math
 import pytest
 
 from core.sentcodec import unpack
+from core.units import Unit, UnitContext, UnitKind
 from ingest.embedding import HashEmbedder
 from ingest.sentences import chunk_sentence_metadata
 from service.answer.grounding import (
@@ -119,3 +120,38 @@ def test_stored_vectors_are_used_and_only_missing_chunks_are_embedded() -> None:
     assert [c.text for c in cands] == ["The pump failed.", "The seal cracked.", "Lunch is at noon."]
     assert asked == [["Lunch is at noon."]] and first == [True, False, True]
     assert cands[0].cos > cands[2].cos
+
+
+def test_units_become_candidates_with_their_kind_and_context() -> None:
+    emb = HashEmbedder()
+    text = "Notice for staff:\n30 days\nNotice for contractors:\n30 days"
+    ctx = [UnitContext(lead_in="Notice for staff:"), UnitContext(lead_in="Notice for contractors:")]
+    units = [Unit(0, 17), Unit(18, 25, UnitKind.ITEM, ctx[0]), Unit(26, 49),
+             Unit(50, 57, UnitKind.ITEM, ctx[1])]
+    stored = [(units, emb.embed([u.embedding_text(text) for u in units]))]
+    cands, first = make_candidates([text], emb.embed(["notice for contractors"])[0],
+                                   emb.embed, stored)
+    # the same words under two lead-ins are two answers, not one
+    assert [(c.text, c.kind, c.context) for c in cands] == [
+        ("Notice for staff:", UnitKind.SENTENCE, UnitContext()),
+        ("30 days", UnitKind.ITEM, ctx[0]),
+        ("Notice for contractors:", UnitKind.SENTENCE, UnitContext()),
+        ("30 days", UnitKind.ITEM, ctx[1])]
+    assert first == [True, False, False, False]
+    assert cands[3].cos > cands[1].cos  # its vector was embedded with its lead-in
+
+
+def test_chunks_without_stored_units_are_split_into_units_at_ask_time() -> None:
+    emb = HashEmbedder()
+    asked: list[list[str]] = []
+
+    def embed(batch: list[str]) -> list[list[float]]:
+        asked.append(list(batch))
+        return emb.embed(batch)
+
+    text = "The fee is:\n- Basic: EUR 12\n- Pro: EUR 30"
+    cands, _ = make_candidates([text], emb.embed(["basic fee"])[0], embed)
+    assert [(c.text, c.kind) for c in cands] == [
+        ("The fee is:", UnitKind.SENTENCE), ("Basic: EUR 12", UnitKind.ITEM),
+        ("Pro: EUR 30", UnitKind.ITEM)]
+    assert asked == [["The fee is:", "The fee is: Basic: EUR 12", "The fee is: Pro: EUR 30"]]

@@ -5,13 +5,14 @@ from pathlib import Path
 
 import pytest
 
-from core.domain import ChunkHit
+from core.domain import ChunkHit, DocumentKind
 from core.settings import Settings
 from ingest.embedding import HashEmbedder
+from ingest.readers import full_text, read_document
 from service.answer import AnswerPipeline, AnswerResult, DraftToken, Evidence
 from service.answer.grounding import GATE_FEATURES, SENTENCE_FEATURES, GroundingModel, Logistic
 from service.answer.pipeline import build_messages, focus_window
-from tests.unit.conftest import PASSAGES, FakeStore, StreamingFake, settings_for
+from tests.unit.conftest import PASSAGES, Env, FakeStore, StreamingFake, settings_for
 
 
 def ev(n: int, text: str) -> Evidence:
@@ -133,3 +134,26 @@ def test_generative_events_stream_the_draft_then_the_verified_result(tmp_path: P
     assert isinstance(final, AnswerResult) and final.status == "answered"
     assert final.answer == p.ask("t", "When did the Acme plant open?", 5).answer
     assert final.trace["draft"] == "It opened in 2014 [1]"
+
+
+# ---------------------------------------------------------------- evidence units
+
+
+def test_the_list_item_under_a_lead_in_is_quoted_and_cited_to_its_exact_span(
+    tmp_path: Path,
+) -> None:
+    """The failure units fix: "## Pricing" / "The fee is:" / "- Basic plan: …" quoted the
+    heading and lead-in as one sentence and left the value out."""
+    env = Env(tmp_path)
+    md = (b"# Price list\n\n## Pricing\nThe fee is:\n- Basic plan: EUR 12 per month\n"
+          b"- Pro plan: EUR 30 per month\n\nPrices include VAT.\n")
+    doc, _ = env.upload(md, name="pricing.md")
+    env.ingest(doc.id)
+    p = AnswerPipeline(env.settings, HashEmbedder(), env.store, None,  # type: ignore[arg-type]
+                       model=False)
+    r = p.ask("acme", "What is the fee of the Pro plan per month?", 5)
+    assert r.status == "answered" and r.answer == "Pro plan: EUR 30 per month [1]"
+    c = r.citations[0]
+    (tmp_path / "plain.md").write_bytes(md)
+    text = full_text(read_document(tmp_path / "plain.md", DocumentKind.MARKDOWN))
+    assert text[c.start:c.end] == c.quote == "Pro plan: EUR 30 per month"
