@@ -2,8 +2,8 @@
 
 The page is Swagger UI 5 (it reads OpenAPI 3.1) from the static files the ``swagger-ui-py``
 package ships, never from a CDN: an on-prem service must not tell the internet it exists, nor
-run third-party JavaScript on the origin where the web page keeps its API key. Only the three files the page loads are served
-(no path from the URL reaches the file system).
+run third-party JavaScript on the origin where the web page keeps its API key. Only the three
+files the page loads are served (no path from the URL reaches the file system).
 """
 
 from __future__ import annotations

@@ -317,4 +317,4 @@ def test_built_pdf_and_docx_read_back_with_the_service_readers(tmp_path: Path) -
     docx = tmp_path / "f.docx"
     docx.write_bytes(build_docx(source, "Fees"))
     (page,) = read_document(docx, DocumentKind.DOCX)
-    assert "The fee is €12,400 (net)." in page.text and "A | €5" in page.text
+    assert "The fee is €12,400 (net)." in page.text and "Item: A | Fee: €5" in page.text
