@@ -1,20 +1,81 @@
-"""``docqa ingest`` and ``docqa ask``: the API's client on the command line."""
+"""``docqa ingest``: upload files and folders, follow each document until it is ready.
+
+Which files: every file under the folders given (and the files given), minus hidden ones
+(a name starting with ``.``, or under such a folder) unless ``--hidden``, narrowed by
+``--include`` and ``--exclude`` globs. An upload the API refuses (empty, too large, an
+unsupported type, a hostile DOCX...) is *rejected*: named on stderr, counted, and the others
+go on. Exit 1 when a file was rejected, failed or did not finish (errors.py).
+"""
 
 from __future__ import annotations
 
-import json
+import os
 import queue
 import sys
 import threading
 import time
-from pathlib import Path
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import click
 import httpx
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
-from service.cli.common import client_for, key_opt, url_opt
-from service.client import DocqaAPIError
+from service.cli.common import client_for, key_opt, parse_metadata, url_opt
+from service.cli.errors import FAILED, REFUSED_STATUSES, api_error_text, one_line
+from service.client import DocqaAPIError, DocqaClient
+
+# ---------------------------------------------------------------- which files
+
+
+def _matches(rel: PurePosixPath, patterns: Iterable[str]) -> bool:
+    """A glob matches the path relative to the folder given (``*`` crosses ``/``:
+    ``*.pdf`` matches at any depth) or the file's name alone."""
+    return any(fnmatchcase(str(rel), p) or fnmatchcase(rel.name, p) for p in patterns)
+
+
+def collect_files(paths: Iterable[Path], include: tuple[str, ...] = (),
+                  exclude: tuple[str, ...] = (), hidden: bool = False) -> list[Path]:
+    """The files to upload, in order: each path given, a folder walked in sorted order.
+
+    A file given by name is taken even when hidden; inside folders, names starting with
+    ``.`` (files and folders) are skipped unless ``hidden``. ``exclude`` drops a file, or a
+    whole folder, whose relative path or name matches; ``include`` (when given) keeps only
+    files that match one of its globs. Symbolic links to folders are not followed."""
+    files: list[Path] = []
+    seen: set[Path] = set()
+
+    def take(path: Path, rel: PurePosixPath) -> None:
+        if include and not _matches(rel, include):
+            return
+        if _matches(rel, exclude) or path.resolve() in seen:
+            return
+        seen.add(path.resolve())
+        files.append(path)
+
+    for given in paths:
+        if not given.is_dir():
+            take(given, PurePosixPath(given.name))
+            continue
+        for root, dirs, names in os.walk(given):
+            base = PurePosixPath(Path(root).relative_to(given).as_posix())
+            dirs[:] = sorted(d for d in dirs if (hidden or not d.startswith("."))
+                             and not _matches(base / d, exclude))
+            for name in sorted(names):
+                if hidden or not name.startswith("."):
+                    take(Path(root) / name, base / name)
+    return files
+
 
 # ---------------------------------------------------------------- ingest progress
 
@@ -91,15 +152,6 @@ class _RichIngestView:
     being followed (stage, done/total and unit); a finished file leaves a line above."""
 
     def __init__(self, names: dict[str, str]) -> None:
-        from rich.progress import (
-            BarColumn,
-            Progress,
-            TaskID,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
         self.names = names
         self.bars = Progress(TextColumn("{task.description}"), BarColumn(),
                              TextColumn("{task.fields[count]}"), TimeElapsedColumn(),
@@ -140,13 +192,7 @@ class _RichIngestView:
 
 
 def _ingest_view(names: dict[str, str]) -> _PlainIngestView | _RichIngestView:
-    if not sys.stdout.isatty():
-        return _PlainIngestView(names)
-    try:
-        import rich  # noqa: F401 - present with litestar; plain lines without it
-    except ImportError:
-        return _PlainIngestView(names)
-    return _RichIngestView(names)
+    return _RichIngestView(names) if sys.stdout.isatty() else _PlainIngestView(names)
 
 
 def _follow(client: Any, doc_id: str, deadline: float, view: Any) -> dict[str, Any]:
@@ -173,16 +219,21 @@ def _follow(client: Any, doc_id: str, deadline: float, view: Any) -> dict[str, A
 
 def _follow_all(client: Any, names: dict[str, str], timeout: float) -> dict[str, dict[str, Any]]:
     """Follow every document's progress, ``FOLLOW_AT_ONCE`` streams at a time in upload
-    order (daemon threads: Ctrl-C ends the command without waiting for them)."""
+    order (daemon threads: Ctrl-C ends the command without waiting for them).
+
+    A document gone meanwhile (404) ends ``failed``; any other error is the service's, not
+    the document's (unreachable, key revoked, 5xx): following stops and the first such error
+    is raised, for the command's exit code (errors.py)."""
     todo: queue.SimpleQueue[str] = queue.SimpleQueue()
     for doc_id in names:
         todo.put(doc_id)
     final: dict[str, dict[str, Any]] = {}
+    fatal: list[Exception] = []
     deadline = time.monotonic() + timeout
     view = _ingest_view(names)
 
     def run() -> None:
-        while True:
+        while not fatal:
             try:
                 doc_id = todo.get_nowait()
             except queue.Empty:
@@ -194,10 +245,17 @@ def _follow_all(client: Any, names: dict[str, str], timeout: float) -> dict[str,
                 outcome = _outcome_text(doc)
             except TimeoutError:
                 outcome = f"not finished after {timeout:g} s"
-            except (DocqaAPIError, httpx.HTTPError) as exc:
-                final[doc_id] = {"status": "failed", "error": str(exc)}
-                outcome = f"failed: {exc}"
-            view.end(doc_id, outcome)
+            except DocqaAPIError as exc:
+                if exc.status != 404:
+                    fatal.append(exc)
+                    outcome = f"not followed: {api_error_text(exc)}"
+                else:
+                    final[doc_id] = {"status": "failed", "error": "deleted while it was ingested"}
+                    outcome = _outcome_text(final[doc_id])
+            except httpx.HTTPError as exc:
+                fatal.append(exc)
+                outcome = f"not followed: {type(exc).__name__}: {exc}"
+            view.end(doc_id, one_line(outcome))
 
     threads = [threading.Thread(target=run, daemon=True, name=f"follow-{i}")
                for i in range(min(FOLLOW_AT_ONCE, len(names)))]
@@ -209,61 +267,100 @@ def _follow_all(client: Any, names: dict[str, str], timeout: float) -> dict[str,
                 t.join(0.5)
     finally:
         view.close()
+    if fatal:
+        raise fatal[0]
     return final
+
+
+@dataclass
+class _Uploads:
+    """What became of each file: a document id (several files may share one: same bytes),
+    or the API's refusal."""
+
+    accepted: list[tuple[Path, str]] = field(default_factory=list)
+    rejected: list[tuple[Path, DocqaAPIError]] = field(default_factory=list)
+
+
+def _upload_all(client: DocqaClient, files: list[Path], metadata: dict[str, Any],
+                redact_pii: bool) -> _Uploads:
+    """Upload the files in order. A refusal of the file itself (400, 409, 413, 415, 422)
+    is named on stderr and the others go on; any other error (the key, the service) ends
+    the command (an upload already accepted is ingested all the same)."""
+    done = _Uploads()
+    off_the_bar = "\n" if sys.stdout.isatty() else ""  # a line of its own below the bar
+    with click.progressbar(files, label="uploading", show_pos=True) as bar:
+        for f in bar:
+            try:
+                accepted = client.upload(f, metadata=metadata or None,
+                                         redact_pii=True if redact_pii else None)
+            except DocqaAPIError as exc:
+                if exc.status not in REFUSED_STATUSES:
+                    raise
+                done.rejected.append((f, exc))
+                click.echo(f"{off_the_bar}{f}: rejected: "
+                           f"{one_line(api_error_text(exc))}", err=True)
+                continue
+            except OSError as exc:  # unreadable (permissions, vanished meanwhile)
+                raise click.FileError(str(f), hint=exc.strerror or str(exc)) from None
+            done.accepted.append((f, accepted["id"]))
+    return done
 
 
 @click.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @url_opt
 @key_opt
-@click.option("--timeout", default=3600.0)
+@click.option("--metadata", "metadata_pairs", multiple=True, metavar="KEY=VALUE",
+              help="metadata of every file uploaded (repeatable; KEY:=JSON for a number, "
+              "true/false or a list); ask and search filter on it (--filter KEY=VALUE)")
+@click.option("--include", multiple=True, metavar="GLOB",
+              help="only files whose path (relative to the folder given) or name matches "
+              "(repeatable: any of them)")
+@click.option("--exclude", multiple=True, metavar="GLOB",
+              help="skip files and folders whose relative path or name matches (repeatable)")
+@click.option("--hidden", is_flag=True,
+              help="also upload hidden files and folders' contents (names starting with '.')")
+@click.option("--timeout", default=3600.0, show_default=True,
+              help="seconds to wait for all documents to be ready")
 @click.option("--redact-pii", is_flag=True,
               help="replace e-mails, phones, IBANs, cards and ID numbers by placeholders")
-def ingest(paths: tuple[Path, ...], url: str | None, api_key: str | None, timeout: float,
-           redact_pii: bool) -> None:
+def ingest(paths: tuple[Path, ...], url: str | None, api_key: str | None,
+           metadata_pairs: tuple[str, ...], include: tuple[str, ...], exclude: tuple[str, ...],
+           hidden: bool, timeout: float, redact_pii: bool) -> None:
     """Upload files or folders and follow each one until it is ready.
 
     On a terminal: a bar per file being processed (stage, pages or chunks) and an overall
-    one (files finished, ETA). Piped: plain progress lines. Exit 1 if any file failed.
+    one (files finished, ETA). Piped: plain progress lines. Then `N ready, M failed` (and
+    `R rejected`, `U not finished` when there are). A file the API refuses is named on
+    stderr and counted. Exit 1 if any file was rejected, failed or did not finish, or no
+    file was selected.
     """
-    files = [f for p in paths
-             for f in ([p] if p.is_file() else sorted(x for x in p.rglob("*") if x.is_file()))]
-    client = client_for(url, api_key)
-    ids: dict[str, Path] = {}
-    with click.progressbar(files, label="uploading", show_pos=True) as bar:
-        for f in bar:
-            try:
-                ids[client.upload(f, redact_pii=True if redact_pii else None)["id"]] = f
-            except DocqaAPIError as exc:
-                click.echo(f"\n{f}: {exc}", err=True)
-    final = _follow_all(client, {doc_id: str(path) for doc_id, path in ids.items()}, timeout)
-    unfinished = [ids[doc_id] for doc_id in ids if doc_id not in final]
-    failed = {k: v for k, v in final.items() if v["status"] == "failed"}
-    for doc_id, doc in failed.items():
-        click.echo(f"{ids[doc_id]}: failed: {doc['error']}", err=True)
-    click.echo(f"{len(final) - len(failed)} ready, {len(failed)} failed"
-               + (f", {len(unfinished)} not finished after {timeout:g} s" if unfinished else ""))
-    if failed or unfinished:
-        sys.exit(1)
-
-
-@click.command()
-@click.argument("question")
-@url_opt
-@key_opt
-@click.option("--json", "as_json", is_flag=True, help="print the raw JSON response")
-def ask(question: str, url: str | None, api_key: str | None, as_json: bool) -> None:
-    """Ask a question and print the answer with its citations."""
-    result = client_for(url, api_key).ask(question)
-    if as_json:
-        click.echo(json.dumps(result, indent=2))
-        return
-    if result["status"] == "not_found":
-        click.echo("Not found in your documents.")
-        return
-    click.echo(result["answer"])
-    for c in result["citations"]:
-        click.echo(f"  [{c['n']}] {c['filename']} p.{c['page']} ({c['start']}-{c['end']}): "
-                   f"\"{c['quote']}\"")
-
-
+    metadata = parse_metadata(metadata_pairs)
+    files = collect_files(paths, include, exclude, hidden)
+    if not files:
+        click.echo("no files to upload (hidden files are skipped without --hidden; "
+                   "check --include/--exclude)", err=True)
+        sys.exit(FAILED)
+    with client_for(url, api_key) as client:
+        uploads = _upload_all(client, files, metadata, redact_pii)
+        names: dict[str, str] = {}
+        for path, doc_id in uploads.accepted:
+            names.setdefault(doc_id, str(path))  # same bytes twice: followed once
+        final = _follow_all(client, names, timeout)
+    ready = failed = unfinished = 0
+    for path, doc_id in uploads.accepted:
+        doc = final.get(doc_id)
+        if doc is None:
+            unfinished += 1
+        elif doc["status"] == "failed":
+            failed += 1
+            click.echo(f"{path}: failed: {one_line(doc.get('error') or 'unknown error')}",
+                       err=True)
+        else:
+            ready += 1
+    rejected = len(uploads.rejected)
+    click.echo(f"{ready} ready, {failed} failed"
+               + (f", {rejected} rejected" if rejected else "")
+               + (f", {unfinished} not finished after {timeout:g} s" if unfinished else ""))
+    if failed or rejected or unfinished:
+        sys.exit(FAILED)
