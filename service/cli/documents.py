@@ -36,12 +36,12 @@ def _table(docs: list[Document]) -> None:
 @click.option("--limit", type=click.IntRange(1, 500), default=50, show_default=True,
               help="documents per page")
 @click.option("--offset", type=click.IntRange(0), default=0, show_default=True,
-              help="documents to skip (newest first)")
+              help="documents to skip (oldest first)")
 @click.option("--all", "every", is_flag=True, help="every document, page after page")
 @json_opt
 def documents_list(url: str | None, api_key: str | None, status: str | None, limit: int,
                    offset: int, every: bool, as_json: bool) -> None:
-    """List documents, newest first: one page (--limit, --offset) or --all.
+    """List documents, oldest first: one page (--limit, --offset) or --all.
 
     --json: the API's page {items, total, limit, offset} (with --all: every item, offset
     0). Text: a table on stdout; how many there are in all on stderr."""

@@ -145,7 +145,7 @@ class FakeAPI:
 
     def _list(self, request: httpx.Request) -> httpx.Response:
         q = request.url.params
-        items = [d for d in reversed(self.docs.values())
+        items = [d for d in self.docs.values()
                  if not q.get("status") or d["status"] == q["status"]]
         limit, offset = int(q.get("limit", 50)), int(q.get("offset", 0))
         return httpx.Response(200, json={"items": items[offset:offset + limit],

@@ -14,7 +14,7 @@ def test_list_a_page_as_a_table_or_json(api: FakeAPI) -> None:
     assert table.exit_code == 0, table.output
     lines = table.stdout.splitlines()
     assert lines[0].split() == ["ID", "STATUS", "CHUNKS", "PAGES", "CREATED", "FILENAME"]
-    assert [ln.split()[0] for ln in lines[1:]] == ["doc-04", "doc-03"]  # newest first
+    assert [ln.split()[0] for ln in lines[1:]] == ["doc-02", "doc-03"]  # oldest first
     assert table.stderr == "2-3 of 5 documents\n"
     page = json.loads(run("documents", "list", "--json", "--status", "ready").stdout)
     assert page["total"] == 4 and page["limit"] == 50 and page["offset"] == 0
@@ -25,7 +25,7 @@ def test_list_all_pages_through(api: FakeAPI) -> None:
     for i in range(3):
         api.add(f"f{i}.txt")
     every = json.loads(run("documents", "list", "--all", "--json").stdout)
-    assert [d["id"] for d in every["items"]] == ["doc-03", "doc-02", "doc-01"]
+    assert [d["id"] for d in every["items"]] == ["doc-01", "doc-02", "doc-03"]
     assert every["total"] == 3
     empty = run("documents", "list", "--status", "queued")
     assert empty.exit_code == 0 and empty.stdout == ""
