@@ -441,7 +441,7 @@ class DocqaClient:
 
     def documents(self, status: str | None = None, limit: int = 50, offset: int = 0
                   ) -> DocumentList:
-        """One page of the tenant's documents (``limit`` at most 500), newest first."""
+        """One page of the tenant's documents (``limit`` at most 500), oldest first."""
         params: dict[str, Any] = {"limit": limit, "offset": offset}
         if status:
             params["status"] = status

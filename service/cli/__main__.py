@@ -1,3 +1,3 @@
 from service.cli import main
 
-main()
+main(prog_name="docqa")

@@ -58,6 +58,16 @@ def wait_http(url: str, timeout: float, procs: list[subprocess.Popen[bytes]] | N
     return False
 
 
+def reachable_host(bind: str) -> str:
+    """Where this machine reaches a server bound to ``bind``: a wildcard bind (all
+    interfaces) on the loopback, an IPv6 address in brackets."""
+    if bind in ("", "0.0.0.0"):  # noqa: S104 - compared, not bound
+        return "127.0.0.1"
+    if bind == "::":
+        return "[::1]"
+    return f"[{bind}]" if ":" in bind else bind
+
+
 def chroma_command(path: Path, host: str, port: int) -> list[str]:
     exe = Path(sys.executable).with_name("chroma")
     binary = str(exe) if exe.exists() else (shutil.which("chroma") or "chroma")
@@ -93,11 +103,12 @@ def worker(loglevel: str | None) -> None:
 
 
 @click.command()
+@click.option("--host", default=None, help="API bind address (default 127.0.0.1)")
 @click.option("--port", type=int, default=None, help="API port (default 8080)")
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None)
-def up(port: int | None, data_dir: Path | None) -> None:
+def up(host: str | None, port: int | None, data_dir: Path | None) -> None:
     """Start Chroma, a worker and the API; stop them all on Ctrl-C/SIGTERM."""
-    settings = settings_from(port=port, data_dir=data_dir)
+    settings = settings_from(host=host, port=port, data_dir=data_dir)
     reason = redis_reachable(settings.redis_url)
     if reason:
         click.echo(
@@ -159,7 +170,7 @@ def up(port: int | None, data_dir: Path | None) -> None:
         click.echo("starting worker and API (loading models)…")
         start("worker", WORKER_COMMAND)
         start("api", [sys.executable, "-m", "service.cli", "serve"])
-        url = f"http://{settings.host}:{settings.port}"
+        url = f"http://{reachable_host(settings.host)}:{settings.port}"
         if not wait_http(f"{url}/readyz", 300, list(procs.values())):
             raise click.ClickException(f"the service did not become ready; logs in {data / 'logs'}")
         click.echo(f"docqa is up at {url}  (OpenAPI: {url}/schema, logs: {data / 'logs'})")
