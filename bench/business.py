@@ -28,7 +28,6 @@ import hashlib
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -46,11 +45,13 @@ from bench.evalkit import (
     answered_wrong,
     ask_all,
     docqa_asker,
+    git_commit,
     ingest,
     log,
     records_as_dicts,
     score,
     table,
+    write_json,
 )
 from bench.squad2 import _redacted
 from core.domain import Page
@@ -203,11 +204,7 @@ def run(url: str, api_key: str, split: str = "test", baseline: bool = False,
         b_records = ask_all(questions, bl.asker(), "baseline")
         systems["baseline"] = score_business(questions, b_records)
         details["baseline"] = _details(data, questions, b_records)
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, cwd=Path(__file__).parent, check=False).stdout.strip()
-    except OSError:
-        commit = ""
+    commit = git_commit()
     grounding = load_model()
     result: dict[str, object] = {
         **systems,
@@ -230,12 +227,8 @@ def run(url: str, api_key: str, split: str = "test", baseline: bool = False,
         },
     }
     print(table(systems, metrics=BUSINESS_METRICS))  # noqa: T201 - the CLI's output
-    if json_out:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(result, indent=2) + "\n")
-    if details_out:
-        details_out.parent.mkdir(parents=True, exist_ok=True)
-        details_out.write_text(json.dumps(details, indent=1) + "\n")
+    write_json(json_out, result)
+    write_json(details_out, details, indent=1)
     return result
 
 

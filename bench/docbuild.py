@@ -258,13 +258,18 @@ def build_pdf(source: str, title: str, author: str = "") -> bytes:
             "/Resources << /Font << /F1 3 0 R /F2 4 0 R >> >> >>".encode())
         objects.append(f"<< /Length {len(stream)} /Filter /FlateDecode >>\nstream\n".encode()
                        + stream + b"\nendstream")
-    return _write_pdf(objects)
+    return write_pdf(objects, PDF_HEADER, info=5)
 
 
-def _write_pdf(objects: list[bytes]) -> bytes:
-    """Numbered objects (1 = catalog, 5 = info) with their cross-reference table."""
+PDF_HEADER = b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n"  # the binary comment marks a binary file
+
+
+def write_pdf(objects: list[bytes], header: bytes = b"%PDF-1.4\n",
+              info: int | None = None) -> bytes:
+    """Numbered objects (1 = catalog; ``info``: the document information object) with
+    their cross-reference table and trailer. The tests' PDF factories write with it too."""
     out = io.BytesIO()
-    out.write(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
+    out.write(header)
     offsets = []
     for num, body in enumerate(objects, start=1):
         offsets.append(out.tell())
@@ -273,6 +278,7 @@ def _write_pdf(objects: list[bytes]) -> bytes:
     out.write(f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode())
     for off in offsets:
         out.write(f"{off:010d} 00000 n \n".encode())
-    out.write(f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R /Info 5 0 R >>\n"
+    info_ref = f" /Info {info} 0 R" if info is not None else ""
+    out.write(f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R{info_ref} >>\n"
               f"startxref\n{xref}\n%%EOF\n".encode())
     return out.getvalue()

@@ -11,15 +11,18 @@ way. Corpus loaders live next to this module (``bench/squad2.py``).
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import string
+import subprocess
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -305,3 +308,20 @@ def records_as_dicts(questions: Sequence[EvalQuestion], records: Sequence[AskRec
     return [{**asdict(r), "question": by_qid[r.qid].question,
              "gold": list(by_qid[r.qid].answers), "gold_keys": list(by_qid[r.qid].doc_keys)}
             for r in records]
+
+
+def git_commit() -> str:
+    """The checkout's short commit, for a run's config ("" outside a git checkout)."""
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, cwd=Path(__file__).parent, check=False).stdout.strip()
+    except OSError:
+        return ""
+
+
+def write_json(path: Path | None, data: object, indent: int = 2) -> None:
+    """``data`` as JSON at ``path`` (folders made); nothing when no path was asked for."""
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=indent) + "\n")

@@ -14,7 +14,6 @@ import json
 import math
 import os
 import platform
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -22,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.evalkit import EvalDoc, ingest, log, percentile, table
+from bench.evalkit import EvalDoc, git_commit, ingest, log, percentile, table, write_json
 from bench.squad2 import EVAL_DIR, _redacted
 from core.settings import Settings
 from service.client import DocqaClient
@@ -167,11 +166,7 @@ def run(url: str, api_key: str, split: str = "test", root: Path = DEFAULT_DIR,
     with DocqaClient(url, api_key, timeout=300.0, wait_on_429_s=600) as client:
         id_to_key = ingest(client, data.docs)
         systems = search_all(data, split, api_searcher(client, id_to_key, top_k))
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, cwd=Path(__file__).parent, check=False).stdout.strip()
-    except OSError:
-        commit = ""
+    commit = git_commit()
     r = settings.retrieval
     result: dict[str, Any] = {
         **systems,
@@ -187,7 +182,5 @@ def run(url: str, api_key: str, split: str = "test", root: Path = DEFAULT_DIR,
         },
     }
     print(table(systems, TARGETS, METRICS))  # noqa: T201 - the CLI's output
-    if json_out:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(json_out, result)
     return result

@@ -13,7 +13,6 @@ import json
 import os
 import platform
 import random
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,11 +23,13 @@ from bench.evalkit import (
     EvalQuestion,
     ask_all,
     docqa_asker,
+    git_commit,
     ingest,
     log,
     records_as_dicts,
     score,
     table,
+    write_json,
 )
 from core.settings import Settings
 from service.answer.grounding import load_model
@@ -120,11 +121,7 @@ def run(url: str, api_key: str, split: str = "test", n: int = 200, seed: int = 7
         b_records = ask_all(questions, bl.asker(), "baseline")
         systems["baseline"] = score(questions, b_records)
         details["baseline"] = records_as_dicts(questions, b_records)
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, cwd=Path(__file__).parent, check=False).stdout.strip()
-    except OSError:
-        commit = ""
+    commit = git_commit()
     grounding = load_model()
     result: dict[str, object] = {
         **systems,
@@ -143,12 +140,8 @@ def run(url: str, api_key: str, split: str = "test", n: int = 200, seed: int = 7
         },
     }
     print(table(systems, TARGETS))  # noqa: T201 - the CLI's output
-    if json_out:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(result, indent=2) + "\n")
-    if details_out:
-        details_out.parent.mkdir(parents=True, exist_ok=True)
-        details_out.write_text(json.dumps(details, indent=1) + "\n")
+    write_json(json_out, result)
+    write_json(details_out, details, indent=1)
     return result
 
 

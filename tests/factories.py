@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import zlib
 
+from bench.docbuild import PDF_HEADER, write_pdf
+
 
 def _pdf_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
@@ -41,25 +43,7 @@ def make_pdf_lines(pages: list[list[str]]) -> bytes:
             + stream + b"\nendstream"
         )
     objects.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
-    return write_pdf(objects, b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
-
-
-def write_pdf(objects: list[bytes], header: bytes = b"%PDF-1.4\n") -> bytes:
-    """Numbered objects (1 = catalog) with their cross-reference table and trailer."""
-    out = io.BytesIO()
-    out.write(header)
-    offsets = []
-    for num, body in enumerate(objects, start=1):
-        offsets.append(out.tell())
-        out.write(f"{num} 0 obj\n".encode() + body + b"\nendobj\n")
-    xref = out.tell()
-    out.write(f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode())
-    for off in offsets:
-        out.write(f"{off:010d} 00000 n \n".encode())
-    out.write(
-        f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
-    )
-    return out.getvalue()
+    return write_pdf(objects, PDF_HEADER)
 
 
 def make_docx(paragraphs: list[str]) -> bytes:

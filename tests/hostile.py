@@ -16,7 +16,8 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from tests.factories import make_docx, make_pdf, write_pdf
+from bench.docbuild import write_pdf
+from tests.factories import make_docx, make_pdf
 
 W_NS = "http://schemas.openxmlformats.org/wordprocessingml/2006/main"
 
