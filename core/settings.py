@@ -91,6 +91,9 @@ class RetrievalSettings(BaseModel):
     max_search_top_k: int = Field(default=200, description="most chunks one search returns")
     min_score: float = Field(default=0.25, description="evidence gate: best cosine similarity")
     evidence_sentences: int = 4
+    qualifier_depth: int = Field(
+        default=5, description="how many of the best units the qualifier and answer-type check "
+        "may try (0: no check, for measuring)")
     strong_evidence: float = Field(
         default=0.6, description="evidence score above which a declining draft is overruled"
     )

@@ -153,6 +153,13 @@ class Candidate:
     # steps that need more than the unit says
     context: UnitContext = field(default_factory=UnitContext)
 
+    @property
+    def matched_text(self) -> str:
+        """What the question's words are matched against: the unit with its context (a table
+        row's header, a list item's lead-in, the section path). A sentence of prose without
+        headings — all of SQuAD, which the models were trained on — is just its text."""
+        return f"{self.context.describe()} {self.text}" if self.context else self.text
+
 
 SENTENCE_FEATURES = (
     "cos", "cos_margin", "cos_rank_inv", "hit_score", "hit_rank_inv", "overlap_q", "overlap_s",
@@ -217,7 +224,7 @@ def sentence_features(question: str, candidates: list[Candidate], hit_scores: Se
     best_cos = coses[0] if coses else 0.0
     overlaps = []
     for c in candidates:
-        s_words = content_stems(c.text)
+        s_words = content_stems(c.matched_text)
         overlaps.append((len(q_words & s_words) / max(1, len(q_words)), s_words))
     best_overlap = max((o for o, _ in overlaps), default=0.0)
     top_hit = max(hit_scores, default=0.0)
@@ -228,7 +235,7 @@ def sentence_features(question: str, candidates: list[Candidate], hit_scores: Se
             chunk_words[c.hit_index] = {stem(t) for t in tokens(text)}
     for i, c in enumerate(candidates):
         overlap_q, s_words = overlaps[i]
-        s_all = [stem(t) for t in tokens(c.text)]
+        s_all = [stem(t) for t in tokens(c.matched_text)]
         s_set = set(s_all)
         novel = len(s_words - q_words)
         c.features = {
@@ -286,10 +293,10 @@ def gate_features(question: str, ranked: Sequence[Candidate], hit_texts: Sequenc
     top3 = set()
     for t in hit_texts[:3]:
         top3 |= {stem(x) for x in tokens(t)}
-    sent_words = {stem(t) for t in tokens(best.text)}
+    sent_words = {stem(t) for t in tokens(best.matched_text)}
     miss_chunk = q_words - chunk_words
     q_toks = [t.lower() for t in tokens(question)]
-    s_low = {t.lower() for t in tokens(best.text)}
+    s_low = {t.lower() for t in tokens(best.matched_text)}
     q_neg = bool(_NEGATION.search(question))
     contrast = sum(1 for t in q_toks if t in _OPPOSITE and _OPPOSITE[t] in s_low and t not in s_low)
     rank_missing = sum(1 for t in q_toks if _RANK_WORD.match(t) and t not in s_low

@@ -1,0 +1,455 @@
+"""The qualifier and answer-type check: does this unit answer *this* question?
+
+A unit can be on topic and still not answer: it states the figure of another quarter, the
+manager of another site, the price of another model, or it speaks of the thing asked about
+without saying what was asked (no amount for "how much", no name for "who"). This step runs
+after ranking, on the best units in order, and the answer is the first unit that passes; if
+none does, the answer is ``not_found``. It is one explicit step, not a weight in a model.
+
+Qualifiers of a question (:func:`analyse`):
+
+* **periods**: years, quarters, half-years and months (from dates in any common form,
+  ISO dates included);
+* **identifiers**: codes that mix letters and digits (``CP-40``, ``IR-2024-017``);
+* **names**: of people, places, organisations and products — spaCy's entities
+  (``service/answer/tagger.py``) and, because a small tagger misses some, capitalised words
+  that do not open the question.
+
+Where each is looked for: the unit itself, its context (section path, list lead-in, table
+header), the document's name (``headcount-2024.csv`` says its year), and more loosely the
+retrieved chunk around the unit.
+
+* A period or identifier must be in the unit, its context or the document's name. If it is
+  not there but another value of the same kind is (another quarter, another year, another
+  model of the same series), the unit states something else and is rejected; if nothing of
+  that kind is there, the surrounding chunk must carry it.
+* A name must appear in the unit, its context or the document's name, or — for a sentence,
+  which may refer back to it ("It was founded in 1987") — earlier in the chunk. A list item
+  or table row is a record about what it names: a name the question asks about must be in
+  the record itself, its context or the document's name.
+* The words naming the thing asked for (``focus``: "notice period" in "What is the notice
+  period for …") must be in the unit or its context: a unit about the probation period does
+  not state a notice period.
+
+Answer type (:func:`asked_for`): "how much/many", or a question about a price, fee, rate or
+other measure, needs an amount that is not a calendar date; "when" needs a date, a time or
+a number; "who" a name; "which N" a name, identifier or number. The thing must be in the
+unit (not only in its context) and not be something the question already says.
+
+Two more things never answer: a sentence that ends in ":" (it introduces a list or table; the
+values are in the items below it), and text that addresses an AI assistant with orders (a
+prompt injection is data, not evidence).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from core.units import UnitContext, UnitKind
+from service.answer import tagger
+from service.answer.grounding import STOPWORDS, stem
+
+MONTHS = {m: i for i, m in enumerate(
+    "january february march april may june july august september october november december"
+    .split(), start=1)}
+MONTHS.update({m[:3]: i for m, i in list(MONTHS.items())})
+MONTHS["sept"] = 9
+_MONTH = r"(january|february|march|april|may|june|july|august|september|october|november|" \
+         r"december|jan|feb|mar|apr|jun|jul|aug|sept|sep|oct|nov|dec)\.?"
+_YEAR = re.compile(r"(?<![\d.,])(19\d{2}|20\d{2})(?![\d.,]\d|%)")
+_ISO_DATE = re.compile(r"(?<!\d)(19\d{2}|20\d{2})-(0[1-9]|1[0-2])(?:-(\d{2}))?(?!\d)")
+_MONTH_WORD = re.compile(rf"\b{_MONTH}\b", re.I)
+_ORDINAL = {"first": 1, "1st": 1, "second": 2, "2nd": 2, "third": 3, "3rd": 3, "fourth": 4,
+            "4th": 4}
+_QUARTER = re.compile(r"\bQ([1-4])\b|\b(first|second|third|fourth|1st|2nd|3rd|4th)[ -]quarter\b"
+                      r"|\b([1-4])Q\b", re.I)
+_HALF = re.compile(r"\bH([12])\b|\b(first|second|1st|2nd)[ -]half\b", re.I)
+# a calendar date: "3 September 2024", "September 3, 2024", "September 2024", "2024-09-03",
+# "03.09.2024"; its numbers are not amounts
+_DATE = re.compile(
+    rf"\b\d{{1,2}}(?:st|nd|rd|th)?\.?\s+{_MONTH}(?:\s+\d{{4}})?\b|\b{_MONTH}\s+\d{{1,2}}(?:st|nd|"
+    rf"rd|th)?,?\s+\d{{4}}\b|\b{_MONTH}\s+\d{{4}}\b|\b\d{{4}}-\d{{2}}(?:-\d{{2}})?\b|"
+    r"\b\d{1,2}[./]\d{1,2}[./]\d{2,4}\b|\b\d{1,2}:\d{2}\b",
+    re.I)
+# letters and digits in one code, joined by hyphens or not: CP-40, IR-2024-017, FL-07, X200
+_IDENT = re.compile(r"(?<![\w-])(?=[\w-]*\d)(?=[\w-]*[A-Za-z])[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*"
+                    r"(?![\w-]*\w)")
+_NOT_IDENT = re.compile(r"^(q[1-4]|h[12]|[1-4]q|\d+(st|nd|rd|th|s|h|m|kw|kg|km|mm|cm|pm|am|x)"
+                        r"|\d+[a-z]{1,3})$", re.I)
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+_NUMBER_WORDS = frozenset(
+    "one two three four five six seven eight nine ten eleven twelve fifteen twenty thirty "
+    "forty fifty sixty hundred thousand million billion half dozen once twice".split())
+_WORD = re.compile(r"[A-Za-z][A-Za-z'&.-]*[A-Za-z]|[A-Za-z]")
+# what a question opens with, or words that are capitalised without naming anything
+_NOT_NAMES = frozenset(
+    "i what when where who whom whose which why how is are was were do does did can could "
+    "would should will may might must the a an in on at of for to and or mr mrs ms dr "
+    "monday tuesday wednesday thursday friday saturday sunday".split()) | set(MONTHS)
+# a question that asks for a measure wants an amount even when it opens with "what"
+_MEASURES = frozenset(
+    "price prices cost costs fee fees rate rates revenue revenues margin margins share "
+    "percentage percent amount amounts number total headcount salary salaries budget "
+    "discount discounts allowance allowances charge charges value turnover backlog debt "
+    "spend spending expenditure capex profit loss losses ebit ebitda sales volume capacity "
+    "count limit minimum maximum premium deposit penalty wage wages pay rent rents interest "
+    "tax taxes bonus income earnings expense expenses savings".split())
+
+
+class Asked(StrEnum):
+    """What a question asks for."""
+
+    AMOUNT = "amount"
+    TIME = "time"
+    PERSON = "person"
+    NAMED = "named"  # which N: a name, an identifier or a number
+    OTHER = "other"
+
+
+@dataclass(frozen=True)
+class Periods:
+    years: frozenset[str] = frozenset()
+    quarters: frozenset[str] = frozenset()
+    halves: frozenset[str] = frozenset()
+    months: frozenset[str] = frozenset()
+
+    def kinds(self) -> Iterable[tuple[str, frozenset[str]]]:
+        return (("year", self.years), ("quarter", self.quarters), ("half", self.halves),
+                ("month", self.months))
+
+
+@dataclass(frozen=True)
+class Question:
+    """A question's qualifiers and the kind of thing it asks for."""
+
+    text: str
+    periods: Periods
+    idents: frozenset[str]
+    names: tuple[str, ...]
+    asked: Asked
+    known: frozenset[str] = field(default_factory=frozenset)  # its words, lower-cased
+    amounts: frozenset[float] = frozenset()  # plain numbers ("an order of 60 units")
+    focus: tuple[str, ...] = ()  # stems naming the thing asked for ("notice", "period")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ok: bool
+    reason: str = ""
+
+
+PASS = Verdict(True)
+
+
+def periods(text: str) -> Periods:
+    years: set[str] = set()
+    months: set[str] = set()
+    for m in _ISO_DATE.finditer(text):
+        years.add(m.group(1))
+        months.add(str(int(m.group(2))))
+    years.update(m.group(1) for m in _YEAR.finditer(text))
+    for m in _MONTH_WORD.finditer(text):
+        word = m.group(1).lower()
+        if word == "may" and not m.group(0)[0].isupper():
+            continue  # "may" the verb
+        if word == "mar" and not m.group(0)[0].isupper():
+            continue
+        months.add(str(MONTHS[word]))
+    quarters = set()
+    for m in _QUARTER.finditer(text):
+        n = m.group(1) or m.group(3) or str(_ORDINAL[m.group(2).lower()])
+        quarters.add(f"Q{n}")
+    halves = set()
+    for m in _HALF.finditer(text):
+        halves.add(f"H{m.group(1) or _ORDINAL[m.group(2).lower()]}")
+    return Periods(frozenset(years), frozenset(quarters), frozenset(halves), frozenset(months))
+
+
+def identifiers(text: str) -> frozenset[str]:
+    """Codes mixing letters and digits, upper-cased without hyphens (``CP-40`` → ``CP40``);
+    a longer code also counts as each code it opens with (``CP-40-H`` is a ``CP-40`` part)."""
+    out = set()
+    for m in _IDENT.finditer(text):
+        token = m.group(0)
+        if _NOT_IDENT.match(token) or _YEAR.fullmatch(token):
+            continue
+        parts = token.upper().split("-")
+        for k in range(1, len(parts) + 1):
+            code = "".join(parts[:k])
+            if k == len(parts) or (re.search(r"\d", code) and re.search(r"[A-Z]", code)):
+                out.add(code)
+    return frozenset(out)
+
+
+_NUM = r"(\d[\d,]*(?:\.\d+)?)"
+_RANGES = (  # (pattern, (low group, high group)); a missing bound is open
+    (re.compile(rf"(?:between\s+)?{_NUM}\s*(?:to|and|-|–|—)\s*{_NUM}", re.I), (1, 2)),
+    (re.compile(rf"{_NUM}\s*(?:[A-Za-z]+\s+)?(?:or more|or above|and above|and over|"
+                rf"or longer|\+)", re.I), (1, 0)),
+    (re.compile(rf"(?:more than|over|above|at least|from|longer than)\s+{_NUM}", re.I), (1, 0)),
+    (re.compile(rf"(?:up to|less than|under|below|at most|fewer than|within)\s+{_NUM}", re.I),
+     (0, 1)),
+)
+
+
+def _value(text: str) -> float:
+    return float(text.replace(",", ""))
+
+
+def numbers(text: str) -> frozenset[float]:
+    """Plain numbers of a question: not years, dates, times or parts of identifiers."""
+    bare = _IDENT.sub(" ", _YEAR.sub(" ", _DATE.sub(" ", text)))
+    return frozenset(_value(m.group(0)) for m in re.finditer(_NUM, bare))
+
+
+def ranges(text: str) -> list[tuple[float, float]]:
+    found = []
+    for pattern, (lo, hi) in _RANGES:
+        for m in pattern.finditer(text):
+            low = _value(m.group(lo)) if lo else float("-inf")
+            high = _value(m.group(hi)) if hi else float("inf")
+            if low <= high:
+                found.append((low, high))
+    return found
+
+
+def _series(ident: str) -> str:
+    """The letters an identifier opens with: CP40 and CP110 are of one series."""
+    m = re.match(r"[A-Z]+", ident)
+    return m.group(0) if m else ""
+
+
+def _norm_words(text: str) -> set[str]:
+    return {w.lower().removesuffix("'s").strip(".'") for w in _WORD.findall(text)}
+
+
+def names(text: str) -> tuple[str, ...]:
+    """Names a question mentions: spaCy's named entities, then capitalised words that do not
+    open the text (each name once, as written, without a possessive)."""
+    found: list[str] = []
+    covered: set[str] = set()
+    for ent, label, _, _ in tagger.entities(text):
+        if label in tagger.NAMED:
+            name = ent.removesuffix("'s").removesuffix("’s").strip()
+            words = _norm_words(name) - _NOT_NAMES
+            if words:
+                found.append(name)
+                covered |= words
+    for i, m in enumerate(_WORD.finditer(text)):
+        word = m.group(0)
+        low = word.lower().removesuffix("'s")
+        # Titlecase only: an all-capitals word is a term (EBIT, R&D, CISO) unless the tagger
+        # says it names something
+        if i == 0 or not word[0].isupper() or word.isupper() or low in _NOT_NAMES \
+                or low in covered:
+            continue
+        if _YEAR.fullmatch(word) or _QUARTER.fullmatch(word):
+            continue
+        found.append(word.removesuffix("'s"))
+        covered.add(low)
+    return tuple(dict.fromkeys(found))
+
+
+def asked_for(question: str) -> Asked:
+    q = question.lower()
+    if re.search(r"\bwho\b|\bwhom\b|\bwhose\b", q):
+        return Asked.PERSON
+    if re.search(r"\bhow (many|much|long|old|far|large|big|tall|high|often|fast|heavy)\b|"
+                 r"\bwhat (percentage|percent|number|amount|share|proportion)\b|"
+                 r"\bup to what\b|\bhow quickly\b", q):
+        return Asked.TIME if re.search(r"\bhow (long|often|quickly)\b", q) else Asked.AMOUNT
+    if re.search(r"\bwhen\b|\bsince when\b|\bwhat (year|date|day|month|time)\b|"
+                 r"\b(which|what) (year|date|day|month)\b|\bby when\b|\buntil when\b", q):
+        return Asked.TIME
+    m = re.match(r"^\s*(?:what(?:'s| is| was| are| were| does| do| did)?|how much)\s+(.*)", q)
+    if m:  # the words before the first preposition or verb name what is asked for
+        head = re.split(r"\b(?:in|of|for|on|at|per|did|does|do|is|was|are|were|has|have|"
+                        r"will|would|can|to|from|with|by)\b", m.group(1))[0]
+        if set(_norm_words(head)) & _MEASURES:
+            return Asked.AMOUNT
+    if re.search(r"\bwhich\b", q):
+        return Asked.NAMED
+    return Asked.OTHER
+
+
+# "Who is the EHS officer …", "What was the list price of …": the noun after the article
+_HEAD_IS = re.compile(
+    r"^\s*(?:who|what|which)(?:'s|’s|\s+(?:is|was|are|were))\s+(?:the|a|an|our|its|their|his|"
+    r"her|my|your)\s+(.+)$", re.I)
+# "What volume discount does …", "How much special leave do I …", "How many days was …"
+_HEAD_DO = re.compile(
+    r"^\s*(?:what|which|how much|how many)\s+(.+?)\s+(?:do|does|did|is|are|was|were|can|could|"
+    r"will|would|should|has|have|had|must|may)\b", re.I)
+_HEAD_END = re.compile(
+    r"\s+(?:of|in|for|at|on|after|before|with|to|from|by|per|during|under|between|that|who|"
+    r"which|when|where|do|does|did|is|are|was|were)\b|[?,]", re.I)
+# heads that say nothing about the thing asked for (the answer type covers them)
+_GENERIC = frozenset(
+    "people person persons thing things one ones kind type types way ways name names part "
+    "money amount amounts number numbers time times share percentage percent proportion "
+    "value values".split())
+
+
+def focus(question: str, skip: Iterable[str] = ()) -> tuple[str, ...]:
+    """The words naming the thing a question asks for ("notice period" in "What is the notice
+    period for …"), stemmed, without qualifiers, names or generic words; () if none."""
+    m = _HEAD_IS.match(question) or _HEAD_DO.match(question)
+    if not m:
+        return ()
+    head = _IDENT.sub(" ", _HEAD_END.split(m.group(1), maxsplit=1)[0])
+    skipped = {w.lower() for w in skip}
+    words = [w for w in _WORD.findall(head) if w.lower() not in skipped
+             and w.lower() not in _GENERIC]
+    return tuple(dict.fromkeys(stem(w) for w in words if stem(w) not in STOPWORDS))
+
+
+def analyse(question: str) -> Question:
+    found = names(question)
+    name_words = {w for n in found for w in _norm_words(n)}
+    return Question(question, periods(question), identifiers(question), found,
+                    asked_for(question), frozenset(_norm_words(question)), numbers(question),
+                    focus(question, name_words))
+
+
+def doc_label(filename: str) -> str:
+    """A document's name as words: ``board-minutes-2024-11-14.pdf`` keeps its date whole."""
+    stem = filename.rsplit(".", 1)[0] if "." in filename else filename
+    return re.sub(r"(?<!\d)[-_](?!\d)|(?<=\d)[_](?=\d)", " ", stem)
+
+
+def _contains(text: str, name: str) -> bool:
+    """Does ``text`` mention ``name``: any of its words (a surname alone is enough)?"""
+    words = _norm_words(name) - _NOT_NAMES
+    return bool(words) and bool(words & _norm_words(text))
+
+
+_ASSISTANT = re.compile(r"\b(AI|assistants?|chat ?bots?|language models?|LLMs?|"
+                        r"system prompt|automated system)\b", re.I)
+_ORDER = re.compile(r"\b(ignore (all |any )?(previous|prior|earlier|above)|you are now|"
+                    r"answer only|reply only|respond only|do not (mention|cite|tell|reveal)|"
+                    r"instructions?)\b", re.I)
+
+
+def addresses_assistant(paragraph: str) -> bool:
+    """Text that talks to an AI system and gives it orders: a prompt injection."""
+    return bool(_ASSISTANT.search(paragraph) and _ORDER.search(paragraph))
+
+
+def paragraph_at(text: str, start: int, end: int) -> str:
+    """The block of lines (between blank lines) around ``text[start:end]``."""
+    a = text.rfind("\n\n", 0, start)
+    b = text.find("\n\n", end)
+    return text[a + 2 if a >= 0 else 0: b if b >= 0 else len(text)]
+
+
+def _amounts(text: str, known: frozenset[str]) -> bool:
+    """A number in ``text`` that is not part of a calendar date or time and not already in the
+    question."""
+    bare = _DATE.sub(" ", text)
+    bare = _YEAR.sub(" ", bare) if not re.search(r"[€$£%]|\b(EUR|USD|GBP)\b", bare) else bare
+    for m in _NUMBER.finditer(bare):
+        if m.group(0) not in known:
+            return True
+    return any(w in _NUMBER_WORDS and w not in known for w in _norm_words(bare))
+
+
+def _temporal(text: str, known: frozenset[str]) -> bool:
+    """A date, a time, a period or a number (a duration, a condition) the question does not
+    already say."""
+    p = periods(text)
+    return bool(_DATE.search(text) or (p.years - known) or p.months or p.quarters or p.halves
+                or _amounts(text, known)) or any(
+        label in tagger.TEMPORAL for _, label, _, _ in tagger.entities(text))
+
+
+def _has_name(text: str, q: Question, kind: UnitKind) -> bool:
+    for ent, label, _, _ in tagger.entities(text):
+        if label in tagger.NAMED and not (_norm_words(ent) <= q.known):
+            return True
+    # a small tagger misses names in fragments ("Maribor: Nina Petek"): two capitalised
+    # words in a row that the question does not say
+    words = _WORD.findall(text)
+    for a, b in zip(words, words[1:], strict=False):
+        if a[0].isupper() and b[0].isupper() and not ({a.lower(), b.lower()} & q.known) \
+                and a.lower() not in _NOT_NAMES:
+            return True
+    return False
+
+
+def answer_type(q: Question, unit: str, kind: UnitKind) -> Verdict:
+    if q.asked is Asked.AMOUNT and not _amounts(unit, q.known):
+        return Verdict(False, "no amount")
+    if q.asked is Asked.TIME and not _temporal(unit, q.known):
+        return Verdict(False, "no date or time")
+    if q.asked is Asked.PERSON and not _has_name(unit, q, kind):
+        return Verdict(False, "no name")
+    if q.asked is Asked.NAMED and not (
+            _has_name(unit, q, kind) or (identifiers(unit) - q.idents)
+            or _amounts(unit, q.known)):
+        return Verdict(False, "nothing named")
+    return PASS
+
+
+def _layered(what: str, value: str, own: Iterable[str], label: Iterable[str],
+             chunk: Iterable[str]) -> Verdict:
+    """A period or identifier is looked for in the unit and its context first: if they state
+    another value of its kind, they speak of something else. Only where they state none does
+    the document's name decide, and only where that is silent too, the chunk around."""
+    for layer in (set(own), set(label)):
+        if value in layer:
+            return PASS
+        if layer:
+            shown = "/".join(sorted(layer))
+            return Verdict(False, f"{what} {value} asked, {shown} stated"
+                           if what != value else f"{value} asked, {shown} stated")
+    return PASS if value in set(chunk) else Verdict(False, f"{value} not stated")
+
+
+def check(q: Question, unit: str, kind: UnitKind, context: UnitContext, chunk: str,
+          filename: str, start: int = 0, end: int = 0) -> Verdict:
+    """Does ``unit`` (of ``chunk``, at ``start:end``) answer ``q``? (``ok`` or a reason)"""
+    if kind is UnitKind.SENTENCE and unit.rstrip().endswith(":"):
+        return Verdict(False, "lead-in")
+    if addresses_assistant(paragraph_at(chunk, start, end) if end else unit):
+        return Verdict(False, "instructions to an assistant")
+    own = f"{unit} \n{context.describe()}"
+    label = doc_label(filename)
+    layers = (periods(own), periods(label), periods(chunk))
+    for kind_name, wanted in q.periods.kinds():
+        stated = [dict(layer.kinds())[kind_name] for layer in layers]
+        for value in wanted:
+            verdict = _layered(kind_name, value, stated[0], stated[1], stated[2])
+            if not verdict.ok:
+                return verdict
+    id_layers = (identifiers(own), identifiers(label), identifiers(chunk))
+    for ident in q.idents:
+        same = [{i for i in layer if _series(i) == _series(ident)} for layer in id_layers]
+        verdict = _layered(ident, ident, same[0], same[1], id_layers[2])
+        if not verdict.ok:
+            return verdict
+    near = f"{own} \n{label}"
+    spans = ranges(unit)
+    figures = {_value(m.group(0)) for m in re.finditer(_NUM, unit)}
+    for n in q.amounts:
+        if spans and n not in figures and not any(lo <= n <= hi for lo, hi in spans):
+            return Verdict(False, f"{n:g} asked, outside the range stated")
+    record = kind is not UnitKind.SENTENCE
+    for name in q.names:
+        if _contains(near, name):
+            continue
+        if record:
+            return Verdict(False, f"{name} not in the {kind.value}")
+        # a sentence may leave a name to what came before it ("It was founded in 1987"), not
+        # to what follows
+        if not _contains(chunk[:start] if end else chunk, name):
+            return Verdict(False, f"{name} not stated")
+    if q.focus:
+        have = {stem(w) for w in _WORD.findall(near)}
+        missing = [w for w in q.focus if w not in have]
+        # a long head may lose one modifier ("maximum hotel rate" → "maximum rates")
+        if len(missing) > (1 if len(q.focus) >= 3 else 0):
+            return Verdict(False, f"{' '.join(missing)} not stated")
+    return answer_type(q, unit, kind)
