@@ -25,18 +25,27 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Self, TypedDict, cast
+from typing import Any, Literal, Self, TypedDict, cast
 
 import httpx
 
 # ---------------------------------------------------------------- response bodies
 
+# the values of the schema's enums (the server's DocumentStatus, DocumentKind...)
+DocumentStatus = Literal["queued", "processing", "ready", "failed"]
+DocumentKind = Literal["pdf", "docx", "html", "markdown", "text", "csv"]
+ProgressStage = Literal["queued", "parsing", "chunking", "embedding", "indexing", "ready",
+                        "failed"]
+ProgressUnit = Literal["pages", "chunks", ""]
+AnswerStatus = Literal["answered", "not_found"]
+
+
 
 class Progress(TypedDict):
-    stage: str
+    stage: ProgressStage
     done: int
     total: int
-    unit: str  # "pages" while parsing, "chunks" while embedding/indexing, "" otherwise
+    unit: ProgressUnit  # "pages" while parsing, "chunks" while embedding/indexing
 
 
 class Pii(TypedDict):
@@ -47,8 +56,8 @@ class Pii(TypedDict):
 class Document(TypedDict):
     id: str
     filename: str
-    kind: str
-    status: str  # queued | processing | ready | failed
+    kind: DocumentKind
+    status: DocumentStatus
     progress: Progress
     chunks: int
     pages: int
@@ -70,7 +79,7 @@ class DocumentList(TypedDict):
 
 class UploadAccepted(TypedDict):
     id: str
-    status: str
+    status: DocumentStatus
     duplicate: bool
     pii_redacted: bool
 
@@ -102,17 +111,17 @@ class Citation(TypedDict):
 
 
 class AskResponse(TypedDict):
-    status: str  # answered | not_found
+    status: AnswerStatus
     answer: str
     citations: list[Citation]
     timings: dict[str, float]
 
 
 class Readiness(TypedDict):
-    status: str  # ready | not ready
+    status: Literal["ready", "not ready"]
     checks: dict[str, str]
     failed: list[str]
-    registry_backend: str
+    registry_backend: Literal["sqlite", "postgresql"]
 
 
 class ApiKey(TypedDict):

@@ -32,7 +32,7 @@ from core.errors import DocqaError
 from core.settings import Settings
 from service.answer import AnswerEvent, AnswerResult, DraftToken, final_result
 from service.api.components import Components
-from service.api.errors import ProblemType, domain_problem, problem_body
+from service.api.errors import ProblemType, domain_problem, problem_body, problem_responses
 from service.api.limits import ASK
 from service.api.schemas import (
     AskRequest,
@@ -90,7 +90,8 @@ def _filter_names(filters: Filters | None) -> list[str]:
     return [f for f in filters.__struct_fields__ if getattr(filters, f) is not None]
 
 
-@post("/search", status_code=HTTP_200_OK, sync_to_thread=True)
+@post("/search", status_code=HTTP_200_OK, sync_to_thread=True,
+      responses=problem_responses(413))
 def search(data: JSONBody[SearchRequest], tenant: NamedDependency[str],
            comps: NamedDependency[Components],
            audit: NamedDependency[RequestAudit]) -> SearchResponse:
@@ -162,7 +163,7 @@ class AskEventsOperation(EventStreamOperation):
 
 
 @post("/ask", status_code=HTTP_200_OK, sync_to_thread=True, opt={"rate_limit": ASK},
-      operation_class=AskEventsOperation)
+      operation_class=AskEventsOperation, responses=problem_responses(413))
 def ask(data: JSONBody[AskRequest],
         answer_events: NamedDependency[AnswerEvents]) -> AskResponse:
     events = answer_events(data.question, data.top_k, data.filters, ())

@@ -7,7 +7,9 @@ from typing import Annotated
 
 import anyio
 from litestar import Response, delete, get, post
+from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, MultipartBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 
@@ -15,11 +17,28 @@ from core.audit import RequestAudit
 from core.domain import DocumentStatus
 from core.errors import DocqaError
 from service.api.components import Components
+from service.api.errors import problem_responses
 from service.api.schemas import DocumentList, DocumentOut, UploadAccepted, UploadForm
 from service.documents import clean_filename, parse_metadata
 
 
-@post("/documents", status_code=HTTP_202_ACCEPTED)
+def document_url(doc_id: str) -> str:
+    return f"/v1/documents/{doc_id}"
+
+
+LOCATION = ResponseHeader(name="Location", documentation_only=True, required=True,
+                          value="/v1/documents/{id}", description=(
+    "the document's URL (`/v1/documents/{id}`): poll it, or its `/events`, until the "
+    "status is ready or failed"))
+
+
+@post("/documents", status_code=HTTP_202_ACCEPTED, response_headers=[LOCATION],
+      response_description="Accepted: the document is queued for ingest",
+      responses={HTTP_200_OK: ResponseSpec(
+          UploadAccepted, generate_examples=False,
+          description="The tenant already has these bytes: the existing document "
+                      "(`duplicate` true), with its Location too"),
+          **problem_responses(409, 413, 415, 422)})
 async def upload_document(
     data: MultipartBody[UploadForm],
     tenant: NamedDependency[str],
@@ -44,11 +63,12 @@ async def upload_document(
         document_ids=[doc.id], sha256=sha256, bytes=size, redact_pii=doc.redact_pii,
         **audit.text("filename", name)))
     code = HTTP_202_ACCEPTED if created else HTTP_200_OK
-    return Response(UploadAccepted(doc.id, doc.status.value, duplicate=not created,
-                                   pii_redacted=doc.redact_pii), status_code=code)
+    return Response(UploadAccepted(doc.id, doc.status, duplicate=not created,
+                                   pii_redacted=doc.redact_pii), status_code=code,
+                    headers={"Location": document_url(doc.id)})
 
 
-@get("/documents", sync_to_thread=True)
+@get("/documents", sync_to_thread=True, responses=problem_responses())
 def list_documents(
     tenant: NamedDependency[str],
     comps: NamedDependency[Components],
@@ -62,13 +82,14 @@ def list_documents(
     return DocumentList([DocumentOut.from_domain(d) for d in docs], total, limit, offset)
 
 
-@get("/documents/{doc_id:str}", sync_to_thread=True)
+@get("/documents/{doc_id:str}", sync_to_thread=True, responses=problem_responses(404))
 def get_document(doc_id: FromPath[str], tenant: NamedDependency[str],
                  comps: NamedDependency[Components]) -> DocumentOut:
     return DocumentOut.from_domain(comps.documents.get(tenant, doc_id))
 
 
-@delete("/documents/{doc_id:str}", status_code=HTTP_204_NO_CONTENT, sync_to_thread=True)
+@delete("/documents/{doc_id:str}", status_code=HTTP_204_NO_CONTENT, sync_to_thread=True,
+        responses=problem_responses(404))
 def delete_document(doc_id: FromPath[str], tenant: NamedDependency[str],
                     comps: NamedDependency[Components],
                     audit: NamedDependency[RequestAudit]) -> None:

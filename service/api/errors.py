@@ -278,8 +278,9 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
 
 # ---------------------------------------------------------------- the schema
 
-# what any route behind the /v1 guards can answer (auth, rate limit, bad parameters, bugs)
-V1_ERRORS = (400, 401, 429, 500)
+# what any route behind the /v1 guards can answer: bad parameters, auth, the rate limit (and
+# its Redis being down), bugs
+V1_ERRORS = (400, 401, 429, 500, 503)
 
 
 def problem_responses(*statuses: int, base: Iterable[int] = V1_ERRORS,

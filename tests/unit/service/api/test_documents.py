@@ -64,3 +64,15 @@ def test_the_form_field_and_the_tenant_setting_over_http(
     dup = _post(client, "acme", b"another file", {"redact_pii": "true"})
     assert dup.status_code == 409 and dup.headers["content-type"].startswith(
         "application/problem+json")
+
+
+def test_an_accepted_upload_points_to_its_document(http: tuple[TestClient[Any], Env]) -> None:
+    client, _ = http
+    auth = {"Authorization": "Bearer unit-key-acme-0123456789"}
+    first = _post(client, "acme", b"a file to follow", {})
+    assert first.status_code == 202
+    location = first.headers["location"]
+    assert location == f"/v1/documents/{first.json()['id']}"
+    assert client.get(location, headers=auth).json()["id"] == first.json()["id"]
+    again = _post(client, "acme", b"a file to follow", {})  # a duplicate: the same document
+    assert again.status_code == 200 and again.headers["location"] == location
