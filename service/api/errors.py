@@ -15,6 +15,7 @@ messages) goes to the log only.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from typing import Annotated, Any
@@ -208,10 +209,16 @@ def docqa_error_handler(_: Request[Any, Any, Any], exc: core.DocqaError) -> Resp
                     headers=headers)
 
 
+_MISSING = re.compile(r"Missing required (\w+) parameter '([^']*)'")
+
+
 def _field_errors(exc: ValidationException) -> list[FieldError]:
     """Litestar's validation messages (``extra``: ``{message, key?, source?}`` each) as
     :class:`FieldError`s."""
     extra = exc.extra if isinstance(exc.extra, list) else []
+    missing = _MISSING.match(str(exc.detail))  # Litestar words this one in its detail only
+    if missing and not extra:
+        return [FieldError(location=missing[1], field=missing[2], message="required")]
     out = []
     for item in extra:
         if not isinstance(item, Mapping) or "message" not in item:

@@ -176,3 +176,16 @@ class UploadAccepted(msgspec.Struct):
     status: DocumentStatus
     duplicate: bool = False
     pii_redacted: bool = False
+
+
+class DocumentTextOut(msgspec.Struct):
+    """Characters ``start`` to ``end`` of a document's extracted text (the offsets citations
+    and search results use)."""
+
+    document_id: str
+    filename: str
+    page: Annotated[int, msgspec.Meta(description="the page `start` is on")]
+    start: int
+    end: Annotated[int, msgspec.Meta(
+        description="the end asked for, or the end of the text when that comes first")]
+    text: str

@@ -358,6 +358,33 @@ def test_admin_client_calls_the_key_routes() -> None:
     assert json.loads(seen[0][2]) == {"tenant": "t", "name": "ci"}
 
 
+def test_document_text_and_download(tmp_path: Path) -> None:
+    seen: list[str] = []
+    disposition = "attachment; filename=\"r_sum_.pdf\"; filename*=UTF-8''..%2Fr%C3%A9sum%C3%A9.pdf"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        if request.url.path.endswith("/text"):
+            return httpx.Response(200, json={"document_id": "d1", "text": "x"})
+        if request.url.path == "/v1/documents/d1/file":
+            return httpx.Response(200, headers={"content-type": "application/pdf",
+                                                "content-disposition": disposition},
+                                  content=stream(b"%PDF-", b"1.7 rest"))
+        return problem(404, "no document 'gone'")
+
+    c = client(handler)
+    assert c.document_text("d1", 10, 20, context=5)["text"] == "x"
+    assert seen[-1] == "http://docqa.test/v1/documents/d1/text?start=10&end=20&context=5"
+    saved = c.download("d1", tmp_path)
+    assert saved == tmp_path / "résumé.pdf"  # the name, never its path
+    assert saved.read_bytes() == b"%PDF-1.7 rest"
+    assert c.download("d1", tmp_path / "mine.pdf") == tmp_path / "mine.pdf"
+    with pytest.raises(DocqaAPIError) as err:
+        c.download("gone", tmp_path / "x.pdf")
+    assert err.value.status == 404 and not (tmp_path / "x.pdf").exists()
+    assert not list(tmp_path.glob(".*.part"))
+
+
 def mirrored_types() -> list[tuple[Any, Any]]:
     """(the client's TypedDict, the server's struct) of every body the client reads."""
     from service import client
@@ -370,6 +397,7 @@ def mirrored_types() -> list[tuple[Any, Any]]:
             (client.SearchResponse, schemas.SearchResponse),
             (client.Citation, schemas.Citation), (client.AskResponse, schemas.AskResponse),
             (client.Readiness, health.Readiness),
+            (client.DocumentText, schemas.DocumentTextOut),
             (client.ApiKey, admin.KeyOut), (client.ApiKeyCreated, admin.KeyCreated),
             (client.ApiKeyList, admin.KeyList)]
 
