@@ -133,4 +133,10 @@ class VectorStore(Protocol):
         """Chunks by id, scored by cosine similarity to ``embedding``."""
         ...
 
+    def text_chunks(self, tenant: str, document_id: str, start: int, end: int,
+                    limit: int | None = None) -> list[ChunkHit]:
+        """The document's chunks that overlap characters ``[start, end)`` of its extracted
+        text, ordered by offset (at most ``limit``)."""
+        ...
+
     def heartbeat(self) -> None: ...

@@ -96,13 +96,24 @@ class Vault:
         return crypto.unwrap_key(self.master, key_id, wrapped)
 
     def plaintext_chunks(self, path: Path) -> Iterator[bytes]:
+        yield from self.open_plaintext(path)
+
+    def open_plaintext(self, path: Path) -> Iterator[bytes]:
+        """The plaintext of ``path`` in blocks, decrypted as they are read. The file is opened
+        and its key looked up now: a missing file (FileNotFoundError) or key
+        (MissingKeyError) raises here, not at the first block."""
         key = self.key_for(path)
-        with open(path, "rb") as fh:
-            if key is None:
-                while block := fh.read(1 << 20):
-                    yield block
-            else:
-                yield from crypto.decrypt_stream(fh, key)
+        fh = open(path, "rb")  # noqa: SIM115 - the generator below closes it
+
+        def blocks() -> Iterator[bytes]:
+            with fh:
+                if key is None:
+                    while block := fh.read(1 << 20):
+                        yield block
+                else:
+                    yield from crypto.decrypt_stream(fh, key)
+
+        return blocks()
 
     def read_head(self, path: Path, n: int = 8192) -> bytes:
         out = bytearray()

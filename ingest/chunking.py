@@ -8,9 +8,10 @@ without touching llama-index's global ``Settings``.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from functools import lru_cache
 
-from core.domain import Chunk, Page, chunk_id
+from core.domain import Chunk, ChunkHit, Page, chunk_id
 
 _WORD = re.compile(r"\S+")
 
@@ -79,3 +80,27 @@ def chunk_pages(document_id: str, pages: list[Page], size: int, overlap: int) ->
                 )
             )
     return chunks
+
+
+def text_between(chunks: Sequence[Chunk | ChunkHit], start: int, end: int) -> tuple[str, int]:
+    """Characters ``[start, end)`` of a document's extracted text, put back together from
+    its chunks (what the store keeps of it); returns (text, end), ``end`` clipped to the last
+    character a chunk covers.
+
+    Chunks overlap and keep the text exactly at their offsets; what no chunk covers is the
+    whitespace the splitter dropped between them: a line break where the page changes (the
+    page separator), else a space.
+    """
+    pieces: list[str] = []
+    cursor, last_page = start, None
+    for c in sorted(chunks, key=lambda c: c.start):
+        lo, hi = max(c.start, cursor), min(c.end, end)
+        if hi <= lo:
+            continue
+        if lo > cursor:
+            gap = "\n" if last_page is not None and last_page != c.page else " "
+            pieces.append(gap * (lo - cursor))
+        # a chunk whose whitespace the splitter changed can be a little shorter than its span
+        pieces.append(c.text[lo - c.start:hi - c.start].ljust(hi - lo))
+        cursor, last_page = hi, c.page
+    return "".join(pieces), max(cursor, start)

@@ -202,6 +202,21 @@ class ChromaStore:
             self.keywords.delete_document(collection_name(tenant), document_id, keep)
         return len(present) - len(stale)
 
+    def text_chunks(self, tenant: str, document_id: str, start: int, end: int,
+                    limit: int | None = None) -> list[ChunkHit]:
+        """The document's chunks that overlap characters ``[start, end)`` of its extracted
+        text, by offset (score 0); none once its text key is destroyed."""
+        where = {"$and": [{"document_id": document_id}, {"start": {"$lt": end}},
+                          {"end": {"$gt": start}}]}
+        res = self._on(tenant, lambda coll: coll.get(
+            where=where, limit=limit, include=["documents", "metadatas"]))
+        if res is None:
+            return []
+        self._prefetch(res["metadatas"])
+        hits = [self._hit(cid, text, meta, 0.0) for cid, text, meta in zip(
+            res["ids"], res["documents"], res["metadatas"], strict=True)]
+        return sorted((h for h in hits if h is not None), key=lambda h: (h.start, h.chunk_id))
+
     def get_chunks(self, tenant: str, ids: Sequence[str], embedding: Sequence[float]
                    ) -> list[ChunkHit]:
         """Chunks by id, scored by cosine similarity to ``embedding`` (for keyword hits)."""

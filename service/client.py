@@ -25,18 +25,28 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Self, TypedDict, cast
+from typing import Any, Literal, Self, TypedDict, cast
+from urllib.parse import unquote
 
 import httpx
 
 # ---------------------------------------------------------------- response bodies
 
+# the values of the schema's enums (the server's DocumentStatus, DocumentKind...)
+DocumentStatus = Literal["queued", "processing", "ready", "failed"]
+DocumentKind = Literal["pdf", "docx", "html", "markdown", "text", "csv"]
+ProgressStage = Literal["queued", "parsing", "chunking", "embedding", "indexing", "ready",
+                        "failed"]
+ProgressUnit = Literal["pages", "chunks", ""]
+AnswerStatus = Literal["answered", "not_found"]
+
+
 
 class Progress(TypedDict):
-    stage: str
+    stage: ProgressStage
     done: int
     total: int
-    unit: str  # "pages" while parsing, "chunks" while embedding/indexing, "" otherwise
+    unit: ProgressUnit  # "pages" while parsing, "chunks" while embedding/indexing
 
 
 class Pii(TypedDict):
@@ -47,8 +57,8 @@ class Pii(TypedDict):
 class Document(TypedDict):
     id: str
     filename: str
-    kind: str
-    status: str  # queued | processing | ready | failed
+    kind: DocumentKind
+    status: DocumentStatus
     progress: Progress
     chunks: int
     pages: int
@@ -70,9 +80,18 @@ class DocumentList(TypedDict):
 
 class UploadAccepted(TypedDict):
     id: str
-    status: str
+    status: DocumentStatus
     duplicate: bool
     pii_redacted: bool
+
+
+class DocumentText(TypedDict):
+    document_id: str
+    filename: str
+    page: int  # the page `start` is on
+    start: int
+    end: int  # clipped to the end of the text
+    text: str
 
 
 class SearchResult(TypedDict):
@@ -102,17 +121,17 @@ class Citation(TypedDict):
 
 
 class AskResponse(TypedDict):
-    status: str  # answered | not_found
+    status: AnswerStatus
     answer: str
     citations: list[Citation]
     timings: dict[str, float]
 
 
 class Readiness(TypedDict):
-    status: str  # ready | not ready
+    status: Literal["ready", "not ready"]
     checks: dict[str, str]
     failed: list[str]
-    registry_backend: str
+    registry_backend: Literal["sqlite", "postgresql"]
 
 
 class ApiKey(TypedDict):
@@ -289,6 +308,16 @@ def _json_data(sse: ServerSentEvent, resp: httpx.Response) -> dict[str, Any]:
     return data
 
 
+def _attachment_name(disposition: str, fallback: str) -> str:
+    """The file name of a ``Content-Disposition`` (``filename*`` first), reduced to a plain
+    name: never a path."""
+    star = re.search(r"filename\*=UTF-8''([^;]+)", disposition, re.IGNORECASE)
+    plain = re.search(r'filename="([^"]*)"', disposition)
+    name = unquote(star.group(1)) if star else plain.group(1) if plain else ""
+    name = name.replace("\\", "/").split("/")[-1].strip().lstrip(".")
+    return name or fallback
+
+
 # ---------------------------------------------------------------- transport
 
 
@@ -461,6 +490,46 @@ class DocqaClient:
 
     def delete(self, doc_id: str) -> None:
         self._call("DELETE", f"/v1/documents/{doc_id}")
+
+    def document_text(self, doc_id: str, start: int, end: int, context: int = 0
+                      ) -> DocumentText:
+        """``GET /v1/documents/{id}/text``: characters ``start - context`` to
+        ``end + context`` of a ready document's extracted text (a citation's ``start`` and
+        ``end`` with some context around it); at most 20,000 characters at once."""
+        params = {"start": start, "end": end, "context": context}
+        return cast(DocumentText, self._call("GET", f"/v1/documents/{doc_id}/text",
+                                             params=params))
+
+    @contextmanager
+    def document_file(self, doc_id: str) -> Iterator[httpx.Response]:
+        """``GET /v1/documents/{id}/file``: the original file, as an open streamed response
+        (``iter_bytes()``; ``headers["content-type"]``, ``headers["content-disposition"]``).
+        An error answer raises before it."""
+        with self.http.stream("GET", f"/v1/documents/{doc_id}/file",
+                              headers=self._headers) as resp:
+            self._last = resp
+            if resp.status_code >= 400:
+                resp.read()
+                raise DocqaAPIError.from_response(resp)
+            yield resp
+
+    def download(self, doc_id: str, dest: Path) -> Path:
+        """Save the original file to ``dest`` (a directory: under the name it was uploaded
+        as); returns the path written."""
+        with self.document_file(doc_id) as resp:
+            if dest.is_dir():
+                dest = dest / _attachment_name(resp.headers.get("content-disposition", ""),
+                                               doc_id)
+            tmp = dest.with_name(f".{dest.name}.part")
+            try:
+                with open(tmp, "wb") as out:
+                    for block in resp.iter_bytes():
+                        out.write(block)
+                tmp.replace(dest)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+        return dest
 
     def document_events(self, doc_id: str, timeout: float = 600.0) -> Iterator[Document]:
         """Live progress of one document (``GET /v1/documents/{id}/events``).

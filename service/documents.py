@@ -1,4 +1,5 @@
-"""Upload staging, de-duplication, enqueueing and erasure (no parsing in the request path)."""
+"""Upload staging, de-duplication, enqueueing and erasure (no parsing in the request path), and
+reading a document back: its extracted text around a span, and its original file."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import json
 import logging
 import os
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +27,25 @@ from core.errors import (
 )
 from core.ports import DocumentRepository, VectorStore
 from core.settings import Settings
-from core.vault import Vault
+from core.vault import MissingKeyError, Vault
+from ingest.chunking import text_between
 from ingest.originals import erase_document, sniff_stored, stored_file
 
 log = logging.getLogger("docqa.api")
 
 MAX_FILENAME = 255
+
+
+MAX_TEXT_CHARS = 20_000  # per GET /v1/documents/{id}/text: a citation and its surroundings
+
+
+@dataclass(frozen=True)
+class DocumentText:
+    document: Document
+    start: int
+    end: int
+    text: str
+    page: int  # the page ``start`` is on
 
 
 class TaskQueue:
@@ -190,6 +206,39 @@ class DocumentService:
         if doc is None:
             raise NotFoundError(f"no document {doc_id!r}")
         return doc
+
+    def text(self, tenant: str, doc_id: str, start: int, end: int, context: int = 0
+             ) -> DocumentText:
+        """Characters ``[start - context, end + context)`` of a ready document's extracted
+        text, put back together from its chunks (decrypted as they are read; a redacted
+        document's text is the redacted one), for showing a citation in its context."""
+        if start > end:
+            raise BadInputError(f"start ({start}) is after end ({end})")
+        lo, hi = max(0, start - context), end + context
+        if hi - lo > MAX_TEXT_CHARS:
+            raise BadInputError(f"the range with its context is {hi - lo} characters long; "
+                                f"at most {MAX_TEXT_CHARS} are returned at once")
+        doc = self.get(tenant, doc_id)
+        if doc.status is not DocumentStatus.READY:
+            raise ConflictError(f"document {doc.id} is {doc.status.value}: its text can be "
+                                "read once it is ready")
+        chunks = self.store.text_chunks(tenant, doc.id, lo, hi) if hi > lo else []
+        if not chunks and hi > lo and not self.store.text_chunks(tenant, doc.id, lo, 2**62,
+                                                                  limit=1):
+            raise BadInputError(f"start ({lo}) is past the end of document {doc.id}'s text")
+        text, clipped = text_between(chunks, lo, hi)
+        return DocumentText(doc, lo, clipped, text, chunks[0].page if chunks else 1)
+
+    def original(self, tenant: str, doc_id: str) -> tuple[Document, Iterator[bytes]]:
+        """The uploaded file's bytes, decrypted as they are read (never whole in memory)."""
+        doc = self.get(tenant, doc_id)
+        try:
+            return doc, self.vault.open_plaintext(stored_file(self.settings, doc.id))
+        except (FileNotFoundError, MissingKeyError):
+            if doc.redact_pii:
+                raise NotFoundError(f"the original of document {doc.id} was deleted once its "
+                                    "personal data was redacted") from None
+            raise NotFoundError(f"the original of document {doc.id} is not stored") from None
 
     def delete(self, tenant: str, doc_id: str) -> None:
         doc = self.get(tenant, doc_id)

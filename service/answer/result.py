@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from core.domain import ChunkHit
 from core.units import UnitContext, UnitKind
@@ -60,9 +60,12 @@ class DraftToken:
     text: str
 
 
+AnswerStatus = Literal["answered", "not_found"]
+
+
 @dataclass
 class AnswerResult:
-    status: str  # answered | not_found
+    status: AnswerStatus
     answer: str
     citations: list[Citation]
     timings: dict[str, float] = field(default_factory=dict)

@@ -9,6 +9,7 @@ answer it 401. Admin routes are not rate-limited.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated, Any
 
 import msgspec
@@ -31,7 +32,11 @@ from core.keys import (
 )
 from core.logging import current_request_id
 from core.settings import Settings
+from service.api.errors import problem_responses
 from service.api.openapi import SECURITY_SCHEME
+
+# not rate-limited; a key change that cannot be audited is refused (503)
+ADMIN_PROBLEMS = partial(problem_responses, base=(400, 401, 500, 503))
 
 
 class KeyCreate(msgspec.Struct, forbid_unknown_fields=True):
@@ -60,7 +65,7 @@ class KeyList(msgspec.Struct):
     items: list[KeyOut]
 
 
-@post("/keys", status_code=HTTP_201_CREATED, sync_to_thread=True)
+@post("/keys", status_code=HTTP_201_CREATED, sync_to_thread=True, responses=ADMIN_PROBLEMS(413))
 def create_api_key(data: JSONBody[KeyCreate], comps: NamedDependency[Any]) -> Response[KeyCreated]:
     repo = comps.repo
     key_id, key = issue_key(repo, data.tenant, data.name)
@@ -71,14 +76,15 @@ def create_api_key(data: JSONBody[KeyCreate], comps: NamedDependency[Any]) -> Re
                     status_code=HTTP_201_CREATED, headers={"Cache-Control": "no-store"})
 
 
-@get("/keys", sync_to_thread=True)
+@get("/keys", sync_to_thread=True, responses=ADMIN_PROBLEMS())
 def list_api_keys(comps: NamedDependency[Any], tenant: FromQuery[str | None] = None) -> KeyList:
     if tenant is not None:
         validate_tenant(tenant)
     return KeyList([KeyOut(**public_record(k)) for k in comps.repo.list_keys(tenant)])
 
 
-@delete("/keys/{key_id:str}", status_code=HTTP_204_NO_CONTENT, sync_to_thread=True)
+@delete("/keys/{key_id:str}", status_code=HTTP_204_NO_CONTENT, sync_to_thread=True,
+        responses=ADMIN_PROBLEMS(404))
 def revoke_api_key(key_id: FromPath[str], comps: NamedDependency[Any]) -> None:
     if not valid_key_id(key_id) or not comps.repo.revoke_key(key_id):
         raise NotFoundError(f"no API key with id {key_id[:64]!r}")

@@ -4,8 +4,8 @@ Every question takes one path, :func:`answer_events` (``/v1/ask`` streamed or no
 ``/v1/chat/completions``): the filters' scope, the grounded answer, its metric and its audit
 record. Streaming ``/v1/ask``: ``event: token`` with ``{"text"}`` zero or more times, then
 ``event: final`` with exactly the non-streaming body; an error after the stream started is
-``event: error`` with ``{status, title, detail}``. The synchronous answer engine runs in
-worker threads (one ``next()`` at a time), never on the event loop.
+``event: error`` with a problem (``{type, title, status, detail}``). The synchronous answer
+engine runs in worker threads (one ``next()`` at a time), never on the event loop.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from core.errors import DocqaError
 from core.settings import Settings
 from service.answer import AnswerEvent, AnswerResult, DraftToken, final_result
 from service.api.components import Components
+from service.api.errors import ProblemType, domain_problem, problem_body, problem_responses
 from service.api.limits import ASK
 from service.api.schemas import (
     AskRequest,
@@ -89,7 +90,8 @@ def _filter_names(filters: Filters | None) -> list[str]:
     return [f for f in filters.__struct_fields__ if getattr(filters, f) is not None]
 
 
-@post("/search", status_code=HTTP_200_OK, sync_to_thread=True)
+@post("/search", status_code=HTTP_200_OK, sync_to_thread=True,
+      responses=problem_responses(413))
 def search(data: JSONBody[SearchRequest], tenant: NamedDependency[str],
            comps: NamedDependency[Components],
            audit: NamedDependency[RequestAudit]) -> SearchResponse:
@@ -157,11 +159,11 @@ class AskEventsOperation(EventStreamOperation):
 
     event_schema: ClassVar[Schema] = event_schema(
         ["token", "final", "error"], "JSON: token {text}; final: the JSON response body; "
-        "error {status, title, detail}")
+        "error: a problem {type, title, status, detail}")
 
 
 @post("/ask", status_code=HTTP_200_OK, sync_to_thread=True, opt={"rate_limit": ASK},
-      operation_class=AskEventsOperation)
+      operation_class=AskEventsOperation, responses=problem_responses(413))
 def ask(data: JSONBody[AskRequest],
         answer_events: NamedDependency[AnswerEvents]) -> AskResponse:
     events = answer_events(data.question, data.top_k, data.filters, ())
@@ -198,16 +200,16 @@ async def _ask_sse(first: AnswerEvent, events: AnswerStream) -> AsyncIterator[by
             try:
                 event = await anyio.to_thread.run_sync(partial(next, events, None))
             except DocqaError as exc:
-                yield sse("error", {"status": exc.status_code, "title": exc.title,
-                                    "detail": exc.detail})
+                yield sse("error", domain_problem(exc))
                 return
             except Exception:
                 log.exception("streamed answer failed")
-                yield sse("error", {"status": 500, "title": "Internal error",
-                                    "detail": "an unexpected error occurred; see the server log"})
+                yield sse("error", problem_body(
+                    ProblemType.INTERNAL_ERROR, 500, "Internal error",
+                    "an unexpected error occurred; see the server log"))
                 return
-        yield sse("error", {"status": 500, "title": "Internal error",
-                            "detail": "the answer ended without a result"})
+        yield sse("error", problem_body(ProblemType.INTERNAL_ERROR, 500, "Internal error",
+                                        "the answer ended without a result"))
     finally:
         # the client may have left mid-draft: closing the pipeline frees the generator's
         # lock and queue slot at once (and records the question as abandoned)

@@ -1,25 +1,62 @@
-"""``/v1/documents``: upload (202, a worker does the rest), list, get and delete."""
+"""``/v1/documents``: upload (202, a worker does the rest), list, get and delete; and reading
+a document back: its extracted text around a span, and its original file."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
 from typing import Annotated
+from urllib.parse import quote
 
 import anyio
 from litestar import Response, delete, get, post
+from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import (
+    OpenAPIHeader,
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    Operation,
+    Schema,
+)
+from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
 from litestar.params import FromPath, FromQuery, MultipartBody, QueryParameter
+from litestar.response import Stream
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 
 from core.audit import RequestAudit
-from core.domain import DocumentStatus
+from core.domain import DocumentKind, DocumentStatus
 from core.errors import DocqaError
 from service.api.components import Components
-from service.api.schemas import DocumentList, DocumentOut, UploadAccepted, UploadForm
-from service.documents import clean_filename, parse_metadata
+from service.api.errors import problem_responses
+from service.api.schemas import (
+    DocumentList,
+    DocumentOut,
+    DocumentTextOut,
+    UploadAccepted,
+    UploadForm,
+)
+from service.documents import MAX_TEXT_CHARS, clean_filename, parse_metadata
 
 
-@post("/documents", status_code=HTTP_202_ACCEPTED)
+def document_url(doc_id: str) -> str:
+    return f"/v1/documents/{doc_id}"
+
+
+LOCATION = ResponseHeader(name="Location", documentation_only=True, required=True,
+                          value="/v1/documents/{id}", description=(
+    "the document's URL (`/v1/documents/{id}`): poll it, or its `/events`, until the "
+    "status is ready or failed"))
+
+
+@post("/documents", status_code=HTTP_202_ACCEPTED, response_headers=[LOCATION],
+      response_description="Accepted: the document is queued for ingest",
+      responses={HTTP_200_OK: ResponseSpec(
+          UploadAccepted, generate_examples=False,
+          description="The tenant already has these bytes: the existing document "
+                      "(`duplicate` true), with its Location too"),
+          **problem_responses(409, 413, 415, 422)})
 async def upload_document(
     data: MultipartBody[UploadForm],
     tenant: NamedDependency[str],
@@ -44,11 +81,12 @@ async def upload_document(
         document_ids=[doc.id], sha256=sha256, bytes=size, redact_pii=doc.redact_pii,
         **audit.text("filename", name)))
     code = HTTP_202_ACCEPTED if created else HTTP_200_OK
-    return Response(UploadAccepted(doc.id, doc.status.value, duplicate=not created,
-                                   pii_redacted=doc.redact_pii), status_code=code)
+    return Response(UploadAccepted(doc.id, doc.status, duplicate=not created,
+                                   pii_redacted=doc.redact_pii), status_code=code,
+                    headers={"Location": document_url(doc.id)})
 
 
-@get("/documents", sync_to_thread=True)
+@get("/documents", sync_to_thread=True, responses=problem_responses())
 def list_documents(
     tenant: NamedDependency[str],
     comps: NamedDependency[Components],
@@ -62,13 +100,14 @@ def list_documents(
     return DocumentList([DocumentOut.from_domain(d) for d in docs], total, limit, offset)
 
 
-@get("/documents/{doc_id:str}", sync_to_thread=True)
+@get("/documents/{doc_id:str}", sync_to_thread=True, responses=problem_responses(404))
 def get_document(doc_id: FromPath[str], tenant: NamedDependency[str],
                  comps: NamedDependency[Components]) -> DocumentOut:
     return DocumentOut.from_domain(comps.documents.get(tenant, doc_id))
 
 
-@delete("/documents/{doc_id:str}", status_code=HTTP_204_NO_CONTENT, sync_to_thread=True)
+@delete("/documents/{doc_id:str}", status_code=HTTP_204_NO_CONTENT, sync_to_thread=True,
+        responses=problem_responses(404))
 def delete_document(doc_id: FromPath[str], tenant: NamedDependency[str],
                     comps: NamedDependency[Components],
                     audit: NamedDependency[RequestAudit]) -> None:
@@ -80,4 +119,86 @@ def delete_document(doc_id: FromPath[str], tenant: NamedDependency[str],
     audit.record("delete", status="deleted", document_ids=[doc_id])
 
 
-route_handlers = [upload_document, list_documents, get_document, delete_document]
+MAX_OFFSET = 2**53 - 1  # the largest integer every JSON client represents exactly
+
+
+@get("/documents/{doc_id:str}/text", sync_to_thread=True, responses=problem_responses(404, 409),
+     summary="Extracted text around a span (a citation in context)")
+def get_document_text(
+    doc_id: FromPath[str],
+    tenant: NamedDependency[str],
+    comps: NamedDependency[Components],
+    audit: NamedDependency[RequestAudit],
+    start: Annotated[int, QueryParameter(ge=0, le=MAX_OFFSET, description=(
+        "first character, as in a citation's or search result's `start`"))],
+    end: Annotated[int, QueryParameter(ge=0, le=MAX_OFFSET, description=(
+        "one past the last character (a citation's `end`); not before `start`"))],
+    context: Annotated[int, QueryParameter(ge=0, le=MAX_TEXT_CHARS, description=(
+        "characters to add on each side"))] = 0,
+) -> DocumentTextOut:
+    """Characters `start - context` to `end + context` of a ready document's extracted text
+    (decrypted as it is read), at most 20,000 at once (400 beyond); 409 while the document
+    is not ready. Gaps between passages (whitespace the chunker dropped) come back as
+    spaces, or line breaks between pages."""
+    got = comps.documents.text(tenant, doc_id, start, end, context)
+    audit.record("document_text", status="ok", document_ids=[got.document.id],
+                 start=got.start, end=got.end)
+    return DocumentTextOut(got.document.id, got.document.filename, got.page, got.start, got.end,
+                           got.text)
+
+
+MEDIA_TYPES: dict[DocumentKind, str] = {
+    DocumentKind.PDF: "application/pdf",
+    DocumentKind.DOCX: "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    DocumentKind.HTML: "text/html",
+    DocumentKind.MARKDOWN: "text/markdown",
+    DocumentKind.TEXT: "text/plain",
+    DocumentKind.CSV: "text/csv",
+}
+
+
+def content_disposition(filename: str) -> str:
+    """``attachment`` with the upload's name: an ASCII fallback and the UTF-8 name (RFC 6266)."""
+    fallback = "".join(ch if 32 <= ord(ch) < 127 and ch not in '"\\%' else "_"
+                       for ch in filename)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
+@dataclass
+class OriginalFileOperation(Operation):
+    """The 200 of ``/file`` is the file itself, in its type's media type."""
+
+    def __post_init__(self) -> None:
+        ok = (self.responses or {}).get("200")
+        if isinstance(ok, OpenAPIResponse):
+            binary = Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY)
+            ok.content = {t: OpenAPIMediaType(schema=binary) for t in MEDIA_TYPES.values()}
+            ok.headers = {"Content-Disposition": OpenAPIHeader(
+                schema=Schema(type=OpenAPIType.STRING), required=True,
+                description="attachment, with the name the file was uploaded under")}
+
+
+@get("/documents/{doc_id:str}/file", sync_to_thread=True, responses=problem_responses(404),
+     operation_class=OriginalFileOperation, response_description="The file as uploaded",
+     summary="The original file")
+def get_document_file(doc_id: FromPath[str], tenant: NamedDependency[str],
+                      comps: NamedDependency[Components],
+                      audit: NamedDependency[RequestAudit]) -> Stream:
+    """The file as it was uploaded, decrypted as it is sent. 404 once the document is
+    deleted, and for a redacted document (its original is deleted after redaction)."""
+    doc, blocks = comps.documents.original(tenant, doc_id)
+    audit.record("document_file", status="ok", document_ids=[doc.id], bytes=doc.size)
+    return Stream(blocks, headers={
+        # as a header, so that no charset is added: the bytes are sent as they came
+        "Content-Type": MEDIA_TYPES[doc.kind],
+        "Content-Disposition": content_disposition(doc.filename),
+        "Content-Length": str(doc.size),
+        "Cache-Control": "no-store",
+        "X-Content-Type-Options": "nosniff",
+        # an uploaded HTML page opened from here must not run on the API's origin
+        "Content-Security-Policy": "sandbox",
+    })
+
+
+route_handlers = [upload_document, list_documents, get_document, delete_document,
+                  get_document_text, get_document_file]

@@ -30,6 +30,7 @@ from litestar.params import FromPath
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from core.domain import Document, DocumentStatus
+from service.api.errors import ProblemType, problem_body, problem_responses
 from service.api.schemas import DocumentOut
 
 POLL_S = 0.25
@@ -72,8 +73,8 @@ async def document_events(
         await anyio.sleep(poll_s)
         found = await anyio.to_thread.run_sync(lookup)
         if found is None:
-            yield _message("error", {"status": 404, "title": "Not found",
-                                     "detail": f"document {first.id!r} was deleted"})
+            yield _message("error", problem_body(ProblemType.NOT_FOUND, 404, "Not found",
+                                                 f"document {first.id!r} was deleted"))
             return
         doc = found
         if doc.status in FINAL:
@@ -88,7 +89,7 @@ async def document_events(
 
 
 @get("/documents/{doc_id:str}/events", media_type="text/event-stream",
-     summary="Live ingest progress (server-sent events)")
+     summary="Live ingest progress (server-sent events)", responses=problem_responses(404))
 async def stream_document_events(doc_id: FromPath[str], tenant: NamedDependency[str],
                                  comps: NamedDependency[Any]) -> ServerSentEvent:
     """Live ingest progress of one of the caller's documents (404 for anyone else's)."""

@@ -20,10 +20,12 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any, Literal
 
+import msgspec
 from litestar import Response, get
 from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
 
 log = logging.getLogger("docqa.health")
 
@@ -55,7 +57,15 @@ def _changed(name: str, ok: bool, why: str) -> None:
         log.info("readiness: %s available again", name)
 
 
-def readiness(comps: Any) -> tuple[bool, dict[str, Any]]:
+class Readiness(msgspec.Struct):
+    status: Literal["ready", "not ready"]
+    checks: Annotated[dict[str, str], msgspec.Meta(
+        description='each check: "ok", "unavailable: <error class>" or "not loaded"')]
+    failed: list[str]
+    registry_backend: Literal["sqlite", "postgresql"]
+
+
+def readiness(comps: Any) -> tuple[bool, Readiness]:
     """(ready, response body) for the app's components."""
     settings = comps.settings
     checks: dict[str, str] = {
@@ -69,8 +79,8 @@ def readiness(comps: Any) -> tuple[bool, dict[str, Any]]:
     }
     required = [k for k in checks if k != "generator" or settings.load_generator]
     failed = [k for k in required if checks[k] != "ok"]
-    body = {"status": "not ready" if failed else "ready", "checks": checks, "failed": failed,
-            "registry_backend": "postgresql" if settings.database_url else "sqlite"}
+    body = Readiness("not ready" if failed else "ready", checks, failed,
+                     "postgresql" if settings.database_url else "sqlite")
     return not failed, body
 
 
@@ -79,8 +89,9 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@get("/readyz", sync_to_thread=True)
-def readyz(comps: NamedDependency[Any]) -> Response[dict[str, Any]]:
+@get("/readyz", sync_to_thread=True, responses={503: ResponseSpec(
+    Readiness, generate_examples=False, description="Not ready: `failed` names what")})
+def readyz(comps: NamedDependency[Any]) -> Response[Readiness]:
     """Redis, Chroma, the registry database and the models."""
     ready, body = readiness(comps)
     return Response(body, status_code=200 if ready else 503)

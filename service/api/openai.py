@@ -29,6 +29,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
@@ -45,9 +46,10 @@ from litestar.types import ExceptionHandlersMap
 from core.errors import BadInputError, DocqaError, NotFoundError
 from core.settings import Settings
 from service.answer import AnswerResult, final_result
+from service.answer.result import AnswerStatus
 from service.api.ask import AnswerEvents
 from service.api.components import Components
-from service.api.errors import error_response
+from service.api.errors import OpenAIProblem, error_response, problem_responses
 from service.api.limits import ASK
 from service.api.schemas import Citation, Filters, citation_out
 from service.api.streaming import (
@@ -137,7 +139,7 @@ class ChatCompletion(msgspec.Struct):
     choices: list[ChatChoice]
     usage: Usage
     citations: list[Citation]
-    docqa_status: str
+    docqa_status: AnswerStatus
 
 
 class ModelCard(msgspec.Struct):
@@ -307,6 +309,7 @@ def openai_error(request: Request[Any, Any, Any], exc: Exception) -> Response[An
 
 
 OPENAI_ERRORS: ExceptionHandlersMap = {DocqaError: openai_error, HTTPException: openai_error}
+OPENAI_PROBLEMS = partial(problem_responses, container=OpenAIProblem)
 
 
 def check_model(requested: str, served: Sequence[str]) -> None:
@@ -320,7 +323,8 @@ def check_model(requested: str, served: Sequence[str]) -> None:
 
 @post("/chat/completions", status_code=HTTP_200_OK, sync_to_thread=True,
       opt={"rate_limit": ASK}, operation_class=ChatChunksOperation,
-      exception_handlers=OPENAI_ERRORS, summary="Chat completion (OpenAI-compatible)")
+      exception_handlers=OPENAI_ERRORS, summary="Chat completion (OpenAI-compatible)",
+      responses=OPENAI_PROBLEMS(404, 413))
 def chat_completions(data: JSONBody[ChatRequest],
                      answer_events: NamedDependency[AnswerEvents]) -> Response[ChatCompletion]:
     """A conversation's last user message answered like ``/v1/ask`` (404 for a model other
@@ -338,7 +342,7 @@ def chat_completions(data: JSONBody[ChatRequest],
 
 
 @get("/models", sync_to_thread=False, exception_handlers=OPENAI_ERRORS,
-     summary="Models (OpenAI-compatible)")
+     summary="Models (OpenAI-compatible)", responses=OPENAI_PROBLEMS())
 def list_models(comps: NamedDependency[Components]) -> ModelList:
     """``docqa`` (chat) and the embedding model (``/v1/embeddings``)."""
     return ModelList("list", [ModelCard(m, "model", _STARTED, "docqa")
@@ -346,7 +350,7 @@ def list_models(comps: NamedDependency[Components]) -> ModelList:
 
 
 @get("/models/{model_id:str}", sync_to_thread=False, exception_handlers=OPENAI_ERRORS,
-     summary="Model (OpenAI-compatible)")
+     summary="Model (OpenAI-compatible)", responses=OPENAI_PROBLEMS(404))
 def get_model(model_id: FromPath[str], comps: NamedDependency[Components]) -> ModelCard:
     served = [CHAT_MODEL, embedding_model_id(comps.settings)]
     check_model(model_id, served)
@@ -354,7 +358,8 @@ def get_model(model_id: FromPath[str], comps: NamedDependency[Components]) -> Mo
 
 
 @post("/embeddings", status_code=HTTP_200_OK, sync_to_thread=True,
-      exception_handlers=OPENAI_ERRORS, summary="Embeddings (OpenAI-compatible)")
+      exception_handlers=OPENAI_ERRORS, summary="Embeddings (OpenAI-compatible)",
+      responses=OPENAI_PROBLEMS(404, 413))
 def create_embeddings(data: JSONBody[EmbeddingRequest],
                       comps: NamedDependency[Components]) -> EmbeddingList:
     """Vectors of the embedder docqa indexes with (normalized); ``encoding_format`` float or

@@ -20,6 +20,8 @@ from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme, Tag
 from litestar.params import FromPath
 
+from service.api.errors import problem_types_description
+
 SECURITY_SCHEME = "apiKey"
 ASSETS_PATH = "/schema-assets"
 ASSETS: dict[str, str] = {
@@ -41,7 +43,10 @@ def openapi_config() -> OpenAPIConfig:
         title="docqa",
         version=version("docqa"),
         description="Private document question answering: answers cited to the exact "
-                    "passage of your documents, or an honest not_found.",
+                    "passage of your documents, or an honest not_found.\n\n"
+                    "Every error is an RFC 9457 problem (`application/problem+json`, schema "
+                    "`Problem`) whose `type` names its kind:\n\n"
+                    + problem_types_description(),
         components=Components(security_schemes={SECURITY_SCHEME: SecurityScheme(
             type="http", scheme="bearer",
             description="An API key: `Authorization: Bearer <key>` (`docqa keys create`)")}),

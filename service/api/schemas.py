@@ -1,19 +1,28 @@
-"""Request and response bodies of the v1 API."""
+"""Request and response bodies of the v1 API.
+
+Fields that take one of a fixed set of values are enums in the schema (``DocumentStatus``,
+``DocumentKind`` from core/domain.py; the Literals below), so generated clients get enum
+types; the values on the wire are the plain strings they always were.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 import msgspec
 from litestar.datastructures import UploadFile
 
-from core.domain import Document
+from core.domain import Document, DocumentKind, DocumentStatus
 from service.answer import AnswerResult
 from service.answer import Citation as AnswerCitation
+from service.answer.result import AnswerStatus
 
 MetaValue = str | int | float | bool
+ProgressStage = Literal["queued", "parsing", "chunking", "embedding", "indexing", "ready",
+                        "failed"]
+ProgressUnit = Literal["pages", "chunks", ""]
 
 
 class Filters(msgspec.Struct, forbid_unknown_fields=True):
@@ -70,7 +79,9 @@ class Citation(msgspec.Struct):
 
 
 class AskResponse(msgspec.Struct):
-    status: str
+    status: Annotated[AnswerStatus, msgspec.Meta(
+        description="answered: `answer` quotes or paraphrases the cited passages; not_found: "
+                    "the documents do not answer it (no citations)")]
     answer: str
     citations: list[Citation]
     timings: dict[str, float]
@@ -102,14 +113,15 @@ class SearchResponse(msgspec.Struct):
 
 
 class ProgressOut(msgspec.Struct):
-    stage: str
+    stage: ProgressStage
     done: int
     total: int
     # what done/total count: "pages" while parsing, "chunks" while embedding/indexing
-    unit: str = ""
+    unit: ProgressUnit = ""
 
 
-PROGRESS_UNITS = {"parsing": "pages", "embedding": "chunks", "indexing": "chunks"}
+PROGRESS_UNITS: dict[str, ProgressUnit] = {"parsing": "pages", "embedding": "chunks",
+                                           "indexing": "chunks"}
 
 
 class PiiOut(msgspec.Struct):
@@ -121,8 +133,8 @@ class PiiOut(msgspec.Struct):
 class DocumentOut(msgspec.Struct):
     id: str
     filename: str
-    kind: str
-    status: str
+    kind: DocumentKind
+    status: DocumentStatus
     progress: ProgressOut
     chunks: int
     pages: int
@@ -140,8 +152,10 @@ class DocumentOut(msgspec.Struct):
             return datetime.fromtimestamp(ts, tz=UTC).isoformat()
 
         return cls(
-            id=doc.id, filename=doc.filename, kind=doc.kind.value, status=doc.status.value,
-            progress=ProgressOut(doc.progress.stage, doc.progress.done, doc.progress.total,
+            id=doc.id, filename=doc.filename, kind=doc.kind, status=doc.status,
+            # the registry writes only the stages ProgressStage names (ingest/pipeline.py)
+            progress=ProgressOut(cast(ProgressStage, doc.progress.stage), doc.progress.done,
+                                 doc.progress.total,
                                  PROGRESS_UNITS.get(doc.progress.stage, "")),
             chunks=doc.chunks, pages=doc.pages, error=doc.error, sha256=doc.sha256,
             size=doc.size, metadata=doc.metadata, created_at=iso(doc.created_at),
@@ -159,6 +173,19 @@ class DocumentList(msgspec.Struct):
 
 class UploadAccepted(msgspec.Struct):
     id: str
-    status: str
+    status: DocumentStatus
     duplicate: bool = False
     pii_redacted: bool = False
+
+
+class DocumentTextOut(msgspec.Struct):
+    """Characters ``start`` to ``end`` of a document's extracted text (the offsets citations
+    and search results use)."""
+
+    document_id: str
+    filename: str
+    page: Annotated[int, msgspec.Meta(description="the page `start` is on")]
+    start: int
+    end: Annotated[int, msgspec.Meta(
+        description="the end asked for, or the end of the text when that comes first")]
+    text: str

@@ -214,6 +214,13 @@ def test_readyz_names_chroma_when_it_stops_and_recovers(obs: Obs) -> None:
         assert body["checks"]["redis"] == body["checks"]["registry"] == "ok"
         anonymous.healthz()
         assert anonymous.last_response.status_code == 200
+        # a question now is a 503 that names the kind of dependency, never where it lives
+        # (issue 15: the driver's message with Chroma's host and port was the detail)
+        searched = obs.request("POST", "/v1/search", json={"query": "anything at all"})
+        assert searched.status_code == 503 and searched.headers["retry-after"], searched.text
+        problem = searched.json()
+        assert problem["type"] == "urn:docqa:problem:store-unavailable", problem
+        assert str(st.chroma_port) not in searched.text and "127.0.0.1" not in searched.text
     finally:
         log = (st.data_dir / "logs" / "chroma.log").open("ab")
         st.procs["chroma"] = subprocess.Popen(
@@ -224,3 +231,6 @@ def test_readyz_names_chroma_when_it_stops_and_recovers(obs: Obs) -> None:
     warnings = [e["message"] for e in obs.log_entries("api") if e["logger"] == "docqa.health"]
     assert any("chroma unavailable" in w for w in warnings), warnings
     assert any("chroma available again" in w for w in warnings), warnings
+    causes = [e["message"] for e in obs.log_entries("api")
+              if e["logger"] == "docqa.api" and "Vector store unavailable" in e["message"]]
+    assert causes, "the 503's cause was not logged"

@@ -136,6 +136,16 @@ class FakeStore:
                  for cid in self._visible(tenant, document_ids)}
         return sorted((c for c, k in found.items() if k), key=lambda c: -found[c])[:n]
 
+    def text_chunks(self, tenant: str, document_id: str, start: int, end: int,
+                    limit: int | None = None) -> list[ChunkHit]:
+        if document_id in self.destroyed:
+            return []
+        found = sorted((c for t, d, c in self.chunks.values()
+                        if t in (tenant, ANY_TENANT) and d == document_id
+                        and c.start < end and c.end > start), key=lambda c: (c.start, c.id))
+        return [ChunkHit(c.id, c.document_id, "", c.text, c.page, c.start, c.end, 0.0)
+                for c in found[:limit]]
+
     def get_chunks(self, tenant: str, ids: Sequence[str],
                    embedding: Sequence[float]) -> list[ChunkHit]:
         visible = set(self._visible(tenant, None))

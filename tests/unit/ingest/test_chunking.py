@@ -1,7 +1,7 @@
 """Chunking (ingest/chunking.py): offsets and pages index the extracted text; stable ids."""
 
 from core.domain import Page
-from ingest.chunking import chunk_pages
+from ingest.chunking import chunk_pages, text_between
 from ingest.readers import full_text
 
 
@@ -17,3 +17,30 @@ def test_chunk_offsets_and_pages_index_the_extracted_text() -> None:
     assert [c.index for c in chunks] == list(range(len(chunks)))
     # running twice gives the same ids: re-ingest is a no-op upsert
     assert [c.id for c in chunk_pages("doc", pages, 50, 10)] == [c.id for c in chunks]
+
+
+def test_the_text_between_two_offsets_comes_back_from_the_chunks() -> None:
+    """``GET /v1/documents/{id}/text`` has only the chunks (the store keeps no other copy of
+    the text): overlapping chunks give every character back at its offset, the gaps between
+    them are the whitespace the splitter dropped, and a page change is the page separator."""
+    paras = ["\n\n".join(" ".join(f"Clause {p}.{i} binds party {i % 7} until year {2000 + i}."
+                                  for i in range(j, j + 9)) for j in range(0, 45, 9))
+             for p in range(3)]
+    pages, offset = [], 0
+    for n, body in enumerate(paras, start=1):
+        pages.append(Page(n, body, offset))
+        offset += len(body) + 2
+    pages.append(Page(4, "", offset))  # an empty page: no chunk at all
+    pages.append(Page(5, "The last page.", offset + 2))
+    text = full_text(pages)
+    chunks = chunk_pages("doc", pages, size=40, overlap=8)
+    assert len(chunks) > 10 and {c.page for c in chunks} == {1, 2, 3, 5}
+    for start, end in [(0, len(text)), (0, 1), (5, 900), (len(paras[0]) - 20, len(paras[0]) + 40),
+                       (1234, 1234), (len(text) - 30, len(text) + 500)]:
+        got, clipped = text_between(chunks, start, end)
+        assert clipped == min(end, len(text)) and len(got) == clipped - start
+        want = text[start:clipped]
+        assert got == want or (got.split() == want.split() and all(
+            g == w for g, w in zip(got, want, strict=True) if not w.isspace())), (start, end)
+    assert text_between(chunks, 0, len(text))[0] == text  # separators included
+    assert text_between(chunks, len(text) + 5, len(text) + 50) == ("", len(text) + 5)

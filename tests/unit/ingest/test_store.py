@@ -175,3 +175,20 @@ def test_compaction_seals_plain_records_of_older_versions(tmp_path: Path) -> Non
     raw = store._collection("acme").get(include=["documents", "metadatas"])
     assert raw["documents"] == [None] and TEXT_KEY in raw["metadatas"][0]
     assert store.query("acme", _vec(2), 1)[0].text == f"Legacy text {CANARY}."
+
+
+def test_text_chunks_are_the_sealed_chunks_overlapping_a_range_in_order(tmp_path: Path) -> None:
+    """What ``GET /v1/documents/{id}/text`` reads: Chroma's where-filter on the offsets, in
+    the tenant's collection only, opened with the document's text key."""
+    store = LocalChromaStore(tmp_path / "chroma", cipher=cipher_in(tmp_path))
+    texts = ["alpha one.", "bravo two.", "charlie three.", "delta four."]  # 0-10, 11-21, ...
+    store.upsert("acme", _chunks("d1", texts), [_vec(i) for i in range(4)], {})
+    store.upsert("acme", _chunks("d2", ["other document."]), [_vec(5)], {})
+    got = store.text_chunks("acme", "d1", 15, 30)
+    assert [(h.chunk_id, h.text, h.start, h.end) for h in got] == [
+        ("d1-1", "bravo two.", 11, 21), ("d1-2", "charlie three.", 22, 36)]
+    assert store.text_chunks("acme", "d1", 10, 11) == []  # the gap between two chunks
+    assert len(store.text_chunks("acme", "d1", 0, 2**62, limit=1)) == 1
+    assert store.text_chunks("globex", "d1", 0, 100) == []  # another tenant's collection
+    store.destroy_text_key("d1")
+    assert store.text_chunks("acme", "d1", 0, 100) == []

@@ -5,10 +5,12 @@ tests that use these methods."""
 
 from __future__ import annotations
 
+import enum
 import json
 import os
 import subprocess
 import sys
+import typing
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -356,22 +358,81 @@ def test_admin_client_calls_the_key_routes() -> None:
     assert json.loads(seen[0][2]) == {"tenant": "t", "name": "ci"}
 
 
+def test_document_text_and_download(tmp_path: Path) -> None:
+    seen: list[str] = []
+    disposition = "attachment; filename=\"r_sum_.pdf\"; filename*=UTF-8''..%2Fr%C3%A9sum%C3%A9.pdf"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        if request.url.path.endswith("/text"):
+            return httpx.Response(200, json={"document_id": "d1", "text": "x"})
+        if request.url.path == "/v1/documents/d1/file":
+            return httpx.Response(200, headers={"content-type": "application/pdf",
+                                                "content-disposition": disposition},
+                                  content=stream(b"%PDF-", b"1.7 rest"))
+        return problem(404, "no document 'gone'")
+
+    c = client(handler)
+    assert c.document_text("d1", 10, 20, context=5)["text"] == "x"
+    assert seen[-1] == "http://docqa.test/v1/documents/d1/text?start=10&end=20&context=5"
+    saved = c.download("d1", tmp_path)
+    assert saved == tmp_path / "résumé.pdf"  # the name, never its path
+    assert saved.read_bytes() == b"%PDF-1.7 rest"
+    assert c.download("d1", tmp_path / "mine.pdf") == tmp_path / "mine.pdf"
+    with pytest.raises(DocqaAPIError) as err:
+        c.download("gone", tmp_path / "x.pdf")
+    assert err.value.status == 404 and not (tmp_path / "x.pdf").exists()
+    assert not list(tmp_path.glob(".*.part"))
+
+
+def mirrored_types() -> list[tuple[Any, Any]]:
+    """(the client's TypedDict, the server's struct) of every body the client reads."""
+    from service import client
+    from service.api import admin, health, schemas
+
+    return [(client.Progress, schemas.ProgressOut), (client.Pii, schemas.PiiOut),
+            (client.Document, schemas.DocumentOut), (client.DocumentList, schemas.DocumentList),
+            (client.UploadAccepted, schemas.UploadAccepted),
+            (client.SearchResult, schemas.SearchResult),
+            (client.SearchResponse, schemas.SearchResponse),
+            (client.Citation, schemas.Citation), (client.AskResponse, schemas.AskResponse),
+            (client.Readiness, health.Readiness),
+            (client.DocumentText, schemas.DocumentTextOut),
+            (client.ApiKey, admin.KeyOut), (client.ApiKeyCreated, admin.KeyCreated),
+            (client.ApiKeyList, admin.KeyList)]
+
+
 def test_the_clients_types_name_exactly_the_fields_the_server_sends() -> None:
     """The client mirrors the wire format without importing the server's schemas; this keeps
     the two from drifting apart."""
-    from service import client
-    from service.api import admin, schemas
-
-    pairs = [(client.Progress, schemas.ProgressOut), (client.Pii, schemas.PiiOut),
-             (client.Document, schemas.DocumentOut), (client.DocumentList, schemas.DocumentList),
-             (client.UploadAccepted, schemas.UploadAccepted),
-             (client.SearchResult, schemas.SearchResult),
-             (client.SearchResponse, schemas.SearchResponse),
-             (client.Citation, schemas.Citation), (client.AskResponse, schemas.AskResponse),
-             (client.ApiKey, admin.KeyOut), (client.ApiKeyCreated, admin.KeyCreated),
-             (client.ApiKeyList, admin.KeyList)]
-    for typed, struct in pairs:
+    for typed, struct in mirrored_types():
         assert set(typed.__annotations__) == set(struct.__struct_fields__), typed.__name__
+
+
+def _enum_values(tp: Any) -> set[Any] | None:
+    """The values an enum or Literal type allows (None: not one)."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        return _enum_values(typing.get_args(tp)[0])
+    if origin is typing.Literal:
+        return set(typing.get_args(tp))
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return {m.value for m in tp}
+    return None
+
+
+def test_the_clients_enums_allow_exactly_the_values_the_server_sends() -> None:
+    """The schema's enums (document status and kind, progress stage and unit, answer status,
+    readiness) are Literals in the client with the same values."""
+    checked = 0
+    for typed, struct in mirrored_types():
+        ours = typing.get_type_hints(typed)
+        for name, tp in typing.get_type_hints(struct, include_extras=True).items():
+            server = _enum_values(tp)
+            if server is not None:
+                assert _enum_values(ours[name]) == server, (typed.__name__, name)
+                checked += 1
+    assert checked >= 7
 
 
 # ---------------------------------------------------------------- 429: wait, send again

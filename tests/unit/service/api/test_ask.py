@@ -103,8 +103,11 @@ def test_a_failure_after_the_stream_started_is_an_error_event(tmp_path: Path) ->
     assert resp.status_code == 200
     events = sse_events(resp.text)
     assert events[0] == ("token", {"text": "The plant "})
-    assert events[-1] == ("error", {"status": 503, "title": "Service unavailable",
-                                    "detail": "the model went away"})
+    # the same problem a plain response would carry: its type, and no cause (logged)
+    assert events[-1] == ("error", {"type": "urn:docqa:problem:service-unavailable",
+                                    "status": 503, "title": "Service unavailable",
+                                    "detail": "a service docqa depends on is unavailable; "
+                                              "retry later"})
     assert "final" not in {name for name, _ in events}
 
 

@@ -64,3 +64,124 @@ def test_the_form_field_and_the_tenant_setting_over_http(
     dup = _post(client, "acme", b"another file", {"redact_pii": "true"})
     assert dup.status_code == 409 and dup.headers["content-type"].startswith(
         "application/problem+json")
+
+
+def test_an_accepted_upload_points_to_its_document(http: tuple[TestClient[Any], Env]) -> None:
+    client, _ = http
+    auth = {"Authorization": "Bearer unit-key-acme-0123456789"}
+    first = _post(client, "acme", b"a file to follow", {})
+    assert first.status_code == 202
+    location = first.headers["location"]
+    assert location == f"/v1/documents/{first.json()['id']}"
+    assert client.get(location, headers=auth).json()["id"] == first.json()["id"]
+    again = _post(client, "acme", b"a file to follow", {})  # a duplicate: the same document
+    assert again.status_code == 200 and again.headers["location"] == location
+
+
+ACME = {"Authorization": "Bearer unit-key-acme-0123456789"}
+GLOBEX = {"Authorization": "Bearer unit-key-globex-0123456789"}
+REPORT = ("Quarterly report.\n\n" + " ".join(
+    f"Item {i}: the depot in town {i} shipped {100 + i} crates." for i in range(80))
+    + "\n\nThe end.\n")
+
+
+def _ready(client: TestClient[Any], env: Env, data: bytes, name: str = "report.txt") -> str:
+    resp = client.post("/v1/documents", files={"file": (name, data, "text/plain")},
+                       headers=ACME)
+    assert resp.status_code == 202, resp.text
+    doc_id: str = resp.json()["id"]
+    assert env.ingest(doc_id).status.value == "ready"
+    return doc_id
+
+
+def test_the_text_around_a_span_comes_from_the_stored_chunks(
+    http: tuple[TestClient[Any], Env],
+) -> None:
+    client, env = http
+    doc_id = _ready(client, env, REPORT.encode())
+    assert len(env.store.chunk_ids("acme", doc_id)) > 2  # spans cross chunk boundaries
+    span = REPORT.index("the depot in town 41")
+    got = client.get(f"/v1/documents/{doc_id}/text", headers=ACME,
+                     params={"start": span, "end": span + 20, "context": 30})
+    assert got.status_code == 200, got.text
+    body = got.json()
+    assert body == {"document_id": doc_id, "filename": "report.txt", "page": 1,
+                    "start": span - 30, "end": span + 50,
+                    "text": REPORT[span - 30:span + 50]}
+    whole = client.get(f"/v1/documents/{doc_id}/text", headers=ACME,
+                       params={"start": 0, "end": len(REPORT) + 100}).json()
+    assert whole["text"].split() == REPORT.split() and whole["end"] == len(REPORT.rstrip())
+
+
+def test_the_text_route_refuses_bad_ranges_clearly(http: tuple[TestClient[Any], Env]) -> None:
+    client, env = http
+    doc_id = _ready(client, env, REPORT.encode())
+    url = f"/v1/documents/{doc_id}/text"
+
+    def problem(params: dict[str, Any], status: int = 400) -> dict[str, Any]:
+        resp = client.get(url, headers=ACME, params=params)
+        assert resp.status_code == status, resp.text
+        assert resp.headers["content-type"].startswith("application/problem+json")
+        body: dict[str, Any] = resp.json()
+        return body
+
+    assert "after end" in problem({"start": 50, "end": 10})["detail"]
+    assert "20000" in problem({"start": 0, "end": 20_001})["detail"]
+    assert "20000" in problem({"start": 100, "end": 19_900, "context": 200})["detail"]
+    assert "past the end" in problem({"start": 10**6, "end": 10**6 + 5})["detail"]
+    missing = problem({"start": 5})
+    assert missing["type"] == "urn:docqa:problem:invalid-request"
+    assert missing["errors"] == [{"location": "query", "field": "end", "message": "required"}]
+    assert problem({"start": -1, "end": 3})["errors"][0]["field"] == "start"
+    assert client.get(url, headers=ACME, params={"start": 7, "end": 7}).json()["text"] == ""
+    queued = client.post("/v1/documents", files={"file": ("q.txt", b"not ingested yet")},
+                         headers=ACME).json()["id"]
+    not_ready = client.get(f"/v1/documents/{queued}/text", headers=ACME,
+                           params={"start": 0, "end": 5})
+    assert not_ready.status_code == 409 and "queued" in not_ready.json()["detail"]
+
+
+def test_text_and_file_are_the_tenants_own(http: tuple[TestClient[Any], Env]) -> None:
+    client, env = http
+    doc_id = _ready(client, env, REPORT.encode())
+    for path in (f"/v1/documents/{doc_id}/text?start=0&end=10", f"/v1/documents/{doc_id}/file"):
+        other = client.get(path, headers=GLOBEX)
+        assert other.status_code == 404 and "Quarterly" not in other.text, path
+        assert client.get(path, headers=ACME).status_code == 200, path
+
+
+def test_the_original_file_comes_back_as_uploaded(http: tuple[TestClient[Any], Env]) -> None:
+    client, env = http
+    data = "Ünïcode and latin-1: caf\xe9".encode("latin-1")  # not UTF-8: no charset is added
+    doc_id = _ready(client, env, data, name="Prisliste ø.txt")
+    resp = client.get(f"/v1/documents/{doc_id}/file", headers=ACME)
+    assert resp.status_code == 200 and resp.content == data
+    assert resp.headers["content-type"] == "text/plain"
+    assert resp.headers["content-length"] == str(len(data))
+    assert resp.headers["content-disposition"] == (
+        "attachment; filename=\"Prisliste _.txt\"; filename*=UTF-8''Prisliste%20%C3%B8.txt")
+    assert resp.headers["cache-control"] == "no-store"
+    assert resp.headers["content-security-policy"] == "sandbox"
+    stored = env.settings.files_dir / doc_id
+    assert data not in stored.read_bytes()  # decrypted on the way out, not on disk
+
+    assert client.delete(f"/v1/documents/{doc_id}", headers=ACME).status_code == 204
+    for path in (f"/v1/documents/{doc_id}/file", f"/v1/documents/{doc_id}/text?start=0&end=5"):
+        gone = client.get(path, headers=ACME)
+        assert gone.status_code == 404, path
+        assert gone.json()["type"] == "urn:docqa:problem:not-found"
+
+
+def test_a_redacted_documents_original_is_gone_and_its_text_is_redacted(
+    http: tuple[TestClient[Any], Env],
+) -> None:
+    client, env = http
+    resp = _post(client, "acme", TEXT, {"redact_pii": "true"})
+    doc_id = resp.json()["id"]
+    env.ingest(doc_id)
+    file = client.get(f"/v1/documents/{doc_id}/file", headers=ACME)
+    assert file.status_code == 404 and "redacted" in file.json()["detail"]
+    text = client.get(f"/v1/documents/{doc_id}/text", headers=ACME,
+                      params={"start": 0, "end": 2000}).json()["text"]
+    assert "Anna Berg" in text or "Employee record" in text
+    assert "@" not in text  # the e-mail addresses were replaced

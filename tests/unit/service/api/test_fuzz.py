@@ -55,6 +55,7 @@ from ingest.pipeline import IngestDeps, ingest_document
 from service.answer import AnswerPipeline
 from service.api.app import create_app
 from service.api.components import Components
+from service.api.errors import PROBLEM_KINDS, ProblemType
 from service.documents import DocumentService
 from tests.local_chroma import LocalChromaStore
 from tests.private_redis import session_redis_url
@@ -179,21 +180,12 @@ def test_the_fuzzed_schema_is_the_served_one(api: Api) -> None:
 
 CONFORMANCE = [not_a_server_error, status_code_conformance, content_type_conformance,
                response_schema_conformance]
-# Known gap, excluded precisely: POST /v1/documents answers 200 (not 202) when the same bytes
-# were uploaded before; the schema declares only 202. The body is checked by hand instead.
-UNDOCUMENTED_SUCCESS = {"POST /v1/documents": {200}}
-
-
 def documented(case: Any, status: int) -> bool:
     """Whether the schema describes this response as the app sends it.
 
-    Known gap: errors are RFC 9457 problem+json (service/api/errors.py), which
-    the schema does not declare. Litestar documents its own 400 body (``{status_code,
-    detail}``, application/json) and no 401, 404, 409, 413, 415, 422, 429 or 503 at all, so
-    the conformance checks would fail on every error. Until an operation declares an error
-    status as problem+json (handler ``responses=``), that error is held to the
-    problem-details contract instead (``assert_problem``); once declared, the full
-    conformance checks apply to it automatically."""
+    Errors are RFC 9457 problem+json (service/api/errors.py) and each route declares the
+    statuses it can answer (``problem_responses``); an error status a route does not
+    declare is held to the problem-details contract instead (``assert_problem``)."""
     spec = (case.operation.definition.raw.get("responses") or {}).get(str(status))
     if spec is None:
         return False
@@ -208,11 +200,13 @@ def header(resp: Any, name: str) -> str:
 
 
 def assert_problem(resp: Any, status: int | None = None) -> dict[str, Any]:
-    """Every error of every route: problem+json whose ``status`` is the HTTP status."""
+    """Every error of every route: problem+json whose ``status`` is the HTTP status and whose
+    ``type`` is one of the documented kinds, of that status."""
     ctype = header(resp, "content-type")
     assert ctype.startswith(PROBLEM_JSON), (resp.status_code, ctype, resp.content[:500])
     body = json.loads(resp.content)
     assert body["status"] == resp.status_code, body
+    assert PROBLEM_KINDS[ProblemType(body["type"])][0] == resp.status_code, body
     assert isinstance(body["title"], str) and body["title"], body
     assert isinstance(body["detail"], str) and body["detail"], body
     if status is not None:
@@ -225,19 +219,16 @@ def test_fuzz_every_operation_with_a_valid_key(case: Any, api: Api) -> None:
     headers = bearer(ADMIN if case.path.startswith("/admin") else api.key)
     resp = case.call(headers=headers, app=api.app)
     status = resp.status_code
-    known_gap = status in UNDOCUMENTED_SUCCESS.get(f"{case.method.upper()} {case.path}", ())
-    full = documented(case, status) or (status < 400 and not known_gap)
+    full = documented(case, status) or status < 400
     case.validate_response(resp, checks=CONFORMANCE if full else [not_a_server_error],
                            headers=headers, transport_kwargs={"app": api.app})
-    if known_gap:
-        assert json.loads(resp.content)["duplicate"] is True
-    elif status >= 400 and not full:
+    if status >= 400:
         assert_problem(resp)
 
 
 def test_documented_responses_of_real_documents(api: Api) -> None:
     """What random ids never reach: an existing document is read (200), uploaded again
-    (200, the known gap above) and deleted (204), each checked against the schema.
+    (200, a duplicate) and deleted (204), each checked against the schema.
     (Requests go through Schemathesis only: a Litestar TestClient running the app's
     lifespan at the same time breaks Schemathesis' own lifespan shutdown.)"""
     doc_id = api.docs["handbook.txt"]
@@ -250,8 +241,8 @@ def test_documented_responses_of_real_documents(api: Api) -> None:
     form = {"file": b"A document uploaded twice, then erased.", "metadata": '{"n": 1}'}
     first = upload.Case(body=form, media_type="multipart/form-data").call_and_validate(
         headers=bearer(api.key), checks=CONFORMANCE, app=api.app)
-    again = upload.Case(body=form, media_type="multipart/form-data").call(
-        headers=bearer(api.key), app=api.app)
+    again = upload.Case(body=form, media_type="multipart/form-data").call_and_validate(
+        headers=bearer(api.key), checks=CONFORMANCE, app=api.app)
     assert (first.status_code, again.status_code) == (202, 200), (first.text, again.text)
     assert again.json()["id"] == first.json()["id"] and again.json()["duplicate"] is True
     declared = schema.raw_schema["components"]["schemas"]["UploadAccepted"]["properties"]

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 from litestar.testing import TestClient
 
+from service.api.errors import ProblemType
 from tests.unit.conftest import make_app
 
 
@@ -45,3 +47,68 @@ def test_the_schema_names_the_service_its_bearer_scheme_and_tags(tmp_path: Path)
     assert ops[("/v1/documents", "post")]["tags"] == ["documents"]
     assert ops[("/v1/chat/completions", "post")]["tags"] == ["openai"]
     assert {t["name"] for t in schema["tags"]} >= {"documents", "questions", "openai"}
+
+
+def _schema(tmp_path: Path) -> dict[str, Any]:
+    app, _ = make_app(tmp_path, admin_key="unit-admin-key-" + "x" * 24)  # /admin mounted
+    with TestClient(app) as client:
+        schema: dict[str, Any] = client.get("/schema/openapi.json").json()
+    return schema
+
+
+def test_every_problem_type_is_documented_and_every_route_declares_its_problems(
+    tmp_path: Path,
+) -> None:
+    """Every error was ``about:blank`` and no route declared one: a generated client could
+    only guess. The types are an enum in the schema, described in its introduction, and each
+    /v1 and /admin operation lists its error statuses as problem+json."""
+    schema = _schema(tmp_path)
+    comps = schema["components"]["schemas"]
+    assert set(comps["ProblemType"]["enum"]) == {k.value for k in ProblemType}
+    assert comps["Problem"]["properties"]["type"] == {"$ref": "#/components/schemas/ProblemType"}
+    assert set(comps["Problem"]["required"]) == {"type", "title", "status", "detail"}
+    assert comps["FieldError"]["required"] == ["field", "location", "message"]
+    assert all(k.value in schema["info"]["description"] for k in ProblemType)
+    ops = {(path, method): op for path, item in schema["paths"].items()
+           for method, op in item.items() if isinstance(op, dict) and "responses" in op}
+    guarded = {k: op for k, op in ops.items() if k[0].startswith(("/v1/", "/admin/"))}
+    assert len(guarded) >= 14 and ('/admin/keys', 'post') in guarded
+    for (path, method), op in guarded.items():
+        for status in ("400", "401", "500"):
+            content = op["responses"][status]["content"]
+            assert list(content) == ["application/problem+json"], (path, method, status)
+            assert content["application/problem+json"]["schema"]["$ref"].endswith(
+                "Problem"), (path, method, status)
+    upload = ops[("/v1/documents", "post")]["responses"]
+    assert {"409", "413", "415", "422", "429", "503"} <= set(upload)
+    assert "urn:docqa:problem:unparseable-document" in upload["422"]["description"]
+    assert "404" in ops[("/v1/documents/{doc_id}", "get")]["responses"]
+    chat = ops[("/v1/chat/completions", "post")]["responses"]["404"]["content"]
+    assert chat["application/problem+json"]["schema"]["$ref"].endswith("/OpenAIProblem")
+
+
+def test_status_fields_are_enums_in_the_schema(tmp_path: Path) -> None:
+    comps = _schema(tmp_path)["components"]["schemas"]
+
+    def enum(schema: dict[str, Any]) -> list[str]:
+        if "$ref" in schema:
+            schema = comps[schema["$ref"].rsplit("/", 1)[1]]
+        return list(schema["enum"])
+
+    doc = comps["DocumentOut"]["properties"]
+    assert enum(doc["status"]) == ["queued", "processing", "ready", "failed"]
+    assert enum(doc["kind"]) == ["pdf", "docx", "html", "markdown", "text", "csv"]
+    assert enum(comps["UploadAccepted"]["properties"]["status"]) == enum(doc["status"])
+    progress = comps["ProgressOut"]["properties"]
+    assert "embedding" in enum(progress["stage"]) and enum(progress["unit"]) == [
+        "pages", "chunks", ""]
+    assert enum(comps["AskResponse"]["properties"]["status"]) == ["answered", "not_found"]
+    assert enum(comps["ChatCompletion"]["properties"]["docqa_status"]) == ["answered",
+                                                                           "not_found"]
+    assert enum(comps["Readiness"]["properties"]["status"]) == ["ready", "not ready"]
+
+
+def test_the_upload_declares_its_location_header(tmp_path: Path) -> None:
+    accepted = _schema(tmp_path)["paths"]["/v1/documents"]["post"]["responses"]["202"]
+    assert accepted["headers"]["Location"]["schema"] == {"type": "string"}
+    assert accepted["headers"]["Location"]["required"] is True
