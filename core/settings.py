@@ -141,6 +141,12 @@ class WorkerSettings(BaseModel):
     reconcile_interval_s: int = Field(
         default=300, ge=0, description="the reconciler runs at worker start and then this "
         "often; 0 = only at start")
+    heartbeat_file: Path | None = Field(
+        default=None, description="the worker touches this file while it consumes its "
+        "queues, for liveness/readiness probes (``python -m workers.health FILE --max-age "
+        "S``; workers/health.py); unset = no file. Local to the worker's machine")
+    heartbeat_interval_s: float = Field(
+        default=10.0, gt=0, description="seconds between two touches of heartbeat_file")
 
 
 class FaultHookSettings(BaseModel):
