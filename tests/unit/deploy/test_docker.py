@@ -174,20 +174,34 @@ def test_app_env_points_at_the_backends(services: dict[str, dict[str, Any]], nam
 
 
 @pytest.mark.parametrize("name", ["api", "worker"])
-def test_per_container_state_stays_in_the_container(
-    services: dict[str, dict[str, Any]], name: str, monkeypatch: pytest.MonkeyPatch
+def test_machine_state_is_kept_off_the_data_volume(
+    services: dict[str, dict[str, Any]], compose: dict[str, Any], name: str,
+    monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Prometheus multiprocess files on the container's own tmpfs (the containers' process
-    ids repeat: in a shared directory two processes would write one file), not on the
-    shared data volume; the worker's heartbeat file in the container's /tmp."""
+    """Prometheus multiprocess files (mmap) on a volume of their own with the local driver,
+    shared by this host's api and workers (the api adds the workers' up), never on the data
+    volume; the worker's heartbeat file in the container's own /tmp."""
     svc = services[name]
     settings = settings_of(svc, monkeypatch)
-    assert str(settings.metrics_dir) in svc["tmpfs"]
-    shared = [str(v).split(":", 1)[1] for v in svc["volumes"]]
-    assert not any(str(settings.metrics_dir).startswith(p) for p in shared)
+    mounts = {str(v).split(":", 1)[1]: str(v).split(":", 1)[0] for v in svc["volumes"]}
+    assert mounts[str(settings.metrics_dir)] == "docqa-metrics"
+    assert compose["volumes"]["docqa-metrics"]["driver"] == "local"
+    assert not str(settings.metrics_dir).startswith(str(settings.data_dir) + "/")
     assert settings.worker.heartbeat_file is not None
     assert str(settings.worker.heartbeat_file).startswith("/tmp/")  # noqa: S108
-    assert not any(str(settings.worker.heartbeat_file).startswith(p) for p in shared)
+    assert not any(str(settings.worker.heartbeat_file).startswith(p) for p in mounts)
+
+
+def test_sqlite_files_stay_on_a_volume_of_this_host(compose: dict[str, Any],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Compose is one host: the registry and the keyword index are SQLite on the data
+    volume, which must then be a local one (SQLite's locks and WAL are unsafe on a network
+    file system; several hosts use PostgreSQL, as infra/k8s does)."""
+    settings = settings_of(compose["services"]["worker"], monkeypatch)
+    assert settings.database_url is None
+    data = compose["volumes"]["docqa-data"] or {}
+    assert data.get("driver", "local") == "local" and not data.get("driver_opts")
+    assert not data.get("external")
 
 
 @pytest.mark.parametrize("name", ["api", "worker"])
