@@ -80,11 +80,15 @@ _SCOPE = "SELECT set_config('docqa.collection', %s, true)"
 
 # BM25 (k1 = 1.2, b = 0.75: FTS5's defaults) over the chunks holding any query term:
 # ``hits`` is one row per (chunk, query term) with the term's frequency (its positions),
-# ``df`` the chunks holding each term
+# ``df`` the chunks holding each term. Each chunk's vector is cut down to the query's terms
+# before it is unnested (marked with weight A, the only ones kept; stored terms carry the
+# default weight D): unnesting whole vectors cost 2.6 times as much on SciFact.
 _SEARCH = """
 WITH hits AS (
     SELECT k.chunk_id, k.document_id, k.length, t.lexeme, cardinality(t.positions) AS tf
-    FROM keyword_chunks k CROSS JOIN LATERAL unnest(k.terms) AS t(lexeme, positions, weights)
+    FROM keyword_chunks k CROSS JOIN LATERAL
+         unnest(ts_filter(setweight(k.terms, 'A', %(terms)s::text[]), '{a}'))
+         AS t(lexeme, positions, weights)
     WHERE k.collection = %(c)s AND k.terms @@ %(query)s::tsquery
       AND t.lexeme = ANY(%(terms)s::text[])
 ), df AS (
