@@ -13,7 +13,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.errors import ConfigurationError
@@ -144,6 +144,12 @@ class WorkerSettings(BaseModel):
     reconcile_interval_s: int = Field(
         default=300, ge=0, description="the reconciler runs at worker start and then this "
         "often; 0 = only at start")
+    heartbeat_file: Path | None = Field(
+        default=None, description="the worker touches this file while it consumes its "
+        "queues, for liveness/readiness probes (``python -m workers.health FILE --max-age "
+        "S``; workers/health.py); unset = no file. Local to the worker's machine")
+    heartbeat_interval_s: float = Field(
+        default=10.0, gt=0, description="seconds between two touches of heartbeat_file")
 
 
 class FaultHookSettings(BaseModel):
@@ -272,6 +278,9 @@ class Settings(BaseSettings):
     encryption_key: SecretStr | None = Field(
         default=None, description="master key encrypting stored originals at rest (base64 of "
         "32 bytes); unset = DATA/master.key, generated (mode 0600) on first use")
+    encryption_key_file: Path | None = Field(
+        default=None, description="a file holding encryption_key (a mounted secret: "
+        "docker-compose.yml's /run/secrets/docqa_encryption_key); not with encryption_key")
     pii: PiiSettings = PiiSettings()
     metrics: MetricsSettings = MetricsSettings()
     log_format: Literal["json", "text"] = Field(
@@ -280,6 +289,25 @@ class Settings(BaseSettings):
     log_level: str = Field(default="INFO", pattern=r"(?i)^(debug|info|warning|error)$",
                            description="level of the API and worker logs")
     test_hooks: FaultHookSettings = FaultHookSettings()  # TEST ONLY: all off by default
+
+    @model_validator(mode="after")
+    def _key_from_file(self) -> Settings:
+        """encryption_key read from encryption_key_file (a secret mounted as a file)."""
+        if self.encryption_key_file is None:
+            return self
+        if self.encryption_key is not None and self.encryption_key.get_secret_value():
+            raise ConfigurationError(
+                "set DOCQA_ENCRYPTION_KEY or DOCQA_ENCRYPTION_KEY_FILE, not both")
+        try:
+            text = Path(self.encryption_key_file).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigurationError(f"DOCQA_ENCRYPTION_KEY_FILE {self.encryption_key_file} "
+                                     f"cannot be read: {type(exc).__name__}") from None
+        if not text:
+            raise ConfigurationError(f"DOCQA_ENCRYPTION_KEY_FILE {self.encryption_key_file} "
+                                     "is empty")
+        self.encryption_key = SecretStr(text)
+        return self
 
     @property
     def admin_key_hash(self) -> str | None:

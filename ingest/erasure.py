@@ -17,8 +17,9 @@ This job, run by a worker (well within 60 s of the DELETE on an idle worker; see
 therefore: rebuilds the tenant's Chroma collection without the document and drops the old
 one (``ChromaStore.compact``), removes segment directories no collection uses any more and
 vacuums ``chroma.sqlite3`` (when the worker shares the data directory with the Chroma
-server, as with ``docqa up``), merges the tenant's FTS5 table into one segment
-(``optimize``; the file has ``secure_delete`` on) and checkpoints its WAL, vacuums the
+server, as with ``docqa up``), scrubs the keyword index (SQLite: merges the tenant's FTS5
+table into one segment, ``optimize``, with ``secure_delete`` on, and checkpoints its WAL;
+PostgreSQL: ``VACUUM`` of its table), vacuums the
 SQLite registry (rows and wrapped file keys), and deletes keys no stored file uses.
 
 Deletions coming in bursts share work: each job counts itself in Redis; a compaction covers
@@ -43,6 +44,7 @@ from core.keystore import checkpoint_truncate
 from core.ports import DocumentRepository
 from core.settings import Settings
 from core.vault import Vault
+from ingest.keywords import scrub_fts
 from ingest.originals import erase_document
 from ingest.store import ChromaStore, collection_name
 
@@ -61,24 +63,8 @@ class NotDeletedYet(TransientError):
 
 
 def scrub_keywords(path: Path, collection: str) -> bool:
-    """Merge the collection's FTS5 table into one segment, dropping deleted rows' terms
-    (old segments are freed with ``secure_delete`` on: zeroed), then truncate the WAL."""
-    if not Path(path).exists():
-        return False
-    db = sqlite3.connect(path, timeout=30, isolation_level=None)
-    try:
-        db.execute("PRAGMA busy_timeout=30000")
-        db.execute("PRAGMA secure_delete=ON")
-        row = db.execute("SELECT fts FROM kw_tables WHERE collection = ?",
-                         (collection,)).fetchone()
-        if row:
-            table = str(row[0])
-            if not re.fullmatch(r"fts_[0-9a-f]{24}", table):  # never user text in SQL
-                raise ValueError(f"unexpected keyword table name {table!r}")
-            db.execute(f"INSERT INTO {table} ({table}) VALUES ('optimize')")  # noqa: S608
-        return checkpoint_truncate(db)
-    finally:
-        db.close()
+    """The SQLite keyword index's scrub (``KeywordIndex.scrub``), by path."""
+    return scrub_fts(path, collection)
 
 
 def vacuum_sqlite(path: Path) -> bool:
@@ -159,7 +145,8 @@ class Eraser:
 
     def _compact(self, tenant: str, coll: str) -> dict[str, Any]:
         stats = self.store.compact(tenant)
-        stats["keywords"] = scrub_keywords(self.settings.keywords_path, coll)
+        keywords = self.store.keywords
+        stats["keywords"] = keywords.scrub(coll) if keywords is not None else False
         return stats
 
     def _once(self, key: str, work: Any) -> Any:

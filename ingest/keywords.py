@@ -30,8 +30,11 @@ import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Protocol
 
 import Stemmer  # type: ignore[import-not-found]
+
+from core.keystore import checkpoint_truncate
 
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 # FTS5 ranks every term; very common words only add noise and time
@@ -129,6 +132,32 @@ def match_expression(text: str, hasher: TermHasher | None = None, collection: st
     """An FTS5 query OR-ing the text's terms, each quoted (user text is never FTS syntax)."""
     hasher = hasher or TermHasher(None)
     return " OR ".join(f'"{hasher(collection, t)}"' for t in query_terms(text))
+
+
+class KeywordStore(Protocol):
+    """What ``ChromaStore`` needs of a keyword index: SQLite FTS5 (:class:`KeywordIndex`,
+    embedded) or PostgreSQL (``ingest/pgkeywords.py``, shared by several machines)."""
+
+    @property
+    def existed(self) -> bool: ...
+
+    def mark_complete(self) -> None: ...
+
+    def replace_chunks(self, collection: str, rows: Iterable[tuple[str, str, str]]) -> None: ...
+
+    def delete_document(self, collection: str, document_id: str,
+                        keep: Sequence[str] = ()) -> None: ...
+
+    def search(self, collection: str, text: str, limit: int,
+               document_ids: Sequence[str] | None = None) -> list[tuple[str, str, float]]: ...
+
+    def count(self, collection: str) -> int: ...
+
+    def scrub(self, collection: str) -> bool:
+        """After an erasure: make deleted rows unrecoverable from the engine's storage."""
+        ...
+
+    def describe(self) -> str: ...
 
 
 def fts_table(collection: str) -> str:
@@ -290,3 +319,30 @@ class KeywordIndex:
         with self._connect() as db:
             return int(db.execute("SELECT COUNT(*) FROM kw_chunks WHERE collection = ?",
                                   (collection,)).fetchone()[0])
+
+    def scrub(self, collection: str) -> bool:
+        return scrub_fts(self.path, collection)
+
+    def describe(self) -> str:
+        return str(self.path)
+
+
+def scrub_fts(path: Path, collection: str) -> bool:
+    """Merge the collection's FTS5 table into one segment, dropping deleted rows' terms
+    (old segments are freed with ``secure_delete`` on: zeroed), then truncate the WAL."""
+    if not Path(path).exists():
+        return False
+    db = sqlite3.connect(path, timeout=30, isolation_level=None)
+    try:
+        db.execute("PRAGMA busy_timeout=30000")
+        db.execute("PRAGMA secure_delete=ON")
+        row = db.execute("SELECT fts FROM kw_tables WHERE collection = ?",
+                         (collection,)).fetchone()
+        if row:
+            table = str(row[0])
+            if not re.fullmatch(r"fts_[0-9a-f]{24}", table):  # never user text in SQL
+                raise ValueError(f"unexpected keyword table name {table!r}")
+            db.execute(f"INSERT INTO {table} ({table}) VALUES ('optimize')")  # noqa: S608
+        return checkpoint_truncate(db)
+    finally:
+        db.close()

@@ -28,7 +28,7 @@ from core.errors import StoreUnavailableError
 from core.locks import redis_collection_lock
 from core.settings import Settings, apply_offline_env
 from core.textcrypt import TEXT_KEY, TextCipher, TextKeyMissing, term_key
-from ingest.keywords import KeywordIndex
+from ingest.keywords import KeywordIndex, KeywordStore
 from ingest.sentences import KEYS
 
 SENTENCE_KEYS = KEYS  # a chunk's evidence units, their vectors and context (core/sentcodec.py)
@@ -50,7 +50,7 @@ def collection_name(tenant: str) -> str:
 class ChromaStore:
     """Chroma over HTTP, plus (optionally) the keyword index kept in step with it."""
 
-    def __init__(self, host: str, port: int, keywords: KeywordIndex | None = None,
+    def __init__(self, host: str, port: int, keywords: KeywordStore | None = None,
                  lock: TenantLock | None = None, cipher: TextCipher | None = None) -> None:
         apply_offline_env()
         self.host, self.port = host, port
@@ -356,7 +356,7 @@ class ChromaStore:
                 offset += page
 
     def rebuild_keywords(self) -> int:
-        """Fill the keyword index from Chroma (used when its file was missing)."""
+        """Fill the keyword index from Chroma (used when it was missing or incomplete)."""
         if self.keywords is None:
             return 0
         batch: dict[str, list[tuple[str, str, str]]] = {}
@@ -456,13 +456,23 @@ def _hit(cid: str, text: str, meta: dict[str, Any], score: float) -> ChunkHit:
     )
 
 
+def open_keywords(settings: Settings, key: bytes | None) -> KeywordStore:
+    """The keyword index: in PostgreSQL when the registry is (shared by every machine),
+    else SQLite FTS5 in the data directory (one machine)."""
+    if settings.database_url:
+        from ingest.pgkeywords import PostgresKeywordIndex  # psycopg only where configured
+
+        return PostgresKeywordIndex(settings.database_url, key)
+    return KeywordIndex(settings.keywords_path, key)
+
+
 def open_store(settings: Settings) -> ChromaStore:
     """The service's store (API and workers): the Chroma server, chunk text sealed under
     per-document keys, the keyword index beside it with hashed terms, and the tenant write
     lock in Redis."""
     cipher = TextCipher.for_settings(settings)
     return ChromaStore(settings.chroma.host, settings.chroma.port,
-                       KeywordIndex(settings.keywords_path, term_key(cipher.master)),
+                       open_keywords(settings, term_key(cipher.master)),
                        lock=redis_collection_lock(settings.redis_url), cipher=cipher)
 
 

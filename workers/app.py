@@ -25,7 +25,7 @@ from ingest.embedding import SentenceTransformerEmbedder
 from ingest.erasure import Eraser, NotDeletedYet, build_eraser
 from ingest.pipeline import IngestDeps, failed_ingest_cleanup, ingest_document
 from ingest.store import ChromaStore, open_store
-from workers import deliveries, reconcile, testhooks
+from workers import deliveries, health, reconcile, testhooks
 
 log = logging.getLogger("docqa.worker")
 
@@ -149,6 +149,7 @@ def create_celery_app(settings: Settings | None = None) -> Celery:
 def run_worker(settings: Settings, loglevel: str = "INFO") -> None:
     app = create_celery_app(settings)
     reconcile.install(app, settings)  # stuck documents queued again, at start and periodically
+    health.install(app, settings.worker.heartbeat_file, settings.worker.heartbeat_interval_s)
     app.worker_main([
         *(["--quiet"] if settings.log_format == "json" else []),  # no banner among JSON lines
         "worker", f"--loglevel={loglevel}", f"--concurrency={settings.worker.concurrency}",

@@ -44,13 +44,13 @@ def build_components(settings: Settings) -> Components:
     repo = open_repository(settings)
     store = open_store(settings)
     keywords = store.keywords
-    if keywords is not None and not keywords.existed:
-        try:  # the keyword index is derived data: rebuild it from Chroma when it is missing
+    try:  # the keyword index is derived data: rebuild it from Chroma when it is missing
+        if keywords is not None and not keywords.existed:
             n = store.rebuild_keywords()
             keywords.mark_complete()
-            log.info("keyword index %s built from Chroma: %d chunks", settings.keywords_path, n)
-        except DocqaError as exc:
-            log.warning("keyword index not rebuilt (Chroma unavailable: %s)", exc)
+            log.info("keyword index %s built from Chroma: %d chunks", keywords.describe(), n)
+    except DocqaError as exc:
+        log.warning("keyword index not rebuilt (Chroma or its database unavailable: %s)", exc)
     embedder = SentenceTransformerEmbedder(
         settings.models.resolved_embedding_path(), settings.models.embedding_batch_size
     )

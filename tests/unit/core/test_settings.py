@@ -51,3 +51,31 @@ def test_limits_are_settings_with_documented_defaults(monkeypatch: pytest.Monkey
     d = LimitSettings()
     assert d.parse_timeout_s == 60 and d.parse_memory_bytes == 1 << 30
     assert d.pdf_max_pages == 2000 and d.zip_max_ratio == 100
+
+
+def test_the_encryption_key_may_come_from_a_mounted_secret_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.crypto import load_or_create_master_key, new_master_key_text
+
+    key = new_master_key_text()
+    secret = tmp_path / "docqa_encryption_key"
+    secret.write_text(key + "\n")  # as `openssl rand -base64 32 > file` leaves it
+    monkeypatch.setenv("DOCQA_ENCRYPTION_KEY_FILE", str(secret))
+    settings = Settings(data_dir=tmp_path / "data")
+    assert settings.encryption_key is not None
+    assert settings.encryption_key.get_secret_value() == key
+    master, created = load_or_create_master_key(settings.data_dir,
+                                                settings.encryption_key.get_secret_value())
+    assert len(master) == 32 and not created and not (tmp_path / "data").exists()
+    monkeypatch.setenv("DOCQA_ENCRYPTION_KEY", key)
+    with pytest.raises(ConfigurationError, match="not both"):
+        Settings()
+    monkeypatch.delenv("DOCQA_ENCRYPTION_KEY")
+    for bad in (tmp_path / "missing", tmp_path):
+        monkeypatch.setenv("DOCQA_ENCRYPTION_KEY_FILE", str(bad))
+        with pytest.raises(ConfigurationError, match="cannot be read"):
+            Settings()
+    secret.write_text("\n")
+    monkeypatch.setenv("DOCQA_ENCRYPTION_KEY_FILE", str(secret))
+    with pytest.raises(ConfigurationError, match="is empty"):
+        Settings()

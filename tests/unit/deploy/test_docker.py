@@ -7,6 +7,7 @@ PyYAML.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -16,6 +17,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[3]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -71,6 +74,17 @@ def env_of(service: dict[str, Any]) -> dict[str, str]:
     if isinstance(env, list):
         env = dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
     return {str(k): str(v) for k, v in env.items()}
+
+
+def settings_of(service: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The settings a container of ``service`` runs with (its environment; the secret file
+    is not read here)."""
+    for key in [k for k in os.environ if k.startswith("DOCQA_")]:
+        monkeypatch.delenv(key)
+    for key, value in env_of(service).items():
+        if key.startswith("DOCQA_") and key != "DOCQA_ENCRYPTION_KEY_FILE":
+            monkeypatch.setenv(key, value)
+    return Settings()
 
 
 def stages(dockerfile: str) -> list[str]:
@@ -129,7 +143,7 @@ def test_only_the_api_publishes_ports(services: dict[str, dict[str, Any]]) -> No
     assert [str(p) for p in services["api"]["ports"]] == ["8080:8080"]
 
 
-@pytest.mark.parametrize("name", ["api", "chroma", "redis"])
+@pytest.mark.parametrize("name", ["api", "chroma", "redis", "worker"])
 def test_service_has_healthcheck(services: dict[str, dict[str, Any]], name: str) -> None:
     check = services[name].get("healthcheck")
     assert check and check.get("test") and not check.get("disable")
@@ -157,6 +171,61 @@ def test_app_env_points_at_the_backends(services: dict[str, dict[str, Any]], nam
     assert env["DOCQA_CHROMA__PORT"] == "8000"
     assert env["DOCQA_API_KEYS"].startswith("${DOCQA_API_KEYS:?")
     assert "docqa-data:/data" in services[name]["volumes"]
+
+
+@pytest.mark.parametrize("name", ["api", "worker"])
+def test_machine_state_is_kept_off_the_data_volume(
+    services: dict[str, dict[str, Any]], compose: dict[str, Any], name: str,
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Prometheus multiprocess files (mmap) on a volume of their own with the local driver,
+    shared by this host's api and workers (the api adds the workers' up), never on the data
+    volume; the worker's heartbeat file in the container's own /tmp."""
+    svc = services[name]
+    settings = settings_of(svc, monkeypatch)
+    mounts = {str(v).split(":", 1)[1]: str(v).split(":", 1)[0] for v in svc["volumes"]}
+    assert mounts[str(settings.metrics_dir)] == "docqa-metrics"
+    assert compose["volumes"]["docqa-metrics"]["driver"] == "local"
+    assert not str(settings.metrics_dir).startswith(str(settings.data_dir) + "/")
+    assert settings.worker.heartbeat_file is not None
+    assert str(settings.worker.heartbeat_file).startswith("/tmp/")  # noqa: S108
+    assert not any(str(settings.worker.heartbeat_file).startswith(p) for p in mounts)
+
+
+def test_sqlite_files_stay_on_a_volume_of_this_host(compose: dict[str, Any],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Compose is one host: the registry and the keyword index are SQLite on the data
+    volume, which must then be a local one (SQLite's locks and WAL are unsafe on a network
+    file system; several hosts use PostgreSQL, as infra/k8s does)."""
+    settings = settings_of(compose["services"]["worker"], monkeypatch)
+    assert settings.database_url is None
+    data = compose["volumes"]["docqa-data"] or {}
+    assert data.get("driver", "local") == "local" and not data.get("driver_opts")
+    assert not data.get("external")
+
+
+@pytest.mark.parametrize("name", ["api", "worker"])
+def test_the_encryption_key_is_a_secret(
+    services: dict[str, dict[str, Any]], compose: dict[str, Any], name: str,
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    svc = services[name]
+    assert svc["secrets"] == ["docqa_encryption_key"]
+    assert compose["secrets"]["docqa_encryption_key"]["file"].startswith("./secrets/")
+    env = env_of(svc)
+    assert env["DOCQA_ENCRYPTION_KEY_FILE"] == "/run/secrets/docqa_encryption_key"
+    assert "DOCQA_ENCRYPTION_KEY" not in env  # never a value in the file itself
+    entries = DOCKERIGNORE.read_text(encoding="utf-8").splitlines()
+    assert "secrets" in entries  # never in the image's build context
+
+
+def test_worker_healthcheck_reads_its_heartbeat(services: dict[str, dict[str, Any]],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    worker = services["worker"]
+    heartbeat = settings_of(worker, monkeypatch).worker.heartbeat_file
+    test = as_text(worker["healthcheck"]["test"])
+    assert test.startswith(f"CMD python -m workers.health {heartbeat} --max-age ")
+    assert int(test.rsplit(" ", 1)[1]) >= 3 * Settings().worker.heartbeat_interval_s
 
 
 def test_worker_is_scalable(services: dict[str, dict[str, Any]]) -> None:

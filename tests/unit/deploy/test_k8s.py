@@ -8,6 +8,7 @@ fields are errors), and its content is read with PyYAML.
 from __future__ import annotations
 
 import base64
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +28,8 @@ BACKENDS = ("redis", "chroma", "postgres")
 APP = ("api", "worker")
 PLACEHOLDER = "CHANGE-ME"
 COMPONENT = "app.kubernetes.io/component"
+HEARTBEAT = "/tmp/docqa-worker.heartbeat"  # noqa: S108 - the pod's own /tmp emptyDir
+HEARTBEAT_PROBE = f"exec python -m workers.health {HEARTBEAT} --max-age"
 
 
 def kubernetes_validate() -> Any:
@@ -303,6 +306,7 @@ def test_configmap(resources: list[dict[str, Any]]) -> None:
     assert data["DOCQA_CHROMA__PORT"] == "8000"
     assert data["DOCQA_DATA_DIR"] == "/data"
     assert data["DOCQA_DATABASE_URL"] == "postgresql://docqa@postgres:5432/docqa"
+    assert data["DOCQA_RETRIEVAL__HYBRID"] == "true"  # the keyword index is in PostgreSQL
     assert data["ANONYMIZED_TELEMETRY"] == "False"
     assert data["HF_HUB_OFFLINE"] == "1"
     assert data["TRANSFORMERS_OFFLINE"] == "1"
@@ -332,7 +336,7 @@ def test_secret_holds_only_placeholders(resources: list[dict[str, Any]]) -> None
     secrets = of_kind(resources, "Secret")
     assert [s["metadata"]["name"] for s in secrets] == ["docqa-secrets"]
     values = dict(secret_values(secrets[0]))
-    assert {"DOCQA_API_KEYS", "PGPASSWORD"} <= set(values)
+    assert {"DOCQA_API_KEYS", "PGPASSWORD", "DOCQA_ENCRYPTION_KEY"} <= set(values)
     for key, value in values.items():
         # the placeholder, at most behind a tenant name: nothing that could be a real secret
         assert re.fullmatch(rf"(?:[a-z]+:)?{PLACEHOLDER}", value), f"{key} is not a placeholder"
@@ -387,6 +391,8 @@ def test_backends_keep_their_data_on_a_volume_claim(
                     "livenessProbe": "http /api/v2/heartbeat 8000"}),
         ("redis", {"readinessProbe": "redis-cli ping", "livenessProbe": "redis-cli ping"}),
         ("postgres", {"readinessProbe": "pg_isready", "livenessProbe": "pg_isready"}),
+        ("worker", {"startupProbe": HEARTBEAT_PROBE, "readinessProbe": HEARTBEAT_PROBE,
+                    "livenessProbe": HEARTBEAT_PROBE}),
     ],
 )
 def test_probes(resources: list[dict[str, Any]], component: str, expected: dict[str, str]) -> None:
@@ -449,7 +455,16 @@ def test_worker_scales_horizontally(resources: list[dict[str, Any]]) -> None:
     assert (target["kind"], target["name"]) == ("Deployment", worker["metadata"]["name"])
     assert hpa["spec"]["minReplicas"] >= 2
     assert hpa["spec"]["maxReplicas"] > hpa["spec"]["minReplicas"]
-    assert [m["resource"]["name"] for m in hpa["spec"]["metrics"]] == ["cpu"]
+    # on queue depth first (an external metric), CPU as well: not on CPU alone
+    external, cpu = hpa["spec"]["metrics"]
+    assert external["type"] == "External" and cpu["resource"]["name"] == "cpu"
+    metric = external["external"]["metric"]
+    from core.tasks import INGEST_QUEUE
+
+    assert metric["name"] == "docqa_queue_depth"
+    assert metric["selector"]["matchLabels"] == {"queue": INGEST_QUEUE}
+    assert external["external"]["target"]["type"] == "AverageValue"
+    assert parse_quantity(external["external"]["target"]["averageValue"]) >= 1
     # the HPA owns the count; a replicas field would be reset by every `kubectl apply`
     assert "replicas" not in worker["spec"]
 
@@ -491,6 +506,95 @@ def test_only_api_and_worker_mount_the_shared_data(resources: list[dict[str, Any
                for v in pod_spec(w).get("volumes", []))
     )
     assert users == ["api", "worker"]
+
+
+def app_settings(resources: list[dict[str, Any]], component: str,
+                 monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The settings a pod of ``component`` runs with: the ConfigMap, then its own env."""
+    from core.settings import Settings
+
+    for key in [k for k in os.environ if k.startswith("DOCQA_")]:
+        monkeypatch.delenv(key)
+    for key, value in find(resources, "ConfigMap", "docqa-config")["data"].items():
+        monkeypatch.setenv(key, value)
+    for env in main_container(workload(resources, component)).get("env", []):
+        if "value" in env:
+            monkeypatch.setenv(env["name"], env["value"])
+    return Settings()
+
+
+def volume_at(w: dict[str, Any], path: str | Path) -> dict[str, Any]:
+    """The volume holding ``path`` in the pod's main container (the deepest mount)."""
+    volumes = {v["name"]: v for v in pod_spec(w)["volumes"]}
+    best = ""
+    for m in main_container(w)["volumeMounts"]:
+        root = m["mountPath"].rstrip("/") or "/"
+        if (str(path) == root or str(path).startswith(root.rstrip("/") + "/")) and \
+                len(root) > len(best):
+            best = root
+            name = m["name"]
+    assert best, f"{path} is on no volume (the root file system is read-only)"
+    return volumes.get(name, {"name": name})  # a StatefulSet's claim template: its name
+
+
+def is_shared(resources: list[dict[str, Any]], volume: dict[str, Any]) -> bool:
+    claim = volume.get("persistentVolumeClaim", {}).get("claimName")
+    if claim is None:
+        return False
+    pvc = find(resources, "PersistentVolumeClaim", claim)
+    return "ReadWriteMany" in pvc["spec"]["accessModes"]
+
+
+@pytest.mark.parametrize("component", APP)
+def test_no_sqlite_file_or_metrics_directory_on_the_shared_volume(
+    resources: list[dict[str, Any]], component: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite's locking and WAL, and prometheus-client's mmap files, are unsafe on a
+    network file system; every pod keeps them off the ReadWriteMany volume."""
+    w = workload(resources, component)
+    settings = app_settings(resources, component, monkeypatch)
+    # the registry, the key store and the keyword index: PostgreSQL, not SQLite in /data
+    assert settings.database_url, "DOCQA_DATABASE_URL unset: SQLite files in the data dir"
+    from ingest.pgkeywords import PostgresKeywordIndex
+    from ingest.store import open_keywords
+
+    assert isinstance(open_keywords(settings, None), PostgresKeywordIndex)
+    assert settings.retrieval.hybrid
+    # Prometheus multiprocess files: the pod's own emptyDir
+    metrics = volume_at(w, settings.metrics_dir)
+    assert "emptyDir" in metrics and not is_shared(resources, metrics)
+    shared = [m for m in main_container(w)["volumeMounts"]
+              if is_shared(resources, {v["name"]: v for v in pod_spec(w)["volumes"]}[m["name"]])]
+    assert [m["mountPath"] for m in shared] == ["/data"]
+    for m in shared:  # nothing mounted into or out of it by name: no sqlite, no metrics
+        assert not re.search(r"sqlite|\.db$|metrics", m["mountPath"] + m.get("subPath", ""))
+    for env in main_container(w).get("env", []):
+        assert not re.search(r"\.sqlite3?$|\.db$", str(env.get("value", ""))), env
+    if component == "worker":  # the heartbeat file is per pod too
+        assert settings.worker.heartbeat_file == Path(HEARTBEAT)
+        assert "emptyDir" in volume_at(w, HEARTBEAT)
+
+
+def test_the_chroma_volume_is_the_chroma_servers_own(resources: list[dict[str, Any]]) -> None:
+    """Chroma's SQLite file is on its StatefulSet's ReadWriteOnce claim, opened by the
+    Chroma server alone."""
+    chroma = workload(resources, "chroma")
+    volume = volume_at(chroma, "/data/chroma/chroma.sqlite3")
+    claims = {t["metadata"]["name"]: t for t in chroma["spec"]["volumeClaimTemplates"]}
+    assert volume["name"] in claims
+    assert claims[volume["name"]]["spec"]["accessModes"] == ["ReadWriteOnce"]
+
+
+def test_the_queue_depth_reaches_the_hpa_through_the_adapter_rule() -> None:
+    """infra/prometheus-adapter-values.yaml serves the metric the HPA asks for, from the
+    series the API exports (max over API pods: each reports the same Redis length)."""
+    values = yaml.safe_load((ROOT / "infra" / "prometheus-adapter-values.yaml").read_text())
+    (rule,) = values["rules"]["external"]
+    assert rule["name"]["as"] == "docqa_queue_depth"
+    assert rule["seriesQuery"].startswith("docqa_queue_depth{")
+    assert rule["metricsQuery"].startswith("max by (queue)")
+    exported = (ROOT / "service" / "api" / "metrics.py").read_text()
+    assert '"docqa_queue_depth"' in exported
 
 
 # --- (b) exposure and network policy ------------------------------------------------
