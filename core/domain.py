@@ -53,6 +53,9 @@ class Document:
     # pii_counts (findings per type) is None until a redacted ingest has finished
     redact_pii: bool = False
     pii_counts: dict[str, int] | None = None
+    # a DELETE has begun (``DocumentRepository.mark_deleting``): the document is never
+    # searched again, no ingest writes for it and no text key is made for it
+    deleting: bool = False
 
 
 class LineKind(StrEnum):

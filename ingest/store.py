@@ -276,9 +276,12 @@ class ChromaStore:
 
         def copy(res: dict[str, Any]) -> int:
             if res["ids"]:
-                new.upsert(ids=res["ids"], embeddings=res["embeddings"],
-                           **self._sealed_records(res["ids"], res["documents"],
-                                                  res["metadatas"]))
+                records = self._sealed_records(res["ids"], res["documents"], res["metadatas"])
+                keep = records.pop("keep")
+                if keep:
+                    new.upsert(ids=[res["ids"][i] for i in keep],
+                               embeddings=[res["embeddings"][i] for i in keep],
+                               **{k: [v[i] for i in keep] for k, v in records.items()})
             return len(res["ids"])
 
         swapped = False
@@ -412,19 +415,26 @@ class ChromaStore:
 
     def _sealed_records(self, ids: Sequence[str], documents: Sequence[str | None] | None,
                         metadatas: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        """``documents``/``metadatas`` arguments for copying records: with a cipher, plain
-        texts of older records are sealed into the metadata on the way."""
+        """``documents``/``metadatas`` arguments for copying records, and ``keep``: the
+        positions of the records to copy. With a cipher, plain texts of older records are
+        sealed into the metadata on the way; one whose document is deleted or being deleted
+        (no key may be made for it) is left out."""
         docs = list(documents) if documents is not None else [None] * len(ids)
+        keep = list(range(len(ids)))
         if self.cipher is None:
-            return {"documents": docs, "metadatas": metadatas} if any(
-                d is not None for d in docs) else {"metadatas": metadatas}
-        metas = []
-        for cid, doc, meta in zip(ids, docs, metadatas, strict=True):
+            return {"documents": docs, "metadatas": list(metadatas), "keep": keep} if any(
+                d is not None for d in docs) else {"metadatas": list(metadatas), "keep": keep}
+        metas, keep = [], []
+        for i, (cid, doc, meta) in enumerate(zip(ids, docs, metadatas, strict=True)):
             meta = dict(meta)
-            if TEXT_KEY not in meta and doc is not None:
-                meta[TEXT_KEY] = self.cipher.seal(str(meta["document_id"]), cid, doc)
             metas.append(meta)
-        return {"metadatas": metas}
+            if TEXT_KEY not in meta and doc is not None:
+                try:
+                    meta[TEXT_KEY] = self.cipher.seal(str(meta["document_id"]), cid, doc)
+                except TextKeyMissing:
+                    continue
+            keep.append(i)
+        return {"metadatas": metas, "keep": keep}
 
 
 def _hit(cid: str, text: str, meta: dict[str, Any], score: float) -> ChunkHit:

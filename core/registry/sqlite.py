@@ -42,6 +42,7 @@ CREATE TABLE IF NOT EXISTS documents (
     updated_at REAL NOT NULL,
     redact_pii INTEGER NOT NULL DEFAULT 0,
     pii_counts TEXT,
+    deleted_at REAL,
     UNIQUE (tenant, sha256)
 );
 CREATE INDEX IF NOT EXISTS documents_tenant_status ON documents (tenant, status, created_at);
@@ -60,10 +61,12 @@ _KEY_COLUMNS = {
     "created_at": "REAL NOT NULL DEFAULT 0",
     "revoked_at": "REAL",
 }
-# Columns documents must have (added to older files that lack one): PII redaction.
+# Columns documents must have (added to older files that lack one): PII redaction, and
+# the mark a DELETE sets first (``mark_deleting``).
 _DOC_COLUMNS = {
     "redact_pii": "INTEGER NOT NULL DEFAULT 0",
     "pii_counts": "TEXT",
+    "deleted_at": "REAL",
 }
 _KEY_INDEX = "CREATE INDEX IF NOT EXISTS api_keys_tenant ON api_keys (tenant, created_at)"
 
