@@ -121,6 +121,10 @@ class VectorStore(Protocol):
         """Make every stored copy of the document's chunk text unreadable (crypto-erasure)."""
         ...
 
+    def chunk_id_key(self, document_id: str) -> bytes:
+        """The key of the document's chunk ids, made on first use for a registered document
+        only (``TextKeyMissing`` otherwise) and destroyed by :meth:`destroy_text_key`."""
+
     def count_document(self, tenant: str, document_id: str) -> int: ...
 
     def query(self, tenant: str, embedding: Sequence[float], top_k: int,

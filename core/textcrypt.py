@@ -138,6 +138,13 @@ class TextCipher:
                                     if create else ""))
         return self._remember(document_id, key)
 
+    def chunk_id_key(self, document_id: str) -> bytes:
+        """The key of the document's chunk ids (``core.domain.chunk_id``): derived from its
+        text key, so it is made with that key (only for a registered document) and
+        destroyed with it at erasure, and the same for every ingest of the document."""
+        return hmac.new(self.key(document_id, create=True), b"docqa chunk ids v1",
+                        hashlib.sha256).digest()
+
     def forget(self, document_id: str) -> bool:
         """Destroy the document's text key (crypto-erasure of its chunk text anywhere)."""
         with self._lock:

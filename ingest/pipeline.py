@@ -90,8 +90,13 @@ def ingest_document(deps: IngestDeps, doc_id: str) -> str:
         if redact:  # before chunking: nothing unredacted is embedded, indexed or stored
             pages, pii_counts = redact_pages(pages)
         repo.set_progress(doc_id, Progress("chunking", len(pages), len(pages)))
+        try:  # ids keyed per document: made only while it is registered (core/domain.py)
+            id_key = deps.store.chunk_id_key(doc_id)
+        except TextKeyMissing:
+            return _abandon(deps, doc.tenant, doc_id, wrote=False)
         with stage("chunk"):
-            chunks = chunk_pages(doc_id, pages, settings.chunking.size, settings.chunking.overlap)
+            chunks = chunk_pages(doc_id, pages, settings.chunking.size, settings.chunking.overlap,
+                                 id_key)
             units = chunk_units(pages, chunks)  # sentences, list items, table rows + context
         if not chunks:
             raise ParseError("no text could be extracted (scanned or empty document?)")

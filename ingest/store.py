@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from core.domain import Chunk, ChunkHit
-from core.errors import StoreUnavailableError
+from core.errors import ConfigurationError, StoreUnavailableError
 from core.locks import redis_collection_lock
 from core.settings import Settings, apply_offline_env
 from core.textcrypt import TEXT_KEY, TextCipher, TextKeyMissing, term_key
@@ -178,6 +178,13 @@ class ChromaStore:
     def destroy_text_key(self, document_id: str) -> bool:
         """Crypto-erase the document's chunk text wherever a copy of it survives."""
         return self.cipher.forget(document_id) if self.cipher is not None else False
+
+    def chunk_id_key(self, document_id: str) -> bytes:
+        """The document's chunk-id key (``TextCipher.chunk_id_key``)."""
+        if self.cipher is None:
+            raise ConfigurationError("chunk ids are keyed by the text cipher: this store "
+                                     "was opened without one")
+        return self.cipher.chunk_id_key(document_id)
 
     def chunk_ids(self, tenant: str, document_id: str) -> list[str]:
         return list(self._on(tenant, lambda coll: coll.get(

@@ -242,3 +242,18 @@ def test_a_begun_delete_stops_the_ingest_before_it_writes(env: Env) -> None:
     assert ingest_document(env.deps, doc.id) == "deleted"  # a redelivery does nothing
     assert env.repo.stale_document_ids(updated_before=2e9) == []
     assert env.repo.find_ids("acme", ids=[doc.id]) == []
+
+
+def test_a_reingest_gives_the_same_keyed_chunk_ids(env: Env) -> None:
+    """Chunk ids are HMACs under the document's key (core/domain.py), deterministic for
+    the document: ingesting it again upserts the same ids and leaves no stale chunk."""
+    import hashlib
+
+    doc, _ = env.upload(LONG)
+    assert env.ingest(doc.id).status is DocumentStatus.READY
+    first = sorted(env.store.chunk_ids("acme", doc.id))
+    env.repo.set_status(doc.id, DocumentStatus.QUEUED)  # as a retry or re-queue does
+    assert env.ingest(doc.id).status is DocumentStatus.READY
+    assert sorted(env.store.chunk_ids("acme", doc.id)) == first
+    chunk = env.store.chunks[first[0]][2]
+    assert first[0].rsplit(":", 1)[1] != hashlib.sha256(chunk.text.encode()).hexdigest()[:16]

@@ -48,6 +48,7 @@ from core.keys import create_key, issue_key
 from core.ratelimit import RateLimiter
 from core.registry import SqliteDocumentRepository
 from core.settings import Settings
+from core.textcrypt import TextCipher
 from core.vault import Vault
 from ingest.embedding import HashEmbedder
 from ingest.keywords import KeywordIndex
@@ -105,7 +106,8 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
         pytest.fail(f"the API fuzz tests need Redis at {REDIS_URL}: {exc}")
     s = settings_for(data)
     repo = SqliteDocumentRepository(s.registry_path)
-    store = LocalChromaStore(data / "chroma", KeywordIndex(s.keywords_path))
+    store = LocalChromaStore(data / "chroma", KeywordIndex(s.keywords_path),
+                             cipher=TextCipher.for_settings(s))  # as the service's store
     embedder = HashEmbedder()
     app, _ = make_app(
         settings=s, repo=repo, store=store,
