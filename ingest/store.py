@@ -34,6 +34,7 @@ from ingest.sentences import KEYS
 SENTENCE_KEYS = KEYS  # a chunk's evidence units, their vectors and context (core/sentcodec.py)
 
 _UPSERT_BATCH = 256
+IN_GROUP = 10_000  # document ids per Chroma ``$in`` (SQLite allows 32,766 variables)
 COMPACT_PREFIX = "docqa_c_"  # collections being rebuilt by ``compact`` (never searched)
 _HNSW_CONFIG = {"hnsw": {"space": "cosine"}}
 
@@ -372,24 +373,34 @@ class ChromaStore:
         top_k: int,
         document_ids: Sequence[str] | None = None,
     ) -> list[ChunkHit]:
-        where: dict[str, Any] | None = None
+        """The ``top_k`` nearest chunks, within ``document_ids`` when given. A filter can
+        match tens of thousands of documents; Chroma turns ``$in`` into one SQL variable
+        per value, and SQLite refuses more than 32,766 ("too many SQL variables"), so a
+        long list is asked in groups and their nearest merged: the same ``top_k``."""
+        groups: list[list[str] | None] = [None]
         if document_ids:
-            where = {"document_id": {"$in": list(document_ids)}}
-        res = self._on(tenant, lambda coll: coll.query(
-            query_embeddings=[list(embedding)],
-            n_results=top_k,
-            where=where,
-            include=["documents", "metadatas", "distances"],
-        ))
-        if res is None:
-            return []
-        self._prefetch(res["metadatas"][0])
+            ids = list(document_ids)
+            groups = [ids[i:i + IN_GROUP] for i in range(0, len(ids), IN_GROUP)]
+        found: list[tuple[float, str, Any, dict[str, Any]]] = []
+        for group in groups:
+            where = {"document_id": {"$in": group}} if group else None
+
+            def nearest(coll: Any, where: dict[str, Any] | None = where) -> Any:
+                return coll.query(query_embeddings=[list(embedding)], n_results=top_k,
+                                  where=where, include=["documents", "metadatas", "distances"])
+
+            res = self._on(tenant, nearest)
+            if res is None:
+                continue
+            found += [(float(dist), cid, text, meta) for cid, text, meta, dist in zip(
+                res["ids"][0], res["documents"][0], res["metadatas"][0], res["distances"][0],
+                strict=True)]
+        if len(groups) > 1:
+            found = sorted(found, key=lambda f: f[0])[:top_k]
+        self._prefetch([meta for _d, _c, _t, meta in found])
         hits = []
-        for cid, text, meta, dist in zip(
-            res["ids"][0], res["documents"][0], res["metadatas"][0], res["distances"][0],
-            strict=True,
-        ):
-            hit = self._hit(cid, text, meta, 1.0 - float(dist))
+        for dist, cid, text, meta in found:
+            hit = self._hit(cid, text, meta, 1.0 - dist)
             if hit is not None:
                 hits.append(hit)
         return hits

@@ -133,8 +133,10 @@ class SqlRepository(ABC):
         """The condition for ``filename`` matching the glob ``pattern`` (SQLite's ``GLOB``
         rules), or None when no name can match it."""
 
+    @abstractmethod
     def _ids_condition(self, ids: Sequence[str]) -> tuple[str, builtins.list[Any]]:
-        return f"id IN ({','.join('?' * len(ids))})", list(ids)
+        """The condition for ``id`` being one of ``ids``, bound as one value (there may be
+        more ids than a statement may have placeholders)."""
 
     def _text(self, value: str | None) -> str | None:
         """``value`` as this backend can store it."""

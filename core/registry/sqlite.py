@@ -5,8 +5,9 @@ One short-lived connection per call: safe across threads and processes (WAL mode
 
 from __future__ import annotations
 
+import json
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -105,6 +106,11 @@ class SqliteDocumentRepository(SqlRepository):
 
     def _filename_condition(self, pattern: str) -> tuple[str, list[Any]]:
         return "filename GLOB ?", [pattern]
+
+    def _ids_condition(self, ids: Sequence[str]) -> tuple[str, list[Any]]:
+        # one JSON array, however many ids: an ``IN (?, ?…)`` list stops at SQLite's 32,766
+        # variables, and a filter may name more documents than that
+        return "id IN (SELECT value FROM json_each(?))", [json.dumps(list(ids))]
 
     def create(
         self,
