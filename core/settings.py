@@ -197,6 +197,12 @@ class RateLimitSettings(BaseModel):
         default=600, ge=0, description="per key, every /v1 request")
     ask_per_minute: int = Field(
         default=60, ge=0, description="per key, /v1/ask (on top of requests_per_minute)")
+    auth_failures_per_minute: int = Field(
+        default=20, ge=0, description="per client address: keys presented and refused "
+        "(/v1 and /admin); past it every request from the address gets 429 until the "
+        "window slides on, whatever key it carries")
+    admin_per_minute: int = Field(
+        default=30, ge=0, description="per client address, every /admin request")
     fail_open: bool = Field(
         default=True, description="Redis unreachable: serve without limits (true) or "
         "answer 503 (false)")

@@ -120,6 +120,9 @@ def run_stack(
         ),
         # Make proxies irrelevant: nothing may leave the machine anyway.
         "NO_PROXY": "*",
+        # every test is the client 127.0.0.1: the keys refused on purpose by all the tests
+        # would add up (the throttle itself: tests/unit/service/api/test_limits.py)
+        "DOCQA_RATE_LIMIT__AUTH_FAILURES_PER_MINUTE": "1000",
         **(extra_env or {}),
     }
     for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"):

@@ -91,7 +91,8 @@ def settings_for(data: Path) -> Settings:
         data_dir=data, redis_url=REDIS_URL, api_keys=f"acme:{STATIC}", admin_key=ADMIN,
         load_generator=False,
         # limits on (the guard runs on every request), but far above what the fuzzer sends
-        rate_limit={"requests_per_minute": 1_000_000, "ask_per_minute": 1_000_000},
+        rate_limit={"requests_per_minute": 1_000_000, "ask_per_minute": 1_000_000,
+                    "auth_failures_per_minute": 1_000_000, "admin_per_minute": 1_000_000},
     )
 
 
