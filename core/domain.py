@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -53,6 +54,9 @@ class Document:
     # pii_counts (findings per type) is None until a redacted ingest has finished
     redact_pii: bool = False
     pii_counts: dict[str, int] | None = None
+    # a DELETE has begun (``DocumentRepository.mark_deleting``): the document is never
+    # searched again, no ingest writes for it and no text key is made for it
+    deleting: bool = False
 
 
 class LineKind(StrEnum):
@@ -142,21 +146,27 @@ class ChunkHit:
         return unpack_units(self.sentence_meta)
 
 
-def chunk_id(document_id: str, text: str, index: int) -> str:
-    """Deterministic chunk id from (document id, content hash, chunk index).
+def chunk_id(document_id: str, text: str, index: int, key: bytes) -> str:
+    """Deterministic chunk id from (document id, chunk index, keyed hash of the text).
 
     Re-running an ingest of the same document yields the same ids, so upserts are
-    idempotent and a redelivered task cannot duplicate vectors.
+    idempotent and a redelivered task cannot duplicate vectors. The text's hash is an HMAC
+    under the document's chunk-id key (``TextCipher.chunk_id_key``, derived from its text
+    key): ids sit in Chroma, the keyword index and the append-only audit log, and an
+    unkeyed hash would let anyone holding one confirm a guessed short chunk ("salary:
+    85000") even after the document is erased. Erasure destroys the key, and with it any
+    way to test a guess.
 
     Args:
         document_id: the owning document.
         text: the chunk text.
         index: the chunk's position in the document.
+        key: the document's chunk-id key.
 
     Returns:
-        A stable id of the form ``<document_id>:<index>:<hash16>``.
+        A stable id of the form ``<document_id>:<index>:<hmac16>``.
     """
-    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+    digest = hmac.new(key, text.encode("utf-8"), hashlib.sha256).hexdigest()[:16]
     return f"{document_id}:{index}:{digest}"
 
 

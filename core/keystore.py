@@ -3,8 +3,10 @@ text (``core/textcrypt.py``, ids ``text-<document id>``), by key id.
 
 They live in the registry's database — SQLite ``DATA/registry.sqlite3`` (table
 ``file_keys``) or PostgreSQL when ``DOCQA_DATABASE_URL`` is set — so every API process and
-worker that sees the registry sees the keys. Deleting a key is the crypto-erasure of its
-file: on SQLite the row is overwritten (``secure_delete``) and :meth:`scrub` checkpoints
+worker that sees the registry sees the keys, and a text key is created in the same
+statement that checks the document is still registered
+(:meth:`KeyStore.put_if_registered`). Deleting a key is the crypto-erasure of its file: on
+SQLite the row is overwritten (``secure_delete``) and :meth:`scrub` checkpoints
 the WAL so no older copy of the page stays in ``registry.sqlite3-wal``.
 """
 
@@ -45,6 +47,11 @@ class KeyStore(Protocol):
 
     def put_if_absent(self, key_id: str, wrapped: bytes) -> bool:
         """Store the key unless one with that id exists; True when this one was stored."""
+
+    def put_if_registered(self, key_id: str, wrapped: bytes, document_id: str) -> bool:
+        """Store the key unless one with that id exists, and only while the registry (the
+        same database) holds ``document_id`` with no DELETE begun on it, in one statement:
+        a key can never be made for a document that is gone or going. True when stored."""
 
     def get(self, key_id: str) -> bytes | None: ...
 
@@ -97,6 +104,14 @@ class SqliteKeyStore:
         with self._connect() as db:
             cur = db.execute("INSERT OR IGNORE INTO file_keys (key_id, wrapped, created_at) "
                              "VALUES (?, ?, ?)", (key_id, wrapped, time.time()))
+        return cur.rowcount > 0
+
+    def put_if_registered(self, key_id: str, wrapped: bytes, document_id: str) -> bool:
+        with self._connect() as db:
+            cur = db.execute("INSERT OR IGNORE INTO file_keys (key_id, wrapped, created_at) "
+                             "SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM documents "
+                             "WHERE id = ? AND deleted_at IS NULL)",
+                             (key_id, wrapped, time.time(), document_id))
         return cur.rowcount > 0
 
     def get(self, key_id: str) -> bytes | None:
@@ -163,6 +178,15 @@ class PostgresKeyStore:
             cur = db.execute("INSERT INTO file_keys (key_id, wrapped, created_at) "
                              "VALUES (%s, %s, %s) ON CONFLICT (key_id) DO NOTHING",
                              (key_id, wrapped, time.time()))
+        return bool(cur.rowcount)
+
+    def put_if_registered(self, key_id: str, wrapped: bytes, document_id: str) -> bool:
+        with self._connect() as db:
+            cur = db.execute("INSERT INTO file_keys (key_id, wrapped, created_at) "
+                             "SELECT %s, %s, %s WHERE EXISTS (SELECT 1 FROM documents "
+                             "WHERE id = %s AND deleted_at IS NULL) "
+                             "ON CONFLICT (key_id) DO NOTHING",
+                             (key_id, wrapped, time.time(), document_id))
         return bool(cur.rowcount)
 
     def get(self, key_id: str) -> bytes | None:

@@ -67,6 +67,11 @@ class DocumentRepository(Protocol):
         ``updated_before`` back to ``queued`` (progress cleared, ``updated_at`` now). False
         when it moved on meanwhile (or another reconciler got there first)."""
 
+    def mark_deleting(self, doc_id: str) -> bool:
+        """The first step of a DELETE: from now on the document matches no search filter
+        (``find_ids``), is never queued again by the reconciler, and no text key can be made
+        for it (``core/keystore.py``, ``put_if_registered``). False if there is no such row."""
+
     def delete(self, doc_id: str) -> bool: ...
 
     def add_key(self, key_hash: str, tenant: str, name: str) -> str:
@@ -115,6 +120,10 @@ class VectorStore(Protocol):
     def destroy_text_key(self, document_id: str) -> bool:
         """Make every stored copy of the document's chunk text unreadable (crypto-erasure)."""
         ...
+
+    def chunk_id_key(self, document_id: str) -> bytes:
+        """The key of the document's chunk ids, made on first use for a registered document
+        only (``TextKeyMissing`` otherwise) and destroyed by :meth:`destroy_text_key`."""
 
     def count_document(self, tenant: str, document_id: str) -> int: ...
 

@@ -33,10 +33,11 @@ from core.errors import TransientError
 log = logging.getLogger("docqa.ratelimit")
 
 # KEYS[i]: a hash per (key id, limit), fields: window number -> requests counted in it.
-# ARGV[1]: the time in seconds ("" = Redis's clock); ARGV[2i], ARGV[2i+1]: limit and window
-# (seconds) of KEYS[i]. Returns {0, "0"} when counted, else {i of the first limit refusing,
-# seconds until every refusing limit would allow one more request (a string: Redis would
-# truncate a Lua number to an integer)}.
+# ARGV[1]: the time in seconds ("" = Redis's clock); ARGV[2]: "1" to count an allowed
+# request, "0" only to ask whether one would be allowed; ARGV[2i+1], ARGV[2i+2]: limit and
+# window (seconds) of KEYS[i]. Returns {0, "0"} when allowed (and counted), else {i of the
+# first limit refusing, seconds until every refusing limit would allow one more request (a
+# string: Redis would truncate a Lua number to an integer)}.
 _SCRIPT = """
 local now
 if ARGV[1] ~= '' then
@@ -47,7 +48,7 @@ else
 end
 local wait, refused, current = 0, 0, {}
 for i = 1, #KEYS do
-  local limit, window = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
+  local limit, window = tonumber(ARGV[2 * i + 1]), tonumber(ARGV[2 * i + 2])
   local w = math.floor(now / window)
   current[i] = w
   local got = redis.call('HMGET', KEYS[i], string.format('%d', w), string.format('%d', w - 1))
@@ -68,8 +69,11 @@ end
 if refused > 0 then
   return {refused, string.format('%.3f', wait)}
 end
+if ARGV[2] ~= '1' then
+  return {0, '0'}
+end
 for i = 1, #KEYS do
-  local window = tonumber(ARGV[2 * i + 1])
+  local window = tonumber(ARGV[2 * i + 2])
   local w = current[i]
   redis.call('HINCRBY', KEYS[i], string.format('%d', w), 1)
   for _, field in ipairs(redis.call('HKEYS', KEYS[i])) do
@@ -143,12 +147,21 @@ class RateLimiter:
     def hit(self, key_id: str, limits: Sequence[Limit]) -> Decision:
         """Count one request of ``key_id`` against every limit (limits <= 0 are off), or
         refuse it without counting it anywhere."""
+        return self._check(key_id, limits, count=True)
+
+    def peek(self, key_id: str, limits: Sequence[Limit]) -> Decision:
+        """Whether one more request of ``key_id`` would be allowed, counting nothing (a
+        request that counts only when it fails, such as a failed authentication)."""
+        return self._check(key_id, limits, count=False)
+
+    def _check(self, key_id: str, limits: Sequence[Limit], count: bool) -> Decision:
         active = [lim for lim in limits if lim.limit > 0]
         if not active:
             return Decision(True)
         if time.monotonic() < self._down_until:
             return self._unavailable(None)
-        args: list[Any] = ["" if self._clock is None else repr(float(self._clock()))]
+        args: list[Any] = ["" if self._clock is None else repr(float(self._clock())),
+                           "1" if count else "0"]
         for lim in active:
             args += [lim.limit, max(1, int(lim.window_s))]
         try:

@@ -206,6 +206,12 @@ class RateLimitSettings(BaseModel):
         default=600, ge=0, description="per key, every /v1 request")
     ask_per_minute: int = Field(
         default=60, ge=0, description="per key, /v1/ask (on top of requests_per_minute)")
+    auth_failures_per_minute: int = Field(
+        default=20, ge=0, description="per client address: keys presented and refused "
+        "(/v1 and /admin); past it every request from the address gets 429 until the "
+        "window slides on, whatever key it carries")
+    admin_per_minute: int = Field(
+        default=30, ge=0, description="per client address, every /admin request")
     fail_open: bool = Field(
         default=True, description="Redis unreachable: serve without limits (true) or "
         "answer 503 (false)")
@@ -323,6 +329,26 @@ class Settings(BaseSettings):
             return digest
         return None
 
+    def check_key_strength(self) -> None:
+        """Refuse to serve with a key shorter than :data:`MIN_KEY_CHARS` (``docqa serve`` and
+        ``docqa up``; the compose file's API runs ``serve``): a short or example key
+        (``change-me``) is guessed. The message names the tenant or setting, never the key.
+        The encryption key is 32 random bytes by construction (``core/crypto.py``).
+
+        Raises:
+            ConfigurationError: a ``DOCQA_API_KEYS`` key or ``DOCQA_ADMIN_KEY`` is too short.
+        """
+        weak = [f"the DOCQA_API_KEYS key of tenant {tenant!r}"
+                for key, tenant in self.static_api_keys.items() if len(key) < MIN_KEY_CHARS]
+        if self.admin_key is not None and 0 < len(self.admin_key.get_secret_value()) < (
+                MIN_KEY_CHARS):
+            weak.append("DOCQA_ADMIN_KEY")
+        if weak:
+            raise ConfigurationError(
+                f"{', '.join(weak)} {'is' if len(weak) == 1 else 'are'} shorter than "
+                f"{MIN_KEY_CHARS} characters; use a random key, e.g. the output of: python -c "
+                "'import secrets; print(secrets.token_urlsafe(32))'")
+
     @cached_property
     def static_api_keys(self) -> dict[str, str]:
         """Map key -> tenant parsed from ``DOCQA_API_KEYS``."""
@@ -355,6 +381,9 @@ class Settings(BaseSettings):
     @property
     def chroma_url(self) -> str:
         return f"http://{self.chroma.host}:{self.chroma.port}"
+
+
+MIN_KEY_CHARS = 24  # API and admin keys docqa serves with (Settings.check_key_strength)
 
 
 def parse_api_keys(raw: str) -> dict[str, str]:

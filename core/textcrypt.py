@@ -65,18 +65,24 @@ class TextKeyMissing(crypto.IntegrityError):
 
 
 class TextCipher:
-    """Seals and opens chunk text; one per process (keys cached, thread-safe)."""
+    """Seals and opens chunk text; one per process (keys cached, thread-safe).
 
-    def __init__(self, master: bytes, keys: KeyStore) -> None:
+    ``registered_only`` (the service's, :meth:`for_settings`): a document's key is made only
+    while the registry holds the document and no DELETE has begun on it, checked in the
+    statement that stores the key (``KeyStore.put_if_registered``). An ingest still running
+    when its document is deleted can then never leave a key behind that erasure missed."""
+
+    def __init__(self, master: bytes, keys: KeyStore, *, registered_only: bool = False) -> None:
         self.master = master
         self.keys = keys
+        self.registered_only = registered_only
         self._cache: OrderedDict[str, bytes] = OrderedDict()
         self._lock = threading.Lock()
 
     @classmethod
     def for_settings(cls, settings: Settings) -> TextCipher:
         vault = Vault.for_settings(settings)
-        return cls(vault.master, vault.keys)
+        return cls(vault.master, vault.keys, registered_only=True)
 
     # ------------------------------------------------------------ keys
 
@@ -113,17 +119,31 @@ class TextCipher:
                                                     wrapped))
 
     def key(self, document_id: str, create: bool = False) -> bytes:
-        """The document's text key; with ``create``, made on first use. Two processes
-        creating it at once agree on one key (the first stored wins)."""
+        """The document's text key; with ``create``, made on first use (with
+        ``registered_only``, only for a registered document that is not being deleted). Two
+        processes creating it at once agree on one key (the first stored wins)."""
         key = self._cached(document_id) or self._load(document_id)
         if key is None and create:
             kid = text_key_id(document_id)
-            self.keys.put_if_absent(kid, crypto.wrap_key(self.master, _wrap_id(kid),
-                                                         secrets.token_bytes(crypto.KEY_BYTES)))
+            wrapped = crypto.wrap_key(self.master, _wrap_id(kid),
+                                      secrets.token_bytes(crypto.KEY_BYTES))
+            if self.registered_only:
+                self.keys.put_if_registered(kid, wrapped, document_id)
+            else:
+                self.keys.put_if_absent(kid, wrapped)
             key = self._load(document_id)
         if key is None:
-            raise TextKeyMissing(f"the text key of document {document_id} does not exist")
+            raise TextKeyMissing(f"the text key of document {document_id} does not exist"
+                                 + (" (the document is deleted or being deleted)"
+                                    if create else ""))
         return self._remember(document_id, key)
+
+    def chunk_id_key(self, document_id: str) -> bytes:
+        """The key of the document's chunk ids (``core.domain.chunk_id``): derived from its
+        text key, so it is made with that key (only for a registered document) and
+        destroyed with it at erasure, and the same for every ingest of the document."""
+        return hmac.new(self.key(document_id, create=True), b"docqa chunk ids v1",
+                        hashlib.sha256).digest()
 
     def forget(self, document_id: str) -> bool:
         """Destroy the document's text key (crypto-erasure of its chunk text anywhere)."""

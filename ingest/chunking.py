@@ -36,7 +36,8 @@ def _splitter(size: int, overlap: int):  # type: ignore[no-untyped-def]
     )
 
 
-def chunk_pages(document_id: str, pages: list[Page], size: int, overlap: int) -> list[Chunk]:
+def chunk_pages(document_id: str, pages: list[Page], size: int, overlap: int,
+                id_key: bytes) -> list[Chunk]:
     """Split pages into chunks; ``start``/``end`` index the document's extracted text.
 
     Args:
@@ -44,6 +45,7 @@ def chunk_pages(document_id: str, pages: list[Page], size: int, overlap: int) ->
         pages: pages with offsets, from ``ingest.readers.read_document``.
         size: target chunk size in words.
         overlap: overlap between neighbouring chunks in words.
+        id_key: the document's chunk-id key (``core.domain.chunk_id``).
 
     Returns:
         Chunks in document order with deterministic ids.
@@ -70,7 +72,7 @@ def chunk_pages(document_id: str, pages: list[Page], size: int, overlap: int) ->
             index = len(chunks)
             chunks.append(
                 Chunk(
-                    id=chunk_id(document_id, piece, index),
+                    id=chunk_id(document_id, piece, index, id_key),
                     document_id=document_id,
                     index=index,
                     text=piece,

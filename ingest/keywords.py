@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import re
 import sqlite3
 import threading
@@ -308,9 +309,10 @@ class KeywordIndex:
             sql = (f"SELECT k.chunk_id, k.document_id, -f.rank FROM {table} f "  # noqa: S608
                    f"JOIN kw_chunks k ON k.rowid = f.rowid WHERE {table} MATCH ?")
             args: list[object] = [expr]
-            if document_ids is not None:
-                sql += f" AND k.document_id IN ({','.join('?' * len(document_ids))})"
-                args.extend(document_ids)
+            if document_ids is not None:  # one JSON array, however many (no IN (?, ?…) list:
+                # SQLite allows 32,766 variables, and a filter can match more documents)
+                sql += " AND k.document_id IN (SELECT value FROM json_each(?))"
+                args.append(json.dumps(list(document_ids)))
             sql += " ORDER BY f.rank LIMIT ?"
             args.append(limit)
             return [(r[0], r[1], float(r[2])) for r in db.execute(sql, args)]

@@ -6,6 +6,13 @@ document are removed by document id, so a redelivered job converges to the same 
 PII redaction (``doc.redact_pii`` or a forced tenant, ``settings.pii``) replaces personal
 data page by page (ingest/pii.py) before chunking, so nothing unredacted is embedded or
 stored; the counts go on the record and the original file is deleted once the ingest ends.
+
+A DELETE may land at any point of a run, on another process. The run checks the record
+(gone, or marked ``deleting``) before every upsert batch and at the end; no text key can
+be made for a document that is gone or going (core/textcrypt.py). A run that finds its
+document gone after it may have written removes what it wrote and queues another
+background erasure (``IngestDeps.erase_later``): the eraser the DELETE queued may have
+compacted the store before this run's last write.
 """
 
 from __future__ import annotations
@@ -19,9 +26,10 @@ from core.errors import ParseError, StoreUnavailableError, TransientError
 from core.metrics import chunks_embedded, stage
 from core.ports import DocumentRepository, Embedder, VectorStore
 from core.settings import Settings
+from core.textcrypt import TextKeyMissing
 from core.vault import Vault
 from ingest.chunking import chunk_pages
-from ingest.originals import drop_original, stored_file, stored_file_key
+from ingest.originals import drop_original, erase_document, stored_file, stored_file_key
 from ingest.pii import redact_pages
 from ingest.sandbox import parse_isolated
 from ingest.sentences import chunk_sentence_metadata
@@ -37,6 +45,12 @@ class IngestDeps:
     store: VectorStore
     embedder: Embedder
     vault: Vault  # the stored originals (core/vault.py)
+    # queue the background erasure of (tenant, document id) again (workers/app.py)
+    erase_later: Callable[[str, str], None] | None = None
+
+
+class DocumentGone(Exception):  # noqa: N818 - a signal inside the job, never raised out of it
+    """The document was deleted (or its DELETE began) while this run worked on it."""
 
 
 def ingest_document(deps: IngestDeps, doc_id: str) -> str:
@@ -47,7 +61,7 @@ def ingest_document(deps: IngestDeps, doc_id: str) -> str:
     """
     repo, settings = deps.repo, deps.settings
     doc = repo.get(doc_id)
-    if doc is None:
+    if doc is None or doc.deleting:
         log.info("document %s was deleted before ingest; nothing to do", doc_id)
         return "deleted"
     # asked for at upload (the record), or forced for the tenant (also checked here)
@@ -76,8 +90,13 @@ def ingest_document(deps: IngestDeps, doc_id: str) -> str:
         if redact:  # before chunking: nothing unredacted is embedded, indexed or stored
             pages, pii_counts = redact_pages(pages)
         repo.set_progress(doc_id, Progress("chunking", len(pages), len(pages)))
+        try:  # ids keyed per document: made only while it is registered (core/domain.py)
+            id_key = deps.store.chunk_id_key(doc_id)
+        except TextKeyMissing:
+            return _abandon(deps, doc.tenant, doc_id, wrote=False)
         with stage("chunk"):
-            chunks = chunk_pages(doc_id, pages, settings.chunking.size, settings.chunking.overlap)
+            chunks = chunk_pages(doc_id, pages, settings.chunking.size, settings.chunking.overlap,
+                                 id_key)
             units = chunk_units(pages, chunks)  # sentences, list items, table rows + context
         if not chunks:
             raise ParseError("no text could be extracted (scanned or empty document?)")
@@ -92,25 +111,33 @@ def ingest_document(deps: IngestDeps, doc_id: str) -> str:
     batch = max(1, settings.models.embedding_batch_size)
     repo.set_progress(doc_id, Progress("embedding", 0, total))
     base_meta = {"filename": doc.filename, "created_at": int(doc.created_at)}
-    with stage("embed"):  # the upserts inside are timed as their own stage (core/metrics.py)
-        for i in range(0, total, batch):
-            part = chunks[i : i + batch]
-            vectors = deps.embedder.embed([c.text for c in part])
-            # the answer pipeline scores the units: embed them now, not at every question
-            sentence_meta = chunk_sentence_metadata([c.text for c in part], deps.embedder.embed,
-                                                    units[i : i + batch])
-            chunks_embedded(len(part))
-            with stage("upsert"):
-                deps.store.upsert(doc.tenant, part, vectors, base_meta, sentence_meta)
-            repo.set_progress(doc_id, Progress("embedding", min(i + batch, total), total))
+    wrote = False  # from the first upsert on, a DELETE must be followed by another erasure
+    try:
+        with stage("embed"):  # the upserts inside are timed as their own stage (core/metrics.py)
+            for i in range(0, total, batch):
+                part = chunks[i : i + batch]
+                vectors = deps.embedder.embed([c.text for c in part])
+                # the answer pipeline scores the units: embed them now, not at every question
+                sentence_meta = chunk_sentence_metadata([c.text for c in part],
+                                                        deps.embedder.embed, units[i : i + batch])
+                chunks_embedded(len(part))
+                _still_registered(repo, doc_id)
+                wrote = True
+                with stage("upsert"):
+                    deps.store.upsert(doc.tenant, part, vectors, base_meta, sentence_meta)
+                repo.set_progress(doc_id, Progress("embedding", min(i + batch, total), total))
 
-    repo.set_progress(doc_id, Progress("indexing", total, total))
-    _check_redaction_unchanged(repo, doc_id, redact)  # before removing other chunks
-    with stage("verify"):  # stale chunks out, then count what Chroma holds
-        stored = deps.store.delete_document(doc.tenant, doc_id, keep=[c.id for c in chunks])
-    if repo.get(doc_id) is None:  # deleted while we worked: leave nothing behind
-        deps.store.delete_document(doc.tenant, doc_id)
-        return "deleted"
+        repo.set_progress(doc_id, Progress("indexing", total, total))
+        _check_redaction_unchanged(repo, doc_id, redact)  # before removing other chunks
+        with stage("verify"):  # stale chunks out, then count what Chroma holds
+            stored = deps.store.delete_document(doc.tenant, doc_id, keep=[c.id for c in chunks])
+        _still_registered(repo, doc_id)
+    except (DocumentGone, TextKeyMissing):  # no key may be made for a document going away
+        return _abandon(deps, doc.tenant, doc_id, wrote)
+    except Exception:
+        if wrote and _gone(repo, doc_id):  # a failed write after the DELETE: clean up anyway
+            return _abandon(deps, doc.tenant, doc_id, wrote)
+        raise
     _check_redaction_unchanged(repo, doc_id, redact)
     if stored != total:
         raise StoreUnavailableError(f"stored {stored} of {total} chunks; will retry")
@@ -121,6 +148,29 @@ def ingest_document(deps: IngestDeps, doc_id: str) -> str:
     log.info("document %s ready: %d chunks, %d pages%s", doc_id, total, len(pages),
              f", PII redacted {pii_counts}" if redact else "")
     return DocumentStatus.READY.value
+
+
+def _gone(repo: DocumentRepository, doc_id: str) -> bool:
+    current = repo.get(doc_id)
+    return current is None or current.deleting
+
+
+def _still_registered(repo: DocumentRepository, doc_id: str) -> None:
+    if _gone(repo, doc_id):
+        raise DocumentGone(doc_id)
+
+
+def _abandon(deps: IngestDeps, tenant: str, doc_id: str, wrote: bool) -> str:
+    """The document was deleted while this run worked on it: leave nothing behind. What
+    this run may have written goes (chunks, keyword rows, the text key, which it may hold
+    in its cache), and, since the eraser the DELETE queued may have compacted the store
+    before that write, another background erasure is queued."""
+    log.info("document %s was deleted during its ingest; removing what the ingest wrote",
+             doc_id)
+    erase_document(deps.settings, deps.store, deps.vault, tenant, doc_id)
+    if wrote and deps.erase_later is not None:
+        deps.erase_later(tenant, doc_id)
+    return "deleted"
 
 
 def _parse_progress(repo: DocumentRepository, doc_id: str) -> Callable[[int, int], None]:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from core.domain import Chunk, ChunkHit
-from core.errors import StoreUnavailableError
+from core.errors import ConfigurationError, StoreUnavailableError
 from core.locks import redis_collection_lock
 from core.settings import Settings, apply_offline_env
 from core.textcrypt import TEXT_KEY, TextCipher, TextKeyMissing, term_key
@@ -34,6 +34,7 @@ from ingest.sentences import KEYS
 SENTENCE_KEYS = KEYS  # a chunk's evidence units, their vectors and context (core/sentcodec.py)
 
 _UPSERT_BATCH = 256
+IN_GROUP = 10_000  # document ids per Chroma ``$in`` (SQLite allows 32,766 variables)
 COMPACT_PREFIX = "docqa_c_"  # collections being rebuilt by ``compact`` (never searched)
 _HNSW_CONFIG = {"hnsw": {"space": "cosine"}}
 
@@ -179,6 +180,13 @@ class ChromaStore:
         """Crypto-erase the document's chunk text wherever a copy of it survives."""
         return self.cipher.forget(document_id) if self.cipher is not None else False
 
+    def chunk_id_key(self, document_id: str) -> bytes:
+        """The document's chunk-id key (``TextCipher.chunk_id_key``)."""
+        if self.cipher is None:
+            raise ConfigurationError("chunk ids are keyed by the text cipher: this store "
+                                     "was opened without one")
+        return self.cipher.chunk_id_key(document_id)
+
     def chunk_ids(self, tenant: str, document_id: str) -> list[str]:
         return list(self._on(tenant, lambda coll: coll.get(
             where={"document_id": document_id}, include=[])["ids"], default=[]))
@@ -291,9 +299,12 @@ class ChromaStore:
 
         def copy(res: dict[str, Any]) -> int:
             if res["ids"]:
-                new.upsert(ids=res["ids"], embeddings=res["embeddings"],
-                           **self._sealed_records(res["ids"], res["documents"],
-                                                  res["metadatas"]))
+                records = self._sealed_records(res["ids"], res["documents"], res["metadatas"])
+                keep = records.pop("keep")
+                if keep:
+                    new.upsert(ids=[res["ids"][i] for i in keep],
+                               embeddings=[res["embeddings"][i] for i in keep],
+                               **{k: [v[i] for i in keep] for k, v in records.items()})
             return len(res["ids"])
 
         swapped = False
@@ -377,24 +388,34 @@ class ChromaStore:
         top_k: int,
         document_ids: Sequence[str] | None = None,
     ) -> list[ChunkHit]:
-        where: dict[str, Any] | None = None
+        """The ``top_k`` nearest chunks, within ``document_ids`` when given. A filter can
+        match tens of thousands of documents; Chroma turns ``$in`` into one SQL variable
+        per value, and SQLite refuses more than 32,766 ("too many SQL variables"), so a
+        long list is asked in groups and their nearest merged: the same ``top_k``."""
+        groups: list[list[str] | None] = [None]
         if document_ids:
-            where = {"document_id": {"$in": list(document_ids)}}
-        res = self._on(tenant, lambda coll: coll.query(
-            query_embeddings=[list(embedding)],
-            n_results=top_k,
-            where=where,
-            include=["documents", "metadatas", "distances"],
-        ))
-        if res is None:
-            return []
-        self._prefetch(res["metadatas"][0])
+            ids = list(document_ids)
+            groups = [ids[i:i + IN_GROUP] for i in range(0, len(ids), IN_GROUP)]
+        found: list[tuple[float, str, Any, dict[str, Any]]] = []
+        for group in groups:
+            where = {"document_id": {"$in": group}} if group else None
+
+            def nearest(coll: Any, where: dict[str, Any] | None = where) -> Any:
+                return coll.query(query_embeddings=[list(embedding)], n_results=top_k,
+                                  where=where, include=["documents", "metadatas", "distances"])
+
+            res = self._on(tenant, nearest)
+            if res is None:
+                continue
+            found += [(float(dist), cid, text, meta) for cid, text, meta, dist in zip(
+                res["ids"][0], res["documents"][0], res["metadatas"][0], res["distances"][0],
+                strict=True)]
+        if len(groups) > 1:
+            found = sorted(found, key=lambda f: f[0])[:top_k]
+        self._prefetch([meta for _d, _c, _t, meta in found])
         hits = []
-        for cid, text, meta, dist in zip(
-            res["ids"][0], res["documents"][0], res["metadatas"][0], res["distances"][0],
-            strict=True,
-        ):
-            hit = self._hit(cid, text, meta, 1.0 - float(dist))
+        for dist, cid, text, meta in found:
+            hit = self._hit(cid, text, meta, 1.0 - dist)
             if hit is not None:
                 hits.append(hit)
         return hits
@@ -427,19 +448,26 @@ class ChromaStore:
 
     def _sealed_records(self, ids: Sequence[str], documents: Sequence[str | None] | None,
                         metadatas: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        """``documents``/``metadatas`` arguments for copying records: with a cipher, plain
-        texts of older records are sealed into the metadata on the way."""
+        """``documents``/``metadatas`` arguments for copying records, and ``keep``: the
+        positions of the records to copy. With a cipher, plain texts of older records are
+        sealed into the metadata on the way; one whose document is deleted or being deleted
+        (no key may be made for it) is left out."""
         docs = list(documents) if documents is not None else [None] * len(ids)
+        keep = list(range(len(ids)))
         if self.cipher is None:
-            return {"documents": docs, "metadatas": metadatas} if any(
-                d is not None for d in docs) else {"metadatas": metadatas}
-        metas = []
-        for cid, doc, meta in zip(ids, docs, metadatas, strict=True):
+            return {"documents": docs, "metadatas": list(metadatas), "keep": keep} if any(
+                d is not None for d in docs) else {"metadatas": list(metadatas), "keep": keep}
+        metas, keep = [], []
+        for i, (cid, doc, meta) in enumerate(zip(ids, docs, metadatas, strict=True)):
             meta = dict(meta)
-            if TEXT_KEY not in meta and doc is not None:
-                meta[TEXT_KEY] = self.cipher.seal(str(meta["document_id"]), cid, doc)
             metas.append(meta)
-        return {"metadatas": metas}
+            if TEXT_KEY not in meta and doc is not None:
+                try:
+                    meta[TEXT_KEY] = self.cipher.seal(str(meta["document_id"]), cid, doc)
+                except TextKeyMissing:
+                    continue
+            keep.append(i)
+        return {"metadatas": metas, "keep": keep}
 
 
 def _hit(cid: str, text: str, meta: dict[str, Any], score: float) -> ChunkHit:

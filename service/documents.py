@@ -154,6 +154,9 @@ class DocumentService:
                 metadata=metadata, redact_pii=redact,
             )
             target = stored_file(self.settings, doc.id)
+            if doc.deleting:  # a DELETE of it began and failed: it must be repeated first
+                raise ConflictError(f"document {doc.id} has the same bytes and is being "
+                                    "deleted; repeat its DELETE, then upload again")
             if redact and not doc.redact_pii and not created:
                 return self._redact_existing(doc, staged, target), True
             # a redacted document's original is deleted after its ingest: not brought back
@@ -246,6 +249,9 @@ class DocumentService:
         enqueue_erase = getattr(self.queue, "enqueue_erase", None)  # test queues may lack it
         if enqueue_erase is not None:
             enqueue_erase(tenant, doc.id)
+        # from here no search returns it, no ingest writes for it and no text key can be
+        # made for it: an ingest running on a worker stops at its next batch (ingest/pipeline.py)
+        self.repo.mark_deleting(doc.id)
         # chunks, text key, file (ingest/originals.py); the row goes last: after a failure
         # there the document is still listed and the DELETE can be repeated
         erase_document(self.settings, self.store, self.vault, tenant, doc.id)

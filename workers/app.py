@@ -33,6 +33,7 @@ _deps: IngestDeps | None = None
 _store: ChromaStore | None = None  # the ingest job's store, which the eraser also compacts
 _settings: Settings | None = None
 _eraser: Eraser | None = None
+_app: Celery | None = None  # the app whose tasks run here: an ingest queues erasures with it
 ERASE_MAX_RETRIES = 30
 
 
@@ -45,7 +46,18 @@ def build_deps(settings: Settings, store: ChromaStore) -> IngestDeps:
             settings.models.resolved_embedding_path(), settings.models.embedding_batch_size
         )),  # the embedder itself unless DOCQA_TEST_HOOKS__* (tests only) are set
         vault=Vault.for_settings(settings),
+        erase_later=queue_erase,
     )
+
+
+def queue_erase(tenant: str, doc_id: str) -> None:
+    """Queue the background erasure of a document again: an ingest found it deleted after
+    it had written chunks, maybe after the DELETE's own eraser compacted the store."""
+    if _app is None:  # pragma: no cover - create_celery_app always runs first
+        raise RuntimeError("create_celery_app() must run first")
+    _app.send_task(names.ERASE_DOCUMENT, args=[tenant, doc_id], queue=names.ERASE_QUEUE,
+                   countdown=names.ERASE_DELAY_S)
+    log.info("document %s: deleted during its ingest; erasure queued again", doc_id)
 
 
 def get_eraser() -> Eraser:
@@ -92,11 +104,11 @@ def _after_failure(deps: IngestDeps, doc_id: str) -> None:
 
 
 def create_celery_app(settings: Settings | None = None) -> Celery:
-    global _settings
+    global _settings, _app
     apply_offline_env()
     _settings = settings or Settings()
     deliveries.configure(_settings.redis_url)  # an ingest that returns resets its count there
-    app = Celery("docqa")
+    app = _app = Celery("docqa")
     app.conf.update(names.celery_config(_settings))
     connect_celery_signals()  # request id, job id and document id on the tasks' log lines
     max_retries = _settings.worker.max_retries

@@ -106,6 +106,7 @@ def document_from_row(row: Row) -> Document:
         metadata=json.loads(row["metadata"]),
         redact_pii=bool(row["redact_pii"]),
         pii_counts=None if row["pii_counts"] is None else json.loads(row["pii_counts"]),
+        deleting=row["deleted_at"] is not None,
     )
 
 
@@ -132,8 +133,10 @@ class SqlRepository(ABC):
         """The condition for ``filename`` matching the glob ``pattern`` (SQLite's ``GLOB``
         rules), or None when no name can match it."""
 
+    @abstractmethod
     def _ids_condition(self, ids: Sequence[str]) -> tuple[str, builtins.list[Any]]:
-        return f"id IN ({','.join('?' * len(ids))})", list(ids)
+        """The condition for ``id`` being one of ``ids``, bound as one value (there may be
+        more ids than a statement may have placeholders)."""
 
     def _text(self, value: str | None) -> str | None:
         """``value`` as this backend can store it."""
@@ -206,8 +209,8 @@ class SqlRepository(ABC):
         """Ids of the tenant's documents matching every given condition (never another
         tenant's), oldest first. ``filename`` is a glob (``*``, ``?``, ``[...]``; exact when
         it has none); ``metadata`` values must equal the uploaded value, or be in it when
-        that is a list."""
-        where: builtins.list[str] = ["tenant=?"]
+        that is a list. A document being deleted matches nothing."""
+        where: builtins.list[str] = ["tenant=?", "deleted_at IS NULL"]
         args: builtins.list[Any] = [tenant]
         if ids is not None:
             if not ids:
@@ -279,7 +282,7 @@ class SqlRepository(ABC):
     def stale_document_ids(self, updated_before: float, limit: int = 1000) -> builtins.list[str]:
         rows = self._all(
             "SELECT id FROM documents WHERE status IN (?,?) AND updated_at < ?"
-            " ORDER BY updated_at, id LIMIT ?",
+            " AND deleted_at IS NULL ORDER BY updated_at, id LIMIT ?",
             (*STALE_STATES, updated_before, limit),
         )
         return [r["id"] for r in rows]
@@ -287,9 +290,14 @@ class SqlRepository(ABC):
     def requeue_stale(self, doc_id: str, updated_before: float) -> bool:
         return self._change(
             "UPDATE documents SET status='queued', stage='queued', done=0, total=0, error=NULL,"
-            " updated_at=? WHERE id=? AND status IN (?,?) AND updated_at < ?",
+            " updated_at=? WHERE id=? AND status IN (?,?) AND updated_at < ?"
+            " AND deleted_at IS NULL",
             (time.time(), doc_id, *STALE_STATES, updated_before),
         ) > 0
+
+    def mark_deleting(self, doc_id: str) -> bool:
+        return self._change("UPDATE documents SET deleted_at=COALESCE(deleted_at, ?) WHERE id=?",
+                            (time.time(), doc_id)) > 0
 
     def delete(self, doc_id: str) -> bool:
         return self._change("DELETE FROM documents WHERE id=?", (doc_id,)) > 0

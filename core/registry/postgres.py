@@ -59,6 +59,7 @@ CREATE TABLE IF NOT EXISTS documents (
     updated_at DOUBLE PRECISION NOT NULL,
     redact_pii BOOLEAN NOT NULL DEFAULT FALSE,
     pii_counts TEXT,
+    deleted_at DOUBLE PRECISION,
     UNIQUE (tenant, sha256)
 );
 CREATE INDEX IF NOT EXISTS documents_tenant_status ON documents (tenant, status, created_at);
@@ -76,6 +77,7 @@ ALTER TABLE api_keys ADD COLUMN IF NOT EXISTS revoked_at DOUBLE PRECISION;
 CREATE INDEX IF NOT EXISTS api_keys_tenant ON api_keys (tenant, created_at);
 ALTER TABLE documents ADD COLUMN IF NOT EXISTS redact_pii BOOLEAN NOT NULL DEFAULT FALSE;
 ALTER TABLE documents ADD COLUMN IF NOT EXISTS pii_counts TEXT;
+ALTER TABLE documents ADD COLUMN IF NOT EXISTS deleted_at DOUBLE PRECISION;
 """
 _SCHEMA_LOCK = 0x646F637161  # pg_advisory_xact_lock key ("docqa"): one schema creator at a time
 _CONNECT_TIMEOUT_S = 5

@@ -5,8 +5,9 @@ One short-lived connection per call: safe across threads and processes (WAL mode
 
 from __future__ import annotations
 
+import json
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -42,6 +43,7 @@ CREATE TABLE IF NOT EXISTS documents (
     updated_at REAL NOT NULL,
     redact_pii INTEGER NOT NULL DEFAULT 0,
     pii_counts TEXT,
+    deleted_at REAL,
     UNIQUE (tenant, sha256)
 );
 CREATE INDEX IF NOT EXISTS documents_tenant_status ON documents (tenant, status, created_at);
@@ -60,10 +62,12 @@ _KEY_COLUMNS = {
     "created_at": "REAL NOT NULL DEFAULT 0",
     "revoked_at": "REAL",
 }
-# Columns documents must have (added to older files that lack one): PII redaction.
+# Columns documents must have (added to older files that lack one): PII redaction, and
+# the mark a DELETE sets first (``mark_deleting``).
 _DOC_COLUMNS = {
     "redact_pii": "INTEGER NOT NULL DEFAULT 0",
     "pii_counts": "TEXT",
+    "deleted_at": "REAL",
 }
 _KEY_INDEX = "CREATE INDEX IF NOT EXISTS api_keys_tenant ON api_keys (tenant, created_at)"
 
@@ -102,6 +106,11 @@ class SqliteDocumentRepository(SqlRepository):
 
     def _filename_condition(self, pattern: str) -> tuple[str, list[Any]]:
         return "filename GLOB ?", [pattern]
+
+    def _ids_condition(self, ids: Sequence[str]) -> tuple[str, list[Any]]:
+        # one JSON array, however many ids: an ``IN (?, ?…)`` list stops at SQLite's 32,766
+        # variables, and a filter may name more documents than that
+        return "id IN (SELECT value FROM json_each(?))", [json.dumps(list(ids))]
 
     def create(
         self,

@@ -13,7 +13,7 @@ back to the best evidence sentence, quoted and cited.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any
 
 from core.domain import ChunkHit
@@ -137,11 +137,16 @@ class AnswerPipeline:
     def __init__(
         self, settings: Settings, embedder: Embedder, store: VectorStore,
         generator: Generator | None, model: GroundingModel | None | bool = True,
+        live: Callable[[str, list[str]], Collection[str]] | None = None,
     ) -> None:
         self.settings = settings
         self.embedder = embedder
         self.store = store
         self.generator = generator
+        # (tenant, document ids) → those still registered and not being deleted: every hit
+        # is checked against it, so a document is never returned once its DELETE began, even
+        # while a late write of a running ingest is still in the store (ingest/pipeline.py)
+        self.live = live
         # True = the committed model (None if absent), False = heuristics, or a model object
         self.model: GroundingModel | None = (
             load_model() if model is True else (None if model is False else model))
@@ -155,6 +160,9 @@ class AnswerPipeline:
         q_vec = self.embedder.embed([query])[0]
         hits = retrieve(self.store, tenant, q_vec, query, top_k, document_ids, mode,
                         self.settings.retrieval)
+        if self.live is not None and hits:
+            alive = set(self.live(tenant, list(dict.fromkeys(h.document_id for h in hits))))
+            hits = [h for h in hits if h.document_id in alive]
         return hits, q_vec
 
     def ask(

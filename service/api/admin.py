@@ -4,7 +4,8 @@ The admin key comes from the settings (``DOCQA_ADMIN_KEY``, or its SHA-256 as
 ``DOCQA_ADMIN_KEY_SHA256``) and is compared as a SHA-256 hash in constant time. Without one
 the routes are not mounted at all: /admin/... answers 404 like any unknown path. Any other
 credential (a tenant key included) gets 401, and the admin key is no tenant key: /v1 routes
-answer it 401. Admin routes are not rate-limited.
+answer it 401. Every admin request counts against its client address's admin limit, and a
+refused key against the address's failed-authentication limit (service/api/limits.py).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from core.keys import (
 from core.logging import current_request_id
 from core.settings import Settings
 from service.api.errors import problem_responses
+from service.api.limits import count_auth_failure, enforce_admin_limit, refuse_throttled_address
 from service.api.openapi import SECURITY_SCHEME
 
 # not rate-limited; a key change that cannot be audited is refused (503)
@@ -107,11 +109,15 @@ def admin_router(settings: Settings) -> Router | None:
     if any(is_admin_key(k, expected) for k in settings.static_api_keys):
         raise ConfigurationError("the admin key must not also be a DOCQA_API_KEYS key")
 
-    def require_admin_key(
+    async def require_admin_key(
         connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
     ) -> None:
+        await refuse_throttled_address(connection)  # too many refused keys: 429 first
+        await enforce_admin_limit(connection)
         scheme, _sep, key = connection.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not is_admin_key(key.strip(), expected):
+            if key.strip():
+                await count_auth_failure(connection)
             raise UnauthorizedError("admin routes need 'Authorization: Bearer <admin-key>'")
 
     return Router(path="/admin", guards=[require_admin_key], tags=["admin"],

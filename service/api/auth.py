@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
@@ -13,17 +14,23 @@ from core.audit import RequestAudit
 from core.errors import UnauthorizedError
 from core.keys import resolve_key
 from service.api.components import Components
+from service.api.limits import count_auth_failure, refuse_throttled_address
 from service.api.observability import scope_request_id
 
 
-def require_api_key(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+async def require_api_key(connection: ASGIConnection[Any, Any, Any, Any],
+                          _: BaseRouteHandler) -> None:
     comps: Components = connection.app.state.components
+    # an address refused too many keys: 429 before this key is looked at (service/api/limits.py)
+    await refuse_throttled_address(connection)
     header = connection.headers.get("authorization", "")
     scheme, _sep, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise UnauthorizedError("send 'Authorization: Bearer <api-key>'")
-    resolved = resolve_key(key.strip(), comps.settings.static_api_keys, comps.repo)
+    resolved = await anyio.to_thread.run_sync(
+        resolve_key, key.strip(), comps.settings.static_api_keys, comps.repo)
     if resolved is None:
+        await count_auth_failure(connection)
         raise UnauthorizedError("unknown or revoked API key")
     connection.state.tenant = resolved.tenant
     connection.state.key_id = resolved.key_id  # the audit log's "who" (never the key)

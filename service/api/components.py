@@ -66,7 +66,8 @@ def build_components(settings: Settings) -> Components:
     encrypt_legacy_files(documents.vault, settings.files_dir)  # originals of older versions
     return Components(
         settings=settings, repo=repo, store=store, documents=documents,
-        answers=AnswerPipeline(settings, embedder, store, generator),
+        answers=AnswerPipeline(settings, embedder, store, generator,
+                               live=lambda tenant, ids: repo.find_ids(tenant, ids=ids)),
         redis=redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2),
         audit=open_audit(settings),
         limiter=RateLimiter.from_url(settings.redis_url, fail_open=settings.rate_limit.fail_open),

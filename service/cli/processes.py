@@ -80,6 +80,7 @@ def chroma_command(path: Path, host: str, port: int) -> list[str]:
 def serve(host: str | None, port: int | None) -> None:
     """Run the HTTP API."""
     settings = settings_from(host=host, port=port)
+    settings.check_key_strength()  # a short or example key is refused before anything starts
     configure_process(settings, "api")
     # logging is ours (core/logging.py): uvicorn's lines go through it, and the access lines
     # come from service/api/observability.py (with the request id)
@@ -109,6 +110,7 @@ def worker(loglevel: str | None) -> None:
 def up(host: str | None, port: int | None, data_dir: Path | None) -> None:
     """Start Chroma, a worker and the API; stop them all on Ctrl-C/SIGTERM."""
     settings = settings_from(host=host, port=port, data_dir=data_dir)
+    settings.check_key_strength()  # before any process starts
     reason = redis_reachable(settings.redis_url)
     if reason:
         click.echo(

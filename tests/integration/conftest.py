@@ -91,11 +91,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @contextmanager
 def run_stack(
-    data: Path, redis_url: str, extra_env: dict[str, str] | None = None
+    data: Path, redis_url: str, extra_env: dict[str, str] | None = None, workers: int = 1
 ) -> Iterator[Stack]:
-    """Chroma, a worker and the API on data dir ``data`` and Redis ``redis_url`` (flushed
-    first); ``extra_env`` adds or overrides settings (tests/integration/test_hostile_uploads.py
-    runs its own stack with tight limits on Redis database 8)."""
+    """Chroma, ``workers`` worker processes and the API on data dir ``data`` and Redis
+    ``redis_url`` (flushed first); ``extra_env`` adds or overrides settings
+    (tests/integration/test_hostile_uploads.py runs its own stack with tight limits on Redis
+    database 8). The workers are named ``worker``, ``worker-2``… (their logs too)."""
     try:
         r = redis.Redis.from_url(redis_url, socket_connect_timeout=2)
         r.flushdb()
@@ -119,6 +120,9 @@ def run_stack(
         ),
         # Make proxies irrelevant: nothing may leave the machine anyway.
         "NO_PROXY": "*",
+        # every test is the client 127.0.0.1: the keys refused on purpose by all the tests
+        # would add up (the throttle itself: tests/unit/service/api/test_limits.py)
+        "DOCQA_RATE_LIMIT__AUTH_FAILURES_PER_MINUTE": "1000",
         **(extra_env or {}),
     }
     for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"):
@@ -133,13 +137,16 @@ def run_stack(
     try:
         start("chroma", chroma_command(data / "chroma", "127.0.0.1", chroma_port))
         assert wait_http(f"http://127.0.0.1:{chroma_port}/api/v2/heartbeat", 60), st.log("chroma")
-        start("worker", [sys.executable, "-m", "service.cli", "worker"])
+        names = ["worker", *(f"worker-{i}" for i in range(2, workers + 1))]
+        for name in names:
+            start(name, [sys.executable, "-m", "service.cli", "worker"])
         start("api", [sys.executable, "-m", "service.cli", "serve"])
         if not wait_http(f"{st.url}/readyz", 240, list(st.procs.values())):
             pytest.fail("stack did not become ready:\n" + st.log("api")[-3000:] + st.log("worker")[-3000:])
         # the worker child loads its model after the API is ready; wait for it to consume
         deadline = time.monotonic() + 120
-        while "ready" not in st.log("worker") and time.monotonic() < deadline:
+        while (not all("ready" in st.log(n) for n in names)
+               and time.monotonic() < deadline):
             time.sleep(0.5)
         yield st
     finally:

@@ -76,6 +76,7 @@ class FakeStore:
         self.metadata: dict[str, dict[str, Any]] = {}
         self.deletes: list[tuple[str, str]] = []  # whole-document deletes, in order
         self.destroyed: set[str] = set()  # documents whose text key was destroyed
+        self.id_keys: dict[str, bytes] = {}  # documents' chunk-id keys
         if passages and embedder is None:
             raise ValueError("passages need an embedder")
         for i, text in enumerate(passages):
@@ -105,10 +106,15 @@ class FakeStore:
         return len([c for c in present if c in keep])
 
     def destroy_text_key(self, document_id: str) -> bool:
-        """Crypto-erasure: the document's chunks are never returned again."""
+        """Crypto-erasure: the document's chunks are never returned again, and its chunk-id
+        key is gone."""
         fresh = document_id not in self.destroyed
         self.destroyed.add(document_id)
+        self.id_keys.pop(document_id, None)
         return fresh
+
+    def chunk_id_key(self, document_id: str) -> bytes:
+        return self.id_keys.setdefault(document_id, secrets.token_bytes(32))
 
     # ------------------------------------------------------------ reads
 

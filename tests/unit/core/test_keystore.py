@@ -35,3 +35,45 @@ def test_document_text_keys_on_both_key_stores(backend: str, request: pytest.Fix
     assert a.forget("d2") is True
     with pytest.raises(TextKeyMissing):
         TextCipher(master, open_keystore(settings)).open("d2", "c1", sealed["d2"])
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_the_service_cipher_makes_no_key_for_a_document_gone_or_being_deleted(
+        backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """An ingest still running when its document is deleted must not leave a text key that
+    erasure never removes: the key is stored only in the statement that finds the document
+    registered and not marked by a DELETE (issue 15, point 1)."""
+    from core.domain import DocumentKind
+    from core.keystore import open_keystore
+    from core.registry import open_repository
+    from core.registry.postgres import PostgresDocumentRepository
+    from core.textcrypt import TextCipher, TextKeyMissing, text_key_id
+
+    url = None if backend == "sqlite" else request.getfixturevalue("pg_dsn")
+    settings = Settings(data_dir=tmp_path / "data", database_url=url)
+    repo = open_repository(settings)
+    try:
+        keys = open_keystore(settings)
+        cipher = TextCipher(secrets.token_bytes(32), keys, registered_only=True)
+        live, _ = repo.create(tenant="acme", filename="a.txt", kind=DocumentKind.TEXT,
+                              sha256="a" * 64, size=1, metadata={})
+        going, _ = repo.create(tenant="acme", filename="b.txt", kind=DocumentKind.TEXT,
+                               sha256="b" * 64, size=1, metadata={})
+        assert cipher.open(live.id, "c1", cipher.seal(live.id, "c1", "kept")) == "kept"
+
+        assert repo.mark_deleting(going.id) is True
+        with pytest.raises(TextKeyMissing, match="being deleted"):
+            cipher.seal(going.id, "c1", "written after the DELETE began")
+        with pytest.raises(TextKeyMissing):
+            cipher.seal("never-registered", "c1", "text")
+        assert repo.delete(going.id)
+        with pytest.raises(TextKeyMissing):
+            cipher.seal(going.id, "c1", "written after the DELETE answered")
+        assert keys.get(text_key_id(going.id)) is None
+        assert keys.get(text_key_id("never-registered")) is None
+        assert keys.put_if_registered("probe", b"x", live.id) is True
+        assert keys.put_if_registered("probe", b"y", live.id) is False  # first stored wins
+        assert keys.get("probe") == b"x"
+    finally:
+        if isinstance(repo, PostgresDocumentRepository):
+            repo.close()

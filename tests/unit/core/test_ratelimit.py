@@ -88,6 +88,19 @@ def test_refused_requests_are_not_counted(client: redis.Redis, prefix: str) -> N
     assert rl.hit("k1", [MINUTE3]).allowed
 
 
+def test_peek_counts_nothing_and_says_what_hit_would(client: redis.Redis, prefix: str) -> None:
+    """Failed authentications count only when they fail: the API peeks first, then hits
+    on a failure (service/api/limits.py)."""
+    clock = Clock(T0 + 1)
+    rl = limiter(client, prefix, clock)
+    assert all(rl.peek("k1", [MINUTE3]).allowed for _ in range(10))
+    for _ in range(3):
+        assert rl.hit("k1", [MINUTE3]).allowed
+    peeked = rl.peek("k1", [MINUTE3])
+    assert not peeked.allowed and peeked.retry_after == 79 and peeked.refused_by == MINUTE3
+    assert rl.peek("k2", [MINUTE3]).allowed
+
+
 def test_the_window_slides_over_the_previous_minute(client: redis.Redis, prefix: str) -> None:
     clock = Clock(T0 + 50)
     rl = limiter(client, prefix, clock)

@@ -79,3 +79,23 @@ def test_the_encryption_key_may_come_from_a_mounted_secret_file(
     monkeypatch.setenv("DOCQA_ENCRYPTION_KEY_FILE", str(secret))
     with pytest.raises(ConfigurationError, match="is empty"):
         Settings()
+
+
+def test_keys_shorter_than_24_characters_are_refused_by_name_never_echoed() -> None:
+    """``docqa serve`` and ``docqa up`` refuse a short or example key (issue 15, point 7);
+    the message names the tenant or the setting, never the key itself."""
+    from core.errors import ConfigurationError
+    from core.settings import MIN_KEY_CHARS
+
+    strong = "k" * MIN_KEY_CHARS
+    Settings(api_keys=f"acme:{strong}", admin_key=strong).check_key_strength()
+    Settings(admin_key_sha256="a" * 64).check_key_strength()  # a hash: nothing to measure
+    Settings().check_key_strength()  # no keys configured: nothing to refuse
+    with pytest.raises(ConfigurationError) as short:
+        Settings(api_keys=f"acme:{strong},globex:change-me").check_key_strength()
+    assert "'globex'" in str(short.value) and "'acme'" not in str(short.value)
+    assert "24 characters" in str(short.value) and "change-me" not in str(short.value)
+    with pytest.raises(ConfigurationError, match="DOCQA_ADMIN_KEY ") as admin:
+        Settings(api_keys=f"acme:{strong}", admin_key="k" * (MIN_KEY_CHARS - 1)
+                 ).check_key_strength()
+    assert "k" * (MIN_KEY_CHARS - 1) not in str(admin.value)

@@ -78,3 +78,22 @@ def test_text_keys_are_not_swept_as_orphan_file_keys(tmp_path: Path) -> None:
     (tmp_path / "files").mkdir()
     assert Vault(master, keys).sweep_orphan_keys([tmp_path / "files"], grace_s=-1) == 0
     assert keys.get(text_key_id("doc-1")) is not None
+
+
+def test_chunk_id_keys_are_per_document_shared_by_processes_and_erased_with_the_text_key(
+        tmp_path: Path) -> None:
+    """Re-ingesting a document in another worker gives the same chunk ids (its key is
+    derived from the document's stored text key); another document's ids use another key;
+    once the text key is destroyed the chunk-id key is gone for good (issue 15, point 5)."""
+    from core.domain import chunk_id
+
+    master = secrets.token_bytes(32)
+    a, b = cipher_in(tmp_path, master), cipher_in(tmp_path, master)
+    key = a.chunk_id_key("doc-1")
+    assert b.chunk_id_key("doc-1") == key  # another process, the same ids
+    assert a.chunk_id_key("doc-2") != key
+    assert key != a.key("doc-1")  # derived, not the sealing key itself
+    cid = chunk_id("doc-1", "salary: 85000", 0, key)
+    assert a.forget("doc-1")
+    fresh = cipher_in(tmp_path, master)
+    assert chunk_id("doc-1", "salary: 85000", 0, fresh.chunk_id_key("doc-1")) != cid

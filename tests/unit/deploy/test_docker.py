@@ -228,6 +228,26 @@ def test_worker_healthcheck_reads_its_heartbeat(services: dict[str, dict[str, An
     assert int(test.rsplit(" ", 1)[1]) >= 3 * Settings().worker.heartbeat_interval_s
 
 
+def test_compose_ships_no_example_key_and_its_api_refuses_a_short_one(
+        services: dict[str, dict[str, Any]], tmp_path: Path) -> None:
+    """No ``change-me`` key to copy (issue 15, point 7): the example makes a random one, and
+    the API container's command refuses a key shorter than 24 characters before it starts
+    (it is what ``docker compose up`` runs; exit 2, and the key is never printed)."""
+    text = COMPOSE.read_text(encoding="utf-8")
+    assert "change-me" not in text.lower()
+    assert "DOCQA_API_KEYS=acme:$(openssl rand -hex 24)" in text
+    env = {**os.environ, **{k: v for k, v in env_of(services["api"]).items()
+                            if not v.startswith("${")},  # what compose sets itself
+           "DOCQA_API_KEYS": "acme:change-me", "PYTHONPATH": str(ROOT),
+           # here, not the container's paths; nothing is reached: refused before
+           "DOCQA_DATA_DIR": str(tmp_path / "data"), "DOCQA_REDIS_URL": "redis://127.0.0.1:1/0"}
+    proc = subprocess.run([sys.executable, "-m", "service.cli",
+                           *as_text(services["api"]["command"]).split()],
+                          env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert "24 characters" in proc.stderr and "change-me" not in proc.stderr + proc.stdout
+
+
 def test_worker_is_scalable(services: dict[str, dict[str, Any]]) -> None:
     worker = services["worker"]
     assert "container_name" not in worker

@@ -4,11 +4,13 @@ from core.domain import Page
 from ingest.chunking import chunk_pages, text_between
 from ingest.readers import full_text
 
+KEY = b"k" * 32  # the document's chunk-id key
+
 
 def test_chunk_offsets_and_pages_index_the_extracted_text() -> None:
     body = " ".join(f"Sentence {i} is about widget number {i}." for i in range(120))
     pages = [Page(1, body, 0), Page(2, "Second page text. It ends here.", len(body) + 2)]
-    chunks = chunk_pages("doc", pages, size=50, overlap=10)
+    chunks = chunk_pages("doc", pages, size=50, overlap=10, id_key=KEY)
     text = full_text(pages)
     assert len(chunks) > 3
     for c in chunks:
@@ -16,7 +18,7 @@ def test_chunk_offsets_and_pages_index_the_extracted_text() -> None:
     assert chunks[-1].page == 2 and chunks[0].page == 1
     assert [c.index for c in chunks] == list(range(len(chunks)))
     # running twice gives the same ids: re-ingest is a no-op upsert
-    assert [c.id for c in chunk_pages("doc", pages, 50, 10)] == [c.id for c in chunks]
+    assert [c.id for c in chunk_pages("doc", pages, 50, 10, KEY)] == [c.id for c in chunks]
 
 
 def test_the_text_between_two_offsets_comes_back_from_the_chunks() -> None:
@@ -33,7 +35,7 @@ def test_the_text_between_two_offsets_comes_back_from_the_chunks() -> None:
     pages.append(Page(4, "", offset))  # an empty page: no chunk at all
     pages.append(Page(5, "The last page.", offset + 2))
     text = full_text(pages)
-    chunks = chunk_pages("doc", pages, size=40, overlap=8)
+    chunks = chunk_pages("doc", pages, size=40, overlap=8, id_key=KEY)
     assert len(chunks) > 10 and {c.page for c in chunks} == {1, 2, 3, 5}
     for start, end in [(0, len(text)), (0, 1), (5, 900), (len(paras[0]) - 20, len(paras[0]) + 40),
                        (1234, 1234), (len(text) - 30, len(text) + 500)]:

@@ -167,3 +167,93 @@ def test_ingest_stores_each_chunks_units_with_their_context(env: Env) -> None:
     ]
     # the heading is in the chunk's text but in no unit
     assert "Pricing" in hit.text and not any("Pricing" in q for _k, q, _c in got)
+
+
+# ---------------------------------------------------------------- a DELETE during the ingest
+
+
+LONG = " ".join(f"Clause {i} of the supplier contract sets the delivery fee to {i} euro."
+                for i in range(400)).encode()
+
+
+class DeletingEnv:
+    """``env`` whose ingest embeds two chunks a batch and records the erasures it queues."""
+
+    def __init__(self, env: Env) -> None:
+        env.settings.models.embedding_batch_size = 2
+        self.env = env
+        self.erasures: list[tuple[str, str]] = []
+        env.deps.erase_later = lambda tenant, doc_id: self.erasures.append((tenant, doc_id))
+
+
+def test_a_delete_between_batches_stops_the_ingest_and_leaves_no_chunk(env: Env) -> None:
+    de = DeletingEnv(env)
+    doc, _ = env.upload(LONG)
+    real_embed, calls = env.deps.embedder.embed, []
+
+    def embed_and_delete(texts: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 5:  # mid-embed: some batches are stored already
+            assert env.store.count_document("acme", doc.id) > 0
+            env.service.delete("acme", doc.id)  # the API's DELETE, on "another process"
+        return real_embed(texts)
+
+    env.deps.embedder.embed = embed_and_delete  # type: ignore[method-assign]
+    assert ingest_document(env.deps, doc.id) == "deleted"
+    assert env.store.count_document("acme", doc.id) == 0
+    assert env.repo.get(doc.id) is None
+    assert de.erasures == [("acme", doc.id)]  # it had written: the eraser runs again
+
+
+def test_a_delete_landing_inside_an_upsert_is_cleaned_up_and_erased_again(env: Env) -> None:
+    """The DELETE answers between the run's check and its write: the write lands after the
+    DELETE's own clean-up, so the run's next check removes it and queues another erasure."""
+    de = DeletingEnv(env)
+    doc, _ = env.upload(LONG)
+    real_upsert, calls = env.store.upsert, []
+
+    def delete_then_upsert(*args: Any, **kwargs: Any) -> None:
+        calls.append(1)
+        if len(calls) == 2:
+            env.service.delete("acme", doc.id)
+        real_upsert(*args, **kwargs)
+
+    env.store.upsert = delete_then_upsert  # type: ignore[method-assign]
+    assert ingest_document(env.deps, doc.id) == "deleted"
+    assert len(calls) == 2  # no batch after the one that landed late
+    assert env.store.count_document("acme", doc.id) == 0
+    assert de.erasures == [("acme", doc.id)]
+
+
+def test_a_begun_delete_stops_the_ingest_before_it_writes(env: Env) -> None:
+    """A DELETE that began (the mark) and failed before it removed the row: no ingest
+    writes for the document, nothing needs erasing again, and the reconciler leaves it."""
+    de = DeletingEnv(env)
+    doc, _ = env.upload(LONG)
+    real_embed = env.deps.embedder.embed
+
+    def embed_and_mark(texts: Any) -> Any:
+        env.repo.mark_deleting(doc.id)
+        return real_embed(texts)
+
+    env.deps.embedder.embed = embed_and_mark  # type: ignore[method-assign]
+    assert ingest_document(env.deps, doc.id) == "deleted"
+    assert env.store.count_document("acme", doc.id) == 0 and de.erasures == []
+    assert ingest_document(env.deps, doc.id) == "deleted"  # a redelivery does nothing
+    assert env.repo.stale_document_ids(updated_before=2e9) == []
+    assert env.repo.find_ids("acme", ids=[doc.id]) == []
+
+
+def test_a_reingest_gives_the_same_keyed_chunk_ids(env: Env) -> None:
+    """Chunk ids are HMACs under the document's key (core/domain.py), deterministic for
+    the document: ingesting it again upserts the same ids and leaves no stale chunk."""
+    import hashlib
+
+    doc, _ = env.upload(LONG)
+    assert env.ingest(doc.id).status is DocumentStatus.READY
+    first = sorted(env.store.chunk_ids("acme", doc.id))
+    env.repo.set_status(doc.id, DocumentStatus.QUEUED)  # as a retry or re-queue does
+    assert env.ingest(doc.id).status is DocumentStatus.READY
+    assert sorted(env.store.chunk_ids("acme", doc.id)) == first
+    chunk = env.store.chunks[first[0]][2]
+    assert first[0].rsplit(":", 1)[1] != hashlib.sha256(chunk.text.encode()).hexdigest()[:16]

@@ -8,6 +8,7 @@ from ingest.sentences import split_sentences
 from ingest.units import chunk_units, split_units
 
 H, IT, R = LineKind.HEADING, LineKind.ITEM, LineKind.ROW
+KEY = b"k" * 32  # chunk-id key
 PROSE = [
     "The outage began on a Sunday\nnight. Root cause was a pump.\n\nNew para",
     "Dr. Smith arrived at 9 a.m. on 3 March. He left at noon; nobody knew why! Did he "
@@ -109,7 +110,7 @@ def test_a_chunk_that_opens_inside_a_list_keeps_its_section_and_lead_in() -> Non
     text = "\n".join(lines)
     marks = (LineMark(0, H, 1),) + tuple(LineMark(i, IT) for i in range(2, len(lines)))
     pages = [Page(1, text, 0, marks)]
-    chunks = chunk_pages("doc", pages, size=60, overlap=10)
+    chunks = chunk_pages("doc", pages, size=60, overlap=10, id_key=KEY)
     assert len(chunks) > 2
     per_chunk = chunk_units(pages, chunks)
     for chunk, us in zip(chunks, per_chunk, strict=True):
@@ -124,7 +125,7 @@ def test_a_chunk_that_opens_inside_a_list_keeps_its_section_and_lead_in() -> Non
 def test_chunk_units_of_prose_are_the_chunks_own_sentences() -> None:
     body = " ".join(f"Sentence {i} is about widget number {i}." for i in range(120))
     pages = [Page(1, body, 0), Page(2, "Second page text. It ends here.", len(body) + 2)]
-    chunks = chunk_pages("doc", pages, size=50, overlap=10)
+    chunks = chunk_pages("doc", pages, size=50, overlap=10, id_key=KEY)
     for chunk, us in zip(chunks, chunk_units(pages, chunks), strict=True):
         assert [(u.start, u.end) for u in us] == split_sentences(chunk.text)
         assert all(u.kind is UnitKind.SENTENCE and not u.context for u in us)
@@ -133,7 +134,7 @@ def test_chunk_units_of_prose_are_the_chunks_own_sentences() -> None:
 def test_the_section_path_runs_on_across_pages_and_a_stray_chunk_still_splits() -> None:
     pages = [Page(1, "Terms\n\nIntro text.", 0, (LineMark(0, H, 1),)),
              Page(2, "More text. And more.", 20)]
-    chunks = chunk_pages("doc", pages, 50, 10)
+    chunks = chunk_pages("doc", pages, 50, 10, KEY)
     got = chunk_units(pages, chunks)
     assert [u.context.section for u in got[-1]] == [("Terms",), ("Terms",)]
     stray = Chunk("x", "doc", 9, "Not on any page. Still split.", 7, 0, 29)

@@ -157,3 +157,28 @@ def test_the_list_item_under_a_lead_in_is_quoted_and_cited_to_its_exact_span(
     (tmp_path / "plain.md").write_bytes(md)
     text = full_text(read_document(tmp_path / "plain.md", DocumentKind.MARKDOWN))
     assert text[c.start:c.end] == c.quote == "Pro plan: EUR 30 per month"
+
+
+def test_hits_of_a_document_no_longer_registered_are_never_returned(tmp_path: Path) -> None:
+    """The store may still hold a deleted document's chunks for a moment (an ingest wrote
+    them after the DELETE; the eraser removes them): search and ask check every hit's
+    document against the registry first."""
+    emb = HashEmbedder()
+    store = FakeStore(PASSAGES, emb)
+    everything = AnswerPipeline(settings_for(tmp_path), emb, store, None,  # type: ignore[arg-type]
+                                model=False)
+    hits, _ = everything.search("t", "When did the Acme plant open?", 10)
+    gone = hits[0].document_id
+    asked: list[list[str]] = []
+
+    def live(tenant: str, ids: list[str]) -> list[str]:
+        asked.append(ids)
+        return [i for i in ids if i != gone]
+
+    p = AnswerPipeline(settings_for(tmp_path), emb, store, None,  # type: ignore[arg-type]
+                       model=False, live=live)
+    filtered, _ = p.search("t", "When did the Acme plant open?", 10)
+    assert [h.chunk_id for h in filtered] == [h.chunk_id for h in hits if h.document_id != gone]
+    assert asked and len(asked[0]) == len(set(asked[0]))  # one registry read, no repeats
+    answer = p.ask("t", "When did the Acme plant open?", 5)
+    assert all(c.document_id != gone for c in answer.citations)

@@ -48,6 +48,7 @@ from core.keys import create_key, issue_key
 from core.ratelimit import RateLimiter
 from core.registry import SqliteDocumentRepository
 from core.settings import Settings
+from core.textcrypt import TextCipher
 from core.vault import Vault
 from ingest.embedding import HashEmbedder
 from ingest.keywords import KeywordIndex
@@ -91,7 +92,8 @@ def settings_for(data: Path) -> Settings:
         data_dir=data, redis_url=REDIS_URL, api_keys=f"acme:{STATIC}", admin_key=ADMIN,
         load_generator=False,
         # limits on (the guard runs on every request), but far above what the fuzzer sends
-        rate_limit={"requests_per_minute": 1_000_000, "ask_per_minute": 1_000_000},
+        rate_limit={"requests_per_minute": 1_000_000, "ask_per_minute": 1_000_000,
+                    "auth_failures_per_minute": 1_000_000, "admin_per_minute": 1_000_000},
     )
 
 
@@ -106,7 +108,8 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
         pytest.fail(f"the API fuzz tests need Redis at {REDIS_URL}: {exc}")
     s = settings_for(data)
     repo = SqliteDocumentRepository(s.registry_path)
-    store = LocalChromaStore(data / "chroma", KeywordIndex(s.keywords_path))
+    store = LocalChromaStore(data / "chroma", KeywordIndex(s.keywords_path),
+                             cipher=TextCipher.for_settings(s))  # as the service's store
     embedder = HashEmbedder()
     app, _ = make_app(
         settings=s, repo=repo, store=store,

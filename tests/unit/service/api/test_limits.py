@@ -109,3 +109,64 @@ def test_redis_down_fails_closed_when_configured(tmp_path: Path) -> None:
         resp = client.get("/v1/documents", headers=bearer(key))
         assert is_problem(resp, 503) and int(resp.headers["retry-after"]) > 0
         assert client.get("/healthz").status_code == 200
+
+
+# ---------------------------------------------------------------- per client address
+
+
+def from_address(app: Any) -> Any:
+    """The app with the client address taken from the test's ``X-Test-Client`` header (the
+    test client always says ``testclient``), as uvicorn would report different peers."""
+
+    async def asgi(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] in ("http", "websocket"):
+            given = dict(scope["headers"]).get(b"x-test-client", b"testclient").decode()
+            scope = {**scope, "client": (given, 50000)}
+        await app(scope, receive, send)
+
+    return asgi
+
+
+def test_refused_keys_throttle_their_address_even_for_a_valid_key(
+        tmp_path: Path, prefix: str) -> None:
+    """Keys are guessed by trying them: past 3 refused keys a minute the address gets 429
+    with Retry-After for everything, so a right guess looks like a wrong one; another
+    address is not affected, and a key that is merely missing counts nothing (issue 15,
+    point 7)."""
+    app, repo = make_app(tmp_path, limiter=limiter(prefix),
+                         rate_limit={"auth_failures_per_minute": 3, "requests_per_minute": 0})
+    key = create_key(repo, "acme")
+    attacker, user = {"X-Test-Client": "203.0.113.7"}, {"X-Test-Client": "198.51.100.2"}
+    with TestClient(from_address(app)) as client:
+        for _ in range(5):  # no key at all: told to send one, never throttled for it
+            assert is_problem(client.get("/v1/documents", headers=attacker), 401)
+        for i in range(3):
+            guess = client.get("/v1/documents", headers={**attacker, **bearer(f"guess-{i}")})
+            assert is_problem(guess, 401)
+        for headers in (bearer("guess-3"), bearer(key), bearer(STATIC)):
+            refused = client.get("/v1/documents", headers={**attacker, **headers})
+            assert is_problem(refused, 429), refused.text
+            assert 1 <= int(refused.headers["retry-after"]) <= 120
+            assert "refused keys from this address" in refused.json()["detail"]
+        assert client.get("/v1/documents", headers={**user, **bearer(key)}).status_code == 200
+        assert is_problem(client.get("/v1/documents", headers={**user, **bearer("x")}), 401)
+
+
+def test_admin_routes_are_limited_per_address_and_count_refused_admin_keys(
+        tmp_path: Path, prefix: str) -> None:
+    admin = "admin-key-" + "a" * 30
+    app, _ = make_app(tmp_path, limiter=limiter(prefix), admin_key=admin,
+                      rate_limit={"admin_per_minute": 4, "auth_failures_per_minute": 2})
+    one, two, three = ({"X-Test-Client": f"192.0.2.{i}"} for i in (1, 2, 3))
+    with TestClient(from_address(app)) as client:
+        codes = [client.get("/admin/keys", headers={**one, **bearer(admin)}).status_code
+                 for _ in range(5)]
+        assert codes == [200, 200, 200, 200, 429]
+        limited = client.get("/admin/keys", headers={**one, **bearer(admin)})
+        assert is_problem(limited, 429) and int(limited.headers["retry-after"]) >= 1
+        assert "4 per 60 s per address" in limited.json()["detail"]
+        assert client.get("/admin/keys", headers={**two, **bearer(admin)}).status_code == 200
+        # wrong admin keys: 401 twice, then the address is refused, the right key included
+        for _ in range(2):
+            assert is_problem(client.get("/admin/keys", headers={**three, **bearer("no")}), 401)
+        assert is_problem(client.get("/admin/keys", headers={**three, **bearer(admin)}), 429)

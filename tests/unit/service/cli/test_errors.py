@@ -4,6 +4,8 @@ unavailable; never a traceback."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
 from click.testing import Result
@@ -127,3 +129,19 @@ def test_up_takes_a_host_like_serve() -> None:
 def test_other_client_errors_keep_their_own_code() -> None:
     assert cli_error(DocqaAPIError(418, {"title": "Teapot"})).exit_code == USAGE
     assert cli_error(httpx.RemoteProtocolError("peer closed")).exit_code == UNAVAILABLE
+
+
+@pytest.mark.parametrize("command", ["serve", "up"])
+@pytest.mark.parametrize("setting", ["DOCQA_API_KEYS", "DOCQA_ADMIN_KEY"])
+def test_serve_and_up_refuse_a_key_shorter_than_24_characters(
+        command: str, setting: str, tmp_path: Path) -> None:
+    """Before anything starts (no Redis is reachable here, no port is bound): exit 2, one
+    line that names what to fix and never shows the key (issue 15, point 7)."""
+    value = "acme:change-me" if setting == "DOCQA_API_KEYS" else "change-me-admin"
+    result = run(command, env={setting: value, "DOCQA_DATA_DIR": str(tmp_path / "data"),
+                               "DOCQA_REDIS_URL": "redis://127.0.0.1:1/0"})
+    assert result.exit_code == USAGE
+    line = one_error_line(result)
+    assert "24 characters" in line and "change-me" not in line
+    assert ("'acme'" if setting == "DOCQA_API_KEYS" else "DOCQA_ADMIN_KEY") in line
+    assert not (tmp_path / "data").exists()  # nothing was started or written
