@@ -241,6 +241,12 @@ def test_compose_ships_no_example_key_and_its_api_refuses_a_short_one(
            "DOCQA_API_KEYS": "acme:change-me", "PYTHONPATH": str(ROOT),
            # here, not the container's paths; nothing is reached: refused before
            "DOCQA_DATA_DIR": str(tmp_path / "data"), "DOCQA_REDIS_URL": "redis://127.0.0.1:1/0"}
+    if "DOCQA_ENCRYPTION_KEY_FILE" in env:  # the container's secret: a file of the test's
+        from core.crypto import new_master_key_text
+
+        secret = tmp_path / "docqa_encryption_key"
+        secret.write_text(new_master_key_text() + "\n", encoding="utf-8")
+        env["DOCQA_ENCRYPTION_KEY_FILE"] = str(secret)
     proc = subprocess.run([sys.executable, "-m", "service.cli",
                            *as_text(services["api"]["command"]).split()],
                           env=env, capture_output=True, text=True, timeout=120, check=False)
