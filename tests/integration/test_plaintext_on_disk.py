@@ -144,7 +144,7 @@ def test_a_5mb_upload_never_reaches_the_disk_in_plaintext(watched: tuple[Stack, 
 def test_an_upload_over_the_limit_leaves_nothing(watched: tuple[Stack, Path]) -> None:
     stack, tmpdir = watched
     keys_before = _file_keys(stack)
-    data = canary_pdf(MAX_UPLOAD + 64 * 1024)
+    data = canary_pdf(MAX_UPLOAD + 960 * 1024)  # under the route's own limit (+1 MiB)
     with Watch([tmpdir, stack.data_dir], CANARY.encode()) as watch:
         resp = raw(stack, "POST", "/v1/documents", headers=AUTH,
                    files={"file": ("big.pdf", data, "application/pdf")})
