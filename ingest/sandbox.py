@@ -32,12 +32,13 @@ import resource
 import signal
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any
 
 from core import crypto
 from core.domain import DocumentKind, LineKind, LineMark, Page
@@ -99,39 +100,41 @@ def parse_isolated(
         TransientError: the child process could not be started.
     """
     timeout = float(limits.parse_timeout_s)
+    plaintext = bytearray()
+    for block in _plaintext_blocks(Path(path), key):
+        plaintext += block
     read_fd, write_fd = os.pipe() if on_progress else (-1, -1)
-    request = bytearray(json.dumps({
+    stdin_r, stdin_w = os.pipe()
+    header = json.dumps({
         "kind": kind.value, "limits": _limits_dict(limits),
         "progress_fd": write_fd if on_progress else None,  # the same number in the child
-    }).encode() + b"\n")
-    try:
-        for block in _plaintext_blocks(Path(path), key):
-            request += block
-    except BaseException:
-        if on_progress:
-            os.close(read_fd)
-            os.close(write_fd)
-        raise
+    }).encode() + b"\n"
     try:
         proc = subprocess.Popen(
             [sys.executable, "-E", "-s", "-m", "ingest.sandbox", target, str(os.getpid()),
              kind.value],
             cwd=_IMPORT_ROOT, env=minimal_env(),
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            stdin=stdin_r, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             start_new_session=True, close_fds=True,
             pass_fds=(write_fd,) if on_progress else (),
         )
     except OSError as exc:
+        os.close(stdin_w)
         if on_progress:
             os.close(read_fd)
         raise TransientError(f"could not start the parser process: {exc}") from exc
     finally:
+        os.close(stdin_r)  # the child holds its copies: EOF comes when it exits
         if on_progress:
-            os.close(write_fd)  # the child holds its copy: EOF comes when it exits
+            os.close(write_fd)
+    # the request is written by a thread while this one reads the output and the progress
+    # (communicate could not resume writing its input after a timed-out slice)
+    feeder = threading.Thread(target=_feed, args=(stdin_w, header, plaintext), daemon=True,
+                              name="docqa-sandbox-feed")
+    feeder.start()
     progress = _ProgressPipe(read_fd, on_progress) if on_progress else None
     try:
-        # one copy of the plaintext: communicate writes from any buffer
-        out, err = _communicate(proc, cast(bytes, request), timeout, progress)
+        out, err = _communicate(proc, timeout, progress)
     except subprocess.TimeoutExpired:
         _kill(proc)
         proc.communicate()
@@ -143,6 +146,7 @@ def parse_isolated(
     finally:
         if progress is not None:
             os.close(read_fd)
+        feeder.join()  # ends at once: the child is gone, its end of the pipe closed
     code = proc.returncode
     if code == 0:
         try:
@@ -180,22 +184,32 @@ def _plaintext_blocks(path: Path, key: bytes | None) -> Iterator[bytes]:
         raise ParseError(f"the stored file could not be decrypted: {exc.detail}") from None
 
 
+def _feed(fd: int, header: bytes, plaintext: bytearray) -> None:
+    """Write the header line and the plaintext to the child's stdin, then close it."""
+    try:
+        for data in (header, plaintext):
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+    except OSError:  # the child is gone (a limit, a crash, a load failure): it wants no more
+        pass
+    finally:
+        os.close(fd)
+
+
 def _communicate(
-    proc: subprocess.Popen[bytes], request: bytes, timeout: float,
-    progress: _ProgressPipe | None,
+    proc: subprocess.Popen[bytes], timeout: float, progress: _ProgressPipe | None,
 ) -> tuple[bytes, bytes]:
     """``proc.communicate`` under the wall-clock ``timeout``; with ``progress``, in slices of
     ``PROGRESS_INTERVAL_S`` (retrying ``communicate`` after its timeout loses no output)."""
     if progress is None:
-        return proc.communicate(request, timeout=timeout)
+        return proc.communicate(timeout=timeout)
     deadline = time.monotonic() + timeout
-    data: bytes | None = request
     while True:
         left = deadline - time.monotonic()
         try:
-            out, err = proc.communicate(data, timeout=max(0.0, min(PROGRESS_INTERVAL_S, left)))
+            out, err = proc.communicate(timeout=max(0.0, min(PROGRESS_INTERVAL_S, left)))
         except subprocess.TimeoutExpired:
-            data = None  # sent (or being sent) already: communicate keeps the rest
             progress.poll()
             if time.monotonic() >= deadline:
                 raise

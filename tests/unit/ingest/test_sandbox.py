@@ -235,6 +235,17 @@ def test_refusals_still_arrive_as_parse_errors_with_progress_on(tmp_path: Path) 
         parse_isolated(path, DocumentKind.PDF, LimitSettings(), on_progress=lambda d, t: None)
 
 
+def test_a_large_document_reaches_a_child_that_is_slow_to_read(tmp_path: Path) -> None:
+    """The worker's first wait for the child times out (progress is polled every 0.25 s)
+    while the pipe is full: the rest of the document must still be written. With
+    ``communicate`` resuming after a timeout it was not, and the parse hit its time limit."""
+    data = b"w" * (8 * 1024 * 1024 - 16) + b"the-last-16-byte"
+    path = _write(tmp_path, "big.txt", data)
+    pages = parse_isolated(path, DocumentKind.TEXT, _limits(parse_timeout_s=30),
+                           target="tests.slow_start:size", on_progress=lambda d, t: None)
+    assert pages[0].text == f"{len(data)} the-last-16-byte"
+
+
 # ---------------------------------------------------------------- decryption in memory
 
 
