@@ -81,9 +81,12 @@ def drop_privileges() -> bool:
     """Root becomes nobody (groups first: setuid ends the right to change them)."""
     if os.geteuid() != 0:
         return False
-    os.setgroups([])
-    os.setresgid(NOBODY, NOBODY, NOBODY)
-    os.setresuid(NOBODY, NOBODY, NOBODY)
+    try:
+        os.setgroups([])
+        os.setresgid(NOBODY, NOBODY, NOBODY)
+        os.setresuid(NOBODY, NOBODY, NOBODY)
+    except OSError:  # root without CAP_SETUID/CAP_SETGID (a container): the other layers hold
+        return False
     return os.geteuid() == NOBODY
 
 

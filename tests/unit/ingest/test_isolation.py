@@ -71,8 +71,11 @@ def probe_environment(path: Path, kind: Any, limits: Any) -> list[Page]:
 
 def probe_read(path: Path, kind: Any, limits: Any) -> list[Page]:
     """Try to open every path the document names; the document itself opens (a memfd)."""
-    result: dict[str, str] = {"document": path.read_text()[:20]}
-    for target in json.loads(path.read_text()):
+    from ingest import isolation
+
+    result: dict[str, Any] = {"document": path.read_text()[:20],
+                              "filesystem": isolation.applied.get("filesystem")}
+    for target in [*json.loads(path.read_text()), "/etc/passwd"]:
         try:
             with open(target, "rb") as fh:
                 result[target] = "read: " + fh.read(64).hex()
@@ -145,7 +148,7 @@ def test_the_child_cannot_read_the_master_key_or_any_file(tmp_path: Path) -> Non
     crypto.load_or_create_master_key(data, None)  # DATA/master.key, mode 0600
     master = data / crypto.MASTER_KEY_FILE
     assert master.stat().st_mode & 0o777 == 0o600
-    public = tmp_path / "public.txt"  # readable by anyone: only Landlock keeps it closed
+    public = tmp_path / "public.txt"
     public.write_text("world-readable words")
     public.chmod(0o644)
     vault = Vault(b"k" * 32, SqliteKeyStore(data / "registry.sqlite3"))
@@ -158,7 +161,9 @@ def test_the_child_cannot_read_the_master_key_or_any_file(tmp_path: Path) -> Non
     for name in names:
         assert result[name].startswith(("PermissionError", "FileNotFoundError")), (name, result)
     assert master.read_bytes().hex()[:16] not in json.dumps(result)
+    if result["filesystem"]:  # Landlock: not even what any user may read opens
+        assert result["/etc/passwd"].startswith("PermissionError"), result
     # what it holds: its pipes and the memory file, nothing of the data directory
-    held = [v for k, v in result.items() if k.startswith("fd ")]
+    held = [str(v) for k, v in result.items() if k.startswith("fd ")]
     assert held and not any(str(data) in v or str(tmp_path) in v for v in held), held
     assert not any(v.startswith("socket:") for v in held), held
