@@ -85,7 +85,7 @@ def ingest_document(deps: IngestDeps, doc_id: str) -> str:
             raise ParseError("the uploaded file is missing from storage")
         with stage("parse"):  # child process under time and memory limits (ingest/sandbox.py)
             pages = parse_isolated(path, doc.kind, settings.limits,
-                                   key=stored_file_key(deps.vault, path),  # decrypted in the child
+                                   key=stored_file_key(deps.vault, path),  # decrypted in memory
                                    on_progress=_parse_progress(repo, doc_id))
         if redact:  # before chunking: nothing unredacted is embedded, indexed or stored
             pages, pii_counts = redact_pages(pages)

@@ -1,20 +1,27 @@
-"""Parse a document in a child process under a wall-clock and a memory limit.
+"""Parse a document in a child process, isolated, under a wall-clock and a memory limit.
 
-The worker calls ``parse_isolated``; it starts ``python -m ingest.sandbox`` (a plain
-subprocess, so it works from a Celery prefork child, which as a daemonic process may not
-use ``multiprocessing``), sends the request as JSON on stdin and reads the pages as JSON
-from stdout. With ``on_progress`` the child also writes ``"<done> <total>\n"`` lines (pages
-parsed) on a third, non-blocking pipe; the parent wakes every ``PROGRESS_INTERVAL_S`` while it
-waits and passes on the latest pair when it changed (at most ~4 calls a second). The child
-confines itself before it touches the file: ``RLIMIT_AS`` (memory),
-``RLIMIT_CPU`` (a backstop to the parent's wall-clock timeout), no core dumps, and it dies
-with its parent (``PR_SET_PDEATHSIG``). A parser that hangs, explodes or crashes costs one
+The worker calls ``parse_isolated``; it decrypts the stored file itself and starts
+``python -m ingest.sandbox <target> <parent pid>`` (a plain subprocess, so it works from a
+Celery prefork child, which as a daemonic process may not use ``multiprocessing``) with a
+minimal environment and no file descriptor but its pipes. The child imports its parser, then
+isolates itself (ingest/isolation.py: an empty network namespace, ``nobody`` when run as
+root, Landlock, a seccomp filter against new sockets) before it reads a byte of the document:
+it never sees the master key, a data key or a path into the data directory, only a JSON
+header line and the plaintext on stdin, which it keeps in memory (a ``memfd``). It then
+confines itself: ``RLIMIT_AS`` (memory), ``RLIMIT_CPU`` (a backstop to the parent's
+wall-clock timeout), no core dumps, and it dies with its parent (``PR_SET_PDEATHSIG``). The
+pages go back as JSON on stdout. With ``on_progress`` the child also writes ``"<done>
+<total>\n"`` lines (pages parsed) on a third, non-blocking pipe; the parent wakes every
+``PROGRESS_INTERVAL_S`` while it waits and passes on the latest pair when it changed (at
+most ~4 calls a second). A parser that hangs, explodes, crashes or is taken over costs one
 child; the document ends ``failed`` with the reason and the worker carries on.
+
+Everything up to the isolation depends on the target only, not on the document, so a child
+can be started ahead of time and handed its document later.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import importlib
 import inspect
@@ -25,6 +32,7 @@ import resource
 import signal
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -36,6 +44,7 @@ from core import crypto
 from core.domain import DocumentKind, LineKind, LineMark, Page
 from core.errors import ParseError, TransientError
 from core.vault import memory_file
+from ingest.isolation import isolate, minimal_env
 
 log = logging.getLogger("docqa.ingest")
 
@@ -44,6 +53,7 @@ MEMORY_EXIT = 3  # the child ran out of its address space
 _IMPORT_ROOT = Path(__file__).resolve().parents[1]  # the folder holding ``ingest``
 PROGRESS_INTERVAL_S = 0.25  # how often the waiting parent looks at the progress pipe
 _MAX_PROGRESS = 10**7  # larger counts from the child are garbage, not progress
+_MAX_HEADER = 1 << 16
 ProgressCallback = Callable[[int, int], None]
 
 
@@ -70,48 +80,61 @@ def parse_isolated(
     path: Path, kind: DocumentKind, limits: Any, target: str = DEFAULT_TARGET,
     key: bytes | None = None, on_progress: ProgressCallback | None = None,
 ) -> list[Page]:
-    """Run ``target(path, kind, limits)`` (default ``read_document``) in a confined child.
+    """Run ``target(<memory file>, kind, limits)`` (default ``read_document``) in an isolated,
+    confined child, on the plaintext of ``path``.
 
     Args:
         limits: ``core.settings.LimitSettings`` (or an object with its attributes).
         target: ``module:function`` to call in the child; tests point it at misbehaving
             parsers.
-        key: the data key of an encrypted stored file (``core/vault.py``). It goes to the
-            child over its stdin pipe; the child decrypts into memory (a ``memfd``) and
-            parses that, so no plaintext reaches the disk.
+        key: the data key of an encrypted stored file (``core/vault.py``). This process
+            decrypts into memory and sends the plaintext over the child's stdin pipe; the
+            child gets neither the key nor the path, and no plaintext reaches the disk.
         on_progress: called in this thread with (pages parsed, pages in total) while the
             child parses (when the target takes ``on_page``), only when the pair changed and
             at most every ``PROGRESS_INTERVAL_S``, and once more with the last pair at the end.
 
     Raises:
-        ParseError: the parser refused the file, broke the time or memory limit, or crashed.
+        ParseError: the file could not be decrypted, the parser refused it, broke the time or
+            memory limit, or crashed.
         TransientError: the child process could not be started.
     """
     timeout = float(limits.parse_timeout_s)
+    plaintext = bytearray()
+    for block in _plaintext_blocks(Path(path), key):
+        plaintext += block
     read_fd, write_fd = os.pipe() if on_progress else (-1, -1)
-    request = json.dumps({
-        "path": str(Path(path).resolve()), "kind": kind.value, "target": target,
-        "limits": _limits_dict(limits), "parent": os.getpid(),
-        "key": key.hex() if key else None,
-        "progress_fd": write_fd if on_progress else None,
-    }).encode()
+    stdin_r, stdin_w = os.pipe()
+    header = json.dumps({
+        "kind": kind.value, "limits": _limits_dict(limits),
+        "progress_fd": write_fd if on_progress else None,  # the same number in the child
+    }).encode() + b"\n"
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "ingest.sandbox"], cwd=_IMPORT_ROOT,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            [sys.executable, "-E", "-s", "-m", "ingest.sandbox", target, str(os.getpid()),
+             kind.value],
+            cwd=_IMPORT_ROOT, env=minimal_env(),
+            stdin=stdin_r, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             start_new_session=True, close_fds=True,
             pass_fds=(write_fd,) if on_progress else (),
         )
     except OSError as exc:
+        os.close(stdin_w)
         if on_progress:
             os.close(read_fd)
         raise TransientError(f"could not start the parser process: {exc}") from exc
     finally:
+        os.close(stdin_r)  # the child holds its copies: EOF comes when it exits
         if on_progress:
-            os.close(write_fd)  # the child holds its copy: EOF comes when it exits
+            os.close(write_fd)
+    # the request is written by a thread while this one reads the output and the progress
+    # (communicate could not resume writing its input after a timed-out slice)
+    feeder = threading.Thread(target=_feed, args=(stdin_w, header, plaintext), daemon=True,
+                              name="docqa-sandbox-feed")
+    feeder.start()
     progress = _ProgressPipe(read_fd, on_progress) if on_progress else None
     try:
-        out, err = _communicate(proc, request, timeout, progress)
+        out, err = _communicate(proc, timeout, progress)
     except subprocess.TimeoutExpired:
         _kill(proc)
         proc.communicate()
@@ -123,6 +146,7 @@ def parse_isolated(
     finally:
         if progress is not None:
             os.close(read_fd)
+        feeder.join()  # ends at once: the child is gone, its end of the pipe closed
     code = proc.returncode
     if code == 0:
         try:
@@ -147,22 +171,45 @@ def parse_isolated(
     raise ParseError(f"the parser process failed (exit {code}): {tail[0][:300]}")
 
 
+def _plaintext_blocks(path: Path, key: bytes | None) -> Iterator[bytes]:
+    """The stored file's plaintext, decrypted in memory when it is encrypted."""
+    try:
+        with open(path, "rb") as fh:
+            if key is None:
+                while block := fh.read(1 << 20):
+                    yield block
+            else:
+                yield from crypto.decrypt_stream(fh, key)
+    except crypto.IntegrityError as exc:
+        raise ParseError(f"the stored file could not be decrypted: {exc.detail}") from None
+
+
+def _feed(fd: int, header: bytes, plaintext: bytearray) -> None:
+    """Write the header line and the plaintext to the child's stdin, then close it."""
+    try:
+        for data in (header, plaintext):
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+    except OSError:  # the child is gone (a limit, a crash, a load failure): it wants no more
+        pass
+    finally:
+        os.close(fd)
+
+
 def _communicate(
-    proc: subprocess.Popen[bytes], request: bytes, timeout: float,
-    progress: _ProgressPipe | None,
+    proc: subprocess.Popen[bytes], timeout: float, progress: _ProgressPipe | None,
 ) -> tuple[bytes, bytes]:
     """``proc.communicate`` under the wall-clock ``timeout``; with ``progress``, in slices of
     ``PROGRESS_INTERVAL_S`` (retrying ``communicate`` after its timeout loses no output)."""
     if progress is None:
-        return proc.communicate(request, timeout=timeout)
+        return proc.communicate(timeout=timeout)
     deadline = time.monotonic() + timeout
-    data: bytes | None = request
     while True:
         left = deadline - time.monotonic()
         try:
-            out, err = proc.communicate(data, timeout=max(0.0, min(PROGRESS_INTERVAL_S, left)))
+            out, err = proc.communicate(timeout=max(0.0, min(PROGRESS_INTERVAL_S, left)))
         except subprocess.TimeoutExpired:
-            data = None  # sent (or being sent) already: communicate keeps the rest
             progress.poll()
             if time.monotonic() >= deadline:
                 raise
@@ -243,52 +290,45 @@ class _ProgressPipe:
 # ---------------------------------------------------------------- the child
 
 
-def _confine(limits: Any, parent: int) -> None:
+def _die_with_parent(parent: int) -> None:
+    """Die with the worker (Linux): a killed worker must not leave a parser running. Set
+    again after the privileges change (the kernel clears it then)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        pass
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _confine(limits: Any) -> None:
     memory = int(limits.parse_memory_bytes)
     if memory > 0:
         resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
     cpu = int(float(limits.parse_timeout_s)) + 2
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    try:  # die with the worker (Linux): a killed worker must not leave a parser running
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # pragma: no cover - not Linux
-        pass
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
-    # parser libraries log per broken object; nobody reads it and a hostile file could
-    # make it gigabytes
-    logging.disable(logging.CRITICAL)
-    warnings.simplefilter("ignore")
 
 
-def _near_memory_limit(limits: Any) -> bool:
-    """Did this process come within 10% of its address-space limit (``VmPeak``)?"""
+def _near_memory_limit(limits: Any, status: Any) -> bool:
+    """Did this process come within 10% of its address-space limit (``VmPeak``)? ``status``:
+    ``/proc/self/status``, opened before the isolation (it cannot be opened after it)."""
     memory = int(limits.parse_memory_bytes)
-    if memory <= 0:
+    if memory <= 0 or status is None:
         return False
     try:
-        with open("/proc/self/status", "rb") as fh:
-            for line in fh:
-                if line.startswith(b"VmPeak:"):
-                    return int(line.split()[1]) * 1024 >= 0.9 * memory
+        status.seek(0)
+        for line in status.read().splitlines():
+            if line.startswith(b"VmPeak:"):
+                return int(line.split()[1]) * 1024 >= 0.9 * memory
     except (OSError, ValueError, IndexError):
         pass
     return False
 
 
-@contextlib.contextmanager
-def _plaintext(path: Path, key_hex: str | None) -> Iterator[Path]:
-    """``path`` itself (a plaintext file), or its decryption in a memory-only file."""
-    if not key_hex:
-        yield path
-        return
-    try:
-        with open(path, "rb") as fh, \
-                memory_file(crypto.decrypt_stream(fh, bytes.fromhex(key_hex))) as plain:
-            yield plain
-    except crypto.IntegrityError as exc:
-        raise ParseError(f"the stored file could not be decrypted: {exc.detail}") from None
+def _stdin_blocks() -> Iterator[bytes]:
+    while block := sys.stdin.buffer.read(1 << 20):
+        yield block
 
 
 def _progress_reporter(fd: int | None) -> ProgressCallback | None:
@@ -314,17 +354,50 @@ def _takes_keyword(func: Callable[..., Any], name: str) -> bool:
         return False
 
 
+def _load(target: str, kind: DocumentKind | None) -> Callable[..., Any]:
+    """Import the target and whatever it loads lazily for ``kind`` (its module's
+    ``preload``): after the isolation no module file can be opened."""
+    module_name, _, name = target.partition(":")
+    module = importlib.import_module(module_name)
+    preload = getattr(module, "preload", None)
+    if callable(preload):
+        preload(kind) if _takes_keyword(preload, "kind") else preload()
+    return getattr(module, name)  # type: ignore[no-any-return]
+
+
 def main() -> None:
-    request = json.loads(sys.stdin.buffer.read())
-    limits = SimpleNamespace(**request["limits"])
-    _confine(limits, int(request["parent"]))
+    # the kind only picks what to import ahead (None: everything, for a child started
+    # before its document is known); the header line says what to parse
+    target, parent = sys.argv[1], int(sys.argv[2])
+    ahead = DocumentKind(sys.argv[3]) if len(sys.argv) > 3 else None
+    _die_with_parent(parent)
+    # parser libraries log per broken object; nobody reads it and a hostile file could
+    # make it gigabytes
+    logging.disable(logging.CRITICAL)
+    warnings.simplefilter("ignore")
+    try:  # read at the end, when it can no longer be opened
+        status: Any = open("/proc/self/status", "rb")  # noqa: SIM115
+    except OSError:
+        status = None
+    parse: Callable[..., Any] | None = None
+    failure = ""
     try:
-        module, _, name = request["target"].partition(":")
-        parse = getattr(importlib.import_module(module), name)
+        parse = _load(target, ahead)
+    except Exception as exc:  # noqa: BLE001 - reported like a parser failure
+        failure = f"the parser could not be loaded: {type(exc).__name__}: {exc}"
+    isolate()
+    _die_with_parent(parent)
+    request = json.loads(sys.stdin.buffer.readline(_MAX_HEADER))
+    limits = SimpleNamespace(**request["limits"])
+    kind = request["kind"]
+    _confine(limits)
+    try:
+        if parse is None:
+            raise ParseError(failure)
         report = _progress_reporter(request.get("progress_fd"))
         extra = {"on_page": report} if report and _takes_keyword(parse, "on_page") else {}
-        with _plaintext(Path(request["path"]), request.get("key")) as path:
-            pages = parse(path, DocumentKind(request["kind"]), limits, **extra)
+        with memory_file(_stdin_blocks()) as path:
+            pages = parse(path, DocumentKind(kind), limits, **extra)
         reply: dict[str, Any] = {"pages": [[p.number, p.text, p.offset, marks_to_json(p)]
                                            for p in pages]}
     except MemoryError:
@@ -334,9 +407,8 @@ def main() -> None:
     except RecursionError:
         reply = {"error": "the document is nested too deeply to parse"}
     except Exception as exc:  # noqa: BLE001 - any parser failure fails the document
-        reply = {"error": f"the {request['kind']} file could not be read: "
-                          f"{type(exc).__name__}: {exc}"}
-    if "error" in reply and _near_memory_limit(limits):
+        reply = {"error": f"the {kind} file could not be read: {type(exc).__name__}: {exc}"}
+    if "error" in reply and _near_memory_limit(limits, status):
         # C parsers (lxml, zlib) report a failed allocation as their own error
         # ("XMLSyntaxError: unknown error"): name the real cause
         os._exit(MEMORY_EXIT)

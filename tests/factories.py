@@ -12,14 +12,15 @@ def _pdf_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
 
 
-def make_pdf(pages: list[str]) -> bytes:
-    """A minimal valid PDF with one text line per page (Helvetica), correct xref."""
+def make_pdf(pages: list[str], header: bytes = PDF_HEADER) -> bytes:
+    """A minimal valid PDF with one text line per page (Helvetica), correct xref; ``header``
+    may add comment lines after the version line."""
     import textwrap
 
-    return make_pdf_lines([textwrap.wrap(text, 80) for text in pages])
+    return make_pdf_lines([textwrap.wrap(text, 80) for text in pages], header)
 
 
-def make_pdf_lines(pages: list[list[str]]) -> bytes:
+def make_pdf_lines(pages: list[list[str]], header: bytes = PDF_HEADER) -> bytes:
     """A minimal valid PDF with the given lines on each page (Helvetica), correct xref."""
     objects: list[bytes] = []
     n_pages = len(pages)
@@ -43,7 +44,7 @@ def make_pdf_lines(pages: list[list[str]]) -> bytes:
             + stream + b"\nendstream"
         )
     objects.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
-    return write_pdf(objects, PDF_HEADER)
+    return write_pdf(objects, header)
 
 
 def make_docx(paragraphs: list[str]) -> bytes:

@@ -160,24 +160,17 @@ def docx_xml_heavy(paragraphs: int) -> bytes:
 # ---------------------------------------------------------------- misbehaving parsers
 
 
-def _note_pid(path: Path) -> None:
-    path.with_suffix(".pid").write_text(str(os.getpid()))
-
-
 def hang(path: Path, kind: Any, limits: Any) -> list[Any]:
-    _note_pid(path)
     while True:  # burns CPU, like a parser stuck in a loop
         pass
 
 
 def sleep(path: Path, kind: Any, limits: Any) -> list[Any]:
-    _note_pid(path)
     time.sleep(3600)  # waits without using CPU: only the wall clock can stop it
     return []
 
 
 def allocate(path: Path, kind: Any, limits: Any) -> list[Any]:
-    _note_pid(path)
     hoard = []
     while True:
         hoard.append(bytearray(32 * 1024 * 1024))

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import quote
 
 import anyio
-from litestar import Response, delete, get, post
+from litestar import Request, Response, delete, get, post
 from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
@@ -18,10 +18,11 @@ from litestar.openapi.spec import (
     OpenAPIMediaType,
     OpenAPIResponse,
     Operation,
+    RequestBody,
     Schema,
 )
 from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
-from litestar.params import FromPath, FromQuery, MultipartBody, QueryParameter
+from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import Stream
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 
@@ -35,8 +36,8 @@ from service.api.schemas import (
     DocumentOut,
     DocumentTextOut,
     UploadAccepted,
-    UploadForm,
 )
+from service.api.uploads import MultipartUpload
 from service.documents import MAX_TEXT_CHARS, clean_filename, parse_metadata
 
 
@@ -50,7 +51,32 @@ LOCATION = ResponseHeader(name="Location", documentation_only=True, required=Tru
     "status is ready or failed"))
 
 
+def _upload_form_schema() -> RequestBody:
+    """The form the handler reads itself (service/api/uploads.py), as Litestar described
+    it when it parsed the form."""
+    text_or_null = Schema(one_of=[Schema(type=OpenAPIType.STRING),
+                                  Schema(type=OpenAPIType.NULL)])
+    form = Schema(
+        type=OpenAPIType.OBJECT, title="UploadForm", required=["file"],
+        properties={
+            "file": Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY,
+                           content_media_type="application/octet-stream"),
+            "metadata": text_or_null,
+            "redact_pii": Schema(type=OpenAPIType.BOOLEAN, default=False),
+        })
+    return RequestBody(content={"multipart/form-data": OpenAPIMediaType(schema=form)},
+                       required=True)
+
+
+@dataclass
+class _UploadOperation(Operation):
+    def __post_init__(self) -> None:
+        if self.request_body is None:  # Litestar passes None: the handler has no data param
+            self.request_body = _upload_form_schema()
+
+
 @post("/documents", status_code=HTTP_202_ACCEPTED, response_headers=[LOCATION],
+      operation_class=_UploadOperation,
       response_description="Accepted: the document is queued for ingest",
       responses={HTTP_200_OK: ResponseSpec(
           UploadAccepted, generate_examples=False,
@@ -58,19 +84,29 @@ LOCATION = ResponseHeader(name="Location", documentation_only=True, required=Tru
                       "(`duplicate` true), with its Location too"),
           **problem_responses(409, 413, 415, 422)})
 async def upload_document(
-    data: MultipartBody[UploadForm],
+    request: Request[Any, Any, Any],
     tenant: NamedDependency[str],
     comps: NamedDependency[Components],
     audit: NamedDependency[RequestAudit],
 ) -> Response[UploadAccepted]:
     svc = comps.documents
-    name = clean_filename(data.file.filename)
+    name = "upload"
     try:
-        metadata = parse_metadata(data.metadata)
-        staged, sha256, size = await svc.stage(data.file)
+        # streamed: no part of the file is spooled to disk before it is encrypted
+        form = MultipartUpload(request.content_type, request.stream())
+        await form.start_file()
+        name = clean_filename(form.filename)
+        staged, sha256, size = await svc.stage(form)
+        try:
+            await form.finish()
+            metadata = parse_metadata(form.fields.get("metadata"))
+            redact_pii = form.flag("redact_pii")
+        except BaseException:
+            await anyio.to_thread.run_sync(svc.vault.destroy, staged)
+            raise
         doc, created = await anyio.to_thread.run_sync(
             partial(svc.accept, tenant, staged, sha256, size, name, metadata,
-                    redact_pii=data.redact_pii)
+                    redact_pii=redact_pii)
         )
     except DocqaError as exc:
         await anyio.to_thread.run_sync(partial(audit.failed, "upload", exc, **audit.text(

@@ -7,12 +7,10 @@ types; the values on the wire are the plain strings they always were.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, cast
 
 import msgspec
-from litestar.datastructures import UploadFile
 
 from core.domain import Document, DocumentKind, DocumentStatus
 from service.answer import AnswerResult
@@ -56,15 +54,6 @@ class AskRequest(msgspec.Struct, forbid_unknown_fields=True):
     stream: Annotated[bool, msgspec.Meta(
         description="true: answer as text/event-stream (`token` events, then one `final` event "
         "holding this same response body)")] = False
-
-
-@dataclass
-class UploadForm:
-    file: UploadFile
-    metadata: str | None = None
-    # replace personal data by typed placeholders before anything is stored (README "PII
-    # redaction"); a tenant with redaction forced on (DOCQA_PII__*) cannot turn it off
-    redact_pii: bool = False
 
 
 class Citation(msgspec.Struct):
