@@ -77,3 +77,23 @@ def test_the_service_cipher_makes_no_key_for_a_document_gone_or_being_deleted(
     finally:
         if isinstance(repo, PostgresDocumentRepository):
             repo.close()
+
+
+def test_pg_key_table_created_once_by_racing_processes(pg_dsn: str) -> None:
+    """An API and a worker (or two machines) starting at once: every one opens the key
+    store, none fails on the table both try to create (found by the two-machine test)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from core.keystore import PostgresKeyStore
+
+    start = threading.Barrier(6)
+
+    def open_and_use(i: int) -> bytes | None:
+        start.wait()
+        store = PostgresKeyStore(pg_dsn)
+        store.put(f"k{i}", b"wrapped")
+        return store.get(f"k{i}")
+
+    with ThreadPoolExecutor(6) as pool:
+        assert list(pool.map(open_and_use, range(6))) == [b"wrapped"] * 6
