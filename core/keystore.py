@@ -33,6 +33,7 @@ CREATE TABLE IF NOT EXISTS file_keys (
     created_at REAL NOT NULL
 )
 """
+_PG_SCHEMA_LOCK = 0x646F6B6579  # pg_advisory_xact_lock key ("dokey"): one schema creator
 _PG_SCHEMA = """
 CREATE TABLE IF NOT EXISTS file_keys (
     key_id TEXT PRIMARY KEY,
@@ -151,7 +152,11 @@ class PostgresKeyStore:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        with self._connect() as db:
+        with self._connect() as db, db.transaction():
+            # CREATE TABLE IF NOT EXISTS is not safe against itself: two processes starting
+            # at once (an API and a worker, on two machines) both create the row type and one
+            # fails on a unique violation. One creator at a time.
+            db.execute("SELECT pg_advisory_xact_lock(%s)", (_PG_SCHEMA_LOCK,))
             db.execute(_PG_SCHEMA)
 
     @contextmanager

@@ -42,6 +42,11 @@ def apply_offline_env() -> None:
 class ChromaSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 8000
+    data_dir: Path | None = Field(
+        default=None, description="the Chroma server's data directory as this machine sees "
+        "it; default DATA/chroma (docqa up). A worker that sees it (chroma.sqlite3 there) "
+        "consumes queue docqa.chroma and scrubs it after erasures (ingest/erasure.py); "
+        "workers on other machines leave that to it")
 
 
 class ModelSettings(BaseModel):
@@ -263,6 +268,11 @@ class Settings(BaseSettings):
         description="PostgreSQL registry, e.g. postgresql://docqa@db:5432/docqa (API and "
         "workers on several machines); unset = SQLite in the data dir",
     )
+    originals_dir: Path | None = Field(
+        default=None, description="where the encrypted uploaded originals are kept "
+        "(files/<id>, and .staging while uploads arrive); default DATA/files. On several "
+        "machines a directory every API and worker shares (a network volume), while the "
+        "data dir stays each machine's own")
     host: str = "127.0.0.1"
     port: int = 8080
     chroma: ChromaSettings = ChromaSettings()
@@ -356,7 +366,7 @@ class Settings(BaseSettings):
 
     @property
     def files_dir(self) -> Path:
-        return self.data_dir / "files"
+        return self.originals_dir or self.data_dir / "files"
 
     @property
     def keywords_path(self) -> Path:
@@ -364,7 +374,7 @@ class Settings(BaseSettings):
 
     @property
     def chroma_dir(self) -> Path:
-        return self.data_dir / "chroma"
+        return self.chroma.data_dir or self.data_dir / "chroma"
 
     @property
     def registry_path(self) -> Path:

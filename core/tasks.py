@@ -17,6 +17,10 @@ INGEST_QUEUE = "docqa.ingest"
 # ``--queues docqa.erase`` keeps erasure within its deadline while long ingests run)
 ERASE_QUEUE = "docqa.erase"
 ERASE_DELAY_S = 1.0  # the API removes the registry row right after enqueueing
+# the Chroma directory scrub that follows an erasure runs where the Chroma server's files
+# are: only workers that see them consume this queue (ingest/erasure.py)
+SCRUB_CHROMA = "docqa.scrub_chroma_dir"
+CHROMA_QUEUE = "docqa.chroma"
 
 
 def soft_time_limit(hard_s: int) -> int:

@@ -9,6 +9,8 @@ are encrypted in place by :meth:`Vault.encrypt_legacy`.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import os
 import re
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core import crypto
+from core.errors import ConfigurationError
 from core.keystore import KeyStore, open_keystore
 
 if TYPE_CHECKING:
@@ -35,6 +38,29 @@ _cache_lock = threading.Lock()
 
 class MissingKeyError(crypto.IntegrityError):
     title = "Stored file key missing"
+
+
+MASTER_CHECK_ID = "master-key-check"  # not a file key id: the orphan sweep leaves it
+
+
+def check_master_key(keys: KeyStore, master: bytes) -> None:
+    """Refuse a master key other than the one the shared key store's keys were wrapped
+    with. A machine without ``DOCQA_ENCRYPTION_KEY`` generates a key of its own in its data
+    dir: it could open no document of the others, and its API would take the shared keyword
+    index's term hashes for another key's and rebuild the index under its own.
+
+    Raises:
+        ConfigurationError: the store was first used with another master key.
+    """
+    check = hmac.new(master, b"docqa master key check", hashlib.sha256).digest()
+    if keys.put_if_absent(MASTER_CHECK_ID, check):
+        return
+    stored = keys.get(MASTER_CHECK_ID)
+    if stored is not None and not hmac.compare_digest(stored, check):
+        raise ConfigurationError(
+            "the master key is not the one the registry's keys were made with: every API "
+            "and worker sharing DOCQA_DATABASE_URL needs the same DOCQA_ENCRYPTION_KEY (or "
+            "DOCQA_ENCRYPTION_KEY_FILE); a machine without it generates a key of its own")
 
 
 class Vault:
@@ -53,7 +79,10 @@ class Vault:
             if vault is None:
                 master, _created = crypto.load_or_create_master_key(settings.data_dir,
                                                                     configured or None)
-                vault = _cache[ident] = cls(master, open_keystore(settings))
+                keys = open_keystore(settings)
+                if settings.database_url:  # shared by every machine: so must the key be
+                    check_master_key(keys, master)
+                vault = _cache[ident] = cls(master, keys)
             return vault
 
     # ------------------------------------------------------------ writing

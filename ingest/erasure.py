@@ -15,12 +15,13 @@ leave on disk, measured on chromadb 1.5.9 and SQLite 3.40:
 
 This job, run by a worker (well within 60 s of the DELETE on an idle worker; see README),
 therefore: rebuilds the tenant's Chroma collection without the document and drops the old
-one (``ChromaStore.compact``), removes segment directories no collection uses any more and
-vacuums ``chroma.sqlite3`` (when the worker shares the data directory with the Chroma
-server, as with ``docqa up``), scrubs the keyword index (SQLite: merges the tenant's FTS5
-table into one segment, ``optimize``, with ``secure_delete`` on, and checkpoints its WAL;
-PostgreSQL: ``VACUUM`` of its table), vacuums the
-SQLite registry (rows and wrapped file keys), and deletes keys no stored file uses.
+one (``ChromaStore.compact``), has segment directories no collection uses any more removed
+and ``chroma.sqlite3`` vacuumed (by a worker that sees the Chroma server's directory: the
+job queues that on ``docqa.chroma``, which only such workers consume), scrubs the keyword
+index (SQLite: merges the tenant's FTS5 table into one segment, ``optimize``, with
+``secure_delete`` on, and checkpoints its WAL; PostgreSQL: ``VACUUM`` of its table),
+vacuums the SQLite registry (rows and wrapped file keys), and deletes keys no stored file
+uses.
 
 Deletions coming in bursts share work: each job counts itself in Redis; a compaction covers
 every deletion counted before it started, and later jobs that it covered skip theirs.
@@ -33,6 +34,7 @@ import re
 import shutil
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,6 +122,9 @@ class Eraser:
     store: ChromaStore
     vault: Vault
     redis: Any  # redis.Redis: counters and locks shared by every worker
+    # the worker's: queue the Chroma directory scrub for a worker that sees the directory
+    # (the Chroma server's files may be on another machine); None = scrub here
+    scrub_chroma_later: Callable[[], None] | None = None
 
     def erase(self, tenant: str, doc_id: str) -> dict[str, Any]:
         """Finish erasing ``doc_id`` (its registry row must be gone). Idempotent."""
@@ -132,15 +137,25 @@ class Eraser:
         report: dict[str, Any] = {"document_id": doc_id}
         report["compaction"] = self._once(
             f"docqa:erase:{coll}", lambda: self._compact(tenant, coll))
-        report["chroma"] = self._once(
-            "docqa:erase:chroma-dir", lambda: scrub_chroma_dir(self.settings.chroma_dir))
-        # the Chroma server may still flush a dropped collection's HNSW files after the first
-        # pass removed its directory (a CI run found the deleted text in such a file): again
-        time.sleep(SECOND_PASS_DELAY_S)
-        report["chroma_second_pass"] = scrub_chroma_dir(self.settings.chroma_dir)
+        if self.scrub_chroma_later is None:
+            report["chroma"] = self.scrub_chroma()
+        else:  # after the compaction: the scrub removes what the compaction dropped
+            self.scrub_chroma_later()
+            report["chroma"] = "queued"
         report["registry"] = self._scrub_registry()
         report["seconds"] = round(time.monotonic() - t0, 3)
         log.info("document %s erased everywhere: %s", doc_id, report)
+        return report
+
+    def scrub_chroma(self) -> dict[str, Any]:
+        """Scrub the Chroma server's directory (``scrub_chroma_dir``), once for every erasure
+        counted before this run, then a second time."""
+        report: dict[str, Any] = {"first_pass": self._once(
+            "docqa:erase:chroma-dir", lambda: scrub_chroma_dir(self.settings.chroma_dir))}
+        # the Chroma server may still flush a dropped collection's HNSW files after the first
+        # pass removed its directory (a CI run found the deleted text in such a file): again
+        time.sleep(SECOND_PASS_DELAY_S)
+        report["second_pass"] = scrub_chroma_dir(self.settings.chroma_dir)
         return report
 
     def _compact(self, tenant: str, coll: str) -> dict[str, Any]:
@@ -178,11 +193,17 @@ class Eraser:
         return out
 
 
-def build_eraser(settings: Settings, repo: DocumentRepository, store: ChromaStore) -> Eraser:
+def sees_chroma_dir(settings: Settings) -> bool:
+    """Whether this machine sees the Chroma server's directory (``chroma.data_dir``)."""
+    return (settings.chroma_dir / CHROMA_DB).is_file()
+
+
+def build_eraser(settings: Settings, repo: DocumentRepository, store: ChromaStore,
+                 scrub_chroma_later: Callable[[], None] | None = None) -> Eraser:
     return Eraser(settings, repo, store, Vault.for_settings(settings),
                   redis.Redis.from_url(settings.redis_url, socket_timeout=30,
-                                       socket_connect_timeout=5))
+                                       socket_connect_timeout=5), scrub_chroma_later)
 
 
 __all__ = ["Eraser", "NotDeletedYet", "build_eraser", "scrub_chroma_dir",
-           "scrub_keywords", "vacuum_sqlite"]
+           "scrub_keywords", "sees_chroma_dir", "vacuum_sqlite"]

@@ -22,7 +22,7 @@ from core.registry import open_repository
 from core.settings import Settings, apply_offline_env
 from core.vault import Vault
 from ingest.embedding import SentenceTransformerEmbedder
-from ingest.erasure import Eraser, NotDeletedYet, build_eraser
+from ingest.erasure import Eraser, NotDeletedYet, build_eraser, sees_chroma_dir
 from ingest.pipeline import IngestDeps, failed_ingest_cleanup, ingest_document
 from ingest.store import ChromaStore, open_store
 from workers import deliveries, health, reconcile, testhooks
@@ -60,13 +60,35 @@ def queue_erase(tenant: str, doc_id: str) -> None:
     log.info("document %s: deleted during its ingest; erasure queued again", doc_id)
 
 
+def queue_chroma_scrub() -> None:
+    """Queue the scrub of the Chroma server's directory for a worker that sees it (this one
+    too, when it does): the server's files may be on another machine."""
+    if _app is None:  # pragma: no cover - create_celery_app always runs first
+        raise RuntimeError("create_celery_app() must run first")
+    _app.send_task(names.SCRUB_CHROMA, queue=names.CHROMA_QUEUE)
+
+
 def get_eraser() -> Eraser:
     global _eraser
     if _eraser is None:
         deps = get_deps()
         assert _store is not None  # get_deps made it
-        _eraser = build_eraser(deps.settings, deps.repo, _store)
+        _eraser = build_eraser(deps.settings, deps.repo, _store, queue_chroma_scrub)
     return _eraser
+
+
+def worker_queues(settings: Settings) -> list[str]:
+    """Ingest and erasure, and the Chroma directory scrub when this machine sees it."""
+    queues = [names.INGEST_QUEUE, names.ERASE_QUEUE]
+    if sees_chroma_dir(settings):
+        queues.append(names.CHROMA_QUEUE)
+        log.info("this worker sees the Chroma directory %s: it scrubs it after erasures "
+                 "(queue %s)", settings.chroma_dir, names.CHROMA_QUEUE)
+    else:
+        log.info("this worker does not see the Chroma directory (%s): a worker on the Chroma "
+                 "server's machine must consume queue %s", settings.chroma_dir,
+                 names.CHROMA_QUEUE)
+    return queues
 
 
 def get_deps() -> IngestDeps:
@@ -155,6 +177,13 @@ def create_celery_app(settings: Settings | None = None) -> Celery:
             log.warning("erase %s: transient error, retrying: %s", doc_id, exc.detail)
             raise self.retry(exc=exc, countdown=min(5.0, _backoff(self.request.retries))) from exc
 
+    @app.task(name=names.SCRUB_CHROMA)  # type: ignore[untyped-decorator]
+    def scrub_chroma() -> str:
+        """Scrub the Chroma server's directory after erasures (ingest/erasure.py)."""
+        report = get_eraser().scrub_chroma()
+        log.info("Chroma directory scrubbed: %s", report)
+        return "scrubbed"
+
     return app
 
 
@@ -165,7 +194,7 @@ def run_worker(settings: Settings, loglevel: str = "INFO") -> None:
     app.worker_main([
         *(["--quiet"] if settings.log_format == "json" else []),  # no banner among JSON lines
         "worker", f"--loglevel={loglevel}", f"--concurrency={settings.worker.concurrency}",
-        "--pool=prefork", "-Q", f"{names.INGEST_QUEUE},{names.ERASE_QUEUE}",
+        "--pool=prefork", "-Q", ",".join(worker_queues(settings)),
         "--without-gossip", "--without-mingle",
         "-n", f"docqa-{os.getpid()}@%h",
     ])

@@ -118,6 +118,7 @@ def up(host: str | None, port: int | None, data_dir: Path | None) -> None:
             "'redis-server --daemonize yes' (or set DOCQA_REDIS_URL).", err=True)
         sys.exit(2)
     data = settings.data_dir.resolve()
+    chroma_dir = settings.chroma_dir.resolve()  # where the worker scrubs it after erasures
     (data / "logs").mkdir(parents=True, exist_ok=True)
 
     configured = settings.encryption_key.get_secret_value() if settings.encryption_key else None
@@ -128,7 +129,8 @@ def up(host: str | None, port: int | None, data_dir: Path | None) -> None:
     # `python -m bench squad2 --baseline`, can reach this Chroma), otherwise any free one
     chroma_port = settings.chroma.port if "DOCQA_CHROMA__PORT" in os.environ else free_port()
     env = {**os.environ, "DOCQA_DATA_DIR": str(data), "DOCQA_CHROMA__HOST": "127.0.0.1",
-           "DOCQA_CHROMA__PORT": str(chroma_port), "DOCQA_PORT": str(settings.port),
+           "DOCQA_CHROMA__PORT": str(chroma_port), "DOCQA_CHROMA__DATA_DIR": str(chroma_dir),
+           "DOCQA_PORT": str(settings.port),
            "DOCQA_HOST": settings.host}
     procs: dict[str, subprocess.Popen[bytes]] = {}
     commands: dict[str, list[str]] = {}
@@ -165,8 +167,8 @@ def up(host: str | None, port: int | None, data_dir: Path | None) -> None:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        click.echo(f"starting Chroma on 127.0.0.1:{chroma_port} (data in {data / 'chroma'})")
-        start("chroma", chroma_command(data / "chroma", "127.0.0.1", chroma_port))
+        click.echo(f"starting Chroma on 127.0.0.1:{chroma_port} (data in {chroma_dir})")
+        start("chroma", chroma_command(chroma_dir, "127.0.0.1", chroma_port))
         if not wait_http(f"http://127.0.0.1:{chroma_port}/api/v2/heartbeat", 60, [procs["chroma"]]):
             raise click.ClickException(f"Chroma did not start; see {data / 'logs' / 'chroma.log'}")
         click.echo("starting worker and API (loading models)…")

@@ -77,3 +77,44 @@ def test_the_service_cipher_makes_no_key_for_a_document_gone_or_being_deleted(
     finally:
         if isinstance(repo, PostgresDocumentRepository):
             repo.close()
+
+
+def test_pg_key_table_created_once_by_racing_processes(pg_dsn: str) -> None:
+    """An API and a worker (or two machines) starting at once: every one opens the key
+    store, none fails on the table both try to create (found by the two-machine test)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from core.keystore import PostgresKeyStore
+
+    start = threading.Barrier(6)
+
+    def open_and_use(i: int) -> bytes | None:
+        start.wait()
+        store = PostgresKeyStore(pg_dsn)
+        store.put(f"k{i}", b"wrapped")
+        return store.get(f"k{i}")
+
+    with ThreadPoolExecutor(6) as pool:
+        assert list(pool.map(open_and_use, range(6))) == [b"wrapped"] * 6
+
+
+def test_a_machine_with_another_master_key_is_refused_by_the_shared_key_store(
+    pg_dsn: str, tmp_path: Path
+) -> None:
+    """Two machines sharing the PostgreSQL registry: the second one, started without the
+    first one's DOCQA_ENCRYPTION_KEY, generates a key of its own and must not start."""
+    from core.crypto import new_master_key_text
+    from core.errors import ConfigurationError
+    from core.vault import Vault, _cache
+
+    key = new_master_key_text()
+    first = Settings(data_dir=tmp_path / "one", database_url=pg_dsn, encryption_key=key)
+    same = Settings(data_dir=tmp_path / "two", database_url=pg_dsn, encryption_key=key)
+    other = Settings(data_dir=tmp_path / "three", database_url=pg_dsn)  # generates its own
+    try:
+        assert Vault.for_settings(first).master == Vault.for_settings(same).master
+        with pytest.raises(ConfigurationError, match="same DOCQA_ENCRYPTION_KEY"):
+            Vault.for_settings(other)
+    finally:
+        _cache.clear()

@@ -99,3 +99,21 @@ def test_keys_shorter_than_24_characters_are_refused_by_name_never_echoed() -> N
         Settings(api_keys=f"acme:{strong}", admin_key="k" * (MIN_KEY_CHARS - 1)
                  ).check_key_strength()
     assert "k" * (MIN_KEY_CHARS - 1) not in str(admin.value)
+
+
+def test_originals_and_the_chroma_directory_may_live_outside_the_data_dir(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Several machines: the originals on a shared volume and the Chroma server's directory
+    where this machine sees it, while the rest of the data dir stays the machine's own."""
+    defaults = Settings(data_dir=tmp_path / "data")
+    assert defaults.files_dir == tmp_path / "data" / "files"
+    assert defaults.chroma_dir == tmp_path / "data" / "chroma"
+    monkeypatch.setenv("DOCQA_DATA_DIR", str(tmp_path / "local"))
+    monkeypatch.setenv("DOCQA_ORIGINALS_DIR", str(tmp_path / "shared" / "originals"))
+    monkeypatch.setenv("DOCQA_CHROMA__DATA_DIR", str(tmp_path / "chroma-host"))
+    s = Settings()
+    assert s.files_dir == tmp_path / "shared" / "originals"
+    assert s.chroma_dir == tmp_path / "chroma-host"
+    assert s.keywords_path.parent == s.metrics_dir.parent == s.audit_path.parent == (
+        tmp_path / "local")

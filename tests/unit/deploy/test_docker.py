@@ -339,3 +339,14 @@ def test_runtime_stage(dockerfile: str) -> None:
 def test_dockerignore_keeps_local_state_out() -> None:
     entries = {line.strip() for line in DOCKERIGNORE.read_text(encoding="utf-8").splitlines()}
     assert {".venv", "data", ".git", "__pycache__"} <= entries
+
+
+def test_the_workers_see_the_chroma_store_they_scrub_after_erasures(
+    services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The erasure's scrub of Chroma's files runs on a worker that sees them (queue
+    docqa.chroma, ingest/erasure.py): compose mounts the Chroma volume where the workers'
+    settings look for it."""
+    settings = settings_of(services["worker"], monkeypatch)
+    assert f"chroma-data:{settings.chroma_dir}" in services["worker"]["volumes"]
+    assert f"chroma-data:{settings.chroma_dir}" in services["chroma"]["volumes"]

@@ -1,0 +1,66 @@
+"""Which queues a worker consumes (workers/app.py), and the erasure's Chroma directory
+scrub handed to a worker that sees the directory (ingest/erasure.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from core import tasks as names
+from core.settings import Settings
+
+
+def test_only_a_worker_that_sees_the_chroma_directory_consumes_its_scrub_queue(
+    tmp_path: Path,
+) -> None:
+    from workers.app import worker_queues
+
+    chroma = tmp_path / "chroma"
+    settings = Settings(data_dir=tmp_path / "local", chroma={"data_dir": chroma})
+    assert worker_queues(settings) == [names.INGEST_QUEUE, names.ERASE_QUEUE]
+    chroma.mkdir()
+    (chroma / "chroma.sqlite3").write_bytes(b"")  # the Chroma server's database is here
+    assert worker_queues(settings) == [names.INGEST_QUEUE, names.ERASE_QUEUE,
+                                       names.CHROMA_QUEUE]
+
+
+def test_an_erasure_hands_the_chroma_directory_scrub_on_when_told_to(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker's eraser queues the scrub (the Chroma server's files may be elsewhere); an
+    eraser without that hook scrubs the directory itself."""
+    from ingest.erasure import Eraser
+    from tests.unit.conftest import FakeRedis
+
+    class Store:
+        keywords = None
+
+        def delete_document(self, tenant: str, doc_id: str) -> None: ...
+
+        def destroy_text_key(self, doc_id: str) -> None: ...
+
+        def compact(self, tenant: str) -> dict[str, int]:
+            return {"kept": 0}
+
+    class Vault:
+        def destroy(self, path: Path) -> None: ...
+
+        def sweep_orphan_keys(self, roots: list[Path]) -> int:
+            return 0
+
+    class Repo:
+        def get(self, doc_id: str) -> None:
+            return None
+
+    settings = Settings(data_dir=tmp_path / "data")
+    queued: list[str] = []
+    eraser = Eraser(settings, Repo(), Store(), Vault(), FakeRedis(),  # type: ignore[arg-type]
+                    lambda: queued.append("scrub"))
+    report = eraser.erase("acme", "d1")
+    assert queued == ["scrub"] and report["chroma"] == "queued"
+    eraser.scrub_chroma_later = None
+    monkeypatch.setattr("ingest.erasure.SECOND_PASS_DELAY_S", 0.0)
+    report = eraser.erase("acme", "d2")
+    assert queued == ["scrub"]  # not queued again: scrubbed here (no directory: skipped)
+    assert report["chroma"]["first_pass"] == {"skipped": "no local Chroma data directory"}
