@@ -126,6 +126,11 @@ class WorkerSettings(BaseModel):
     task is handed out again while it still runs."""
 
     concurrency: int = 1
+    queues: str = Field(
+        default="", description="comma-separated queues this worker consumes, e.g. "
+        "``docqa.chroma`` alone for a worker beside the Chroma server (workers/app.py); "
+        "unset = docqa.ingest and docqa.erase, plus docqa.chroma where chroma.data_dir holds "
+        "the server's chroma.sqlite3")
     task_time_limit_s: int = Field(default=900, ge=2)
     visibility_timeout_s: int = Field(default=1800, ge=2)
     max_retries: int = Field(

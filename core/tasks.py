@@ -21,6 +21,7 @@ ERASE_DELAY_S = 1.0  # the API removes the registry row right after enqueueing
 # are: only workers that see them consume this queue (ingest/erasure.py)
 SCRUB_CHROMA = "docqa.scrub_chroma_dir"
 CHROMA_QUEUE = "docqa.chroma"
+QUEUES = (INGEST_QUEUE, ERASE_QUEUE, CHROMA_QUEUE)
 
 
 def soft_time_limit(hard_s: int) -> int:

@@ -16,8 +16,9 @@ from celery.signals import worker_process_init
 
 from core import tasks as names
 from core.domain import DocumentStatus
-from core.errors import TransientError
+from core.errors import ConfigurationError, TransientError
 from core.logging import connect_celery_signals
+from core.ports import DocumentRepository
 from core.registry import open_repository
 from core.settings import Settings, apply_offline_env
 from core.vault import Vault
@@ -31,16 +32,19 @@ log = logging.getLogger("docqa.worker")
 
 _deps: IngestDeps | None = None
 _store: ChromaStore | None = None  # the ingest job's store, which the eraser also compacts
+_repo: DocumentRepository | None = None
+_warm_up = True  # load the embedding model per child: off where no ingest queue is consumed
 _settings: Settings | None = None
 _eraser: Eraser | None = None
 _app: Celery | None = None  # the app whose tasks run here: an ingest queues erasures with it
 ERASE_MAX_RETRIES = 30
 
 
-def build_deps(settings: Settings, store: ChromaStore) -> IngestDeps:
+def build_deps(settings: Settings, store: ChromaStore,
+               repo: DocumentRepository | None = None) -> IngestDeps:
     return IngestDeps(
         settings=settings,
-        repo=open_repository(settings),
+        repo=repo or open_repository(settings),
         store=store,
         embedder=testhooks.hooked_embedder(settings, SentenceTransformerEmbedder(
             settings.models.resolved_embedding_path(), settings.models.embedding_batch_size
@@ -71,14 +75,30 @@ def queue_chroma_scrub() -> None:
 def get_eraser() -> Eraser:
     global _eraser
     if _eraser is None:
-        deps = get_deps()
-        assert _store is not None  # get_deps made it
-        _eraser = build_eraser(deps.settings, deps.repo, _store, queue_chroma_scrub)
+        # no embedding model: a worker that only erases or scrubs never loads it
+        assert _settings is not None, "create_celery_app() must run first"
+        _eraser = build_eraser(_settings, get_repo(), get_store(), queue_chroma_scrub)
     return _eraser
 
 
 def worker_queues(settings: Settings) -> list[str]:
-    """Ingest and erasure, and the Chroma directory scrub when this machine sees it."""
+    """The queues of ``worker.queues`` when set (e.g. only ``docqa.chroma``, for a worker
+    beside the Chroma server); otherwise ingest and erasure, and the Chroma directory scrub
+    when this machine sees it."""
+    chosen = list(dict.fromkeys(q.strip() for q in settings.worker.queues.split(",")
+                                if q.strip()))
+    if chosen:
+        unknown = [q for q in chosen if q not in names.QUEUES]
+        if unknown:
+            raise ConfigurationError(
+                f"worker.queues: unknown queue(s) {', '.join(unknown)}; "
+                f"known: {', '.join(names.QUEUES)}")
+        if names.CHROMA_QUEUE in chosen and not sees_chroma_dir(settings):
+            # a sidecar may start before the Chroma server creates its database
+            log.warning("this worker consumes queue %s but %s holds no chroma.sqlite3 yet: "
+                        "a scrub skips it until it does", names.CHROMA_QUEUE,
+                        settings.chroma_dir)
+        return chosen
     queues = [names.INGEST_QUEUE, names.ERASE_QUEUE]
     if sees_chroma_dir(settings):
         queues.append(names.CHROMA_QUEUE)
@@ -91,19 +111,34 @@ def worker_queues(settings: Settings) -> list[str]:
     return queues
 
 
-def get_deps() -> IngestDeps:
-    global _deps, _store
-    if _deps is None:
+def get_store() -> ChromaStore:
+    global _store
+    if _store is None:
         assert _settings is not None, "create_celery_app() must run first"
         _store = open_store(_settings)
-        _deps = build_deps(_settings, _store)
+    return _store
+
+
+def get_repo() -> DocumentRepository:
+    global _repo
+    if _repo is None:
+        assert _settings is not None, "create_celery_app() must run first"
+        _repo = open_repository(_settings)
+    return _repo
+
+
+def get_deps() -> IngestDeps:
+    global _deps
+    if _deps is None:
+        assert _settings is not None, "create_celery_app() must run first"
+        _deps = build_deps(_settings, get_store(), get_repo())
     return _deps
 
 
 @worker_process_init.connect  # type: ignore[untyped-decorator]
 def _warm_up_child(**_: Any) -> None:
     """Load the embedding model once per child, before the first task arrives."""
-    if _settings is not None:
+    if _settings is not None and _warm_up:
         get_deps()
         log.info("worker child ready (embedding model loaded)")
 
@@ -188,13 +223,16 @@ def create_celery_app(settings: Settings | None = None) -> Celery:
 
 
 def run_worker(settings: Settings, loglevel: str = "INFO") -> None:
+    global _warm_up
+    queues = worker_queues(settings)
+    _warm_up = names.INGEST_QUEUE in queues
     app = create_celery_app(settings)
     reconcile.install(app, settings)  # stuck documents queued again, at start and periodically
     health.install(app, settings.worker.heartbeat_file, settings.worker.heartbeat_interval_s)
     app.worker_main([
         *(["--quiet"] if settings.log_format == "json" else []),  # no banner among JSON lines
         "worker", f"--loglevel={loglevel}", f"--concurrency={settings.worker.concurrency}",
-        "--pool=prefork", "-Q", ",".join(worker_queues(settings)),
+        "--pool=prefork", "-Q", ",".join(queues),
         "--without-gossip", "--without-mingle",
         "-n", f"docqa-{os.getpid()}@%h",
     ])

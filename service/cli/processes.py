@@ -94,9 +94,14 @@ WORKER_COMMAND = [sys.executable, "-m", "workers"]
 
 @click.command()
 @click.option("--loglevel", default=None, help="default: DOCQA_LOG_LEVEL (INFO)")
-def worker(loglevel: str | None) -> None:
+@click.option("--queues", default=None,
+              help="comma-separated queues to consume, e.g. docqa.chroma beside the Chroma "
+                   "server (default: DOCQA_WORKER__QUEUES, else every queue this machine can "
+                   "serve)")
+def worker(loglevel: str | None, queues: str | None) -> None:
     """Run a Celery ingest worker (the same as ``python -m workers``)."""
-    argv = [*WORKER_COMMAND, *(["--loglevel", loglevel] if loglevel else [])]
+    argv = [*WORKER_COMMAND, *(["--loglevel", loglevel] if loglevel else []),
+            *(["--queues", queues] if queues else [])]
     sys.stdout.flush()
     sys.stderr.flush()
     # this process becomes the worker: same pid, signals and exit code for its supervisor

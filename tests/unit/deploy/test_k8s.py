@@ -523,11 +523,13 @@ def app_settings(resources: list[dict[str, Any]], component: str,
     return Settings()
 
 
-def volume_at(w: dict[str, Any], path: str | Path) -> dict[str, Any]:
-    """The volume holding ``path`` in the pod's main container (the deepest mount)."""
+def volume_at(w: dict[str, Any], path: str | Path,
+              container: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The volume holding ``path`` in ``container`` (default: the pod's main container),
+    the deepest mount."""
     volumes = {v["name"]: v for v in pod_spec(w)["volumes"]}
     best = ""
-    for m in main_container(w)["volumeMounts"]:
+    for m in (container or main_container(w))["volumeMounts"]:
         root = m["mountPath"].rstrip("/") or "/"
         if (str(path) == root or str(path).startswith(root.rstrip("/") + "/")) and \
                 len(root) > len(best):
@@ -583,6 +585,63 @@ def test_the_chroma_volume_is_the_chroma_servers_own(resources: list[dict[str, A
     claims = {t["metadata"]["name"]: t for t in chroma["spec"]["volumeClaimTemplates"]}
     assert volume["name"] in claims
     assert claims[volume["name"]]["spec"]["accessModes"] == ["ReadWriteOnce"]
+
+
+def scrub_worker(chroma: dict[str, Any]) -> dict[str, Any]:
+    hits = [c for c in pod_spec(chroma)["containers"] if c.get("args", [])[:1] == ["worker"]]
+    assert len(hits) == 1, "the Chroma pod runs no worker beside the server"
+    return hits[0]
+
+
+def test_a_worker_beside_chroma_scrubs_its_volume(
+    resources: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chroma's volume is ReadWriteOnce: the erasure's directory scrub (queue docqa.chroma)
+    runs in the Chroma pod, on a worker that consumes that queue alone and sees the server's
+    chroma.sqlite3 at DOCQA_CHROMA__DATA_DIR."""
+    from core import tasks as names
+    from core.settings import Settings
+    from workers.__main__ import main, with_queues
+    from workers.app import worker_queues
+
+    chroma = workload(resources, "chroma")
+    c = scrub_worker(chroma)
+    worker = main_container(workload(resources, "worker"))
+    assert c["image"] == worker["image"]
+    assert c["envFrom"] == worker["envFrom"]  # the ConfigMap and the Secret, as the workers
+    # its settings: the ConfigMap, its own env, its command line (docqa worker --queues ...)
+    for key in [k for k in os.environ if k.startswith("DOCQA_")]:
+        monkeypatch.delenv(key)
+    for key, value in find(resources, "ConfigMap", "docqa-config")["data"].items():
+        monkeypatch.setenv(key, value)
+    for env in c.get("env", []):
+        monkeypatch.setenv(env["name"], env["value"])
+    ctx = main.make_context("worker", list(c["args"][1:]))
+    settings = with_queues(Settings(), ctx.params["queues"])
+    assert worker_queues(settings) == [names.CHROMA_QUEUE]
+    # the server's database and segments are on the volume mounted at chroma.data_dir
+    server = main_container(chroma)
+    db = "chroma.sqlite3"
+    served = volume_at(chroma, f"/data/chroma/{db}", server)
+    seen = volume_at(chroma, settings.chroma_dir / db, c)
+    assert seen["name"] == served["name"]
+    assert served["name"] in {t["metadata"]["name"] for t in chroma["spec"]["volumeClaimTemplates"]}
+    assert not any(m.get("readOnly") or m.get("subPath") for m in c["volumeMounts"]
+                   if m["name"] == served["name"])
+    # per-container state on its own emptyDirs; nothing of the shared /data volume
+    for path in (settings.metrics_dir, HEARTBEAT, "/tmp", "/home/docqa"):  # noqa: S108
+        volume = volume_at(chroma, path, c)
+        assert "emptyDir" in volume, path
+        assert volume["name"] not in {m["name"] for m in server["volumeMounts"]}, path
+    assert settings.worker.heartbeat_file == Path(HEARTBEAT)
+    assert not any(v.get("persistentVolumeClaim") for v in pod_spec(chroma)["volumes"])
+    for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert HEARTBEAT_PROBE in probe_text(c, c[kind]), kind
+    # modest: no embedding model is loaded, so far less than an ingest worker
+    for part in ("requests", "limits"):
+        assert parse_quantity(c["resources"][part]["memory"]) <= \
+            parse_quantity(worker["resources"][part]["memory"]) / 2
+    assert not c.get("ports")
 
 
 def test_the_queue_depth_reaches_the_hpa_through_the_adapter_rule() -> None:
@@ -658,10 +717,12 @@ def test_only_the_api_accepts_traffic_from_anywhere(resources: list[dict[str, An
                for r in api_rules)
 
 
-@pytest.mark.parametrize(("component", "port"), [("redis", 6379), ("chroma", 8000),
-                                                 ("postgres", 5432)])
+# the Chroma pod's scrub worker reaches Redis (its queue) and PostgreSQL (the registry)
+@pytest.mark.parametrize(("component", "port", "peers"), [
+    ("redis", 6379, {*APP, "chroma"}), ("chroma", 8000, set(APP)),
+    ("postgres", 5432, {*APP, "chroma"})])
 def test_backends_accept_only_api_and_workers(
-    resources: list[dict[str, Any]], component: str, port: int
+    resources: list[dict[str, Any]], component: str, port: int, peers: set[str]
 ) -> None:
     mine = [p for p in policies(resources) if selected_components(p) == {component}]
     assert mine, f"no NetworkPolicy for {component}"
@@ -670,7 +731,7 @@ def test_backends_accept_only_api_and_workers(
         for rule in policy["spec"]["ingress"]:
             assert rule.get("from"), f"{policy['metadata']['name']} admits every source"
             for peer in rule["from"]:
-                assert peer_components(peer) <= set(APP)
+                assert peer_components(peer) <= peers
             assert [p["port"] for p in rule["ports"]] == [port]
 
 
