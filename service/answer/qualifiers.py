@@ -24,12 +24,14 @@ retrieved chunk around the unit.
   model of the same series), the unit states something else and is rejected; if nothing of
   that kind is there, the surrounding chunk must carry it.
 * A name must appear in the unit, its context or the document's name, or — for a sentence,
-  which may refer back to it ("It was founded in 1987") — earlier in the chunk. A list item
+  which may lean on its neighbours ("It was founded in 1987") — in the chunk; accents aside,
+  and in any form sharing its first five letters (Scandinavia, Scandinavian). A list item
   or table row is a record about what it names: a name the question asks about must be in
   the record itself, its context or the document's name.
 * The words naming the thing asked for (``focus``: "notice period" in "What is the notice
-  period for …") must be in the unit or its context: a unit about the probation period does
-  not state a notice period.
+  period for …") must be in the unit or its context, for a record always and for a sentence
+  when the question names it plainly ("What is the X …"): a unit about the probation period
+  does not state a notice period.
 
 Answer type (:func:`asked_for`): "how much/many", or a question about a price, fee, rate or
 other measure, needs an amount that is not a calendar date; "when" needs a date, a time or
@@ -44,6 +46,7 @@ prompt injection is data, not evidence).
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -133,6 +136,7 @@ class Question:
     known: frozenset[str] = field(default_factory=frozenset)  # its words, lower-cased
     amounts: frozenset[float] = frozenset()  # plain numbers ("an order of 60 units")
     focus: tuple[str, ...] = ()  # stems naming the thing asked for ("notice", "period")
+    focus_is: bool = False  # named by a copula ("What is the notice period …")
 
 
 @dataclass(frozen=True)
@@ -264,7 +268,7 @@ def asked_for(question: str) -> Asked:
     if re.search(r"\bwhen\b|\bsince when\b|\bwhat (year|date|day|month|time)\b|"
                  r"\b(which|what) (year|date|day|month)\b|\bby when\b|\buntil when\b", q):
         return Asked.TIME
-    m = re.match(r"^\s*(?:what(?:'s| is| was| are| were| does| do| did)?|how much)\s+(.*)", q)
+    m = re.match(r"^\s*(?:what(?:'s|’s| is| was| are| were)|how much)\s+(.*)", q)
     if m:  # the words before the first preposition or verb name what is asked for
         head = re.split(r"\b(?:in|of|for|on|at|per|did|does|do|is|was|are|were|has|have|"
                         r"will|would|can|to|from|with|by)\b", m.group(1))[0]
@@ -311,7 +315,7 @@ def analyse(question: str) -> Question:
     name_words = {w for n in found for w in _norm_words(n)}
     return Question(question, periods(question), identifiers(question), found,
                     asked_for(question), frozenset(_norm_words(question)), numbers(question),
-                    focus(question, name_words))
+                    focus(question, name_words), bool(_HEAD_IS.match(question)))
 
 
 def doc_label(filename: str) -> str:
@@ -320,10 +324,21 @@ def doc_label(filename: str) -> str:
     return re.sub(r"(?<!\d)[-_](?!\d)|(?<=\d)[_](?=\d)", " ", stem)
 
 
+def _fold(word: str) -> str:
+    return "".join(c for c in unicodedata.normalize("NFKD", word) if not unicodedata.combining(c))
+
+
 def _contains(text: str, name: str) -> bool:
-    """Does ``text`` mention ``name``: any of its words (a surname alone is enough)?"""
-    words = _norm_words(name) - _NOT_NAMES
-    return bool(words) and bool(words & _norm_words(text))
+    """Does ``text`` mention ``name``: any of its words (a surname alone is enough), accents
+    aside, in any form that shares its first five letters (Scandinavia/Scandinavian)?"""
+    words = {_fold(w) for w in _norm_words(name) - _NOT_NAMES}
+    if not words:
+        return False
+    have = {_fold(w) for w in _norm_words(text)}
+    if words & have:
+        return True
+    return any(len(w) >= 5 and len(h) >= 5 and (h.startswith(w[:5]) and (
+        h.startswith(w) or w.startswith(h))) for w in words for h in have)
 
 
 _ASSISTANT = re.compile(r"\b(AI|assistants?|chat ?bots?|language models?|LLMs?|"
@@ -356,12 +371,17 @@ def _amounts(text: str, known: frozenset[str]) -> bool:
     return any(w in _NUMBER_WORDS and w not in known for w in _norm_words(bare))
 
 
+# "… until the empire fell", "… when funding cannot cover costs": a time given by an event
+_WHEN_CLAUSE = re.compile(r"\b(until|till|after|before|during|since|when|whenever|once|while|"
+                          r"as soon as|by the time)\b", re.I)
+
+
 def _temporal(text: str, known: frozenset[str]) -> bool:
     """A date, a time, a period or a number (a duration, a condition) the question does not
     already say."""
     p = periods(text)
-    return bool(_DATE.search(text) or (p.years - known) or p.months or p.quarters or p.halves
-                or _amounts(text, known)) or any(
+    return bool(_DATE.search(text) or _WHEN_CLAUSE.search(text) or (p.years - known)
+                or p.months or p.quarters or p.halves or _amounts(text, known)) or any(
         label in tagger.TEMPORAL for _, label, _, _ in tagger.entities(text))
 
 
@@ -444,9 +464,12 @@ def check(q: Question, unit: str, kind: UnitKind, context: UnitContext, chunk: s
             return Verdict(False, f"{name} not in the {kind.value}")
         # a sentence may leave a name to what came before it ("It was founded in 1987"), not
         # to what follows
-        if not _contains(chunk[:start] if end else chunk, name):
+        if not _contains(chunk, name):
             return Verdict(False, f"{name} not stated")
-    if q.focus:
+    # the words naming the thing asked for bind records and "What is the X …" questions;
+    # other phrasings ("What did the X do …") name it too loosely to demand it of prose
+    # (SQuAD dev: demanding it everywhere turned 0.72 correct into 0.66)
+    if q.focus and (record or q.focus_is):
         have = {stem(w) for w in _WORD.findall(near)}
         missing = [w for w in q.focus if w not in have]
         # a long head may lose one modifier ("maximum hotel rate" → "maximum rates")

@@ -117,13 +117,20 @@ def test_site_mismatch_in_a_record_and_in_a_list_item() -> None:
     assert not v.ok and "York" in v.reason
 
 
-def test_a_sentence_may_refer_back_to_a_name_but_not_forward() -> None:
+def test_a_sentence_may_lean_on_a_name_its_chunk_states() -> None:
     chunk = "Harwell Ltd is our largest customer. It paid EUR 4 million in 2023."
     assert verdict("How much did Harwell pay in 2023?", "It paid EUR 4 million in 2023.",
                    chunk=chunk).ok
-    chunk = "Total sales were EUR 40 million in 2023. Harwell Ltd bought the most."
-    assert not verdict("How much did Harwell pay in 2023?",
-                       "Total sales were EUR 40 million in 2023.", chunk=chunk).ok
+    chunk = "Total sales were EUR 40 million in 2023. Most came from export."
+    v = verdict("How much did Harwell pay in 2023?", "Total sales were EUR 40 million in 2023.",
+                chunk=chunk)
+    assert not v.ok and "Harwell" in v.reason
+
+
+def test_a_name_matches_without_accents_and_in_a_related_form() -> None:
+    unit = "Nations with high unionization, particularly in Scandinavia, saw low inequality."
+    assert verdict("What rate of unionization do Scandinavian nations have?", unit).ok
+    assert verdict("Who was killed by El Temur?", "Tugh Temür was killed by El Temür.").ok
 
 
 def test_person_mismatch_and_the_person_asked_about() -> None:
@@ -159,7 +166,8 @@ def test_an_amount_for_how_much_and_a_date_is_not_one() -> None:
 
 def test_a_date_or_duration_for_when() -> None:
     assert verdict("When does the lease end?", "The lease ends on 31 March 2027.").ok
-    assert not verdict("When does the lease end?", "The lease ends when the tenant leaves.").ok
+    assert verdict("When does the lease end?", "The lease ends when the tenant leaves.").ok
+    assert not verdict("When does the lease end?", "The lease is signed by both parties.").ok
 
 
 def test_a_name_for_who() -> None:
