@@ -15,6 +15,7 @@ from celery import Celery, Task
 from celery.signals import worker_process_init
 
 from core import tasks as names
+from core.changes import ChangePublisher, NotifyingRepository
 from core.domain import DocumentStatus
 from core.errors import TransientError
 from core.logging import connect_celery_signals
@@ -40,7 +41,8 @@ ERASE_MAX_RETRIES = 30
 def build_deps(settings: Settings, store: ChromaStore) -> IngestDeps:
     return IngestDeps(
         settings=settings,
-        repo=open_repository(settings),
+        # every status and progress write also tells the API's event streams (core/changes.py)
+        repo=NotifyingRepository(open_repository(settings), ChangePublisher(settings.redis_url)),
         store=store,
         embedder=testhooks.hooked_embedder(settings, SentenceTransformerEmbedder(
             settings.models.resolved_embedding_path(), settings.models.embedding_batch_size
