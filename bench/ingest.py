@@ -98,8 +98,8 @@ def _round(x: float | None, digits: int = 4) -> float | None:
 # ---------------------------------------------------------------- phase 1: service
 
 
-def bench_service(client: DocqaClient, paras: list[Paragraph], ready_timeout: float,
-                  poll: float) -> dict[str, Any]:
+def bench_service(client: DocqaClient, paras: list[Paragraph], ready_timeout: float
+                  ) -> dict[str, Any]:
     n = len(paras)
     ids: list[str] = []
     duplicates = 0
@@ -139,21 +139,18 @@ def bench_service(client: DocqaClient, paras: list[Paragraph], ready_timeout: fl
     unique_ids = list(dict.fromkeys(ids))  # identical bytes within the run map to one id
     log(f"phase 1: waiting for {len(unique_ids)} documents (timeout {ready_timeout:.0f}s)")
     try:
-        final = client.wait_ready(unique_ids, timeout=ready_timeout, poll=poll,
-                                  on_progress=on_progress)
+        final = client.wait_ready(unique_ids, timeout=ready_timeout, on_progress=on_progress)
     except TimeoutError as exc:
         timed_out = True
         log(f"  {exc}")
         final = {}
     seconds = time.perf_counter() - t0
     if timed_out:  # count what did finish
-        for doc_id in unique_ids:
-            try:
-                doc = client.document(doc_id)
-            except (DocqaAPIError, httpx.HTTPError):
-                continue
-            if doc["status"] in ("ready", "failed"):
-                final[doc_id] = doc
+        try:
+            final = {d["id"]: d for d in client.statuses(unique_ids)["items"]
+                     if d["status"] in ("ready", "failed")}
+        except (DocqaAPIError, httpx.HTTPError) as exc:
+            log(f"  statuses not read: {exc}")
 
     statuses = [d["status"] for d in final.values()]
     ready = statuses.count("ready")
@@ -300,7 +297,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="also write the result JSON here")
     ap.add_argument("--ready-timeout", type=float, default=3600.0,
                     help="seconds to wait for all documents to finish (default 3600)")
-    ap.add_argument("--poll", type=float, default=0.5, help="status poll interval in seconds")
     args = ap.parse_args(argv)
     if args.limit is not None and args.limit < 1:
         ap.error("--limit must be >= 1")
@@ -322,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     with DocqaClient(args.url, args.api_key, timeout=300.0, wait_on_429_s=600) as client:
         if not client.healthy():
             log(f"WARNING: {args.url}/readyz is not 200; continuing anyway")
-        service = bench_service(client, paras, args.ready_timeout, args.poll)
+        service = bench_service(client, paras, args.ready_timeout)
         raw, model_info = bench_raw_encode(paras)
         ask = bench_ask(client, questions) if questions else {"n": 0}
 
@@ -341,7 +337,6 @@ def main(argv: list[str] | None = None) -> int:
             "sched_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
             else None,
             "upload_workers": UPLOAD_WORKERS,
-            "poll_s": args.poll,
             "squad": str(args.squad),
             "limit": args.limit,
             "questions_requested": args.questions,

@@ -147,18 +147,17 @@ def drain(url: str, key: str, ids: list[str], timeout: float) -> dict[str, int]:
     lost."""
     fate: Counter[str] = Counter()
     with DocqaClient(url, key, timeout=REQUEST_TIMEOUT_S, wait_on_429_s=120) as client:
+        final: dict[str, str] = {}
         try:
-            final = client.wait_ready(ids, timeout=timeout)
+            for ev in client.follow(ids, timeout=timeout):
+                if ev.event != "progress":
+                    final[ev.id] = ev.document["status"] if ev.document else "lost (missing)"
         except TimeoutError:
-            final = {}
-        for doc_id in ids:
-            if doc_id in final:
-                fate[final[doc_id]["status"]] += 1
-                continue
-            try:
-                fate[f"lost ({client.document(doc_id)['status']} after drain)"] += 1
-            except DocqaAPIError:
-                fate["lost (missing)"] += 1
+            pass
+        left = client.statuses([i for i in ids if i not in final])
+        final.update({d["id"]: f"lost ({d['status']} after drain)" for d in left["items"]})
+        final.update({i: "lost (missing)" for i in left["missing"]})
+        fate.update(final[doc_id] for doc_id in ids)
     return dict(fate)
 
 

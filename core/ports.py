@@ -90,8 +90,13 @@ class DocumentRepository(Protocol):
 
     def count_keys(self) -> int: ...
 
-    def count_by_status(self) -> dict[str, int]:
-        """Documents per status over all tenants (``/metrics``)."""
+    def get_many(self, tenant: str, ids: Sequence[str]) -> builtins.list[Document]:
+        """The tenant's documents among ``ids``, in no particular order (another tenant's
+        and unknown ids are absent): batch status and the batch event stream."""
+        ...
+
+    def count_by_status(self, tenant: str | None = None) -> dict[str, int]:
+        """Documents per status, of one tenant or over all tenants (``/metrics``)."""
         ...
 
 

@@ -10,7 +10,7 @@ Exceptions::
     DocqaAPIError    the API answered an error: a non-2xx response (problem+json: status,
                      title, detail; headers kept for Retry-After and X-Request-ID), an
                      ``event: error`` inside a stream, or a stream that broke the contract
-    TimeoutError     document_events / wait_ready: not finished within the timeout
+    TimeoutError     document_events / follow / wait_ready: not finished within the timeout
     httpx.HTTPError  transport failures (connection refused, read timeout...) pass through
 """
 
@@ -21,7 +21,7 @@ import copy
 import json
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +76,19 @@ class DocumentList(TypedDict):
     total: int
     limit: int
     offset: int
+
+
+class DocumentStatuses(TypedDict):
+    items: list[Document]  # the documents found, in the order asked
+    missing: list[str]  # ids of no document of the caller's (unknown, erased, another tenant's)
+
+
+class DocumentCounts(TypedDict):
+    queued: int
+    processing: int
+    ready: int
+    failed: int
+    total: int
 
 
 class UploadAccepted(TypedDict):
@@ -162,6 +175,18 @@ class StreamEvent:
 
     event: str
     data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class DocumentEvent:
+    """News of one document in :meth:`DocqaClient.follow`: ``progress`` (``document`` is its
+    current state), ``done`` (ready or failed; once per document, last for it) or
+    ``missing`` (the caller has no such document: unknown, another tenant's, or deleted
+    meanwhile; ``document`` is None; also once, last)."""
+
+    event: Literal["progress", "done", "missing"]
+    id: str
+    document: Document | None
 
 
 # ---------------------------------------------------------------- errors
@@ -356,6 +381,7 @@ class _WaitOn429(httpx.BaseTransport):
 # without a byte means the connection is dead, and document_events connects again
 _STREAM_IDLE_S = 60.0
 _RECONNECT_PAUSE_S = 1.0
+MAX_BATCH_IDS = 1000  # ids per batch status request or batch event stream (the server's cap)
 
 
 class DocqaClient:
@@ -565,34 +591,97 @@ class DocqaClient:
                 pass  # the open stream broke: connect again, below
             time.sleep(max(0.0, min(_RECONNECT_PAUSE_S, deadline - time.monotonic())))
 
-    def wait_ready(self, doc_ids: list[str], timeout: float = 600.0, poll: float = 0.5,
+    def statuses(self, doc_ids: Sequence[str]) -> DocumentStatuses:
+        """``POST /v1/documents/status``: many documents' records in one request per 1,000
+        ids (repeats count once). Ids of no document of the caller's are in ``missing``."""
+        ids = list(dict.fromkeys(doc_ids))
+        out: DocumentStatuses = {"items": [], "missing": []}
+        for i in range(0, len(ids), MAX_BATCH_IDS):
+            part = cast(DocumentStatuses, self._call(
+                "POST", "/v1/documents/status", json={"ids": ids[i:i + MAX_BATCH_IDS]}))
+            out["items"] += part["items"]
+            out["missing"] += part["missing"]
+        return out
+
+    def counts(self) -> DocumentCounts:
+        """``GET /v1/documents/counts``: the tenant's documents per status."""
+        return cast(DocumentCounts, self._call("GET", "/v1/documents/counts"))
+
+    def follow(self, doc_ids: Sequence[str], timeout: float = 3600.0
+               ) -> Iterator[DocumentEvent]:
+        """Live progress of many documents through ``POST /v1/documents/events``: one stream
+        per 1,000 ids (repeats count once), followed one after the other; documents are
+        ingested roughly in upload order, so the first streams end first.
+
+        Yields each document's ``progress`` at connect and on every change, then exactly
+        one ``done`` (ready or failed) or ``missing`` per document; the iterator ends when
+        every document has had its last event. A stream that breaks is opened again for the
+        documents not settled yet (their ``progress`` may repeat). Raises TimeoutError when
+        some are not settled after ``timeout`` seconds, DocqaAPIError for an error answer.
+        Nothing is sent before the first ``next()``.
+        """
+        ids = list(dict.fromkeys(doc_ids))
+        deadline = time.monotonic() + timeout
+        for i in range(0, len(ids), MAX_BATCH_IDS):
+            yield from self._follow_batch(ids[i:i + MAX_BATCH_IDS], deadline, timeout)
+
+    def _follow_batch(self, ids: list[str], deadline: float, timeout: float
+                      ) -> Iterator[DocumentEvent]:
+        pending = dict.fromkeys(ids)  # in order: a reconnect asks for what is left
+        while pending:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"{len(pending)} documents not finished after {timeout}s")
+            try:
+                with self._stream("POST", "/v1/documents/events", {"ids": list(pending)},
+                                  read_timeout=min(remaining, _STREAM_IDLE_S)) as resp:
+                    for sse in iter_sse(resp.iter_bytes()):
+                        yield from self._batch_event(sse, resp, pending)
+                        if sse.event == "end" or not pending:
+                            break
+                        if time.monotonic() >= deadline:
+                            raise TimeoutError(
+                                f"{len(pending)} documents not finished after {timeout}s")
+            except (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError):
+                pass  # the open stream broke: connect again, below
+            if pending:
+                time.sleep(max(0.0, min(_RECONNECT_PAUSE_S, deadline - time.monotonic())))
+
+    @staticmethod
+    def _batch_event(sse: ServerSentEvent, resp: httpx.Response, pending: dict[str, None]
+                     ) -> Iterator[DocumentEvent]:
+        if sse.event == "error":
+            data = _json_data(sse, resp)
+            raise DocqaAPIError(int(data.get("status", 500)), data, resp.headers)
+        if sse.event == "missing":
+            for doc_id in _json_data(sse, resp).get("ids", []):
+                if doc_id in pending:
+                    del pending[doc_id]
+                    yield DocumentEvent("missing", doc_id, None)
+        elif sse.event in ("progress", "done"):
+            doc = cast(Document, _json_data(sse, resp))
+            if doc.get("id") in pending:
+                if sse.event == "done":
+                    del pending[doc["id"]]
+                yield DocumentEvent(cast(Literal["progress", "done"], sse.event), doc["id"], doc)
+
+    def wait_ready(self, doc_ids: Sequence[str], timeout: float = 600.0,
                    on_progress: Callable[[int, int], object] | None = None
                    ) -> dict[str, Document]:
-        """Poll until every document is ``ready`` or ``failed``; returns the final records."""
-        # Documents are processed roughly in upload order, so each round checks pending
-        # ones in that order and stops at the first unfinished one: about one request per
-        # poll instead of one per document (polling 1,000 ids would load the API itself).
-        pending = list(dict.fromkeys(doc_ids))
+        """Follow the documents (:meth:`follow`) until every one is ``ready`` or ``failed``;
+        returns the final records by id. ``on_progress(finished, total)`` is called as
+        documents finish. A document the caller does not have (unknown, another tenant's,
+        deleted meanwhile) raises DocqaAPIError 404."""
+        total = len(set(doc_ids))
         final: dict[str, Document] = {}
-        deadline = time.monotonic() + timeout
-        sweep_every, rounds = 20, 0
-        while pending:
-            rounds += 1
-            full_sweep = rounds % sweep_every == 0
-            for doc_id in list(pending):
-                doc = self.document(doc_id)
-                if doc["status"] in ("ready", "failed"):
-                    final[doc_id] = doc
-                    pending.remove(doc_id)
-                elif not full_sweep:
-                    break
-            if on_progress:
-                on_progress(len(final), len(doc_ids))
-            if not pending:
-                break
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{len(pending)} documents not ready after {timeout}s")
-            time.sleep(poll)
+        for ev in self.follow(doc_ids, timeout):
+            if ev.event == "missing":
+                raise DocqaAPIError(404, {"title": "Not found", "status": 404,
+                                          "detail": f"no document {ev.id!r}"})
+            if ev.event == "done" and ev.document is not None:
+                final[ev.id] = ev.document
+                if on_progress:
+                    on_progress(len(final), total)
         return final
 
     # ------------------------------------------------------------ search and ask

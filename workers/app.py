@@ -15,6 +15,7 @@ from celery import Celery, Task
 from celery.signals import worker_process_init
 
 from core import tasks as names
+from core.changes import ChangePublisher, NotifyingRepository
 from core.domain import DocumentStatus
 from core.errors import ConfigurationError, TransientError
 from core.logging import connect_celery_signals
@@ -40,11 +41,17 @@ _app: Celery | None = None  # the app whose tasks run here: an ingest queues era
 ERASE_MAX_RETRIES = 30
 
 
+def notifying_repository(settings: Settings) -> DocumentRepository:
+    """The registry, whose every status and progress write also tells the API's event
+    streams (core/changes.py)."""
+    return NotifyingRepository(open_repository(settings), ChangePublisher(settings.redis_url))
+
+
 def build_deps(settings: Settings, store: ChromaStore,
                repo: DocumentRepository | None = None) -> IngestDeps:
     return IngestDeps(
         settings=settings,
-        repo=repo or open_repository(settings),
+        repo=repo or notifying_repository(settings),
         store=store,
         embedder=testhooks.hooked_embedder(settings, SentenceTransformerEmbedder(
             settings.models.resolved_embedding_path(), settings.models.embedding_batch_size
@@ -123,7 +130,7 @@ def get_repo() -> DocumentRepository:
     global _repo
     if _repo is None:
         assert _settings is not None, "create_celery_app() must run first"
-        _repo = open_repository(_settings)
+        _repo = notifying_repository(_settings)
     return _repo
 
 

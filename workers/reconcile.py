@@ -30,6 +30,7 @@ import redis
 from celery.signals import worker_ready
 
 from core import tasks as names
+from core.changes import ChangePublisher, NotifyingRepository
 from core.ports import DocumentRepository
 from core.registry import open_repository
 from core.settings import Settings
@@ -124,7 +125,8 @@ def run_once(app: Any, settings: Settings) -> list[str]:
     try:
         repo = _repos.get(id(settings))
         if repo is None:
-            repo = _repos[id(settings)] = open_repository(settings)
+            repo = _repos[id(settings)] = NotifyingRepository(  # streams hear the requeue
+                open_repository(settings), ChangePublisher(settings.redis_url))
         client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5,
                                       socket_timeout=10)
 

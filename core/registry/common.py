@@ -302,9 +302,23 @@ class SqlRepository(ABC):
     def delete(self, doc_id: str) -> bool:
         return self._change("DELETE FROM documents WHERE id=?", (doc_id,)) > 0
 
-    def count_by_status(self) -> dict[str, int]:
-        """Documents per status, all tenants (``/metrics``, at scrape time)."""
-        rows = self._all("SELECT status, COUNT(*) AS n FROM documents GROUP BY status")
+    def get_many(self, tenant: str, ids: Sequence[str]) -> builtins.list[Document]:
+        """The tenant's documents among ``ids`` (another tenant's and unknown ids are simply
+        absent), in no particular order; one statement however many ids."""
+        if not ids:
+            return []
+        condition, args = self._ids_condition(ids)
+        rows = self._all(f"SELECT * FROM documents WHERE tenant=? AND {condition}",  # noqa: S608
+                         [tenant, *args])
+        return [document_from_row(r) for r in rows]
+
+    def count_by_status(self, tenant: str | None = None) -> dict[str, int]:
+        """Documents per status: of one tenant, or of all (``/metrics``, at scrape time)."""
+        if tenant is None:
+            rows = self._all("SELECT status, COUNT(*) AS n FROM documents GROUP BY status")
+        else:
+            rows = self._all("SELECT status, COUNT(*) AS n FROM documents WHERE tenant=?"
+                             " GROUP BY status", (tenant,))
         return {str(r["status"]): int(r["n"]) for r in rows}
 
     # ------------------------------------------------------------ API keys

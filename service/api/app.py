@@ -13,12 +13,11 @@ from litestar.di import Provide
 
 from core.logging import connect_celery_signals
 from core.settings import Settings, apply_offline_env
-from service.api import ask, documents, health, openai, openapi, web
+from service.api import ask, documents, events, health, openai, openapi, web
 from service.api.admin import admin_router
 from service.api.auth import provide_audit, provide_components, provide_tenant, require_api_key
 from service.api.components import Components, build_components
 from service.api.errors import EXCEPTION_HANDLERS
-from service.api.events import stream_document_events
 from service.api.limits import enforce_rate_limit
 from service.api.metrics import metrics_routes
 from service.api.observability import RequestContextMiddleware, add_request_id_header
@@ -35,7 +34,12 @@ def create_app(settings: Settings | None = None, components: Components | None =
         if getattr(app.state, "components", None) is None:
             app.state.components = await anyio.to_thread.run_sync(build_components, settings)
         log.info("docqa API ready")
-        yield
+        try:
+            yield
+        finally:  # the event streams' pub/sub reader (service/api/events.py)
+            hub = getattr(app.state.components, "changes", None)
+            if hub is not None:
+                await hub.aclose()
 
     v1 = Router(
         path="/v1",
@@ -46,7 +50,7 @@ def create_app(settings: Settings | None = None, components: Components | None =
         security=[{openapi.SECURITY_SCHEME: []}],
         route_handlers=[
             Router(path="/", tags=["documents"],
-                   route_handlers=[*documents.route_handlers, stream_document_events]),
+                   route_handlers=[*documents.route_handlers, *events.route_handlers]),
             Router(path="/", tags=["questions"], route_handlers=ask.route_handlers),
             Router(path="/", tags=["openai"], route_handlers=openai.route_handlers),
         ],

@@ -13,6 +13,7 @@ from typing import Any
 import redis
 
 from core.audit import AuditLog, open_audit
+from core.changes import ChangePublisher, NotifyingRepository
 from core.errors import DocqaError
 from core.ports import DocumentRepository
 from core.ratelimit import RateLimiter
@@ -23,6 +24,7 @@ from ingest.embedding import SentenceTransformerEmbedder
 from ingest.store import ChromaStore, open_store
 from service.answer import AnswerPipeline
 from service.answer.generator import LlamaGenerator
+from service.api.events import ChangeHub
 from service.documents import DocumentService, TaskQueue
 
 log = logging.getLogger("docqa.api")
@@ -38,10 +40,12 @@ class Components:
     redis: Any  # redis.Redis: readiness and the queue-depth metrics
     audit: AuditLog | None = None  # None: audit.enabled=false
     limiter: RateLimiter | None = None  # None: no rate limits (service/api/limits.py)
+    changes: ChangeHub | None = None  # None: event streams poll slowly, hear no notices
 
 
 def build_components(settings: Settings) -> Components:
-    repo = open_repository(settings)
+    # a DELETE tells the event streams at once (core/changes.py); workers tell them the rest
+    repo = NotifyingRepository(open_repository(settings), ChangePublisher(settings.redis_url))
     store = open_store(settings)
     keywords = store.keywords
     try:  # the keyword index is derived data: rebuild it from Chroma when it is missing
@@ -71,4 +75,5 @@ def build_components(settings: Settings) -> Components:
         redis=redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2),
         audit=open_audit(settings),
         limiter=RateLimiter.from_url(settings.redis_url, fail_open=settings.rate_limit.fail_open),
+        changes=ChangeHub(settings.redis_url),
     )

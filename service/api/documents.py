@@ -22,7 +22,7 @@ from litestar.openapi.spec import (
     Schema,
 )
 from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
-from litestar.params import FromPath, FromQuery, QueryParameter
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.response import Stream
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 
@@ -32,8 +32,11 @@ from core.errors import DocqaError
 from service.api.components import Components
 from service.api.errors import problem_responses
 from service.api.schemas import (
+    DocumentCounts,
+    DocumentIds,
     DocumentList,
     DocumentOut,
+    DocumentStatuses,
     DocumentTextOut,
     UploadAccepted,
 )
@@ -136,6 +139,31 @@ def list_documents(
     return DocumentList([DocumentOut.from_domain(d) for d in docs], total, limit, offset)
 
 
+@post("/documents/status", status_code=HTTP_200_OK, sync_to_thread=True,
+      summary="The status of many documents at once", responses=problem_responses())
+def batch_status(data: JSONBody[DocumentIds], tenant: NamedDependency[str],
+                 comps: NamedDependency[Components]) -> DocumentStatuses:
+    """The caller's documents among ``ids`` (at most 1,000) in one request: what a client
+    waiting for many uploads asks instead of one ``GET`` per document. Ids of no document of
+    the caller's (unknown, erased, another tenant's) are listed in ``missing``."""
+    ids = list(dict.fromkeys(data.ids))
+    found = {d.id: d for d in comps.repo.get_many(tenant, ids)}
+    return DocumentStatuses([DocumentOut.from_domain(found[i]) for i in ids if i in found],
+                            [i for i in ids if i not in found])
+
+
+@get("/documents/counts", sync_to_thread=True, summary="How many documents per status",
+     responses=problem_responses())
+def document_counts(tenant: NamedDependency[str],
+                    comps: NamedDependency[Components]) -> DocumentCounts:
+    n = comps.repo.count_by_status(tenant)
+    by = {s: n.get(s.value, 0) for s in DocumentStatus}
+    return DocumentCounts(queued=by[DocumentStatus.QUEUED],
+                          processing=by[DocumentStatus.PROCESSING],
+                          ready=by[DocumentStatus.READY], failed=by[DocumentStatus.FAILED],
+                          total=sum(n.values()))
+
+
 @get("/documents/{doc_id:str}", sync_to_thread=True, responses=problem_responses(404))
 def get_document(doc_id: FromPath[str], tenant: NamedDependency[str],
                  comps: NamedDependency[Components]) -> DocumentOut:
@@ -236,5 +264,5 @@ def get_document_file(doc_id: FromPath[str], tenant: NamedDependency[str],
     })
 
 
-route_handlers = [upload_document, list_documents, get_document, delete_document,
-                  get_document_text, get_document_file]
+route_handlers = [upload_document, list_documents, batch_status, document_counts, get_document,
+                  delete_document, get_document_text, get_document_file]

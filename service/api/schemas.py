@@ -160,6 +160,35 @@ class DocumentList(msgspec.Struct):
     offset: int
 
 
+MAX_BATCH_IDS = 1000  # ids per batch status request or batch event stream
+
+DocumentId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+
+
+class DocumentIds(msgspec.Struct, forbid_unknown_fields=True):
+    """Some of the caller's documents, by id (at most 1,000 at once; repeats count once)."""
+
+    ids: Annotated[list[DocumentId], msgspec.Meta(min_length=1, max_length=MAX_BATCH_IDS)]
+
+
+class DocumentStatuses(msgspec.Struct):
+    items: Annotated[list[DocumentOut], msgspec.Meta(
+        description="the documents found, in the order asked, each once")]
+    missing: Annotated[list[str], msgspec.Meta(
+        description="ids the caller has no document for (unknown, erased, or another "
+        "tenant's: all look the same)")]
+
+
+class DocumentCounts(msgspec.Struct):
+    """The caller's documents per status."""
+
+    queued: int
+    processing: int
+    ready: int
+    failed: int
+    total: int
+
+
 class UploadAccepted(msgspec.Struct):
     id: str
     status: DocumentStatus

@@ -10,7 +10,6 @@ go on. Exit 1 when a file was rejected, failed or did not finish (errors.py).
 from __future__ import annotations
 
 import os
-import queue
 import sys
 import threading
 import time
@@ -21,7 +20,6 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import click
-import httpx
 from rich.progress import (
     BarColumn,
     Progress,
@@ -79,7 +77,6 @@ def collect_files(paths: Iterable[Path], include: tuple[str, ...] = (),
 
 # ---------------------------------------------------------------- ingest progress
 
-FOLLOW_AT_ONCE = 4  # event streams followed at a time (workers take files in upload order)
 _FINAL = ("ready", "failed")
 
 
@@ -195,80 +192,43 @@ def _ingest_view(names: dict[str, str]) -> _PlainIngestView | _RichIngestView:
     return _RichIngestView(names) if sys.stdout.isatty() else _PlainIngestView(names)
 
 
-def _follow(client: Any, doc_id: str, deadline: float, view: Any) -> dict[str, Any]:
-    """The document's events until it is ready or failed (the client reconnects a broken
-    stream); polling ``GET`` instead if the server has no events route."""
-    try:
-        for doc in client.document_events(doc_id, timeout=max(0.0, deadline - time.monotonic())):
-            if doc["status"] in _FINAL:
-                return dict(doc)
-            view.update(doc_id, doc)
-    except DocqaAPIError as exc:
-        if exc.status != 404:
-            raise
-        client.document(doc_id)  # 404 again: the document is gone; else an older server
-    while True:
-        doc = client.document(doc_id)
-        if doc["status"] in _FINAL:
-            return dict(doc)
-        view.update(doc_id, doc)
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"document {doc_id} not finished")
-        time.sleep(1.0)
+def _follow_all(client: DocqaClient, names: dict[str, str], timeout: float
+                ) -> dict[str, dict[str, Any]]:
+    """Follow every document's progress in one event stream per 1,000 documents
+    (``DocqaClient.follow``): a bar (or lines) for a document once it leaves the queue, a
+    line when it ends.
 
-
-def _follow_all(client: Any, names: dict[str, str], timeout: float) -> dict[str, dict[str, Any]]:
-    """Follow every document's progress, ``FOLLOW_AT_ONCE`` streams at a time in upload
-    order (daemon threads: Ctrl-C ends the command without waiting for them).
-
-    A document gone meanwhile (404) ends ``failed``; any other error is the service's, not
-    the document's (unreachable, key revoked, 5xx): following stops and the first such error
-    is raised, for the command's exit code (errors.py)."""
-    todo: queue.SimpleQueue[str] = queue.SimpleQueue()
-    for doc_id in names:
-        todo.put(doc_id)
+    A document gone meanwhile ends ``failed``; one not finished within ``timeout`` is named
+    and left out of the result. Any other error is the service's, not the document's
+    (unreachable, key revoked, 5xx): it is raised, for the command's exit code (errors.py)."""
     final: dict[str, dict[str, Any]] = {}
-    fatal: list[Exception] = []
-    deadline = time.monotonic() + timeout
+    shown: set[str] = set()
     view = _ingest_view(names)
 
-    def run() -> None:
-        while not fatal:
-            try:
-                doc_id = todo.get_nowait()
-            except queue.Empty:
-                return
+    def show(doc_id: str) -> None:
+        if doc_id not in shown:
+            shown.add(doc_id)
             view.begin(doc_id)
-            try:
-                doc = _follow(client, doc_id, deadline, view)
-                final[doc_id] = doc
-                outcome = _outcome_text(doc)
-            except TimeoutError:
-                outcome = f"not finished after {timeout:g} s"
-            except DocqaAPIError as exc:
-                if exc.status != 404:
-                    fatal.append(exc)
-                    outcome = f"not followed: {api_error_text(exc)}"
-                else:
-                    final[doc_id] = {"status": "failed", "error": "deleted while it was ingested"}
-                    outcome = _outcome_text(final[doc_id])
-            except httpx.HTTPError as exc:
-                fatal.append(exc)
-                outcome = f"not followed: {type(exc).__name__}: {exc}"
-            view.end(doc_id, one_line(outcome))
 
-    threads = [threading.Thread(target=run, daemon=True, name=f"follow-{i}")
-               for i in range(min(FOLLOW_AT_ONCE, len(names)))]
     try:
-        for t in threads:
-            t.start()
-        for t in threads:
-            while t.is_alive():
-                t.join(0.5)
+        try:
+            for ev in client.follow(list(names), timeout=timeout):
+                if ev.event == "progress" and ev.document is not None:
+                    if ev.document["status"] != "queued" or ev.id in shown:
+                        show(ev.id)
+                        view.update(ev.id, dict(ev.document))
+                    continue
+                show(ev.id)
+                final[ev.id] = (dict(ev.document) if ev.document is not None else
+                                {"status": "failed", "error": "deleted while it was ingested"})
+                view.end(ev.id, one_line(_outcome_text(final[ev.id])))
+        except TimeoutError:
+            for doc_id in names:
+                if doc_id not in final:
+                    show(doc_id)
+                    view.end(doc_id, f"not finished after {timeout:g} s")
     finally:
         view.close()
-    if fatal:
-        raise fatal[0]
     return final
 
 

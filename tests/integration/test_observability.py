@@ -103,7 +103,7 @@ def obs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Obs]:
 
 def wait_ready(obs: Obs, doc_id: str, timeout: float = 180) -> dict[str, Any]:
     try:
-        return dict(obs.client.wait_ready([doc_id], timeout=timeout, poll=0.3)[doc_id])
+        return dict(obs.client.wait_ready([doc_id], timeout=timeout)[doc_id])
     except TimeoutError:
         pytest.fail(f"document {doc_id} not ready in {timeout} s")
 

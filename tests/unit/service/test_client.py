@@ -251,6 +251,116 @@ def test_document_events_time_out() -> None:
         list(client(handler).document_events("d1", timeout=0.01))
 
 
+# ---------------------------------------------------------------- many documents
+
+
+def bdoc(doc_id: str, status: str, stage: str = "embedding") -> dict[str, Any]:
+    return {**doc(status, stage), "id": doc_id}
+
+
+def test_follow_yields_each_documents_news_and_one_last_event_each() -> None:
+    bodies: list[Any] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        bodies.append(json.loads(request.read()))
+        assert request.url.path == "/v1/documents/events" and request.method == "POST"
+        return httpx.Response(200, headers=SSE, content=stream(
+            sse("missing", {"ids": ["x"]}),
+            sse("progress", bdoc("a", "processing")),
+            b": keep-alive\n\n",
+            sse("done", bdoc("b", "failed", "failed")),
+            sse("progress", bdoc("zz", "processing")),  # not asked for: ignored
+            sse("done", bdoc("a", "ready", "ready")),
+            sse("end", {"ready": 1, "failed": 1, "missing": 1})))
+
+    events = list(client(handler).follow(["a", "b", "x", "a"]))
+    assert bodies == [{"ids": ["a", "b", "x"]}]
+    assert [(e.event, e.id) for e in events] == [
+        ("missing", "x"), ("progress", "a"), ("done", "b"), ("done", "a")]
+    assert events[0].document is None and events[3].document["status"] == "ready"
+
+
+def test_follow_connects_again_for_the_documents_not_settled(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("service.client._RECONNECT_PAUSE_S", 0.0)
+    bodies: list[Any] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        bodies.append(json.loads(request.read())["ids"])
+        if len(bodies) == 1:  # the API restarted: closed before the end
+            return httpx.Response(200, headers=SSE, content=stream(
+                sse("progress", bdoc("a", "processing")), sse("done", bdoc("b", "ready"))))
+        return httpx.Response(200, headers=SSE, content=stream(
+            sse("progress", bdoc("a", "processing")), sse("done", bdoc("b", "ready")),
+            sse("done", bdoc("a", "ready")), sse("end", {})))
+
+    events = list(client(handler).follow(["a", "b"], timeout=30))
+    assert bodies == [["a", "b"], ["a"]]
+    assert [(e.event, e.id) for e in events] == [
+        ("progress", "a"), ("done", "b"), ("progress", "a"), ("done", "a")]
+
+
+def test_follow_takes_a_thousand_ids_per_stream_and_statuses_per_request() -> None:
+    asked: list[tuple[str, int]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        ids = json.loads(request.read())["ids"]
+        asked.append((request.url.path, len(ids)))
+        if request.url.path == "/v1/documents/status":
+            return httpx.Response(200, json={"items": [bdoc(i, "ready") for i in ids[1:]],
+                                             "missing": ids[:1]})
+        return httpx.Response(200, headers=SSE, content=stream(
+            *(sse("done", bdoc(i, "ready")) for i in ids), sse("end", {})))
+
+    ids = [f"d{i}" for i in range(2500)]
+    final = client(handler).wait_ready(ids)
+    assert list(final) == ids and asked == [("/v1/documents/events", 1000),
+                                            ("/v1/documents/events", 1000),
+                                            ("/v1/documents/events", 500)]
+    asked.clear()
+    out = client(handler).statuses(ids)
+    assert out["missing"] == ["d0", "d1000", "d2000"] and len(out["items"]) == 2497
+    assert [n for _, n in asked] == [1000, 1000, 500]
+
+
+def test_wait_ready_reports_progress_and_a_missing_document_is_a_404() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers=SSE, content=stream(
+            sse("done", bdoc("a", "ready")), sse("missing", {"ids": ["b"]}), sse("end", {})))
+
+    seen: list[tuple[int, int]] = []
+    with pytest.raises(DocqaAPIError) as err:
+        client(handler).wait_ready(["a", "b"], on_progress=lambda d, t: seen.append((d, t)))
+    assert err.value.status == 404 and "'b'" in err.value.detail and seen == [(1, 2)]
+
+
+def test_follow_times_out_and_an_error_event_raises() -> None:
+    def never(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers=SSE, content=stream(
+            *(sse("progress", bdoc("a", "processing")) for _ in range(3))))
+
+    with pytest.raises(TimeoutError):
+        list(client(never).follow(["a"], timeout=0.01))
+
+    def broken(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers=SSE, content=stream(
+            sse("error", {"status": 503, "title": "t", "detail": "registry down"})))
+
+    with pytest.raises(DocqaAPIError) as err:
+        list(client(broken).follow(["a"]))
+    assert err.value.status == 503
+
+
+def test_counts() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/v1/documents/counts"
+        return httpx.Response(200, json={"queued": 1, "processing": 0, "ready": 2,
+                                         "failed": 0, "total": 3})
+
+    assert client(handler).counts()["ready"] == 2
+
+
 # ---------------------------------------------------------------- plain calls
 
 
@@ -399,7 +509,9 @@ def mirrored_types() -> list[tuple[Any, Any]]:
             (client.Readiness, health.Readiness),
             (client.DocumentText, schemas.DocumentTextOut),
             (client.ApiKey, admin.KeyOut), (client.ApiKeyCreated, admin.KeyCreated),
-            (client.ApiKeyList, admin.KeyList)]
+            (client.ApiKeyList, admin.KeyList),
+            (client.DocumentStatuses, schemas.DocumentStatuses),
+            (client.DocumentCounts, schemas.DocumentCounts)]
 
 
 def test_the_clients_types_name_exactly_the_fields_the_server_sends() -> None:

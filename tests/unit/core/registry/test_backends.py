@@ -97,6 +97,24 @@ def test_create_get_and_list_are_per_tenant(repo: DocumentRepository) -> None:
     assert repo.list("initech", None, 10, 0) == ([], 0)
 
 
+def test_get_many_and_counts_are_per_tenant(repo: DocumentRepository) -> None:
+    a = _add(repo, "acme", "a.pdf", "1")
+    b = _add(repo, "acme", "b.pdf", "2")
+    g = _add(repo, "globex", "g.pdf", "3")
+    repo.set_status(b.id, DocumentStatus.READY, chunks=3, pages=1)
+    got = repo.get_many("acme", [a.id, b.id, g.id, "nope"])
+    assert sorted(d.id for d in got) == sorted([a.id, b.id])  # globex's id is simply absent
+    assert {d.id: d.status for d in got}[b.id] is DocumentStatus.READY
+    assert repo.get_many("acme", []) == []
+    assert [d.id for d in repo.get_many("globex", [a.id, g.id])] == [g.id]
+    many = [f"x{i}" for i in range(5000)] + [a.id]  # more ids than a statement has variables
+    assert [d.id for d in repo.get_many("acme", many)] == [a.id]
+    assert repo.count_by_status("acme") == {"queued": 1, "ready": 1}
+    assert repo.count_by_status("globex") == {"queued": 1}
+    assert repo.count_by_status("initech") == {}
+    assert repo.count_by_status() == {"queued": 2, "ready": 1}
+
+
 def test_same_bytes_give_the_existing_document_within_a_tenant(repo: DocumentRepository) -> None:
     first, created = repo.create(tenant="acme", filename="a.pdf", kind=DocumentKind.PDF,
                                  sha256="f" * 64, size=3, metadata={"v": 1})

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -185,3 +186,107 @@ def test_a_redacted_documents_original_is_gone_and_its_text_is_redacted(
                       params={"start": 0, "end": 2000}).json()["text"]
     assert "Anna Berg" in text or "Employee record" in text
     assert "@" not in text  # the e-mail addresses were replaced
+
+
+# ---------------------------------------------------------------- many documents at once
+
+ACME_KEY, GLOBEX_KEY = "unit-key-acme-0123456789", "unit-key-globex-0123456789"
+
+
+@pytest.fixture
+def batch(tmp_path: Path) -> Iterator[tuple[TestClient[Any], dict[str, str]]]:
+    """The real app on a SQLite registry holding acme's q (queued), r (ready) and f
+    (failed), and globex's g (ready)."""
+    from core.domain import DocumentKind, DocumentStatus
+
+    app, repo = make_app(tmp_path, api_keys=f"acme:{ACME_KEY},globex:{GLOBEX_KEY}")
+    ids: dict[str, str] = {}
+    for name, tenant in (("q", "acme"), ("r", "acme"), ("f", "acme"), ("g", "globex")):
+        doc, _ = repo.create(tenant=tenant, filename=f"{name}.txt", kind=DocumentKind.TEXT,
+                             sha256=name.ljust(64, "0"), size=1, metadata={})
+        ids[name] = doc.id
+    for name in ("r", "g"):
+        repo.set_status(ids[name], DocumentStatus.READY, chunks=1, pages=1)
+    repo.set_status(ids["f"], DocumentStatus.FAILED, error="unreadable")
+    with TestClient(app) as client:
+        yield client, ids
+
+
+def _as(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def test_batch_status_answers_the_callers_documents_in_order_and_hides_the_rest(
+    batch: tuple[TestClient[Any], dict[str, str]],
+) -> None:
+    client, ids = batch
+    asked = [ids["f"], ids["g"], ids["q"], "nope", ids["f"], ids["r"]]
+    resp = client.post("/v1/documents/status", json={"ids": asked}, headers=_as(ACME_KEY))
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert [(d["id"], d["status"]) for d in body["items"]] == [
+        (ids["f"], "failed"), (ids["q"], "queued"), (ids["r"], "ready")]
+    assert body["items"][0]["error"] == "unreadable"
+    assert body["missing"] == [ids["g"], "nope"]  # globex's document looks like no document
+    theirs = client.post("/v1/documents/status", json={"ids": [ids["g"], ids["r"]]},
+                         headers=_as(GLOBEX_KEY)).json()
+    assert [d["id"] for d in theirs["items"]] == [ids["g"]] and theirs["missing"] == [ids["r"]]
+
+
+@pytest.mark.parametrize("body", [{"ids": []}, {"ids": ["x"] * 1001}, {"ids": ["x" * 129]},
+                                  {"ids": "x"}, {}, {"ids": ["x"], "extra": 1}])
+def test_batch_status_refuses_a_bad_list_with_a_400(
+    batch: tuple[TestClient[Any], dict[str, str]], body: dict[str, Any],
+) -> None:
+    client, _ = batch
+    resp = client.post("/v1/documents/status", json=body, headers=_as(ACME_KEY))
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["type"] == "urn:docqa:problem:invalid-request"
+
+
+def test_counts_are_the_callers_own(batch: tuple[TestClient[Any], dict[str, str]]) -> None:
+    client, _ = batch
+    assert client.get("/v1/documents/counts", headers=_as(ACME_KEY)).json() == {
+        "queued": 1, "processing": 0, "ready": 1, "failed": 1, "total": 3}
+    assert client.get("/v1/documents/counts", headers=_as(GLOBEX_KEY)).json() == {
+        "queued": 0, "processing": 0, "ready": 1, "failed": 0, "total": 1}
+    assert client.get("/v1/documents/counts").status_code == 401
+
+
+def _sse(text: str) -> list[tuple[str, Any]]:
+    events = []
+    for block in text.strip().split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        if "data" in lines:
+            events.append((lines.get("event", "message"), json.loads(lines["data"])))
+    return events
+
+
+def test_a_batch_stream_of_settled_documents_reports_each_once_and_ends(
+    batch: tuple[TestClient[Any], dict[str, str]],
+) -> None:
+    client, ids = batch
+    asked = [ids["r"], ids["g"], ids["f"], ids["r"]]
+    resp = client.post("/v1/documents/events", json={"ids": asked}, headers=_as(ACME_KEY))
+    assert resp.status_code == 200 and resp.headers["content-type"].startswith(
+        "text/event-stream")
+    events = _sse(resp.text)
+    assert events == [("missing", {"ids": [ids["g"]]}),
+                      ("done", events[1][1]), ("done", events[2][1]),
+                      ("end", {"ready": 1, "failed": 1, "missing": 1})]
+    assert [(d["id"], d["status"]) for _, d in events[1:3]] == [(ids["r"], "ready"),
+                                                              (ids["f"], "failed")]
+    by_get = client.get(f"/v1/documents/events?ids={ids['f']},{ids['g']}", headers=_as(GLOBEX_KEY))
+    assert [e for e, _ in _sse(by_get.text)] == ["missing", "done", "end"]  # globex's view
+
+
+@pytest.mark.parametrize("query", ["", "?ids=", "?ids=" + ",".join(f"x{i}" for i in range(1001))])
+def test_a_batch_stream_without_ids_or_with_too_many_is_a_400(
+    batch: tuple[TestClient[Any], dict[str, str]], query: str,
+) -> None:
+    client, _ = batch
+    resp = client.get(f"/v1/documents/events{query}", headers=_as(ACME_KEY))
+    assert resp.status_code == 400, resp.text
+    too_many = client.post("/v1/documents/events", json={"ids": ["x"] * 1001},
+                           headers=_as(ACME_KEY))
+    assert too_many.status_code == 400

@@ -102,6 +102,8 @@ class FakeAPI:
             return self._upload(request)
         if path == "/v1/documents":
             return self._list(request)
+        if path in ("/v1/documents/events", "/v1/documents/status") and method == "POST":
+            return self._batch(path, json.loads(request.read())["ids"])
         if path.startswith("/v1/documents/"):
             doc_id, _, rest = path.removeprefix("/v1/documents/").partition("/")
             doc = self.docs.get(doc_id)
@@ -142,6 +144,16 @@ class FakeAPI:
             self.docs[doc_id].update(status="failed", error="no text found")
         return httpx.Response(202, json={"id": doc_id, "status": "queued", "duplicate": False,
                                          "pii_redacted": False})
+
+    def _batch(self, path: str, ids: list[str]) -> httpx.Response:
+        """Batch status, or a batch stream of documents that are all settled already."""
+        found = [self.docs[i] for i in ids if i in self.docs]
+        missing = [i for i in ids if i not in self.docs]
+        if path.endswith("/status"):
+            return httpx.Response(200, json={"items": found, "missing": missing})
+        counts = {s: sum(d["status"] == s for d in found) for s in ("ready", "failed")}
+        return sse(*([("missing", {"ids": missing})] if missing else []),
+                   *[("done", d) for d in found], ("end", {**counts, "missing": len(missing)}))
 
     def _list(self, request: httpx.Request) -> httpx.Response:
         q = request.url.params

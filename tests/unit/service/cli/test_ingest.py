@@ -4,6 +4,7 @@ files (exit 1)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import httpx
@@ -96,6 +97,31 @@ def test_a_failed_document_is_counted_and_named(api: FakeAPI, tmp_path: Path) ->
     assert result.stderr.splitlines() == [f"{tmp_path / 'bad.txt'}: failed: no text found"]
 
 
+def test_every_document_is_followed_in_one_stream(api: FakeAPI, tmp_path: Path) -> None:
+    for i in range(6):
+        (tmp_path / f"f{i}.txt").write_text(f"file {i}\n")
+    result = run("ingest", str(tmp_path))
+    assert result.exit_code == 0 and result.stdout.rstrip().endswith("6 ready, 0 failed")
+    followed = [r for r in api.requests if r.url.path == "/v1/documents/events"]
+    assert len(followed) == 1 and len(json.loads(followed[0].read())["ids"]) == 6
+    assert not [r for r in api.requests if r.method == "GET"]  # no request per document
+
+
+def test_a_document_deleted_while_followed_is_failed(api: FakeAPI, tmp_path: Path) -> None:
+    (tmp_path / "kept.txt").write_text("kept\n")
+    (tmp_path / "gone.txt").write_text("gone\n")
+
+    def deleted(request: httpx.Request) -> httpx.Response | None:
+        if request.url.path == "/v1/documents/events":
+            api.docs.pop("doc-01")  # gone.txt, uploaded first
+        return None
+
+    api.override = deleted
+    result = run("ingest", str(tmp_path))
+    assert result.exit_code == 1 and result.stdout.rstrip().endswith("1 ready, 1 failed")
+    assert "gone.txt: failed: deleted while it was ingested" in result.stderr
+
+
 def test_nothing_to_upload_exits_1(api: FakeAPI, tree: Path) -> None:
     result = run("ingest", str(tree), "--include", "*.docx")
     assert result.exit_code == 1 and "no files to upload" in result.stderr
@@ -110,7 +136,7 @@ def test_a_refused_key_stops_at_the_first_upload(api: FakeAPI, tree: Path) -> No
 
 def test_the_service_going_away_while_following_exits_3(api: FakeAPI, tree: Path) -> None:
     def gone(request: httpx.Request) -> httpx.Response | None:
-        if request.method == "GET":
+        if request.url.path == "/v1/documents/events":
             raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
         return None
 
