@@ -88,3 +88,51 @@ class LlamaGenerator:
                         close()
         finally:
             self._slots.release()
+
+    def complete_constrained(self, messages: list[dict[str, str]], grammar: str,
+                             max_tokens: int, deadline_s: float) -> str:
+        """The reply to ``messages`` that the GBNF ``grammar`` allows, greedy.
+
+        Takes the same queue slot and lock as :meth:`chat_stream`. ``deadline_s`` counts from
+        the call and covers the wait for the lock: past it, ``TimeoutError`` (the caller falls
+        back). A grammar llama.cpp cannot parse raises ``ValueError`` before any sampling (an
+        unparsed grammar would reach the sampler chain as a null pointer)."""
+        deadline = time.monotonic() + deadline_s
+        if not self._slots.acquire(blocking=False):
+            raise OverloadedError("the answer queue is full; retry shortly", self.retry_after_s)
+        try:
+            if not self._lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                raise TimeoutError("the generator stayed busy past the deadline")
+            try:
+                compiled = self._compile_grammar(grammar)
+                # no repeat penalty: copying the passage's words is the point
+                chunks = self.llm.create_chat_completion(
+                    messages=messages, max_tokens=max_tokens, temperature=0.0, top_k=1,
+                    repeat_penalty=1.0, grammar=compiled, stream=True,
+                )
+                pieces: list[str] = []
+                try:
+                    for chunk in chunks:
+                        pieces.append(chunk["choices"][0].get("delta", {}).get("content") or "")
+                        if time.monotonic() > deadline:
+                            raise TimeoutError("span picking ran past its deadline")
+                finally:
+                    close = getattr(chunks, "close", None)
+                    if close is not None:
+                        close()
+                return "".join(pieces)
+            finally:
+                self._lock.release()
+        finally:
+            self._slots.release()
+
+    def _compile_grammar(self, grammar: str) -> Any:
+        import llama_cpp
+        from llama_cpp.llama_grammar import LlamaGrammar
+
+        sampler = llama_cpp.llama_sampler_init_grammar(
+            self.llm._model.vocab, grammar.encode("utf-8"), b"root")
+        if not sampler:
+            raise ValueError("llama.cpp could not parse the grammar")
+        llama_cpp.llama_sampler_free(sampler)
+        return LlamaGrammar.from_string(grammar, verbose=False)
