@@ -345,6 +345,9 @@ def pick_span(generator: ConstrainedGenerator | None, question: str, unit: str,
     if allow_not_found and reply == NOT_FOUND:
         return SpanPick(None, 0, 0, True, "not_found", time.monotonic() - t0, reply)
     span = by_text.get(reply) if spans else locate(reply, unit)
+    if span is None and not spans and (last := list(_TOKEN.finditer(reply))):
+        # cut off by max_tokens inside a word: the whole words before it are a run
+        span = locate(reply[:last[-1].start()], unit)
     if span is None:
         return fail("unmapped", reply)
     start, end = span
