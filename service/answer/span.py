@@ -262,30 +262,31 @@ def candidates_grammar(unit: str, spans: Sequence[tuple[int, int]],
     return "root ::= " + " | ".join(_literal(t) for t in alternatives) + "\n"
 
 
-def locate(reply: str, unit: str) -> tuple[int, int] | None:
+def locate(reply: str, unit: str, cut: bool = False) -> tuple[int, int] | None:
     """Offsets in ``unit`` of the run of its tokens that reads ``reply`` (white space
-    normalised), the first such run; None when no run does."""
+    normalised), the first such run; None when no run does.
+
+    With ``cut``, ``reply`` may also stop inside a token (generation ran out of tokens): the
+    run is then its whole tokens before that point, if there are any."""
     want = " ".join(reply.split())
     if not want:
         return None
     toks = tokenize(unit)
     texts = [unit[t.start:t.end] for t in toks]
     for i in range(len(toks)):
-        if not want.startswith(texts[i]):
-            continue
-        pos = len(texts[i])
-        j = i
-        while pos < len(want):
-            j += 1
-            if j >= len(toks):
-                break
-            sep = " " if toks[j].space_before else ""
-            piece = sep + texts[j]
-            if not want.startswith(piece, pos):
-                break
-            pos += len(piece)
-        if pos == len(want):
-            return toks[i].start, toks[j].end
+        pos, j = 0, i
+        while j < len(toks):
+            piece = texts[j] if j == i else (" " if toks[j].space_before else "") + texts[j]
+            rest = want[pos:]
+            if rest.startswith(piece):
+                pos += len(piece)
+                if pos == len(want):
+                    return toks[i].start, toks[j].end
+                j += 1
+                continue
+            if cut and j > i and piece.startswith(rest):
+                return toks[i].start, toks[j - 1].end
+            break
     return None
 
 
@@ -345,9 +346,8 @@ def pick_span(generator: ConstrainedGenerator | None, question: str, unit: str,
     if allow_not_found and reply == NOT_FOUND:
         return SpanPick(None, 0, 0, True, "not_found", time.monotonic() - t0, reply)
     span = by_text.get(reply) if spans else locate(reply, unit)
-    if span is None and not spans and (last := list(_TOKEN.finditer(reply))):
-        # cut off by max_tokens inside a word: the whole words before it are a run
-        span = locate(reply[:last[-1].start()], unit)
+    if span is None and not spans:  # cut off by max_tokens inside a word
+        span = locate(reply, unit, cut=True)
     if span is None:
         return fail("unmapped", reply)
     start, end = span

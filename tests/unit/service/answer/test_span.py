@@ -206,3 +206,11 @@ def test_without_candidates_the_free_grammar_is_used() -> None:
     assert fake.calls[0][1] == build_grammar("the the the")
     with pytest.raises(ValueError, match="no candidate"):
         candidates_grammar("x", [])
+
+
+def test_a_reply_cut_inside_a_word_keeps_the_whole_words_before_the_cut() -> None:
+    pick = pick_span(FakeGenerator("1987 in Gr"), "When and where?", UNIT)
+    assert pick.text == "1987 in" == UNIT[pick.start:pick.end]
+    assert locate("1987 in Gr", UNIT) is None
+    assert locate("1987 in Pa", UNIT, cut=True) is None  # not the unit's next word
+    assert locate("19", UNIT, cut=True) is None  # no whole word before the cut
