@@ -166,7 +166,10 @@ def tagged_from_doc(doc: Any) -> Tagged:
 _PHRASE_POS = frozenset({"DET", "ADJ", "NOUN", "PROPN", "NUM", "PART", "SYM"})
 _HEAD_POS = frozenset({"NOUN", "PROPN", "NUM"})
 _JOINERS = frozenset({"%", "-", "–"})
-_NUMERIC = frozenset({"DATE", "TIME", "MONEY", "QUANTITY", "PERCENT", "CARDINAL", "ORDINAL"})
+_AMOUNTS = frozenset({"MONEY", "QUANTITY", "PERCENT", "CARDINAL"})
+_TEMPORAL = frozenset({"DATE", "TIME"})
+_CURRENCY_SIGNS = frozenset("€$£¥")
+_RANGE = re.compile(r"\s*(?:-|–|—|to|until|till|and)\s*")
 _WHO = frozenset({"PERSON", "ORG", "NORP"})
 _WHERE = frozenset({"GPE", "LOC", "FAC"})
 _NUMBER_WORDS = frozenset(
@@ -192,8 +195,8 @@ def _phrases(tokens: Sequence[tuple[int, int, str]], unit: str) -> list[tuple[in
     def text(k: int) -> str:
         return unit[tokens[k][0]:tokens[k][1]]
 
-    def in_phrase(k: int) -> bool:
-        return tokens[k][2] in _PHRASE_POS or text(k) in _JOINERS
+    def in_phrase(k: int) -> bool:  # a table's cell separator ends a phrase
+        return (tokens[k][2] in _PHRASE_POS or text(k) in _JOINERS) and text(k) != "|"
 
     while i < n:
         if not in_phrase(i) or text(i) in _JOINERS:
@@ -216,10 +219,30 @@ def _phrases(tokens: Sequence[tuple[int, int, str]], unit: str) -> list[tuple[in
     return out
 
 
+def _widened(unit: str, start: int, end: int) -> tuple[int, int]:
+    """A span with the currency sign or code written just before it ("€" 6.50, "EUR" 180)."""
+    if start >= 1 and unit[start - 1] in _CURRENCY_SIGNS:
+        return start - 1, end
+    code = re.search(r"\b(?:EUR|USD|CHF|GBP|CZK)\s$", unit[max(0, start - 4):start])
+    return (start - len(code.group()), end) if code else (start, end)
+
+
+def _ranges(unit: str, spans: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """"8:30 to 14:00", "2022–2024": two spans holding figures joined by a range word."""
+    figures = sorted(sp for sp in spans if any(c.isdigit() for c in unit[sp[0]:sp[1]]))
+    return [(a[0], b[1]) for a in figures for b in figures
+            if a[1] < b[0] and _RANGE.fullmatch(unit[a[1]:b[0]])]
+
+
 def _of_kind(kind: str, text: str, labels: set[str]) -> bool:
-    if kind in ("number", "year"):
-        return bool(labels & _NUMERIC) or any(c.isdigit() for c in text) \
-            or bool(_words(text) & _NUMBER_WORDS)
+    if kind == "number":  # an amount, not the year it is for
+        if labels & _AMOUNTS:
+            return True
+        bare = re.sub(r"\b(?:1[5-9]|20)\d\d\b", "", text)
+        return not labels & _TEMPORAL and (any(c.isdigit() for c in bare)
+                                           or bool(_words(text) & _NUMBER_WORDS))
+    if kind == "year":
+        return bool(labels & _TEMPORAL) or bool(re.search(r"\b(?:1[5-9]|20)\d\d\b", text))
     if kind == "person":
         return bool(labels & _WHO)
     if kind == "place":
@@ -229,16 +252,20 @@ def _of_kind(kind: str, text: str, labels: set[str]) -> bool:
 
 def candidate_spans(question: str, unit: str, tagged: Tagged,
                     typed: bool = True) -> list[tuple[int, int]]:
-    """The spans of ``unit`` that may answer ``question``: its named entities and noun
-    phrases, minus those that only repeat the question's words; with ``typed``, only those
-    of the kind the question asks for (a number, a date, a person, a place) when there are
-    any. In reading order, at most ``MAX_CANDIDATES``."""
+    """The spans of ``unit`` that may answer ``question``: its named entities, noun phrases
+    and numbers (with a currency written before them, and "X to Y" ranges of them), minus
+    those that only repeat the question's words; with ``typed``, only those of the kind the
+    question asks for (an amount, a date, a person, a place) when there are any. In reading
+    order, at most ``MAX_CANDIDATES``."""
     from service.answer.grounding import answer_kind
 
     labels: dict[tuple[int, int], set[str]] = {}
     for start, end, label in tagged.entities:
         labels.setdefault((start, end), set()).add(label)
-    spans = set(labels) | set(_phrases(tagged.tokens, unit))
+    numbers = {(s, e) for s, e, pos in tagged.tokens if pos == "NUM"}
+    found = set(labels) | set(_phrases(tagged.tokens, unit)) | numbers
+    found |= {_widened(unit, s, e) for s, e in found}
+    spans = found | set(_ranges(unit, sorted(found)))
     asked = _words(question)
     keep = sorted(sp for sp in spans if 0 <= sp[0] < sp[1] <= len(unit)
                   and (w := _words(unit[sp[0]:sp[1]])) and not w <= asked)
