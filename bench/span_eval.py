@@ -131,6 +131,7 @@ def run_cases(cases: list[Case], generator: LlamaGenerator, nlp: Any | None,
             "qid": c.qid, "answerable": c.answerable, "question": c.question, "unit": c.unit,
             "context": c.context, "golds": list(c.golds), "reply": pick.raw,
             "reason": pick.reason, "span": pick.text, "seconds": round(pick.seconds, 4),
+            "confidence": None if pick.confidence is None else round(pick.confidence, 4),
             "cpu": round(cpu, 4),
             "span_correct": c.answerable and is_correct(answer, c.golds),
             "span_f1": max((token_f1(answer, g) for g in c.golds), default=0.0),
@@ -168,7 +169,29 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "reasons": reasons,
         "pick_p50_s": percentile(secs, 50), "pick_p95_s": percentile(secs, 95),
         "pick_cpu_p50_s": percentile([r["cpu"] for r in rows], 50),
+        "by_min_confidence": _sweep(ans, imp),
     }
+
+
+def _sweep(ans: list[dict[str, Any]], imp: list[dict[str, Any]]) -> dict[str, Any]:
+    """Answerable correct and F1 if a span were used only at or above each confidence (the
+    unit otherwise), and the share of unanswerable units that would still get a span."""
+    out: dict[str, Any] = {}
+    if not any(r["confidence"] is not None for r in ans):
+        return out
+    for tau in (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9):
+        def used(r: dict[str, Any], tau: float = tau) -> bool:
+            return r["span"] is not None and (r["confidence"] or 0.0) >= tau
+        correct = [r["span_correct"] if used(r) else r["unit_correct"] for r in ans]
+        f1 = [r["span_f1"] if used(r) else r["unit_f1"] for r in ans]
+        out[f"{tau:.1f}"] = {
+            "answerable_correct": round(statistics.fmean(correct), 3) if ans else None,
+            "answerable_f1": round(statistics.fmean(f1), 3) if ans else None,
+            "span_share": round(sum(map(used, ans)) / len(ans), 3) if ans else None,
+            "unanswerable_span_share": round(sum(map(used, imp)) / len(imp), 3)
+            if imp else None,
+        }
+    return out
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -58,6 +58,9 @@ class ConstrainedGenerator(Protocol):
     def complete_constrained(self, messages: list[dict[str, str]], grammar: str,
                              max_tokens: int, deadline_s: float) -> str: ...
 
+    def choose(self, messages: list[dict[str, str]], replies: Sequence[str],
+               deadline_s: float) -> tuple[int, float]: ...
+
 
 @dataclass(frozen=True, slots=True)
 class SpanPick:
@@ -66,7 +69,8 @@ class SpanPick:
     ``start``/``end`` index the unit and ``text == unit[start:end]`` when a span was picked;
     ``not_found`` when the model said the unit does not answer; neither when picking failed
     (``reason`` says why: ``timeout``, ``overloaded``, ``error``, ``unmapped``, ``too_long``,
-    ``empty``). ``seconds`` is the wall time of the whole pick."""
+    ``empty``, ``unsure``). ``seconds`` is the wall time of the whole pick; ``confidence``
+    the model's probability of its reply among the candidates (None for the free grammar)."""
 
     text: str | None
     start: int
@@ -75,6 +79,7 @@ class SpanPick:
     reason: str
     seconds: float
     raw: str = ""  # what the model wrote
+    confidence: float | None = None
 
     @property
     def picked(self) -> bool:
@@ -277,18 +282,6 @@ def candidate_spans(question: str, unit: str, tagged: Tagged,
     return keep[:MAX_CANDIDATES]
 
 
-def candidates_grammar(unit: str, spans: Sequence[tuple[int, int]],
-                       allow_not_found: bool = True) -> str:
-    """The GBNF grammar of the replies ``NOT FOUND`` (if allowed) or one of ``spans`` of
-    ``unit``, each written with its white space as single spaces."""
-    texts = list(dict.fromkeys(" ".join(unit[s:e].split()) for s, e in spans))
-    texts = [t for t in texts if t]
-    if not texts:
-        raise ValueError("no candidate spans")
-    alternatives = ([NOT_FOUND] if allow_not_found else []) + texts
-    return "root ::= " + " | ".join(_literal(t) for t in alternatives) + "\n"
-
-
 def locate(reply: str, unit: str, cut: bool = False) -> tuple[int, int] | None:
     """Offsets in ``unit`` of the run of its tokens that reads ``reply`` (white space
     normalised), the first such run; None when no run does.
@@ -335,19 +328,21 @@ def build_messages(question: str, unit: str, context: str = "") -> list[dict[str
 def pick_span(generator: ConstrainedGenerator | None, question: str, unit: str,
               context: str = "", *, tagged: Tagged | None = None,
               deadline_s: float = DEADLINE_S, max_tokens: int = MAX_TOKENS,
-              allow_not_found: bool = True, typed: bool = True) -> SpanPick:
-    """The phrase of ``unit`` that answers ``question``, as SmolLM2 picks it under a grammar;
-    never raises (see :class:`SpanPick`).
+              allow_not_found: bool = True, typed: bool = True,
+              min_confidence: float = 0.0) -> SpanPick:
+    """The phrase of ``unit`` that answers ``question``, as SmolLM2 picks it; never raises
+    (see :class:`SpanPick`).
 
-    With ``tagged`` (the unit's tokens and entities), the model chooses among the
-    :func:`candidate_spans`; without it, or when there are none, it may copy any run of the
-    unit's tokens (:func:`build_grammar`). ``context`` is what the unit does not say itself
-    (its section, list lead-in or table header: ``UnitContext.describe()``); it goes into the
-    prompt, never into the span."""
+    With ``tagged`` (the unit's tokens and entities), the model chooses one of the
+    :func:`candidate_spans` (or ``NOT FOUND``) by their likelihood as its reply, and a choice
+    below ``min_confidence`` is not used (``unsure``). Without ``tagged``, or when the unit
+    has no candidates, it may write any run of the unit's tokens (:func:`build_grammar`).
+    ``context`` is what the unit does not say itself (its section, list lead-in or table
+    header: ``UnitContext.describe()``); it goes into the prompt, never into the span."""
     t0 = time.monotonic()
 
-    def fail(reason: str, raw: str = "") -> SpanPick:
-        return SpanPick(None, 0, 0, False, reason, time.monotonic() - t0, raw)
+    def fail(reason: str, raw: str = "", confidence: float | None = None) -> SpanPick:
+        return SpanPick(None, 0, 0, False, reason, time.monotonic() - t0, raw, confidence)
 
     if generator is None:
         return fail("no_generator")
@@ -357,28 +352,34 @@ def pick_span(generator: ConstrainedGenerator | None, question: str, unit: str,
     if len(toks) > MAX_UNIT_TOKENS:
         return fail("too_long")
     spans = candidate_spans(question, unit, tagged, typed) if tagged is not None else []
-    by_text = {" ".join(unit[s:e].split()): (s, e) for s, e in reversed(spans)}
-    grammar = candidates_grammar(unit, spans, allow_not_found) if spans \
-        else build_grammar(unit, allow_not_found)
+    messages = build_messages(question, unit, context)
+    confidence: float | None = None
     try:
-        reply = generator.complete_constrained(build_messages(question, unit, context),
-                                               grammar, max_tokens, deadline_s)
+        if spans:
+            by_text = {" ".join(unit[s:e].split()): (s, e) for s, e in reversed(spans)}
+            replies = ([NOT_FOUND] if allow_not_found else []) + list(by_text)
+            index, confidence = generator.choose(messages, replies, deadline_s)
+            reply = replies[index]
+        else:
+            reply = " ".join(generator.complete_constrained(
+                messages, build_grammar(unit, allow_not_found), max_tokens, deadline_s).split())
     except TimeoutError:
         return fail("timeout")
     except OverloadedError:
         return fail("overloaded")
     except Exception:  # noqa: BLE001 - a failed pick falls back to the unit
         return fail("error")
-    reply = " ".join(reply.split())
     if allow_not_found and reply == NOT_FOUND:
-        return SpanPick(None, 0, 0, True, "not_found", time.monotonic() - t0, reply)
-    span = by_text.get(reply) if spans else locate(reply, unit)
-    if span is None and not spans:  # cut off by max_tokens inside a word
-        span = locate(reply, unit, cut=True)
+        return SpanPick(None, 0, 0, True, "not_found", time.monotonic() - t0, reply, confidence)
+    span = by_text.get(reply) if spans else (locate(reply, unit)
+                                             or locate(reply, unit, cut=True))
     if span is None:
-        return fail("unmapped", reply)
+        return fail("unmapped", reply, confidence)
+    if confidence is not None and confidence < min_confidence:
+        return fail("unsure", reply, confidence)
     start, end = span
-    return SpanPick(unit[start:end], start, end, False, "ok", time.monotonic() - t0, reply)
+    return SpanPick(unit[start:end], start, end, False, "ok", time.monotonic() - t0, reply,
+                    confidence)
 
 
 def offsets_in(parent_start: int, pick: SpanPick) -> tuple[int, int] | None:
@@ -388,5 +389,5 @@ def offsets_in(parent_start: int, pick: SpanPick) -> tuple[int, int] | None:
 
 
 __all__ = ["NOT_FOUND", "ConstrainedGenerator", "SpanPick", "Tagged", "build_grammar",
-           "build_messages", "candidate_spans", "candidates_grammar", "locate", "offsets_in",
+           "build_messages", "candidate_spans", "locate", "offsets_in",
            "pick_span", "tagged_from_doc", "tokenize"]

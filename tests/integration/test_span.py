@@ -7,7 +7,7 @@ import pytest
 
 from core.settings import Settings
 from service.answer.generator import LlamaGenerator
-from service.answer.span import Tagged, build_grammar, candidates_grammar, pick_span
+from service.answer.span import NOT_FOUND, Tagged, build_grammar, build_messages, pick_span
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +33,7 @@ def generator() -> LlamaGenerator:
 def test_llama_cpp_parses_the_grammars(generator: LlamaGenerator, question: str, unit: str,
                                        context: str) -> None:
     assert generator._compile_grammar(build_grammar(unit)) is not None
-    assert generator._compile_grammar(candidates_grammar(unit, [(0, 5), (6, 12)])) is not None
+    assert generator._compile_grammar(build_grammar(unit, allow_not_found=False)) is not None
 
 
 def test_an_unparsable_grammar_is_refused_before_sampling(generator: LlamaGenerator) -> None:
@@ -50,6 +50,20 @@ def test_the_reply_is_an_exact_substring_or_not_found(generator: LlamaGenerator,
         assert unit[pick.start:pick.end] == pick.text and pick.text.strip()
 
 
+def test_choose_returns_one_of_the_replies_with_its_probability(
+        generator: LlamaGenerator) -> None:
+    unit = "Velmora Pumps GmbH was founded in 1987 in Graz, Austria, by Ingrid Hofer."
+    replies = [NOT_FOUND, "Velmora Pumps GmbH", "1987", "Graz", "Austria", "Ingrid Hofer"]
+    for question in ("When was Velmora founded?", "Who founded Velmora?"):
+        index, prob = generator.choose(build_messages(question, unit), replies, 60)
+        assert 0 <= index < len(replies) and 0.0 < prob <= 1.0
+    # one reply: nothing to choose, and the chat path still works on the shared cache
+    assert generator.choose(build_messages("Why?", unit), ["Graz"], 60) == (0, 1.0)
+    assert generator.chat([{"role": "user", "content": "Say hello."}], max_tokens=4)
+    with pytest.raises(ValueError, match="no replies"):
+        generator.choose(build_messages("Why?", unit), [], 60)
+
+
 def test_candidate_picking_returns_one_of_the_candidates(generator: LlamaGenerator) -> None:
     unit = "Velmora Pumps GmbH was founded in 1987 in Graz, Austria, by Ingrid Hofer."
     spans = [(0, 18), (34, 38), (42, 46), (48, 55), (60, 72)]
@@ -63,6 +77,9 @@ def test_candidate_picking_returns_one_of_the_candidates(generator: LlamaGenerat
 def test_the_deadline_falls_back_to_the_unit(generator: LlamaGenerator) -> None:
     question, unit, context = UNITS[0]
     pick = pick_span(generator, question, unit, context, deadline_s=0.0)
+    assert pick.text is None and pick.reason == "timeout"
+    tagged = Tagged(tokens=(), entities=((34, 38, "DATE"), (60, 72, "PERSON")))
+    pick = pick_span(generator, question, unit, context, tagged=tagged, deadline_s=0.0)
     assert pick.text is None and pick.reason == "timeout"
 
 

@@ -16,7 +16,6 @@ from service.answer.span import (
     build_grammar,
     build_messages,
     candidate_spans,
-    candidates_grammar,
     locate,
     pick_span,
     tokenize,
@@ -26,11 +25,22 @@ UNIT = 'Velmora was founded in 1987 in Graz,\n  Austria, by "Ingrid Hofer"; reve
 
 
 class FakeGenerator:
-    """Writes a fixed reply (or raises), and records what it was asked."""
+    """Writes a fixed reply or chooses a fixed one (or raises), and records what it was
+    asked."""
 
-    def __init__(self, reply: str = "", error: Exception | None = None) -> None:
-        self.reply, self.error = reply, error
+    def __init__(self, reply: str = "", error: Exception | None = None,
+                 confidence: float = 0.9) -> None:
+        self.reply, self.error, self.confidence = reply, error, confidence
         self.calls: list[tuple[list[dict[str, str]], str, int, float]] = []
+        self.choices: list[list[str]] = []
+
+    def choose(self, messages: list[dict[str, str]], replies: list[str],
+               deadline_s: float) -> tuple[int, float]:
+        self.choices.append(list(replies))
+        if self.error is not None:
+            raise self.error
+        # the fixed reply if offered, else an index out of the model's mind (garbage)
+        return (replies.index(self.reply) if self.reply in replies else 0), self.confidence
 
     def complete_constrained(self, messages: list[dict[str, str]], grammar: str,
                              max_tokens: int, deadline_s: float) -> str:
@@ -188,25 +198,45 @@ def test_typed_candidates_keep_the_kind_the_question_asks_for(question: str,
     assert texts == want
 
 
-def test_a_candidate_reply_maps_to_its_own_offsets() -> None:
-    unit = "Opened by  Ingrid\nHofer in 1987."
-    tagged = _tagged(unit, {"Ingrid": "PROPN", "Hofer": "PROPN", "1987": "NUM"},
-                     [("Ingrid\nHofer", "PERSON"), ("1987", "DATE")])
-    fake = FakeGenerator("Ingrid Hofer")
-    pick = pick_span(fake, "Who opened it?", unit, tagged=tagged)
-    assert pick.text == "Ingrid\nHofer" == unit[pick.start:pick.end]
-    assert fake.calls[0][1] == 'root ::= "NOT FOUND" | "Ingrid Hofer"\n'
-    # a reply outside the candidates (a run the free grammar would allow) is refused
-    assert pick_span(FakeGenerator("Opened by"), "Who opened it?", unit,
-                     tagged=tagged).reason == "unmapped"
+TAGGED_UNIT = "Opened by  Ingrid\nHofer in 1987."
+TAGGED = _tagged(TAGGED_UNIT, {"Ingrid": "PROPN", "Hofer": "PROPN", "1987": "NUM"},
+                 [("Ingrid\nHofer", "PERSON"), ("1987", "DATE")])
+
+
+def test_the_chosen_candidate_maps_to_its_own_offsets() -> None:
+    fake = FakeGenerator("Ingrid Hofer", confidence=0.7)
+    pick = pick_span(fake, "Who opened it?", TAGGED_UNIT, tagged=TAGGED)
+    assert pick.text == "Ingrid\nHofer" == TAGGED_UNIT[pick.start:pick.end]
+    assert pick.confidence == 0.7 and pick.reason == "ok"
+    assert fake.choices == [[NOT_FOUND, "Ingrid Hofer"]] and fake.calls == []
+
+
+def test_candidates_with_not_found_chosen_and_without_it() -> None:
+    fake = FakeGenerator(NOT_FOUND)
+    assert pick_span(fake, "Who opened it?", TAGGED_UNIT, tagged=TAGGED).not_found
+    fake = FakeGenerator(NOT_FOUND)  # not offered: the fake picks the first reply
+    pick = pick_span(fake, "Who opened it?", TAGGED_UNIT, tagged=TAGGED,
+                     allow_not_found=False)
+    assert fake.choices == [["Ingrid Hofer"]] and pick.text == "Ingrid\nHofer"
+
+
+def test_an_unsure_choice_falls_back_to_the_unit() -> None:
+    fake = FakeGenerator("Ingrid Hofer", confidence=0.3)
+    pick = pick_span(fake, "Who opened it?", TAGGED_UNIT, tagged=TAGGED, min_confidence=0.5)
+    assert pick.text is None and pick.reason == "unsure" and pick.confidence == 0.3
+
+
+@pytest.mark.parametrize("error", [TimeoutError("late"), OverloadedError("full", 2),
+                                   RuntimeError("llama.cpp failed")])
+def test_a_failing_choice_falls_back_to_the_unit(error: Exception) -> None:
+    pick = pick_span(FakeGenerator(error=error), "Who?", TAGGED_UNIT, tagged=TAGGED)
+    assert pick.text is None and pick.reason in ("timeout", "overloaded", "error")
 
 
 def test_without_candidates_the_free_grammar_is_used() -> None:
     fake = FakeGenerator("the")
     pick_span(fake, "What?", "the the the", tagged=Tagged(()))
-    assert fake.calls[0][1] == build_grammar("the the the")
-    with pytest.raises(ValueError, match="no candidate"):
-        candidates_grammar("x", [])
+    assert fake.calls[0][1] == build_grammar("the the the") and fake.choices == []
 
 
 def test_a_reply_cut_inside_a_word_keeps_the_whole_words_before_the_cut() -> None:
