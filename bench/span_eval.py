@@ -123,7 +123,7 @@ def run_cases(cases: list[Case], generator: LlamaGenerator, nlp: Any | None,
         pick: SpanPick = pick_span(generator, c.question, c.unit, c.context, tagged=tagged,
                                    deadline_s=args.deadline,
                                    allow_not_found=not args.no_not_found,
-                                   typed=not args.untyped)
+                                   typed=not args.untyped, decode=args.decode)
         cpu = time.process_time() - cpu0
         answer = pick.text if pick.text is not None else c.unit
         assert pick.text is None or c.unit[pick.start:pick.end] == pick.text
@@ -201,6 +201,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--mode", choices=("candidates", "free"), default="candidates",
                     help="choose among entities and noun phrases, or copy any run of the unit")
+    ap.add_argument("--decode", choices=("choose", "grammar"), default="choose",
+                    help="candidates: by likelihood (choose) or greedy under their grammar")
     ap.add_argument("--untyped", action="store_true", help="no answer-type filter of candidates")
     ap.add_argument("--no-not-found", action="store_true", help="the grammar has no NOT FOUND")
     ap.add_argument("--deadline", type=float, default=30.0,
@@ -226,6 +228,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result[name] = summary(rows[name])
     result["config"] = {
         "split": "dev", "n_per_class": args.n, "seed": args.seed, "mode": args.mode,
+        "decode": args.decode,
         "typed": not args.untyped, "not_found_allowed": not args.no_not_found,
         "deadline_s": args.deadline, "n_threads": settings.models.n_threads,
         "generator": settings.models.resolved_generator_path().name, "commit": git_commit(),

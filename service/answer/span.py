@@ -22,9 +22,10 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from core.errors import OverloadedError
+from service.answer.grounding import answer_kind
 
 NOT_FOUND = "NOT FOUND"
 MAX_TOKENS = 32  # the longest span the model may write, in model tokens
@@ -257,20 +258,20 @@ def _of_kind(kind: str, text: str, labels: set[str]) -> bool:
 
 def candidate_spans(question: str, unit: str, tagged: Tagged,
                     typed: bool = True) -> list[tuple[int, int]]:
-    """The spans of ``unit`` that may answer ``question``: its named entities, noun phrases
-    and numbers (with a currency written before them, and "X to Y" ranges of them), minus
+    """The spans of ``unit`` that may answer ``question``: its named entities and noun
+    phrases (with a currency written before them, and "X to Y" ranges of them), minus
     those that only repeat the question's words; with ``typed``, only those of the kind the
     question asks for (an amount, a date, a person, a place) when there are any. In reading
     order, at most ``MAX_CANDIDATES``."""
-    from service.answer.grounding import answer_kind
-
     labels: dict[tuple[int, int], set[str]] = {}
     for start, end, label in tagged.entities:
         labels.setdefault((start, end), set()).add(label)
-    numbers = {(s, e) for s, e, pos in tagged.tokens if pos == "NUM"}
-    found = set(labels) | set(_phrases(tagged.tokens, unit)) | numbers
+    found = set(labels) | set(_phrases(tagged.tokens, unit))
     found |= {_widened(unit, s, e) for s, e in found}
-    spans = found | set(_ranges(unit, sorted(found)))
+    # a bare number only as the end of a range: offered alone, the model would stop at
+    # "30" rather than write "30 days" (business dev)
+    numbers = {_widened(unit, s, e) for s, e, pos in tagged.tokens if pos == "NUM"}
+    spans = found | set(_ranges(unit, sorted(found | numbers)))
     asked = _words(question)
     keep = sorted(sp for sp in spans if 0 <= sp[0] < sp[1] <= len(unit)
                   and (w := _words(unit[sp[0]:sp[1]])) and not w <= asked)
@@ -280,6 +281,14 @@ def candidate_spans(question: str, unit: str, tagged: Tagged,
             lab for (s, e), labs in labels.items() if sp[0] <= s and e <= sp[1] for lab in labs})]
         keep = inside or keep
     return keep[:MAX_CANDIDATES]
+
+
+def candidates_grammar(replies: Sequence[str]) -> str:
+    """The GBNF grammar whose sentences are exactly ``replies`` (for greedy decoding among
+    candidates, the alternative to :meth:`ConstrainedGenerator.choose`)."""
+    if not replies:
+        raise ValueError("no replies")
+    return "root ::= " + " | ".join(_literal(r) for r in replies) + "\n"
 
 
 def locate(reply: str, unit: str, cut: bool = False) -> tuple[int, int] | None:
@@ -329,13 +338,15 @@ def pick_span(generator: ConstrainedGenerator | None, question: str, unit: str,
               context: str = "", *, tagged: Tagged | None = None,
               deadline_s: float = DEADLINE_S, max_tokens: int = MAX_TOKENS,
               allow_not_found: bool = True, typed: bool = True,
-              min_confidence: float = 0.0) -> SpanPick:
+              min_confidence: float = 0.0,
+              decode: Literal["choose", "grammar"] = "choose") -> SpanPick:
     """The phrase of ``unit`` that answers ``question``, as SmolLM2 picks it; never raises
     (see :class:`SpanPick`).
 
     With ``tagged`` (the unit's tokens and entities), the model chooses one of the
     :func:`candidate_spans` (or ``NOT FOUND``) by their likelihood as its reply, and a choice
-    below ``min_confidence`` is not used (``unsure``). Without ``tagged``, or when the unit
+    below ``min_confidence`` is not used (``unsure``); ``decode="grammar"`` instead decodes
+    greedily under a grammar of the candidates (no confidence). Without ``tagged``, or when the unit
     has no candidates, it may write any run of the unit's tokens (:func:`build_grammar`).
     ``context`` is what the unit does not say itself (its section, list lead-in or table
     header: ``UnitContext.describe()``); it goes into the prompt, never into the span."""
@@ -358,8 +369,12 @@ def pick_span(generator: ConstrainedGenerator | None, question: str, unit: str,
         if spans:
             by_text = {" ".join(unit[s:e].split()): (s, e) for s, e in reversed(spans)}
             replies = ([NOT_FOUND] if allow_not_found else []) + list(by_text)
-            index, confidence = generator.choose(messages, replies, deadline_s)
-            reply = replies[index]
+            if decode == "grammar":
+                reply = " ".join(generator.complete_constrained(
+                    messages, candidates_grammar(replies), max_tokens, deadline_s).split())
+            else:
+                index, confidence = generator.choose(messages, replies, deadline_s)
+                reply = replies[index]
         else:
             reply = " ".join(generator.complete_constrained(
                 messages, build_grammar(unit, allow_not_found), max_tokens, deadline_s).split())
@@ -389,5 +404,5 @@ def offsets_in(parent_start: int, pick: SpanPick) -> tuple[int, int] | None:
 
 
 __all__ = ["NOT_FOUND", "ConstrainedGenerator", "SpanPick", "Tagged", "build_grammar",
-           "build_messages", "candidate_spans", "locate", "offsets_in",
+           "build_messages", "candidate_spans", "candidates_grammar", "locate", "offsets_in",
            "pick_span", "tagged_from_doc", "tokenize"]

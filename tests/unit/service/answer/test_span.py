@@ -16,6 +16,7 @@ from service.answer.span import (
     build_grammar,
     build_messages,
     candidate_spans,
+    candidates_grammar,
     locate,
     pick_span,
     tokenize,
@@ -258,3 +259,13 @@ def test_candidates_take_the_currency_join_ranges_and_stop_at_table_cells() -> N
     texts = {unit[s:e] for s, e in candidate_spans("What is it?", unit, tagged, typed=False)}
     assert {"€6.50", "EUR 180", "8:30 to 14:00", "core hours 8:30"} <= texts
     assert not any("|" in t for t in texts)
+
+
+def test_grammar_decoding_of_candidates_is_limited_to_them() -> None:
+    fake = FakeGenerator("Ingrid Hofer")
+    pick = pick_span(fake, "Who opened it?", TAGGED_UNIT, tagged=TAGGED, decode="grammar")
+    assert pick.text == "Ingrid\nHofer" and pick.confidence is None
+    assert fake.calls[0][1] == 'root ::= "NOT FOUND" | "Ingrid Hofer"\n' == candidates_grammar(
+        [NOT_FOUND, "Ingrid Hofer"])
+    assert pick_span(FakeGenerator("Opened by"), "Who opened it?", TAGGED_UNIT, tagged=TAGGED,
+                     decode="grammar").reason == "unmapped"
