@@ -3,6 +3,8 @@ always maps back to an exact substring of the unit, and the deadline falls back.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import pytest
 
 from core.settings import Settings
@@ -64,12 +66,15 @@ def test_choose_returns_one_of_the_replies_with_its_probability(
         generator.choose(build_messages("Why?", unit), [], 60)
 
 
-def test_candidate_picking_returns_one_of_the_candidates(generator: LlamaGenerator) -> None:
+@pytest.mark.parametrize("decode", ["choose", "grammar"])
+def test_candidate_picking_returns_one_of_the_candidates(generator: LlamaGenerator,
+                                                         decode: Literal["choose", "grammar"]
+                                                         ) -> None:
     unit = "Velmora Pumps GmbH was founded in 1987 in Graz, Austria, by Ingrid Hofer."
     spans = [(0, 18), (34, 38), (42, 46), (48, 55), (60, 72)]
     tagged = Tagged(tokens=(), entities=tuple((s, e, "X") for s, e in spans))
     pick = pick_span(generator, "When was Velmora founded?", unit, tagged=tagged,
-                     typed=False, deadline_s=60)
+                     typed=False, deadline_s=60, decode=decode)
     assert pick.reason in ("ok", "not_found"), pick
     assert pick.not_found or (pick.start, pick.end) in spans
 
