@@ -46,7 +46,7 @@ def test_an_unparsable_grammar_is_refused_before_sampling(generator: LlamaGenera
 @pytest.mark.parametrize(("question", "unit", "context"), UNITS)
 def test_the_reply_is_an_exact_substring_or_not_found(generator: LlamaGenerator, question: str,
                                                       unit: str, context: str) -> None:
-    pick = pick_span(generator, question, unit, context, deadline_s=60)
+    pick = pick_span(generator, question, unit, context, deadline_s=600)
     assert pick.reason in ("ok", "not_found"), pick
     if pick.text is not None:
         assert unit[pick.start:pick.end] == pick.text and pick.text.strip()
@@ -57,13 +57,13 @@ def test_choose_returns_one_of_the_replies_with_its_probability(
     unit = "Velmora Pumps GmbH was founded in 1987 in Graz, Austria, by Ingrid Hofer."
     replies = [NOT_FOUND, "Velmora Pumps GmbH", "1987", "Graz", "Austria", "Ingrid Hofer"]
     for question in ("When was Velmora founded?", "Who founded Velmora?"):
-        index, prob = generator.choose(build_messages(question, unit), replies, 60)
+        index, prob = generator.choose(build_messages(question, unit), replies, 600)
         assert 0 <= index < len(replies) and 0.0 < prob <= 1.0
     # one reply: nothing to choose, and the chat path still works on the shared cache
-    assert generator.choose(build_messages("Why?", unit), ["Graz"], 60) == (0, 1.0)
+    assert generator.choose(build_messages("Why?", unit), ["Graz"], 600) == (0, 1.0)
     assert generator.chat([{"role": "user", "content": "Say hello."}], max_tokens=4)
     with pytest.raises(ValueError, match="no replies"):
-        generator.choose(build_messages("Why?", unit), [], 60)
+        generator.choose(build_messages("Why?", unit), [], 600)
 
 
 @pytest.mark.parametrize("decode", ["choose", "grammar"])
@@ -74,7 +74,7 @@ def test_candidate_picking_returns_one_of_the_candidates(generator: LlamaGenerat
     spans = [(0, 18), (34, 38), (42, 46), (48, 55), (60, 72)]
     tagged = Tagged(tokens=(), entities=tuple((s, e, "X") for s, e in spans))
     pick = pick_span(generator, "When was Velmora founded?", unit, tagged=tagged,
-                     typed=False, deadline_s=60, decode=decode)
+                     typed=False, deadline_s=600, decode=decode)
     assert pick.reason in ("ok", "not_found"), pick
     assert pick.not_found or (pick.start, pick.end) in spans
 
@@ -94,5 +94,5 @@ def test_a_busy_generator_past_the_deadline_falls_back(generator: LlamaGenerator
         pick = pick_span(generator, question, unit, context, deadline_s=0.05)
     assert pick.text is None and pick.reason == "timeout"
     # the lock is free again and the next pick works
-    assert pick_span(generator, question, unit, context, deadline_s=60).reason in (
+    assert pick_span(generator, question, unit, context, deadline_s=600).reason in (
         "ok", "not_found")
