@@ -287,7 +287,16 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     limits: LimitSettings = LimitSettings()
     audit: AuditSettings = AuditSettings()
-    max_upload_bytes: int = 50 * 1024 * 1024
+    max_upload_bytes: int = Field(
+        default=50 * 1024 * 1024, ge=1, description="the upload route's limit: the file, "
+        "413 above it (the form's other fields are limited on their own)")
+    max_json_bytes: int = Field(
+        default=64 * 1024, ge=1024, description="body limit of every JSON route but the "
+        "OpenAI-compatible ones (ask, search, admin…): 413 above it, read no further")
+    max_openai_json_bytes: int = Field(
+        default=4 * 1024 * 1024, ge=1024, description="body limit of /v1/chat/completions "
+        "and /v1/embeddings, whose schemas allow long conversations and 256 inputs of 8,000 "
+        "characters: 413 above it")
     api_keys: str = Field(default="", description="tenant:key,tenant2:key2 for automation")
     load_generator: bool = Field(default=True, description="load the GGUF model in the API")
     admin_key: SecretStr | None = Field(
