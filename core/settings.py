@@ -222,6 +222,12 @@ class RateLimitSettings(BaseModel):
         "window slides on, whatever key it carries")
     admin_per_minute: int = Field(
         default=30, ge=0, description="per client address, every /admin request")
+    streams_per_key: int = Field(
+        default=8, ge=0, description="per key and API process, open event streams "
+        "(/v1/documents/{id}/events); past it 429 with Retry-After")
+    streams_per_process: int = Field(
+        default=128, ge=0, description="per API process, open event streams of all keys; "
+        "past it 429 with Retry-After")
     fail_open: bool = Field(
         default=True, description="Redis unreachable: serve without limits (true) or "
         "answer 503 (false)")
