@@ -222,6 +222,9 @@ class RateLimitSettings(BaseModel):
         "window slides on, whatever key it carries")
     admin_per_minute: int = Field(
         default=30, ge=0, description="per client address, every /admin request")
+    embedding_chars_per_minute: int = Field(
+        default=1_000_000, ge=0, description="per key, characters of /v1/embeddings input "
+        "(on top of requests_per_minute); a request over the whole of it gets 413")
     streams_per_key: int = Field(
         default=8, ge=0, description="per key and API process, open event streams "
         "(/v1/documents/{id}/events); past it 429 with Retry-After")

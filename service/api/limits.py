@@ -13,12 +13,17 @@ against ``rate_limit.admin_per_minute``. The address is the peer uvicorn reports
 proxy on this machine, the forwarded one: uvicorn trusts 127.0.0.1's ``X-Forwarded-For``).
 /healthz, /readyz and /schema have no guard and are never limited.
 
+``/v1/embeddings`` costs what it embeds: besides the request, its inputs' characters count
+against the key's ``rate_limit.embedding_chars_per_minute`` (:func:`charge_embedding`), so
+256 inputs of 8,000 characters are not one request among 600 a minute.
+
 Open event streams (``/v1/documents/{id}/events`` and ``/v1/documents/events``) are counted
 in this process, per key and in all (:class:`StreamSlots`): each one holds a connection, a
-share of the pub/sub reader and registry reads for up to an hour, so past ``rate_limit.streams_per_key`` or ``rate_limit.streams_per_process`` a new one
+share of the pub/sub reader and registry reads for up to an hour, so past
+``rate_limit.streams_per_key`` or ``rate_limit.streams_per_process`` a new one
 gets 429 with ``Retry-After``. A stream gives its slot back when it ends, when its client
 goes away, and, should the response never start, when its generator is collected. The count
-is per process because what a stream costs (a thread's polling) is this process's.
+is per process because what a stream costs is this process's.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import anyio
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
-from core.errors import RateLimitedError
+from core.errors import PayloadTooLargeError, RateLimitedError
 from core.ratelimit import Limit
 from core.settings import RateLimitSettings
 
@@ -41,6 +46,7 @@ WINDOW_S = 60
 ASK = "ask"
 AUTH_FAILURES = "auth_failures"
 ADMIN = "admin"
+EMBEDDING_CHARS = "embedding_chars"
 STREAM_RETRY_AFTER_S = 5
 
 
@@ -69,6 +75,27 @@ async def enforce_rate_limit(
             f"this API key is limited to {per}; retry after {decision.retry_after} s",
             retry_after=decision.retry_after,
         )
+
+
+def charge_embedding(comps: Any, key_id: str, chars: int) -> None:
+    """Count ``chars`` characters to embed against the key's per-minute budget: 429 with
+    ``Retry-After`` past it, 413 for a request larger than the whole budget (it would never
+    pass). Runs in a worker thread (the route is synchronous)."""
+    limiter = getattr(comps, "limiter", None)
+    budget = comps.settings.rate_limit.embedding_chars_per_minute
+    if limiter is None or budget <= 0 or chars <= 0:
+        return
+    if chars > budget:
+        raise PayloadTooLargeError(
+            f"the inputs have {chars} characters; this API key may embed at most {budget} "
+            f"per {WINDOW_S} s: send fewer or shorter inputs per request")
+    lim = Limit(EMBEDDING_CHARS, budget, WINDOW_S)
+    decision = limiter.hit(key_id, [lim], cost=chars)
+    if not decision.allowed:
+        raise RateLimitedError(
+            f"this API key may embed {budget} characters per {WINDOW_S} s and has used them "
+            f"up; these {chars} fit again after {decision.retry_after} s",
+            retry_after=decision.retry_after)
 
 
 def _address(connection: ASGIConnection[Any, Any, Any, Any]) -> str:

@@ -29,6 +29,8 @@ from core.keys import create_key
 from core.ratelimit import RateLimiter
 from core.registry import SqliteDocumentRepository
 from core.settings import Settings
+from ingest.embedding import HashEmbedder
+from service.answer import AnswerPipeline
 from service.api.limits import StreamSlots
 from service.cli.processes import free_port
 from service.documents import DocumentService
@@ -289,3 +291,37 @@ def test_event_streams_are_capped_and_give_their_slot_back(tmp_path: Path) -> No
         # acme's one stream is open: one more, then its cap again
         assert server.events(outer, STATIC, mine).status_code == 200
         assert is_problem(server.events(outer, STATIC, mine), 429)
+
+
+# ---------------------------------------------------------------- embeddings by input size
+
+
+def test_embeddings_count_their_characters(tmp_path: Path, prefix: str) -> None:
+    """10,000 characters a minute: four requests of 2,000 pass, a fifth of 3,000 waits
+    (429, Retry-After), another key has its own budget, and one request larger than the
+    whole budget is 413, whatever is left."""
+    settings = Settings(data_dir=tmp_path, api_keys=f"acme:{STATIC}", rate_limit={
+        "embedding_chars_per_minute": 10_000, "requests_per_minute": 600})
+    emb = HashEmbedder()
+    app, repo = make_app(settings=settings, limiter=limiter(prefix),
+                         answers=AnswerPipeline(settings, emb, FakeStore(), None, model=False))
+    other = create_key(repo, "globex")
+
+    def embed(key: str, *sizes: int) -> Any:
+        return client.post("/v1/embeddings", headers=bearer(key), json={
+            "model": "all-MiniLM-L6-v2", "input": ["w" * n for n in sizes]})
+
+    with TestClient(app) as client:
+        assert [embed(STATIC, 1000, 1000).status_code for _ in range(4)] == [200] * 4
+        waits = embed(STATIC, 1500, 1500)
+        assert is_problem(waits, 429), waits.text
+        assert int(waits.headers["retry-after"]) >= 1
+        assert "10000 characters per 60 s" in waits.json()["detail"]
+        assert waits.json()["error"]["type"] == "rate_limit_error"
+        assert embed(STATIC, 1000, 1000).status_code == 200  # the refused one was not counted
+        assert embed(other, 1500, 1500).status_code == 200
+        whole = embed(other, 6000, 5000)
+        assert is_problem(whole, 413), whole.text
+        assert "11000 characters" in whole.json()["detail"]
+        # a short request is still only a request: the key's general limit is not touched
+        assert client.get("/v1/documents", headers=bearer(STATIC)).status_code == 200
