@@ -185,7 +185,11 @@ class LimitSettings(BaseModel):
         default=1024 * 1024 * 1024,
         description="address-space limit (RLIMIT_AS) of the parsing process; 0 = none")
     max_text_chars: int = Field(
-        default=20_000_000, description="most characters of text one document may yield")
+        default=2_000_000, description="most characters of text one document may yield: "
+        "what one ingest embeds within worker.task_time_limit_s (measured 2,750 characters "
+        "per CPU-second, chunks and their units: 2,000,000 take about 730 s of one core, "
+        "inside the default 870 s soft limit); over it the document fails after parsing, "
+        "before any embedding. Raise it together with the time limit")
     zip_max_members: int = Field(default=1000, description="most members in a DOCX (ZIP)")
     zip_max_uncompressed_bytes: int = Field(
         default=256 * 1024 * 1024, description="most total uncompressed bytes in a DOCX")
