@@ -44,7 +44,7 @@ ENV = {
     "DOCQA_RATE_LIMIT__EMBEDDING_CHARS_PER_MINUTE": "20000",
     "DOCQA_LIMITS__MAX_TEXT_CHARS": str(TEXT_LIMIT),
 }
-BACKLOG = 4
+BACKLOG = 3
 SMALL = ("Globex memo. The vault code of the Globex archive is KESTREL-4471. "
          "The archive opens at nine in the morning. Lunch is served at noon.")
 
@@ -55,7 +55,7 @@ def fair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield st
 
 
-def _large(n: int, lines: int = 220) -> bytes:
+def _large(n: int, lines: int = 150) -> bytes:
     return "\n".join(f"Acme ledger {n}, line {i}: the northern depot shipped {i * 7 + n} "
                      f"crates of copper fittings to the harbour warehouse in week {i % 52}."
                      for i in range(lines)).encode()
