@@ -3,7 +3,8 @@
 Sliding-window counter: each (key id, limit) is one Redis hash holding the request count of
 the current and the previous fixed window (field = window number). A request is allowed
 when ``previous * (share of the previous window still inside the sliding window) + current
-+ 1 <= limit``. That smooths the burst a plain fixed window allows at its edges (up to twice
++ cost <= limit``, where a request's cost is 1, or its size for a limit on size (characters
+to embed). That smooths the burst a plain fixed window allows at its edges (up to twice
 the limit), at the cost of a hash per key and limit (at most three small fields, expiring
 two windows after the key's last request).
 
@@ -33,9 +34,10 @@ from core.errors import TransientError
 log = logging.getLogger("docqa.ratelimit")
 
 # KEYS[i]: a hash per (key id, limit), fields: window number -> requests counted in it.
-# ARGV[1]: the time in seconds ("" = Redis's clock); ARGV[2]: "1" to count an allowed
-# request, "0" only to ask whether one would be allowed; ARGV[2i+1], ARGV[2i+2]: limit and
-# window (seconds) of KEYS[i]. Returns {0, "0"} when allowed (and counted), else {i of the
+# ARGV[1]: the time in seconds ("" = Redis's clock); ARGV[2]: what an allowed request
+# counts (1 for a request; a weighed one, such as characters to embed, more), "0" only to
+# ask whether one would be allowed; ARGV[2i+1], ARGV[2i+2]: limit and window (seconds) of
+# KEYS[i]. Returns {0, "0"} when allowed (and counted), else {i of the
 # first limit refusing, seconds until every refusing limit would allow one more request (a
 # string: Redis would truncate a Lua number to an integer)}.
 _SCRIPT = """
@@ -46,6 +48,7 @@ else
   local t = redis.call('TIME')
   now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
+local cost = math.max(1, tonumber(ARGV[2]))
 local wait, refused, current = 0, 0, {}
 for i = 1, #KEYS do
   local limit, window = tonumber(ARGV[2 * i + 1]), tonumber(ARGV[2 * i + 2])
@@ -54,13 +57,13 @@ for i = 1, #KEYS do
   local got = redis.call('HMGET', KEYS[i], string.format('%d', w), string.format('%d', w - 1))
   local c, p = tonumber(got[1]) or 0, tonumber(got[2]) or 0
   local elapsed = now - w * window
-  if p * (1 - elapsed / window) + c + 1 > limit then
+  if p * (1 - elapsed / window) + c + cost > limit then
     local t
-    if c + 1 > limit then
+    if c + cost > limit then
       -- not in this window; in the next one this window's count is the previous one's
-      t = (window - elapsed) + window * (1 - (limit - 1) / c)
+      t = (window - elapsed) + window * (1 - (limit - cost) / c)
     else
-      t = window * (1 - (limit - 1 - c) / p) - elapsed
+      t = window * (1 - (limit - cost - c) / p) - elapsed
     end
     if t > wait then wait = t end
     if refused == 0 then refused = i end
@@ -69,13 +72,13 @@ end
 if refused > 0 then
   return {refused, string.format('%.3f', wait)}
 end
-if ARGV[2] ~= '1' then
+if ARGV[2] == '0' then
   return {0, '0'}
 end
 for i = 1, #KEYS do
   local window = tonumber(ARGV[2 * i + 2])
   local w = current[i]
-  redis.call('HINCRBY', KEYS[i], string.format('%d', w), 1)
+  redis.call('HINCRBY', KEYS[i], string.format('%d', w), cost)
   for _, field in ipairs(redis.call('HKEYS', KEYS[i])) do
     if tonumber(field) < w - 1 then redis.call('HDEL', KEYS[i], field) end
   end
@@ -144,24 +147,28 @@ class RateLimiter:
     def redis_key(self, key_id: str, limit: Limit) -> str:
         return f"{self.prefix}{{{key_id}}}:{limit.name}"
 
-    def hit(self, key_id: str, limits: Sequence[Limit]) -> Decision:
+    def hit(self, key_id: str, limits: Sequence[Limit], cost: int = 1) -> Decision:
         """Count one request of ``key_id`` against every limit (limits <= 0 are off), or
-        refuse it without counting it anywhere."""
-        return self._check(key_id, limits, count=True)
+        refuse it without counting it anywhere. ``cost``: what the request counts (a
+        request weighed by its size counts its size); one costing more than a limit is
+        never allowed, so callers refuse it themselves with a clearer reason."""
+        if cost < 1:
+            raise ValueError(f"a request costs at least 1, not {cost}")
+        return self._check(key_id, limits, cost)
 
     def peek(self, key_id: str, limits: Sequence[Limit]) -> Decision:
         """Whether one more request of ``key_id`` would be allowed, counting nothing (a
         request that counts only when it fails, such as a failed authentication)."""
-        return self._check(key_id, limits, count=False)
+        return self._check(key_id, limits, 0)
 
-    def _check(self, key_id: str, limits: Sequence[Limit], count: bool) -> Decision:
+    def _check(self, key_id: str, limits: Sequence[Limit], cost: int) -> Decision:
         active = [lim for lim in limits if lim.limit > 0]
         if not active:
             return Decision(True)
         if time.monotonic() < self._down_until:
             return self._unavailable(None)
         args: list[Any] = ["" if self._clock is None else repr(float(self._clock())),
-                           "1" if count else "0"]
+                           str(cost)]
         for lim in active:
             args += [lim.limit, max(1, int(lim.window_s))]
         try:

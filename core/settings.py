@@ -185,7 +185,11 @@ class LimitSettings(BaseModel):
         default=1024 * 1024 * 1024,
         description="address-space limit (RLIMIT_AS) of the parsing process; 0 = none")
     max_text_chars: int = Field(
-        default=20_000_000, description="most characters of text one document may yield")
+        default=2_000_000, description="most characters of text one document may yield: "
+        "what one ingest embeds within worker.task_time_limit_s (measured 2,750 characters "
+        "per CPU-second, chunks and their units: 2,000,000 take about 730 s of one core, "
+        "inside the default 870 s soft limit); over it the document fails after parsing, "
+        "before any embedding. Raise it together with the time limit")
     zip_max_members: int = Field(default=1000, description="most members in a DOCX (ZIP)")
     zip_max_uncompressed_bytes: int = Field(
         default=256 * 1024 * 1024, description="most total uncompressed bytes in a DOCX")
@@ -222,6 +226,15 @@ class RateLimitSettings(BaseModel):
         "window slides on, whatever key it carries")
     admin_per_minute: int = Field(
         default=30, ge=0, description="per client address, every /admin request")
+    embedding_chars_per_minute: int = Field(
+        default=1_000_000, ge=0, description="per key, characters of /v1/embeddings input "
+        "(on top of requests_per_minute); a request over the whole of it gets 413")
+    streams_per_key: int = Field(
+        default=8, ge=0, description="per key and API process, open event streams "
+        "(/v1/documents/{id}/events); past it 429 with Retry-After")
+    streams_per_process: int = Field(
+        default=128, ge=0, description="per API process, open event streams of all keys; "
+        "past it 429 with Retry-After")
     fail_open: bool = Field(
         default=True, description="Redis unreachable: serve without limits (true) or "
         "answer 503 (false)")
@@ -287,7 +300,16 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     limits: LimitSettings = LimitSettings()
     audit: AuditSettings = AuditSettings()
-    max_upload_bytes: int = 50 * 1024 * 1024
+    max_upload_bytes: int = Field(
+        default=50 * 1024 * 1024, ge=1, description="the upload route's limit: the file, "
+        "413 above it (the form's other fields are limited on their own)")
+    max_json_bytes: int = Field(
+        default=64 * 1024, ge=1024, description="body limit of every JSON route but the "
+        "OpenAI-compatible ones (ask, search, admin…): 413 above it, read no further")
+    max_openai_json_bytes: int = Field(
+        default=4 * 1024 * 1024, ge=1024, description="body limit of /v1/chat/completions "
+        "and /v1/embeddings, whose schemas allow long conversations and 256 inputs of 8,000 "
+        "characters: 413 above it")
     api_keys: str = Field(default="", description="tenant:key,tenant2:key2 for automation")
     load_generator: bool = Field(default=True, description="load the GGUF model in the API")
     admin_key: SecretStr | None = Field(

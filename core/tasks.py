@@ -23,6 +23,30 @@ SCRUB_CHROMA = "docqa.scrub_chroma_dir"
 CHROMA_QUEUE = "docqa.chroma"
 QUEUES = (INGEST_QUEUE, ERASE_QUEUE, CHROMA_QUEUE)
 
+# A fair share of the ingest queue for every tenant. Redis lists are first in, first out, so
+# one tenant's backlog of large uploads would hold every other tenant's upload behind it.
+# kombu's Redis transport keeps one list per priority level and always takes from the lowest
+# level that has a message (0 first), in order within a level. An ingest job goes in the
+# level of how many documents its tenant already has waiting or being ingested: each
+# tenant's first document is taken before any tenant's second, its second before any third,
+# and so on (round robin over the tenants), up to the last level, where a deep backlog waits
+# in order. Erasure jobs carry no priority: level 0. The registry is the count, so nothing
+# extra is kept in Redis and nothing can drift; messages keep their level when they are
+# retried or handed out again.
+PRIORITY_LEVELS = 10  # kombu's Redis priorities 0..9
+PRIORITY_SEP = "\x06\x16"  # kombu's key of a queue's level > 0: name + sep + level
+
+
+def ingest_priority(ahead: int) -> int:
+    """The priority of an ingest job whose tenant has ``ahead`` other documents waiting or
+    being ingested (0, taken first, for a tenant with none)."""
+    return max(0, min(PRIORITY_LEVELS - 1, ahead))
+
+
+def queue_keys(queue: str) -> list[str]:
+    """The Redis lists that hold ``queue``'s waiting messages, one per priority level."""
+    return [queue, *(f"{queue}{PRIORITY_SEP}{p}" for p in range(1, PRIORITY_LEVELS))]
+
 
 def soft_time_limit(hard_s: int) -> int:
     """The soft limit (the task fails its document cleanly) ahead of the hard kill: 30 s
@@ -61,6 +85,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "visibility_timeout": w.visibility_timeout_s,
             "unacked_restore_interval": w.unacked_restore_interval_s,
             "unacked_restore_throttle": w.unacked_restore_throttle,
+            "priority_steps": list(range(PRIORITY_LEVELS)),  # fair ingest (above)
         },
         "result_backend_transport_options": {"visibility_timeout": w.visibility_timeout_s},
         "broker_connection_retry_on_startup": True,

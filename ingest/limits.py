@@ -269,8 +269,16 @@ def page_content_bytes(page: Any) -> int:
     return total
 
 
+def too_much_text(limit: int) -> ParseError:
+    """The reason a document over ``max_text_chars`` fails: said before any embedding, not
+    after a worker spent its whole task time limit on it."""
+    return ParseError(
+        f"the document holds more than {limit} characters of text, more than one ingest "
+        "may embed within the worker's time limit (DOCQA_LIMITS__MAX_TEXT_CHARS); split it "
+        "into smaller documents")
+
+
 def check_text_size(raw_pages: list[str], limits: Any) -> None:
     total = sum(len(p) for p in raw_pages)
     if total > limits.max_text_chars:
-        raise ParseError(
-            f"the document holds more than {limits.max_text_chars} characters of text (limit)")
+        raise too_much_text(limits.max_text_chars)

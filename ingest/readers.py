@@ -31,7 +31,14 @@ from typing import Any, NamedTuple
 
 from core.domain import DocumentKind, LineKind, LineMark, Page
 from core.errors import ParseError
-from ingest.limits import check_text_size, check_zip, page_content_bytes, pdf_limits, scan_zip
+from ingest.limits import (
+    check_text_size,
+    check_zip,
+    page_content_bytes,
+    pdf_limits,
+    scan_zip,
+    too_much_text,
+)
 
 PAGE_SEPARATOR = "\n\n"
 PageProgress = Callable[[int, int], None]  # (pages parsed, pages in total)
@@ -85,8 +92,7 @@ def read_pdf(path: Path, limits: Any, on_page: PageProgress | None = None) -> li
                 text = page.extract_text() or ""
                 chars += len(text)
                 if chars > limits.max_text_chars:
-                    raise ParseError(f"the document holds more than {limits.max_text_chars} "
-                                     "characters of text (limit)")
+                    raise too_much_text(limits.max_text_chars)
                 texts.append(text)
                 if on_page:
                     on_page(len(texts), n_pages)

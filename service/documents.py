@@ -57,9 +57,11 @@ class TaskQueue:
         self.app.conf.broker_connection_retry = False
         self.app.conf.task_publish_retry_policy = {"max_retries": 2, "interval_start": 0.2}
 
-    def enqueue_ingest(self, doc_id: str) -> None:
+    def enqueue_ingest(self, doc_id: str, priority: int = 0) -> None:
+        """``priority``: the tenant's fair share of the queue (``core.tasks.ingest_priority``)."""
         try:
-            self.app.send_task(names.INGEST_DOCUMENT, args=[doc_id], queue=names.INGEST_QUEUE)
+            self.app.send_task(names.INGEST_DOCUMENT, args=[doc_id], queue=names.INGEST_QUEUE,
+                               priority=priority)
         except Exception as exc:
             raise QueueUnavailableError(f"could not enqueue the ingest job: {exc}") from exc
 
@@ -167,7 +169,7 @@ class DocumentService:
                 os.replace(staged, target)
             if created:
                 try:
-                    self.queue.enqueue_ingest(doc.id)
+                    self._enqueue_ingest(doc)
                 except QueueUnavailableError:
                     self.repo.delete(doc.id)
                     target.unlink(missing_ok=True)
@@ -175,12 +177,19 @@ class DocumentService:
                 return doc, True
             if doc.status is DocumentStatus.FAILED:  # same bytes again: give it another try
                 self.repo.set_status(doc.id, DocumentStatus.QUEUED)
-                self.queue.enqueue_ingest(doc.id)
+                self._enqueue_ingest(doc)
                 refreshed = self.repo.get(doc.id)
                 return (refreshed or doc), True
             return doc, False
         finally:
             self.vault.destroy(staged)  # not moved into place: its key goes with it
+
+    def _enqueue_ingest(self, doc: Document) -> None:
+        """Queue the ingest of ``doc`` (already queued in the registry) behind its tenant's
+        other waiting or running documents only (core/tasks.py: fair share)."""
+        waiting = sum(self.repo.list(doc.tenant, status, 1, 0)[1]
+                      for status in (DocumentStatus.QUEUED, DocumentStatus.PROCESSING))
+        self.queue.enqueue_ingest(doc.id, priority=names.ingest_priority(waiting - 1))
 
     def _redact_existing(self, doc: Document, staged: Path, target: Path) -> Document:
         """Turn redaction on for the existing unredacted document with these bytes."""
@@ -196,7 +205,7 @@ class DocumentService:
             raise ConflictError(f"document {doc.id} changed while redaction was requested; "
                                 "upload again")
         try:
-            self.queue.enqueue_ingest(doc.id)
+            self._enqueue_ingest(doc)
         except QueueUnavailableError:
             self.repo.set_status(doc.id, DocumentStatus.FAILED,
                                  error="the redacted ingest could not be queued; upload again")

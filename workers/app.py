@@ -12,6 +12,7 @@ import random
 from typing import Any
 
 from celery import Celery, Task
+from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_process_init
 
 from core import tasks as names
@@ -196,6 +197,16 @@ def create_celery_app(settings: Settings | None = None) -> Celery:
                 return DocumentStatus.FAILED.value
             log.warning("ingest %s: transient error, retrying: %s", doc_id, exc.detail)
             raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+        except SoftTimeLimitExceeded:  # too much for one task: trying again cannot help
+            limit = deps.settings.worker.task_time_limit_s
+            log.warning("ingest %s: over the task time limit (%d s)", doc_id, limit)
+            deps.repo.set_status(
+                doc_id, DocumentStatus.FAILED,
+                error=f"the ingest took longer than the worker's time limit ({limit} s): the "
+                "document is too large for this worker; split it into smaller documents, or "
+                "raise DOCQA_WORKER__TASK_TIME_LIMIT_S (with the visibility timeout)")
+            _after_failure(deps, doc_id)
+            return DocumentStatus.FAILED.value
         except Exception as exc:  # noqa: BLE001 - an unexpected bug fails the document, not the worker
             log.exception("ingest %s failed", doc_id)
             deps.repo.set_status(

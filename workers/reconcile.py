@@ -38,7 +38,6 @@ from core.settings import Settings
 log = logging.getLogger("docqa.worker")
 
 UNACKED_KEY = "unacked"  # kombu's Redis transport default (``unacked_key``)
-PRIORITY_SEP = "\x06\x16"  # kombu's key for a queue's priority level: name + sep + level
 
 
 def _doc_id_of(raw: bytes | str) -> str | None:
@@ -63,8 +62,7 @@ def enqueued_document_ids(client: Any, queue: str = names.INGEST_QUEUE) -> set[s
     """Ids of documents with an ingest message in Redis: waiting in ``queue`` (every
     priority level) or delivered and not yet acknowledged."""
     found: set[str] = set()
-    keys = [queue, *(f"{queue}{PRIORITY_SEP}{p}" for p in range(1, 10))]
-    for key in keys:
+    for key in names.queue_keys(queue):
         for raw in client.lrange(key, 0, -1):
             doc_id = _doc_id_of(raw)
             if doc_id:

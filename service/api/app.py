@@ -23,6 +23,7 @@ from service.api.metrics import metrics_routes
 from service.api.observability import RequestContextMiddleware, add_request_id_header
 
 log = logging.getLogger("docqa.api")
+FORM_MARGIN = 1024 * 1024  # the upload form's fields and part headers around the file
 
 
 def create_app(settings: Settings | None = None, components: Components | None = None) -> Litestar:
@@ -49,10 +50,17 @@ def create_app(settings: Settings | None = None, components: Components | None =
                       "answer_events": Provide(ask.provide_answer_events, sync_to_thread=False)},
         security=[{openapi.SECURITY_SCHEME: []}],
         route_handlers=[
-            Router(path="/", tags=["documents"],
-                   route_handlers=[*documents.route_handlers, *events.route_handlers]),
+            Router(path="/", tags=["documents"], route_handlers=[
+                # the one route with a large body: the multipart form streams into the vault,
+                # whose writer counts max_upload_bytes itself (the margin is the form's
+                # other fields); every other route gets a small JSON limit
+                Router(path="/", request_max_body_size=settings.max_upload_bytes + FORM_MARGIN,
+                       route_handlers=[documents.upload_document]),
+                *(h for h in documents.route_handlers if h is not documents.upload_document),
+                *events.route_handlers]),
             Router(path="/", tags=["questions"], route_handlers=ask.route_handlers),
-            Router(path="/", tags=["openai"], route_handlers=openai.route_handlers),
+            Router(path="/", tags=["openai"], route_handlers=openai.route_handlers,
+                   request_max_body_size=settings.max_openai_json_bytes),
         ],
     )
     admin = admin_router(settings)  # None without an admin key: /admin is then a 404
@@ -73,7 +81,9 @@ def create_app(settings: Settings | None = None, components: Components | None =
         dependencies={"comps": Provide(provide_components, sync_to_thread=False)},
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
-        request_max_body_size=settings.max_upload_bytes + 1024 * 1024,
+        # a body over its route's limit is refused (413) as soon as Content-Length or the
+        # bytes read so far pass it: one key cannot make the API buffer 50 MB per question
+        request_max_body_size=settings.max_json_bytes,
         debug=False,
     )
     app.state.components = components

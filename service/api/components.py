@@ -7,7 +7,7 @@ import time.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -25,6 +25,7 @@ from ingest.store import ChromaStore, open_store
 from service.answer import AnswerPipeline
 from service.answer.generator import LlamaGenerator
 from service.api.events import ChangeHub
+from service.api.limits import StreamSlots
 from service.documents import DocumentService, TaskQueue
 
 log = logging.getLogger("docqa.api")
@@ -41,6 +42,10 @@ class Components:
     audit: AuditLog | None = None  # None: audit.enabled=false
     limiter: RateLimiter | None = None  # None: no rate limits (service/api/limits.py)
     changes: ChangeHub | None = None  # None: event streams poll slowly, hear no notices
+    streams: StreamSlots = field(init=False)  # open event streams (service/api/limits.py)
+
+    def __post_init__(self) -> None:
+        self.streams = StreamSlots.for_settings(self.settings.rate_limit)
 
 
 def build_components(settings: Settings) -> Components:

@@ -23,6 +23,7 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.types import ExceptionHandlersMap
 
@@ -236,7 +237,14 @@ def _summary(errors: Iterable[FieldError]) -> str:
     return "the request does not match the schema: " + "; ".join(parts[:3]) + more
 
 
-def http_error_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+def _body_limit(request: Request[Any, Any, Any]) -> int | None:
+    try:
+        return request.route_handler.resolve_request_max_body_size()
+    except Exception:  # noqa: BLE001 - no route (a 404's 413 cannot happen): say less
+        return None
+
+
+def http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     title = HTTP_TITLES.get(exc.status_code, "Error")
     headers = dict(exc.headers or {})
     kind = problem_kind(exc)
@@ -244,6 +252,10 @@ def http_error_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Respons
         assert isinstance(exc, ValidationException)
         errors = _field_errors(exc)
         return problem(exc.status_code, title, _summary(errors), headers, kind, errors)
+    if isinstance(exc, RequestEntityTooLarge):  # Litestar's body limit (service/api/app.py)
+        limit = _body_limit(request)
+        return problem(413, title, "the request body is larger than this route accepts"
+                       + (f" ({limit} bytes)" if limit else ""), headers, kind)
     detail = str(exc.detail)
     if exc.status_code >= 500:  # Litestar's own 5xx: its text may name internals
         log.error("HTTP %s: %s %s", exc.status_code, exc.detail, exc.extra or "")

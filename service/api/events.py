@@ -49,7 +49,7 @@ from typing import Annotated, Any
 import anyio
 import msgspec
 import redis.asyncio as aioredis
-from litestar import get, post
+from litestar import Request, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
@@ -60,6 +60,7 @@ from core.changes import channel, tenant_of_channel
 from core.domain import Document, DocumentStatus
 from core.errors import BadInputError
 from service.api.errors import ProblemType, problem_body, problem_responses
+from service.api.limits import holding
 from service.api.schemas import MAX_BATCH_IDS, DocumentIds, DocumentOut
 
 log = logging.getLogger("docqa.api.events")
@@ -302,10 +303,13 @@ def _one_document_wait(wait: Wait, doc_id: str) -> Callable[[], Awaitable[None]]
 @get("/documents/{doc_id:str}/events", media_type="text/event-stream",
      summary="Live ingest progress (server-sent events)", responses=problem_responses(404))
 async def stream_document_events(doc_id: FromPath[str], tenant: NamedDependency[str],
-                                 comps: NamedDependency[Any]) -> ServerSentEvent:
-    """Live ingest progress of one of the caller's documents (404 for anyone else's)."""
+                                 comps: NamedDependency[Any],
+                                 request: Request[Any, Any, Any]) -> ServerSentEvent:
+    """Live ingest progress of one of the caller's documents (404 for anyone else's); 429
+    past the open streams a key, or this server, may have (service/api/limits.py)."""
     first = await anyio.to_thread.run_sync(comps.documents.get, tenant, doc_id)
     lookup = partial(comps.repo.get, first.id, tenant)
+    slot = comps.streams.acquire(str(request.state.key_id))
 
     async def events() -> AsyncIterator[ServerSentEventMessage]:
         async with _hub(comps).subscribe(tenant) as sub:
@@ -313,7 +317,7 @@ async def stream_document_events(doc_id: FromPath[str], tenant: NamedDependency[
                     first, lookup, wait=_one_document_wait(throttled(sub), first.id)):
                 yield msg
 
-    return ServerSentEvent(events(), headers=STREAM_HEADERS)
+    return ServerSentEvent(holding(slot, events()), headers=STREAM_HEADERS)
 
 
 # ---------------------------------------------------------------- a batch of documents
@@ -398,15 +402,18 @@ def _ids_of(values: Sequence[str]) -> list[str]:
     return ids
 
 
-def _batch_stream(ids: list[str], tenant: str, comps: Any) -> ServerSentEvent:
+def _batch_stream(ids: list[str], tenant: str, comps: Any,
+                  request: Request[Any, Any, Any]) -> ServerSentEvent:
     lookup = partial(comps.repo.get_many, tenant)
+    # one open stream, whatever its number of documents (service/api/limits.py)
+    slot = comps.streams.acquire(str(request.state.key_id))
 
     async def events() -> AsyncIterator[ServerSentEventMessage]:
         async with _hub(comps).subscribe(tenant) as sub:
             async for msg in batch_events(ids, lookup, throttled(sub)):
                 yield msg
 
-    return ServerSentEvent(events(), headers=STREAM_HEADERS)
+    return ServerSentEvent(holding(slot, events()), headers=STREAM_HEADERS)
 
 
 _BATCH_DOC = ("Events of many documents in one stream: `missing` (ids the caller has no "
@@ -419,8 +426,9 @@ _BATCH_DOC = ("Events of many documents in one stream: `missing` (ids the caller
       summary="Live ingest progress of many documents (server-sent events)",
       description=_BATCH_DOC, responses=problem_responses())
 async def stream_batch_events(data: JSONBody[DocumentIds], tenant: NamedDependency[str],
-                              comps: NamedDependency[Any]) -> ServerSentEvent:
-    return _batch_stream(_ids_of(data.ids), tenant, comps)
+                              comps: NamedDependency[Any],
+                              request: Request[Any, Any, Any]) -> ServerSentEvent:
+    return _batch_stream(_ids_of(data.ids), tenant, comps, request)
 
 
 @get("/documents/events", media_type="text/event-stream",
@@ -429,9 +437,9 @@ async def stream_batch_events(data: JSONBody[DocumentIds], tenant: NamedDependen
      "list belongs in the POST form's body.", responses=problem_responses())
 async def stream_batch_events_get(
     tenant: NamedDependency[str], comps: NamedDependency[Any],
-    ids: Annotated[list[str], QueryParameter(min_items=1)],
+    ids: Annotated[list[str], QueryParameter(min_items=1)], request: Request[Any, Any, Any],
 ) -> ServerSentEvent:
-    return _batch_stream(_ids_of(ids), tenant, comps)
+    return _batch_stream(_ids_of(ids), tenant, comps, request)
 
 
 def _hub(comps: Any) -> ChangeHub:

@@ -91,9 +91,12 @@ class ScrapeTimeCollector:
             return None
         try:
             pipe = self.redis.pipeline(transaction=False)
+            keys = {name: names.queue_keys(name) for name in self.queues}  # every level
             for name in self.queues:
-                pipe.llen(name)
-            return {name: int(n) for name, n in zip(self.queues, pipe.execute(), strict=True)}
+                for key in keys[name]:
+                    pipe.llen(key)
+            counts = iter(pipe.execute())
+            return {name: sum(int(next(counts)) for _ in keys[name]) for name in self.queues}
         except Exception as exc:  # noqa: BLE001
             log.warning("metrics: Redis unavailable: %s", type(exc).__name__)
             errors.append("redis")

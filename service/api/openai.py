@@ -50,7 +50,7 @@ from service.answer.result import AnswerStatus
 from service.api.ask import AnswerEvents
 from service.api.components import Components
 from service.api.errors import OpenAIProblem, error_response, problem_responses
-from service.api.limits import ASK
+from service.api.limits import ASK, charge_embedding
 from service.api.schemas import Citation, Filters, citation_out
 from service.api.streaming import (
     EVENT_STREAM,
@@ -359,14 +359,17 @@ def get_model(model_id: FromPath[str], comps: NamedDependency[Components]) -> Mo
 
 @post("/embeddings", status_code=HTTP_200_OK, sync_to_thread=True,
       exception_handlers=OPENAI_ERRORS, summary="Embeddings (OpenAI-compatible)",
-      responses=OPENAI_PROBLEMS(404, 413))
-def create_embeddings(data: JSONBody[EmbeddingRequest],
-                      comps: NamedDependency[Components]) -> EmbeddingList:
+      responses=OPENAI_PROBLEMS(404, 413, 429))
+def create_embeddings(data: JSONBody[EmbeddingRequest], comps: NamedDependency[Components],
+                      request: Request[Any, Any, Any]) -> EmbeddingList:
     """Vectors of the embedder docqa indexes with (normalized); ``encoding_format`` float or
-    base64 (float32 little-endian, the official client's default)."""
+    base64 (float32 little-endian, the official client's default). The inputs' characters
+    count against the key's own limit (429 with Retry-After past it; 413 for a request
+    larger than the whole limit)."""
     model = embedding_model_id(comps.settings)
     check_model(data.model, [model])
     texts = embedding_texts(data.input)
+    charge_embedding(comps, str(request.state.key_id), sum(len(t) for t in texts))
     vectors = comps.answers.embedder.embed(texts)
     dimension = len(vectors[0]) if vectors else 0
     if data.dimensions is not None and data.dimensions != dimension:

@@ -315,9 +315,11 @@ class RecordingQueue:
 
     def __init__(self) -> None:
         self.enqueued: list[str] = []
+        self.priorities: list[int] = []
 
-    def enqueue_ingest(self, doc_id: str) -> None:
+    def enqueue_ingest(self, doc_id: str, priority: int = 0) -> None:
         self.enqueued.append(doc_id)
+        self.priorities.append(priority)
 
 
 class Upload:

@@ -207,3 +207,25 @@ def test_tries_redis_again_after_the_back_off(caplog: pytest.LogCaptureFixture) 
     time.sleep(0.25)
     rl.hit("k", [MINUTE3])
     assert caplog.text.count("Redis unavailable") == 2
+
+
+def test_a_request_weighed_by_its_size_counts_its_size(client: redis.Redis,
+                                                       prefix: str) -> None:
+    """``cost``: 1,000 characters a minute, as /v1/embeddings counts them."""
+    clock = Clock(T0 + 1)
+    rl = limiter(client, prefix, clock)
+    chars = Limit("embedding_chars", 1000, 60)
+    assert rl.hit("k", [chars], cost=600).allowed
+    assert rl.peek("k", [chars]).allowed  # 600 + 1 fits
+    refused = rl.hit("k", [chars], cost=500)  # 600 + 500 > 1000: refused, not counted
+    assert not refused.allowed and refused.refused_by == chars
+    # next window: 600 * (1 - e/60) + 500 <= 1000 from e = 10 s, i.e. 69 s from now
+    assert refused.retry_after == 69
+    assert rl.hit("k", [chars], cost=400).allowed  # what was refused is not counted: 1000
+    assert not rl.hit("k", [chars], cost=1).allowed
+    clock.now = T0 + 1 + refused.retry_after
+    assert rl.hit("k", [chars], cost=500).allowed is False  # 1000 counted, not 600: later
+    clock.now = T0 + 60 + 30  # 1000 * (1 - 30/60) + 500 = 1000
+    assert rl.hit("k", [chars], cost=500).allowed
+    with pytest.raises(ValueError):
+        rl.hit("k", [chars], cost=0)

@@ -6,7 +6,7 @@ import pytest
 
 from core.errors import ConfigurationError
 from core.settings import Settings
-from core.tasks import celery_config, soft_time_limit
+from core.tasks import INGEST_QUEUE, celery_config, ingest_priority, queue_keys, soft_time_limit
 
 
 def test_delivery_settings_reach_the_redis_transport(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -16,7 +16,8 @@ def test_delivery_settings_reach_the_redis_transport(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("DOCQA_WORKER__UNACKED_RESTORE_THROTTLE", "1")
     conf = celery_config(Settings())
     assert conf["broker_transport_options"] == {
-        "visibility_timeout": 20, "unacked_restore_interval": 1, "unacked_restore_throttle": 1}
+        "visibility_timeout": 20, "unacked_restore_interval": 1, "unacked_restore_throttle": 1,
+        "priority_steps": list(range(10))}  # every priority level its own list: fair ingest
     assert conf["task_time_limit"] == 15 and conf["task_soft_time_limit"] == 12
     assert conf["worker_proc_alive_timeout"] >= 60  # a restarted child may load its model
 
@@ -39,3 +40,9 @@ def test_time_limit_must_stay_below_visibility_timeout(monkeypatch: pytest.Monke
     monkeypatch.setenv("DOCQA_WORKER__VISIBILITY_TIMEOUT_S", "3600")
     with pytest.raises(ConfigurationError):
         celery_config(Settings())
+
+
+def test_ingest_priority_is_the_tenants_place_in_line() -> None:
+    assert [ingest_priority(n) for n in (-1, 0, 1, 8, 9, 10, 500)] == [0, 0, 1, 8, 9, 9, 9]
+    keys = queue_keys(INGEST_QUEUE)
+    assert keys[0] == INGEST_QUEUE and keys[9] == INGEST_QUEUE + "\x06\x169" and len(keys) == 10

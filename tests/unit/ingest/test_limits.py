@@ -192,7 +192,9 @@ def test_pdf_whose_pages_together_decompress_too_much_is_refused(tmp_path: Path)
 def test_text_over_the_character_limit_is_refused(tmp_path: Path) -> None:
     _refused(tmp_path, h.pdf_huge_text(200_000), PDF, "characters of text",
              limits=_limits(max_text_chars=100_000))
-    _refused(tmp_path, b"many words " * 20_000, DocumentKind.TEXT, "characters of text",
+    # said before any embedding, with what to do (the worker could not embed it in time)
+    _refused(tmp_path, b"many words " * 20_000, DocumentKind.TEXT,
+             "within the worker's time limit (DOCQA_LIMITS__MAX_TEXT_CHARS); split it",
              limits=_limits(max_text_chars=100_000))
 
 

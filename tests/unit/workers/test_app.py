@@ -1,10 +1,22 @@
-"""The worker's retry backoff (workers/app.py)."""
+"""The worker's tasks (workers/app.py): the retry backoff, and an ingest that runs out of
+time."""
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
+import pytest
+from celery.exceptions import SoftTimeLimitExceeded
+
+from core.domain import DocumentKind, DocumentStatus
+from core.registry import SqliteDocumentRepository
 from core.settings import Settings
+from core.tasks import INGEST_DOCUMENT
+from core.vault import Vault
+from ingest.embedding import HashEmbedder
+from ingest.pipeline import IngestDeps
+from tests.private_redis import session_redis_url
+from tests.unit.conftest import FakeStore
 
 
 def test_retry_backoff_stays_below_the_visibility_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -16,3 +28,32 @@ def test_retry_backoff_stays_below_the_visibility_timeout(monkeypatch: pytest.Mo
     assert max(waits) <= 10 and min(waits) > 0  # (50 - 30) / 2
     monkeypatch.setattr(worker_app, "_settings", Settings())
     assert max(worker_app._backoff(r) for r in range(10) for _ in range(20)) <= 60
+
+
+def test_an_ingest_over_the_time_limit_fails_its_document_with_the_reason(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Celery's soft time limit inside the ingest: the document ends failed, saying it is
+    too large for the worker and what to do, not 'internal error'; no retry."""
+    from workers import app as worker_app
+    from workers import deliveries
+
+    for name in ("_settings", "_app", "_deps"):
+        monkeypatch.setattr(worker_app, name, getattr(worker_app, name))
+    monkeypatch.setattr(deliveries, "_redis_url", getattr(deliveries, "_redis_url", None))
+    settings = Settings(data_dir=tmp_path, redis_url=session_redis_url(24))
+    celery = worker_app.create_celery_app(settings)
+    repo = SqliteDocumentRepository(settings.registry_path)
+    doc, _ = repo.create(tenant="acme", filename="big.txt", kind=DocumentKind.TEXT,
+                         sha256="0" * 64, size=1, metadata={})
+    monkeypatch.setattr(worker_app, "_deps", IngestDeps(
+        settings, repo, FakeStore(), HashEmbedder(), Vault.for_settings(settings)))
+
+    def too_long(*_: object) -> str:
+        raise SoftTimeLimitExceeded
+
+    monkeypatch.setattr(worker_app, "ingest_document", too_long)
+    assert celery.tasks[INGEST_DOCUMENT].apply(args=[doc.id]).get() == "failed"
+    failed = repo.get(doc.id)
+    assert failed is not None and failed.status is DocumentStatus.FAILED
+    assert "longer than the worker's time limit (900 s)" in str(failed.error)
+    assert "split it into smaller documents" in str(failed.error)

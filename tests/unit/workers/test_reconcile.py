@@ -10,7 +10,7 @@ import time
 
 from core.domain import DocumentKind, DocumentStatus, Progress
 from core.ports import DocumentRepository
-from core.tasks import INGEST_DOCUMENT, INGEST_QUEUE
+from core.tasks import INGEST_DOCUMENT, INGEST_QUEUE, PRIORITY_SEP
 from tests.unit.conftest import FakeRedis, MakeRepo
 from workers import reconcile
 
@@ -35,7 +35,7 @@ def _message(doc_id: str, task: str = INGEST_DOCUMENT) -> bytes:
 def test_enqueued_ids_are_read_from_the_queue_and_the_unacked_set() -> None:
     fake = FakeRedis()
     fake.lists[INGEST_QUEUE] = [_message("a"), _message("x", task="docqa.erase_document")]
-    fake.lists[INGEST_QUEUE + reconcile.PRIORITY_SEP + "3"] = [_message("b")]
+    fake.lists[INGEST_QUEUE + PRIORITY_SEP + "3"] = [_message("b")]
     fake.hashes[reconcile.UNACKED_KEY] = {
         "tag1": json.dumps([json.loads(_message("c")), "", INGEST_QUEUE]).encode(),
         "tag2": b"not json"}

@@ -5,22 +5,37 @@ prefix, cleaned up). The routes used here only touch the registry (``/v1/ask`` w
 
 from __future__ import annotations
 
+import gc
+import hashlib
 import os
 import secrets
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis
+import uvicorn
 from litestar.testing import TestClient
 
+from core.domain import DocumentKind, DocumentStatus
+from core.errors import RateLimitedError
 from core.keys import create_key
 from core.ratelimit import RateLimiter
+from core.registry import SqliteDocumentRepository
+from core.settings import Settings
+from ingest.embedding import HashEmbedder
+from service.answer import AnswerPipeline
+from service.api.limits import StreamSlots
 from service.cli.processes import free_port
+from service.documents import DocumentService
 from tests.private_redis import session_redis_url
-from tests.unit.conftest import bearer, is_problem
+from tests.unit.conftest import FakeStore, RecordingQueue, bearer, is_problem
 from tests.unit.conftest import make_app as shared_make_app
 
 STATIC = "static-acme-key-0123456789"
@@ -170,3 +185,143 @@ def test_admin_routes_are_limited_per_address_and_count_refused_admin_keys(
         for _ in range(2):
             assert is_problem(client.get("/admin/keys", headers={**three, **bearer("no")}), 401)
         assert is_problem(client.get("/admin/keys", headers={**three, **bearer(admin)}), 429)
+
+
+# ---------------------------------------------------------------- open event streams
+
+
+def test_stream_slots_cap_per_key_and_per_process() -> None:
+    slots = StreamSlots(per_key=2, per_process=3)
+    a1, a2 = slots.acquire("a"), slots.acquire("a")
+    with pytest.raises(RateLimitedError) as refused:
+        slots.acquire("a")
+    assert refused.value.retry_after >= 1 and "2 event streams open" in refused.value.detail
+    b1 = slots.acquire("b")  # another key still gets one, up to the process's cap
+    with pytest.raises(RateLimitedError) as full:
+        slots.acquire("c")
+    assert "this server has 3 event streams open" in full.value.detail
+    a1.release()
+    a1.release()  # twice: counted once
+    assert (slots.open_for("a"), slots.total) == (1, 2)
+    a3 = slots.acquire("a")
+    del a2  # never released: collected, it frees its place
+    gc.collect()
+    assert (slots.open_for("a"), slots.total) == (1, 2)
+    for s in (a3, b1):
+        s.release()
+    assert slots.total == 0 and StreamSlots(0, 0).acquire("a") is not None  # 0: no cap
+
+
+class _Server:
+    """The real app served by uvicorn in a thread (streams need a real client that can go
+    away)."""
+
+    def __init__(self, app: Any) -> None:
+        self.port = free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
+                                                    log_config=None))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> _Server:
+        self.thread.start()
+        wait_until(lambda: self.server.started)
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+    def events(self, stack: ExitStack, key: str, doc_id: str) -> httpx.Response:
+        """Open the document's event stream; a 200 has sent its first event."""
+        client = stack.enter_context(httpx.Client(trust_env=False, timeout=30))
+        resp = stack.enter_context(client.stream(
+            "GET", f"http://127.0.0.1:{self.port}/v1/documents/{doc_id}/events",
+            headers=bearer(key)))
+        if resp.status_code == 200:
+            lines = resp.iter_lines()  # kept: dropping it would close the connection
+            stack.callback(lines.close)
+            assert next(lines) == "event: progress"
+        else:
+            resp.read()
+        return resp
+
+
+def wait_until(ready: Callable[[], bool], timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.05)
+
+
+def _processing(repo: SqliteDocumentRepository, tenant: str, name: str) -> str:
+    doc, _ = repo.create(tenant=tenant, filename=name, kind=DocumentKind.TEXT,
+                         sha256=hashlib.sha256(name.encode()).hexdigest(), size=1, metadata={})
+    repo.set_status(doc.id, DocumentStatus.PROCESSING)
+    return doc.id
+
+
+def test_event_streams_are_capped_and_give_their_slot_back(tmp_path: Path) -> None:
+    """Past a key's open streams, and past the process's, 429 with Retry-After; a client
+    that goes away and a stream that ends (its document ready) free their slots."""
+    settings = Settings(data_dir=tmp_path, api_keys=f"acme:{STATIC}",
+                        rate_limit={"streams_per_key": 2, "streams_per_process": 3})
+    repo = SqliteDocumentRepository(settings.registry_path)
+    docs = DocumentService(settings, repo, FakeStore(), RecordingQueue())  # type: ignore[arg-type]
+    app, _ = make_app(settings=settings, repo=repo, documents=docs)
+    slots = app.state.components.streams
+    other = create_key(repo, "globex")
+    mine, theirs = _processing(repo, "acme", "a.txt"), _processing(repo, "globex", "b.txt")
+    with _Server(app) as server, ExitStack() as outer:
+        first = ExitStack()
+        assert server.events(first, STATIC, mine).status_code == 200
+        with ExitStack() as second:
+            assert server.events(second, STATIC, mine).status_code == 200
+            refused = server.events(outer, STATIC, mine)
+            assert is_problem(refused, 429) and int(refused.headers["retry-after"]) >= 1
+            assert "event streams open" in refused.json()["detail"]
+            assert server.events(outer, other, theirs).status_code == 200  # another key
+            full = server.events(outer, other, theirs)  # 3 open: the process's cap
+            assert is_problem(full, 429) and "this server" in full.json()["detail"]
+        wait_until(lambda: slots.total == 2)  # the client that left gave its slot back
+        assert server.events(outer, STATIC, mine).status_code == 200
+        first.close()
+        wait_until(lambda: slots.total == 2)
+        repo.set_status(theirs, DocumentStatus.READY, chunks=1, pages=1)  # its stream ends
+        wait_until(lambda: slots.total == 1)
+        # acme's one stream is open: one more, then its cap again
+        assert server.events(outer, STATIC, mine).status_code == 200
+        assert is_problem(server.events(outer, STATIC, mine), 429)
+
+
+# ---------------------------------------------------------------- embeddings by input size
+
+
+def test_embeddings_count_their_characters(tmp_path: Path, prefix: str) -> None:
+    """10,000 characters a minute: four requests of 2,000 pass, a fifth of 3,000 waits
+    (429, Retry-After), another key has its own budget, and one request larger than the
+    whole budget is 413, whatever is left."""
+    settings = Settings(data_dir=tmp_path, api_keys=f"acme:{STATIC}", rate_limit={
+        "embedding_chars_per_minute": 10_000, "requests_per_minute": 600})
+    emb = HashEmbedder()
+    app, repo = make_app(settings=settings, limiter=limiter(prefix),
+                         answers=AnswerPipeline(settings, emb, FakeStore(), None, model=False))
+    other = create_key(repo, "globex")
+
+    def embed(key: str, *sizes: int) -> Any:
+        return client.post("/v1/embeddings", headers=bearer(key), json={
+            "model": "all-MiniLM-L6-v2", "input": ["w" * n for n in sizes]})
+
+    with TestClient(app) as client:
+        assert [embed(STATIC, 1000, 1000).status_code for _ in range(4)] == [200] * 4
+        waits = embed(STATIC, 1500, 1500)
+        assert is_problem(waits, 429), waits.text
+        assert int(waits.headers["retry-after"]) >= 1
+        assert "10000 characters per 60 s" in waits.json()["detail"]
+        assert waits.json()["error"]["type"] == "rate_limit_error"
+        assert embed(STATIC, 1000, 1000).status_code == 200  # the refused one was not counted
+        assert embed(other, 1500, 1500).status_code == 200
+        whole = embed(other, 6000, 5000)
+        assert is_problem(whole, 413), whole.text
+        assert "11000 characters" in whole.json()["detail"]
+        # a short request is still only a request: the key's general limit is not touched
+        assert client.get("/v1/documents", headers=bearer(STATIC)).status_code == 200

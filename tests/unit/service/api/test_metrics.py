@@ -9,13 +9,16 @@ from pathlib import Path
 from litestar.testing import TestClient
 
 from core.domain import DocumentKind, DocumentStatus
-from tests.unit.conftest import API_KEY, BrokenRepo, make_app
+from core.tasks import INGEST_QUEUE, PRIORITY_SEP
+from tests.unit.conftest import API_KEY, BrokenRepo, FakeRedis, make_app
 
 KEY = API_KEY  # make_app's static key
 
 
 def test_count_by_status_and_the_metrics_page(tmp_path: Path) -> None:
-    app, repo = make_app(tmp_path)
+    # jobs wait in the queue's list of each priority level (core/tasks.py): all are counted
+    app, repo = make_app(tmp_path, redis=FakeRedis(lists={
+        INGEST_QUEUE: [b"{}"] * 4, INGEST_QUEUE + PRIORITY_SEP + "9": [b"{}"] * 2}))
     for n, status in enumerate([DocumentStatus.READY, DocumentStatus.READY,
                                 DocumentStatus.FAILED]):
         doc, _ = repo.create(tenant="acme", filename=f"f{n}.txt", kind=DocumentKind.TEXT,
@@ -29,7 +32,7 @@ def test_count_by_status_and_the_metrics_page(tmp_path: Path) -> None:
         body = r.text
     for line in ('docqa_documents{status="ready"} 2.0', 'docqa_documents{status="failed"} 1.0',
                  'docqa_documents{status="queued"} 0.0',
-                 'docqa_queue_depth{queue="docqa.ingest"} 4.0',
+                 'docqa_queue_depth{queue="docqa.ingest"} 6.0',
                  'docqa_scrape_errors{source="redis"} 0.0'):
         assert line in body, line
     for family, kind in (("docqa_ingest_stage_seconds", "histogram"),
