@@ -231,7 +231,7 @@ class RateLimitSettings(BaseModel):
         "(on top of requests_per_minute); a request over the whole of it gets 413")
     streams_per_key: int = Field(
         default=8, ge=0, description="per key and API process, open event streams "
-        "(/v1/documents/{id}/events); past it 429 with Retry-After")
+        "(/v1/documents/{id}/events, /v1/documents/events); past it 429 with Retry-After")
     streams_per_process: int = Field(
         default=128, ge=0, description="per API process, open event streams of all keys; "
         "past it 429 with Retry-After")

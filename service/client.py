@@ -381,6 +381,16 @@ class _WaitOn429(httpx.BaseTransport):
 # without a byte means the connection is dead, and document_events connects again
 _STREAM_IDLE_S = 60.0
 _RECONNECT_PAUSE_S = 1.0
+
+
+def _wait_out_stream_cap(exc: DocqaAPIError, deadline: float) -> None:
+    """A stream refused with 429 (the key, or the server, has as many open as it may):
+    wait its ``Retry-After`` (within the deadline) and let the caller connect again; any
+    other error is raised."""
+    if exc.status != 429:
+        raise exc
+    time.sleep(max(0.0, min(exc.retry_after or _RECONNECT_PAUSE_S,
+                            deadline - time.monotonic())))
 MAX_BATCH_IDS = 1000  # ids per batch status request or batch event stream (the server's cap)
 
 
@@ -589,6 +599,9 @@ class DocqaClient:
                                 f"document {doc_id} not finished after {timeout}s")
             except (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError):
                 pass  # the open stream broke: connect again, below
+            except DocqaAPIError as exc:
+                _wait_out_stream_cap(exc, deadline)
+                continue
             time.sleep(max(0.0, min(_RECONNECT_PAUSE_S, deadline - time.monotonic())))
 
     def statuses(self, doc_ids: Sequence[str]) -> DocumentStatuses:
@@ -644,6 +657,9 @@ class DocqaClient:
                                 f"{len(pending)} documents not finished after {timeout}s")
             except (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError):
                 pass  # the open stream broke: connect again, below
+            except DocqaAPIError as exc:
+                _wait_out_stream_cap(exc, deadline)
+                continue
             if pending:
                 time.sleep(max(0.0, min(_RECONNECT_PAUSE_S, deadline - time.monotonic())))
 

@@ -107,6 +107,8 @@ def test_a_misbehaving_key_does_not_starve_another_tenant(fair: Stack) -> None:
         oversized = acme.upload_bytes("huge.txt", b"word " * (TEXT_LIMIT // 4))["id"]
         backlog = [acme.upload_bytes(f"ledger-{n}.txt", _large(n))["id"]
                    for n in range(BACKLOG)]
+        # the other tenant's small upload, while acme's backlog waits (and acme goes on)
+        small = globex.upload_bytes("memo.txt", SMALL.encode())["id"]
         streams = Streams(fair, exits)
         held = [streams.open(acme_key, backlog[i % BACKLOG]) for i in range(STREAMS_PER_KEY)]
         assert all(r.status_code == 200 for r in held)
@@ -122,8 +124,6 @@ def test_a_misbehaving_key_does_not_starve_another_tenant(fair: Stack) -> None:
                           timeout=120, headers={"Authorization": f"Bearer {acme_key}"})
         assert over.status_code == 429 and int(over.headers["retry-after"]) >= 1, over.text
         try:
-            # the other tenant, meanwhile
-            small = globex.upload_bytes("memo.txt", SMALL.encode())["id"]
             mine = streams.open(KEYS["globex"], small)  # its own streams are not acme's
             assert mine.status_code == 200
             done = globex.wait_ready([small], timeout=WAIT_S)[small]

@@ -301,6 +301,33 @@ def test_follow_connects_again_for_the_documents_not_settled(
         ("progress", "a"), ("done", "b"), ("progress", "a"), ("done", "a")]
 
 
+def test_follow_waits_out_a_stream_cap_and_raises_other_errors(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """429: the key holds as many streams as it may (service/api/limits.py): wait its
+    Retry-After and connect again; any other error answer is raised."""
+    slept: list[float] = []
+    monkeypatch.setattr("service.client.time.sleep", slept.append)
+    calls: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        if len(calls) == 1:
+            return problem(429, "this API key has 8 event streams open", {"Retry-After": "5"})
+        return httpx.Response(200, headers=SSE, content=stream(
+            sse("done", bdoc("a", "ready")), sse("end", {})))
+
+    events = list(client(handler).follow(["a"], timeout=30))
+    assert [(e.event, e.id) for e in events] == [("done", "a")] and slept == [5.0]
+
+    def refused(request: httpx.Request) -> httpx.Response:
+        return problem(401, "unknown or revoked API key")
+
+    with pytest.raises(DocqaAPIError) as err:
+        list(client(refused).follow(["a"], timeout=30))
+    assert err.value.status == 401
+
+
 def test_follow_takes_a_thousand_ids_per_stream_and_statuses_per_request() -> None:
     asked: list[tuple[str, int]] = []
 

@@ -231,12 +231,14 @@ class _Server:
         self.server.should_exit = True
         self.thread.join(10)
 
-    def events(self, stack: ExitStack, key: str, doc_id: str) -> httpx.Response:
-        """Open the document's event stream; a 200 has sent its first event."""
+    def events(self, stack: ExitStack, key: str, doc_id: str, batch: bool = False
+               ) -> httpx.Response:
+        """Open the document's event stream (``batch``: the many-documents stream, for it
+        alone); a 200 has sent its first event."""
         client = stack.enter_context(httpx.Client(trust_env=False, timeout=30))
+        path = f"events?ids={doc_id}" if batch else f"{doc_id}/events"
         resp = stack.enter_context(client.stream(
-            "GET", f"http://127.0.0.1:{self.port}/v1/documents/{doc_id}/events",
-            headers=bearer(key)))
+            "GET", f"http://127.0.0.1:{self.port}/v1/documents/{path}", headers=bearer(key)))
         if resp.status_code == 200:
             lines = resp.iter_lines()  # kept: dropping it would close the connection
             stack.callback(lines.close)
@@ -277,13 +279,14 @@ def test_event_streams_are_capped_and_give_their_slot_back(tmp_path: Path) -> No
         with ExitStack() as second:
             assert server.events(second, STATIC, mine).status_code == 200
             refused = server.events(outer, STATIC, mine)
+            assert is_problem(server.events(outer, STATIC, mine, batch=True), 429)
             assert is_problem(refused, 429) and int(refused.headers["retry-after"]) >= 1
             assert "event streams open" in refused.json()["detail"]
             assert server.events(outer, other, theirs).status_code == 200  # another key
             full = server.events(outer, other, theirs)  # 3 open: the process's cap
             assert is_problem(full, 429) and "this server" in full.json()["detail"]
         wait_until(lambda: slots.total == 2)  # the client that left gave its slot back
-        assert server.events(outer, STATIC, mine).status_code == 200
+        assert server.events(outer, STATIC, mine, batch=True).status_code == 200
         first.close()
         wait_until(lambda: slots.total == 2)
         repo.set_status(theirs, DocumentStatus.READY, chunks=1, pages=1)  # its stream ends
