@@ -155,9 +155,11 @@ class Candidate:
 
     @property
     def matched_text(self) -> str:
-        """What the question's words are matched against: the unit with its context (a table
-        row's header, a list item's lead-in, the section path). A sentence of prose without
-        headings — all of SQuAD, which the models were trained on — is just its text."""
+        """What the gate matches the question's words against: the unit with its context (a
+        table row's header, a list item's lead-in, the section path). A sentence of prose
+        without headings — all of SQuAD, which the models were trained on — is just its text.
+        The sentence scorer ranks on the unit's own words: a heading shared by every unit of
+        a section would otherwise lift them all alike and blur the ranking."""
         return f"{self.context.describe()} {self.text}" if self.context else self.text
 
 
@@ -224,7 +226,7 @@ def sentence_features(question: str, candidates: list[Candidate], hit_scores: Se
     best_cos = coses[0] if coses else 0.0
     overlaps = []
     for c in candidates:
-        s_words = content_stems(c.matched_text)
+        s_words = content_stems(c.text)
         overlaps.append((len(q_words & s_words) / max(1, len(q_words)), s_words))
     best_overlap = max((o for o, _ in overlaps), default=0.0)
     top_hit = max(hit_scores, default=0.0)
@@ -235,7 +237,7 @@ def sentence_features(question: str, candidates: list[Candidate], hit_scores: Se
             chunk_words[c.hit_index] = {stem(t) for t in tokens(text)}
     for i, c in enumerate(candidates):
         overlap_q, s_words = overlaps[i]
-        s_all = [stem(t) for t in tokens(c.matched_text)]
+        s_all = [stem(t) for t in tokens(c.text)]
         s_set = set(s_all)
         novel = len(s_words - q_words)
         c.features = {

@@ -182,10 +182,13 @@ def test_which_needs_something_named() -> None:
 
 
 def test_the_thing_asked_for_must_be_stated() -> None:
-    q = "What is the notice period for staff in Leeds?"
-    assert verdict(q, "In Leeds the notice period is one month.").ok
+    q = "What is the notice deadline for staff in Leeds?"
+    assert verdict(q, "In Leeds the notice deadline is one month.").ok
     v = verdict(q, "In Leeds the probation period is three months.")
-    assert not v.ok and "notic" in v.reason
+    assert not v.ok and "deadlin" in v.reason
+    # a modifier may be said otherwise, the head noun may not
+    assert verdict("What was the root cause of the outage?",
+                   "The outage was caused by a failed cooling pump.").ok
 
 
 def test_the_context_can_state_the_thing_asked_for() -> None:
