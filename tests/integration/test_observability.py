@@ -120,6 +120,8 @@ def test_metrics_after_an_upload_and_questions(obs: Obs) -> None:
     assert resp.headers["x-request-id"] == UPLOAD_RID
     doc = wait_ready(obs, doc_id)
     assert doc["status"] == "ready", doc
+    # waiting follows the batch stream; a plain read labels the per-document route
+    assert obs.client.document(doc_id)["status"] == "ready"
     obs.state["doc_id"] = doc_id
 
     asker = obs.client.with_headers({"X-Request-ID": ASK_RID})

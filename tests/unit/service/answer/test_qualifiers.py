@@ -137,8 +137,9 @@ def test_person_mismatch_and_the_person_asked_about() -> None:
     unit = "Ada Brook has chaired the audit committee since 2020."
     assert verdict("Since when has Ada Brook chaired the audit committee?", unit).ok
     assert not verdict("Since when has Omar Quist chaired the audit committee?", unit).ok
-    # asked who came before: the unit names only the person the question already names
-    assert not verdict("Who chaired the audit committee before Ada Brook?", unit).ok
+    # asked who came before: the record names only the person the question already names
+    row = "audit committee | Ada Brook | 2020"
+    assert not verdict("Who chaired the audit committee before Ada Brook?", row, ROW).ok
 
 
 def test_identifier_of_the_same_series_is_a_mismatch() -> None:
@@ -170,25 +171,26 @@ def test_a_date_or_duration_for_when() -> None:
     assert not verdict("When does the lease end?", "The lease is signed by both parties.").ok
 
 
-def test_a_name_for_who() -> None:
-    assert verdict("Who signed the lease?", "The lease was signed by Ada Brook.").ok
-    assert not verdict("Who signed the lease?", "The lease was signed in the office.").ok
+def test_a_name_for_who_in_a_record_and_a_role_will_do_in_prose() -> None:
+    ctx = UnitContext(header="Document | Signed by")
+    assert verdict("Who signed the lease?", "Lease | Ada Brook", ROW, ctx).ok
+    assert not verdict("Who signed the lease?", "Lease | in the office", ROW, ctx).ok
+    assert verdict("Who signed the lease?", "The lease was signed by the duty officer.").ok
 
 
-def test_which_needs_something_named() -> None:
-    assert verdict("Which truck was damaged?", "Truck TR-12 was damaged.").ok
-    v = verdict("Which truck was damaged?", "A truck was damaged on 3 May 2024.")
-    assert not v.ok
+def test_which_needs_something_named_in_a_record() -> None:
+    assert verdict("Which truck was damaged?", "Damaged: truck TR-12", ITEM).ok
+    assert not verdict("Which truck was damaged?", "Damaged: a truck, on 3 May 2024", ITEM).ok
 
 
-def test_the_thing_asked_for_must_be_stated() -> None:
+def test_the_thing_asked_for_must_be_stated_in_a_record() -> None:
     q = "What is the notice deadline for staff in Leeds?"
-    assert verdict(q, "In Leeds the notice deadline is one month.").ok
-    v = verdict(q, "In Leeds the probation period is three months.")
+    assert verdict(q, "Leeds: notice deadline one month", ITEM).ok
+    v = verdict(q, "Leeds: probation period three months", ITEM)
     assert not v.ok and "deadlin" in v.reason
     # a modifier may be said otherwise, the head noun may not
     assert verdict("What was the root cause of the outage?",
-                   "The outage was caused by a failed cooling pump.").ok
+                   "Outage: caused by a failed cooling pump", ITEM).ok
 
 
 def test_the_context_can_state_the_thing_asked_for() -> None:
