@@ -80,7 +80,7 @@ def test_text_format_is_for_people() -> None:
     (f"key {DQ_KEY} rejected", DQ_KEY),
     ("header Authorization: Bearer abc.def-ghi_123 seen", "abc.def-ghi_123"),
     ("bearer tok3n", "tok3n"),
-    ("redis://:s3cretpass@127.0.0.1:6379/0", "s3cretpass"),
+    ("redis://:s3cretpass@127.0.0.1:6390/0", "s3cretpass"),
     ("postgresql://docqa:pg-pass-1@db:5432/docqa", "pg-pass-1"),
     (f"configured {KEY} here", KEY),
 ])
