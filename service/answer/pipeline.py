@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 from core.domain import ChunkHit
 from core.ports import Embedder, VectorStore
 from core.settings import Settings
 from ingest.retrieval import retrieve
+from service.answer import tagger
 from service.answer.followup import follow_up_questions
 from service.answer.generator import Generator
 from service.answer.grounding import (
@@ -34,6 +35,7 @@ from service.answer.grounding import (
 )
 from service.answer.qualifiers import Question, Verdict, analyse, check
 from service.answer.result import AnswerEvent, AnswerResult, DraftToken, Evidence, final_result
+from service.answer.span import ConstrainedGenerator, SpanPick, pick_span, tagged_from_doc
 from service.answer.verify import verify
 
 MAX_ANSWER_WORDS = 40
@@ -278,8 +280,26 @@ class AnswerPipeline:
                 return
         # extractive: the best evidence sentence (the part nearest the question if long)
         body = focus_window(best.text.rstrip("."), question)
+        if self.settings.retrieval.short_answer == "span":
+            t = time.perf_counter()
+            pick = self._short(question, best)
+            timings["span_ms"] = _ms(t)
+            trace["span"] = pick.reason
+            if pick.picked and pick.text:
+                body = pick.text
         timings["total_ms"] = _ms(t0)
         yield AnswerResult("answered", f"{body} [1]", [best.citation(1)], timings, trace)
+
+    def _short(self, question: str, best: Evidence) -> SpanPick:
+        """The phrase of the chosen unit that answers; the unit's own words only (see
+        service/answer/span.py), never an answer the unit does not contain."""
+        generator = self.generator if hasattr(self.generator, "choose") else None
+        doc = tagger.parse(best.text)
+        tagged = tagged_from_doc(doc) if doc is not None else None
+        return pick_span(cast(ConstrainedGenerator | None, generator), question, best.text,
+                         best.context.describe(), tagged=tagged,
+                         deadline_s=self.settings.retrieval.span_deadline_s)
+
 
 
 def draft_pieces(generator: Generator, messages: list[dict[str, str]],

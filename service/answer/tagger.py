@@ -77,6 +77,15 @@ def pipeline() -> Any | None:
     return spacy.load(path, exclude=["parser", "lemmatizer", "senter"])
 
 
+def parse(text: str) -> Any | None:
+    """spaCy's Doc of ``text`` (tokens, coarse POS, entities), or None without spaCy."""
+    nlp = pipeline()
+    if nlp is None:
+        return None
+    with _lock:
+        return nlp(text)
+
+
 @lru_cache(maxsize=4096)
 def entities(text: str) -> tuple[tuple[str, str, int, int], ...]:
     """(text, label, start, end) of each entity spaCy finds in ``text``; () without spaCy."""

@@ -182,3 +182,56 @@ def test_hits_of_a_document_no_longer_registered_are_never_returned(tmp_path: Pa
     assert asked and len(asked[0]) == len(set(asked[0]))  # one registry read, no repeats
     answer = p.ask("t", "When did the Acme plant open?", 5)
     assert all(c.document_id != gone for c in answer.citations)
+
+
+class ChoosingGenerator(FakeGenerator):
+    """Chooses the reply containing ``want`` (or raises ``error``) when asked for a span."""
+
+    def __init__(self, want: str = "", error: Exception | None = None) -> None:
+        super().__init__("")
+        self.want, self.error, self.asked = want, error, 0
+
+    def choose(self, messages: list[dict[str, str]], replies: list[str],
+               deadline_s: float) -> tuple[int, float]:
+        self.asked += 1
+        if self.error is not None:
+            raise self.error
+        return next(i for i, r in enumerate(replies) if self.want in r), 0.9
+
+    def complete_constrained(self, messages: list[dict[str, str]], grammar: str,
+                             max_tokens: int, deadline_s: float) -> str:
+        self.asked += 1
+        if self.error is not None:
+            raise self.error
+        return self.want
+
+
+def span_pipeline(gen: FakeGenerator, short: str = "span") -> AnswerPipeline:
+    emb = HashEmbedder()
+    store = FakeStore(["The Acme plant opened in 2014 and employs 10 engineers."], emb)
+    s = Settings()
+    s.retrieval.short_answer = short  # type: ignore[assignment]
+    return AnswerPipeline(s, emb, store, gen, model=False)  # type: ignore[arg-type]
+
+
+def test_short_answer_span_answers_with_the_picked_phrase_and_quotes_the_unit() -> None:
+    gen = ChoosingGenerator("2014")
+    r = span_pipeline(gen).ask("t", "When did the Acme plant open?", 5)
+    assert r.status == "answered" and r.answer == "2014 [1]" and gen.asked == 1
+    quote = r.citations[0].quote
+    assert quote.startswith("The Acme plant opened in 2014") and "2014" in quote
+    assert r.trace["span"] == "ok" and "span_ms" in r.timings
+
+
+@pytest.mark.parametrize("error", [TimeoutError("deadline"), RuntimeError("boom")])
+def test_a_failed_or_late_pick_answers_with_the_whole_unit(error: Exception) -> None:
+    r = span_pipeline(ChoosingGenerator(error=error)).ask("t", "When did the Acme plant open?", 5)
+    assert r.status == "answered" and r.answer.startswith("The Acme plant opened in 2014")
+    assert r.trace["span"] in ("timeout", "error")
+
+
+def test_short_answer_off_never_asks_the_model() -> None:
+    gen = ChoosingGenerator("2014")
+    r = span_pipeline(gen, short="off").ask("t", "When did the Acme plant open?", 5)
+    assert r.answer.startswith("The Acme plant opened in 2014") and gen.asked == 0
+    assert "span" not in r.trace
