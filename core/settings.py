@@ -258,6 +258,10 @@ class PiiSettings(BaseModel):
     redact_all: bool = Field(default=False, description="redact every upload of every tenant")
     tenants: str = Field(
         default="", description="comma-separated tenants whose uploads are always redacted")
+    names: bool = Field(
+        default=True, description="a redaction also replaces people's names by [PERSON] "
+        "(spaCy's small English NER: statistical, misses some names and may take a "
+        "capitalised non-name; docs/pii.md)")
 
     @property
     def tenant_set(self) -> frozenset[str]:

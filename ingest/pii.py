@@ -140,12 +140,12 @@ from core.domain import Page
 __all__ = ["IBAN_LENGTHS", "PII_KINDS", "PiiSpan", "Redaction", "placeholder", "redact",
            "redact_pages"]
 
-PII_KINDS: tuple[str, ...] = ("EMAIL", "IBAN", "CARD", "SE_PIN", "US_SSN", "PHONE")
+PII_KINDS: tuple[str, ...] = ("EMAIL", "IBAN", "CARD", "SE_PIN", "US_SSN", "PHONE", "PERSON")
 """The detected types, in detection (priority) order."""
 
 # Masked text counts as part of a word: nothing may touch it (every boundary check lists \x00).
 _MASK = "\x00"
-_PLACEHOLDER = re.compile(r"\[(?:EMAIL|IBAN|CARD|SE_PIN|US_SSN|PHONE)\]")
+_PLACEHOLDER = re.compile(r"\[(?:EMAIL|IBAN|CARD|SE_PIN|US_SSN|PHONE|PERSON)\]")
 
 
 def placeholder(kind: str) -> str:
@@ -175,8 +175,9 @@ class Redaction:
         return len(self.spans)
 
 
-def redact(text: str) -> Redaction:
-    """Replace e-mails, IBANs, cards, Swedish PINs, US SSNs and phones by typed placeholders.
+def redact(text: str, names: bool = False) -> Redaction:
+    """Replace e-mails, IBANs, cards, Swedish PINs, US SSNs and phones by typed placeholders;
+    with ``names``, people's names too (spaCy's PERSON entities, see ``_detect_person``).
 
     Text outside the findings is returned unchanged, character for character. See the
     module docstring for the rules and trade-offs.
@@ -184,7 +185,7 @@ def redact(text: str) -> Redaction:
     # placeholders already in the text (a second redaction) look exactly like masked findings
     work = _mask(text, [m.span() for m in _PLACEHOLDER.finditer(text)])
     found: list[PiiSpan] = []
-    for kind, detect in _DETECTORS:
+    for kind, detect in _DETECTORS + ((("PERSON", _detect_person),) if names else ()):
         if kind == "PHONE":
             work = _mask(work, _date_time_spans(work))  # hidden from the phone detector only
         spans = detect(work)
@@ -209,7 +210,8 @@ def redact(text: str) -> Redaction:
     return Redaction("".join(parts), counts, tuple(found))
 
 
-def redact_pages(pages: Sequence[Page]) -> tuple[list[Page], dict[str, int]]:
+def redact_pages(pages: Sequence[Page], names: bool = False
+                 ) -> tuple[list[Page], dict[str, int]]:
     """Redact a parsed document page by page, for the ingest job; returns the pages and the
     findings per type over the whole document (only types found, in ``PII_KINDS`` order).
 
@@ -227,9 +229,9 @@ def redact_pages(pages: Sequence[Page]) -> tuple[list[Page], dict[str, int]]:
     totals: dict[str, int] = {}
     shift = 0
     for page in pages:
-        r = redact(page.text)
+        r = redact(page.text, names)
         marks = page.marks if r.text.count("\n") == page.text.count("\n") else ()
-        marks = tuple(replace(m, header=redact(m.header).text) if m.header else m
+        marks = tuple(replace(m, header=redact(m.header, names).text) if m.header else m
                       for m in marks)
         out.append(Page(number=page.number, text=r.text, offset=page.offset + shift,
                         marks=marks))
@@ -668,6 +670,65 @@ def _detect_phone(work: str) -> list[tuple[int, int]]:
             else:
                 i += 1
     return spans
+
+
+# spaCy's pipeline takes at most this many characters at once; pages are cut at line breaks
+_NER_PIECE = 100_000
+_NAME_WORD = re.compile(r"[^\W\d_][^\W\d_'’.-]*", re.UNICODE)
+
+
+def _detect_person(work: str) -> list[tuple[int, int]]:
+    """People's names: the PERSON entities of the small English pipeline (ingest/tagger.py).
+
+    Statistical, so neither complete nor exact (measured in docs/pii.md). To keep its
+    mistakes cheap, a finding must look like a name: one to four words, each starting with
+    a capital letter, no digit, no line break, and nothing already masked inside it. A
+    name's possessive "'s" stays in the text. Without the tagger nothing is found (and the
+    ingest says so in its log)."""
+    spans: list[tuple[int, int]] = []
+    # masked findings read as spaces, so the tagger never sees a NUL or a placeholder
+    plain = work.replace(_MASK, " ")
+    base = 0
+    for piece in _pieces(plain, _NER_PIECE):
+        for _, label, start, end in _person_entities(piece):
+            if label != "PERSON":
+                continue
+            a, b = base + start, base + end
+            text = work[a:b]
+            if text.endswith(("'s", "’s")):
+                b -= 2
+                text = work[a:b]
+            words = text.split()
+            if (not 1 <= len(words) <= 4 or "\n" in text or _MASK in text
+                    or any(ch.isdigit() for ch in text)
+                    or not all(_NAME_WORD.fullmatch(w) and w[0].isupper() for w in words)):
+                continue
+            spans.append((a, b))
+        base += len(piece)
+    return spans
+
+
+def _pieces(text: str, size: int) -> list[str]:
+    """``text`` cut into consecutive pieces of at most about ``size`` characters, at line
+    breaks where there are any."""
+    out: list[str] = []
+    pos = 0
+    while pos < len(text):
+        end = min(len(text), pos + size)
+        if end < len(text):
+            cut = text.rfind("\n", pos, end)
+            end = cut + 1 if cut > pos else end
+        out.append(text[pos:end])
+        pos = end
+    return out
+
+
+def _person_entities(text: str) -> list[tuple[str, str, int, int]]:
+    from ingest import tagger  # spaCy loads only when names are redacted
+
+    doc = tagger.parse(text) if text.strip() else None
+    return [] if doc is None else [(e.text, e.label_, e.start_char, e.end_char)
+                                   for e in doc.ents]
 
 
 _DETECTORS = (

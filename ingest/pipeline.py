@@ -88,7 +88,7 @@ def ingest_document(deps: IngestDeps, doc_id: str) -> str:
                                    key=stored_file_key(deps.vault, path),  # decrypted in memory
                                    on_progress=_parse_progress(repo, doc_id))
         if redact:  # before chunking: nothing unredacted is embedded, indexed or stored
-            pages, pii_counts = redact_pages(pages)
+            pages, pii_counts = redact_pages(pages, settings.pii.names)
         repo.set_progress(doc_id, Progress("chunking", len(pages), len(pages)))
         try:  # ids keyed per document: made only while it is registered (core/domain.py)
             id_key = deps.store.chunk_id_key(doc_id)

@@ -19,8 +19,8 @@ from typing import Any, cast
 from core.domain import ChunkHit
 from core.ports import Embedder, VectorStore
 from core.settings import Settings
+from ingest import tagger
 from ingest.retrieval import retrieve
-from service.answer import tagger
 from service.answer.followup import follow_up_questions
 from service.answer.generator import Generator
 from service.answer.grounding import (

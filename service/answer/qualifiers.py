@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from core.units import UnitContext, UnitKind
-from service.answer import tagger
+from ingest import tagger
 from service.answer.grounding import STOPWORDS, stem
 
 MONTHS = {m: i for i, m in enumerate(

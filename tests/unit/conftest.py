@@ -405,14 +405,15 @@ PII = {
     "CARD": "4111 1111 1111 1111",
     "SE_PIN": "19121212-1212",
     "US_SSN": "123-45-6789",
+    "PERSON": "Anna Berg",
 }
 TEXT = (
-    "Employee record for Anna Berg.\n\n"
+    f"Employee record for {PII['PERSON']}.\n\n"
     f"Reach her at {PII['EMAIL']} or {PII['PHONE']}. Her salary goes to {PII['IBAN']}.\n\n"
     f"The company card is {PII['CARD']}. Personnummer {PII['SE_PIN']}. "
     f"Her US social security number is {PII['US_SSN']}. A second mail: {PII['EMAIL']}.\n"
 ).encode()
-COUNTS = {"EMAIL": 2, "IBAN": 1, "CARD": 1, "SE_PIN": 1, "US_SSN": 1, "PHONE": 1}
+COUNTS = {"EMAIL": 2, "IBAN": 1, "CARD": 1, "SE_PIN": 1, "US_SSN": 1, "PHONE": 1, "PERSON": 1}
 
 
 class Env:

@@ -79,9 +79,9 @@ def test_nothing_found_returns_the_same_text_and_empty_counts() -> None:
 
 
 def test_placeholders_and_kinds() -> None:
-    assert PII_KINDS == ("EMAIL", "IBAN", "CARD", "SE_PIN", "US_SSN", "PHONE")
+    assert PII_KINDS == ("EMAIL", "IBAN", "CARD", "SE_PIN", "US_SSN", "PHONE", "PERSON")
     assert [placeholder(k) for k in PII_KINDS] == [
-        "[EMAIL]", "[IBAN]", "[CARD]", "[SE_PIN]", "[US_SSN]", "[PHONE]"
+        "[EMAIL]", "[IBAN]", "[CARD]", "[SE_PIN]", "[US_SSN]", "[PHONE]", "[PERSON]"
     ]
 
 

