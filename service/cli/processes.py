@@ -147,7 +147,7 @@ def up(host: str | None, port: int | None, data_dir: Path | None) -> None:
     configured = settings.encryption_key.get_secret_value() if settings.encryption_key else None
     if load_or_create_master_key(data, configured)[1]:
         click.echo(f"generated the master key of the stored files: {data / MASTER_KEY_FILE} "
-                   "(mode 0600); back it up separately from the data (README: Encryption at rest)")
+                   "(mode 0600); back it up separately from the data (docs/encryption.md)")
     # a fixed port when one is configured (so other tools, e.g. the llama-index baseline of
     # `python -m bench squad2 --baseline`, can reach this Chroma), otherwise any free one
     chroma_port = settings.chroma.port if "DOCQA_CHROMA__PORT" in os.environ else free_port()
