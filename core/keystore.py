@@ -148,7 +148,7 @@ class SqliteKeyStore:
 
 class PostgresKeyStore:
     """Same table in PostgreSQL. Deleted rows stay in PostgreSQL's heap and WAL until they
-    are vacuumed and recycled: :meth:`scrub` runs ``VACUUM`` on the table (README)."""
+    are vacuumed and recycled: :meth:`scrub` runs ``VACUUM`` on the table (docs/erasure.md)."""
 
     def __init__(self, url: str) -> None:
         self.url = url

@@ -13,7 +13,7 @@ leave on disk, measured on chromadb 1.5.9 and SQLite 3.40:
   segment and keeps the old segments until they are merged;
 - freed SQLite pages and WAL frames keep old row contents.
 
-This job, run by a worker (well within 60 s of the DELETE on an idle worker; see README),
+This job, run by a worker (well within 60 s of the DELETE on an idle worker; see docs/erasure.md),
 therefore: rebuilds the tenant's Chroma collection without the document and drops the old
 one (``ChromaStore.compact``), has segment directories no collection uses any more removed
 and ``chroma.sqlite3`` vacuumed (by a worker that sees the Chroma server's directory: the
@@ -185,7 +185,7 @@ class Eraser:
 
     def _scrub_registry(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        if self.settings.database_url:  # PostgreSQL: VACUUM of the key table (README)
+        if self.settings.database_url:  # PostgreSQL: VACUUM of the key table (docs/erasure.md)
             out["keys"] = self.vault.keys.scrub()
         else:  # rows and wrapped keys share registry.sqlite3
             out["vacuumed"] = vacuum_sqlite(self.settings.registry_path)

@@ -304,7 +304,7 @@ class PostgresKeywordIndex:
 
     def scrub(self, collection: str) -> bool:
         """After deletes: ``VACUUM`` the table, so deleted rows (their hashed terms) leave
-        the heap and the GIN index and their space is reused (as ``file_keys``; README)."""
+        the heap and the GIN index and their space is reused (as ``file_keys``; docs/erasure.md)."""
         self._run(lambda db: db.execute("VACUUM keyword_chunks"))
         return True
 

@@ -1,9 +1,37 @@
 #!/usr/bin/env bash
 # Create the project-local .venv (git-ignored) and install docqa into it.
+#   ./scripts/setup.sh        what the service needs (scripts/up.sh)
+#   ./scripts/setup.sh test   that plus the test extras and Chromium (scripts/test.sh)
 # llama-cpp-python compiles llama.cpp once per machine (~6-12 min on 2 cores) into a wheel
 # kept in ~/.cache/docqa/wheels, so later installs take seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+case "${1:-}" in
+  "") EXTRAS="" ;;
+  test) EXTRAS="[test]" ;;
+  *) echo "usage: $0 [test]" >&2; exit 2 ;;
+esac
+
+# Debian packages, installed with apt when missing and this runs as root; checked before
+# the long llama.cpp build so a missing one fails fast.
+need_deb() {  # need_deb COMMAND PACKAGE WHY
+  command -v "$1" >/dev/null 2>&1 && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null; } \
+      || { echo "could not install Debian's '$2' package (apt-get install $2)" >&2; exit 2; }
+  else
+    echo "$1 is missing ($3): install Debian's '$2' package as root (apt-get install $2)" >&2
+    exit 2
+  fi
+}
+# `docqa up` starts a private redis-server in the data directory when no DOCQA_REDIS_URL is
+# set, and the tests start their own on a free port (tests/private_redis.py)
+need_deb redis-server redis-server "docqa up and the tests start one of their own"
+if [ "$EXTRAS" = "[test]" ]; then
+  # tests/integration/test_web_ui.py drives Debian's chromium through Playwright (never
+  # `playwright install`: that downloads a browser build of its own)
+  need_deb chromium chromium "the web page test drives it"
+fi
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
 if [ ! -x .venv/bin/python ]; then
@@ -31,4 +59,4 @@ if [ ! -e ".venv/.llama-$key" ]; then  # replaces any other build of the same ve
   touch ".venv/.llama-$key"
 fi
 # torch==2.13.0 resolves to the CPU build (an unpinned torch would pull multi-GB CUDA wheels).
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[${1:-test}]"
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".$EXTRAS"

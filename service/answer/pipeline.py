@@ -2,7 +2,7 @@
 
 Default (``answer_mode=extractive``): the answer is the best-scored evidence sentence,
 quoted verbatim and cited to its exact span — on the SQuAD 2.0 dev split this was both
-more often right and ~25x faster than letting SmolLM2 write (see README "Answer quality").
+more often right and ~25x faster than letting SmolLM2 write (docs/evaluation.md).
 
 ``answer_mode=generative``: SmolLM2 drafts over the numbered evidence. The generator is
 small and invents details, so nothing it writes is trusted: a draft survives only if its

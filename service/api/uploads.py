@@ -10,7 +10,7 @@ the size limit. The other fields (``metadata``, ``redact_pii``) are small and ke
 The form contract is Litestar's: one ``file`` part (a file name is optional), optional
 ``metadata`` (a JSON object as text) and ``redact_pii`` (``true``/``false``/``1``/``0``),
 fields in any order, unknown fields ignored. ``redact_pii`` replaces personal data by typed
-placeholders before anything is stored (README "PII redaction"); a tenant with redaction
+placeholders before anything is stored (docs/pii.md); a tenant with redaction
 forced on (``DOCQA_PII__*``) cannot turn it off.
 """
 

@@ -109,7 +109,7 @@ def documents_get(document_id: str, url: str | None, api_key: str | None,
 @json_opt
 def documents_delete(document_ids: tuple[str, ...], url: str | None, api_key: str | None,
                      as_json: bool) -> None:
-    """Erase documents: vectors, text, stored original and registry row (README "Erasure").
+    """Erase documents: vectors, text, stored original and registry row (docs/erasure.md).
 
     Exit 1 when one of them does not exist (the others are deleted all the same). --json:
     {"deleted": [...], "not_found": [...]}."""

@@ -1,6 +1,6 @@
 """Commands that start processes: ``serve`` (the API), ``worker`` (a Celery worker, in its
-own package: started as ``python -m workers``), and ``up`` (Chroma, a worker and the API on
-one machine, supervised)."""
+own package: started as ``python -m workers``), and ``up`` (a private Redis unless one is
+configured, Chroma, a worker and the API on one machine, supervised)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,9 @@ from core.crypto import MASTER_KEY_FILE, load_or_create_master_key
 from core.keys import issue_key
 from core.logging import configure_process
 from core.registry import open_repository
+from core.settings import Settings
 from service.api.app import create_app
+from service.cli import localredis
 from service.cli.common import settings_from
 from service.cli.keys import audit_key_event
 from service.cli.supervise import Supervisor
@@ -108,20 +110,36 @@ def worker(loglevel: str | None, queues: str | None) -> None:
     os.execv(argv[0], argv)  # noqa: S606 - argv is ours (this interpreter), no shell
 
 
+def redis_configured(settings: Settings) -> bool:
+    """Whether a Redis URL was given (``DOCQA_REDIS_URL``), as opposed to the default that
+    ``docqa up`` replaces with a private server of its own."""
+    return "redis_url" in settings.model_fields_set and bool(settings.redis_url.strip())
+
+
 @click.command()
 @click.option("--host", default=None, help="API bind address (default 127.0.0.1)")
 @click.option("--port", type=int, default=None, help="API port (default 8080)")
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None)
 def up(host: str | None, port: int | None, data_dir: Path | None) -> None:
-    """Start Chroma, a worker and the API; stop them all on Ctrl-C/SIGTERM."""
+    """Start Chroma, a worker and the API (and a private Redis in the data directory unless
+    DOCQA_REDIS_URL is set); stop them all on Ctrl-C/SIGTERM."""
     settings = settings_from(host=host, port=port, data_dir=data_dir)
     settings.check_key_strength()  # before any process starts
-    reason = redis_reachable(settings.redis_url)
-    if reason:
-        click.echo(
-            f"Redis is not reachable at {settings.redis_url} ({reason}). Start it with "
-            "'redis-server --daemonize yes' (or set DOCQA_REDIS_URL).", err=True)
+    private_redis = not redis_configured(settings)
+    redis_exe = localredis.binary() if private_redis else None
+    if private_redis and redis_exe is None:
+        click.echo("redis-server is not installed: install Debian's 'redis-server' package "
+                   "(scripts/setup.sh does), or set DOCQA_REDIS_URL to a running Redis.",
+                   err=True)
         sys.exit(2)
+    if not private_redis:
+        reason = redis_reachable(settings.redis_url)
+        if reason:
+            click.echo(
+                f"Redis is not reachable at DOCQA_REDIS_URL ({reason}). Start that Redis "
+                "(e.g. 'redis-server'), or unset DOCQA_REDIS_URL and docqa up runs a "
+                "private one.", err=True)
+            sys.exit(2)
     data = settings.data_dir.resolve()
     chroma_dir = settings.chroma_dir.resolve()  # where the worker scrubs it after erasures
     (data / "logs").mkdir(parents=True, exist_ok=True)
@@ -129,7 +147,7 @@ def up(host: str | None, port: int | None, data_dir: Path | None) -> None:
     configured = settings.encryption_key.get_secret_value() if settings.encryption_key else None
     if load_or_create_master_key(data, configured)[1]:
         click.echo(f"generated the master key of the stored files: {data / MASTER_KEY_FILE} "
-                   "(mode 0600); back it up separately from the data (README: Encryption at rest)")
+                   "(mode 0600); back it up separately from the data (docs/encryption.md)")
     # a fixed port when one is configured (so other tools, e.g. the llama-index baseline of
     # `python -m bench squad2 --baseline`, can reach this Chroma), otherwise any free one
     chroma_port = settings.chroma.port if "DOCQA_CHROMA__PORT" in os.environ else free_port()
@@ -137,6 +155,11 @@ def up(host: str | None, port: int | None, data_dir: Path | None) -> None:
            "DOCQA_CHROMA__PORT": str(chroma_port), "DOCQA_CHROMA__DATA_DIR": str(chroma_dir),
            "DOCQA_PORT": str(settings.port),
            "DOCQA_HOST": settings.host}
+    local: localredis.LocalRedis | None = None
+    if private_redis:
+        # the worker and API it starts read this; its password never reaches the output
+        local = localredis.prepare(data, free_port())
+        env["DOCQA_REDIS_URL"] = local.url
     procs: dict[str, subprocess.Popen[bytes]] = {}
     commands: dict[str, list[str]] = {}
 
@@ -150,18 +173,25 @@ def up(host: str | None, port: int | None, data_dir: Path | None) -> None:
                                            start_new_session=True)
         return procs[name]
 
-    def stop_all(*_: Any) -> None:
-        for name in ("api", "worker", "chroma"):
+    def stop(names: tuple[str, ...]) -> None:
+        for name in names:
             p = procs.get(name)
             if p and p.poll() is None:
                 p.send_signal(signal.SIGTERM)
-        for name in ("api", "worker", "chroma"):
+        for name in names:
             p = procs.get(name)
             if p:
                 try:
                     p.wait(timeout=30)
                 except subprocess.TimeoutExpired:
                     p.kill()
+                    p.wait()
+
+    def stop_all(*_: Any) -> None:
+        stop(("api", "worker", "chroma"))
+        # Redis last: the worker acknowledges or requeues its task and the API finishes its
+        # requests while their broker still answers; SIGTERM makes Redis fsync its AOF
+        stop(("redis",))
         click.echo("docqa stopped.")
 
     stopping = {"flag": False}
@@ -172,6 +202,12 @@ def up(host: str | None, port: int | None, data_dir: Path | None) -> None:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
+        if local is not None and redis_exe is not None:
+            click.echo(f"starting Redis on {local.display_url} (data in {local.dir})")
+            start("redis", localredis.command(local, redis_exe))
+            if not localredis.wait_ready(local, procs["redis"], 120):
+                raise click.ClickException(
+                    f"Redis did not start; see {data / 'logs' / 'redis.log'}")
         click.echo(f"starting Chroma on 127.0.0.1:{chroma_port} (data in {chroma_dir})")
         start("chroma", chroma_command(chroma_dir, "127.0.0.1", chroma_port))
         if not wait_http(f"http://127.0.0.1:{chroma_port}/api/v2/heartbeat", 60, [procs["chroma"]]):

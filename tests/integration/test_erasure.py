@@ -1,6 +1,6 @@
 """Erasure and encryption at rest on the real stack (Chroma server, worker, API, Redis).
 
-The promise (README "Erasure"): within 60 s of the DELETE response no byte sequence of the
+The promise (docs/erasure.md): within 60 s of the DELETE response no byte sequence of the
 document's text remains in any file under the data directory — Chroma's included — and
 search and ask never return it. Stored originals are encrypted at rest.
 """

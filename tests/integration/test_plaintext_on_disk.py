@@ -1,4 +1,4 @@
-"""An upload's plaintext never touches the disk (README: originals are encrypted at rest).
+"""An upload's plaintext never touches the disk (docs/encryption.md: originals are encrypted at rest).
 
 Litestar's ``UploadFile`` spooled every file part over 1 MiB to ``$TMPDIR`` before the upload
 was encrypted (an unnamed ``O_TMPFILE``, so only a process's open files show it). Here the

@@ -1,7 +1,7 @@
 """Two machines on this one: each has its own API process, worker process and local data
 directory; they share PostgreSQL (registry, key store, keyword index), one Redis, one Chroma
 server and one originals directory (``DOCQA_ORIGINALS_DIR``), as a deployment on several
-hosts does (README "Several machines").
+hosts does (docs/several-machines.md).
 
 Machine 1 sees the Chroma server's directory (``DOCQA_CHROMA__DATA_DIR``: Chroma runs on
 it), machine 2 does not: the erasure's Chroma file scrub must still happen, through the
