@@ -258,8 +258,10 @@ class PiiSettings(BaseModel):
     redact_all: bool = Field(default=False, description="redact every upload of every tenant")
     tenants: str = Field(
         default="", description="comma-separated tenants whose uploads are always redacted")
+    # off by default: a redacted name can no longer be asked about ("the e-mail of Anna
+    # Berg"), and the tagger is statistical (docs/pii.md)
     names: bool = Field(
-        default=True, description="a redaction also replaces people's names by [PERSON] "
+        default=False, description="a redaction also replaces people's names by [PERSON] "
         "(spaCy's small English NER: statistical, misses some names and may take a "
         "capitalised non-name; docs/pii.md)")
 

@@ -681,11 +681,13 @@ def _detect_person(work: str) -> list[tuple[int, int]]:
     """People's names: the PERSON entities of the small English pipeline (ingest/tagger.py).
 
     Statistical, so neither complete nor exact (measured in docs/pii.md). To keep its
-    mistakes cheap, a finding must look like a name: one to four words, each starting with
-    a capital letter, no digit, no line break, and nothing already masked inside it. A
-    name's possessive "'s" stays in the text. Without the tagger nothing is found (and the
-    ingest says so in its log)."""
-    spans: list[tuple[int, int]] = []
+    mistakes cheap, a finding must look like a name: two to four words, each starting with
+    a capital letter, no digit, no line break, and nothing already masked inside it. A single
+    word counts only where the same text also names the person in full ("Wolf" after "Sabine
+    Wolf"): alone, the small model takes too many places and headings for people. A name's
+    possessive "'s" stays in the text. Without the tagger nothing is found (the tagger logs
+    that it is missing)."""
+    found: list[tuple[int, int, int]] = []  # start, end, words
     # masked findings read as spaces, so the tagger never sees a NUL or a placeholder
     plain = work.replace(_MASK, " ")
     base = 0
@@ -694,18 +696,18 @@ def _detect_person(work: str) -> list[tuple[int, int]]:
             if label != "PERSON":
                 continue
             a, b = base + start, base + end
-            text = work[a:b]
-            if text.endswith(("'s", "’s")):
+            if work[a:b].endswith(("'s", "’s")):
                 b -= 2
-                text = work[a:b]
+            text = work[a:b]
             words = text.split()
             if (not 1 <= len(words) <= 4 or "\n" in text or _MASK in text
                     or any(ch.isdigit() for ch in text)
                     or not all(_NAME_WORD.fullmatch(w) and w[0].isupper() for w in words)):
                 continue
-            spans.append((a, b))
+            found.append((a, b, len(words)))
         base += len(piece)
-    return spans
+    full = {w for a, b, n in found if n > 1 for w in work[a:b].split()}
+    return [(a, b) for a, b, n in found if n > 1 or work[a:b] in full]
 
 
 def _pieces(text: str, size: int) -> list[str]:

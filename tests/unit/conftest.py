@@ -422,6 +422,7 @@ class Env:
     ``**pii``: the ``pii`` settings (``tenants``, ``redact_all``)."""
 
     def __init__(self, tmp: Path, api_keys: str = "", **pii: Any) -> None:
+        pii.setdefault("names", True)  # the record's name is PII here (COUNTS)
         self.settings = Settings(data_dir=tmp / "data", pii=pii, load_generator=False,
                                  api_keys=api_keys)
         self.repo = SqliteDocumentRepository(self.settings.registry_path)
