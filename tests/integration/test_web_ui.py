@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import signal
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -214,7 +215,8 @@ def corpus(stack: Stack) -> Corpus:
                   f"The Heron{tag} budget for 2026 is 3.2 million kronor.\n"),
         "north": f"The north depot{tag} stores 40 pallets of timber.\n",
         "south": f"The south depot{tag} stores 75 pallets of timber.\n",
-        HOSTILE_NAME: f"The parrot{tag} says {HOSTILE_MARKUP} every morning.\n",
+        HOSTILE_NAME: (f"The parrot{tag} was bought in 2019 {HOSTILE_MARKUP} at a shop in "
+                       "Oslo.\n"),
     }
     with stack.client("acme") as acme:
         ids = {f"{stem}-{tag}.txt": acme.upload_bytes(f"{stem}-{tag}.txt", text.encode())["id"]
@@ -227,7 +229,22 @@ def corpus(stack: Stack) -> Corpus:
 @contextmanager
 def worker_held(stack: Stack) -> Iterator[None]:
     """The stack's worker stopped (SIGSTOP, its whole process group): uploads stay queued
-    until it goes on (SIGCONT), whatever happens in between."""
+    until it goes on (SIGCONT), whatever happens in between.
+
+    Only once it is idle: a worker stopped mid-ingest would hold its write lock on the
+    keyword index, and every question would wait on that lock."""
+    deadline = time.monotonic() + INGEST_TIMEOUT_MS / 1000
+    while True:
+        busy = 0
+        for tenant in KEYS:
+            with stack.client(tenant) as client:
+                counts = client.counts()
+            busy += counts["queued"] + counts["processing"]
+        if not busy:
+            break
+        if time.monotonic() > deadline:
+            pytest.fail(f"the worker never became idle: {busy} documents still ingesting")
+        time.sleep(0.5)
     group = stack.procs["worker"].pid
     os.killpg(group, signal.SIGSTOP)
     try:
@@ -516,8 +533,10 @@ def test_hostile_document_text_is_shown_as_text_and_never_runs(
     web.start()
     web.filter_list(corpus.tag)
     assert web.row(hostile).locator("td:nth-child(2)").inner_text() == hostile
+    page.get_by_role("checkbox", name=f"Ask within {hostile}").check()
+    assert hostile in page.locator("#scope").inner_text()
 
-    answer = web.ask(f"What does the parrot{corpus.tag} say?")
+    answer = web.ask(f"When was the parrot{corpus.tag} bought?")
     assert web.turn(1).get_attribute("data-state") == "answered", web.state()
     quote = str(web.turn(1).locator(".citations blockquote").first.text_content())
     assert "<img src=x" in answer + quote, (answer, quote)
@@ -528,11 +547,13 @@ def test_hostile_document_text_is_shown_as_text_and_never_runs(
     page.keyboard.press("Escape")
 
     page.get_by_role("tab", name="Search").click()
-    page.get_by_role("searchbox", name="Search for").fill(f"parrot{corpus.tag} says")
+    page.get_by_role("searchbox", name="Search for").fill(f"parrot{corpus.tag} bought")
     page.get_by_role("button", name="Search", exact=True).click()
     hit = page.locator("#search-results > li", has_text=hostile).first
     hit.wait_for()
     assert HOSTILE_MARKUP in hit.locator(".snippet").inner_text()
+    hit.get_by_role("button", name=re.compile("Show in context")).click()
+    page.locator("#passage[data-state='shown'] mark", has_text=HOSTILE_MARKUP).wait_for()
     web.assert_nothing_ran()
     web.assert_only_local_requests()
 
