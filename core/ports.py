@@ -29,8 +29,11 @@ class DocumentRepository(Protocol):
     def get(self, doc_id: str, tenant: str | None = None) -> Document | None: ...
 
     def list(
-        self, tenant: str, status: DocumentStatus | None, limit: int, offset: int
-    ) -> tuple[builtins.list[Document], int]: ...
+        self, tenant: str, status: DocumentStatus | None, limit: int, offset: int, *,
+        name_contains: str | None = None, newest_first: bool = False,
+    ) -> tuple[builtins.list[Document], int]:
+        """One page of the tenant's documents and how many match in all; ``name_contains``:
+        only those whose filename contains it, ignoring case."""
 
     def find_ids(self, tenant: str, *, ids: Sequence[str] | None = None,
                  filename: str | None = None, created_from: float | None = None,

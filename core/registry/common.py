@@ -134,6 +134,10 @@ class SqlRepository(ABC):
         rules), or None when no name can match it."""
 
     @abstractmethod
+    def _name_contains_condition(self, part: str) -> tuple[str, builtins.list[Any]]:
+        """The condition for ``filename`` containing ``part``, ignoring letter case."""
+
+    @abstractmethod
     def _ids_condition(self, ids: Sequence[str]) -> tuple[str, builtins.list[Any]]:
         """The condition for ``id`` being one of ``ids``, bound as one value (there may be
         more ids than a statement may have placeholders)."""
@@ -178,15 +182,21 @@ class SqlRepository(ABC):
         return document_from_row(row) if row else None
 
     def list(
-        self, tenant: str, status: DocumentStatus | None, limit: int, offset: int
+        self, tenant: str, status: DocumentStatus | None, limit: int, offset: int, *,
+        name_contains: str | None = None, newest_first: bool = False,
     ) -> tuple[builtins.list[Document], int]:
         where, args = "tenant=?", [tenant]
         if status is not None:
             where += " AND status=?"
             args.append(status.value)
+        if name_contains:
+            condition, values = self._name_contains_condition(name_contains)
+            where += f" AND {condition}"
+            args.extend(values)
+        order = "created_at DESC, id DESC" if newest_first else "created_at, id"
         count = self._sql(f"SELECT COUNT(*) AS n FROM documents WHERE {where}")  # noqa: S608
         page = self._sql(f"SELECT * FROM documents WHERE {where}"  # noqa: S608
-                         " ORDER BY created_at, id LIMIT ? OFFSET ?")
+                         f" ORDER BY {order} LIMIT ? OFFSET ?")
 
         def work(db: Connection) -> tuple[builtins.list[Document], int]:
             with self._snapshot(db):

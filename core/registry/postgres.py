@@ -335,6 +335,12 @@ class PostgresDocumentRepository(SqlRepository):
         regex = glob_to_regex(pattern)
         return None if regex is None else ("filename ~ ?", [regex])
 
+    def _name_contains_condition(self, part: str) -> tuple[str, list[Any]]:
+        # the column sorts bytewise ("C"), whose lower() folds ASCII only: fold with the
+        # database's own locale, as Python folds the part
+        return ('strpos(lower(filename COLLATE "default"), ?) > 0',
+                [_no_nul(part.lower())])
+
     def _ids_condition(self, ids: Sequence[str]) -> tuple[str, list[Any]]:
         return "id = ANY(?)", [list(ids)]  # one array, however many ids
 

@@ -72,6 +72,10 @@ _DOC_COLUMNS = {
 _KEY_INDEX = "CREATE INDEX IF NOT EXISTS api_keys_tenant ON api_keys (tenant, created_at)"
 
 
+def _lower(text: str | None) -> str | None:
+    return None if text is None else text.lower()
+
+
 class SqliteDocumentRepository(SqlRepository):
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -94,6 +98,8 @@ class SqliteDocumentRepository(SqlRepository):
     def _connect(self) -> Iterator[sqlite3.Connection]:
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         db.row_factory = sqlite3.Row
+        # SQLite's own lower() folds ASCII letters only: "Å" must match "å" too
+        db.create_function("docqa_lower", 1, _lower, deterministic=True)
         try:
             db.execute("PRAGMA busy_timeout=30000")
             yield db
@@ -106,6 +112,9 @@ class SqliteDocumentRepository(SqlRepository):
 
     def _filename_condition(self, pattern: str) -> tuple[str, list[Any]]:
         return "filename GLOB ?", [pattern]
+
+    def _name_contains_condition(self, part: str) -> tuple[str, list[Any]]:
+        return "instr(docqa_lower(filename), ?) > 0", [part.lower()]
 
     def _ids_condition(self, ids: Sequence[str]) -> tuple[str, list[Any]]:
         # one JSON array, however many ids: an ``IN (?, ?…)`` list stops at SQLite's 32,766

@@ -166,7 +166,7 @@ class AskEventsOperation(EventStreamOperation):
       operation_class=AskEventsOperation, responses=problem_responses(413))
 def ask(data: JSONBody[AskRequest],
         answer_events: NamedDependency[AnswerEvents]) -> AskResponse:
-    events = answer_events(data.question, data.top_k, data.filters, ())
+    events = answer_events(data.question, data.top_k, data.filters, data.history)
     if data.stream:  # text/event-stream: `token` events, then this same body as `final`
         return ask_event_stream(events)  # type: ignore[return-value]
     return ask_body(final_result(events))

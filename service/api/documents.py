@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 import anyio
@@ -134,8 +134,15 @@ def list_documents(
     # bounded: past SQL's 64-bit integers an offset was a 500 (OverflowError); 2**53 - 1 is
     # the largest a JSON client (and the schema's float maximum) represents exactly
     offset: Annotated[int, QueryParameter(ge=0, le=2**53 - 1)] = 0,
+    filename_contains: Annotated[str | None, QueryParameter(
+        min_length=1, max_length=255,
+        description="only documents whose filename contains this, ignoring letter case")] = None,
+    order: Annotated[Literal["oldest", "newest"], QueryParameter(description=(
+        "by upload time: oldest first (the default) or newest first"))] = "oldest",
 ) -> DocumentList:
-    docs, total = comps.repo.list(tenant, status, limit, offset)
+    """One page of the caller's documents; ``total`` counts all that match the filters."""
+    docs, total = comps.repo.list(tenant, status, limit, offset, name_contains=filename_contains,
+                                  newest_first=order == "newest")
     return DocumentList([DocumentOut.from_domain(d) for d in docs], total, limit, offset)
 
 

@@ -51,7 +51,7 @@ from service.api.ask import AnswerEvents
 from service.api.components import Components
 from service.api.errors import OpenAIProblem, error_response, problem_responses
 from service.api.limits import ASK, charge_embedding
-from service.api.schemas import Citation, Filters, citation_out
+from service.api.schemas import MAX_HISTORY_TURNS, Citation, Filters, citation_out
 from service.api.streaming import (
     EVENT_STREAM,
     STREAM_HEADERS,
@@ -68,7 +68,6 @@ NOT_FOUND_MESSAGE = "Not found in your documents."
 MAX_QUESTION_CHARS = 4000  # as AskRequest.question
 MAX_MESSAGE_CHARS = 32_000
 MAX_MESSAGES = 100
-MAX_HISTORY_TURNS = 8  # earlier user turns handed to the pipeline (it uses the latest ones)
 MAX_EMBEDDING_INPUTS = 256
 MAX_EMBEDDING_CHARS = 8000  # the embedder reads ~256 word pieces; far beyond is a mistake
 _STARTED = int(time.time())

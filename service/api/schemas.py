@@ -47,10 +47,19 @@ class SearchRequest(msgspec.Struct, forbid_unknown_fields=True):
         "dense: embeddings only; keyword: BM25 only")] | None = None
 
 
+MAX_HISTORY_TURNS = 8  # earlier questions a follow-up may name (the pipeline uses the latest)
+
+
 class AskRequest(msgspec.Struct, forbid_unknown_fields=True):
     question: Annotated[str, msgspec.Meta(min_length=1, max_length=4000)]
     top_k: Annotated[int, msgspec.Meta(ge=1, le=50)] | None = None
     filters: Filters | None = None
+    history: Annotated[
+        list[Annotated[str, msgspec.Meta(max_length=4000)]],
+        msgspec.Meta(max_length=MAX_HISTORY_TURNS, description=(
+            "the conversation's earlier questions, oldest first: a follow-up that points "
+            "back (\"when was it founded?\") takes its subject from them. Questions only; "
+            "answers are not instructions"))] = msgspec.field(default_factory=list)
     stream: Annotated[bool, msgspec.Meta(
         description="true: answer as text/event-stream (`token` events, then one `final` event "
         "holding this same response body)")] = False

@@ -1,19 +1,34 @@
-// docqa web page: sign in with an API key, upload, follow ingest, list, delete, ask.
+// docqa web page: sign in with an API key; ask (a conversation with follow-ups) or search,
+// within all documents or the ones ticked; read a cited passage in its context; upload,
+// follow ingest, list (paged, filtered) and delete documents.
 // Plain browser JavaScript, no build step and nothing from outside this server (the page is
 // served with Content-Security-Policy: default-src 'self'). Server text is only ever written
-// with textContent, never parsed as HTML.
+// as text (textContent, text nodes), never parsed as HTML.
 "use strict";
 
 (() => {
   const KEY_STORAGE = "docqa.apiKey";
   const UNAUTHORIZED = "Sign-in failed: unknown or revoked key.";
   const POLL_MS = 1000;
+  const REOPEN_MS = 250; // uploads accepted within this long share one new event stream
+  const MAX_BACKOFF_MS = 10_000;
+  const MAX_HISTORY = 8; // earlier questions /v1/ask takes (AskRequest.history)
+  const MAX_FOLLOWED = 1000; // ids per batch event stream (MAX_BATCH_IDS)
+  const CONTEXT_CHARS = 400; // text shown on each side of a cited span
+  const MAX_TEXT_CHARS = 20_000; // the most GET /v1/documents/{id}/text returns at once
+  const SEARCH_TOP_K = 10;
+  const SNIPPET_CHARS = 400;
+  const FINAL = new Set(["ready", "failed"]);
 
   let apiKey = null;
   const live = new Set(); // AbortControllers and XHRs to stop on sign-out
-  const tracked = new Map(); // document id -> {ctl, listeners} of the progress being followed
-  const rows = new Map(); // document id -> <tr>
+  const rows = new Map(); // document id -> <tr> of the page of the list on screen
+  const selected = new Map(); // document id -> filename: the scope of questions and searches
+  const list = { offset: 0, limit: 25, name: "", status: "", total: 0, ctl: null };
+  let conversation = []; // the questions of the thread on screen, oldest first
+  let turns = 0; // numbers the thread's turns (element ids)
   let streamingAsk = true; // false once the server refused {"stream": true}
+  let reloadTimer = null;
 
   const $ = (id) => document.getElementById(id);
   const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
@@ -25,7 +40,7 @@
       else if (name === "className") node.className = value;
       else node.setAttribute(name, value);
     }
-    for (const child of children) node.append(child);
+    for (const child of children) node.append(child); // strings become text nodes
     return node;
   }
 
@@ -49,9 +64,15 @@
     $("status").textContent = text;
   }
 
+  const isAbort = (err) => err && err.name === "AbortError";
+
+  function describe(err) {
+    return err instanceof ApiError ? err.message : `Could not reach the server (${err})`;
+  }
+
   function report(err) {
-    if (err instanceof Unauthorized || (err && err.name === "AbortError")) return;
-    showMessage(err instanceof ApiError ? err.message : `Could not reach the server (${err})`);
+    if (err instanceof Unauthorized || isAbort(err)) return;
+    showMessage(describe(err));
   }
 
   // problem+json (RFC 9457) bodies carry a `detail` meant for people
@@ -151,18 +172,19 @@
     $("sign-in-error").textContent = "";
     $("sign-in-button").disabled = true;
     try {
-      const docs = await fetchDocuments();
+      const page = await fetchDocuments();
       sessionStorage.setItem(KEY_STORAGE, key);
       $("sign-in").hidden = true;
       $("workspace").hidden = false;
       $("session").hidden = false;
       $("api-key").value = "";
-      renderDocuments(docs);
+      renderDocuments(page);
+      refreshCounts();
+      $("question").focus();
     } catch (err) {
       if (!(err instanceof Unauthorized)) {
         apiKey = null;
-        $("sign-in-error").textContent = err instanceof ApiError
-          ? err.message : `Could not reach the server (${err})`;
+        $("sign-in-error").textContent = describe(err);
       }
     } finally {
       $("sign-in-button").disabled = false;
@@ -174,15 +196,22 @@
     sessionStorage.removeItem(KEY_STORAGE);
     for (const job of live) job.abort();
     live.clear();
-    tracked.clear();
+    stopFollowing();
+    clearTimeout(reloadTimer);
     rows.clear();
+    selected.clear();
+    renderScope();
     $("document-rows").replaceChildren();
     $("no-documents").hidden = false;
+    $("counts").textContent = "";
+    $("page-info").textContent = "";
     $("uploads").replaceChildren();
-    $("answer").hidden = true;
-    $("answer-text").replaceChildren();
-    $("citations").replaceChildren();
-    $("question").value = "";
+    newConversation();
+    $("search-results").replaceChildren();
+    $("search-summary").textContent = "";
+    $("search-query").value = "";
+    if ($("passage").open) $("passage").close();
+    $("passage-text").replaceChildren();
     showMessage("");
     announce("");
     $("workspace").hidden = true;
@@ -192,28 +221,75 @@
     $("api-key").focus();
   }
 
-  // ------------------------------------------------------------ documents
+  // ------------------------------------------------------------ the document list
 
   async function fetchDocuments() {
-    const resp = await api("GET", "/v1/documents?limit=500");
-    return (await resp.json()).items;
+    const params = new URLSearchParams({
+      limit: String(list.limit), offset: String(list.offset), order: "newest",
+    });
+    if (list.name) params.set("filename_contains", list.name);
+    if (list.status) params.set("status", list.status);
+    list.ctl?.abort(); // a newer filter or page supersedes the one still loading
+    const ctl = new AbortController();
+    list.ctl = ctl;
+    live.add(ctl);
+    try {
+      const page = await (await api("GET", `/v1/documents?${params}`, undefined, ctl.signal))
+        .json();
+      if (page.items.length === 0 && list.offset > 0 && page.total > 0) {
+        // the page emptied (deletes): show the last page there is
+        list.offset = Math.floor((page.total - 1) / list.limit) * list.limit;
+        return fetchDocuments();
+      }
+      return page;
+    } finally {
+      live.delete(ctl);
+      if (list.ctl === ctl) list.ctl = null;
+    }
   }
 
-  async function refreshDocuments() {
+  async function loadDocuments() {
     try {
       renderDocuments(await fetchDocuments());
     } catch (err) {
       report(err);
     }
+    refreshCounts();
   }
 
-  function renderDocuments(docs) {
+  // many changes in a burst (uploads accepted, deletes) reload the page once
+  function scheduleReload() {
+    clearTimeout(reloadTimer);
+    reloadTimer = setTimeout(loadDocuments, 300);
+  }
+
+  async function refreshCounts() {
+    try {
+      const c = await (await api("GET", "/v1/documents/counts")).json();
+      const ingesting = c.queued + c.processing;
+      $("counts").textContent = `${plural(c.total, "document")}: ${c.ready} ready, `
+        + `${ingesting} ingesting, ${c.failed} failed.`;
+    } catch (err) {
+      report(err);
+    }
+  }
+
+  function renderDocuments(page) {
+    list.total = page.total;
     rows.clear();
     $("document-rows").replaceChildren();
-    for (const doc of docs) upsertRow(doc, false);
+    for (const doc of page.items) upsertRow(doc);
+    const filtered = list.name || list.status;
+    $("no-documents").textContent = filtered ? "No document matches." : "No documents yet.";
     $("no-documents").hidden = rows.size > 0;
-    for (const doc of docs) {
-      if (doc.status === "queued" || doc.status === "processing") follow(doc.id);
+    const first = page.items.length ? list.offset + 1 : 0;
+    const last = list.offset + page.items.length;
+    $("page-info").textContent = page.total
+      ? `Documents ${first}–${last} of ${page.total}` : "";
+    $("prev-page").disabled = list.offset === 0;
+    $("next-page").disabled = last >= page.total;
+    for (const doc of page.items) {
+      if (!FINAL.has(doc.status)) follow(doc.id);
     }
   }
 
@@ -226,25 +302,32 @@
     return text;
   }
 
-  function upsertRow(doc, prepend = true) {
+  function upsertRow(doc) {
     let tr = rows.get(doc.id);
+    const pick = el("input", { type: "checkbox", "aria-label": `Ask within ${doc.filename}` });
+    pick.checked = selected.has(doc.id);
+    pick.addEventListener("change", () => {
+      if (pick.checked) selected.set(doc.id, doc.filename);
+      else selected.delete(doc.id);
+      renderScope();
+    });
+    const del = el("button", {
+      type: "button", text: "Delete", "aria-label": `Delete ${doc.filename}`,
+    });
+    del.addEventListener("click", () => deleteDocument(doc, del));
     const cells = [
+      el("td", {}, pick),
       el("td", { text: doc.filename, title: `id ${doc.id}` }),
       el("td", {}, el("span", { className: `status-${doc.status}`, text: doc.status })),
       el("td", { text: progressText(doc) }),
       el("td", { className: "num", text: String(doc.chunks) }),
       el("td", { className: "num", text: String(doc.pages) }),
+      el("td", {}, del),
     ];
-    const del = el("button", {
-      type: "button", text: "Delete", "aria-label": `Delete ${doc.filename}`,
-    });
-    del.addEventListener("click", () => deleteDocument(doc, del));
-    cells.push(el("td", {}, del));
     if (!tr) {
       tr = el("tr");
       rows.set(doc.id, tr);
-      if (prepend) $("document-rows").prepend(tr);
-      else $("document-rows").append(tr);
+      $("document-rows").append(tr);
     }
     tr.dataset.id = doc.id;
     tr.dataset.status = doc.status;
@@ -258,88 +341,225 @@
     $("no-documents").hidden = rows.size > 0;
   }
 
+  function forget(id) {
+    if (selected.delete(id)) renderScope();
+    unfollow(id);
+  }
+
   async function deleteDocument(doc, button) {
     const question = `Delete "${doc.filename}"? Its file, passages and vectors are erased.`;
     if (!window.confirm(question)) return;
     button.disabled = true;
     try {
       await api("DELETE", docPath(doc.id));
-      tracked.get(doc.id)?.ctl.abort();
+      forget(doc.id);
       removeRow(doc.id);
       announce(`Deleted ${doc.filename}.`);
+      scheduleReload();
     } catch (err) {
       button.disabled = false;
-      if (err instanceof ApiError && err.status === 404) removeRow(doc.id);
+      if (err instanceof ApiError && err.status === 404) {
+        forget(doc.id);
+        removeRow(doc.id);
+      }
       report(err);
     }
+  }
+
+  function applyFilter() {
+    list.name = $("filter-name").value.trim();
+    list.status = $("filter-status").value;
+    list.limit = Number($("page-size").value);
+    list.offset = 0;
+    loadDocuments();
+  }
+
+  function turnPage(step) {
+    list.offset = Math.max(0, list.offset + step * list.limit);
+    loadDocuments();
+  }
+
+  // ------------------------------------------------------------ scope (ticked documents)
+
+  function scopeFilters() {
+    return selected.size ? { document_ids: Array.from(selected.keys()) } : undefined;
+  }
+
+  function scopeText() {
+    if (!selected.size) return "Within all your documents.";
+    const names = Array.from(selected.values());
+    const shown = names.slice(0, 3).join(", ") + (names.length > 3 ? ", …" : "");
+    return `Within ${plural(names.length, "selected document")}: ${shown}`;
+  }
+
+  function renderScope() {
+    $("scope-text").textContent = scopeText();
+    $("clear-scope").hidden = selected.size === 0;
+  }
+
+  function clearScope() {
+    selected.clear();
+    for (const tr of rows.values()) {
+      const box = tr.querySelector("input[type=checkbox]");
+      if (box) box.checked = false;
+    }
+    renderScope();
   }
 
   // ------------------------------------------------------------ ingest progress
+  //
+  // Every document being ingested is followed by ONE event stream (POST /v1/documents/events
+  // with their ids), not one per document: a browser opens at most six connections to a
+  // server, and six streams would leave none for asking or deleting. Documents that start
+  // meanwhile (uploads) close it and open one for the new set. Where the server has no such
+  // stream, or refuses one for now (429: too many open), the page reads their status in one
+  // request (POST /v1/documents/status) every second instead.
 
-  // Follows one document until it is ready or failed: the live event stream when the server
-  // has it, otherwise (or when it ends early) polling GET /v1/documents/{id} every second.
-  async function follow(id, onUpdate = () => {}) {
-    const already = tracked.get(id);
-    if (already) {
-      already.listeners.push(onUpdate); // an upload of a document the list follows already
-      return null;
+  const follower = {
+    pending: new Map(), // document id -> Set of listeners(doc or null when it is gone)
+    run: null, // {ctl, ids} of the stream (or polling) in progress
+    timer: null,
+    streams: true, // false once the server showed it has no batch stream
+  };
+
+  function follow(id, listener) {
+    let listeners = follower.pending.get(id);
+    if (!listeners) {
+      listeners = new Set();
+      follower.pending.set(id, listeners);
     }
+    if (listener) listeners.add(listener);
+    if (!follower.run || !follower.run.ids.has(id)) scheduleFollow();
+  }
+
+  function unfollow(id) {
+    follower.pending.delete(id); // the stream in progress reports it missing, or polls it once
+  }
+
+  function stopFollowing() {
+    clearTimeout(follower.timer);
+    follower.timer = null;
+    follower.run?.ctl.abort();
+    follower.run = null;
+    follower.pending.clear();
+  }
+
+  function scheduleFollow(ms = REOPEN_MS) {
+    clearTimeout(follower.timer);
+    follower.timer = setTimeout(startFollowing, ms);
+  }
+
+  function startFollowing() {
+    follower.timer = null;
+    follower.run?.ctl.abort(); // the old stream closes before the new one opens
+    follower.run = null;
+    if (!apiKey || !follower.pending.size) return;
     const ctl = new AbortController();
-    const listeners = [onUpdate];
-    tracked.set(id, { ctl, listeners });
+    const run = { ctl, ids: new Set(Array.from(follower.pending.keys()).slice(0, MAX_FOLLOWED)) };
+    follower.run = run;
     live.add(ctl);
-    const update = (doc) => {
-      if (ctl.signal.aborted) return; // signed out, or deleted meanwhile
-      upsertRow(doc);
-      for (const listener of listeners) listener(doc);
-    };
-    try {
-      return (await followEvents(id, update, ctl.signal)) || (await poll(id, update, ctl.signal));
-    } catch (err) {
-      report(err);
-      return null;
-    } finally {
-      live.delete(ctl);
-      tracked.delete(id);
+    followRun(run)
+      .catch(report)
+      .finally(() => {
+        live.delete(ctl);
+        if (follower.run !== run) return; // replaced, or signed out
+        follower.run = null;
+        if (follower.pending.size && !ctl.signal.aborted) scheduleFollow(0);
+      });
+  }
+
+  function settled(doc) {
+    const listeners = follower.pending.get(doc.id);
+    if (rows.has(doc.id)) upsertRow(doc);
+    for (const listener of listeners || []) listener(doc);
+    if (FINAL.has(doc.status) && listeners) {
+      follower.pending.delete(doc.id);
+      refreshCounts();
     }
   }
 
-  async function followEvents(id, update, signal) {
+  function gone(id) {
+    const listeners = follower.pending.get(id);
+    follower.pending.delete(id);
+    for (const listener of listeners || []) listener(null);
+    if (selected.delete(id)) renderScope();
+    removeRow(id);
+  }
+
+  async function followRun(run) {
+    const { signal } = run.ctl;
+    let failures = 0;
+    for (;;) {
+      const ids = Array.from(run.ids).filter((id) => follower.pending.has(id));
+      if (!ids.length) return;
+      const outcome = follower.streams ? await streamBatch(ids, signal) : "unavailable";
+      if (outcome === "ended") {
+        failures = 0;
+        continue; // every document settled: the loop ends
+      }
+      if (outcome === "closed") {
+        failures = 0;
+        await sleep(POLL_MS, signal); // the stream's time limit (or a proxy's): open another
+        continue;
+      }
+      if (outcome === "unavailable") follower.streams = false;
+      // no stream this round: one status read for all of them, then try again
+      await pollBatch(ids, signal);
+      const wait = outcome === "unavailable" ? POLL_MS
+        : Math.min(MAX_BACKOFF_MS, POLL_MS * 2 ** failures++);
+      await sleep(wait, signal);
+    }
+  }
+
+  async function streamBatch(ids, signal) {
     let resp;
     try {
-      resp = await fetch(`${docPath(id)}/events`, {
-        headers: authHeaders({ Accept: "text/event-stream" }), signal, cache: "no-store",
+      resp = await fetch("/v1/documents/events", {
+        method: "POST",
+        headers: authHeaders({ "Content-Type": "application/json", Accept: "text/event-stream" }),
+        body: JSON.stringify({ ids }),
+        signal,
+        cache: "no-store",
       });
     } catch (err) {
       if (signal.aborted) throw err;
-      return null; // polling will tell whether the server is there
+      return "failed"; // polling will tell whether the server is there
     }
     if (resp.status === 401) throw unauthorized();
     const type = resp.headers.get("content-type") || "";
     if (!resp.ok || !type.startsWith("text/event-stream") || !resp.body) {
-      // 404 (no such route on this server, or no such document): polling decides which
       resp.body?.cancel().catch(() => {});
-      return null;
+      // 404/405: a server without the batch stream; 429 and the rest: not now
+      return resp.status === 404 || resp.status === 405 ? "unavailable" : "failed";
     }
-    for await (const ev of readEvents(resp.body)) {
-      if (ev.event === "progress" || ev.event === "done") {
-        const doc = JSON.parse(ev.data);
-        update(doc);
-        if (ev.event === "done") return doc;
-      } else if (ev.event === "error") {
-        const p = JSON.parse(ev.data);
-        throw new ApiError(p.status, problemDetail(p.status, "", p));
+    try {
+      for await (const ev of readEvents(resp.body)) {
+        if (ev.event === "progress" || ev.event === "done") {
+          settled(JSON.parse(ev.data));
+        } else if (ev.event === "missing") {
+          for (const id of JSON.parse(ev.data).ids) gone(id);
+        } else if (ev.event === "end") {
+          return "ended";
+        } else if (ev.event === "error") {
+          return "failed";
+        }
       }
+    } catch (err) {
+      if (signal.aborted) throw err;
+      return "failed"; // the connection dropped
     }
-    return null; // the stream ended before "done": poll for the rest
+    return "closed"; // before every document settled
   }
 
-  async function poll(id, update, signal) {
-    for (;;) {
-      const doc = await (await api("GET", docPath(id), undefined, signal)).json();
-      update(doc);
-      if (doc.status === "ready" || doc.status === "failed") return doc;
-      await sleep(POLL_MS, signal);
+  async function pollBatch(ids, signal) {
+    try {
+      const resp = await api("POST", "/v1/documents/status", { ids }, signal);
+      const body = await resp.json();
+      for (const doc of body.items) settled(doc);
+      for (const id of body.missing) gone(id);
+    } catch (err) {
+      if (err instanceof Unauthorized || signal.aborted) throw err;
+      // the server is away for now: the next round asks again
     }
   }
 
@@ -399,9 +619,14 @@
       }
       setState("queued", body.duplicate ? "already uploaded (same content)" : "queued");
       bar.removeAttribute("value"); // indeterminate until the worker reports
+      scheduleReload(); // the new document's row
       follow(body.id, (doc) => {
+        if (doc === null) {
+          setState("failed", "deleted");
+          return;
+        }
         const p = doc.progress || {};
-        if (doc.status === "ready" || doc.status === "failed") {
+        if (FINAL.has(doc.status)) {
           bar.max = 1;
           bar.value = doc.status === "ready" ? 1 : 0;
         } else if (p.total) {
@@ -447,25 +672,60 @@
     }
   }
 
-  // ------------------------------------------------------------ questions
+  // ------------------------------------------------------------ questions (the thread)
+
+  function newConversation() {
+    conversation = [];
+    $("thread").replaceChildren();
+    $("new-conversation").disabled = true;
+    $("question").value = "";
+  }
+
+  function addTurn(question) {
+    const n = ++turns;
+    const draft = el("p", { className: "draft" });
+    draft.hidden = true;
+    const text = el("p", { className: "answer-text", text: "Looking through your documents…" });
+    const sourcesTitle = el("h4", { id: `turn-${n}-sources`, text: "Sources" });
+    sourcesTitle.hidden = true;
+    const sources = el("ol", { className: "citations", "aria-labelledby": sourcesTitle.id });
+    const li = el("li", { className: "turn", id: `turn-${n}` },
+      el("p", { className: "question" },
+        el("span", { className: "visually-hidden", text: "You asked: " }), question),
+      el("p", { className: "scope-note help", text: scopeText() }),
+      el("div", { className: "answer", "aria-live": "polite", "aria-busy": "true" },
+        draft, text, sourcesTitle, sources));
+    li.dataset.state = "asking";
+    $("thread").append(li);
+    li.scrollIntoView({ block: "nearest" });
+    return { n, li, draft, text, sources, sourcesTitle };
+  }
 
   async function ask(question) {
     showMessage("");
+    const history = conversation.slice(-MAX_HISTORY);
+    const filters = scopeFilters();
+    const turn = addTurn(question);
     $("ask-button").disabled = true;
-    $("answer").hidden = false;
-    $("answer-draft").hidden = true;
-    $("answer-text").className = "";
-    $("answer-text").textContent = "Looking through your documents…";
-    $("citations").replaceChildren();
-    $("citations-title").hidden = true;
+    $("question").value = "";
+    const body = { question, history };
+    if (filters) body.filters = filters;
     try {
-      let result = streamingAsk ? await askStreaming(question) : null;
-      if (result === null) result = await (await api("POST", "/v1/ask", { question })).json();
-      renderAnswer(result);
+      let result = streamingAsk ? await askStreaming(body, turn) : null;
+      if (result === null) result = await (await api("POST", "/v1/ask", body)).json();
+      renderAnswer(turn, result);
+      conversation.push(question);
+      $("new-conversation").disabled = false;
     } catch (err) {
-      $("answer").hidden = true;
+      if (err instanceof Unauthorized) return;
+      turn.li.dataset.state = "failed";
+      turn.draft.hidden = true;
+      turn.text.className = "answer-text error";
+      turn.text.textContent = `Not answered: ${describe(err)}`;
+      $("question").value = question; // to ask again
       report(err);
     } finally {
+      turn.li.querySelector(".answer").setAttribute("aria-busy", "false");
       $("ask-button").disabled = false;
     }
   }
@@ -473,11 +733,11 @@
   // The streaming form (`"stream": true`): shows the draft as it comes; the `final` event is
   // authoritative (the verified answer may differ from the draft). Returns null when this
   // server does not stream answers, so the caller asks the plain way.
-  async function askStreaming(question) {
+  async function askStreaming(body, turn) {
     const resp = await fetch("/v1/ask", {
       method: "POST",
       headers: authHeaders({ "Content-Type": "application/json", Accept: "text/event-stream" }),
-      body: JSON.stringify({ question, stream: true }),
+      body: JSON.stringify({ ...body, stream: true }),
       cache: "no-store",
     });
     if (resp.status === 401) throw unauthorized();
@@ -497,19 +757,19 @@
       try {
         return JSON.parse(text);
       } catch (_) {
-        return answerFromEvents(new Response(text).body);
+        return answerFromEvents(new Response(text).body, turn);
       }
     }
-    return answerFromEvents(resp.body);
+    return answerFromEvents(resp.body, turn);
   }
 
-  async function answerFromEvents(body) {
+  async function answerFromEvents(body, turn) {
     let draft = "";
     for await (const ev of readEvents(body)) {
       if (ev.event === "token") {
         draft += JSON.parse(ev.data).text || "";
-        $("answer-draft").hidden = false;
-        $("answer-draft").textContent = `Draft: ${draft}`;
+        turn.draft.hidden = false;
+        turn.draft.textContent = `Draft: ${draft}`;
       } else if (ev.event === "final") {
         return JSON.parse(ev.data);
       } else if (ev.event === "error") {
@@ -520,60 +780,177 @@
     throw new ApiError(0, "the answer stream ended before the final answer; ask again");
   }
 
-  function renderAnswer(result) {
-    const text = $("answer-text");
-    const list = $("citations");
-    $("answer-draft").hidden = true;
-    list.replaceChildren();
+  function renderAnswer(turn, result) {
+    const { text, sources } = turn;
+    turn.draft.hidden = true;
+    sources.replaceChildren();
     text.replaceChildren();
+    turn.li.dataset.state = result.status;
     if (result.status !== "answered") {
-      text.className = "not-found";
+      text.className = "answer-text not-found";
       text.textContent = "Not found in your documents.";
-      $("citations-title").hidden = true;
+      turn.sourcesTitle.hidden = true;
       return;
     }
-    text.className = "";
-    const known = new Set(result.citations.map((c) => c.n));
-    // "[1]" markers become buttons that open the cited passage
+    text.className = "answer-text";
+    const byN = new Map(result.citations.map((c) => [c.n, c]));
+    // "[1]" markers become buttons that show the cited passage in its context
     for (const part of result.answer.split(/(\[\d+\])/)) {
-      const n = /^\[(\d+)\]$/.exec(part);
-      if (n && known.has(Number(n[1]))) text.append(citeButton(Number(n[1])));
+      const m = /^\[(\d+)\]$/.exec(part);
+      if (m && byN.has(Number(m[1]))) text.append(citeButton(byN.get(Number(m[1]))));
       else if (part) text.append(part);
     }
-    for (const c of result.citations) list.append(citationItem(c));
-    $("citations-title").hidden = result.citations.length === 0;
+    for (const c of result.citations) sources.append(citationItem(turn.n, c));
+    turn.sourcesTitle.hidden = result.citations.length === 0;
     // an answer without markers still shows its sources; give them a way in from the text
     if (result.citations.length && !/\[\d+\]/.test(result.answer)) {
-      for (const c of result.citations) text.append(" ", citeButton(c.n));
+      for (const c of result.citations) text.append(" ", citeButton(c));
     }
   }
 
-  function citeButton(n) {
+  function citeButton(c) {
     const button = el("button", {
-      type: "button", className: "cite", text: `[${n}]`,
-      "aria-label": `Show source ${n}`, "aria-controls": `citation-${n}`,
+      type: "button", className: "cite", text: `[${c.n}]`,
+      "aria-label": `Show source ${c.n} in context`, "aria-haspopup": "dialog",
     });
-    button.addEventListener("click", () => {
-      const details = $(`citation-${n}`);
-      if (!details) return;
-      details.open = true;
-      details.scrollIntoView({ block: "nearest" });
-      details.querySelector("summary").focus();
-    });
+    button.addEventListener("click", () => showPassage(c, button));
     return button;
   }
 
-  function citationItem(c) {
+  function citationItem(turnN, c) {
     const page = c.page ? `, page ${c.page}` : "";
-    const details = el("details", { id: `citation-${c.n}` },
+    const inContext = el("button", {
+      type: "button", className: "in-context", text: "Show in context",
+      "aria-haspopup": "dialog", "aria-label": `Show source ${c.n} in context`,
+    });
+    inContext.addEventListener("click", () => showPassage(c, inContext));
+    const details = el("details", { id: `turn-${turnN}-citation-${c.n}` },
       el("summary", { text: `[${c.n}] ${c.filename}${page}` }),
       el("blockquote", { className: "quote", text: c.quote }),
       el("p", {
         className: "meta",
         text: `${c.filename}${page}, characters ${c.start}–${c.end}, `
-          + `score ${Number(c.score).toFixed(2)}`,
-      }));
+          + `score ${Number(c.score).toFixed(2)} `,
+      }, inContext));
     return el("li", {}, details);
+  }
+
+  // ------------------------------------------------------------ a passage in its context
+
+  // `ref`: a citation or a search hit ({document_id, filename, page, start, end}). The text
+  // around it comes from GET /v1/documents/{id}/text; the span is marked with <mark>.
+  async function showPassage(ref, opener) {
+    const dialog = $("passage");
+    const body = $("passage-text");
+    const page = ref.page ? `, page ${ref.page}` : "";
+    $("passage-title").textContent = ref.filename;
+    $("passage-meta").textContent = `${ref.filename}${page}, characters ${ref.start}–${ref.end}`;
+    body.replaceChildren(el("p", { className: "help", text: "Loading the passage…" }));
+    dialog.dataset.state = "loading";
+    dialog.returnFocus = opener;
+    if (!dialog.open) dialog.showModal();
+    // offsets count characters (code points), as Python does; JS strings count UTF-16 units
+    const end = Math.min(ref.end, ref.start + MAX_TEXT_CHARS - 2 * CONTEXT_CHARS);
+    const params = new URLSearchParams({
+      start: String(ref.start), end: String(end), context: String(CONTEXT_CHARS),
+    });
+    try {
+      const got = await (await api("GET", `${docPath(ref.document_id)}/text?${params}`)).json();
+      if (!dialog.open || dialog.returnFocus !== opener) return; // closed, or another opened
+      const chars = Array.from(got.text);
+      const a = Math.max(0, Math.min(chars.length, ref.start - got.start));
+      const b = Math.max(a, Math.min(chars.length, end - got.start));
+      const mark = el("mark", { text: chars.slice(a, b).join("") });
+      const parts = [];
+      if (got.start > 0) parts.push("… ");
+      parts.push(chars.slice(0, a).join(""), mark, chars.slice(b).join(""));
+      if (got.end >= end + CONTEXT_CHARS) parts.push(" …"); // (else the text ends there)
+      body.replaceChildren(el("p", { className: "context" }, ...parts));
+      dialog.dataset.state = "shown";
+      mark.scrollIntoView({ block: "center" });
+    } catch (err) {
+      if (err instanceof Unauthorized) return;
+      dialog.dataset.state = "failed";
+      const why = err instanceof ApiError && err.status === 409
+        ? "The document is not ready: its text can be read once ingest is done."
+        : err instanceof ApiError && err.status === 404
+          ? "The document is gone (deleted)." : describe(err);
+      body.replaceChildren(el("p", { className: "error", text: why }));
+    }
+  }
+
+  function closePassage() {
+    const dialog = $("passage");
+    if (dialog.open) dialog.close();
+  }
+
+  // ------------------------------------------------------------ search
+
+  async function search(query) {
+    showMessage("");
+    $("search-button").disabled = true;
+    $("search-summary").textContent = "Searching…";
+    $("search-results").replaceChildren();
+    const body = { query, top_k: SEARCH_TOP_K };
+    const filters = scopeFilters();
+    if (filters) body.filters = filters;
+    try {
+      const { results } = await (await api("POST", "/v1/search", body)).json();
+      $("search-summary").textContent = results.length
+        ? `${plural(results.length, "passage")} ${scopeText().replace(/^W/, "w")}`
+        : "No passage found.";
+      for (const hit of results) $("search-results").append(hitItem(hit));
+    } catch (err) {
+      $("search-summary").textContent = "";
+      report(err);
+    } finally {
+      $("search-button").disabled = false;
+    }
+  }
+
+  function hitItem(hit) {
+    const chars = Array.from(hit.text);
+    const snippet = chars.length > SNIPPET_CHARS
+      ? chars.slice(0, SNIPPET_CHARS).join("") + " …" : hit.text;
+    const page = hit.page ? `page ${hit.page}` : "";
+    const open = el("button", {
+      type: "button", className: "in-context", text: "Show in context",
+      "aria-haspopup": "dialog", "aria-label": `Show in context: ${hit.filename} ${page}`,
+    });
+    open.addEventListener("click", () => showPassage(hit, open));
+    return el("li", { className: "hit" },
+      el("p", { className: "hit-source" }, el("strong", { text: hit.filename }),
+        page ? `, ${page}` : "", el("span", {
+          className: "meta", text: ` score ${Number(hit.score).toFixed(2)}`,
+        })),
+      el("blockquote", { className: "snippet", text: snippet }),
+      el("p", {}, open));
+  }
+
+  // ------------------------------------------------------------ tabs
+
+  function selectTab(tab, focus = false) {
+    for (const t of document.querySelectorAll("[role=tab]")) {
+      const on = t === tab;
+      t.setAttribute("aria-selected", String(on));
+      t.tabIndex = on ? 0 : -1;
+      $(t.getAttribute("aria-controls")).hidden = !on;
+    }
+    if (focus) tab.focus();
+  }
+
+  function setUpTabs() {
+    const tabs = Array.from(document.querySelectorAll("[role=tab]"));
+    for (const tab of tabs) {
+      tab.addEventListener("click", () => selectTab(tab));
+      tab.addEventListener("keydown", (e) => {
+        const i = tabs.indexOf(tab);
+        const to = { ArrowRight: i + 1, ArrowLeft: i - 1, Home: 0, End: tabs.length - 1 }[e.key];
+        if (to === undefined) return;
+        e.preventDefault();
+        selectTab(tabs[(to + tabs.length) % tabs.length], true);
+      });
+    }
   }
 
   // ------------------------------------------------------------ wiring
@@ -585,16 +962,49 @@
       if (key) signIn(key);
     });
     $("sign-out").addEventListener("click", () => signOut("Signed out."));
-    $("refresh").addEventListener("click", refreshDocuments);
+    setUpTabs();
+    $("ask-form").addEventListener("submit", (e) => {
+      e.preventDefault();
+      const question = $("question").value.trim();
+      if (question && !$("ask-button").disabled) ask(question);
+    });
+    $("question").addEventListener("keydown", (e) => {
+      // Enter asks, Shift+Enter starts a new line
+      if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+        e.preventDefault();
+        $("ask-form").requestSubmit();
+      }
+    });
+    $("new-conversation").addEventListener("click", () => {
+      newConversation();
+      announce("New conversation.");
+      $("question").focus();
+    });
+    $("search-form").addEventListener("submit", (e) => {
+      e.preventDefault();
+      const query = $("search-query").value.trim();
+      if (query) search(query);
+    });
+    $("clear-scope").addEventListener("click", clearScope);
+    $("filter-form").addEventListener("submit", (e) => {
+      e.preventDefault();
+      applyFilter();
+    });
+    $("filter-status").addEventListener("change", applyFilter);
+    $("page-size").addEventListener("change", applyFilter);
+    $("refresh").addEventListener("click", loadDocuments);
+    $("prev-page").addEventListener("click", () => turnPage(-1));
+    $("next-page").addEventListener("click", () => turnPage(1));
     $("file-input").addEventListener("change", (e) => {
       uploadFiles(Array.from(e.target.files));
       e.target.value = ""; // choosing the same file again uploads it again
     });
     setUpDropZone();
-    $("ask-form").addEventListener("submit", (e) => {
-      e.preventDefault();
-      const question = $("question").value.trim();
-      if (question) ask(question);
+    $("passage-close").addEventListener("click", closePassage);
+    $("passage").addEventListener("close", () => {
+      const opener = $("passage").returnFocus;
+      $("passage").returnFocus = null;
+      if (opener && opener.isConnected) opener.focus();
     });
     const saved = sessionStorage.getItem(KEY_STORAGE);
     if (saved) signIn(saved);

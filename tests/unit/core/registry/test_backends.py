@@ -139,6 +139,24 @@ def test_list_filters_by_status_and_pages_in_creation_order(repo: DocumentReposi
     assert repo.list("acme", None, 10, 50) == ([], 5)
 
 
+def test_list_by_part_of_the_name_any_case_newest_first(repo: DocumentRepository) -> None:
+    names = ["Q1 Report.pdf", "notes.txt", "q2 REPORT.pdf", "Ärende-rapport.txt", "100%_x.txt"]
+    docs = [_add(repo, "acme", name, str(i)) for i, name in enumerate(names)]
+    _add(repo, "globex", "report.pdf", "g")
+    page, total = repo.list("acme", None, 10, 0, name_contains="report")
+    assert total == 2 and [d.id for d in page] == [docs[0].id, docs[2].id]
+    page, total = repo.list("acme", None, 1, 1, name_contains="REPORT", newest_first=True)
+    assert total == 2 and [d.id for d in page] == [docs[0].id]
+    assert [d.id for d in repo.list("acme", None, 10, 0, name_contains="ärende")[0]] == [
+        docs[3].id]
+    # no wildcards: "%" and "_" are themselves
+    assert [d.id for d in repo.list("acme", None, 10, 0, name_contains="0%_")[0]] == [docs[4].id]
+    assert repo.list("acme", None, 10, 0, name_contains="%")[1] == 1
+    assert repo.list("acme", DocumentStatus.READY, 10, 0, name_contains="report") == ([], 0)
+    newest, _ = repo.list("acme", None, 10, 0, newest_first=True)
+    assert [d.id for d in newest] == [d.id for d in reversed(docs)]
+
+
 def test_status_transitions(repo: DocumentRepository) -> None:
     doc = _add(repo, "acme", "a.pdf", "1")
     repo.set_status(doc.id, DocumentStatus.PROCESSING)

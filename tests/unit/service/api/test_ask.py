@@ -169,3 +169,26 @@ def test_search_fails_closed_when_the_audit_log_cannot_be_written(tmp_path: Path
     assert resp.status_code == 503, resp.text
     assert resp.json()["title"] == "Audit log unavailable" and "SECRET" not in resp.text
     assert resp.headers.get("retry-after")
+
+
+def test_a_follow_up_takes_its_subject_from_the_history(tmp_path: Path) -> None:
+    """``history``: the earlier questions, as the web page's thread sends them. "it" alone
+    names nothing; after a question about Kestrel Corp it is Kestrel Corp."""
+    with TestClient(make_app(tmp_path)) as c:
+        follow_up = {"question": "Who founded it?"}
+        alone = c.post("/v1/ask", json=follow_up, headers=AUTH).json()
+        threaded = c.post("/v1/ask", json={**follow_up, "history": ["Tell me about Kestrel Corp"]},
+                          headers=AUTH).json()
+        streamed = c.post("/v1/ask", json={**follow_up, "stream": True,
+                                           "history": ["Tell me about Kestrel Corp"]},
+                          headers=AUTH)
+        too_long = c.post("/v1/ask", json={**follow_up, "history": ["q"] * 9}, headers=AUTH)
+        not_text = c.post("/v1/ask", json={**follow_up, "history": [{"role": "user"}]},
+                          headers=AUTH)
+    assert alone["status"] == "not_found", alone
+    assert threaded["status"] == "answered" and "Ingrid Vale" in threaded["answer"], threaded
+    assert threaded["citations"][0]["quote"].startswith("Kestrel Corp")
+    assert without_timings(sse_events(streamed.text)[-1][1]) == without_timings(threaded)
+    for refused in (too_long, not_text):
+        assert refused.status_code == 400, refused.text
+        assert "history" in refused.json()["detail"]

@@ -290,3 +290,40 @@ def test_a_batch_stream_without_ids_or_with_too_many_is_a_400(
     too_many = client.post("/v1/documents/events", json={"ids": ["x"] * 1001},
                            headers=_as(ACME_KEY))
     assert too_many.status_code == 400
+
+
+def test_the_list_filters_by_name_and_pages_newest_first(tmp_path: Path) -> None:
+    from core.domain import DocumentKind
+
+    app, repo = make_app(tmp_path, api_keys=f"acme:{ACME_KEY},globex:{GLOBEX_KEY}")
+    names = ["Budget-2026.pdf", "minutes.txt", "BUDGET notes.md", "Årsbudget.txt"]
+    ids = {}
+    for n, name in enumerate(names):
+        doc, _ = repo.create(tenant="acme", filename=name, kind=DocumentKind.TEXT,
+                             sha256=str(n).ljust(64, "0"), size=1, metadata={})
+        ids[name] = doc.id
+    repo.create(tenant="globex", filename="budget.txt", kind=DocumentKind.TEXT,
+                sha256="g".ljust(64, "0"), size=1, metadata={})
+    with TestClient(app) as client:
+        def listed(query: str, key: str = ACME_KEY) -> Any:
+            resp = client.get(f"/v1/documents?{query}", headers=_as(key))
+            assert resp.status_code == 200, resp.text
+            return resp.json()
+
+        budget = listed("filename_contains=budget")
+        assert budget["total"] == 3  # another tenant's budget.txt is not counted
+        assert [d["filename"] for d in budget["items"]] == [
+            "Budget-2026.pdf", "BUDGET notes.md", "Årsbudget.txt"]
+        newest = listed("filename_contains=BUDGET&order=newest&limit=2")
+        assert newest["total"] == 3
+        assert [d["filename"] for d in newest["items"]] == ["Årsbudget.txt", "BUDGET notes.md"]
+        second = listed("filename_contains=BUDGET&order=newest&limit=2&offset=2")
+        assert [d["filename"] for d in second["items"]] == ["Budget-2026.pdf"]
+        assert [d["filename"] for d in listed("filename_contains=årsb")["items"]] == [
+            "Årsbudget.txt"]
+        assert listed("filename_contains=%25")["total"] == 0  # no wildcard: a literal "%"
+        assert listed("order=newest")["items"][0]["id"] == ids["Årsbudget.txt"]
+        assert listed("filename_contains=budget", GLOBEX_KEY)["total"] == 1
+        for bad in ("order=sideways", "filename_contains=", "filename_contains=" + "x" * 256):
+            resp = client.get(f"/v1/documents?{bad}", headers=_as(ACME_KEY))
+            assert resp.status_code == 400, (bad, resp.text)
