@@ -126,6 +126,9 @@ class RetrievalSettings(BaseModel):
         "stays the whole unit")
     span_deadline_s: float = Field(
         default=1.5, gt=0, description="longest time span picking may take per answer")
+    span_min_confidence: float = Field(
+        default=0.0, ge=0, le=1, description="a picked span the model chose with less "
+        "confidence than this (its product of token probabilities) gives way to the unit")
 
 
 class WorkerSettings(BaseModel):

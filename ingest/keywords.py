@@ -35,6 +35,7 @@ from typing import Protocol
 
 import Stemmer  # type: ignore[import-not-found]
 
+from core.errors import StoreUnavailableError
 from core.keystore import checkpoint_truncate
 
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
@@ -301,6 +302,13 @@ class KeywordIndex:
         expr = match_expression(text, self.hasher, collection)
         if not expr or limit <= 0 or (document_ids is not None and not document_ids):
             return []
+        try:
+            return self._search(collection, expr, limit, document_ids)
+        except sqlite3.OperationalError as exc:  # locked past the busy timeout: a 503, not a 500
+            raise StoreUnavailableError(f"the keyword index is not available ({exc})") from exc
+
+    def _search(self, collection: str, expr: str, limit: int,
+                document_ids: Sequence[str] | None) -> list[tuple[str, str, float]]:
         with self._connect() as db:
             table = self._table(db, collection, create=False)
             if table is None:

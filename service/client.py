@@ -504,12 +504,16 @@ class DocqaClient:
     def document(self, doc_id: str) -> Document:
         return cast(Document, self._call("GET", f"/v1/documents/{doc_id}"))
 
-    def documents(self, status: str | None = None, limit: int = 50, offset: int = 0
-                  ) -> DocumentList:
-        """One page of the tenant's documents (``limit`` at most 500), oldest first."""
-        params: dict[str, Any] = {"limit": limit, "offset": offset}
+    def documents(self, status: str | None = None, limit: int = 50, offset: int = 0,
+                  filename_contains: str | None = None,
+                  order: Literal["oldest", "newest"] = "oldest") -> DocumentList:
+        """One page of the tenant's documents (``limit`` at most 500), oldest first unless
+        ``order="newest"``; ``filename_contains``: part of the name, in any letter case."""
+        params: dict[str, Any] = {"limit": limit, "offset": offset, "order": order}
         if status:
             params["status"] = status
+        if filename_contains:
+            params["filename_contains"] = filename_contains
         return cast(DocumentList, self._call("GET", "/v1/documents", params=params))
 
     def iter_documents(self, status: str | None = None, page_size: int = 500

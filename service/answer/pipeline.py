@@ -298,7 +298,8 @@ class AnswerPipeline:
         tagged = tagged_from_doc(doc) if doc is not None else None
         return pick_span(cast(ConstrainedGenerator | None, generator), question, best.text,
                          best.context.describe(), tagged=tagged,
-                         deadline_s=self.settings.retrieval.span_deadline_s)
+                         deadline_s=self.settings.retrieval.span_deadline_s,
+                         min_confidence=self.settings.retrieval.span_min_confidence)
 
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import secrets
 import sqlite3
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -360,3 +361,31 @@ def test_row_level_security_confines_a_role_to_the_declared_tenant(pg_dsn: str) 
             admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
     assert idx.count("t_a") == 1 and idx.count("t_b") == 2  # the DELETE was rolled back
     idx.close()
+
+
+def test_a_keyword_index_locked_past_its_timeout_is_a_503_not_a_crash(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.errors import StoreUnavailableError
+
+    idx = KeywordIndex(tmp_path / "kw.sqlite3")
+    idx.replace_chunks("c", [("c1", "d1", "the notice period is three months")])
+    blocker = sqlite3.connect(tmp_path / "kw.sqlite3", isolation_level=None)
+    blocker.execute("PRAGMA locking_mode=EXCLUSIVE")
+    blocker.execute("BEGIN EXCLUSIVE")  # a writer stuck holding the lock (a stopped worker)
+    real = idx._connect
+
+    @contextmanager
+    def impatient() -> Iterator[sqlite3.Connection]:  # the service waits 30 s; a test need not
+        with real() as db:
+            db.execute("PRAGMA busy_timeout=50")
+            yield db
+
+    monkeypatch.setattr(idx, "_connect", impatient)
+    try:
+        with pytest.raises(StoreUnavailableError, match="keyword index"):
+            idx.search("c", "notice period", 5)
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    monkeypatch.undo()
+    assert [r[0] for r in idx.search("c", "notice period", 5)] == ["c1"]

@@ -631,3 +631,19 @@ print(sorted(m for m in sys.modules if m.split(".")[0] in {blocked!r}))
                          text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(root)})
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "[]"
+
+
+def test_the_document_list_passes_its_name_filter_and_order() -> None:
+    seen: list[httpx.URL] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url)
+        return httpx.Response(200, json={"items": [], "total": 0, "limit": 5, "offset": 0})
+
+    with client(handler) as c:
+        c.documents(limit=5, filename_contains="Policy", order="newest")
+        c.documents()
+    first, default = (dict(u.params) for u in seen)
+    assert first == {"limit": "5", "offset": "0", "order": "newest",
+                     "filename_contains": "Policy"}
+    assert default == {"limit": "50", "offset": "0", "order": "oldest"}
