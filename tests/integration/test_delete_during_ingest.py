@@ -25,7 +25,7 @@ import pytest
 from core.keystore import SqliteKeyStore
 from core.registry import SqliteDocumentRepository
 from core.textcrypt import text_key_id
-from ingest.store import collection_name
+from ingest.store import tenant_get
 from service.client import DocqaClient
 from tests.integration.conftest import Stack, run_stack
 from tests.private_redis import session_redis_url
@@ -86,8 +86,8 @@ def _files_containing(root: Path, needles: list[bytes]) -> dict[str, list[str]]:
 
 def _chroma_ids(stack: Stack, doc_id: str) -> list[str]:
     try:
-        coll = stack.chroma().get_collection(collection_name("acme"), embedding_function=None)
-        return list(coll.get(where={"document_id": doc_id}, include=[])["ids"])
+        return tenant_get(stack.chroma(), "acme", where={"document_id": doc_id},
+                          include=[])["ids"]
     except Exception as exc:  # noqa: BLE001 - swapped by a compaction just now: look again
         if "does not exist" in str(exc).lower():
             return []
