@@ -9,8 +9,10 @@ server of its own: random normalised 384-d vectors and nine evidence-unit vector
 (``bench/chroma_capacity.py``'s records: about 1,100 characters of text, sealed; no model is
 run, so these are the store's costs, not the embedder's). Documents of ``--per-doc`` chunks,
 written 100 documents per call (the store splits them by shard).
-Then one more document holding a canary is written and erased the way the erasure job does
-it (ingest/erasure.py), each step timed:
+The store's part of a search is timed (30 queries: the 30 nearest chunks over every shard,
+then 10 chunks fetched by id, as a hybrid search does for its keyword-only hits). Then one
+more document holding a canary is written and erased the way the erasure job does it
+(ingest/erasure.py), each step timed:
 
 * ``delete_s``: the API's part (``delete_document``: Chroma and the keyword index);
 * ``compaction_s``: rebuilding the collections that held the document
@@ -30,6 +32,7 @@ from __future__ import annotations
 import json
 import random
 import secrets
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -120,6 +123,12 @@ def run(root: Path, chunks: int, shards: int, per_doc: int) -> dict[str, Any]:
         needles = [str(m[TEXT_KEY])[20:60].encode() for m in got["metadatas"]]
         seen_before = bool(files_containing(root, needles))
         disk = _du(chroma_dir)
+        query_ms = []  # what a search asks the store: the 30 nearest, then 10 chunks by id
+        for q in _batch(rng, r, "query", 0, 30)[1]:
+            t = time.perf_counter()
+            ids = [h.chunk_id for h in store.query(TENANT, q, 30)]
+            store.get_chunks(TENANT, ids[20:], q)
+            query_ms.append((time.perf_counter() - t) * 1000)
         steps: dict[str, float] = {}
 
         def timed(name: str, fn: Any) -> Any:
@@ -141,6 +150,8 @@ def run(root: Path, chunks: int, shards: int, per_doc: int) -> dict[str, Any]:
             "write_s": round(write_s, 1), "chroma_disk_mb": round(disk / 2**20, 1),
             "keywords_disk_mb": round(sum(p.stat().st_size for p in
                                           root.glob("keywords.sqlite3*")) / 2**20, 1),
+            "store_search_p50_ms": round(statistics.median(query_ms), 1),
+            "store_search_p95_ms": round(sorted(query_ms)[int(0.95 * len(query_ms))], 1),
             "rebuilt": names, "rebuilt_chunks": compaction["chunks"], **steps,
             "vacuum_s": scrub.get("vacuum_seconds"),
             "erase_s": round(sum(steps.values()), 2),

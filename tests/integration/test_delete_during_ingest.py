@@ -27,6 +27,7 @@ from core.registry import SqliteDocumentRepository
 from core.textcrypt import text_key_id
 from ingest.store import tenant_get
 from service.client import DocqaClient
+from tests.forensics import files_containing
 from tests.integration.conftest import Stack, run_stack
 from tests.private_redis import session_redis_url
 
@@ -67,21 +68,7 @@ def _text(canary: str, sentences: int) -> bytes:
 
 
 def _files_containing(root: Path, needles: list[bytes]) -> dict[str, list[str]]:
-    found: dict[str, list[str]] = {}
-    for p in root.rglob("*"):
-        rel = p.relative_to(root)
-        if rel.parts[0] in NOT_SCANNED:
-            continue
-        try:
-            if not p.is_file():
-                continue
-            data = p.read_bytes()
-        except OSError:  # removed while we walked
-            continue
-        hits = [n.decode(errors="replace") for n in needles if n in data]
-        if hits:
-            found[str(rel)] = hits
-    return found
+    return files_containing(root, needles, skip=NOT_SCANNED)
 
 
 def _chroma_ids(stack: Stack, doc_id: str) -> list[str]:

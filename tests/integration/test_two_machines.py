@@ -35,6 +35,7 @@ from psycopg import conninfo, sql
 from core.domain import Document, DocumentStatus
 from core.registry.postgres import PostgresDocumentRepository
 from service.cli.processes import chroma_command, free_port, wait_http
+from tests.forensics import files_containing
 from tests.integration.conftest import KEYS, NETGUARD, Stack, _stop
 from tests.private_redis import session_redis_url
 
@@ -235,18 +236,7 @@ def _wait_until(pred: Callable[[], Any], timeout: float, what: str, poll: float 
 
 
 def _files_containing(root: Path, needles: list[bytes]) -> dict[str, list[str]]:
-    found: dict[str, list[str]] = {}
-    for p in root.rglob("*"):
-        try:
-            if not p.is_file():
-                continue
-            data = p.read_bytes()
-        except OSError:  # removed while we walked
-            continue
-        hits = [n.decode(errors="replace") for n in needles if n in data]
-        if hits:
-            found[str(p)] = hits
-    return found
+    return files_containing(root, needles, absolute=True)
 
 
 def _sealed_fragments(cluster: Cluster, tenant: str, doc_id: str) -> list[bytes]:
