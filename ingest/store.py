@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import secrets
 import threading
 import time
@@ -128,6 +129,7 @@ class ChromaStore:
         self._layouts: dict[str, Layout] = {}
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
+        self._pool_pid = 0
 
     def _connect(self) -> Any:
         if self._client is None:
@@ -270,8 +272,9 @@ class ChromaStore:
         if len(names) <= 1:
             return [r for r in (self._on(n, op) for n in names) if r is not None]
         with self._lock:
-            if self._pool is None:
+            if self._pool is None or self._pool_pid != os.getpid():  # none survive a fork
                 self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="shards")
+                self._pool_pid = os.getpid()
             pool = self._pool
         results = list(pool.map(lambda n: self._on(n, op), names))
         return [r for r in results if r is not None]
