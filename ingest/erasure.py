@@ -141,10 +141,8 @@ class Eraser:
             report["compaction"][name] = self._once(
                 f"docqa:erase:{name}",
                 lambda name=name: self.store.compact_collection(tenant, name))
-        keywords = self.store.keywords
-        if keywords is not None:
-            report["keywords"] = self._once(f"docqa:erase:{coll}:keywords",
-                                            lambda: keywords.scrub(coll))
+        report["keywords"] = self._once(f"docqa:erase:{coll}:keywords",
+                                        lambda: self._scrub_keywords(coll))
         if self.scrub_chroma_later is None:
             report["chroma"] = self.scrub_chroma()
         else:  # after the compaction: the scrub removes what the compaction dropped
@@ -165,6 +163,11 @@ class Eraser:
         time.sleep(SECOND_PASS_DELAY_S)
         report["second_pass"] = scrub_chroma_dir(self.settings.chroma_dir)
         return report
+
+    def _scrub_keywords(self, coll: str) -> bool:
+        """The tenant's keyword table (kept per tenant, not per shard) scrubbed."""
+        keywords = self.store.keywords
+        return keywords.scrub(coll) if keywords is not None else False
 
     def _once(self, key: str, work: Any) -> Any:
         return self._run(key, self._ticket(key), work)
