@@ -269,15 +269,25 @@ class ChromaStore:
     def _each(self, names: Sequence[str], op: Callable[[Any], Any]) -> list[Any]:
         """``op`` on each collection, concurrently (a search asks every shard); the results
         of those that exist, in ``names`` order."""
-        if len(names) <= 1:
-            return [r for r in (self._on(n, op) for n in names) if r is not None]
-        with self._lock:
-            if self._pool is None or self._pool_pid != os.getpid():  # none survive a fork
-                self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="shards")
-                self._pool_pid = os.getpid()
-            pool = self._pool
-        results = list(pool.map(lambda n: self._on(n, op), names))
-        return [r for r in results if r is not None]
+        return [res for _name, res in self._each_named(names, op)]
+
+    def _each_named(self, names: Sequence[str], op: Callable[[Any], Any]
+                    ) -> list[tuple[str, Any]]:
+        return self._map([(name, op) for name in names])
+
+    def _map(self, calls: Sequence[tuple[str, Callable[[Any], Any]]]) -> list[tuple[str, Any]]:
+        """(collection, ``op(collection)``) of each call, run concurrently; calls on
+        collections that do not exist are left out."""
+        if len(calls) <= 1:
+            done = [(name, self._on(name, op)) for name, op in calls]
+        else:
+            with self._lock:
+                if self._pool is None or self._pool_pid != os.getpid():  # none survive a fork
+                    self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="shards")
+                    self._pool_pid = os.getpid()
+                pool = self._pool
+            done = list(pool.map(lambda call: (call[0], self._on(call[0], call[1])), calls))
+        return [(name, res) for name, res in done if res is not None]
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -603,7 +613,7 @@ class ChromaStore:
             ids = list(document_ids)
             groups = [ids[i:i + IN_GROUP] for i in range(0, len(ids), IN_GROUP)]
         lay = self.layout(tenant)
-        found: list[tuple[float, str, Any, dict[str, Any]]] = []
+        plan: list[tuple[list[str], dict[str, Any] | None]] = []
         for group in groups:
             where = {"document_id": {"$in": group}} if group else None
             if group and lay.shards:
@@ -611,20 +621,41 @@ class ChromaStore:
                 names += [collection_name(tenant)] if lay.legacy else []
             else:
                 names = self._names(tenant)
+            plan.append((names, where))
+        # several collections: ask each for ids and distances only, then fetch the records
+        # of the top_k alone (a hit's record is ~10 KB: its unit vectors and sealed text)
+        light = sum(len(names) for names, _w in plan) > 1
+        include = ["distances"] if light else ["documents", "metadatas", "distances"]
+        found: list[tuple[float, str, str, Any, dict[str, Any] | None]] = []
+        for names, where in plan:
 
             def nearest(coll: Any, where: dict[str, Any] | None = where) -> Any:
                 return coll.query(query_embeddings=[list(embedding)], n_results=top_k,
-                                  where=where, include=["documents", "metadatas", "distances"])
+                                  where=where, include=include)
 
-            for res in self._each(names, nearest):
-                found += [(float(dist), cid, text, meta) for cid, text, meta, dist in zip(
-                    res["ids"][0], res["documents"][0], res["metadatas"][0],
-                    res["distances"][0], strict=True)]
+            for name, res in self._each_named(names, nearest):
+                docs = res["documents"][0] if not light else [None] * len(res["ids"][0])
+                metas = res["metadatas"][0] if not light else [None] * len(res["ids"][0])
+                found += [(float(dist), cid, name, text, meta) for cid, text, meta, dist in zip(
+                    res["ids"][0], docs, metas, res["distances"][0], strict=True)]
         found = sorted(found, key=lambda f: (f[0], f[1]))[:top_k]
-        self._prefetch([meta for _d, _c, _t, meta in found])
+        if light:
+            records: dict[str, tuple[Any, dict[str, Any]]] = {}
+            wanted: dict[str, list[str]] = {}
+            for _d, cid, name, _t, _m in found:
+                wanted.setdefault(name, []).append(cid)
+            calls = [(name, lambda coll, ids=ids: coll.get(ids=ids, include=["documents",
+                                                                           "metadatas"]))
+                     for name, ids in wanted.items()]
+            for _name, res in self._map(calls):
+                records.update({cid: (text, meta) for cid, text, meta in zip(
+                    res["ids"], res["documents"], res["metadatas"], strict=True)})
+            found = [(d, cid, n, *records[cid]) for d, cid, n, _t, _m in found
+                     if cid in records]  # one deleted meanwhile is left out
+        self._prefetch([meta for _d, _c, _n, _t, meta in found if meta is not None])
         hits = []
-        for dist, cid, text, meta in found:
-            hit = self._hit(cid, text, meta, 1.0 - dist)
+        for dist, cid, _n, text, meta in found:
+            hit = self._hit(cid, text, meta or {}, 1.0 - dist)
             if hit is not None:
                 hits.append(hit)
         return hits

@@ -35,7 +35,7 @@ def test_scale_bench_at_two_thousand_chunks(tmp_path: Path) -> None:
            "PYTHONPATH": os.pathsep.join([str(NETGUARD), str(repo),
                                           os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.scale", "--chunks", "2000", "--paras-per-doc", "4",
+        [sys.executable, "-m", "bench.scale", "--chunks", "2000", "--paras-per-doc", "10",
          "--chunk-words", "60", "--queries", "10", "--shards", "4",
          "--redis-url", REDIS_URL, "--data", str(tmp_path / "data"), "--json", str(out),
          "--timeout", "1500"],
