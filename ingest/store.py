@@ -188,12 +188,15 @@ class ChromaStore:
         if cached is not None:
             return cached
         first = self._named(shard_name(tenant, 0))
-        if first is None and self.lock is not None and not create:
-            time.sleep(0.05)  # shard 0's name is free for milliseconds while it is swapped
+        legacy = self._named(collection_name(tenant)) is not None
+        if (first is None and self.lock is not None and not create
+                and (not legacy or self._named(shard_name(tenant, 1)) is not None)):
+            # shard 0's name is free for milliseconds while it is swapped (a tenant with
+            # only the collection of before, and no shard 1, has no shards to swap)
+            time.sleep(0.05)
             first = self._named(shard_name(tenant, 0))
         if first is None and create:
             first = self._create_shards(tenant)
-        legacy = self._named(collection_name(tenant)) is not None
         if first is None:
             return Layout(0, legacy)
         found = Layout(int((first.metadata or {}).get("shards", 1)), legacy)
