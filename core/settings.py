@@ -47,6 +47,11 @@ class ChromaSettings(BaseModel):
         "it; default DATA/chroma (docqa up). A worker that sees it (chroma.sqlite3 there) "
         "consumes queue docqa.chroma and scrubs it after erasures (ingest/erasure.py); "
         "workers on other machines leave that to it")
+    shards: int = Field(
+        default=16, ge=1, le=256, description="collections each new tenant's chunks are "
+        "spread over, by document: erasing a document rebuilds one of them (docs/capacity.md "
+        "\"Shards\"). Fixed per tenant when its first document is stored; a change applies to "
+        "tenants created after it")
 
 
 class ModelSettings(BaseModel):

@@ -14,8 +14,9 @@ leave on disk, measured on chromadb 1.5.9 and SQLite 3.40:
 - freed SQLite pages and WAL frames keep old row contents.
 
 This job, run by a worker (well within 60 s of the DELETE on an idle worker; see docs/erasure.md),
-therefore: rebuilds the tenant's Chroma collection without the document and drops the old
-one (``ChromaStore.compact``), has segment directories no collection uses any more removed
+therefore: rebuilds the document's shard (one of the tenant's Chroma collections,
+``ChromaStore.compact_collection``) without the document and drops the old one, has
+segment directories no collection uses any more removed
 and ``chroma.sqlite3`` vacuumed (by a worker that sees the Chroma server's directory: the
 job queues that on ``docqa.chroma``, which only such workers consume), scrubs the keyword
 index (SQLite: merges the tenant's FTS5 table into one segment, ``optimize``, with
@@ -23,8 +24,9 @@ index (SQLite: merges the tenant's FTS5 table into one segment, ``optimize``, wi
 vacuums the SQLite registry (rows and wrapped file keys), and deletes keys no stored file
 uses.
 
-Deletions coming in bursts share work: each job counts itself in Redis; a compaction covers
-every deletion counted before it started, and later jobs that it covered skip theirs.
+Deletions coming in bursts share work: each job counts itself in Redis (per shard, per
+keyword table, per Chroma directory); a run covers every deletion counted before it started,
+and later jobs that it covered skip theirs.
 """
 
 from __future__ import annotations
@@ -134,9 +136,13 @@ class Eraser:
         # what the API did, again: a crash between its steps must leave nothing behind
         erase_document(self.settings, self.store, self.vault, tenant, doc_id)
         coll = collection_name(tenant)
-        report: dict[str, Any] = {"document_id": doc_id}
-        report["compaction"] = self._once(
-            f"docqa:erase:{coll}", lambda: self._compact(tenant, coll))
+        report: dict[str, Any] = {"document_id": doc_id, "compaction": {}}
+        for name in self.store.erase_collections(tenant, doc_id):  # its shard: not the tenant
+            report["compaction"][name] = self._once(
+                f"docqa:erase:{name}",
+                lambda name=name: self.store.compact_collection(tenant, name))
+        report["keywords"] = self._once(f"docqa:erase:{coll}:keywords",
+                                        lambda: self._scrub_keywords(coll))
         if self.scrub_chroma_later is None:
             report["chroma"] = self.scrub_chroma()
         else:  # after the compaction: the scrub removes what the compaction dropped
@@ -158,11 +164,10 @@ class Eraser:
         report["second_pass"] = scrub_chroma_dir(self.settings.chroma_dir)
         return report
 
-    def _compact(self, tenant: str, coll: str) -> dict[str, Any]:
-        stats = self.store.compact(tenant)
+    def _scrub_keywords(self, coll: str) -> bool:
+        """The tenant's keyword table (kept per tenant, not per shard) scrubbed."""
         keywords = self.store.keywords
-        stats["keywords"] = keywords.scrub(coll) if keywords is not None else False
-        return stats
+        return keywords.scrub(coll) if keywords is not None else False
 
     def _once(self, key: str, work: Any) -> Any:
         return self._run(key, self._ticket(key), work)

@@ -1,4 +1,5 @@
-"""Vector store adapter: one Chroma collection per tenant on the Chroma *server*.
+"""Vector store adapter: each tenant's chunks in a fixed number of Chroma collections
+(shards, by document) on the Chroma *server*.
 
 Never a shared ``PersistentClient`` directory (docs/architecture.md: it silently lost vectors).
 Chroma's default embedding function is never used: we always pass our vectors.
@@ -14,11 +15,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -36,31 +40,96 @@ SENTENCE_KEYS = KEYS  # a chunk's evidence units, their vectors and context (cor
 _UPSERT_BATCH = 256
 IN_GROUP = 10_000  # document ids per Chroma ``$in`` (SQLite allows 32,766 variables)
 COMPACT_PREFIX = "docqa_c_"  # collections being rebuilt by ``compact`` (never searched)
+TENANT_PREFIX = "docqa_t_"
+DEFAULT_SHARDS = 16  # docs/capacity.md "Shards": rebuild time against search fan-out
 _HNSW_CONFIG = {"hnsw": {"space": "cosine"}}
 
-# ``lock(collection name)``: a lock shared by every process writing that collection
-# (core/locks.py, in Redis). ``compact`` holds it while it catches up and swaps.
+# ``lock(collection name)``: a lock shared by every process writing that collection (one
+# shard; core/locks.py, in Redis). ``compact`` holds it while it catches up and swaps.
 TenantLock = Callable[[str], AbstractContextManager[Any]]
 
 
 def collection_name(tenant: str) -> str:
-    """Tenant isolation is by collection, not by a where-filter."""
-    return "docqa_t_" + hashlib.sha256(tenant.encode("utf-8")).hexdigest()[:32]
+    """The tenant's key: the prefix of its shards' names, the keyword index's table and
+    the name of the single collection a tenant had before shards (read as one more)."""
+    return TENANT_PREFIX + hashlib.sha256(tenant.encode("utf-8")).hexdigest()[:32]
+
+
+def shard_name(tenant: str, shard: int) -> str:
+    return f"{collection_name(tenant)}_s{shard:02d}"
+
+
+def shard_of(document_id: str, shards: int) -> int:
+    """The shard a document's chunks live in. Document ids are random (the service makes
+    them), so an unkeyed hash spreads them evenly and every process computes the same."""
+    return int.from_bytes(hashlib.sha256(document_id.encode("utf-8")).digest()[:8], "big") % shards
+
+
+def tenant_key_of(name: str) -> str:
+    """``collection_name(tenant)`` of one of the tenant's collections (shard or not)."""
+    return name[:len(TENANT_PREFIX) + 32]
+
+
+def tenant_collections(client: Any, tenant: str) -> list[Any]:
+    """Every collection holding the tenant's chunks (its shards, and a collection of the
+    single-collection layout if it still has one), for tests and tools reading Chroma
+    directly."""
+    key = collection_name(tenant)
+    out = []
+    for coll in client.list_collections():
+        name = coll if isinstance(coll, str) else coll.name
+        if name == key or (name.startswith(key + "_s") and name != key):
+            out.append(client.get_collection(name=name, embedding_function=None))
+    return out
+
+
+def tenant_get(client: Any, tenant: str, **kwargs: Any) -> dict[str, list[Any]]:
+    """``Collection.get(**kwargs)`` over all of the tenant's collections, merged."""
+    merged: dict[str, list[Any]] = {}
+    for coll in tenant_collections(client, tenant):
+        res = coll.get(**kwargs)
+        for k in ("ids", "documents", "metadatas", "embeddings"):
+            if res.get(k) is not None:
+                merged.setdefault(k, []).extend(list(res[k]))
+        merged.setdefault("ids", [])
+    merged.setdefault("ids", [])
+    return merged
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a tenant's chunks are: ``shards`` collections (0 = none yet) and, for a tenant
+    written before shards, its single collection (``legacy``)."""
+
+    shards: int
+    legacy: bool
 
 
 class ChromaStore:
-    """Chroma over HTTP, plus (optionally) the keyword index kept in step with it."""
+    """Chroma over HTTP, plus (optionally) the keyword index kept in step with it.
+
+    A tenant's chunks are spread over ``shards`` collections by document
+    (``shard_of``), so erasing a document rebuilds one shard, not the tenant
+    (docs/architecture.md "Erasure"). The count is fixed per tenant when its first shard is
+    made (kept in shard 0's metadata); the ``shards`` argument is for new tenants."""
 
     def __init__(self, host: str, port: int, keywords: KeywordStore | None = None,
-                 lock: TenantLock | None = None, cipher: TextCipher | None = None) -> None:
+                 lock: TenantLock | None = None, cipher: TextCipher | None = None,
+                 shards: int = DEFAULT_SHARDS) -> None:
         apply_offline_env()
+        if not 1 <= shards <= 256:
+            raise ConfigurationError(f"chroma.shards must be 1..256, not {shards}")
         self.host, self.port = host, port
         self.keywords = keywords
         self.lock = lock
         self.cipher = cipher
+        self.shards = shards
         self._client: Any = None
         self._collections: dict[str, Any] = {}
+        self._layouts: dict[str, Layout] = {}
         self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_pid = 0
 
     def _connect(self) -> Any:
         if self._client is None:
@@ -80,60 +149,154 @@ class ChromaStore:
                 ) from exc
         return self._client
 
-    def _collection(self, tenant: str, create: bool = True) -> Any:
-        name = collection_name(tenant)
+    def _named(self, name: str, create: bool = False,
+               metadata: dict[str, Any] | None = None) -> Any:
+        """The collection ``name`` (cached handle); None when it does not exist and
+        ``create`` is false."""
         with self._lock:
-            if name not in self._collections:
-                client = self._connect()
-                try:
-                    if create:
-                        coll = client.get_or_create_collection(
-                            name=name,
-                            embedding_function=None,
-                            configuration=_HNSW_CONFIG,
-                            metadata={"tenant_hash": name},
-                        )
-                    else:
-                        coll = client.get_collection(name=name, embedding_function=None)
-                except Exception as exc:
-                    if not create and _missing(exc):
-                        return None
+            if name in self._collections:
+                return self._collections[name]
+        client = self._connect()
+        try:
+            if create:
+                coll = client.get_or_create_collection(
+                    name=name, embedding_function=None, configuration=_HNSW_CONFIG,
+                    metadata=metadata or {"tenant_hash": tenant_key_of(name)})
+            else:
+                coll = client.get_collection(name=name, embedding_function=None)
+        except Exception as exc:
+            if not create and _missing(exc):
+                return None
+            raise _wrap(exc) from exc
+        with self._lock:
+            self._collections[name] = coll
+        return coll
+
+    def _forget(self) -> None:
+        """Drop cached handles (a compaction swapped a collection, or a restarted server has
+        new collection ids). Layouts stay: a tenant's shard count never changes."""
+        with self._lock:
+            self._collections.clear()
+
+    def layout(self, tenant: str, create: bool = False) -> Layout:
+        """The tenant's layout; with ``create``, its shards are made if it has none.
+
+        Only a layout with shards is cached: a tenant without them yet may get them from
+        another process at any time, and a single collection is never made any more."""
+        with self._lock:
+            cached = self._layouts.get(tenant)
+        if cached is not None:
+            return cached
+        first = self._named(shard_name(tenant, 0))
+        legacy = self._named(collection_name(tenant)) is not None
+        if (first is None and self.lock is not None and not create
+                and (not legacy or self._named(shard_name(tenant, 1)) is not None)):
+            # shard 0's name is free for milliseconds while it is swapped (a tenant with
+            # only the collection of before, and no shard 1, has no shards to swap)
+            time.sleep(0.05)
+            first = self._named(shard_name(tenant, 0))
+        if first is None and create:
+            first = self._create_shards(tenant)
+        if first is None:
+            return Layout(0, legacy)
+        found = Layout(int((first.metadata or {}).get("shards", 1)), legacy)
+        with self._lock:
+            self._layouts[tenant] = found
+        return found
+
+    def _create_shards(self, tenant: str) -> Any:
+        """Shard 0 (which records the count), then the others, all at once: readers then
+        find every shard the count names. Two processes racing here agree on shard 0's
+        count: ``create_collection`` lets only one of them make it."""
+        client = self._connect()
+        with self._write_lock(shard_name(tenant, 0)):  # not during a swap of shard 0
+            try:
+                first = client.create_collection(
+                    name=shard_name(tenant, 0), embedding_function=None,
+                    configuration=_HNSW_CONFIG,
+                    metadata={"tenant_hash": collection_name(tenant), "shards": self.shards})
+            except Exception as exc:
+                if "exist" not in str(exc).lower():
                     raise _wrap(exc) from exc
-                self._collections[name] = coll
-            return self._collections[name]
+                first = client.get_collection(name=shard_name(tenant, 0),
+                                              embedding_function=None)
+        for i in range(1, int((first.metadata or {}).get("shards", 1))):
+            self._named(shard_name(tenant, i), create=True)
+        with self._lock:
+            self._collections[first.name] = first
+        return first
 
-    def _write_lock(self, tenant: str) -> AbstractContextManager[Any]:
-        return self.lock(collection_name(tenant)) if self.lock else contextlib.nullcontext()
+    def _names(self, tenant: str, document_id: str | None = None,
+               create: bool = False) -> list[str]:
+        """The collections to read (or, with ``create``, write): the document's shard, or
+        every shard without a document; the tenant's single collection when it has one."""
+        lay = self.layout(tenant, create=create)
+        if lay.shards == 0:
+            shards: list[str] = []
+        elif document_id is not None:
+            shards = [shard_name(tenant, shard_of(document_id, lay.shards))]
+        else:
+            shards = [shard_name(tenant, i) for i in range(lay.shards)]
+        return shards + ([collection_name(tenant)] if lay.legacy else [])
 
-    def _on(self, tenant: str, op: Callable[[Any], Any], create: bool = False,
+    def _write_lock(self, name: str) -> AbstractContextManager[Any]:
+        return self.lock(name) if self.lock else contextlib.nullcontext()
+
+    def _on(self, name: str, op: Callable[[Any], Any], create: bool = False,
             default: Any = None) -> Any:
-        """``op(collection)`` on the tenant's collection (``default`` when it has none).
+        """``op(collection)`` on collection ``name`` (``default`` when it does not exist).
 
-        ``compact`` replaces a tenant's collection by a rebuilt one under the same name: a
-        handle cached before that fails as "does not exist", and is looked up again once.
-        A lookup that finds nothing is retried once after 50 ms (the name is free for a
-        few milliseconds during the swap)."""
+        ``compact`` replaces a shard by a rebuilt one under the same name: a handle cached
+        before that fails as "does not exist", and is looked up again once. A lookup that
+        finds nothing is retried once after 50 ms (the name is free for a few milliseconds
+        during the swap)."""
         for attempt in (0, 1):
-            coll = self._collection(tenant, create=create)
+            coll = self._named(name, create=create)
             if coll is None:
                 if attempt == 0 and self.lock is not None:
                     time.sleep(0.05)
                     continue
+                if name == tenant_key_of(name):  # the single collection was dropped, empty
+                    with self._lock:
+                        self._layouts.clear()
                 return default
             try:
                 return op(coll)
             except Exception as exc:
-                self._collections.clear()  # a restarted server may have new collection ids
+                self._forget()  # a restarted server may have new collection ids
                 if attempt == 0 and _missing(exc):
                     continue
                 raise _wrap(exc) from exc
         return default
 
+    def _each(self, names: Sequence[str], op: Callable[[Any], Any]) -> list[Any]:
+        """``op`` on each collection, concurrently (a search asks every shard); the results
+        of those that exist, in ``names`` order."""
+        return [res for _name, res in self._each_named(names, op)]
+
+    def _each_named(self, names: Sequence[str], op: Callable[[Any], Any]
+                    ) -> list[tuple[str, Any]]:
+        return self._map([(name, op) for name in names])
+
+    def _map(self, calls: Sequence[tuple[str, Callable[[Any], Any]]]) -> list[tuple[str, Any]]:
+        """(collection, ``op(collection)``) of each call, run concurrently; calls on
+        collections that do not exist are left out."""
+        if len(calls) <= 1:
+            done = [(name, self._on(name, op)) for name, op in calls]
+        else:
+            with self._lock:
+                if self._pool is None or self._pool_pid != os.getpid():  # none survive a fork
+                    self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="shards")
+                    self._pool_pid = os.getpid()
+                pool = self._pool
+            done = list(pool.map(lambda call: (call[0], self._on(call[0], call[1])), calls))
+        return [(name, res) for name, res in done if res is not None]
+
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except Exception as exc:
-            self._collections.clear()  # a restarted server may have new collection ids
+            self._forget()  # a restarted server may have new collection ids
             raise _wrap(exc) from exc
 
     def heartbeat(self) -> None:
@@ -149,6 +312,7 @@ class ChromaStore:
         per_chunk: Sequence[dict[str, Any]] | None = None,
     ) -> None:
         extra = list(per_chunk) if per_chunk is not None else [{} for _ in chunks]
+        lay = self.layout(tenant, create=True)
         for i in range(0, len(chunks), _UPSERT_BATCH):
             part = chunks[i : i + _UPSERT_BATCH]
             metadatas: list[dict[str, Any]] = [
@@ -166,12 +330,24 @@ class ChromaStore:
                     meta[TEXT_KEY] = self.cipher.seal(c.document_id, c.id, c.text)
             else:
                 batch["documents"] = [c.text for c in part]
+            by_shard: dict[str, list[int]] = {}
+            for j, c in enumerate(part):  # one document per call in practice
+                name = shard_name(tenant, shard_of(c.document_id, lay.shards))
+                by_shard.setdefault(name, []).append(j)
+            for name, rows in by_shard.items():
+                sub = {k: [v[j] for j in rows] for k, v in batch.items()}
 
-            def write(coll: Any, batch: dict[str, Any] = batch) -> Any:
-                return coll.upsert(**batch)
+                def write(coll: Any, sub: dict[str, Any] = sub) -> Any:
+                    return coll.upsert(**sub)
 
-            with self._write_lock(tenant):
-                self._on(tenant, write, create=True)
+                with self._write_lock(name):
+                    self._on(name, write, create=True)
+            if lay.legacy:  # a record written before shards now lives in its shard only
+                def unlist(coll: Any, ids: list[str] = batch["ids"]) -> Any:
+                    return coll.delete(ids=ids)
+
+                with self._write_lock(collection_name(tenant)):
+                    self._on(collection_name(tenant), unlist)
         if self.keywords is not None:
             self.keywords.replace_chunks(collection_name(tenant),
                                          [(c.id, c.document_id, c.text) for c in chunks])
@@ -188,8 +364,8 @@ class ChromaStore:
         return self.cipher.chunk_id_key(document_id)
 
     def chunk_ids(self, tenant: str, document_id: str) -> list[str]:
-        return list(self._on(tenant, lambda coll: coll.get(
-            where={"document_id": document_id}, include=[])["ids"], default=[]))
+        return [cid for ids in self._each(self._names(tenant, document_id), lambda coll: coll.get(
+            where={"document_id": document_id}, include=[])["ids"]) for cid in ids]
 
     def count_document(self, tenant: str, document_id: str) -> int:
         return len(self.chunk_ids(tenant, document_id))
@@ -201,14 +377,21 @@ class ChromaStore:
         so the caller can verify retrievability without another round trip.
         """
         keep_set = set(keep)
-        with self._write_lock(tenant):
-            present = self.chunk_ids(tenant, document_id)
-            stale = [cid for cid in present if cid not in keep_set]
-            if stale:
-                self._on(tenant, lambda coll: coll.delete(ids=stale))
+        remaining = 0
+        for name in self._names(tenant, document_id):
+            with self._write_lock(name):
+                present = self._on(name, lambda coll: coll.get(
+                    where={"document_id": document_id}, include=[])["ids"], default=[])
+                stale = [cid for cid in present if cid not in keep_set]
+                if stale:
+                    def drop(coll: Any, stale: list[str] = stale) -> Any:
+                        return coll.delete(ids=stale)
+
+                    self._on(name, drop)
+            remaining += len(present) - len(stale)
         if self.keywords is not None:
             self.keywords.delete_document(collection_name(tenant), document_id, keep)
-        return len(present) - len(stale)
+        return remaining
 
     def text_chunks(self, tenant: str, document_id: str, start: int, end: int,
                     limit: int | None = None) -> list[ChunkHit]:
@@ -216,35 +399,34 @@ class ChromaStore:
         text, by offset (score 0); none once its text key is destroyed."""
         where = {"$and": [{"document_id": document_id}, {"start": {"$lt": end}},
                           {"end": {"$gt": start}}]}
-        res = self._on(tenant, lambda coll: coll.get(
-            where=where, limit=limit, include=["documents", "metadatas"]))
-        if res is None:
-            return []
-        self._prefetch(res["metadatas"])
-        hits = [self._hit(cid, text, meta, 0.0) for cid, text, meta in zip(
-            res["ids"], res["documents"], res["metadatas"], strict=True)]
-        return sorted((h for h in hits if h is not None), key=lambda h: (h.start, h.chunk_id))
+        hits: list[ChunkHit] = []
+        for res in self._each(self._names(tenant, document_id), lambda coll: coll.get(
+                where=where, limit=limit, include=["documents", "metadatas"])):
+            self._prefetch(res["metadatas"])
+            found = (self._hit(cid, text, meta, 0.0) for cid, text, meta in zip(
+                res["ids"], res["documents"], res["metadatas"], strict=True))
+            hits += [h for h in found if h is not None]
+        hits.sort(key=lambda h: (h.start, h.chunk_id))
+        return hits[:limit] if limit is not None else hits
 
     def get_chunks(self, tenant: str, ids: Sequence[str], embedding: Sequence[float]
                    ) -> list[ChunkHit]:
         """Chunks by id, scored by cosine similarity to ``embedding`` (for keyword hits)."""
         if not ids:
             return []
-        res = self._on(tenant, lambda coll: coll.get(
-            ids=list(ids), include=["documents", "metadatas", "embeddings"]))
-        if res is None:
-            return []
-        self._prefetch(res["metadatas"])
         q = np.asarray(embedding, dtype=np.float32)
         qn = float(np.linalg.norm(q)) or 1.0
         out = []
-        for cid, text, meta, emb in zip(res["ids"], res["documents"], res["metadatas"],
-                                        res["embeddings"], strict=True):
-            v = np.asarray(emb, dtype=np.float32)
-            cos = float(v @ q) / ((float(np.linalg.norm(v)) or 1.0) * qn)
-            hit = self._hit(cid, text, meta, cos)
-            if hit is not None:
-                out.append(hit)
+        for res in self._each(self._names(tenant), lambda coll: coll.get(
+                ids=list(ids), include=["documents", "metadatas", "embeddings"])):
+            self._prefetch(res["metadatas"])
+            for cid, text, meta, emb in zip(res["ids"], res["documents"], res["metadatas"],
+                                            res["embeddings"], strict=True):
+                v = np.asarray(emb, dtype=np.float32)
+                cos = float(v @ q) / ((float(np.linalg.norm(v)) or 1.0) * qn)
+                hit = self._hit(cid, text, meta, cos)
+                if hit is not None:
+                    out.append(hit)
         return out
 
     @property
@@ -260,24 +442,42 @@ class ChromaStore:
                                      list(document_ids) if document_ids else None)
         return [cid for cid, _doc, _s in found]
 
-    def compact(self, tenant: str, page: int = 500) -> dict[str, Any]:
-        """Rebuild the tenant's collection from its current records and drop the old one.
+    def erase_collections(self, tenant: str, document_id: str) -> list[str]:
+        """The collections erasing ``document_id`` rebuilds: its shard, and the tenant's
+        single collection of before shards while it has one (its documents may be there)."""
+        return self._names(tenant, document_id)
+
+    def compact(self, tenant: str, document_id: str | None = None,
+                page: int = 500) -> dict[str, Any]:
+        """Rebuild the collections holding ``document_id`` (``erase_collections``), or
+        every collection of the tenant without one (``compact_collection``)."""
+        t0 = time.monotonic()
+        names = (self.erase_collections(tenant, document_id) if document_id is not None
+                 else self._names(tenant))
+        chunks = sum(int(self.compact_collection(tenant, n, page)["chunks"]) for n in names)
+        return {"chunks": chunks, "collections": len(names),
+                "seconds": round(time.monotonic() - t0, 3)}
+
+    def compact_collection(self, tenant: str, name: str, page: int = 500) -> dict[str, Any]:
+        """Rebuild one of the tenant's collections from its current records and drop the
+        old one.
 
         Deleting records from a Chroma collection (chromadb 1.5.9) leaves their vectors in
         the collection's HNSW files and their text in its write-ahead log until the log is
         purged. A rebuilt collection holds only the live records; dropping the old one
         removes its log rows and index. (Its segment directory stays on disk until
         ``ingest/erasure.py`` removes it, and ``chroma.sqlite3`` keeps freed pages until it
-        is vacuumed there.)
+        is vacuumed there.) The cost is the collection's records: one shard of the tenant.
 
-        Writers keep writing the old collection while it is copied; under the tenant lock
-        the copy then catches up with what changed (ids added or removed since) and the
-        rebuilt collection takes the old one's name. Handles cached elsewhere find the old
-        id gone and look the name up again (``_on``).
+        Writers keep writing the old collection while it is copied; under the collection's
+        lock the copy then catches up with what changed (ids added or removed since) and
+        the rebuilt collection takes the old one's name (and metadata: shard 0 carries the
+        tenant's shard count). Handles cached elsewhere find the old id gone and look the
+        name up again (``_on``). The single collection of before shards is dropped instead
+        once it is empty.
         """
-        name = collection_name(tenant)
         client = self._connect()
-        stem = COMPACT_PREFIX + name[len("docqa_t_"):]
+        stem = COMPACT_PREFIX + name[len(TENANT_PREFIX):]
         t0 = time.monotonic()
         try:
             old = client.get_collection(name=name, embedding_function=None)
@@ -285,6 +485,7 @@ class ChromaStore:
             if _missing(exc):
                 return {"chunks": 0, "seconds": 0.0}
             raise _wrap(exc) from exc
+        legacy = name == collection_name(tenant)
         try:
             for leftover in client.list_collections():  # from a compaction that died
                 lname = leftover if isinstance(leftover, str) else leftover.name
@@ -292,7 +493,8 @@ class ChromaStore:
                     client.delete_collection(lname)
             new = client.create_collection(
                 name=f"{stem}_{secrets.token_hex(4)}", embedding_function=None,
-                configuration=_HNSW_CONFIG, metadata={"tenant_hash": name})
+                configuration=_HNSW_CONFIG,
+                metadata=dict(old.metadata or {"tenant_hash": tenant_key_of(name)}))
         except Exception as exc:
             raise _wrap(exc) from exc
         include = ["embeddings", "documents", "metadatas"]
@@ -318,8 +520,15 @@ class ChromaStore:
                 if len(res["ids"]) < page:
                     break
                 offset += page
-            with self._write_lock(tenant):
+            with self._write_lock(name):
                 current = set(old.get(include=[])["ids"])
+                if legacy and not current:  # nothing left of before shards: drop it
+                    client.delete_collection(new.name)
+                    client.delete_collection(name)
+                    swapped = True
+                    self._forget_layout(tenant)
+                    return {"chunks": 0, "seconds": round(time.monotonic() - t0, 3),
+                            "dropped": name}
                 added = sorted(current - copied)
                 for i in range(0, len(added), page):
                     copy(old.get(ids=added[i:i + page], include=include))
@@ -344,12 +553,18 @@ class ChromaStore:
             raise _wrap(exc) from exc
         return {"chunks": len(current), "seconds": round(time.monotonic() - t0, 3)}
 
+    def _forget_layout(self, tenant: str) -> None:
+        with self._lock:
+            self._layouts.pop(tenant, None)
+            self._collections.clear()
+
     def all_chunks(self, page: int = 500) -> Iterator[tuple[str, str, str, str]]:
-        """(collection, chunk_id, document_id, text) of every tenant collection."""
+        """(tenant key, chunk_id, document_id, text) of every tenant collection; the tenant
+        key is ``collection_name(tenant)``, the keyword index's."""
         client = self._connect()
         for coll in self._call(client.list_collections):
             name = coll if isinstance(coll, str) else coll.name
-            if not name.startswith("docqa_t_"):
+            if not name.startswith(TENANT_PREFIX):
                 continue
             c = self._call(client.get_collection, name=name, embedding_function=None)
             offset = 0
@@ -361,7 +576,7 @@ class ChromaStore:
                                            strict=True):
                     plain = self._text(cid, text, meta)
                     if plain is not None:
-                        yield name, cid, str(meta.get("document_id", "")), plain
+                        yield tenant_key_of(name), cid, str(meta.get("document_id", "")), plain
                 if len(res["ids"]) < page:
                     break
                 offset += page
@@ -388,34 +603,62 @@ class ChromaStore:
         top_k: int,
         document_ids: Sequence[str] | None = None,
     ) -> list[ChunkHit]:
-        """The ``top_k`` nearest chunks, within ``document_ids`` when given. A filter can
-        match tens of thousands of documents; Chroma turns ``$in`` into one SQL variable
-        per value, and SQLite refuses more than 32,766 ("too many SQL variables"), so a
-        long list is asked in groups and their nearest merged: the same ``top_k``."""
+        """The ``top_k`` nearest chunks over all of the tenant's shards, within
+        ``document_ids`` when given: each shard's ``top_k`` nearest, merged by distance
+        (the true ``top_k``: none of them can be beaten by a shard's ``top_k + 1``-th).
+
+        A filter can match tens of thousands of documents; Chroma turns ``$in`` into one
+        SQL variable per value, and SQLite refuses more than 32,766 ("too many SQL
+        variables"), so a long list is asked in groups and their nearest merged too.
+        A filter asks only the shards its documents are in."""
         groups: list[list[str] | None] = [None]
         if document_ids:
             ids = list(document_ids)
             groups = [ids[i:i + IN_GROUP] for i in range(0, len(ids), IN_GROUP)]
-        found: list[tuple[float, str, Any, dict[str, Any]]] = []
+        lay = self.layout(tenant)
+        plan: list[tuple[list[str], dict[str, Any] | None]] = []
         for group in groups:
             where = {"document_id": {"$in": group}} if group else None
+            if group and lay.shards:
+                names = sorted({shard_name(tenant, shard_of(d, lay.shards)) for d in group})
+                names += [collection_name(tenant)] if lay.legacy else []
+            else:
+                names = self._names(tenant)
+            plan.append((names, where))
+        # several collections: ask each for ids and distances only, then fetch the records
+        # of the top_k alone (a hit's record is ~10 KB: its unit vectors and sealed text)
+        light = sum(len(names) for names, _w in plan) > 1
+        include = ["distances"] if light else ["documents", "metadatas", "distances"]
+        found: list[tuple[float, str, str, Any, dict[str, Any] | None]] = []
+        for names, where in plan:
 
             def nearest(coll: Any, where: dict[str, Any] | None = where) -> Any:
                 return coll.query(query_embeddings=[list(embedding)], n_results=top_k,
-                                  where=where, include=["documents", "metadatas", "distances"])
+                                  where=where, include=include)
 
-            res = self._on(tenant, nearest)
-            if res is None:
-                continue
-            found += [(float(dist), cid, text, meta) for cid, text, meta, dist in zip(
-                res["ids"][0], res["documents"][0], res["metadatas"][0], res["distances"][0],
-                strict=True)]
-        if len(groups) > 1:
-            found = sorted(found, key=lambda f: f[0])[:top_k]
-        self._prefetch([meta for _d, _c, _t, meta in found])
+            for name, res in self._each_named(names, nearest):
+                docs = res["documents"][0] if not light else [None] * len(res["ids"][0])
+                metas = res["metadatas"][0] if not light else [None] * len(res["ids"][0])
+                found += [(float(dist), cid, name, text, meta) for cid, text, meta, dist in zip(
+                    res["ids"][0], docs, metas, res["distances"][0], strict=True)]
+        found = sorted(found, key=lambda f: (f[0], f[1]))[:top_k]
+        if light:
+            records: dict[str, tuple[Any, dict[str, Any]]] = {}
+            wanted: dict[str, list[str]] = {}
+            for _d, cid, name, _t, _m in found:
+                wanted.setdefault(name, []).append(cid)
+            calls = [(name, lambda coll, ids=ids: coll.get(ids=ids, include=["documents",
+                                                                           "metadatas"]))
+                     for name, ids in wanted.items()]
+            for _name, res in self._map(calls):
+                records.update({cid: (text, meta) for cid, text, meta in zip(
+                    res["ids"], res["documents"], res["metadatas"], strict=True)})
+            found = [(d, cid, n, *records[cid]) for d, cid, n, _t, _m in found
+                     if cid in records]  # one deleted meanwhile is left out
+        self._prefetch([meta for _d, _c, _n, _t, meta in found if meta is not None])
         hits = []
-        for dist, cid, text, meta in found:
-            hit = self._hit(cid, text, meta, 1.0 - dist)
+        for dist, cid, _n, text, meta in found:
+            hit = self._hit(cid, text, meta or {}, 1.0 - dist)
             if hit is not None:
                 hits.append(hit)
         return hits
@@ -501,7 +744,8 @@ def open_store(settings: Settings) -> ChromaStore:
     cipher = TextCipher.for_settings(settings)
     return ChromaStore(settings.chroma.host, settings.chroma.port,
                        open_keywords(settings, term_key(cipher.master)),
-                       lock=redis_collection_lock(settings.redis_url), cipher=cipher)
+                       lock=redis_collection_lock(settings.redis_url), cipher=cipher,
+                       shards=settings.chroma.shards)
 
 
 def _missing(exc: Exception) -> bool:

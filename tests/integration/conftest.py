@@ -55,14 +55,14 @@ class Stack:
         from core.crypto import load_or_create_master_key
         from core.keystore import SqliteKeyStore
         from core.textcrypt import TEXT_KEY, TextCipher
-        from ingest.store import collection_name
+        from ingest.store import tenant_get
 
         master, _ = load_or_create_master_key(self.data_dir,
                                               self.env.get("DOCQA_ENCRYPTION_KEY") or None)
         cipher = TextCipher(master, SqliteKeyStore(self.data_dir / "registry.sqlite3"))
-        coll = self.chroma().get_collection(collection_name(tenant), embedding_function=None)
-        res = coll.get(where={"document_id": document_id} if document_id else None,
-                       include=["documents", "metadatas"])
+        res = tenant_get(self.chroma(), tenant,
+                         where={"document_id": document_id} if document_id else None,
+                         include=["documents", "metadatas"])
         assert all(d is None for d in res["documents"]), "plain text in Chroma"
         return [(str(m[TEXT_KEY]), cipher.open(str(m["document_id"]), cid, str(m[TEXT_KEY])))
                 for cid, m in zip(res["ids"], res["metadatas"], strict=True)]

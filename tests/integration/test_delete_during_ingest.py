@@ -25,8 +25,9 @@ import pytest
 from core.keystore import SqliteKeyStore
 from core.registry import SqliteDocumentRepository
 from core.textcrypt import text_key_id
-from ingest.store import collection_name
+from ingest.store import tenant_get
 from service.client import DocqaClient
+from tests.forensics import files_containing
 from tests.integration.conftest import Stack, run_stack
 from tests.private_redis import session_redis_url
 
@@ -67,27 +68,13 @@ def _text(canary: str, sentences: int) -> bytes:
 
 
 def _files_containing(root: Path, needles: list[bytes]) -> dict[str, list[str]]:
-    found: dict[str, list[str]] = {}
-    for p in root.rglob("*"):
-        rel = p.relative_to(root)
-        if rel.parts[0] in NOT_SCANNED:
-            continue
-        try:
-            if not p.is_file():
-                continue
-            data = p.read_bytes()
-        except OSError:  # removed while we walked
-            continue
-        hits = [n.decode(errors="replace") for n in needles if n in data]
-        if hits:
-            found[str(rel)] = hits
-    return found
+    return files_containing(root, needles, skip=NOT_SCANNED)
 
 
 def _chroma_ids(stack: Stack, doc_id: str) -> list[str]:
     try:
-        coll = stack.chroma().get_collection(collection_name("acme"), embedding_function=None)
-        return list(coll.get(where={"document_id": doc_id}, include=[])["ids"])
+        return tenant_get(stack.chroma(), "acme", where={"document_id": doc_id},
+                          include=[])["ids"]
     except Exception as exc:  # noqa: BLE001 - swapped by a compaction just now: look again
         if "does not exist" in str(exc).lower():
             return []

@@ -69,11 +69,11 @@ def corpus(stack: Stack) -> dict[str, Document]:
 
 
 def test_every_format_becomes_ready_with_chunks_in_chroma(stack: Stack, corpus: dict[str, Any]) -> None:
-    from ingest.store import collection_name
+    from ingest.store import tenant_get
 
-    coll = stack.chroma().get_collection(collection_name("acme"), embedding_function=None)
     for name, doc in corpus.items():
-        stored = coll.get(where={"document_id": doc["id"]}, include=[])["ids"]
+        stored = tenant_get(stack.chroma(), "acme", where={"document_id": doc["id"]},
+                            include=[])["ids"]
         assert doc["chunks"] >= 1 and len(stored) == doc["chunks"], name
     assert corpus["incident.pdf"]["pages"] == 2
     assert corpus["vendor.docx"]["progress"]["stage"] == "ready"
@@ -205,7 +205,7 @@ def test_another_tenant_cannot_see_or_find_a_document(
 
 
 def test_delete_erases_file_vectors_and_record(stack: Stack, acme: DocqaClient) -> None:
-    from ingest.store import collection_name
+    from ingest.store import tenant_get
 
     doc = acme.upload_bytes("temp.txt", b"The temporary memo mentions the codeword HEXAGRAM-77.\n")
     assert acme.wait_ready([doc["id"]], timeout=120)[doc["id"]]["status"] == "ready"
@@ -215,8 +215,8 @@ def test_delete_erases_file_vectors_and_record(stack: Stack, acme: DocqaClient) 
         acme.document(doc["id"])
     assert err.value.status == 404
     assert not (stack.data_dir / "files" / doc["id"]).exists()
-    coll = stack.chroma().get_collection(collection_name("acme"), embedding_function=None)
-    assert coll.get(where={"document_id": doc["id"]}, include=[])["ids"] == []
+    assert tenant_get(stack.chroma(), "acme", where={"document_id": doc["id"]},
+                      include=[])["ids"] == []
     assert all("HEXAGRAM" not in h["text"] for h in acme.search("codeword HEXAGRAM-77", top_k=20)["results"])
 
 
@@ -359,7 +359,7 @@ def test_keyword_index_follows_ingest_and_delete_and_rebuilds_from_chroma(
     stack: Stack, acme: DocqaClient, corpus: dict[str, Any], tmp_path: Path
 ) -> None:
     from ingest.keywords import KeywordIndex
-    from ingest.store import ChromaStore, collection_name
+    from ingest.store import ChromaStore, collection_name, tenant_get
 
     code = "Purchase order PO-77123-KESTREL covers 400 ergonomic chairs."
     doc = acme.upload_bytes("po.txt", (code + "\n").encode())
@@ -394,9 +394,9 @@ def test_keyword_index_follows_ingest_and_delete_and_rebuilds_from_chroma(
     store = ChromaStore("127.0.0.1", stack.chroma_port, KeywordIndex(tmp_path / "kw.sqlite3"),
                         cipher=TextCipher(master, SqliteKeyStore(stack.data_dir /
                                                                  "registry.sqlite3")))
-    assert store.rebuild_keywords() >= stack.chroma().get_collection(coll).count()  # all tenants
+    chroma_count = len(tenant_get(stack.chroma(), "acme", include=[])["ids"])
+    assert store.rebuild_keywords() >= chroma_count  # all tenants
     assert store.keywords is not None and store.keywords.search(coll, "PO-77123-KESTREL", 1)
-    chroma_count = stack.chroma().get_collection(coll).count()
     assert store.keywords is not None and store.keywords.count(coll) == chroma_count
     acme.delete(doc["id"])
     assert live.search(coll, "PO-77123-KESTREL", 5) == []

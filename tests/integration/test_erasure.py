@@ -16,6 +16,7 @@ import pytest
 import redis
 
 from service.client import DocqaClient
+from tests.forensics import files_containing
 from tests.integration.conftest import REDIS_URL, Stack
 
 pytestmark = pytest.mark.integration
@@ -30,18 +31,7 @@ def _needles(canary: str, token: str) -> list[bytes]:
 
 
 def _files_containing(root: Path, needles: list[bytes]) -> dict[str, list[str]]:
-    found: dict[str, list[str]] = {}
-    for p in root.rglob("*"):
-        try:
-            if not p.is_file():
-                continue
-            data = p.read_bytes()
-        except OSError:  # removed while we walked
-            continue
-        hits = [n.decode(errors="replace") for n in needles if n in data]
-        if hits:
-            found[str(p.relative_to(root))] = hits
-    return found
+    return files_containing(root, needles)
 
 
 def _secret_text(canary: str, token: str) -> bytes:

@@ -38,7 +38,7 @@ import redis
 
 from core.domain import Document, DocumentStatus
 from core.registry import SqliteDocumentRepository
-from ingest.store import collection_name
+from ingest.store import tenant_get
 from service.cli.processes import chroma_command, free_port, wait_http
 from service.client import DocqaClient
 from tests.integration.conftest import KEYS, NETGUARD, Stack, run_stack
@@ -214,8 +214,7 @@ def wait_final(st: Stack, ids: list[str], timeout: float = WAIT_S) -> dict[str, 
 
 
 def chroma_ids(st: Stack, tenant: str, doc_id: str) -> list[str]:
-    coll = st.chroma().get_collection(collection_name(tenant), embedding_function=None)
-    return list(coll.get(where={"document_id": doc_id}, include=[])["ids"])
+    return tenant_get(st.chroma(), tenant, where={"document_id": doc_id}, include=[])["ids"]
 
 
 def ready_lines(st: Stack, doc_id: str) -> int:

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from ingest.pii import redact
-from ingest.store import collection_name
+from ingest.store import tenant_get
 from service.client import SearchResponse
 from tests.factories import make_pdf
 from tests.integration.conftest import Stack, run_stack
@@ -282,8 +282,7 @@ def test_chroma_holds_placeholders_not_values(pii_stack: Stack,
                                               docs: dict[str, dict[str, Any]]) -> None:
     # chunk text is sealed in Chroma (encryption at rest): what it opens to is checked
     for tenant, fnames in (("acme", ["redacted.txt", "claim.pdf"]), ("globex", ["forced.txt"])):
-        coll = pii_stack.chroma().get_collection(collection_name(tenant), embedding_function=None)
-        everything = coll.get(include=["metadatas"])
+        everything = tenant_get(pii_stack.chroma(), tenant, include=["metadatas"])
         opened = "\n".join(text for _sealed, text in pii_stack.stored_chunks(tenant))
         stored = repr(everything["metadatas"]) + opened
         assert not any(s in stored for s in SECRETS), tenant
@@ -366,5 +365,5 @@ def test_a_redacted_document_can_be_deleted(pii_stack: Stack) -> None:
         assert c.wait_ready([doc["id"]], timeout=120)[doc["id"]]["status"] == "ready"
         c.delete(doc["id"])
         assert all(d["id"] != doc["id"] for d in c.documents(limit=500)["items"])
-    coll = pii_stack.chroma().get_collection(collection_name("acme"), embedding_function=None)
-    assert coll.get(where={"document_id": doc["id"]}, include=[])["ids"] == []
+    assert tenant_get(pii_stack.chroma(), "acme", where={"document_id": doc["id"]},
+                      include=[])["ids"] == []

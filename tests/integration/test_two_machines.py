@@ -35,6 +35,7 @@ from psycopg import conninfo, sql
 from core.domain import Document, DocumentStatus
 from core.registry.postgres import PostgresDocumentRepository
 from service.cli.processes import chroma_command, free_port, wait_http
+from tests.forensics import files_containing
 from tests.integration.conftest import KEYS, NETGUARD, Stack, _stop
 from tests.private_redis import session_redis_url
 
@@ -235,36 +236,25 @@ def _wait_until(pred: Callable[[], Any], timeout: float, what: str, poll: float 
 
 
 def _files_containing(root: Path, needles: list[bytes]) -> dict[str, list[str]]:
-    found: dict[str, list[str]] = {}
-    for p in root.rglob("*"):
-        try:
-            if not p.is_file():
-                continue
-            data = p.read_bytes()
-        except OSError:  # removed while we walked
-            continue
-        hits = [n.decode(errors="replace") for n in needles if n in data]
-        if hits:
-            found[str(p)] = hits
-    return found
+    return files_containing(root, needles, absolute=True)
 
 
 def _sealed_fragments(cluster: Cluster, tenant: str, doc_id: str) -> list[bytes]:
     """40 characters of each sealed chunk text of the document, as Chroma stores it."""
     from core.textcrypt import TEXT_KEY
-    from ingest.store import collection_name
+    from ingest.store import tenant_get
 
-    coll = cluster.m1.chroma().get_collection(collection_name(tenant), embedding_function=None)
-    res = coll.get(where={"document_id": doc_id}, include=["metadatas", "documents"])
+    res = tenant_get(cluster.m1.chroma(), tenant, where={"document_id": doc_id},
+                     include=["metadatas", "documents"])
     assert all(d is None for d in res["documents"]), "plain text in Chroma"
     return [str(m[TEXT_KEY])[20:60].encode() for m in res["metadatas"]]
 
 
 def _chroma_ids(cluster: Cluster, tenant: str, doc_id: str) -> list[str]:
-    from ingest.store import collection_name
+    from ingest.store import tenant_get
 
-    coll = cluster.m1.chroma().get_collection(collection_name(tenant), embedding_function=None)
-    return list(coll.get(where={"document_id": doc_id}, include=[])["ids"])
+    return tenant_get(cluster.m1.chroma(), tenant, where={"document_id": doc_id},
+                      include=[])["ids"]
 
 
 def _hashed_terms(master_key: str, tenant: str, text: str) -> list[str]:

@@ -18,7 +18,7 @@ from core.keystore import SqliteKeyStore
 from core.textcrypt import TEXT_KEY, TextCipher
 from ingest.keywords import KeywordIndex
 from ingest.retrieval import keyword_search
-from ingest.store import ChromaStore, collection_name
+from ingest.store import ChromaStore, shard_name, shard_of, tenant_get
 from tests.local_chroma import LocalChromaStore
 from tests.unit.conftest import doc_chunks as _doc_chunks
 from tests.unit.conftest import grep_tree as _grep
@@ -38,8 +38,7 @@ TOKEN = "zorblaxifunderous"  # noqa: S105 - a word of the test text
 
 
 def _records(store: ChromaStore, tenant: str) -> dict[str, tuple[str, dict[str, Any], list[float]]]:
-    coll = store._connect().get_collection(collection_name(tenant), embedding_function=None)
-    got = coll.get(include=["documents", "metadatas", "embeddings"])
+    got = tenant_get(store._connect(), tenant, include=["documents", "metadatas", "embeddings"])
     return {i: (d, m, [round(float(x), 5) for x in e]) for i, d, m, e in
             zip(got["ids"], got["documents"], got["metadatas"], got["embeddings"], strict=True)}
 
@@ -75,7 +74,8 @@ def test_compaction_keeps_every_live_record_and_drops_the_deleted(store: LocalCh
     globex_ids = store.chunk_ids("globex", "secret")
     assert len(globex_ids) == 5  # another tenant is not touched
     names = [c.name for c in store._connect().list_collections()]
-    assert sorted(names) == sorted([collection_name("acme"), collection_name("globex")])
+    assert sorted(names) == sorted(shard_name(t, i) for t in ("acme", "globex")
+                                   for i in range(store.shards))
 
 
 class RacingLock:
@@ -104,12 +104,15 @@ def test_compaction_catches_up_with_writes_made_while_it_copied(tmp_path: Path) 
     store.lock = RacingLock(store)
     _fill(store)
     result: dict[str, Any] = {}
-    t = threading.Thread(target=lambda: result.update(store.compact("acme")), name="compactor")
+    # the shard "keep" is in (the lock's writes go to the collection being compacted)
+    t = threading.Thread(target=lambda: result.update(store.compact("acme", "keep")),
+                         name="compactor")
     t.start()
     t.join()
     ids = set(_records(store, "acme"))
     assert "late:0" in ids and "keep:0" not in ids and len(ids) == 40 + 5
-    assert result["chunks"] == 45
+    same = shard_of("secret", store.shards) == shard_of("keep", store.shards)
+    assert result["chunks"] == 40 + (5 if same else 0) and result["collections"] == 1
 
 
 def test_compaction_of_a_tenant_without_a_collection_is_a_no_op(store: LocalChromaStore) -> None:
@@ -144,7 +147,7 @@ def test_chroma_holds_only_sealed_text_and_search_opens_it(tmp_path: Path) -> No
                              KeywordIndex(tmp_path / "kw.sqlite3", b"t" * 32), cipher=cipher)
     texts = [f"The settlement codeword is {CANARY}.", "Minutes of the March board meeting."]
     store.upsert("acme", _chunks("d1", texts), [_vec(0), _vec(1)], {"filename": "memo.txt"})
-    raw = store._collection("acme").get(include=["documents", "metadatas"])
+    raw = tenant_get(store._connect(), "acme", include=["documents", "metadatas"])
     assert all(d is None for d in raw["documents"])
     assert all(TEXT_KEY in m and CANARY not in m[TEXT_KEY] for m in raw["metadatas"])
     hits = store.query("acme", _vec(0), 2)
@@ -167,12 +170,12 @@ def test_compaction_seals_plain_records_of_older_versions(tmp_path: Path) -> Non
     keywords = KeywordIndex(tmp_path / "kw.sqlite3", b"t" * 32)
     old = LocalChromaStore(tmp_path / "chroma", keywords)  # an older version: plain documents
     old.upsert("acme", _chunks("d1", [f"Legacy text {CANARY}."]), [_vec(2)], {"filename": "a"})
-    assert old._collection("acme").get(include=["documents"])["documents"] == [
+    assert tenant_get(old._connect(), "acme", include=["documents"])["documents"] == [
         f"Legacy text {CANARY}."]
     store = LocalChromaStore(tmp_path / "chroma", keywords, cipher=cipher_in(tmp_path))
     assert store.query("acme", _vec(2), 1)[0].text == f"Legacy text {CANARY}."  # still read
     store.compact("acme")
-    raw = store._collection("acme").get(include=["documents", "metadatas"])
+    raw = tenant_get(store._connect(), "acme", include=["documents", "metadatas"])
     assert raw["documents"] == [None] and TEXT_KEY in raw["metadatas"][0]
     assert store.query("acme", _vec(2), 1)[0].text == f"Legacy text {CANARY}."
 

@@ -40,8 +40,11 @@ def test_an_erasure_hands_the_chroma_directory_scrub_on_when_told_to(
 
         def destroy_text_key(self, doc_id: str) -> None: ...
 
-        def compact(self, tenant: str) -> dict[str, int]:
-            return {"kept": 0}
+        def erase_collections(self, tenant: str, doc_id: str) -> list[str]:
+            return ["shard"]
+
+        def compact_collection(self, tenant: str, name: str) -> dict[str, int]:
+            return {"chunks": 0}
 
     class Vault:
         def destroy(self, path: Path) -> None: ...
