@@ -57,6 +57,14 @@ class ModelSettings(BaseModel):
         default=None, description="GGUF file; default: packaged SmolLM2-135M-Instruct Q4_1"
     )
     embedding_batch_size: int = 32
+    embedding_backend: Literal["onnx", "onnx-int8", "torch"] = Field(
+        default="onnx", description="onnx: the embedding model exported to ONNX Runtime "
+        "(locally, from its own files, once; ingest/embedding.py), vectors as torch's and "
+        "faster on CPU; onnx-int8: its weights quantized (faster, measured to lose answers); "
+        "torch: sentence-transformers. API and workers must use the same")
+    onnx_cache_dir: Path | None = Field(
+        default=None, description="where the ONNX export is kept; default DATA/cache/onnx "
+        "(scripts/setup.sh and the image export it ahead; else the first process does)")
     n_ctx: int = 2048
     n_threads: int = Field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
     max_tokens: int = 64
@@ -394,6 +402,10 @@ class Settings(BaseSettings):
     @property
     def files_dir(self) -> Path:
         return self.originals_dir or self.data_dir / "files"
+
+    @property
+    def onnx_cache_dir(self) -> Path:
+        return self.models.onnx_cache_dir or self.data_dir / "cache" / "onnx"
 
     @property
     def keywords_path(self) -> Path:

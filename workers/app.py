@@ -24,7 +24,7 @@ from core.ports import DocumentRepository
 from core.registry import open_repository
 from core.settings import Settings, apply_offline_env
 from core.vault import Vault
-from ingest.embedding import SentenceTransformerEmbedder
+from ingest.embedding import make_embedder
 from ingest.erasure import Eraser, NotDeletedYet, build_eraser, sees_chroma_dir
 from ingest.pipeline import IngestDeps, failed_ingest_cleanup, ingest_document
 from ingest.store import ChromaStore, open_store
@@ -54,9 +54,8 @@ def build_deps(settings: Settings, store: ChromaStore,
         settings=settings,
         repo=repo or notifying_repository(settings),
         store=store,
-        embedder=testhooks.hooked_embedder(settings, SentenceTransformerEmbedder(
-            settings.models.resolved_embedding_path(), settings.models.embedding_batch_size
-        )),  # the embedder itself unless DOCQA_TEST_HOOKS__* (tests only) are set
+        # the embedder itself unless DOCQA_TEST_HOOKS__* (tests only) are set
+        embedder=testhooks.hooked_embedder(settings, make_embedder(settings)),
         vault=Vault.for_settings(settings),
         erase_later=queue_erase,
     )
