@@ -168,6 +168,10 @@ class WorkerSettings(BaseModel):
         "S``; workers/health.py); unset = no file. Local to the worker's machine")
     heartbeat_interval_s: float = Field(
         default=10.0, gt=0, description="seconds between two touches of heartbeat_file")
+    warm_parse_child: bool = Field(
+        default=True, description="start the next document's parse child (ingest/sandbox.py) "
+        "after each parse, so its start and imports are off the next document's path; each "
+        "child still parses one document only")
 
 
 class FaultHookSettings(BaseModel):

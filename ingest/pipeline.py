@@ -31,7 +31,7 @@ from core.vault import Vault
 from ingest.chunking import chunk_pages
 from ingest.originals import drop_original, erase_document, stored_file, stored_file_key
 from ingest.pii import redact_pages
-from ingest.sandbox import parse_isolated
+from ingest.sandbox import SandboxPool, parse_isolated
 from ingest.sentences import chunk_sentence_metadata
 from ingest.units import chunk_units
 
@@ -47,6 +47,9 @@ class IngestDeps:
     vault: Vault  # the stored originals (core/vault.py)
     # queue the background erasure of (tenant, document id) again (workers/app.py)
     erase_later: Callable[[str, str], None] | None = None
+    # parse children started ahead, one document each (ingest/sandbox.py); None: one
+    # started per parse
+    parsers: SandboxPool | None = None
 
 
 class DocumentGone(Exception):  # noqa: N818 - a signal inside the job, never raised out of it
@@ -86,7 +89,8 @@ def ingest_document(deps: IngestDeps, doc_id: str) -> str:
         with stage("parse"):  # child process under time and memory limits (ingest/sandbox.py)
             pages = parse_isolated(path, doc.kind, settings.limits,
                                    key=stored_file_key(deps.vault, path),  # decrypted in memory
-                                   on_progress=_parse_progress(repo, doc_id))
+                                   on_progress=_parse_progress(repo, doc_id),
+                                   pool=deps.parsers)
         if redact:  # before chunking: nothing unredacted is embedded, indexed or stored
             pages, pii_counts = redact_pages(pages)
         repo.set_progress(doc_id, Progress("chunking", len(pages), len(pages)))

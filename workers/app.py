@@ -27,6 +27,7 @@ from core.vault import Vault
 from ingest.embedding import make_embedder
 from ingest.erasure import Eraser, NotDeletedYet, build_eraser, sees_chroma_dir
 from ingest.pipeline import IngestDeps, failed_ingest_cleanup, ingest_document
+from ingest.sandbox import SandboxPool
 from ingest.store import ChromaStore, open_store
 from workers import deliveries, health, reconcile, testhooks
 
@@ -58,6 +59,7 @@ def build_deps(settings: Settings, store: ChromaStore,
         embedder=testhooks.hooked_embedder(settings, make_embedder(settings)),
         vault=Vault.for_settings(settings),
         erase_later=queue_erase,
+        parsers=SandboxPool() if settings.worker.warm_parse_child else None,
     )
 
 
