@@ -21,7 +21,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from core.domain import DocumentStatus, Progress
+from core.domain import DocumentStatus, Page, Progress
 from core.errors import ParseError, StoreUnavailableError, TransientError
 from core.metrics import chunks_embedded, stage
 from core.ports import DocumentRepository, Embedder, VectorStore
@@ -76,8 +76,8 @@ def ingest_document(deps: IngestDeps, doc_id: str) -> str:
             drop_original(settings, deps.vault, doc_id)
         return DocumentStatus.READY.value
     path = stored_file(settings, doc_id)
+    # also the progress: parsing, 0 of 0 pages (not counted yet)
     repo.set_status(doc_id, DocumentStatus.PROCESSING)
-    repo.set_progress(doc_id, Progress("parsing", 0, 0))  # total 0: page count not known yet
     pii_counts: dict[str, int] | None = None
     try:
         if not path.exists():
@@ -93,7 +93,6 @@ def ingest_document(deps: IngestDeps, doc_id: str) -> str:
                                    pool=deps.parsers)
         if redact:  # before chunking: nothing unredacted is embedded, indexed or stored
             pages, pii_counts = redact_pages(pages)
-        repo.set_progress(doc_id, Progress("chunking", len(pages), len(pages)))
         try:  # ids keyed per document: made only while it is registered (core/domain.py)
             id_key = deps.store.chunk_id_key(doc_id)
         except TextKeyMissing:
@@ -129,20 +128,21 @@ def ingest_document(deps: IngestDeps, doc_id: str) -> str:
                 wrote = True
                 with stage("upsert"):
                     deps.store.upsert(doc.tenant, part, vectors, base_meta, sentence_meta)
-                repo.set_progress(doc_id, Progress("embedding", min(i + batch, total), total))
+                if i + batch < total:  # the last batch's progress is the "indexing" below
+                    repo.set_progress(doc_id, Progress("embedding", i + batch, total))
 
         repo.set_progress(doc_id, Progress("indexing", total, total))
         _check_redaction_unchanged(repo, doc_id, redact)  # before removing other chunks
         with stage("verify"):  # stale chunks out, then count what Chroma holds
             stored = deps.store.delete_document(doc.tenant, doc_id, keep=[c.id for c in chunks])
-        _still_registered(repo, doc_id)
+        # one read for both: still registered, and redaction not turned on meanwhile
+        _check_redaction_unchanged(repo, doc_id, redact, gone_raises=True)
     except (DocumentGone, TextKeyMissing):  # no key may be made for a document going away
         return _abandon(deps, doc.tenant, doc_id, wrote)
     except Exception:
         if wrote and _gone(repo, doc_id):  # a failed write after the DELETE: clean up anyway
             return _abandon(deps, doc.tenant, doc_id, wrote)
         raise
-    _check_redaction_unchanged(repo, doc_id, redact)
     if stored != total:
         raise StoreUnavailableError(f"stored {stored} of {total} chunks; will retry")
     repo.set_status(doc_id, DocumentStatus.READY, chunks=total, pages=len(pages),
@@ -152,6 +152,17 @@ def ingest_document(deps: IngestDeps, doc_id: str) -> str:
     log.info("document %s ready: %d chunks, %d pages%s", doc_id, total, len(pages),
              f", PII redacted {pii_counts}" if redact else "")
     return DocumentStatus.READY.value
+
+
+def warm_up(deps: IngestDeps) -> None:
+    """What the first document would otherwise pay (seconds on a busy machine): the
+    chunker's import (llama-index) and the embedder's first run."""
+    c = deps.settings.chunking
+    text = "Warm-up. The first document should not pay for imports."
+    pages = [Page(1, text, 0)]
+    chunks = chunk_pages("warm-up", pages, c.size, c.overlap, b"warm-up")
+    chunk_sentence_metadata([ch.text for ch in chunks], deps.embedder.embed,
+                            chunk_units(pages, chunks))
 
 
 def _gone(repo: DocumentRepository, doc_id: str) -> bool:
@@ -197,12 +208,16 @@ def failed_ingest_cleanup(deps: IngestDeps, doc_id: str) -> None:
         drop_original(deps.settings, deps.vault, doc_id)
 
 
-def _check_redaction_unchanged(repo: DocumentRepository, doc_id: str, redact: bool) -> None:
+def _check_redaction_unchanged(repo: DocumentRepository, doc_id: str, redact: bool,
+                               gone_raises: bool = False) -> None:
     """Redaction turned on (``enable_redaction``) after this run read the record: never let
-    an unredacted run clean up or finish; the retry runs redacted."""
-    if redact:
+    an unredacted run clean up or finish; the retry runs redacted. ``gone_raises``: the same
+    read also raises ``DocumentGone`` for a document deleted (or being deleted)."""
+    if redact and not gone_raises:
         return
     current = repo.get(doc_id)
-    if current is not None and current.redact_pii:
+    if gone_raises and (current is None or current.deleting):
+        raise DocumentGone(doc_id)
+    if not redact and current is not None and current.redact_pii:
         raise TransientError("PII redaction was turned on during the ingest; will retry")
 

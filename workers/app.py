@@ -26,7 +26,7 @@ from core.settings import Settings, apply_offline_env
 from core.vault import Vault
 from ingest.embedding import make_embedder
 from ingest.erasure import Eraser, NotDeletedYet, build_eraser, sees_chroma_dir
-from ingest.pipeline import IngestDeps, failed_ingest_cleanup, ingest_document
+from ingest.pipeline import IngestDeps, failed_ingest_cleanup, ingest_document, warm_up
 from ingest.sandbox import SandboxPool
 from ingest.store import ChromaStore, open_store
 from workers import deliveries, health, reconcile, testhooks
@@ -148,7 +148,7 @@ def get_deps() -> IngestDeps:
 def _warm_up_child(**_: Any) -> None:
     """Load the embedding model once per child, before the first task arrives."""
     if _settings is not None and _warm_up:
-        get_deps()
+        warm_up(get_deps())
         log.info("worker child ready (embedding model loaded)")
 
 

@@ -142,6 +142,8 @@ def test_list_filters_by_status_and_pages_in_creation_order(repo: DocumentReposi
 def test_status_transitions(repo: DocumentRepository) -> None:
     doc = _add(repo, "acme", "a.pdf", "1")
     repo.set_status(doc.id, DocumentStatus.PROCESSING)
+    got = repo.get(doc.id)  # an ingest starts by parsing: the same write says so
+    assert got is not None and got.progress == Progress("parsing", 0, 0)
     repo.set_progress(doc.id, Progress("embedding", 4, 10))
     got = repo.get(doc.id)
     assert got is not None and got.status is DocumentStatus.PROCESSING
