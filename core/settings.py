@@ -62,6 +62,10 @@ class ModelSettings(BaseModel):
         "(locally, from its own files, once; ingest/embedding.py), vectors as torch's and "
         "faster on CPU; onnx-int8: its weights quantized (faster, measured to lose answers); "
         "torch: sentence-transformers. API and workers must use the same")
+    unit_embedding_backend: Literal["same", "onnx-int8"] = Field(
+        default="same", description="what embeds the evidence units (sentences, list items, "
+        "table rows) at ingest: the embedding backend itself, or (measured, not the default) "
+        "the int8 model, cheaper for the units than for retrieval")
     onnx_cache_dir: Path | None = Field(
         default=None, description="where the ONNX export is kept; default DATA/cache/onnx "
         "(scripts/setup.sh and the image export it ahead; else the first process does)")

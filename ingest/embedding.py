@@ -289,6 +289,15 @@ def make_embedder(settings: Settings) -> OnnxEmbedder | SentenceTransformerEmbed
                         quantized=m.embedding_backend == "onnx-int8")
 
 
+def make_unit_embedder(settings: Settings) -> OnnxEmbedder | None:
+    """The embedder of the evidence units at ingest when it is not the main one."""
+    m = settings.models
+    if m.unit_embedding_backend == "same":
+        return None
+    return OnnxEmbedder(m.resolved_embedding_path(), settings.onnx_cache_dir,
+                        m.embedding_batch_size, quantized=True)
+
+
 class HashEmbedder:
     """Deterministic bag-of-words hashing embedder (unit tests only)."""
 

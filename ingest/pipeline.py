@@ -50,6 +50,8 @@ class IngestDeps:
     # parse children started ahead, one document each (ingest/sandbox.py); None: one
     # started per parse
     parsers: SandboxPool | None = None
+    # embeds the chunks' evidence units when set (models.unit_embedding_backend); else embedder
+    unit_embedder: Embedder | None = None
 
 
 class DocumentGone(Exception):  # noqa: N818 - a signal inside the job, never raised out of it
@@ -121,8 +123,9 @@ def ingest_document(deps: IngestDeps, doc_id: str) -> str:
                 part = chunks[i : i + batch]
                 vectors = deps.embedder.embed([c.text for c in part])
                 # the answer pipeline scores the units: embed them now, not at every question
-                sentence_meta = chunk_sentence_metadata([c.text for c in part],
-                                                        deps.embedder.embed, units[i : i + batch])
+                sentence_meta = chunk_sentence_metadata(
+                    [c.text for c in part], (deps.unit_embedder or deps.embedder).embed,
+                    units[i : i + batch])
                 chunks_embedded(len(part))
                 _still_registered(repo, doc_id)
                 wrote = True
@@ -131,7 +134,8 @@ def ingest_document(deps: IngestDeps, doc_id: str) -> str:
                 if i + batch < total:  # the last batch's progress is the "indexing" below
                     repo.set_progress(doc_id, Progress("embedding", i + batch, total))
 
-        repo.set_progress(doc_id, Progress("indexing", total, total))
+        if total > batch:  # one batch: "ready" follows within milliseconds
+            repo.set_progress(doc_id, Progress("indexing", total, total))
         _check_redaction_unchanged(repo, doc_id, redact)  # before removing other chunks
         with stage("verify"):  # stale chunks out, then count what Chroma holds
             stored = deps.store.delete_document(doc.tenant, doc_id, keep=[c.id for c in chunks])
@@ -189,10 +193,13 @@ def _abandon(deps: IngestDeps, tenant: str, doc_id: str, wrote: bool) -> str:
 
 
 def _parse_progress(repo: DocumentRepository, doc_id: str) -> Callable[[int, int], None]:
-    """Pages parsed so far, as the sandbox relays them (at most ~4 a second). Best effort: a
-    registry hiccup here must not fail a parse that is going well; the next write says more."""
+    """Pages parsed so far, as the sandbox relays them (at most ~4 a second), for documents of
+    more than one page. Best effort: a registry hiccup here must not fail a parse that is
+    going well; the next write says more."""
 
     def report(done: int, total: int) -> None:
+        if total <= 1:  # a one-piece document: "parsing" is all there is to say
+            return
         try:
             repo.set_progress(doc_id, Progress("parsing", done, total))
         except Exception as exc:  # noqa: BLE001 - progress is informational

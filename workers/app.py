@@ -24,7 +24,7 @@ from core.ports import DocumentRepository
 from core.registry import open_repository
 from core.settings import Settings, apply_offline_env
 from core.vault import Vault
-from ingest.embedding import make_embedder
+from ingest.embedding import make_embedder, make_unit_embedder
 from ingest.erasure import Eraser, NotDeletedYet, build_eraser, sees_chroma_dir
 from ingest.pipeline import IngestDeps, failed_ingest_cleanup, ingest_document, warm_up
 from ingest.sandbox import SandboxPool
@@ -60,6 +60,7 @@ def build_deps(settings: Settings, store: ChromaStore,
         vault=Vault.for_settings(settings),
         erase_later=queue_erase,
         parsers=SandboxPool() if settings.worker.warm_parse_child else None,
+        unit_embedder=make_unit_embedder(settings),
     )
 
 
