@@ -66,6 +66,9 @@ class ModelSettings(BaseModel):
         default="same", description="what embeds the evidence units (sentences, list items, "
         "table rows) at ingest: the embedding backend itself, or (measured, not the default) "
         "the int8 model, cheaper for the units than for retrieval")
+    embedding_threads: int = Field(
+        default=0, ge=0, description="threads of one ONNX embedder; 0 = the CPUs this "
+        "process may use (with several worker children, e.g. 1 each)")
     onnx_cache_dir: Path | None = Field(
         default=None, description="where the ONNX export is kept; default DATA/cache/onnx "
         "(scripts/setup.sh and the image export it ahead; else the first process does)")

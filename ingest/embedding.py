@@ -241,6 +241,9 @@ class OnnxEmbedder:
         options.intra_op_num_threads = threads or _cpus()
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        # idle pool threads sleep instead of spinning: the worker's other work (the parse
+        # child, Chroma, the registry) needs those cores between two batches
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
         self.session = ort.InferenceSession(str(self.path), options,
                                             providers=["CPUExecutionProvider"])
@@ -286,7 +289,8 @@ def make_embedder(settings: Settings) -> OnnxEmbedder | SentenceTransformerEmbed
     if m.embedding_backend == "torch":
         return SentenceTransformerEmbedder(path, m.embedding_batch_size)
     return OnnxEmbedder(path, settings.onnx_cache_dir, m.embedding_batch_size,
-                        quantized=m.embedding_backend == "onnx-int8")
+                        quantized=m.embedding_backend == "onnx-int8",
+                        threads=m.embedding_threads or None)
 
 
 def make_unit_embedder(settings: Settings) -> OnnxEmbedder | None:
@@ -295,7 +299,8 @@ def make_unit_embedder(settings: Settings) -> OnnxEmbedder | None:
     if m.unit_embedding_backend == "same":
         return None
     return OnnxEmbedder(m.resolved_embedding_path(), settings.onnx_cache_dir,
-                        m.embedding_batch_size, quantized=True)
+                        m.embedding_batch_size, quantized=True,
+                        threads=m.embedding_threads or None)
 
 
 class HashEmbedder:
