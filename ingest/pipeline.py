@@ -36,6 +36,9 @@ from ingest.sentences import chunk_sentence_metadata
 from ingest.units import chunk_units
 
 log = logging.getLogger("docqa.ingest")
+# a document of one page and fewer characters is chunked in milliseconds: its "chunking"
+# progress would be one more registry write that nobody could see
+CHUNKING_SHOWN_CHARS = 20_000
 
 
 @dataclass
@@ -95,6 +98,8 @@ def ingest_document(deps: IngestDeps, doc_id: str) -> str:
                                    pool=deps.parsers)
         if redact:  # before chunking: nothing unredacted is embedded, indexed or stored
             pages, pii_counts = redact_pages(pages)
+        if len(pages) > 1 or sum(len(p.text) for p in pages) > CHUNKING_SHOWN_CHARS:
+            repo.set_progress(doc_id, Progress("chunking", len(pages), len(pages)))
         try:  # ids keyed per document: made only while it is registered (core/domain.py)
             id_key = deps.store.chunk_id_key(doc_id)
         except TextKeyMissing:

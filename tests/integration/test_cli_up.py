@@ -13,7 +13,7 @@ import pytest
 
 from service.cli.processes import free_port
 from service.client import DocqaClient
-from tests.integration.conftest import NETGUARD, REDIS_URL
+from tests.integration.conftest import NETGUARD, ONNX_CACHE, REDIS_URL
 
 pytestmark = pytest.mark.integration
 
@@ -23,6 +23,7 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     # db 11: never shared with the session stack's worker (db 13)
     redis_url = os.environ.get("DOCQA_TEST_UP_REDIS_URL", REDIS_URL.rsplit("/", 1)[0] + "/11")
     env.update({"DOCQA_REDIS_URL": redis_url, "DOCQA_NETGUARD_LOG": str(tmp_path / "net.log"),
+                "DOCQA_MODELS__ONNX_CACHE_DIR": ONNX_CACHE,
                 "PYTHONPATH": os.pathsep.join([str(NETGUARD),
                                                str(Path(__file__).resolve().parents[2])])})
     env.update(extra)
