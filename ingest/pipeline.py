@@ -119,7 +119,8 @@ def ingest_document(deps: IngestDeps, doc_id: str) -> str:
 
     total = len(chunks)
     batch = max(1, settings.models.embedding_batch_size)
-    repo.set_progress(doc_id, Progress("embedding", 0, total))
+    if total > batch:  # one batch: "ready" is the next thing to say
+        repo.set_progress(doc_id, Progress("embedding", 0, total))
     base_meta = {"filename": doc.filename, "created_at": int(doc.created_at)}
     wrote = False  # from the first upsert on, a DELETE must be followed by another erasure
     try:
