@@ -36,22 +36,64 @@ def abstained(text: str) -> bool:
     return not text.strip() or bool(ABSTAIN.search(text))
 
 
+def _embed_model(settings: Settings) -> Any:
+    """llama-index's HuggingFace embedding on the packaged MiniLM, its tokenizer local."""
+    from llama_index.core import Settings as LlamaSettings
+    from llama_index.embeddings.huggingface import HuggingFaceEmbedding
+    from transformers import AutoTokenizer
+
+    model_dir = str(settings.models.resolved_embedding_path())
+    LlamaSettings.tokenizer = AutoTokenizer.from_pretrained(model_dir).encode
+    LlamaSettings.embed_model = HuggingFaceEmbedding(model_name=model_dir, device="cpu")
+    return LlamaSettings.embed_model
+
+
+def _chroma_client(settings: Settings) -> Any:
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    return chromadb.HttpClient(host=settings.chroma.host, port=settings.chroma.port,
+                               settings=ChromaSettings(anonymized_telemetry=False))
+
+
+def baseline_ingest(settings: Settings, texts: Sequence[str], collection: str,
+                    drop: bool = False) -> dict[str, Any]:
+    """The baseline's ingest alone (bench/ingest.py): ``VectorStoreIndex.from_documents``
+    of ``texts`` into a new collection ``collection`` of the same Chroma server, timed from
+    the documents to the last write (the models are loaded before). ``drop``: remove the
+    collection afterwards. Returns seconds and the nodes written."""
+    apply_offline_env()
+    from llama_index.core import Document, StorageContext, VectorStoreIndex
+    from llama_index.vector_stores.chroma import ChromaVectorStore
+
+    embed = _embed_model(settings)
+    embed.get_text_embedding("warm-up")  # untimed, as the raw encode's warm-up
+    client = _chroma_client(settings)
+    coll = client.get_or_create_collection(collection, embedding_function=None)
+    try:
+        t = time.perf_counter()
+        VectorStoreIndex.from_documents(
+            [Document(text=text) for text in texts],
+            storage_context=StorageContext.from_defaults(
+                vector_store=ChromaVectorStore(chroma_collection=coll)))
+        seconds = time.perf_counter() - t
+        nodes = coll.count()
+    finally:
+        if drop:
+            client.delete_collection(collection)
+    return {"seconds": seconds, "nodes": nodes}
+
+
 class LlamaIndexBaseline:
     def __init__(self, settings: Settings, docs: Sequence[EvalDoc], collection: str,
                  top_k: int = 2) -> None:
         apply_offline_env()
-        import chromadb
-        from chromadb.config import Settings as ChromaSettings
         from llama_index.core import Document, StorageContext, VectorStoreIndex
         from llama_index.core import Settings as LlamaSettings
-        from llama_index.embeddings.huggingface import HuggingFaceEmbedding
         from llama_index.llms.llama_cpp import LlamaCPP
         from llama_index.vector_stores.chroma import ChromaVectorStore
-        from transformers import AutoTokenizer
 
-        model_dir = str(settings.models.resolved_embedding_path())
-        LlamaSettings.tokenizer = AutoTokenizer.from_pretrained(model_dir).encode
-        LlamaSettings.embed_model = HuggingFaceEmbedding(model_name=model_dir, device="cpu")
+        _embed_model(settings)
         self.llm = LlamaCPP(
             model_path=str(settings.models.resolved_generator_path()),
             temperature=0.0,
@@ -66,8 +108,7 @@ class LlamaIndexBaseline:
         self.llm.completion_to_prompt = lambda text: render([{"role": "user", "content": text}])
         LlamaSettings.llm = self.llm
 
-        client = chromadb.HttpClient(host=settings.chroma.host, port=settings.chroma.port,
-                                     settings=ChromaSettings(anonymized_telemetry=False))
+        client = _chroma_client(settings)
         coll = client.get_or_create_collection(collection, embedding_function=None)
         store = ChromaVectorStore(chroma_collection=coll)
         if coll.count() == 0:

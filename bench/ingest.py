@@ -1,19 +1,30 @@
-"""Ingest throughput and ask latency benchmark against a running docqa service.
+"""Ingest throughput of three systems in one run, and ask latency, against a running docqa.
 
     python -m bench.ingest --url http://127.0.0.1:8080 --api-key KEY
-        [--squad ../shared/eval/squad2/dev-v2.0.json] [--questions 50] [--limit N] [--json OUT]
+        [--corpus squad2|scifact] [--squad FILE] [--scifact DIR] [--limit N]
+        [--questions 50] [--no-baseline] [--json OUT]
 
-Every SQuAD 2.0 dev paragraph (1,204 of them) becomes one text document.
+The documents: every SQuAD 2.0 dev paragraph (1,204), or every SciFact abstract (5,183: the
+title, a blank line, the text), each one text document.
 
-Phase 1 (service): wall time from the first upload until every document is ``ready`` or
-``failed`` (8 upload threads, then ``wait_ready``).
-Phase 2 (raw encode): the same texts through ``SentenceTransformerEmbedder`` in this process
-(one untimed warm-up call first) -- the ceiling the service's embedding stage can reach.
-Phase 3 (ask): wall time of ``/v1/ask`` for N answerable questions chosen with
+Phase 1 (raw encode, before): the documents' chunk texts (the service's own chunker and
+settings) through ``SentenceTransformer.encode`` (torch, batch 32) in this process, one
+untimed warm-up call first: the bar the service must reach.
+Phase 2 (service): wall time from the first upload until every document is ``ready`` or
+``failed`` (8 upload threads, then ``wait_ready``): parse, chunk, embed the chunks and their
+sentence units, store, verify.
+Phase 3 (raw encode, after): phase 1 again. The machine is shared, so the raw figure is
+the two runs together (their documents over their seconds); both are reported.
+Phase 4 (baseline): the llama-index baseline's ingest of the same texts (bench/baseline.py:
+``VectorStoreIndex.from_documents`` with its HuggingFace MiniLM into a fresh collection of
+the same Chroma server, dropped afterwards).
+Phase 5 (ask): wall time of ``/v1/ask`` for N answerable questions (SQuAD only) chosen with
 ``random.Random(7)``.
 
-One JSON object goes to stdout (and to ``--json OUT``); progress goes to stderr. Use a fresh
-tenant: uploads of bytes the tenant already has come back as duplicates and finish instantly.
+One JSON object goes to stdout (and to ``--json OUT``) with ``ratio_service_to_raw`` and
+``ratio_service_to_baseline``; progress goes to stderr. Only ratios within one run mean
+anything on a shared machine. Use a fresh tenant: uploads of bytes the tenant already has
+come back as duplicates and finish instantly.
 """
 
 from __future__ import annotations
@@ -39,9 +50,14 @@ from urllib.parse import urlsplit  # noqa: E402
 import httpx  # noqa: E402
 
 from bench.evalkit import percentile  # noqa: E402
+from core.domain import Page  # noqa: E402
+from ingest.chunking import chunk_pages  # noqa: E402
 from service.client import DocqaAPIError, DocqaClient, UploadAccepted  # noqa: E402
 
-DEFAULT_SQUAD = Path(__file__).resolve().parents[2] / "shared/eval/squad2/dev-v2.0.json"
+EVAL_DIR = Path(os.environ.get("DOCQA_EVAL_DIR")
+                or Path(__file__).resolve().parents[2] / "shared" / "eval")
+DEFAULT_SQUAD = EVAL_DIR / "squad2" / "dev-v2.0.json"
+DEFAULT_SCIFACT = EVAL_DIR / "scifact"
 UPLOAD_WORKERS = 8
 ENCODE_BATCH = 32
 WARMUP_TEXTS = 8
@@ -87,6 +103,27 @@ def load_squad(path: Path, limit: int | None = None) -> list[Paragraph]:
     return out
 
 
+def load_scifact(root: Path, limit: int | None = None) -> list[Paragraph]:
+    """SciFact abstracts as bench/scifact.py uploads them (title, blank line, text)."""
+    out: list[Paragraph] = []
+    with (root / "corpus.jsonl").open(encoding="utf-8") as fh:
+        for i, line in enumerate(fh):
+            row = json.loads(line)
+            text = f"{row.get('title', '').strip()}\n\n{row.get('text', '').strip()}".strip()
+            out.append(Paragraph(i, 0, str(row["_id"]), text))
+            if limit is not None and len(out) >= limit:
+                break
+    return out
+
+
+def chunk_texts(paras: list[Paragraph]) -> list[str]:
+    """The texts the service embeds as chunks: its own chunker, with its settings."""
+    c = Settings().chunking
+    return [chunk.text for k, p in enumerate(paras)
+            for chunk in chunk_pages(f"bench-{k}", [Page(1, p.context, 0)], c.size, c.overlap,
+                                     b"bench")]
+
+
 def _rate(n: int, seconds: float) -> float | None:
     return n / seconds if seconds > 0 else None
 
@@ -95,7 +132,7 @@ def _round(x: float | None, digits: int = 4) -> float | None:
     return None if x is None else round(x, digits)
 
 
-# ---------------------------------------------------------------- phase 1: service
+# ---------------------------------------------------------------- service
 
 
 def bench_service(client: DocqaClient, paras: list[Paragraph], ready_timeout: float
@@ -109,7 +146,7 @@ def bench_service(client: DocqaClient, paras: list[Paragraph], ready_timeout: fl
     def upload(p: Paragraph) -> UploadAccepted:
         return client.upload_bytes(p.filename, p.context.encode("utf-8"), p.metadata)
 
-    log(f"phase 1: uploading {n} documents with {UPLOAD_WORKERS} threads")
+    log(f"service: uploading {n} documents with {UPLOAD_WORKERS} threads")
     t0 = time.perf_counter()
     with ThreadPoolExecutor(max_workers=UPLOAD_WORKERS) as pool:
         futures = {pool.submit(upload, p): p for p in paras}
@@ -137,7 +174,7 @@ def bench_service(client: DocqaClient, paras: list[Paragraph], ready_timeout: fl
 
     timed_out = False
     unique_ids = list(dict.fromkeys(ids))  # identical bytes within the run map to one id
-    log(f"phase 1: waiting for {len(unique_ids)} documents (timeout {ready_timeout:.0f}s)")
+    log(f"service: waiting for {len(unique_ids)} documents (timeout {ready_timeout:.0f}s)")
     try:
         final = client.wait_ready(unique_ids, timeout=ready_timeout, on_progress=on_progress)
     except TimeoutError as exc:
@@ -183,27 +220,21 @@ def bench_service(client: DocqaClient, paras: list[Paragraph], ready_timeout: fl
             f"not all documents finished within {ready_timeout:.0f}s"
     if "warning" in result:
         log(f"WARNING: {result['warning']}")
-    log(f"phase 1: {ready} ready, {failed} failed in {seconds:.1f}s")
+    log(f"service: {ready} ready, {failed} failed in {seconds:.1f}s")
     return result
 
 
-# ---------------------------------------------------------------- phase 2: raw encode
+# ---------------------------------------------------------------- raw encode and baseline
 
 
-def bench_raw_encode(paras: list[Paragraph]) -> tuple[dict[str, Any], dict[str, Any]]:
+def load_raw_encoder() -> tuple[SentenceTransformerEmbedder, dict[str, Any]]:
     model_path = Settings().models.resolved_embedding_path()
-    texts = [p.context for p in paras]
-    log(f"phase 2: loading {model_path}")
+    log(f"raw encode: loading {model_path}")
     t = time.perf_counter()
     embedder = SentenceTransformerEmbedder(model_path, batch_size=ENCODE_BATCH)
-    load_s = time.perf_counter() - t
-    embedder.embed(texts[:WARMUP_TEXTS])  # warm-up, untimed
-    log(f"phase 2: encoding {len(texts)} texts (batch {ENCODE_BATCH})")
-    t = time.perf_counter()
-    vectors = embedder.embed(texts)
-    seconds = time.perf_counter() - t
-    log(f"phase 2: {seconds:.1f}s")
-    info: dict[str, Any] = {"embedding_model": str(model_path), "embedding_dim": embedder.dimension}
+    info: dict[str, Any] = {"embedding_model": str(model_path),
+                            "embedding_dim": embedder.dimension,
+                            "model_load_seconds": round(time.perf_counter() - t, 3)}
     try:
         import sentence_transformers
         import torch
@@ -212,17 +243,38 @@ def bench_raw_encode(paras: list[Paragraph]) -> tuple[dict[str, Any], dict[str, 
                     sentence_transformers=sentence_transformers.__version__)
     except ImportError:  # pragma: no cover
         pass
-    result = {
-        "seconds": round(seconds, 3),
-        "docs_per_s": _round(_rate(len(vectors), seconds)),
-        "batch_size": ENCODE_BATCH,
-        "model_load_seconds": round(load_s, 3),
-    }
-    del embedder
-    return result, info
+    return embedder, info
 
 
-# ---------------------------------------------------------------- phase 3: ask
+def bench_raw_encode(embedder: SentenceTransformerEmbedder, texts: list[str], documents: int,
+                     label: str) -> dict[str, Any]:
+    embedder.embed(texts[:WARMUP_TEXTS])  # warm-up, untimed
+    log(f"{label}: encoding {len(texts)} chunk texts of {documents} documents "
+        f"(torch, batch {ENCODE_BATCH})")
+    t = time.perf_counter()
+    embedder.embed(texts)
+    seconds = time.perf_counter() - t
+    log(f"{label}: {seconds:.1f}s")
+    return {"seconds": round(seconds, 3), "docs_per_s": _round(_rate(documents, seconds)),
+            "chunks": len(texts), "batch_size": ENCODE_BATCH}
+
+
+def bench_baseline(paras: list[Paragraph]) -> dict[str, Any]:
+    """The llama-index baseline's ingest of the same texts (its own embedding and Chroma
+    writes), into a collection of its own that is dropped afterwards."""
+    from bench.baseline import baseline_ingest
+
+    settings = Settings()
+    collection = f"bench_ingest_baseline_{os.getpid()}_{int(time.time())}"
+    log(f"baseline: llama-index ingest of {len(paras)} documents into {collection}")
+    result = baseline_ingest(settings, [p.context for p in paras], collection, drop=True)
+    log(f"baseline: {result['seconds']:.1f}s")
+    return {"seconds": round(result["seconds"], 3),
+            "docs_per_s": _round(_rate(len(paras), result["seconds"])),
+            "nodes": result["nodes"]}
+
+
+# ---------------------------------------------------------------- ask
 
 
 def pick_questions(paras: list[Paragraph], n: int) -> list[str]:
@@ -237,7 +289,7 @@ def bench_ask(client: DocqaClient, questions: list[str]) -> dict[str, Any]:
     counts = {"answered": 0, "not_found": 0, "other": 0}
     errors = unavailable = 0
     error_samples: list[str] = []
-    log(f"phase 3: asking {len(questions)} questions")
+    log(f"ask: asking {len(questions)} questions")
     for k, question in enumerate(questions, 1):
         if k > 1 and (k - 1) % 10 == 0:
             log(f"  {k - 1}/{len(questions)}")
@@ -261,7 +313,7 @@ def bench_ask(client: DocqaClient, questions: list[str]) -> dict[str, Any]:
         total_ms = (res.get("timings") or {}).get("total_ms")
         if isinstance(total_ms, int | float):
             server_ms.append(float(total_ms))
-    log(f"phase 3: {len(latencies)} ok, {errors + unavailable} errors")
+    log(f"ask: {len(latencies)} ok, {errors + unavailable} errors")
     result: dict[str, Any] = {
         "n": len(questions),
         "p50_s": _round(percentile(latencies, 50)),
@@ -288,11 +340,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--url", required=True, help="service base URL, e.g. http://127.0.0.1:8080")
     ap.add_argument("--api-key", required=True, help="API key of a fresh tenant")
+    ap.add_argument("--corpus", choices=("squad2", "scifact"), default="squad2",
+                    help="SQuAD 2.0 dev paragraphs or SciFact abstracts (default squad2)")
     ap.add_argument("--squad", type=Path, default=DEFAULT_SQUAD,
                     help=f"SQuAD 2.0 JSON (default: {DEFAULT_SQUAD})")
-    ap.add_argument("--questions", type=int, default=50, help="ask-latency sample size")
+    ap.add_argument("--scifact", type=Path, default=DEFAULT_SCIFACT,
+                    help=f"SciFact folder with corpus.jsonl (default: {DEFAULT_SCIFACT})")
+    ap.add_argument("--questions", type=int, default=50,
+                    help="ask-latency sample size (SQuAD only)")
     ap.add_argument("--limit", type=int, default=None,
-                    help="use only the first N paragraphs (quick runs)")
+                    help="use only the first N documents (quick runs)")
+    ap.add_argument("--no-baseline", action="store_true",
+                    help="skip the llama-index baseline (no ratio_service_to_baseline)")
     ap.add_argument("--json", type=Path, default=None, dest="json_out",
                     help="also write the result JSON here")
     ap.add_argument("--ready-timeout", type=float, default=3600.0,
@@ -305,39 +364,56 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 4) if a is not None and b else None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     host = urlsplit(args.url).hostname or ""
     if host not in ("127.0.0.1", "localhost", "::1"):
         log(f"WARNING: {host!r} is not a loopback address")
 
-    paras = load_squad(args.squad, args.limit)
-    log(f"{len(paras)} paragraphs from {args.squad}")
+    if args.corpus == "scifact":
+        paras, source = load_scifact(args.scifact, args.limit), args.scifact
+    else:
+        paras, source = load_squad(args.squad, args.limit), args.squad
+    log(f"{len(paras)} documents from {source}")
     questions = pick_questions(paras, args.questions)
+    texts = chunk_texts(paras)
 
+    encoder, model_info = load_raw_encoder()
+    before = bench_raw_encode(encoder, texts, len(paras), "raw encode (before)")
     with DocqaClient(args.url, args.api_key, timeout=300.0, wait_on_429_s=600) as client:
         if not client.healthy():
             log(f"WARNING: {args.url}/readyz is not 200; continuing anyway")
         service = bench_service(client, paras, args.ready_timeout)
-        raw, model_info = bench_raw_encode(paras)
+        after = bench_raw_encode(encoder, texts, len(paras), "raw encode (after)")
+        del encoder
+        baseline = None if args.no_baseline else bench_baseline(paras)
         ask = bench_ask(client, questions) if questions else {"n": 0}
 
-    ratio = None
-    if service["docs_per_s"] is not None and raw["docs_per_s"]:
-        ratio = round(service["docs_per_s"] / raw["docs_per_s"], 4)
+    raw_seconds = before["seconds"] + after["seconds"]
+    raw = {"docs_per_s": _round(_rate(2 * len(paras), raw_seconds)), "chunks": len(texts),
+           "batch_size": ENCODE_BATCH, "before": before, "after": after}
     report = {
         "documents": len(paras),
+        "corpus": args.corpus,
         "service": service,
         "raw_encode": raw,
-        "ratio_service_to_raw": ratio,
+        "baseline": baseline,
+        "ratio_service_to_raw": _ratio(service["docs_per_s"], raw["docs_per_s"]),
+        "ratio_service_to_baseline": _ratio(service["docs_per_s"],
+                                            baseline["docs_per_s"] if baseline else None),
         "ask": ask,
         "config": {
             "url": args.url,
             "cpu_count": os.cpu_count(),
             "sched_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
             else None,
+            "load_average": os.getloadavg(),
             "upload_workers": UPLOAD_WORKERS,
-            "squad": str(args.squad),
+            "source": str(source),
             "limit": args.limit,
             "questions_requested": args.questions,
             "question_seed": QUESTION_SEED,

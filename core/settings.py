@@ -62,6 +62,22 @@ class ModelSettings(BaseModel):
         default=None, description="GGUF file; default: packaged SmolLM2-135M-Instruct Q4_1"
     )
     embedding_batch_size: int = 32
+    embedding_backend: Literal["onnx", "onnx-int8", "torch"] = Field(
+        default="onnx", description="onnx: the embedding model exported to ONNX Runtime "
+        "(locally, from its own files, once; ingest/embedding.py), vectors as torch's and "
+        "faster on CPU; onnx-int8: its weights quantized (faster, measured to lose answers); "
+        "torch: sentence-transformers. API and workers must use the same")
+    unit_embedding_backend: Literal["same", "onnx-int8"] = Field(
+        default="onnx-int8", description="what embeds the evidence units (sentences, list "
+        "items, table rows) at ingest: the int8 ONNX model (about 2x faster; measured without "
+        "loss on business dev and SQuAD 2.0 dev, docs/architecture.md), or 'same': the "
+        "embedding backend itself. Chunks and questions always use the embedding backend")
+    embedding_threads: int = Field(
+        default=0, ge=0, description="threads of one ONNX embedder; 0 = the CPUs this "
+        "process may use (with several worker children, e.g. 1 each)")
+    onnx_cache_dir: Path | None = Field(
+        default=None, description="where the ONNX export is kept; default DATA/cache/onnx "
+        "(scripts/setup.sh and the image export it ahead; else the first process does)")
     n_ctx: int = 2048
     n_threads: int = Field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
     max_tokens: int = 64
@@ -178,6 +194,10 @@ class WorkerSettings(BaseModel):
         "S``; workers/health.py); unset = no file. Local to the worker's machine")
     heartbeat_interval_s: float = Field(
         default=10.0, gt=0, description="seconds between two touches of heartbeat_file")
+    warm_parse_child: bool = Field(
+        default=True, description="start the next document's parse child (ingest/sandbox.py) "
+        "after each parse, so its start and imports are off the next document's path; each "
+        "child still parses one document only")
 
 
 class FaultHookSettings(BaseModel):
@@ -418,6 +438,10 @@ class Settings(BaseSettings):
     @property
     def files_dir(self) -> Path:
         return self.originals_dir or self.data_dir / "files"
+
+    @property
+    def onnx_cache_dir(self) -> Path:
+        return self.models.onnx_cache_dir or self.data_dir / "cache" / "onnx"
 
     @property
     def keywords_path(self) -> Path:

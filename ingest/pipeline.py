@@ -21,7 +21,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from core.domain import DocumentStatus, Progress
+from core.domain import DocumentStatus, Page, Progress
 from core.errors import ParseError, StoreUnavailableError, TransientError
 from core.metrics import chunks_embedded, stage
 from core.ports import DocumentRepository, Embedder, VectorStore
@@ -31,11 +31,14 @@ from core.vault import Vault
 from ingest.chunking import chunk_pages
 from ingest.originals import drop_original, erase_document, stored_file, stored_file_key
 from ingest.pii import redact_pages
-from ingest.sandbox import parse_isolated
+from ingest.sandbox import SandboxPool, parse_isolated
 from ingest.sentences import chunk_sentence_metadata
 from ingest.units import chunk_units
 
 log = logging.getLogger("docqa.ingest")
+# a document of one page and fewer characters is chunked in milliseconds: its "chunking"
+# progress would be one more registry write that nobody could see
+CHUNKING_SHOWN_CHARS = 20_000
 
 
 @dataclass
@@ -47,6 +50,11 @@ class IngestDeps:
     vault: Vault  # the stored originals (core/vault.py)
     # queue the background erasure of (tenant, document id) again (workers/app.py)
     erase_later: Callable[[str, str], None] | None = None
+    # parse children started ahead, one document each (ingest/sandbox.py); None: one
+    # started per parse
+    parsers: SandboxPool | None = None
+    # embeds the chunks' evidence units when set (models.unit_embedding_backend); else embedder
+    unit_embedder: Embedder | None = None
 
 
 class DocumentGone(Exception):  # noqa: N818 - a signal inside the job, never raised out of it
@@ -73,8 +81,8 @@ def ingest_document(deps: IngestDeps, doc_id: str) -> str:
             drop_original(settings, deps.vault, doc_id)
         return DocumentStatus.READY.value
     path = stored_file(settings, doc_id)
+    # also the progress: parsing, 0 of 0 pages (not counted yet)
     repo.set_status(doc_id, DocumentStatus.PROCESSING)
-    repo.set_progress(doc_id, Progress("parsing", 0, 0))  # total 0: page count not known yet
     pii_counts: dict[str, int] | None = None
     try:
         if not path.exists():
@@ -86,10 +94,12 @@ def ingest_document(deps: IngestDeps, doc_id: str) -> str:
         with stage("parse"):  # child process under time and memory limits (ingest/sandbox.py)
             pages = parse_isolated(path, doc.kind, settings.limits,
                                    key=stored_file_key(deps.vault, path),  # decrypted in memory
-                                   on_progress=_parse_progress(repo, doc_id))
+                                   on_progress=_parse_progress(repo, doc_id),
+                                   pool=deps.parsers)
         if redact:  # before chunking: nothing unredacted is embedded, indexed or stored
             pages, pii_counts = redact_pages(pages, settings.pii.names)
-        repo.set_progress(doc_id, Progress("chunking", len(pages), len(pages)))
+        if len(pages) > 1 or sum(len(p.text) for p in pages) > CHUNKING_SHOWN_CHARS:
+            repo.set_progress(doc_id, Progress("chunking", len(pages), len(pages)))
         try:  # ids keyed per document: made only while it is registered (core/domain.py)
             id_key = deps.store.chunk_id_key(doc_id)
         except TextKeyMissing:
@@ -109,7 +119,8 @@ def ingest_document(deps: IngestDeps, doc_id: str) -> str:
 
     total = len(chunks)
     batch = max(1, settings.models.embedding_batch_size)
-    repo.set_progress(doc_id, Progress("embedding", 0, total))
+    if total > batch:  # one batch: "ready" is the next thing to say
+        repo.set_progress(doc_id, Progress("embedding", 0, total))
     base_meta = {"filename": doc.filename, "created_at": int(doc.created_at)}
     wrote = False  # from the first upsert on, a DELETE must be followed by another erasure
     try:
@@ -118,27 +129,30 @@ def ingest_document(deps: IngestDeps, doc_id: str) -> str:
                 part = chunks[i : i + batch]
                 vectors = deps.embedder.embed([c.text for c in part])
                 # the answer pipeline scores the units: embed them now, not at every question
-                sentence_meta = chunk_sentence_metadata([c.text for c in part],
-                                                        deps.embedder.embed, units[i : i + batch])
+                sentence_meta = chunk_sentence_metadata(
+                    [c.text for c in part], (deps.unit_embedder or deps.embedder).embed,
+                    units[i : i + batch])
                 chunks_embedded(len(part))
                 _still_registered(repo, doc_id)
                 wrote = True
                 with stage("upsert"):
                     deps.store.upsert(doc.tenant, part, vectors, base_meta, sentence_meta)
-                repo.set_progress(doc_id, Progress("embedding", min(i + batch, total), total))
+                if i + batch < total:  # the last batch's progress is the "indexing" below
+                    repo.set_progress(doc_id, Progress("embedding", i + batch, total))
 
-        repo.set_progress(doc_id, Progress("indexing", total, total))
+        if total > batch:  # one batch: "ready" follows within milliseconds
+            repo.set_progress(doc_id, Progress("indexing", total, total))
         _check_redaction_unchanged(repo, doc_id, redact)  # before removing other chunks
         with stage("verify"):  # stale chunks out, then count what Chroma holds
             stored = deps.store.delete_document(doc.tenant, doc_id, keep=[c.id for c in chunks])
-        _still_registered(repo, doc_id)
+        # one read for both: still registered, and redaction not turned on meanwhile
+        _check_redaction_unchanged(repo, doc_id, redact, gone_raises=True)
     except (DocumentGone, TextKeyMissing):  # no key may be made for a document going away
         return _abandon(deps, doc.tenant, doc_id, wrote)
     except Exception:
         if wrote and _gone(repo, doc_id):  # a failed write after the DELETE: clean up anyway
             return _abandon(deps, doc.tenant, doc_id, wrote)
         raise
-    _check_redaction_unchanged(repo, doc_id, redact)
     if stored != total:
         raise StoreUnavailableError(f"stored {stored} of {total} chunks; will retry")
     repo.set_status(doc_id, DocumentStatus.READY, chunks=total, pages=len(pages),
@@ -148,6 +162,17 @@ def ingest_document(deps: IngestDeps, doc_id: str) -> str:
     log.info("document %s ready: %d chunks, %d pages%s", doc_id, total, len(pages),
              f", PII redacted {pii_counts}" if redact else "")
     return DocumentStatus.READY.value
+
+
+def warm_up(deps: IngestDeps) -> None:
+    """What the first document would otherwise pay (seconds on a busy machine): the
+    chunker's import (llama-index) and the embedder's first run."""
+    c = deps.settings.chunking
+    text = "Warm-up. The first document should not pay for imports."
+    pages = [Page(1, text, 0)]
+    chunks = chunk_pages("warm-up", pages, c.size, c.overlap, b"warm-up")
+    chunk_sentence_metadata([ch.text for ch in chunks], deps.embedder.embed,
+                            chunk_units(pages, chunks))
 
 
 def _gone(repo: DocumentRepository, doc_id: str) -> bool:
@@ -174,10 +199,13 @@ def _abandon(deps: IngestDeps, tenant: str, doc_id: str, wrote: bool) -> str:
 
 
 def _parse_progress(repo: DocumentRepository, doc_id: str) -> Callable[[int, int], None]:
-    """Pages parsed so far, as the sandbox relays them (at most ~4 a second). Best effort: a
-    registry hiccup here must not fail a parse that is going well; the next write says more."""
+    """Pages parsed so far, as the sandbox relays them (at most ~4 a second), for documents of
+    more than one page. Best effort: a registry hiccup here must not fail a parse that is
+    going well; the next write says more."""
 
     def report(done: int, total: int) -> None:
+        if total <= 1:  # a one-piece document: "parsing" is all there is to say
+            return
         try:
             repo.set_progress(doc_id, Progress("parsing", done, total))
         except Exception as exc:  # noqa: BLE001 - progress is informational
@@ -193,12 +221,16 @@ def failed_ingest_cleanup(deps: IngestDeps, doc_id: str) -> None:
         drop_original(deps.settings, deps.vault, doc_id)
 
 
-def _check_redaction_unchanged(repo: DocumentRepository, doc_id: str, redact: bool) -> None:
+def _check_redaction_unchanged(repo: DocumentRepository, doc_id: str, redact: bool,
+                               gone_raises: bool = False) -> None:
     """Redaction turned on (``enable_redaction``) after this run read the record: never let
-    an unredacted run clean up or finish; the retry runs redacted."""
-    if redact:
+    an unredacted run clean up or finish; the retry runs redacted. ``gone_raises``: the same
+    read also raises ``DocumentGone`` for a document deleted (or being deleted)."""
+    if redact and not gone_raises:
         return
     current = repo.get(doc_id)
-    if current is not None and current.redact_pii:
+    if gone_raises and (current is None or current.deleting):
+        raise DocumentGone(doc_id)
+    if not redact and current is not None and current.redact_pii:
         raise TransientError("PII redaction was turned on during the ingest; will retry")
 

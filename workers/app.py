@@ -24,9 +24,10 @@ from core.ports import DocumentRepository
 from core.registry import open_repository
 from core.settings import Settings, apply_offline_env
 from core.vault import Vault
-from ingest.embedding import SentenceTransformerEmbedder
+from ingest.embedding import make_embedder, make_unit_embedder
 from ingest.erasure import Eraser, NotDeletedYet, build_eraser, sees_chroma_dir
-from ingest.pipeline import IngestDeps, failed_ingest_cleanup, ingest_document
+from ingest.pipeline import IngestDeps, failed_ingest_cleanup, ingest_document, warm_up
+from ingest.sandbox import SandboxPool
 from ingest.store import ChromaStore, open_store
 from workers import deliveries, health, reconcile, testhooks
 
@@ -54,11 +55,12 @@ def build_deps(settings: Settings, store: ChromaStore,
         settings=settings,
         repo=repo or notifying_repository(settings),
         store=store,
-        embedder=testhooks.hooked_embedder(settings, SentenceTransformerEmbedder(
-            settings.models.resolved_embedding_path(), settings.models.embedding_batch_size
-        )),  # the embedder itself unless DOCQA_TEST_HOOKS__* (tests only) are set
+        # the embedder itself unless DOCQA_TEST_HOOKS__* (tests only) are set
+        embedder=testhooks.hooked_embedder(settings, make_embedder(settings)),
         vault=Vault.for_settings(settings),
         erase_later=queue_erase,
+        parsers=SandboxPool() if settings.worker.warm_parse_child else None,
+        unit_embedder=make_unit_embedder(settings),
     )
 
 
@@ -147,7 +149,7 @@ def get_deps() -> IngestDeps:
 def _warm_up_child(**_: Any) -> None:
     """Load the embedding model once per child, before the first task arrives."""
     if _settings is not None and _warm_up:
-        get_deps()
+        warm_up(get_deps())
         log.info("worker child ready (embedding model loaded)")
 
 

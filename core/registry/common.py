@@ -260,6 +260,8 @@ class SqlRepository(ABC):
         args: builtins.list[Any] = [status.value, self._text(error), time.time()]
         if status is DocumentStatus.QUEUED:
             sets += ["stage='queued'", "done=0", "total=0"]
+        if status is DocumentStatus.PROCESSING:  # an ingest starts by parsing (one write)
+            sets += ["stage='parsing'", "done=0", "total=0"]
         if status is DocumentStatus.READY:
             sets += ["stage='ready'"]
         if status is DocumentStatus.FAILED:

@@ -20,7 +20,7 @@ from core.ratelimit import RateLimiter
 from core.registry import open_repository
 from core.settings import Settings
 from core.vault import encrypt_legacy_files
-from ingest.embedding import SentenceTransformerEmbedder
+from ingest.embedding import make_embedder
 from ingest.store import ChromaStore, open_store
 from service.answer import AnswerPipeline
 from service.answer.generator import LlamaGenerator
@@ -60,9 +60,7 @@ def build_components(settings: Settings) -> Components:
             log.info("keyword index %s built from Chroma: %d chunks", keywords.describe(), n)
     except DocqaError as exc:
         log.warning("keyword index not rebuilt (Chroma or its database unavailable: %s)", exc)
-    embedder = SentenceTransformerEmbedder(
-        settings.models.resolved_embedding_path(), settings.models.embedding_batch_size
-    )
+    embedder = make_embedder(settings)  # the workers' own backend: one vector space
     generator = None
     if settings.load_generator:
         m = settings.models

@@ -24,6 +24,10 @@ from service.cli.processes import chroma_command, free_port, wait_http
 from service.client import DocqaClient
 from tests.private_redis import session_redis_url
 
+# the embedding model's ONNX export scripts/setup.sh made: stacks use it rather than each
+# exporting its own (the export on first use is the same code, run by setup.sh)
+ONNX_CACHE = os.environ.get("DOCQA_MODELS__ONNX_CACHE_DIR") or str(
+    Path(__file__).resolve().parents[2] / "data" / "cache" / "onnx")
 REDIS_URL = os.environ.get("DOCQA_TEST_REDIS_URL") or session_redis_url(13)
 NETGUARD = Path(__file__).parent / "netguard"
 KEYS = {"acme": "test-key-acme-0123456789", "globex": "test-key-globex-0123456789"}
@@ -123,6 +127,7 @@ def run_stack(
         # every test is the client 127.0.0.1: the keys refused on purpose by all the tests
         # would add up (the throttle itself: tests/unit/service/api/test_limits.py)
         "DOCQA_RATE_LIMIT__AUTH_FAILURES_PER_MINUTE": "1000",
+        "DOCQA_MODELS__ONNX_CACHE_DIR": ONNX_CACHE,
         **(extra_env or {}),
     }
     for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"):

@@ -18,7 +18,7 @@ import redis
 from service.cli import localredis
 from service.cli.processes import free_port
 from service.client import DocqaClient
-from tests.integration.conftest import NETGUARD
+from tests.integration.conftest import NETGUARD, ONNX_CACHE
 
 pytestmark = pytest.mark.integration
 
@@ -28,6 +28,7 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     runs a Redis of its own unless ``extra`` gives one."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOCQA_")}
     env.update({"DOCQA_NETGUARD_LOG": str(tmp_path / "net.log"),
+                "DOCQA_MODELS__ONNX_CACHE_DIR": ONNX_CACHE,
                 "PYTHONPATH": os.pathsep.join([str(NETGUARD),
                                                str(Path(__file__).resolve().parents[2])])})
     env.update(extra)

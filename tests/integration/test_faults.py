@@ -41,7 +41,7 @@ from core.registry import SqliteDocumentRepository
 from ingest.store import tenant_get
 from service.cli.processes import chroma_command, free_port, wait_http
 from service.client import DocqaClient
-from tests.integration.conftest import KEYS, NETGUARD, Stack, run_stack
+from tests.integration.conftest import KEYS, NETGUARD, ONNX_CACHE, Stack, run_stack
 from tests.private_redis import session_redis_url
 
 pytestmark = pytest.mark.integration
@@ -533,6 +533,7 @@ def test_up_restarts_a_crashed_worker_and_chroma_and_still_stops_cleanly(
         "DOCQA_NETGUARD_LOG": str(tmp_path / "net.log"),
         "DOCQA_API_KEYS": f"acme:{KEYS['acme']}",
         "DOCQA_LOAD_GENERATOR": "false",
+        "DOCQA_MODELS__ONNX_CACHE_DIR": ONNX_CACHE,
         "PYTHONPATH": os.pathsep.join([str(NETGUARD), str(Path(__file__).resolve().parents[2])]),
     })
     proc = subprocess.Popen(

@@ -22,7 +22,7 @@ from core.keystore import SqliteKeyStore
 from core.settings import LimitSettings
 from core.vault import Vault
 from ingest.isolation import NOBODY, minimal_env
-from ingest.sandbox import parse_isolated
+from ingest.sandbox import SandboxPool, parse_isolated
 
 HERE = "tests.unit.ingest.test_isolation"
 SECRETS = {"DOCQA_ENCRYPTION_KEY": "c2VjcmV0LWVuY3J5cHRpb24ta2V5LTAxMjM0NTY3ODk=",
@@ -96,22 +96,44 @@ def probe_read(path: Path, kind: Any, limits: Any) -> list[Page]:
 # ---------------------------------------------------------------- the tests
 
 
+@pytest.fixture(autouse=True, params=["fresh child", "pooled child"])
+def pooled(request: pytest.FixtureRequest) -> bool:
+    """Every probe runs twice: in a child started for the parse, and in the child a
+    ``SandboxPool`` started ahead (before the document existed) and then handed it."""
+    return bool(request.param == "pooled child")
+
+
 def _probe(tmp_path: Path, target: str, document: bytes, key: bytes | None = None,
-           path: Path | None = None) -> dict[str, Any]:
+           path: Path | None = None, *, pooled: bool) -> dict[str, Any]:
     if path is None:
         path = tmp_path / "probe.txt"
         path.write_bytes(document)
-    pages = parse_isolated(path, DocumentKind.TEXT, LimitSettings(), target=f"{HERE}:{target}",
-                           key=key)
+    pool = SandboxPool() if pooled else None
+    spare = None
+    if pool is not None:
+        pool.refill(f"{HERE}:{target}", DocumentKind.TEXT)
+        spare = pool.spare_pid
+        assert spare is not None
+    try:
+        pages = parse_isolated(path, DocumentKind.TEXT, LimitSettings(),
+                               target=f"{HERE}:{target}", key=key, pool=pool)
+        if pool is not None:  # the spare parsed it (and is gone); another waits
+            assert pool.spare_pid not in (None, spare)
+            with pytest.raises(ProcessLookupError):
+                os.kill(spare, 0)  # type: ignore[arg-type]
+    finally:
+        if pool is not None:
+            pool.close()
     return dict(json.loads(pages[0].text))
 
 
-def test_a_connect_from_inside_the_parser_fails_and_reaches_nobody(tmp_path: Path) -> None:
+def test_a_connect_from_inside_the_parser_fails_and_reaches_nobody(tmp_path: Path,
+                                                                   pooled: bool) -> None:
     with socket.create_server(("127.0.0.1", 0)) as listener, \
             socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
         udp.bind(("127.0.0.1", listener.getsockname()[1]))
         port = listener.getsockname()[1]
-        result = _probe(tmp_path, "probe_connect", str(port).encode())
+        result = _probe(tmp_path, "probe_connect", str(port).encode(), pooled=pooled)
         assert result["connect"] != "connected" and result["udp"] != "sent", result
         # the child has ended: a connection or datagram it made would be waiting here now
         listener.setblocking(False)
@@ -123,11 +145,11 @@ def test_a_connect_from_inside_the_parser_fails_and_reaches_nobody(tmp_path: Pat
 
 
 def test_the_child_has_no_secret_in_its_environment(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pooled: bool
 ) -> None:
     for name, value in SECRETS.items():
         monkeypatch.setenv(name, value)
-    result = _probe(tmp_path, "probe_environment", b"env")
+    result = _probe(tmp_path, "probe_environment", b"env", pooled=pooled)
     env: dict[str, str] = result["env"]
     assert env == minimal_env() or set(env) <= set(minimal_env()) | {"LC_CTYPE"}, env
     assert not any(name.startswith("DOCQA_") for name in env)
@@ -142,7 +164,7 @@ def test_the_child_has_no_secret_in_its_environment(
         assert (result["uid"], result["gid"], result["groups"]) == (NOBODY, NOBODY, [])
 
 
-def test_the_child_cannot_read_the_master_key_or_any_file(tmp_path: Path) -> None:
+def test_the_child_cannot_read_the_master_key_or_any_file(tmp_path: Path, pooled: bool) -> None:
     data = tmp_path / "data"
     data.mkdir()
     crypto.load_or_create_master_key(data, None)  # DATA/master.key, mode 0600
@@ -156,7 +178,8 @@ def test_the_child_cannot_read_the_master_key_or_any_file(tmp_path: Path) -> Non
     names = [str(master), str(public), str(stored), str(data / "registry.sqlite3")]
     vault.write_bytes(stored, json.dumps(names).encode())
 
-    result = _probe(tmp_path, "probe_read", b"", key=vault.key_for(stored), path=stored)
+    result = _probe(tmp_path, "probe_read", b"", key=vault.key_for(stored), path=stored,
+                    pooled=pooled)
     assert result["document"] == json.dumps(names)[:20]  # it got the plaintext, in memory
     for name in names:
         assert result[name].startswith(("PermissionError", "FileNotFoundError")), (name, result)

@@ -257,3 +257,77 @@ def test_a_reingest_gives_the_same_keyed_chunk_ids(env: Env) -> None:
     assert sorted(env.store.chunk_ids("acme", doc.id)) == first
     chunk = env.store.chunks[first[0]][2]
     assert first[0].rsplit(":", 1)[1] != hashlib.sha256(chunk.text.encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- writes per document
+
+
+class ProgressLog:
+    """The stages the ingest writes to the registry, in order."""
+
+    def __init__(self, env: Env) -> None:
+        self.stages: list[str] = []
+        real_status, real_progress = env.repo.set_status, env.repo.set_progress
+
+        def set_status(doc_id: str, status: DocumentStatus, **kw: Any) -> None:
+            self.stages.append(f"status:{status.value}")
+            real_status(doc_id, status, **kw)
+
+        def set_progress(doc_id: str, progress: Any) -> None:
+            self.stages.append(progress.stage)
+            real_progress(doc_id, progress)
+
+        env.repo.set_status = set_status  # type: ignore[method-assign]
+        env.repo.set_progress = set_progress  # type: ignore[method-assign]
+
+
+def test_a_small_document_goes_from_parsing_to_ready_in_two_writes(env: Env) -> None:
+    doc, _ = env.upload(b"Harbour notes. The pier opens in May. Boats moor at the east quay.")
+    log = ProgressLog(env)
+    assert env.ingest(doc.id).status is DocumentStatus.READY
+    assert log.stages == ["status:processing", "status:ready"]
+
+
+def test_a_long_document_still_reports_chunking_embedding_and_indexing(env: Env) -> None:
+    doc, _ = env.upload(LONG)
+    log = ProgressLog(env)
+    final = env.ingest(doc.id)
+    assert final.status is DocumentStatus.READY and final.chunks > 32
+    assert log.stages[0] == "status:processing" and log.stages[-1] == "status:ready"
+    middle = log.stages[1:-1]
+    assert middle[0] == "chunking" and middle[-1] == "indexing"
+    # 0 of N, then after every batch but the last (whose progress is "indexing")
+    assert set(middle[1:-1]) == {"embedding"} and len(middle) - 2 == 1 + (final.chunks - 1) // 32
+
+
+def test_the_units_go_to_the_unit_embedder_when_there_is_one(env: Env) -> None:
+    seen: list[list[str]] = []
+
+    class Units(HashEmbedder):
+        def embed(self, texts: Any) -> list[list[float]]:
+            seen.append(list(texts))
+            return super().embed(texts)
+
+    env.deps.unit_embedder = Units()
+    doc, _ = env.upload(b"First sentence of the note. Second sentence of the note.")
+    assert env.ingest(doc.id).status is DocumentStatus.READY
+    assert seen == [["First sentence of the note.", "Second sentence of the note."]]
+
+
+def test_an_ingest_parses_in_the_pooled_child_and_leaves_the_next_one_waiting(
+        env: Env) -> None:
+    from ingest.sandbox import SandboxPool
+
+    env.deps.parsers = pool = SandboxPool()
+    try:
+        first, _ = env.upload(b"Alpha document. It talks about alpha.")
+        second, _ = env.upload(b"Beta document. It talks about beta.")
+        assert env.ingest(first.id).status is DocumentStatus.READY
+        spare = pool.spare_pid
+        assert spare is not None
+        assert env.ingest(second.id).status is DocumentStatus.READY
+        assert pool.spare_pid not in (None, spare)  # the spare took the second document
+        texts = [c.text for _t, d, c in env.store.chunks.values() if d == second.id]
+        assert texts == ["Beta document. It talks about beta."]
+    finally:
+        pool.close()

@@ -10,11 +10,12 @@ from typing import Any
 
 import pytest
 
-from core.domain import DocumentKind, LineKind, LineMark
+from core.domain import DocumentKind, LineKind, LineMark, Page
 from core.errors import ParseError
 from core.keystore import SqliteKeyStore
 from core.settings import LimitSettings
 from core.vault import Vault
+from ingest import sandbox
 from ingest.readers import read_document
 from ingest.sandbox import marks_from_json, parse_isolated, parse_progress_line
 from tests import hostile as h
@@ -262,3 +263,65 @@ def test_the_parse_sandbox_decrypts_in_memory_and_refuses_a_wrong_key(tmp_path: 
     assert CANARY.decode() in pages[0].text
     with pytest.raises(ParseError, match="could not be decrypted"):
         parse_isolated(path, DocumentKind.TEXT, LimitSettings(), key=bytes(32))
+
+
+# ---------------------------------------------------------------- children started ahead
+
+
+def own_pid_reader(path: Path, kind: Any, limits: Any) -> list[Page]:
+    """A sandbox target that answers with the pid of the child that parsed."""
+    return [Page(number=1, text=f"{os.getpid()} {path.read_text()}", offset=0)]
+
+
+def test_a_pool_hands_each_document_to_a_child_started_ahead_and_never_reuses_one(
+        tmp_path: Path) -> None:
+    pool = sandbox.SandboxPool()
+    target = "tests.unit.ingest.test_sandbox:own_pid_reader"
+    try:
+        pids = []
+        for n in range(3):
+            path = _write(tmp_path, f"d{n}.txt", f"document {n}".encode())
+            spare = pool.spare_pid
+            pid, text = parse_isolated(path, DocumentKind.TEXT, LimitSettings(), target=target,
+                                       pool=pool)[0].text.split(" ", 1)
+            assert text == f"document {n}"
+            if n:  # the child started after the previous parse took this document
+                assert int(pid) == spare
+            pids.append(int(pid))
+            assert pool.spare_pid is not None and pool.spare_pid not in pids
+        assert len(set(pids)) == 3  # one child per document
+        for pid in pids:
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+    finally:
+        pool.close()
+
+
+def test_a_pooled_child_keeps_the_limits_and_the_next_document_still_parses(
+        tmp_path: Path) -> None:
+    pool = sandbox.SandboxPool()
+    path = _write(tmp_path, "a.txt", b"hello")
+    try:
+        pool.refill("tests.hostile:sleep", DocumentKind.TEXT)
+        spare = pool.spare_pid
+        with pytest.raises(ParseError, match="time limit"):
+            parse_isolated(path, DocumentKind.TEXT, _limits(parse_timeout_s=1.5),
+                           target="tests.hostile:sleep", pool=pool)
+        with pytest.raises(ProcessLookupError):
+            os.kill(spare, 0)  # type: ignore[arg-type]
+        pool.refill("tests.hostile:crash", DocumentKind.TEXT)
+        with pytest.raises(ParseError):
+            parse_isolated(path, DocumentKind.TEXT, LimitSettings(),
+                           target="tests.hostile:crash", pool=pool)
+        # a spare for another target or kind is not used for this document: a fresh one is
+        pages = parse_isolated(path, DocumentKind.TEXT, LimitSettings(), pool=pool)
+        assert [p.text for p in pages] == ["hello"]
+        pages = parse_isolated(_write(tmp_path, "b.md", b"# Title\n\nbody"),
+                               DocumentKind.MARKDOWN, LimitSettings(), pool=pool)
+        assert "body" in pages[0].text
+    finally:
+        spare = pool.spare_pid
+        pool.close()
+    assert spare is not None
+    with pytest.raises(ProcessLookupError):
+        os.kill(spare, 0)

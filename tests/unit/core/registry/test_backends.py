@@ -160,6 +160,8 @@ def test_list_by_part_of_the_name_any_case_newest_first(repo: DocumentRepository
 def test_status_transitions(repo: DocumentRepository) -> None:
     doc = _add(repo, "acme", "a.pdf", "1")
     repo.set_status(doc.id, DocumentStatus.PROCESSING)
+    got = repo.get(doc.id)  # an ingest starts by parsing: the same write says so
+    assert got is not None and got.progress == Progress("parsing", 0, 0)
     repo.set_progress(doc.id, Progress("embedding", 4, 10))
     got = repo.get(doc.id)
     assert got is not None and got.status is DocumentStatus.PROCESSING
