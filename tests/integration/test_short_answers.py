@@ -4,15 +4,21 @@ whole unit, and the streamed answer is the same verified one."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.integration.conftest import REDIS_URL, Stack, run_stack
+from tests.integration.conftest import Stack, run_stack
 from tests.integration.test_business_answers import ANSWERABLE, FILES, NEAR_MISS
+from tests.private_redis import session_redis_url
 
 pytestmark = pytest.mark.integration
+
+# a database of its own: the session stack's worker, on the session database, would take
+# this stack's jobs
+REDIS_URL = os.environ.get("DOCQA_TEST_SPAN_REDIS_URL") or session_redis_url(16)
 
 # a generous deadline: the shared CI machine is slow, and a late pick would only test the
 # fallback
