@@ -266,6 +266,9 @@ class ChromaStore:
                 self._forget()  # a restarted server may have new collection ids
                 if attempt == 0 and _missing(exc):
                     continue
+                if attempt == 0 and _segment_race(exc):
+                    time.sleep(0.1)
+                    continue
                 raise _wrap(exc) from exc
         return default
 
@@ -753,10 +756,19 @@ def _missing(exc: Exception) -> bool:
     return type(exc).__name__ == "NotFoundError" or "does not exist" in str(exc).lower()
 
 
+def _segment_race(exc: Exception) -> bool:
+    """Chroma (1.5) querying a collection whose vector segment is being written for the first
+    time can answer "Error creating hnsw segment reader: Nothing found on disk"; a moment
+    later the same query works. Seen with many small shards under load."""
+    text = str(exc).lower()
+    return "hnsw segment reader" in text or "nothing found on disk" in text
+
+
 def _wrap(exc: Exception) -> Exception:
-    """Connection problems become ``StoreUnavailableError``; others pass through."""
+    """Connection problems, and a segment still being written, become
+    ``StoreUnavailableError`` (a 503 the client may retry); others pass through."""
     text = f"{type(exc).__name__}: {exc}"
-    transient = any(
+    transient = _segment_race(exc) or any(
         s in text.lower()
         for s in ("connect", "timeout", "timed out", "refused", "unavailable", "503", "502",
                   "remoteprotocol", "readerror", "could not connect")

@@ -195,3 +195,32 @@ def test_text_chunks_are_the_sealed_chunks_overlapping_a_range_in_order(tmp_path
     assert store.text_chunks("globex", "d1", 0, 100) == []  # another tenant's collection
     store.destroy_text_key("d1")
     assert store.text_chunks("acme", "d1", 0, 100) == []
+
+
+class InternalError(Exception):
+    """Stands in for chromadb.errors.InternalError (matched by its message)."""
+
+
+def test_a_segment_still_being_written_is_asked_again_then_is_a_503(
+        store: LocalChromaStore) -> None:
+    from core.errors import StoreUnavailableError
+
+    _fill(store)
+    # a shard that holds records (the count below is then positive)
+    name = next(c.name for c in store._connect().list_collections() if c.count() > 0)
+    calls: list[int] = []
+
+    def flaky(coll: Any) -> int:
+        calls.append(1)
+        if len(calls) == 1:
+            raise InternalError("Error executing plan: Internal error: Error creating hnsw "
+                                "segment reader: Nothing found on disk")
+        return coll.count()
+
+    assert store._on(name, flaky) > 0 and len(calls) == 2  # asked again once, then answered
+
+    def broken(coll: Any) -> int:
+        raise InternalError("Error creating hnsw segment reader: Nothing found on disk")
+
+    with pytest.raises(StoreUnavailableError):  # still failing: a 503, never a 500
+        store._on(name, broken)
