@@ -14,11 +14,13 @@ def test_env_prefix_and_nested_delimiter(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("DOCQA_CHROMA__PORT", "8123")
     monkeypatch.setenv("DOCQA_MODELS__GENERATOR_PATH", "/models/other.gguf")
     monkeypatch.setenv("DOCQA_API_KEYS", "acme:k1, globex:k2")
+    # read only, never connected to: no Redis listens on this port
+    monkeypatch.setenv("DOCQA_REDIS_URL", "redis://127.0.0.1:6390/2")
     s = Settings()
     assert s.data_dir == Path("/srv/docqa") and s.chroma.port == 8123
     assert s.models.resolved_generator_path() == Path("/models/other.gguf")
     assert s.static_api_keys == {"k1": "acme", "k2": "globex"}
-    assert s.redis_url == "redis://127.0.0.1:6379/0"
+    assert s.redis_url == "redis://127.0.0.1:6390/2"
 
 
 def test_default_models_resolve_to_packaged_files() -> None:
