@@ -30,6 +30,7 @@ from typing import Any
 import click
 import numpy as np
 
+from bench.stack import tree_rss_mb
 from core.domain import Chunk
 from core.keystore import SqliteKeyStore
 from core.sentcodec import pack
@@ -43,22 +44,6 @@ UNITS_PER_CHUNK = 9
 _WORDS = ("contract renewal notice payment invoice supplier warranty liability clause term "
           "employee leave policy incident report server outage backup restore audit review "
           "budget quarter revenue forecast committee approval deadline delivery").split()
-
-
-def _rss_bytes(pid: int) -> int:
-    total, todo = 0, [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            status = Path(f"/proc/{p}/status").read_text()
-            kids = Path(f"/proc/{p}/task/{p}/children").read_text().split()
-        except OSError:
-            continue
-        for line in status.splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1]) * 1024
-        todo += [int(k) for k in kids]
-    return total
 
 
 def _du(path: Path) -> int:
@@ -123,7 +108,7 @@ def main(steps: str, tenants: int, batch: int) -> None:
         cipher = TextCipher(secrets.token_bytes(32), SqliteKeyStore(root / "keys.sqlite3"))
         names = [f"tenant{i}" for i in range(tenants)]
         proc = start()
-        out["empty_rss_mb"] = round(_rss_bytes(proc.pid) / 2**20, 1)
+        out["empty_rss_mb"] = tree_rss_mb(proc.pid)
         done = 0
         try:
             for target in targets:
@@ -142,7 +127,7 @@ def main(steps: str, tenants: int, batch: int) -> None:
                 t1 = time.monotonic()  # the eraser's VACUUM, with the server running
                 vacuum_sqlite(chroma_dir / CHROMA_DB)
                 vacuum_s = round(time.monotonic() - t1, 2)
-                step = {"chunks": done, "rss_mb": round(_rss_bytes(proc.pid) / 2**20, 1),
+                step = {"chunks": done, "rss_mb": tree_rss_mb(proc.pid),
                         "disk_mb": round(_du(chroma_dir) / 2**20, 1),
                         "write_chunks_per_s": round((done - before) / max(write_s, 1e-9), 1),
                         "query_ms_p50": q_ms, "vacuum_s": vacuum_s}
@@ -150,7 +135,7 @@ def main(steps: str, tenants: int, batch: int) -> None:
                 proc = start()
                 store = ChromaStore("127.0.0.1", port, cipher=cipher)
                 step["query_ms_p50_after_restart"] = _query_ms(store, rng, names)
-                step["rss_mb_after_restart"] = round(_rss_bytes(proc.pid) / 2**20, 1)
+                step["rss_mb_after_restart"] = tree_rss_mb(proc.pid)
                 step["disk_bytes_per_chunk"] = round(_du(chroma_dir) / done)
                 out["steps"].append(step)
                 click.echo(json.dumps(step))

@@ -51,7 +51,7 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 from bench.evalkit import percentile  # noqa: E402
-from bench.stack import LocalStack, local_stack  # noqa: E402
+from bench.stack import LocalStack, local_stack, tree_rss_mb  # noqa: E402
 from service.client import DocqaClient  # noqa: E402
 from tests.forensics import files_containing  # noqa: E402
 
@@ -138,23 +138,6 @@ def build_documents(corpus: Corpus, chunks: int, paras_per_doc: int,
 
 
 # ---------------------------------------------------------------- measurements
-
-
-def tree_rss_mb(pid: int) -> float:
-    """RSS of a process and its descendants (the worker's model lives in its child)."""
-    total, todo = 0, [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            status = Path(f"/proc/{p}/status").read_text()
-            kids = Path(f"/proc/{p}/task/{p}/children").read_text().split()
-        except OSError:
-            continue
-        for line in status.splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1]) * 1024
-        todo += [int(k) for k in kids]
-    return round(total / 2**20, 1)
 
 
 def du(path: Path) -> int:

@@ -107,3 +107,20 @@ def local_stack(data: Path, redis_url: str | None = None, tenant: str = "bench",
         _stop(st.procs)
         if private is not None:
             private.stop()
+
+
+def tree_rss_mb(pid: int) -> float:
+    """RSS of a process and its descendants in MB (a worker's model lives in its child)."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            status = Path(f"/proc/{p}/status").read_text()
+            kids = Path(f"/proc/{p}/task/{p}/children").read_text().split()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) * 1024
+        todo += [int(k) for k in kids]
+    return round(total / 2**20, 1)
