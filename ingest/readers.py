@@ -128,12 +128,18 @@ class _PdfPiece(NamedTuple):
     y: float
     bold: bool
     text: str
+    size: float = 0.0  # the font size as drawn, in points
+
+
+_PDF_HEADING_WORDS = 10  # a heading line has at most this many words
+_PDF_HEADING_LARGER = 1.5  # points above the body's font size
 
 
 def _pdf_page(page: Any) -> str | RawPage:
-    """One page's text (pypdf's ``extract_text``, read once), with the rows of the tables it
-    lays out in columns marked and labelled by their header (:func:`_table_rows`); the page's
-    plain text where it lays out none, or where its rows cannot be found in that text."""
+    """One page's text (pypdf's ``extract_text``, read once), with its headings (lines set
+    larger or in bold, :func:`_pdf_headings`) marked and the rows of the tables it lays out
+    in columns marked and labelled by their header (:func:`_table_rows`); the page's plain
+    text where it has neither, or where they cannot be found in that text."""
     pieces: list[_PdfPiece] = []
 
     def visit(text: str, cm: Any, tm: Any, font: Any, size: Any) -> None:
@@ -142,11 +148,43 @@ def _pdf_page(page: Any) -> str | RawPage:
         x = tm[4] * cm[0] + tm[5] * cm[2] + cm[4]
         y = tm[4] * cm[1] + tm[5] * cm[3] + cm[5]
         name = str(font.get("/BaseFont", "")) if isinstance(font, dict) else ""
-        pieces.append(_PdfPiece(float(x), float(y), "bold" in name.lower(), text.strip()))
+        scale = abs(float(tm[3]) * float(cm[3])) or 1.0
+        drawn = float(size) * scale if isinstance(size, (int, float)) else 0.0
+        pieces.append(_PdfPiece(float(x), float(y), "bold" in name.lower(), text.strip(), drawn))
 
     text = page.extract_text(visitor_text=visit) or ""
     tables = _pdf_tables(pieces)
-    return _with_tables(text, tables) if tables else text
+    headings = _pdf_headings(pieces, tables)
+    return _structured(text, tables, headings) if tables or headings else text
+
+
+def _pdf_headings(pieces: Sequence[_PdfPiece], tables: list[list[list[_PdfPiece]]]
+                  ) -> dict[str, int]:
+    """Lines (as squashed text) that are headings → level: short lines outside tables, not
+    ending like a sentence, set larger than the body text or all in bold where the body is
+    not. Level 1 is set at least 1.4 times the body's size, level 2 at least 1.15 times,
+    anything else level 3."""
+    weight: dict[float, int] = {}
+    for p in pieces:
+        weight[round(p.size, 1)] = weight.get(round(p.size, 1), 0) + len(p.text)
+    if not weight:
+        return {}
+    body = max(weight, key=lambda k: weight[k])
+    body_bold = sum(len(p.text) for p in pieces if p.bold) * 2 > sum(weight.values())
+    in_table = {id(p) for table in tables for line in table for p in line}
+    found: dict[str, float] = {}
+    for line in _pdf_lines(pieces):
+        if any(id(p) in in_table for p in line):
+            continue
+        words = _squash(" ".join(p.text for p in line))
+        size = max(p.size for p in line)
+        larger = size >= body + _PDF_HEADING_LARGER
+        bold = all(p.bold for p in line) and not body_bold
+        if (larger or bold) and 0 < len(words.split()) <= _PDF_HEADING_WORDS \
+                and words[:1].isalnum() and not words.endswith((".", ":", ";", ",", "!", "?")):
+            found.setdefault(words, size)
+    # levels by size against the body text, so that they agree from page to page
+    return {w: 1 if v >= body * 1.4 else 2 if v >= body * 1.15 else 3 for w, v in found.items()}
 
 
 def _pdf_lines(pieces: Sequence[_PdfPiece]) -> list[list[_PdfPiece]]:
@@ -210,9 +248,11 @@ def _squash(text: str) -> str:
     return " ".join(text.split())
 
 
-def _with_tables(text: str, tables: list[list[list[_PdfPiece]]]) -> str | RawPage:
-    """``text`` with each table's lines (found in it in order, whole) replaced by marked rows;
-    ``text`` unchanged if a table's lines are not there as they were drawn."""
+def _structured(text: str, tables: list[list[list[_PdfPiece]]], headings: dict[str, int]
+                ) -> str | RawPage:
+    """``text`` with each table's lines (found in it in order, whole) replaced by marked rows
+    and its heading lines marked, each on a block of its own; ``text`` unchanged if a
+    table's lines are not there as they were drawn."""
     lines = _normalise(text).split("\n")
     found: dict[int, tuple[int, list[list[_PdfPiece]]]] = {}  # first line → (lines, table)
     at = 0
@@ -234,7 +274,12 @@ def _with_tables(text: str, tables: list[list[list[_PdfPiece]]]) -> str | RawPag
             _table_rows(out, rows[1:] if header else rows, header)
             k += n
             continue
-        if lines[k]:
+        level = headings.get(_squash(lines[k])) if lines[k] else None
+        if level is not None:
+            out.gap()
+            out.add(lines[k], LineKind.HEADING, level)
+            out.gap()
+        elif lines[k]:
             out.add(lines[k])
         else:
             out.gap()

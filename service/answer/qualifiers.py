@@ -27,7 +27,9 @@ retrieved chunk around the unit.
   which may lean on its neighbours ("It was founded in 1987") — in the chunk; accents aside,
   and in any form sharing its first five letters (Scandinavia, Scandinavian). A list item
   or table row is a record about what it names: a name the question asks about must be in
-  the record itself, its context or the document's name.
+  the record itself, its context or the document's name; only a table row that names
+  nothing the question does not (:func:`other_names`: "Key figure: Revenue | 2023: …")
+  may take it from the chunk, as a sentence does.
 * The words naming the thing asked for (``focus``: "notice period" in "What is the notice
   period for …") must be in the unit or its context (:func:`focus_stated`): in a record its
   head noun always; in a sentence, where the question names it plainly ("What is the X …",
@@ -485,6 +487,26 @@ def answer_type(q: Question, unit: str, kind: UnitKind) -> Verdict:
     return PASS
 
 
+_CELL_SPLIT = re.compile(r"\s\|\s|;\s")
+
+
+def other_names(row: str, q: Question) -> list[str]:
+    """The names a table row's cells give that the question does not say: capitalised
+    words of its values (after a "Header: " label), not all capitals (EUR, CP), not
+    question words. A row that names none ("Key figure: Revenue | 2023: €193.4 million")
+    speaks of what its document speaks of, so a name the question asks about may come from
+    the chunk around it, as for a sentence; a row naming another site or person may not."""
+    found = []
+    for cell in _CELL_SPLIT.split(row):
+        value = cell.split(": ", 1)[1] if ": " in cell else cell
+        for word in _WORD.findall(value):
+            low = word.lower().removesuffix("'s")
+            if word[0].isupper() and not word.isupper() and low not in q.known \
+                    and low not in _NOT_NAMES:
+                found.append(word)
+    return found
+
+
 def names_the_one_asked(q: Question, unit: str, kind: UnitKind) -> Verdict:
     """"Which N …" answered by a sentence: one that speaks of an N ("the forklift accident")
     must also say which (a name, an identifier or a number the question does not give); one
@@ -544,7 +566,8 @@ def check(q: Question, unit: str, kind: UnitKind, context: UnitContext, chunk: s
     for name in q.names:
         if _contains(near, name):
             continue
-        if record:
+        if record and (kind is not UnitKind.ROW or other_names(unit, q)
+                       or not _contains(chunk, name)):
             return Verdict(False, f"{name} not in the {kind.value}")
         # a sentence may leave a name to what came before it ("It was founded in 1987"), not
         # to what follows

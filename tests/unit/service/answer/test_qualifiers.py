@@ -275,3 +275,19 @@ def test_which_n_answered_by_prose_about_an_n_must_say_which() -> None:
     assert verdict(q, "Forklift FL-07 was involved in the Maribor accident.").ok
     # a sentence that does not say N may name it by what it is
     assert verdict("Which truck was damaged in Lund?", "The Volvo FH was damaged in Lund.").ok
+
+
+def test_a_row_naming_nothing_may_take_the_name_asked_about_from_its_chunk() -> None:
+    ctx = UnitContext(header="Key figure | 2022 | 2023")
+    row = "Key figure: Revenue | 2022: EUR 178.9 million | 2023: EUR 193.4 million"
+    chunk = f"2023 was a year of growth for Velmora.\n{row}"
+    assert verdict("What was Velmora's revenue in 2023?", row, ROW, ctx, chunk=chunk).ok
+    # not when the chunk does not say it either
+    v = verdict("What was Harwell's revenue in 2023?", row, ROW, ctx, chunk=chunk)
+    assert not v.ok and "Harwell" in v.reason
+    # a row that names another site does not answer for the site asked about, even with
+    # that site's rows around it
+    stock = "SKU: CP-40-H; Site: Villach; On hand: 35."
+    chunk = f"{stock}\nSKU: CP-40-H; Site: Maribor; On hand: 0."
+    v = verdict("How many CP-40 housings are in stock in Maribor?", stock, ROW, chunk=chunk)
+    assert not v.ok and "Maribor" in v.reason
