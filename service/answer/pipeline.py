@@ -19,6 +19,7 @@ from typing import Any, cast
 from core.domain import ChunkHit
 from core.ports import Embedder, VectorStore
 from core.settings import Settings
+from core.units import UnitKind
 from ingest import tagger
 from ingest.retrieval import retrieve
 from service.answer.followup import follow_up_questions
@@ -90,6 +91,15 @@ def choose(q: Question, ranked: Sequence[Candidate], hits: Sequence[ChunkHit], d
             return i, reasons
         reasons.append(verdict.reason)
     return None, reasons
+
+
+def gate_threshold(threshold: float, kind: UnitKind, record_scale: float) -> float:
+    """The gate's threshold for a unit that passed the qualifier check. The gate learnt from
+    SQuAD's prose, where a question's words meet the answer's sentence; a table row or list
+    item rarely repeats them ("Plant manager: Karin Berg" for "Who runs the plant?"), and
+    it has passed stricter checks than a sentence (the thing asked for, the names and the
+    answer type all in the record itself), so less of the gate's doubt is needed."""
+    return threshold if kind is UnitKind.SENTENCE else threshold * record_scale
 
 
 def to_evidence(ranked: Sequence[Candidate], hits: Sequence[ChunkHit],
@@ -243,7 +253,8 @@ class AnswerPipeline:
             p = self.model.gate.prob(
                 gate_features(question, ranked, [h.text for h in hits], [h.score for h in hits]))
             trace["answerable"] = round(p, 4)
-            if p < self.model.gate.threshold:
+            if p < gate_threshold(self.model.gate.threshold, ranked[0].kind,
+                                  self.settings.retrieval.record_gate_scale):
                 yield not_found("gate")
                 return
         evidence = to_evidence(ranked, hits, self.settings.retrieval.evidence_sentences)
