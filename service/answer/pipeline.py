@@ -28,6 +28,7 @@ from service.answer.grounding import (
     Candidate,
     GroundingModel,
     content_stems,
+    expand_acronyms,
     gate_features,
     load_model,
     make_candidates,
@@ -231,7 +232,10 @@ class AnswerPipeline:
             return
 
         t = time.perf_counter()
-        ranked = rank_candidates(question, q_vec, hits, self.embedder, self.model)
+        scored_as = expand_acronyms(question, [h.text for h in hits])
+        if scored_as != question:
+            trace["scored_as"] = scored_as
+        ranked = rank_candidates(scored_as, q_vec, hits, self.embedder, self.model)
         timings["evidence_ms"] = _ms(t)
         if not ranked:
             yield not_found("no sentences")
@@ -251,7 +255,8 @@ class AnswerPipeline:
         ranked = [ranked[chosen], *ranked[:chosen], *ranked[chosen + 1:]]
         if self.model is not None:
             p = self.model.gate.prob(
-                gate_features(question, ranked, [h.text for h in hits], [h.score for h in hits]))
+                gate_features(scored_as, ranked, [h.text for h in hits],
+                              [h.score for h in hits]))
             trace["answerable"] = round(p, 4)
             if p < gate_threshold(self.model.gate.threshold, ranked[0].kind,
                                   self.settings.retrieval.record_gate_scale):
