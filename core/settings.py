@@ -120,6 +120,10 @@ class RetrievalSettings(BaseModel):
     qualifier_depth: int = Field(
         default=5, description="how many of the best units the qualifier and answer-type check "
         "may try (0: no check, for measuring)")
+    record_gate_scale: float = Field(
+        default=0.75, ge=0.0, le=1.0,
+        description="the answerability gate's threshold is scaled by this for a table row or "
+        "list item that passed the qualifier check (1: no difference)")
     strong_evidence: float = Field(
         default=0.6, description="evidence score above which a declining draft is overruled"
     )

@@ -16,7 +16,9 @@ formats lay it out line by line and say what each line is (``Page.marks``):
 * DOCX body paragraphs and tables in reading order; paragraphs and blocks apart by a blank
   line, the items of one list and the rows of one table by a single newline.
 
-PDF and plain text carry no marks: ``ingest/units.py`` reads lists from their lines.
+PDF and plain text mark no headings or lists: ``ingest/units.py`` reads those from their
+lines. A PDF table drawn as text in aligned columns is found from where its cells stand and
+marked as rows like the others (:func:`_pdf_page`).
 """
 
 from __future__ import annotations
@@ -61,7 +63,8 @@ def _normalise(text: str) -> str:
 
 
 def read_pdf(path: Path, limits: Any, on_page: PageProgress | None = None) -> list[str | RawPage]:
-    """Text per page, within the page, decompression and text limits (ingest/limits.py).
+    """Text per page, within the page, decompression and text limits (ingest/limits.py);
+    a table the page lays out in aligned columns comes out as marked rows (:func:`_pdf_page`).
 
     ``on_page(done, total)`` is called once the page count is known and after each page.
     """
@@ -89,11 +92,11 @@ def read_pdf(path: Path, limits: Any, on_page: PageProgress | None = None) -> li
                     raise ParseError(
                         "the PDF's page contents decompress to more than "
                         f"{limits.pdf_max_content_bytes} bytes (limit); refusing a likely PDF bomb")
-                text = page.extract_text() or ""
-                chars += len(text)
+                extracted = _pdf_page(page)
+                chars += len(extracted if isinstance(extracted, str) else extracted.text)
                 if chars > limits.max_text_chars:
                     raise too_much_text(limits.max_text_chars)
-                texts.append(text)
+                texts.append(extracted)
                 if on_page:
                     on_page(len(texts), n_pages)
             return texts
@@ -105,6 +108,183 @@ def read_pdf(path: Path, limits: Any, on_page: PageProgress | None = None) -> li
             f"most {limits.pdf_max_stream_bytes} bytes): {exc}") from exc
     except (PdfReadError, ValueError, KeyError, TypeError, OSError) as exc:
         raise ParseError(f"the PDF could not be read: {exc}") from exc
+
+
+# ---------------------------------------------------------------- PDF tables
+
+# a PDF draws a table's cells as text placed at column positions; no ruling lines are needed
+# (and many tables have none), so a table is told by its text: two or more lines in a row
+# whose pieces of text start at the same two or more x positions
+_PDF_SAME_X = 2.0  # points: cells of one column start this close
+_PDF_SAME_Y = 1.0  # points: pieces on one line sit this close
+_PDF_MIN_GAP = 12.0  # points: columns start at least this far apart
+_PDF_MAX_COLUMNS = 12
+# two-column prose also starts its lines at two x positions: a table's cells are short
+_PDF_MAX_MEAN_CELL_WORDS = 6.0
+
+
+class _PdfPiece(NamedTuple):
+    x: float
+    y: float
+    bold: bool
+    text: str
+    size: float = 0.0  # the font size as drawn, in points
+
+
+_PDF_HEADING_WORDS = 10  # a heading line has at most this many words
+_PDF_HEADING_LARGER = 1.5  # points above the body's font size
+
+
+def _pdf_page(page: Any) -> str | RawPage:
+    """One page's text (pypdf's ``extract_text``, read once), with its headings (lines set
+    larger or in bold, :func:`_pdf_headings`) marked and the rows of the tables it lays out
+    in columns marked and labelled by their header (:func:`_table_rows`); the page's plain
+    text where it has neither, or where they cannot be found in that text."""
+    pieces: list[_PdfPiece] = []
+
+    def visit(text: str, cm: Any, tm: Any, font: Any, size: Any) -> None:
+        if not text.strip():
+            return
+        x = tm[4] * cm[0] + tm[5] * cm[2] + cm[4]
+        y = tm[4] * cm[1] + tm[5] * cm[3] + cm[5]
+        name = str(font.get("/BaseFont", "")) if isinstance(font, dict) else ""
+        scale = abs(float(tm[3]) * float(cm[3])) or 1.0
+        drawn = float(size) * scale if isinstance(size, (int, float)) else 0.0
+        pieces.append(_PdfPiece(float(x), float(y), "bold" in name.lower(), text.strip(), drawn))
+
+    text = page.extract_text(visitor_text=visit) or ""
+    tables = _pdf_tables(pieces)
+    headings = _pdf_headings(pieces, tables)
+    return _structured(text, tables, headings) if tables or headings else text
+
+
+def _pdf_headings(pieces: Sequence[_PdfPiece], tables: list[list[list[_PdfPiece]]]
+                  ) -> dict[str, int]:
+    """Lines (as squashed text) that are headings → level: short lines outside tables, not
+    ending like a sentence, set larger than the body text or all in bold where the body is
+    not. Level 1 is set at least 1.4 times the body's size, level 2 at least 1.15 times,
+    anything else level 3."""
+    weight: dict[float, int] = {}
+    for p in pieces:
+        weight[round(p.size, 1)] = weight.get(round(p.size, 1), 0) + len(p.text)
+    if not weight:
+        return {}
+    body = max(weight, key=lambda k: weight[k])
+    body_bold = sum(len(p.text) for p in pieces if p.bold) * 2 > sum(weight.values())
+    in_table = {id(p) for table in tables for line in table for p in line}
+    found: dict[str, float] = {}
+    for line in _pdf_lines(pieces):
+        if any(id(p) in in_table for p in line):
+            continue
+        words = _squash(" ".join(p.text for p in line))
+        size = max(p.size for p in line)
+        larger = size >= body + _PDF_HEADING_LARGER
+        bold = all(p.bold for p in line) and not body_bold
+        if (larger or bold) and 0 < len(words.split()) <= _PDF_HEADING_WORDS \
+                and words[:1].isalnum() and not words.endswith((".", ":", ";", ",", "!", "?")):
+            found.setdefault(words, size)
+    # levels by size against the body text, so that they agree from page to page
+    return {w: 1 if v >= body * 1.4 else 2 if v >= body * 1.15 else 3 for w, v in found.items()}
+
+
+def _pdf_lines(pieces: Sequence[_PdfPiece]) -> list[list[_PdfPiece]]:
+    """Pieces on one baseline, in the order drawn, each line left to right."""
+    lines: list[list[_PdfPiece]] = []
+    for piece in pieces:
+        if lines and abs(lines[-1][0].y - piece.y) <= _PDF_SAME_Y:
+            lines[-1].append(piece)
+        else:
+            lines.append([piece])
+    return [sorted(line, key=lambda p: p.x) for line in lines]
+
+
+def _columns(line: list[_PdfPiece]) -> list[float] | None:
+    xs = [p.x for p in line]
+    if not 2 <= len(xs) <= _PDF_MAX_COLUMNS:
+        return None
+    if any(b - a < _PDF_MIN_GAP for a, b in zip(xs, xs[1:], strict=False)):
+        return None
+    return xs
+
+
+def _pdf_tables(pieces: Sequence[_PdfPiece]) -> list[list[list[_PdfPiece]]]:
+    """Runs of two or more lines whose pieces start at the same columns: each a table, as
+    its lines of cells."""
+    lines = _pdf_lines(pieces)
+    tables: list[list[list[_PdfPiece]]] = []
+    i = 0
+    while i < len(lines):
+        cols = _columns(lines[i])
+        j = i + 1
+        while cols is not None and j < len(lines):
+            other = _columns(lines[j])
+            if other is None or len(other) != len(cols) or any(
+                    abs(a - b) > _PDF_SAME_X for a, b in zip(cols, other, strict=True)):
+                break
+            j += 1
+        run = lines[i:j]
+        words = [len(p.text.split()) for line in run for p in line]
+        if j - i >= 2 and sum(words) / len(words) <= _PDF_MAX_MEAN_CELL_WORDS:
+            tables.append(run)
+            i = j
+        else:
+            i += 1
+    return tables
+
+
+def _pdf_header(table: list[list[_PdfPiece]]) -> bool:
+    """Is a table's first line its header? It is set in bold and the rows are not, or it
+    is three or more short labels without digits over rows that hold some."""
+    first, rest = table[0], table[1:]
+    if all(p.bold for p in first) and not all(p.bold for line in rest for p in line):
+        return True
+    labels = [p.text for p in first]
+    return len(labels) >= 3 and all(
+        len(c.split()) <= 5 and not any(ch.isdigit() for ch in c) for c in labels) and any(
+        ch.isdigit() for line in rest for p in line for ch in p.text)
+
+
+def _squash(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _structured(text: str, tables: list[list[list[_PdfPiece]]], headings: dict[str, int]
+                ) -> str | RawPage:
+    """``text`` with each table's lines (found in it in order, whole) replaced by marked rows
+    and its heading lines marked, each on a block of its own; ``text`` unchanged if a
+    table's lines are not there as they were drawn."""
+    lines = _normalise(text).split("\n")
+    found: dict[int, tuple[int, list[list[_PdfPiece]]]] = {}  # first line → (lines, table)
+    at = 0
+    for table in tables:
+        want = [_squash(" ".join(p.text for p in line)) for line in table]
+        start = next((k for k in range(at, len(lines) - len(want) + 1)
+                      if [_squash(x) for x in lines[k:k + len(want)]] == want), None)
+        if start is None:
+            return text
+        found[start] = (len(want), table)
+        at = start + len(want)
+    out = _Lines()
+    k = 0
+    while k < len(lines):
+        if k in found:
+            n, table = found[k]
+            rows = [[p.text for p in line] for line in table]
+            header = rows[0] if _pdf_header(table) else None
+            _table_rows(out, rows[1:] if header else rows, header)
+            k += n
+            continue
+        level = headings.get(_squash(lines[k])) if lines[k] else None
+        if level is not None:
+            out.gap()
+            out.add(lines[k], LineKind.HEADING, level)
+            out.gap()
+        elif lines[k]:
+            out.add(lines[k])
+        else:
+            out.gap()
+        k += 1
+    return out.page()
 
 
 # ---------------------------------------------------------------- structured text

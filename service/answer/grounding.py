@@ -74,6 +74,51 @@ def tokens(text: str) -> list[str]:
     return _TOKEN.findall(text)
 
 
+# R&D, EBIT, CISO: three or more capitals, or two joined by "&" (two alone, "US", "IT",
+# would meet a pair of words by chance too often)
+_ACRONYM = re.compile(r"(?<![\w&])(?:[A-Z]&[A-Z]|[A-Z]{3,6})(?![\w&])")
+_LINKS = frozenset({"and", "of", "for", "the", "&"})
+
+
+def spelt_out(acronym: str, text: str) -> str | None:
+    """The words of ``text`` that ``acronym`` abbreviates ("research and development" for
+    R&D: one word per letter, in order, linking words between them allowed), or None."""
+    letters = acronym.replace("&", "").lower()
+    words = re.findall(r"[A-Za-z]+|&", text)
+    for i, first in enumerate(words):
+        if first[0].lower() != letters[0] or first.lower() in _LINKS:
+            continue
+        j, k = 1, i + 1
+        while j < len(letters) and k < len(words):
+            w = words[k].lower()
+            if w[0] == letters[j] and w not in _LINKS:
+                j += 1
+            elif w not in _LINKS:
+                break
+            k += 1
+        if j == len(letters):
+            return " ".join(words[i:k])
+    return None
+
+
+def expand_acronyms(question: str, texts: Sequence[str]) -> str:
+    """``question`` with each acronym the evidence does not use but spells out replaced by
+    those words ("How much did we spend on R&D" → "… on research and development"), so the
+    scorers' word overlap sees what the evidence says. Only for scoring: the qualifier
+    check reads the question as asked."""
+    out = question
+    for m in _ACRONYM.finditer(question):
+        acronym = m.group(0)
+        if any(re.search(rf"(?<![\w&]){re.escape(acronym)}(?![\w&])", t) for t in texts):
+            continue
+        for text in texts:
+            words = spelt_out(acronym, text)
+            if words:
+                out = out.replace(acronym, words, 1)
+                break
+    return out
+
+
 def content_stems(text: str) -> set[str]:
     return {stem(t) for t in tokens(text)} - STOPWORDS - {""}
 

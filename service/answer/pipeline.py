@@ -19,6 +19,7 @@ from typing import Any, cast
 from core.domain import ChunkHit
 from core.ports import Embedder, VectorStore
 from core.settings import Settings
+from core.units import UnitKind
 from ingest import tagger
 from ingest.retrieval import retrieve
 from service.answer.followup import follow_up_questions
@@ -27,6 +28,7 @@ from service.answer.grounding import (
     Candidate,
     GroundingModel,
     content_stems,
+    expand_acronyms,
     gate_features,
     load_model,
     make_candidates,
@@ -90,6 +92,15 @@ def choose(q: Question, ranked: Sequence[Candidate], hits: Sequence[ChunkHit], d
             return i, reasons
         reasons.append(verdict.reason)
     return None, reasons
+
+
+def gate_threshold(threshold: float, kind: UnitKind, record_scale: float) -> float:
+    """The gate's threshold for a unit that passed the qualifier check. The gate learnt from
+    SQuAD's prose, where a question's words meet the answer's sentence; a table row or list
+    item rarely repeats them ("Plant manager: Karin Berg" for "Who runs the plant?"), and
+    it has passed stricter checks than a sentence (the thing asked for, the names and the
+    answer type all in the record itself), so less of the gate's doubt is needed."""
+    return threshold if kind is UnitKind.SENTENCE else threshold * record_scale
 
 
 def to_evidence(ranked: Sequence[Candidate], hits: Sequence[ChunkHit],
@@ -221,7 +232,10 @@ class AnswerPipeline:
             return
 
         t = time.perf_counter()
-        ranked = rank_candidates(question, q_vec, hits, self.embedder, self.model)
+        scored_as = expand_acronyms(question, [h.text for h in hits])
+        if scored_as != question:
+            trace["scored_as"] = scored_as
+        ranked = rank_candidates(scored_as, q_vec, hits, self.embedder, self.model)
         timings["evidence_ms"] = _ms(t)
         if not ranked:
             yield not_found("no sentences")
@@ -241,9 +255,11 @@ class AnswerPipeline:
         ranked = [ranked[chosen], *ranked[:chosen], *ranked[chosen + 1:]]
         if self.model is not None:
             p = self.model.gate.prob(
-                gate_features(question, ranked, [h.text for h in hits], [h.score for h in hits]))
+                gate_features(scored_as, ranked, [h.text for h in hits],
+                              [h.score for h in hits]))
             trace["answerable"] = round(p, 4)
-            if p < self.model.gate.threshold:
+            if p < gate_threshold(self.model.gate.threshold, ranked[0].kind,
+                                  self.settings.retrieval.record_gate_scale):
                 yield not_found("gate")
                 return
         evidence = to_evidence(ranked, hits, self.settings.retrieval.evidence_sentences)

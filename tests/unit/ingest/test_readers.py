@@ -240,3 +240,83 @@ def test_marks_that_normalising_would_move_are_dropped(
     monkeypatch.setitem(READERS, DocumentKind.TEXT, tidy)
     (page,) = read_document(_write(tmp_path, "a.txt", b"x"), DocumentKind.TEXT)
     assert page.marks == (LineMark(0, LineKind.HEADING, 1),)
+
+
+
+def _pdf_cells(rows: list[list[str]], xs: list[int], prose: list[str] = ()) -> bytes:
+    """A one-page PDF (Helvetica, never bold): ``prose`` lines, then ``rows`` with each cell
+    drawn at its column's x."""
+    import zlib
+
+    from bench.docbuild import PDF_HEADER, write_pdf
+
+    ops, y = [], 740
+    for line in prose:
+        ops.append(f"BT /F1 10 Tf 1 0 0 1 50 {y} Tm ({line}) Tj ET")
+        y -= 14
+    for row in rows:
+        ops += [f"BT /F1 10 Tf 1 0 0 1 {x} {y} Tm ({cell}) Tj ET"
+                for x, cell in zip(xs, row, strict=True)]
+        y -= 14
+    stream = zlib.compress("\n".join(ops).encode("latin-1"))
+    return write_pdf([
+        b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+        b"/Resources << /Font << /F1 5 0 R >> >> >>",
+        f"<< /Length {len(stream)} /Filter /FlateDecode >>\nstream\n".encode() + stream
+        + b"\nendstream",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"], PDF_HEADER)
+
+
+def test_pdf_tables_in_columns_become_labelled_rows_and_headings_by_font(
+        tmp_path: Path) -> None:
+    from bench.docbuild import build_pdf
+
+    source = ("# Annual report\n\nAcme Ltd, Lund.\n\n## Results\n\nRevenue by quarter:\n\n"
+              "| Quarter | Revenue | Margin |\n|---|---|---|\n"
+              "| Q1 2024 | EUR 48.2 million | 7.9% |\n| Q2 2024 | EUR 51.6 million | 8.3% |\n\n"
+              "The margin fell in the second half.\n")
+    (page,) = read_document(_write(tmp_path, "t.pdf", build_pdf(source, "Results")),
+                            DocumentKind.PDF)
+    section = "Annual report > Results"
+    header = "Quarter | Revenue | Margin"
+    # headings (set larger, in bold) are never part of a sentence; the header row is context
+    assert _units([page]) == [
+        ("sentence", "Acme Ltd, Lund.", "Annual report"),
+        ("sentence", "Revenue by quarter:", section),
+        ("row", "Quarter: Q1 2024 | Revenue: EUR 48.2 million | Margin: 7.9%",
+         f"{section} · {header}"),
+        ("row", "Quarter: Q2 2024 | Revenue: EUR 51.6 million | Margin: 8.3%",
+         f"{section} · {header}"),
+        ("sentence", "The margin fell in the second half.", section),
+        ("sentence", "Results - page 1 of 1", section),  # the footer is text of the page
+    ]
+
+
+def test_pdf_table_header_by_its_labels_and_a_table_without_one(tmp_path: Path) -> None:
+    labelled = _pdf_cells([["Site", "Staff", "Open since"], ["Lund", "40", "2019"],
+                           ["Oslo", "12", "2021"]], [50, 150, 250], ["Our sites:"])
+    (page,) = read_document(_write(tmp_path, "s.pdf", labelled), DocumentKind.PDF)
+    assert page.text == ("Our sites:\n\nSite: Lund | Staff: 40 | Open since: 2019\n"
+                         "Site: Oslo | Staff: 12 | Open since: 2021")
+    assert _units([page])[1:] == [
+        ("row", "Site: Lund | Staff: 40 | Open since: 2019", "Site | Staff | Open since"),
+        ("row", "Site: Oslo | Staff: 12 | Open since: 2021", "Site | Staff | Open since")]
+    # name/value pairs: no header row, every row kept with its cells joined
+    pairs = _pdf_cells([["Anna Berg", "0316 4410"], ["Olof Sund", "0316 4412"]], [50, 200])
+    (page,) = read_document(_write(tmp_path, "p.pdf", pairs), DocumentKind.PDF)
+    assert _units([page]) == [("row", "Anna Berg | 0316 4410", ""),
+                              ("row", "Olof Sund | 0316 4412", "")]
+
+
+def test_pdf_prose_and_two_column_text_are_no_table(tmp_path: Path) -> None:
+    lines = ["Invoices are sent monthly.", "Late fees apply after thirty days."]
+    (page,) = read_document(_write(tmp_path, "p.pdf", make_pdf_lines([lines])), DocumentKind.PDF)
+    assert page.marks == () and page.text == "\n".join(lines)
+    # two columns of running text start their lines at two x positions too, but its "cells"
+    # are long: it stays text
+    columns = _pdf_cells([["The board met in Graz on a cold day", "and approved the budget for"],
+                          ["the next year after a long debate on", "the new line and its cost in"]],
+                         [50, 320])
+    (page,) = read_document(_write(tmp_path, "c.pdf", columns), DocumentKind.PDF)
+    assert page.marks == ()

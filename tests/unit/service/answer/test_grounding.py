@@ -155,3 +155,21 @@ def test_chunks_without_stored_units_are_split_into_units_at_ask_time() -> None:
         ("The fee is:", UnitKind.SENTENCE), ("Basic: EUR 12", UnitKind.ITEM),
         ("Pro: EUR 30", UnitKind.ITEM)]
     assert asked == [["The fee is:", "The fee is: Basic: EUR 12", "The fee is: Pro: EUR 30"]]
+
+
+def test_an_acronym_the_evidence_spells_out_is_scored_as_those_words() -> None:
+    from service.answer.grounding import expand_acronyms
+
+    text = "Spending on research and development was EUR 6.3 million in 2023."
+    assert expand_acronyms("How much did we spend on R&D in 2023?", [text]) == \
+        "How much did we spend on research and development in 2023?"
+    assert expand_acronyms("Who is the CISO?", ["Ravi Menon is Chief Information Security "
+                                               "Officer."]) == \
+        "Who is the Chief Information Security Officer?"
+    # the evidence uses the acronym itself, or spells out nothing: the question stays
+    assert expand_acronyms("What was EBIT in 2023?", ["EBIT was EUR 14.8 million."]) == \
+        "What was EBIT in 2023?"
+    assert expand_acronyms("What does NASA fly?", ["The agency flies rockets."]) == \
+        "What does NASA fly?"
+    # two capitals without "&" are too easily met by chance
+    assert expand_acronyms("Is the US large?", ["Under stress, it is."]) == "Is the US large?"

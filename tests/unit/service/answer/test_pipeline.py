@@ -235,3 +235,30 @@ def test_short_answer_off_never_asks_the_model() -> None:
     r = span_pipeline(gen, short="off").ask("t", "When did the Acme plant open?", 5)
     assert r.answer.startswith("The Acme plant opened in 2014") and gen.asked == 0
     assert "span" not in r.trace
+
+
+def test_a_record_that_passed_the_qualifier_check_needs_less_of_the_gate() -> None:
+    from core.units import UnitKind
+    from service.answer.pipeline import gate_threshold
+
+    assert gate_threshold(0.4, UnitKind.SENTENCE, 0.75) == 0.4
+    assert gate_threshold(0.4, UnitKind.ROW, 0.75) == pytest.approx(0.3)
+    assert gate_threshold(0.4, UnitKind.ITEM, 1.0) == 0.4
+    emb = HashEmbedder()
+    # a constant gate of 0.45 against a threshold of 0.5: below it, but above 0.5 * 0.75
+    bias = math.log(0.45 / 0.55)
+    question = "Who manages the Graz plant?"
+    for text, status in (("Plant managers:\nGraz: Karin Berg\nBrno: Lenka Horakova", "answered"),
+                         ("The Graz plant is managed by Karin Berg.", "not_found")):
+        store = FakeStore([text], emb)
+        p = AnswerPipeline(Settings(), emb, store, None,
+                           model=_model(bias))  # type: ignore[arg-type]
+        r = p.ask("t", question, 5)
+        assert r.status == status, (text, r.trace)
+    # near miss: the record of another site fails the qualifier check before the gate
+    store = FakeStore(["Plant managers:\nBrno: Lenka Horakova\nVillach: Florian Gruber"], emb)
+    settings = Settings()
+    settings.retrieval.min_score = 0.0  # hashed vectors: let the unit reach the check
+    p = AnswerPipeline(settings, emb, store, None, model=_model(bias))  # type: ignore[arg-type]
+    r = p.ask("t", question, 5)
+    assert r.status == "not_found" and r.trace["not_found"] == "qualifier"

@@ -229,3 +229,65 @@ def test_the_tagger_loads_the_pinned_pipeline() -> None:
     labels = {label for _, label, _, _ in tagger.entities("Ada Brook joined Harwell Ltd in "
                                                           "London on 3 May 2021.")}
     assert {"PERSON", "DATE"} <= labels
+
+
+NEEDS_TAGGER = pytest.mark.skipif(tagger.pipeline() is None, reason="spaCy pipeline not installed")
+
+
+@NEEDS_TAGGER
+def test_prose_stating_another_kind_of_the_thing_asked_for_does_not_answer() -> None:
+    q = "What is the notice period for employees in Austria after the probation period?"
+    v = verdict(q, "The probation period is one month for employees in Austria.")
+    assert not v.ok and "another period" in v.reason
+    assert verdict(q, "After the probation period, the notice period in Austria is one "
+                      "month.").ok
+    # the head alone, not preceded by another noun, may stand for the thing asked for
+    assert verdict("What is the notice period in Austria?",
+                   "In Austria the period is one month.").ok
+    # a hyphenated modifier states its parts
+    assert verdict("What government set standards do all schools have to meet?",
+                   "All schools must comply with government-set curriculum standards.").ok
+
+
+def test_prose_answering_what_n_with_an_instance_of_n_passes() -> None:
+    # "What gender …" is answered by "women": prose need not repeat the thing asked for
+    assert verdict("What gender is less willing to relocate for work?",
+                   "Women are less likely than men to relocate for work.").ok
+    assert verdict("What is the obligation of a pharmacy filling a prescription?",
+                   "The filling pharmacy has a responsibility to check the prescription.").ok
+
+
+def test_who_is_the_role_needs_a_sentence_about_that_role() -> None:
+    q = "Who is the deputy of the Head of Logistics in Villach?"
+    unit = "The Villach centre is run by Florian Gruber, Head of Logistics."
+    v = verdict(q, unit)
+    assert not v.ok and "deputy" in v.reason
+    assert verdict(q, "In Villach, the deputy of the Head of Logistics is Eva Lang.").ok
+    # and a role in prose still answers "who" without a name
+    assert verdict("Who is the safety officer in Lund?",
+                   "In Lund the safety officer is the shift lead on duty.").ok
+
+
+def test_which_n_answered_by_prose_about_an_n_must_say_which() -> None:
+    q = "Which forklift was involved in the Maribor accident?"
+    v = verdict(q, "The board discussed the forklift accident in Maribor of 3 September 2024.")
+    assert not v.ok and "forklift" in v.reason
+    assert verdict(q, "Forklift FL-07 was involved in the Maribor accident.").ok
+    # a sentence that does not say N may name it by what it is
+    assert verdict("Which truck was damaged in Lund?", "The Volvo FH was damaged in Lund.").ok
+
+
+def test_a_row_naming_nothing_may_take_the_name_asked_about_from_its_chunk() -> None:
+    ctx = UnitContext(header="Key figure | 2022 | 2023")
+    row = "Key figure: Revenue | 2022: EUR 178.9 million | 2023: EUR 193.4 million"
+    chunk = f"2023 was a year of growth for Velmora.\n{row}"
+    assert verdict("What was Velmora's revenue in 2023?", row, ROW, ctx, chunk=chunk).ok
+    # not when the chunk does not say it either
+    v = verdict("What was Harwell's revenue in 2023?", row, ROW, ctx, chunk=chunk)
+    assert not v.ok and "Harwell" in v.reason
+    # a row that names another site does not answer for the site asked about, even with
+    # that site's rows around it
+    stock = "SKU: CP-40-H; Site: Villach; On hand: 35."
+    chunk = f"{stock}\nSKU: CP-40-H; Site: Maribor; On hand: 0."
+    v = verdict("How many CP-40 housings are in stock in Maribor?", stock, ROW, chunk=chunk)
+    assert not v.ok and "Maribor" in v.reason
