@@ -164,10 +164,13 @@ class Dispatcher:
         ``task_reject_on_worker_lost`` does for one task) or it ran past the hard time limit
         (acknowledged, as Celery does for one task: its documents stay ``processing`` and
         the reconciler queues them again)."""
+        from billiard.einfo import ExceptionWithTraceback
         from billiard.exceptions import WorkerLostError
 
         self.running -= 1
         exc = getattr(exc_info, "exception", exc_info)
+        if isinstance(exc, ExceptionWithTraceback):  # how the pool hands it over
+            exc = exc.exc
         lost = isinstance(exc, WorkerLostError)
         log.warning("ingest job of %d document(s) failed: %r; %s", len(requests), exc,
                     "each goes back to the queue" if lost else "acknowledged")
@@ -269,6 +272,7 @@ def run_batch(deps: IngestDeps, items: Sequence[Item], *, max_retries: int,
     (a redacted document's original goes)."""
     actions = {it.task_id: DEFER for it in items}
     chosen = _chosen(deps, items)
+    log.info("ingest job: %d document(s) given, %d taken in turn", len(items), len(chosen))
     seen: dict[str, Item] = {}
     taken: list[Item] = []
     outcomes: dict[str, Outcome] = {}

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
+from billiard.einfo import ExceptionInfo, ExceptionWithTraceback
 from billiard.exceptions import WorkerLostError
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 
@@ -113,11 +114,22 @@ def test_a_child_lost_mid_job_sends_every_message_of_the_job_back_to_the_queue()
     d.add(reqs[0], 0)
     d.add(reqs[1], 0)
     d.add(reqs[2], 0)
-    pool.jobs[0][2](WorkerLostError("child killed"))
+    pool.jobs[0][2](ExceptionInfo_of(WorkerLostError("child killed")))
     assert reqs[0].settled == ["requeue"]
-    pool.jobs[1][2](TimeLimitExceeded(900))  # the hard limit: acknowledged, as Celery does
+    pool.jobs[1][2](ExceptionInfo_of(TimeLimitExceeded(900)))  # the hard limit: acknowledged, as Celery does
     assert reqs[1].settled == ["ack"] and reqs[2].settled == ["ack"]
     assert d.running == 0
+
+
+def ExceptionInfo_of(exc: BaseException) -> Any:  # noqa: N802
+    """What the pool hands the error callback: the exception in an ``ExceptionInfo``, wrapped
+    in an ``ExceptionWithTraceback``."""
+    try:
+        raise exc
+    except BaseException:
+        info = ExceptionInfo()
+    assert isinstance(info.exception, ExceptionWithTraceback)
+    return info
 
 
 def test_two_children_run_two_jobs() -> None:
