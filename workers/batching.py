@@ -102,10 +102,12 @@ class Gather:
         heapq.heappush(self._heap, _Entry(priority or 0, order, request))
         return order
 
-    def take(self) -> list[tuple[Any, int]]:
-        """Up to ``size`` requests for one job, with their arrival order."""
+    def take(self, share: int = 1) -> list[tuple[Any, int]]:
+        """Requests for one job, with their arrival order: up to ``size``, and no more than
+        a ``share``-th of those held (several children free: each gets its part)."""
         out: list[tuple[Any, int]] = []
-        while self._heap and len(out) < self.size:
+        n = min(self.size, -(-len(self._heap) // max(1, share)))
+        while self._heap and len(out) < n:
             entry = heapq.heappop(self._heap)
             out.append((entry.request, entry.seq))
         return out
@@ -130,7 +132,7 @@ class Dispatcher:
 
     def flush(self) -> None:
         while self.running < self.slots and len(self.gather):
-            taken = self.gather.take()
+            taken = self.gather.take(self.slots - self.running)
             requests = [r for r, _ in taken]
             seqs = dict(zip((id(r) for r in requests), (s for _, s in taken), strict=True))
             self.running += 1

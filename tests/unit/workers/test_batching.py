@@ -142,6 +142,14 @@ def test_two_children_run_two_jobs() -> None:
     assert pool.docs(2) == ["d2", "d3"]
 
 
+def test_free_children_share_what_is_held() -> None:
+    g = Gather(8)
+    for i in range(6):
+        g.add(f"d{i}", 0)
+    assert [r for r, _ in g.take(share=2)] == ["d0", "d1", "d2"]  # half for each free child
+    assert [r for r, _ in g.take(share=1)] == ["d3", "d4", "d5"]
+
+
 # ---------------------------------------------------------------- the job
 
 
