@@ -30,9 +30,11 @@ Isolation: a document whose earlier delivery did not finish (its count in
 ``workers/deliveries.py`` shows an attempt that never ended) runs in a job of its own, the
 other documents of that job deferred: a document that kills its worker takes its batch
 companions down once, then dies alone until it ends ``failed``. A shared step that fails is
-done again document by document (ingest/pipeline.py). A job stops taking documents once those
-it took hold a twentieth of ``limits.max_text_chars``, so the soft time limit that is sized
-for one document of that size still holds for a job.
+done again document by document (ingest/pipeline.py). A job stops taking documents after one
+of more than one embedding batch of chunks (it shares nothing: it is embedded in its own
+batches, with its progress, and the documents after it stay ``queued`` for the next job), or
+once those it took hold a twentieth of ``limits.max_text_chars``, so the soft time limit
+that is sized for one document of that size still holds for a job.
 """
 
 from __future__ import annotations
@@ -279,6 +281,7 @@ def run_batch(deps: IngestDeps, items: Sequence[Item], *, max_retries: int,
     taken: list[Item] = []
     outcomes: dict[str, Outcome] = {}
     budget = max(1, deps.settings.limits.max_text_chars // TEXT_BUDGET_FRACTION)
+    batch = max(1, deps.settings.models.embedding_batch_size)
     chars = 0
     prepared: list[Prepared] = []
     try:
@@ -310,6 +313,8 @@ def run_batch(deps: IngestDeps, items: Sequence[Item], *, max_retries: int,
             else:
                 prepared.append(p)
                 chars += p.text_chars
+                if len(p.chunks) > batch:  # shares nothing: the job takes no more after it
+                    break
         testhooks.before_batch(deps, [p.id for p in prepared])
         ingest_prepared(deps, prepared, outcomes)
     except Exception as exc:

@@ -272,6 +272,18 @@ def test_a_job_takes_no_more_documents_past_its_text_budget(
     assert env.repo.get(ids[2]).status is DocumentStatus.QUEUED  # type: ignore[union-attr]
 
 
+def test_a_job_takes_no_more_documents_after_one_of_several_embedding_batches(
+        env: Env, redis: FakeRedis) -> None:
+    env.settings.models.embedding_batch_size = 2
+    env.settings.chunking.size, env.settings.chunking.overlap = 20, 5
+    small = _upload(env, "A short note about hills.")
+    large = _upload(env, " ".join(f"Sentence {i} about the long road north." for i in range(40)))
+    after = _upload(env, "Another short note about plains.")
+    assert _job(env, _items([small, large, after])) == [ACK, ACK, DEFER]
+    assert env.repo.get(large).chunks > 2  # type: ignore[union-attr]
+    assert env.repo.get(after).status is DocumentStatus.QUEUED  # type: ignore[union-attr]
+
+
 def test_the_soft_time_limit_fails_a_lone_document_and_sends_back_several(
         env: Env, redis: FakeRedis, monkeypatch: pytest.MonkeyPatch) -> None:
     def too_long(*_: Any, **__: Any) -> Any:
