@@ -18,9 +18,9 @@ from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from core.domain import DocumentStatus
 from core.errors import StoreUnavailableError
 from ingest.embedding import HashEmbedder
+from tests.unit.conftest import Env, FakeRedis
 from workers import batching, deliveries
 from workers.batching import ACK, DEFER, REQUEUE, Dispatcher, Gather, Item, run_batch
-from tests.unit.conftest import Env, FakeRedis
 
 # ---------------------------------------------------------------- the main process
 
