@@ -116,7 +116,8 @@ def test_a_child_lost_mid_job_sends_every_message_of_the_job_back_to_the_queue()
     d.add(reqs[2], 0)
     pool.jobs[0][2](ExceptionInfo_of(WorkerLostError("child killed")))
     assert reqs[0].settled == ["requeue"]
-    pool.jobs[1][2](ExceptionInfo_of(TimeLimitExceeded(900)))  # the hard limit: acknowledged, as Celery does
+    # the hard limit: acknowledged, as Celery does
+    pool.jobs[1][2](ExceptionInfo_of(TimeLimitExceeded(900)))
     assert reqs[1].settled == ["ack"] and reqs[2].settled == ["ack"]
     assert d.running == 0
 
