@@ -230,7 +230,13 @@ def batching_strategy(task: Any, app: Any, consumer: Any, size: int, slots: int,
         pool.apply_async(job, args=(items,), callback=on_return, error_callback=on_error,
                          soft_timeout=soft_limit, timeout=hard_limit)
 
-    dispatcher = Dispatcher(size, slots, submit)
+    # a consumer restarted after a lost broker connection asks for the strategy again: the
+    # requests held and the jobs running stay with the one dispatcher
+    dispatcher: Dispatcher | None = getattr(task, "_docqa_dispatcher", None)
+    if dispatcher is None:
+        dispatcher = Dispatcher(size, slots, submit)
+        task._docqa_dispatcher = dispatcher
+    dispatcher._submit = submit
 
     def release(request: Any) -> None:  # an ETA (a retry's countdown) has come
         consumer.qos.decrement_eventually()
