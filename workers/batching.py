@@ -43,6 +43,7 @@ import heapq
 import itertools
 import logging
 import random
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -280,6 +281,7 @@ def run_batch(deps: IngestDeps, items: Sequence[Item], *, max_retries: int,
     ``retry(item, countdown)`` sends the item's retry message; ``time_limited`` is the soft
     time limit's exception; ``on_failed(doc_id)`` runs after a document was marked failed
     (a redacted document's original goes)."""
+    started = time.perf_counter()
     actions = {it.task_id: DEFER for it in items}
     chosen = _chosen(deps, items)
     log.info("ingest job: %d document(s) given, %d taken in turn", len(items), len(chosen))
@@ -322,7 +324,10 @@ def run_batch(deps: IngestDeps, items: Sequence[Item], *, max_retries: int,
                 if len(p.chunks) > batch:  # shares nothing: the job takes no more after it
                     break
         testhooks.before_batch(deps, [p.id for p in prepared])
+        parsed = time.perf_counter()
         ingest_prepared(deps, prepared, outcomes)
+        log.info("ingest job: %d document(s) prepared in %.2f s, embedded, written and "
+                 "verified in %.2f s", len(taken), parsed - started, time.perf_counter() - parsed)
     except Exception as exc:
         if time_limited is None or not isinstance(exc, time_limited):
             raise
