@@ -41,6 +41,7 @@ _settings: Settings | None = None
 _eraser: Eraser | None = None
 _app: Celery | None = None  # the app whose tasks run here: an ingest queues erasures with it
 ERASE_MAX_RETRIES = 30
+PARSE_SPARES = 4  # parse children started ahead when batching (ingest/sandbox.py SandboxPool)
 
 
 def notifying_repository(settings: Settings) -> DocumentRepository:
@@ -59,7 +60,9 @@ def build_deps(settings: Settings, store: ChromaStore,
         embedder=testhooks.hooked_embedder(settings, make_embedder(settings)),
         vault=Vault.for_settings(settings),
         erase_later=queue_erase,
-        parsers=SandboxPool() if settings.worker.warm_parse_child else None,
+        # a batching worker parses a job's documents one after another: spares boot together
+        parsers=SandboxPool(depth=min(PARSE_SPARES, settings.worker.batch_size))
+        if settings.worker.warm_parse_child else None,
         unit_embedder=make_unit_embedder(settings),
         abort_on=(SoftTimeLimitExceeded,),  # ends the job; the task layer settles it
     )
