@@ -164,6 +164,12 @@ class WorkerSettings(BaseModel):
     task is handed out again while it still runs."""
 
     concurrency: int = 1
+    batch_size: int = Field(
+        default=1, ge=1, description="ingest messages a worker child takes as one job when "
+        "several are waiting: their chunks and evidence units are embedded in one call each "
+        "and upserted together (workers/batching.py); a lone upload starts at once. 1 = one "
+        "document per job (the default until a Redis restart under a batching worker is "
+        "handled: docs/architecture.md)")
     queues: str = Field(
         default="", description="comma-separated queues this worker consumes, e.g. "
         "``docqa.chroma`` alone for a worker beside the Chroma server (workers/app.py); "

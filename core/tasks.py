@@ -72,7 +72,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "accept_content": ["json"],
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
-        "worker_prefetch_multiplier": 1,
+        # one message per child, or, with batches (workers/batching.py), room for a job
+        # running and the next one gathering while it runs
+        "worker_prefetch_multiplier": 1 if w.batch_size <= 1 else 2 * w.batch_size,
         # a child started after a crash loads the embedding model before it reports up
         "worker_proc_alive_timeout": w.child_start_timeout_s,
         "task_time_limit": w.task_time_limit_s,

@@ -18,15 +18,18 @@ compacted the store before this run's last write.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
 
-from core.domain import DocumentStatus, Page, Progress
+from core.domain import Chunk, Document, DocumentStatus, Page, Progress
 from core.errors import ParseError, StoreUnavailableError, TransientError
 from core.metrics import chunks_embedded, stage
 from core.ports import DocumentRepository, Embedder, VectorStore
 from core.settings import Settings
 from core.textcrypt import TextKeyMissing
+from core.units import Unit
 from core.vault import Vault
 from ingest.chunking import chunk_pages
 from ingest.originals import drop_original, erase_document, stored_file, stored_file_key
@@ -55,10 +58,43 @@ class IngestDeps:
     parsers: SandboxPool | None = None
     # embeds the chunks' evidence units when set (models.unit_embedding_backend); else embedder
     unit_embedder: Embedder | None = None
+    # exceptions that end the whole run at once, never caught as one document's failure
+    # (the task's soft time limit: workers/batching.py)
+    abort_on: tuple[type[Exception], ...] = ()
 
 
 class DocumentGone(Exception):  # noqa: N818 - a signal inside the job, never raised out of it
     """The document was deleted (or its DELETE began) while this run worked on it."""
+
+
+@dataclass
+class Prepared:
+    """A document parsed, (redacted,) chunked and cut into evidence units: what is left is
+    to embed, write, verify and mark it ready (:func:`ingest_prepared`)."""
+
+    doc: Document
+    redact: bool
+    pages: list[Page]
+    chunks: list[Chunk]
+    units: list[list[Unit]]
+    pii_counts: dict[str, int] | None = None
+    # filled by the embedding step
+    vectors: list[list[float]] = field(default_factory=list)
+    sentence_meta: list[dict[str, str]] = field(default_factory=list)
+    wrote: bool = False  # from the first upsert on, a DELETE must be followed by an erasure
+
+    @property
+    def id(self) -> str:
+        return self.doc.id
+
+    @property
+    def text_chars(self) -> int:
+        return sum(len(p.text) for p in self.pages)
+
+
+# the outcome of one document of a batch: its final status, or the exception it raised
+# (the task layer retries a TransientError and fails the document on anything else)
+Outcome = str | Exception
 
 
 def ingest_document(deps: IngestDeps, doc_id: str) -> str:
@@ -67,6 +103,19 @@ def ingest_document(deps: IngestDeps, doc_id: str) -> str:
     Transient errors (Chroma down) propagate so the task layer can retry;
     ``ParseError`` marks the document ``failed`` with a readable reason.
     """
+    prepared = prepare_document(deps, doc_id)
+    if isinstance(prepared, str):
+        return prepared
+    outcome = ingest_prepared(deps, [prepared])[doc_id]
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
+
+
+def prepare_document(deps: IngestDeps, doc_id: str) -> Prepared | str:
+    """Parse, redact, chunk and cut a document into units; a final status instead when
+    there is nothing more to do (deleted, already ready, failed to parse). Transient errors
+    propagate."""
     repo, settings = deps.repo, deps.settings
     doc = repo.get(doc_id)
     if doc is None or doc.deleting:
@@ -116,51 +165,168 @@ def ingest_document(deps: IngestDeps, doc_id: str) -> str:
             drop_original(settings, deps.vault, doc_id)
         log.warning("document %s failed to parse: %s", doc_id, exc.detail)
         return DocumentStatus.FAILED.value
+    return Prepared(doc, redact, pages, chunks, [list(u) for u in units], pii_counts)
 
-    total = len(chunks)
-    batch = max(1, settings.models.embedding_batch_size)
-    if total > batch:  # one batch: "ready" is the next thing to say
-        repo.set_progress(doc_id, Progress("embedding", 0, total))
-    base_meta = {"filename": doc.filename, "created_at": int(doc.created_at)}
-    wrote = False  # from the first upsert on, a DELETE must be followed by another erasure
+
+def ingest_prepared(deps: IngestDeps, prepared: Sequence[Prepared],
+                    outcomes: dict[str, Outcome] | None = None) -> dict[str, Outcome]:
+    """Embed, write, verify and mark ready prepared documents, sharing the expensive steps:
+    documents of one embedding batch or less are embedded in one call for all their chunks
+    and one for all their units, and a tenant's are upserted together. A document of more
+    chunks goes through its own batches, with its progress.
+
+    Each document ends with its own outcome in ``outcomes`` (returned; filled as documents
+    finish, so a caller interrupted by a time limit knows which did): its final status, or
+    the exception that stopped it. A step shared by several documents that fails is done
+    again document by document, so a document that breaks it fails alone. Exceptions of
+    ``deps.abort_on`` (the task's soft time limit) are not caught."""
+    out: dict[str, Outcome] = {} if outcomes is None else outcomes
+    batch = max(1, deps.settings.models.embedding_batch_size)
+    small = [p for p in prepared if len(p.chunks) <= batch]
+    for p in prepared:
+        if len(p.chunks) > batch:
+            _guarded(deps, p, out, partial(_ingest_large, deps, p, batch))
+    if not small:
+        return out
+    if len(small) > 1:
+        try:
+            _embed(deps, small)
+        except deps.abort_on:
+            raise
+        except Exception:  # noqa: BLE001 - one document's text may break the call: each alone
+            log.warning("embedding %d documents together failed; embedding each alone",
+                        len(small), exc_info=True)
+            for p in small:
+                p.vectors, p.sentence_meta = [], []
+    for p in small:
+        if not p.vectors:
+            _guarded(deps, p, out, partial(_embed, deps, [p]))
+    embedded = [p for p in small if p.id not in out]
+    by_tenant: dict[str, list[Prepared]] = {}
+    for p in embedded:
+        by_tenant.setdefault(p.doc.tenant, []).append(p)
+    for group in by_tenant.values():
+        _write_together(deps, group, out)
+    for p in embedded:
+        if p.id not in out:
+            _guarded(deps, p, out, partial(_finish, deps, p))
+    return out
+
+
+def _guarded(deps: IngestDeps, p: Prepared, out: dict[str, Outcome],
+             step: Callable[[], str | None]) -> None:
+    """Run one document's step; a final status or an exception ends the document."""
     try:
-        with stage("embed"):  # the upserts inside are timed as their own stage (core/metrics.py)
-            for i in range(0, total, batch):
-                part = chunks[i : i + batch]
-                vectors = deps.embedder.embed([c.text for c in part])
-                # the answer pipeline scores the units: embed them now, not at every question
-                sentence_meta = chunk_sentence_metadata(
-                    [c.text for c in part], (deps.unit_embedder or deps.embedder).embed,
-                    units[i : i + batch])
-                chunks_embedded(len(part))
-                _still_registered(repo, doc_id)
-                wrote = True
-                with stage("upsert"):
-                    deps.store.upsert(doc.tenant, part, vectors, base_meta, sentence_meta)
-                if i + batch < total:  # the last batch's progress is the "indexing" below
-                    repo.set_progress(doc_id, Progress("embedding", i + batch, total))
-
-        if total > batch:  # one batch: "ready" follows within milliseconds
-            repo.set_progress(doc_id, Progress("indexing", total, total))
-        _check_redaction_unchanged(repo, doc_id, redact)  # before removing other chunks
-        with stage("verify"):  # stale chunks out, then count what Chroma holds
-            stored = deps.store.delete_document(doc.tenant, doc_id, keep=[c.id for c in chunks])
-        # one read for both: still registered, and redaction not turned on meanwhile
-        _check_redaction_unchanged(repo, doc_id, redact, gone_raises=True)
-    except (DocumentGone, TextKeyMissing):  # no key may be made for a document going away
-        return _abandon(deps, doc.tenant, doc_id, wrote)
-    except Exception:
-        if wrote and _gone(repo, doc_id):  # a failed write after the DELETE: clean up anyway
-            return _abandon(deps, doc.tenant, doc_id, wrote)
+        result = step()
+    except deps.abort_on:
         raise
+    except (DocumentGone, TextKeyMissing):  # no key may be made for a document going away
+        out[p.id] = _abandon(deps, p.doc.tenant, p.id, p.wrote)
+        return
+    except Exception as exc:  # noqa: BLE001 - the task layer decides: retry or fail
+        try:
+            gone = p.wrote and _gone(deps.repo, p.id)
+        except Exception:  # noqa: BLE001 - the registry is down too: the original error counts
+            gone = False
+        # a failed write after the DELETE: clean up anyway
+        out[p.id] = _abandon(deps, p.doc.tenant, p.id, p.wrote) if gone else exc
+        return
+    if result is not None:
+        out[p.id] = result
+
+
+def _embed(deps: IngestDeps, group: Sequence[Prepared]) -> None:
+    """One embedding call for all the chunks of ``group``, one for all their units."""
+    texts = [c.text for p in group for c in p.chunks]
+    with stage("embed"):
+        vectors = deps.embedder.embed(texts)
+        # the answer pipeline scores the units: embed them now, not at every question
+        meta = chunk_sentence_metadata(texts, (deps.unit_embedder or deps.embedder).embed,
+                                       [u for p in group for u in p.units])
+    chunks_embedded(len(texts))
+    k = 0
+    for p in group:
+        n = len(p.chunks)
+        p.vectors, p.sentence_meta = vectors[k:k + n], meta[k:k + n]
+        k += n
+
+
+def _base_meta(p: Prepared) -> dict[str, Any]:
+    return {"filename": p.doc.filename, "created_at": int(p.doc.created_at)}
+
+
+def _write_together(deps: IngestDeps, group: list[Prepared], out: dict[str, Outcome]) -> None:
+    """Upsert one tenant's documents in one store call (the store splits it by shard), each
+    checked still registered first; a failed call is made again document by document."""
+    ready: list[Prepared] = []
+    for p in group:
+        _guarded(deps, p, out, partial(_still_registered, deps.repo, p.id))
+        if p.id not in out:
+            ready.append(p)
+    if len(ready) > 1:
+        try:
+            for p in ready:
+                p.wrote = True
+            with stage("upsert"):
+                deps.store.upsert(
+                    ready[0].doc.tenant, [c for p in ready for c in p.chunks],
+                    [v for p in ready for v in p.vectors], {},
+                    [{**_base_meta(p), **m} for p in ready for m in p.sentence_meta])
+            return
+        except deps.abort_on:
+            raise
+        except Exception:  # noqa: BLE001 - one document may break the call: each alone
+            log.warning("writing %d documents together failed; writing each alone",
+                        len(ready), exc_info=True)
+    for p in ready:
+        _guarded(deps, p, out, partial(_write_one, deps, p))
+
+
+def _write_one(deps: IngestDeps, p: Prepared) -> None:
+    p.wrote = True
+    with stage("upsert"):
+        deps.store.upsert(p.doc.tenant, p.chunks, p.vectors, _base_meta(p), p.sentence_meta)
+
+
+def _ingest_large(deps: IngestDeps, p: Prepared, batch: int) -> str:
+    """A document of several embedding batches: each embedded and written in turn, with its
+    progress, checked still registered before each write."""
+    repo, doc_id, chunks, total = deps.repo, p.id, p.chunks, len(p.chunks)
+    repo.set_progress(doc_id, Progress("embedding", 0, total))
+    with stage("embed"):  # the upserts inside are timed as their own stage (core/metrics.py)
+        for i in range(0, total, batch):
+            part = chunks[i : i + batch]
+            vectors = deps.embedder.embed([c.text for c in part])
+            sentence_meta = chunk_sentence_metadata(
+                [c.text for c in part], (deps.unit_embedder or deps.embedder).embed,
+                p.units[i : i + batch])
+            chunks_embedded(len(part))
+            _still_registered(repo, doc_id)
+            p.wrote = True
+            with stage("upsert"):
+                deps.store.upsert(p.doc.tenant, part, vectors, _base_meta(p), sentence_meta)
+            if i + batch < total:  # the last batch's progress is the "indexing" below
+                repo.set_progress(doc_id, Progress("embedding", i + batch, total))
+    repo.set_progress(doc_id, Progress("indexing", total, total))
+    return _finish(deps, p)
+
+
+def _finish(deps: IngestDeps, p: Prepared) -> str:
+    """Stale chunks out, count what the store holds, ready only if all are there."""
+    repo, settings, doc_id, total = deps.repo, deps.settings, p.id, len(p.chunks)
+    _check_redaction_unchanged(repo, doc_id, p.redact)  # before removing other chunks
+    with stage("verify"):  # stale chunks out, then count what Chroma holds
+        stored = deps.store.delete_document(p.doc.tenant, doc_id, keep=[c.id for c in p.chunks])
+    # one read for both: still registered, and redaction not turned on meanwhile
+    _check_redaction_unchanged(repo, doc_id, p.redact, gone_raises=True)
     if stored != total:
         raise StoreUnavailableError(f"stored {stored} of {total} chunks; will retry")
-    repo.set_status(doc_id, DocumentStatus.READY, chunks=total, pages=len(pages),
-                    pii_counts=pii_counts)
-    if redact:  # keep no unredacted copy: the original goes once its redacted chunks are in
+    repo.set_status(doc_id, DocumentStatus.READY, chunks=total, pages=len(p.pages),
+                    pii_counts=p.pii_counts)
+    if p.redact:  # keep no unredacted copy: the original goes once its redacted chunks are in
         drop_original(settings, deps.vault, doc_id)
-    log.info("document %s ready: %d chunks, %d pages%s", doc_id, total, len(pages),
-             f", PII redacted {pii_counts}" if redact else "")
+    log.info("document %s ready: %d chunks, %d pages%s", doc_id, total, len(p.pages),
+             f", PII redacted {p.pii_counts}" if p.redact else "")
     return DocumentStatus.READY.value
 
 

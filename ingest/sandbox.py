@@ -132,48 +132,65 @@ class SandboxPool:
     dies with the process that started it (``PR_SET_PDEATHSIG``, so started from the thread
     that parses: a Celery child's main thread).
 
-    At most one spare is kept, for the kind and target last parsed (documents of a batch are
-    mostly of one kind); a document of another kind gets a fresh child, as without a pool.
+    Up to ``depth`` spares are kept (one unless the worker takes several documents per job:
+    workers/batching.py parses them one after another, and spares started together boot on
+    both cores while the worker parses), for the kind and target last parsed (documents of a
+    batch are mostly of one kind); a document of another kind gets a fresh child, as without
+    a pool, and the spares of the other kind go.
     """
 
-    def __init__(self) -> None:
-        self._spare: _Child | None = None
+    def __init__(self, depth: int = 1) -> None:
+        self.depth = max(1, depth)
+        self._spares: list[_Child] = []
         self._lock = threading.Lock()
 
     def take(self, target: str, kind: DocumentKind) -> _Child:
         with self._lock:
-            spare, self._spare = self._spare, None
-        if spare is not None and spare.target == target and spare.kind is kind \
-                and spare.alive():
-            return spare
-        if spare is not None:
-            spare.discard()
-        return _Child(target, kind)
+            spares, self._spares = self._spares, []
+        chosen: _Child | None = None
+        keep: list[_Child] = []
+        for spare in spares:
+            if spare.target == target and spare.kind is kind and spare.alive():
+                if chosen is None:
+                    chosen = spare
+                else:
+                    keep.append(spare)
+            else:
+                spare.discard()
+        with self._lock:
+            self._spares = keep + self._spares
+        return chosen if chosen is not None else _Child(target, kind)
 
     def refill(self, target: str, kind: DocumentKind) -> None:
-        """Start the spare for the next document (best effort: a failure to start it only
-        means the next parse starts its own child)."""
-        try:
-            child = _Child(target, kind)
-        except TransientError as exc:
-            log.warning("no spare parse child started: %s", exc.detail)
-            return
-        with self._lock:
-            old, self._spare = self._spare, child
-        if old is not None:
-            old.discard()
+        """Start spares for the next documents, up to ``depth`` (best effort: a failure to
+        start one only means the next parse starts its own child)."""
+        while True:
+            with self._lock:
+                if len(self._spares) >= self.depth:
+                    return
+            try:
+                child = _Child(target, kind)
+            except TransientError as exc:
+                log.warning("no spare parse child started: %s", exc.detail)
+                return
+            with self._lock:
+                self._spares.append(child)
 
     def close(self) -> None:
         with self._lock:
-            spare, self._spare = self._spare, None
-        if spare is not None:
+            spares, self._spares = self._spares, []
+        for spare in spares:
             spare.discard()
 
     @property
     def spare_pid(self) -> int | None:
-        """The pid of the waiting spare (tests)."""
-        spare = self._spare
-        return spare.proc.pid if spare is not None and spare.alive() else None
+        """The pid of the first waiting spare (tests)."""
+        with self._lock:
+            spares = list(self._spares)
+        for spare in spares:
+            if spare.alive():
+                return int(spare.proc.pid)
+        return None
 
 
 def parse_isolated(

@@ -29,7 +29,7 @@ from ingest.erasure import Eraser, NotDeletedYet, build_eraser, sees_chroma_dir
 from ingest.pipeline import IngestDeps, failed_ingest_cleanup, ingest_document, warm_up
 from ingest.sandbox import SandboxPool
 from ingest.store import ChromaStore, open_store
-from workers import deliveries, health, reconcile, testhooks
+from workers import batching, deliveries, health, reconcile, testhooks
 
 log = logging.getLogger("docqa.worker")
 
@@ -41,6 +41,7 @@ _settings: Settings | None = None
 _eraser: Eraser | None = None
 _app: Celery | None = None  # the app whose tasks run here: an ingest queues erasures with it
 ERASE_MAX_RETRIES = 30
+PARSE_SPARES = 4  # parse children started ahead when batching (ingest/sandbox.py SandboxPool)
 
 
 def notifying_repository(settings: Settings) -> DocumentRepository:
@@ -59,8 +60,11 @@ def build_deps(settings: Settings, store: ChromaStore,
         embedder=testhooks.hooked_embedder(settings, make_embedder(settings)),
         vault=Vault.for_settings(settings),
         erase_later=queue_erase,
-        parsers=SandboxPool() if settings.worker.warm_parse_child else None,
+        # a batching worker parses a job's documents one after another: spares boot together
+        parsers=SandboxPool(depth=min(PARSE_SPARES, settings.worker.batch_size))
+        if settings.worker.warm_parse_child else None,
         unit_embedder=make_unit_embedder(settings),
+        abort_on=(SoftTimeLimitExceeded,),  # ends the job; the task layer settles it
     )
 
 
@@ -170,6 +174,42 @@ def _after_failure(deps: IngestDeps, doc_id: str) -> None:
         log.exception("ingest %s: clean-up after failure failed", doc_id)
 
 
+def _send_retry(item: batching.Item, countdown: float) -> None:
+    """A batched document's transient failure: its retry message, as ``Task.retry`` sends
+    (``retries + 1``, the same priority level, after ``countdown``)."""
+    if _app is None:  # pragma: no cover - create_celery_app always runs first
+        raise RuntimeError("create_celery_app() must run first")
+    _app.send_task(names.INGEST_DOCUMENT, args=[item.doc_id], queue=names.INGEST_QUEUE,
+                   priority=item.priority, countdown=countdown, retries=item.retries + 1)
+
+
+def ingest_batch_job(items: list[batching.Item]) -> list[str]:
+    """One pool job: ingest several documents together (workers/batching.py)."""
+    assert _settings is not None, "create_celery_app() must run first"
+    w = _settings.worker
+    return batching.run_batch(
+        get_deps(), items, max_retries=w.max_retries, retry=_send_retry, backoff=_backoff,
+        time_limited=SoftTimeLimitExceeded, on_failed=lambda d: _after_failure(get_deps(), d))
+
+
+class IngestTask(Task):  # type: ignore[misc]
+    """The ingest task: one message per document; with ``worker.batch_size`` above 1 the
+    worker gives a child several documents per job (workers/batching.py)."""
+
+    def Strategy(self, task: Task, app: Celery, consumer: Any) -> Any:  # noqa: N802 - Celery's name
+        from celery.worker.strategy import default
+
+        settings = _settings or Settings()
+        w = settings.worker
+        if w.batch_size <= 1:
+            return default(task, app, consumer)
+        log.info("ingest batches of up to %d documents per job", w.batch_size)
+        return batching.batching_strategy(
+            task, app, consumer, size=w.batch_size, slots=w.concurrency,
+            soft_limit=names.soft_time_limit(w.task_time_limit_s),
+            hard_limit=w.task_time_limit_s, job=ingest_batch_job)
+
+
 def create_celery_app(settings: Settings | None = None) -> Celery:
     global _settings, _app
     apply_offline_env()
@@ -180,7 +220,7 @@ def create_celery_app(settings: Settings | None = None) -> Celery:
     connect_celery_signals()  # request id, job id and document id on the tasks' log lines
     max_retries = _settings.worker.max_retries
 
-    @app.task(name=names.INGEST_DOCUMENT, bind=True, max_retries=max_retries)  # type: ignore[untyped-decorator]
+    @app.task(name=names.INGEST_DOCUMENT, bind=True, max_retries=max_retries, base=IngestTask)  # type: ignore[untyped-decorator]
     def ingest(self: Task, doc_id: str) -> str:
         deps = get_deps()
         # a document whose worker died on it on every attempt ends failed (bounded)

@@ -73,6 +73,30 @@ def forget(redis_url: str, doc_id: str) -> None:
         log.warning("ingest %s: could not clear the delivery count: %s", doc_id, exc)
 
 
+def peek_many(redis_url: str, doc_ids: list[str]) -> list[int | None]:
+    """The deliveries counted so far for each of ``doc_ids`` (0 for none), without counting
+    one; None for each when Redis could not be asked (counting fails open)."""
+    if not doc_ids:
+        return []
+    try:
+        values = _redis(redis_url).mget([KEY_PREFIX + d for d in doc_ids])
+        return [int(v) if v is not None else 0 for v in values]
+    except Exception as exc:  # noqa: BLE001 - fail open
+        log.warning("could not read the delivery counts (%s)", exc)
+        return [None] * len(doc_ids)
+
+
+def forget_many(redis_url: str, doc_ids: list[str]) -> None:
+    """These documents' ingests ended: their next deliveries start from 1."""
+    if not doc_ids:
+        return
+    try:
+        _redis(redis_url).delete(*(KEY_PREFIX + d for d in doc_ids))
+    except Exception as exc:  # noqa: BLE001 - the keys expire on their own
+        log.warning("could not clear the delivery counts of %d documents: %s",
+                    len(doc_ids), exc)
+
+
 def admit(deps: Any, doc_id: str, retries: int, max_attempts: int) -> str | None:
     """Count this delivery; None: go on with the ingest. Past ``max_attempts`` deliveries of
     a document still ``queued``/``processing``: mark it ``failed`` and return that status

@@ -31,12 +31,14 @@ class HookedEmbedder:
     def __init__(self, inner: Any, hooks: FaultHookSettings) -> None:
         self.inner = inner
         self.hooks = hooks
-        self.filename = ""  # of the document being ingested (set by before_ingest)
+        # of the documents being ingested (set by before_ingest, before_batch)
+        self.filenames: list[str] = []
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        if self.hooks.crash_worker_on and self.hooks.crash_worker_on in self.filename:
+        poison = self.hooks.crash_worker_on
+        if poison and any(poison in name for name in self.filenames):
             log.warning("TEST HOOK: killing this worker child (pid %d) on %r",
-                        os.getpid(), self.filename)
+                        os.getpid(), self.filenames)
             os.kill(os.getpid(), signal.SIGKILL)
         if self.hooks.slow_embed_s:
             time.sleep(self.hooks.slow_embed_s)
@@ -63,7 +65,13 @@ def hooked_embedder(settings: Settings, embedder: Any) -> Any:
 
 def before_ingest(deps: Any, doc_id: str) -> None:
     """Tell the hooked embedder which document it embeds (for ``crash_worker_on``)."""
+    before_batch(deps, [doc_id])
+
+
+def before_batch(deps: Any, doc_ids: Sequence[str]) -> None:
+    """Tell the hooked embedder which documents it embeds (for ``crash_worker_on``): a batch
+    that holds the poison document dies in its shared embedding call."""
     embedder = deps.embedder
     if isinstance(embedder, HookedEmbedder) and embedder.hooks.crash_worker_on:
-        doc = deps.repo.get(doc_id)
-        embedder.filename = doc.filename if doc is not None else ""
+        docs = [deps.repo.get(d) for d in doc_ids]
+        embedder.filenames = [doc.filename for doc in docs if doc is not None]

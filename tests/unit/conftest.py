@@ -209,6 +209,10 @@ class FakeRedis:
         self._check()
         self.values[key] = value
 
+    def mget(self, keys: Sequence[str]) -> list[int | None]:
+        self._check()
+        return [self.values.get(k) for k in keys]
+
     def expire(self, key: str, _ttl: int) -> bool:
         self._check()
         return key in self.values

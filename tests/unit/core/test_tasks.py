@@ -30,9 +30,15 @@ def test_soft_time_limit_comes_before_the_hard_one(hard: int, soft: int) -> None
 def test_celery_config_is_at_least_once_and_json_only() -> None:
     conf = celery_config(Settings())
     assert conf["task_acks_late"] and conf["task_reject_on_worker_lost"]
-    assert conf["worker_prefetch_multiplier"] == 1
+    assert conf["worker_prefetch_multiplier"] == 1  # one document per job by default
     assert conf["accept_content"] == ["json"] and conf["task_serializer"] == "json"
     assert conf["task_time_limit"] < conf["broker_transport_options"]["visibility_timeout"]
+
+
+def test_a_batching_worker_holds_a_running_job_and_the_next_one(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCQA_WORKER__BATCH_SIZE", "32")
+    assert celery_config(Settings())["worker_prefetch_multiplier"] == 64
 
 
 def test_time_limit_must_stay_below_visibility_timeout(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -325,3 +325,32 @@ def test_a_pooled_child_keeps_the_limits_and_the_next_document_still_parses(
     assert spare is not None
     with pytest.raises(ProcessLookupError):
         os.kill(spare, 0)
+
+
+def test_a_deeper_pool_keeps_several_children_started_ahead_each_used_once(
+        tmp_path: Path) -> None:
+    """A batching worker parses a job's documents in a row: several spares boot together."""
+    pool = sandbox.SandboxPool(depth=3)
+    target = "tests.unit.ingest.test_sandbox:own_pid_reader"
+    try:
+        pool.refill(target, DocumentKind.TEXT)
+        with pool._lock:
+            ahead = [c.proc.pid for c in pool._spares]
+        assert len(ahead) == 3 and len(set(ahead)) == 3
+        pids = [int(parse_isolated(_write(tmp_path, f"d{n}.txt", b"x"), DocumentKind.TEXT,
+                                   LimitSettings(), target=target, pool=pool)[0].text.split()[0])
+                for n in range(3)]
+        assert pids == ahead  # each document went to the next child started ahead
+        with pool._lock:
+            assert len(pool._spares) == 3 and not set(c.proc.pid for c in pool._spares) & set(pids)
+        # another kind: a fresh child, and the spares of the other kind go
+        pages = parse_isolated(_write(tmp_path, "b.md", b"# T\n\nbody"), DocumentKind.MARKDOWN,
+                               LimitSettings(), pool=pool)
+        assert "body" in pages[0].text
+        with pool._lock:
+            assert {c.kind for c in pool._spares} == {DocumentKind.MARKDOWN}
+    finally:
+        pool.close()
+    for pid in ahead:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
