@@ -18,6 +18,7 @@ Nothing is cached across calls but the model the generator holds.
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Sequence
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from core.errors import OverloadedError
-from service.answer.grounding import answer_kind
+from service.answer.grounding import answer_kind, content_stems, stem
 
 NOT_FOUND = "NOT FOUND"
 MAX_TOKENS = 32  # the longest span the model may write, in model tokens
@@ -61,6 +62,9 @@ class ConstrainedGenerator(Protocol):
 
     def choose(self, messages: list[dict[str, str]], replies: Sequence[str],
                deadline_s: float) -> tuple[int, float]: ...
+
+    def choose_shares(self, messages: list[dict[str, str]], replies: Sequence[str],
+                      deadline_s: float) -> tuple[int, float, list[float]]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,6 +287,91 @@ def candidate_spans(question: str, unit: str, tagged: Tagged,
     return keep[:MAX_CANDIDATES]
 
 
+# the entity labels that answer a question by its wh-phrase (spaCy's OntoNotes labels),
+# the first pattern that matches deciding; a finer cut than ``answer_kind``, used as a
+# feature of the ranking only
+_WANTED = tuple((re.compile(p, re.I), frozenset(labels.split())) for p, labels in (
+    (r"\bhow many\b", "CARDINAL QUANTITY"),
+    (r"\bhow much\b|\bwhat (?:price|cost|fee|amount)\b", "MONEY QUANTITY PERCENT CARDINAL"),
+    (r"\bwhat (?:percentage|percent|share|proportion)\b", "PERCENT"),
+    (r"\bhow (?:long|old)\b", "DATE TIME QUANTITY CARDINAL"),
+    (r"\bhow (?:far|large|big|tall|high|heavy|deep|wide)\b", "QUANTITY CARDINAL"),
+    (r"\bwhen\b|\b(?:what|which|in what) (?:year|century|decade|date|day|month|time|period)\b",
+     "DATE TIME"),
+    (r"\bwho\b|\bwhom\b|\bwhose\b", "PERSON ORG NORP"),
+    (r"\bwhere\b|\b(?:what|which) (?:country|city|state|region|place|continent|town)\b",
+     "GPE LOC FAC"),
+    (r"\b(?:what|which) (?:company|organi[sz]ation|group|team|university|party)\b", "ORG"),
+    (r"\b(?:what|which) language\b", "LANGUAGE"),
+    (r"\b(?:what|which) (?:nationality|religion)\b", "NORP"),
+))
+FEATURES = ("lm", "greedy", "type", "near", "qover", "length", "entity")
+
+
+def wanted_labels(question: str) -> frozenset[str]:
+    """The entity labels the question's wh-phrase asks for (empty: no particular type)."""
+    return next((labels for pattern, labels in _WANTED if pattern.search(question)),
+                frozenset())
+
+
+def span_features(question: str, unit: str, tagged: Tagged, spans: Sequence[tuple[int, int]],
+                  shares: Sequence[float] | None = None, greedy: int | None = None
+                  ) -> list[dict[str, float]]:
+    """The signals classic extractive QA ranks answer candidates by, per span:
+
+    * ``lm``: log of the model's share of the span as its reply, ``greedy``: 1 for the reply
+      it chose (both 0 without the model);
+    * ``type``: the span holds an entity of the kind the wh-phrase asks for;
+    * ``near``: 1 / (1 + the number of tokens between the span and the closest question
+      word in the unit; 0 if there is none): the answer tends to sit next to the words the
+      unit shares with the question;
+    * ``qover``: the share of the span's words that the question already says;
+    * ``length``: log(1 + its words); ``entity``: the span is exactly a named entity."""
+    asked = content_stems(question)
+    want = wanted_labels(question)
+    toks = tagged.tokens
+    hits = [k for k, (s, e, _) in enumerate(toks) if stem(unit[s:e]) in asked]
+    ents = {(s, e) for s, e, _ in tagged.entities}
+    out = []
+    for n, (s, e) in enumerate(spans):
+        inside = [k for k, (ts, te, _) in enumerate(toks) if s <= ts and te <= e]
+        lo, hi = (inside[0], inside[-1]) if inside else (0, 0)
+        gaps = [lo - k if k < lo else k - hi for k in hits if not lo <= k <= hi]
+        words = re.findall(r"\w+", unit[s:e])
+        content = [w for w in words if stem(w) not in _STOP]
+        labels = {lab for es, ee, lab in tagged.entities if s <= es and ee <= e}
+        out.append({
+            "lm": math.log(max(shares[n], 1e-6)) if shares is not None else 0.0,
+            "greedy": 1.0 if greedy == n else 0.0,
+            "type": 1.0 if labels & want else 0.0,
+            "near": 1.0 / min(gaps) if gaps else 0.0,
+            "qover": sum(stem(w) in asked for w in content) / len(content) if content else 0.0,
+            "length": math.log1p(len(words)),
+            "entity": 1.0 if (s, e) in ents else 0.0,
+        })
+    return out
+
+
+# The weights of :func:`rank_spans`, fitted by ``bench/span_eval.py --fit`` on half of the
+# SQuAD 2.0 dev questions and checked on the other half (docs/span.md).
+WEIGHTS: dict[str, float] = {"lm": 1.0, "greedy": 0.0, "type": 0.0, "near": 0.0,
+                             "qover": 0.0, "length": 0.0, "entity": 0.0}
+
+
+def rank_spans(features: Sequence[dict[str, float]],
+               weights: dict[str, float] | None = None) -> list[tuple[int, float]]:
+    """The spans' indices, best first, each with its probability under the log-linear
+    score ``sum(weight * feature)`` (a softmax over the spans)."""
+    w = WEIGHTS if weights is None else weights
+    scores = [sum(w.get(k, 0.0) * f[k] for k in f) for f in features]
+    if not scores:
+        return []
+    top = max(scores)
+    exp = [math.exp(x - top) for x in scores]
+    total = sum(exp)
+    return sorted(((i, x / total) for i, x in enumerate(exp)), key=lambda p: -p[1])
+
+
 def candidates_grammar(replies: Sequence[str]) -> str:
     """The GBNF grammar whose sentences are exactly ``replies`` (for greedy decoding among
     candidates, the alternative to :meth:`ConstrainedGenerator.choose`)."""
@@ -339,7 +428,8 @@ def pick_span(generator: ConstrainedGenerator | None, question: str, unit: str,
               deadline_s: float = DEADLINE_S, max_tokens: int = MAX_TOKENS,
               allow_not_found: bool = True, typed: bool = True,
               min_confidence: float = 0.0,
-              decode: Literal["choose", "grammar"] = "choose") -> SpanPick:
+              decode: Literal["choose", "grammar"] = "choose",
+              rank: bool = False) -> SpanPick:
     """The phrase of ``unit`` that answers ``question``, as SmolLM2 picks it; never raises
     (see :class:`SpanPick`).
 
@@ -372,6 +462,9 @@ def pick_span(generator: ConstrainedGenerator | None, question: str, unit: str,
             if decode == "grammar":
                 reply = " ".join(generator.complete_constrained(
                     messages, candidates_grammar(replies), max_tokens, deadline_s).split())
+            elif rank:
+                reply, confidence = _ranked_reply(generator, messages, replies, question, unit,
+                                                  tagged, by_text, deadline_s)
             else:
                 index, confidence = generator.choose(messages, replies, deadline_s)
                 reply = replies[index]
@@ -397,12 +490,30 @@ def pick_span(generator: ConstrainedGenerator | None, question: str, unit: str,
                     confidence)
 
 
+def _ranked_reply(generator: ConstrainedGenerator, messages: list[dict[str, str]],
+                  replies: list[str], question: str, unit: str, tagged: Tagged | None,
+                  by_text: dict[str, tuple[int, int]], deadline_s: float
+                  ) -> tuple[str, float]:
+    """The reply :func:`rank_spans` puts first, given the model's shares of them, with its
+    probability under the ranking; ``NOT FOUND`` when that is the model's own choice."""
+    index, prob, shares = generator.choose_shares(messages, replies, deadline_s)
+    if replies[index] == NOT_FOUND:
+        return NOT_FOUND, prob
+    first = 1 if replies[0] == NOT_FOUND else 0
+    texts = replies[first:]
+    feats = span_features(question, unit, tagged or Tagged(()), [by_text[t] for t in texts],
+                          shares[first:], index - first)
+    best, p = rank_spans(feats)[0]
+    return texts[best], p
+
+
 def offsets_in(parent_start: int, pick: SpanPick) -> tuple[int, int] | None:
     """The pick's offsets in the text the unit was cut from (the unit starts there at
     ``parent_start``), or None when nothing was picked."""
     return (parent_start + pick.start, parent_start + pick.end) if pick.picked else None
 
 
-__all__ = ["NOT_FOUND", "ConstrainedGenerator", "SpanPick", "Tagged", "build_grammar",
-           "build_messages", "candidate_spans", "candidates_grammar", "locate", "offsets_in",
-           "pick_span", "tagged_from_doc", "tokenize"]
+__all__ = ["FEATURES", "NOT_FOUND", "WEIGHTS", "ConstrainedGenerator", "SpanPick", "Tagged",
+           "build_grammar", "build_messages", "candidate_spans", "candidates_grammar", "locate",
+           "offsets_in", "pick_span", "rank_spans", "span_features", "tagged_from_doc",
+           "tokenize", "wanted_labels"]
