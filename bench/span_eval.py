@@ -151,11 +151,11 @@ def run_cases(cases: list[Case], generator: LlamaGenerator, nlp: Any | None,
     return rows
 
 
-def dump_cases(cases: list[Case], generator: LlamaGenerator, nlp: Any,
-               typed: bool) -> list[dict[str, Any]]:
+def dump_cases(name: str, cases: list[Case], generator: LlamaGenerator, nlp: Any,
+               typed: bool, out: Path) -> None:
     """Per unit, what a reranker of the candidates needs: the tagging, the candidates and the
-    model's share of each (``choose_shares``), with the greedy choice; one model call each."""
-    rows = []
+    model's share of each (``choose_shares``), with the greedy choice; one model call each,
+    one JSON line each, appended to ``out`` as it is measured."""
     for i, c in enumerate(cases):
         tagged = tagged_from_doc(nlp(c.unit))
         spans = candidate_spans(c.question, c.unit, tagged, typed)
@@ -165,14 +165,15 @@ def dump_cases(cases: list[Case], generator: LlamaGenerator, nlp: Any,
         index, prob, shares = (generator.choose_shares(build_messages(c.question, c.unit,
                                                                       c.context), replies, 900.0)
                                if spans else (0, 1.0, [1.0]))
-        rows.append({
-            "qid": c.qid, "question": c.question, "unit": c.unit, "context": c.context,
+        row = {
+            "set": name, "qid": c.qid, "question": c.question, "unit": c.unit, "context": c.context,
             "golds": list(c.golds), "tokens": tagged.tokens, "entities": tagged.entities,
             "spans": [by_text[r] for r in replies[1:]], "shares": shares,
-            "greedy": index, "confidence": prob, "seconds": round(time.monotonic() - t0, 4)})
+            "greedy": index, "confidence": prob, "seconds": round(time.monotonic() - t0, 4)}
+        with out.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
         if (i + 1) % 5 == 0:
             log(f"{i + 1}/{len(cases)}")
-    return rows
 
 
 def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -244,7 +245,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--answerable-only", action="store_true",
                     help="skip unanswerable units (a ranking is fitted on answerable ones)")
     ap.add_argument("--dump", type=Path, default=None,
-                    help="write each unit's candidates and the model's shares here (no picks)")
+                    help="append each unit's candidates and the model's shares to this JSON "
+                    "lines file (no picks; for python -m bench.span_fit)")
+    ap.add_argument("--shard", default="", help="I/K: only every K-th unit from the I-th")
     ap.add_argument("--json", type=Path, default=None, help="write summary and rows here")
     args = ap.parse_args(argv)
 
@@ -260,9 +263,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         sets = {name: [c for c in cases if c.answerable] for name, cases in sets.items()}
     result: dict[str, Any] = {}
     rows: dict[str, list[dict[str, Any]]] = {}
+    if args.shard:
+        index, count = map(int, args.shard.split("/"))
+        sets = {name: cases[index::count] for name, cases in sets.items()}
     if args.dump is not None:
-        args.dump.write_text(json.dumps({name: dump_cases(cases, generator, nlp, not args.untyped)
-                                         for name, cases in sets.items()}), encoding="utf-8")
+        for name, cases in sets.items():
+            dump_cases(name, cases, generator, nlp, not args.untyped, args.dump)
         return {}
     for name, cases in sets.items():
         log(f"{name}: {sum(c.answerable for c in cases)} answerable + "

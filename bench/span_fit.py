@@ -1,7 +1,7 @@
 """Fit and check the ranking of short-answer candidates (``service/answer/span.py``) offline.
 
-    python -m bench.span_eval --n 100 --dump DUMP      # one model call per unit, dev only
-    python -m bench.span_fit DUMP [--json OUT]
+    python -m bench.span_eval --n 100 --answerable-only --dump DUMP   # dev only
+    python -m bench.span_fit DUMP [DUMP ...] [--json OUT]
 
 The dump holds, per unit, its tagging, its candidates and the model's share of each. This
 script computes ``span_features`` for them, fits the log-linear weights of ``rank_spans``
@@ -94,11 +94,9 @@ def answer(r: dict[str, Any], weights: dict[str, float] | None, tau: float, fall
     if p >= tau:
         s, e = r["spans"][i]
         return str(r["unit"][s:e])
-    if fallback == "cover" and len(ranked) > 1:
-        j = ranked[1][0]
-        s = min(r["spans"][i][0], r["spans"][j][0])
-        e = max(r["spans"][i][1], r["spans"][j][1])
-        return str(r["unit"][s:e])
+    if fallback.startswith("cover") and len(ranked) > 1:
+        top = [r["spans"][k] for k, _ in ranked[:int(fallback[5:] or 2)]]
+        return str(r["unit"][min(s for s, _ in top):max(e for _, e in top)])
     return str(r["unit"])
 
 
@@ -122,43 +120,62 @@ def score(rows: list[dict[str, Any]], all_rows: list[dict[str, Any]],
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(prog="python -m bench.span_fit", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("dump", type=Path)
+    ap.add_argument("dump", type=Path, nargs="+",
+                    help="bench.span_eval --dump files (JSON lines, one unit each)")
     ap.add_argument("--features", default=",".join(FEATURES))
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     names = tuple(args.features.split(","))
-    dump = json.loads(args.dump.read_text(encoding="utf-8"))
+    dump: dict[str, list[dict[str, Any]]] = {}
+    for path in args.dump:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                row = json.loads(line)
+                dump.setdefault(row["set"], []).append(row)
     result: dict[str, Any] = {"features": names, "current_weights": WEIGHTS}
     squad = dump.get("squad2", [])
     rows = prepared(squad)
-    greedy_w = None
+    no_model = tuple(k for k in names if k not in ("lm", "greedy"))
     if rows:
-        fits = {h: fit([r for r in rows if half(r["qid"]) == h], names) for h in (0, 1)}
-        fits[2] = fit(rows, names)
-        result["fitted"] = {"half0": fits[0], "half1": fits[1], "all": fits[2]}
-        table = {}
-        for h in (0, 1):
-            other = 1 - h
-            held = [r for r in rows if half(r["qid"]) == other]
-            held_all = [r for r in squad if half(r["qid"]) == other]
-            for fallback in ("unit", "cover"):
+        fits = {(kind, h): fit([r for r in rows if half(r["qid"]) == h], feats)
+                for kind, feats in (("fitted", names), ("no_model", no_model)) for h in (0, 1)}
+        result["fitted"] = {f"{kind} half{h}": w for (kind, h), w in fits.items()}
+        result["fitted"]["fitted all"] = fit(rows, names)
+        table: dict[str, Any] = {}
+        for name in ("greedy", "current", "fitted", "no_model"):
+            for fallback in ("unit", "cover", "cover3"):
                 for nf in (False, True):
                     for tau in THRESHOLDS:
-                        for name, w in (("greedy", greedy_w), ("fitted", fits[h])):
-                            key = f"fit{h}->check{other} {name} {fallback} nf_unit={nf} {tau}"
-                            table[key] = score(held, held_all, w, tau, fallback, nf)
+                        halves = []
+                        for h in (0, 1):  # fitted on half h, checked on the other
+                            held = [r for r in rows if half(r["qid"]) != h]
+                            held_all = [r for r in squad if half(r["qid"]) != h]
+                            w = {"greedy": None, "current": WEIGHTS}.get(name) \
+                                if name in ("greedy", "current") else fits[(name, h)]
+                            halves.append(score(held, held_all, w, tau, fallback, nf))
+                        table[f"{name} {fallback} nf_unit={nf} {tau}"] = {
+                            "checked_on_half1": halves[0], "checked_on_half0": halves[1],
+                            "answerable_correct": round(statistics.fmean(
+                                x["answerable_correct"] for x in halves), 3),
+                            "answerable_f1": round(statistics.fmean(
+                                x["answerable_f1"] for x in halves), 3)}
         result["squad2_heldout"] = table
         result["squad2_unit"] = score([], squad, {}, 0, "unit", False)
+        result["squad2_one_candidate"] = round(
+            sum(len(r["spans"]) == 1 for r in rows) / len(rows), 3)
     biz = dump.get("business", [])
     brows = prepared(biz)
     if brows:
-        w_all = result.get("fitted", {}).get("all", WEIGHTS)
+        w_all = result.get("fitted", {}).get("fitted all", WEIGHTS)
         result["business"] = {
             f"{name} {fallback} {tau}": score(brows, biz, w, tau, fallback, True)
-            for name, w in (("greedy", greedy_w), ("fitted", w_all))  # type: ignore[assignment]
-            for fallback in ("unit", "cover") for tau in THRESHOLDS}
+            for name, w in (("greedy", None), ("current", WEIGHTS), ("fitted", w_all))
+            for fallback in ("unit", "cover", "cover3") for tau in THRESHOLDS}
         result["business_unit"] = score([], biz, {}, 0, "unit", False)
-    print(json.dumps(result, indent=1))  # noqa: T201 - the script's output
+    for key, v in {**result.get("squad2_heldout", {}), **result.get("business", {})}.items():
+        print(f"{key:40s} {v['answerable_correct']:.3f} {v['answerable_f1']:.3f}")  # noqa: T201
+    for key in ("fitted", "squad2_unit", "business_unit", "squad2_one_candidate"):
+        print(key, json.dumps(result.get(key)))  # noqa: T201
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=1), encoding="utf-8")
     return result

@@ -74,8 +74,10 @@ class SpanPick:
     ``start``/``end`` index the unit and ``text == unit[start:end]`` when a span was picked;
     ``not_found`` when the model said the unit does not answer; neither when picking failed
     (``reason`` says why: ``timeout``, ``overloaded``, ``error``, ``unmapped``, ``too_long``,
-    ``empty``, ``unsure``). ``seconds`` is the wall time of the whole pick; ``confidence``
-    the model's probability of its reply among the candidates (None for the free grammar)."""
+    ``empty``, ``unsure``). ``reason`` is ``ok`` for a picked span, ``cover`` for the run
+    covering the best few candidates when the first was not sure enough. ``seconds`` is the
+    wall time of the whole pick; ``confidence`` the probability of the reply among the
+    candidates (the model's, or the ranking's with ``rank``; None for the free grammar)."""
 
     text: str | None
     start: int
@@ -429,7 +431,7 @@ def pick_span(generator: ConstrainedGenerator | None, question: str, unit: str,
               allow_not_found: bool = True, typed: bool = True,
               min_confidence: float = 0.0,
               decode: Literal["choose", "grammar"] = "choose",
-              rank: bool = False) -> SpanPick:
+              rank: bool = False, cover: int = 0) -> SpanPick:
     """The phrase of ``unit`` that answers ``question``, as SmolLM2 picks it; never raises
     (see :class:`SpanPick`).
 
@@ -455,6 +457,7 @@ def pick_span(generator: ConstrainedGenerator | None, question: str, unit: str,
     spans = candidate_spans(question, unit, tagged, typed) if tagged is not None else []
     messages = build_messages(question, unit, context)
     confidence: float | None = None
+    covered: tuple[int, int] | None = None
     try:
         if spans:
             by_text = {" ".join(unit[s:e].split()): (s, e) for s, e in reversed(spans)}
@@ -463,8 +466,9 @@ def pick_span(generator: ConstrainedGenerator | None, question: str, unit: str,
                 reply = " ".join(generator.complete_constrained(
                     messages, candidates_grammar(replies), max_tokens, deadline_s).split())
             elif rank:
-                reply, confidence = _ranked_reply(generator, messages, replies, question, unit,
-                                                  tagged, by_text, deadline_s)
+                reply, confidence, covered = _ranked_reply(
+                    generator, messages, replies, question, unit, tagged, by_text, deadline_s,
+                    cover)
             else:
                 index, confidence = generator.choose(messages, replies, deadline_s)
                 reply = replies[index]
@@ -484,27 +488,36 @@ def pick_span(generator: ConstrainedGenerator | None, question: str, unit: str,
     if span is None:
         return fail("unmapped", reply, confidence)
     if confidence is not None and confidence < min_confidence:
-        return fail("unsure", reply, confidence)
+        if covered is None:
+            return fail("unsure", reply, confidence)
+        span, reason = covered, "cover"
+    else:
+        reason = "ok"
     start, end = span
-    return SpanPick(unit[start:end], start, end, False, "ok", time.monotonic() - t0, reply,
+    return SpanPick(unit[start:end], start, end, False, reason, time.monotonic() - t0, reply,
                     confidence)
 
 
 def _ranked_reply(generator: ConstrainedGenerator, messages: list[dict[str, str]],
                   replies: list[str], question: str, unit: str, tagged: Tagged | None,
-                  by_text: dict[str, tuple[int, int]], deadline_s: float
-                  ) -> tuple[str, float]:
+                  by_text: dict[str, tuple[int, int]], deadline_s: float, cover: int
+                  ) -> tuple[str, float, tuple[int, int] | None]:
     """The reply :func:`rank_spans` puts first, given the model's shares of them, with its
-    probability under the ranking; ``NOT FOUND`` when that is the model's own choice."""
+    probability under the ranking and, with ``cover`` > 1, the shortest run of the unit
+    holding the ``cover`` best (the answer when the first is not sure enough); ``NOT
+    FOUND`` when that is the model's own choice."""
     index, prob, shares = generator.choose_shares(messages, replies, deadline_s)
     if replies[index] == NOT_FOUND:
-        return NOT_FOUND, prob
+        return NOT_FOUND, prob, None
     first = 1 if replies[0] == NOT_FOUND else 0
     texts = replies[first:]
     feats = span_features(question, unit, tagged or Tagged(()), [by_text[t] for t in texts],
                           shares[first:], index - first)
-    best, p = rank_spans(feats)[0]
-    return texts[best], p
+    ranked = rank_spans(feats)
+    best, p = ranked[0]
+    top = [by_text[texts[k]] for k, _ in ranked[:cover]] if cover > 1 else []
+    covered = (min(s for s, _ in top), max(e for _, e in top)) if len(top) > 1 else None
+    return texts[best], p, covered
 
 
 def offsets_in(parent_start: int, pick: SpanPick) -> tuple[int, int] | None:

@@ -379,3 +379,19 @@ def test_not_found_chosen_by_the_model_stays_not_found_when_ranked() -> None:
     pick = pick_span(FakeGenerator(NOT_FOUND), "Who opened it?", TAGGED_UNIT, tagged=TAGGED,
                      rank=True)
     assert pick.not_found and pick.text is None
+
+
+def test_an_unsure_ranked_pick_can_answer_the_run_covering_the_best_two(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(span, "WEIGHTS", {"lm": 1.0})
+    tagged = _tagged(SENT, POS, ENTS)
+    fake = FakeGenerator("Ingrid Hofer", confidence=0.4)
+    fake.shares = {"1987": 0.35}
+    pick = pick_span(fake, "Who opened the plant?", SENT, tagged=tagged, rank=True,
+                     typed=False, min_confidence=0.9, cover=2)
+    assert pick.reason == "cover" and pick.text == "Ingrid Hofer in 1987"
+    assert pick.text == SENT[pick.start:pick.end]
+    # without cover the same unsure pick is the unit
+    pick = pick_span(fake, "Who opened the plant?", SENT, tagged=tagged, rank=True,
+                     typed=False, min_confidence=0.9)
+    assert pick.reason == "unsure" and pick.text is None
