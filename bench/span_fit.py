@@ -24,7 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from bench.evalkit import is_correct, token_f1
-from service.answer.span import FEATURES, WEIGHTS, Tagged, rank_spans, span_features
+from service.answer.span import (
+    FEATURES,
+    WEIGHTS,
+    WEIGHTS_NO_MODEL,
+    Tagged,
+    rank_spans,
+    span_features,
+)
 
 THRESHOLDS = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -141,8 +148,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 for kind, feats in (("fitted", names), ("no_model", no_model)) for h in (0, 1)}
         result["fitted"] = {f"{kind} half{h}": w for (kind, h), w in fits.items()}
         result["fitted"]["fitted all"] = fit(rows, names)
+        result["fitted"]["no_model all"] = fit(rows, no_model)
         table: dict[str, Any] = {}
-        for name in ("greedy", "current", "fitted", "no_model"):
+        for name in ("greedy", "current", "current_no_model", "fitted", "no_model"):
             for fallback in ("unit", "cover", "cover3"):
                 for nf in (False, True):
                     for tau in THRESHOLDS:
@@ -150,8 +158,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         for h in (0, 1):  # fitted on half h, checked on the other
                             held = [r for r in rows if half(r["qid"]) != h]
                             held_all = [r for r in squad if half(r["qid"]) != h]
-                            w = {"greedy": None, "current": WEIGHTS}.get(name) \
-                                if name in ("greedy", "current") else fits[(name, h)]
+                            w = fits.get((name, h)) if name in ("fitted", "no_model") else {
+                                "current": WEIGHTS, "current_no_model": WEIGHTS_NO_MODEL
+                            }.get(name)
                             halves.append(score(held, held_all, w, tau, fallback, nf))
                         table[f"{name} {fallback} nf_unit={nf} {tau}"] = {
                             "checked_on_half1": halves[0], "checked_on_half0": halves[1],
@@ -166,10 +175,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     biz = dump.get("business", [])
     brows = prepared(biz)
     if brows:
-        w_all = result.get("fitted", {}).get("fitted all", WEIGHTS)
+        fitted = result.get("fitted", {})
         result["business"] = {
-            f"{name} {fallback} {tau}": score(brows, biz, w, tau, fallback, True)
-            for name, w in (("greedy", None), ("current", WEIGHTS), ("fitted", w_all))
+            f"business {name} {fallback} {tau}": score(brows, biz, w, tau, fallback, True)
+            for name, w in (("greedy", None), ("current", WEIGHTS),
+                            ("current_no_model", WEIGHTS_NO_MODEL),
+                            ("fitted", fitted.get("fitted all", WEIGHTS)),
+                            ("no_model", fitted.get("no_model all", WEIGHTS_NO_MODEL)))
             for fallback in ("unit", "cover", "cover3") for tau in THRESHOLDS}
         result["business_unit"] = score([], biz, {}, 0, "unit", False)
     for key, v in {**result.get("squad2_heldout", {}), **result.get("business", {})}.items():

@@ -148,8 +148,18 @@ class RetrievalSettings(BaseModel):
     span_deadline_s: float = Field(
         default=1.5, gt=0, description="longest time span picking may take per answer")
     span_min_confidence: float = Field(
-        default=0.0, ge=0, le=1, description="a picked span the model chose with less "
-        "confidence than this (its product of token probabilities) gives way to the unit")
+        default=0.0, ge=0, le=1, description="a picked span chosen with less confidence than "
+        "this (the ranking's probability with span_rank, else the model's product of token "
+        "probabilities) gives way to the unit, or to the span_cover run")
+    span_rank: Literal["off", "model", "features"] = Field(
+        default="off", description="off: the model's choice among the candidate spans; "
+        "model: rank them by the model's share of each together with their answer type, "
+        "nearness to the question's words and overlap with them; features: by those alone, "
+        "without a model call (weights fitted on SQuAD 2.0 dev; docs/span.md)")
+    span_cover: int = Field(
+        default=0, ge=0, le=5, description="with span_rank, an unsure pick answers the "
+        "shortest run of the unit holding this many best candidates instead of the whole "
+        "unit (0 or 1: the whole unit)")
 
 
 class WorkerSettings(BaseModel):

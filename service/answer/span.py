@@ -358,6 +358,9 @@ def span_features(question: str, unit: str, tagged: Tagged, spans: Sequence[tupl
 # SQuAD 2.0 dev questions and checked on the other half (docs/span.md).
 WEIGHTS: dict[str, float] = {"lm": 1.0, "greedy": 0.0, "type": 0.0, "near": 0.0,
                              "qover": 0.0, "length": 0.0, "entity": 0.0}
+# the same without the model's features: the ranking alone, no model call
+WEIGHTS_NO_MODEL: dict[str, float] = {"type": 0.0, "near": 1.0, "qover": 0.0, "length": 0.0,
+                                      "entity": 0.0}
 
 
 def rank_spans(features: Sequence[dict[str, float]],
@@ -431,7 +434,8 @@ def pick_span(generator: ConstrainedGenerator | None, question: str, unit: str,
               allow_not_found: bool = True, typed: bool = True,
               min_confidence: float = 0.0,
               decode: Literal["choose", "grammar"] = "choose",
-              rank: bool = False, cover: int = 0) -> SpanPick:
+              rank: Literal["off", "model", "features"] = "off",
+              cover: int = 0) -> SpanPick:
     """The phrase of ``unit`` that answers ``question``, as SmolLM2 picks it; never raises
     (see :class:`SpanPick`).
 
@@ -447,14 +451,22 @@ def pick_span(generator: ConstrainedGenerator | None, question: str, unit: str,
     def fail(reason: str, raw: str = "", confidence: float | None = None) -> SpanPick:
         return SpanPick(None, 0, 0, False, reason, time.monotonic() - t0, raw, confidence)
 
-    if generator is None:
-        return fail("no_generator")
     toks = tokenize(unit)
+    if generator is None and not (rank == "features" and tagged is not None):
+        return fail("no_generator")
     if not any(_is_word(unit[t.start:t.end]) for t in toks):
         return fail("empty")
     if len(toks) > MAX_UNIT_TOKENS:
         return fail("too_long")
     spans = candidate_spans(question, unit, tagged, typed) if tagged is not None else []
+    if rank == "features":  # no model: the ranking alone
+        if not spans:
+            return fail("no_candidates")
+        ranked = rank_spans(span_features(question, unit, tagged or Tagged(()), spans),
+                            WEIGHTS_NO_MODEL)
+        return _decided(unit, spans, ranked, min_confidence, cover, t0)
+    if generator is None:
+        return fail("no_generator")
     messages = build_messages(question, unit, context)
     confidence: float | None = None
     covered: tuple[int, int] | None = None
@@ -465,7 +477,7 @@ def pick_span(generator: ConstrainedGenerator | None, question: str, unit: str,
             if decode == "grammar":
                 reply = " ".join(generator.complete_constrained(
                     messages, candidates_grammar(replies), max_tokens, deadline_s).split())
-            elif rank:
+            elif rank == "model":
                 reply, confidence, covered = _ranked_reply(
                     generator, messages, replies, question, unit, tagged, by_text, deadline_s,
                     cover)
@@ -498,6 +510,29 @@ def pick_span(generator: ConstrainedGenerator | None, question: str, unit: str,
                     confidence)
 
 
+def _covering(spans: Sequence[tuple[int, int]], ranked: Sequence[tuple[int, float]],
+              cover: int) -> tuple[int, int] | None:
+    """The shortest run holding the ``cover`` best of ``spans`` (None for fewer than two)."""
+    top = [spans[k] for k, _ in ranked[:cover]] if cover > 1 else []
+    return (min(s for s, _ in top), max(e for _, e in top)) if len(top) > 1 else None
+
+
+def _decided(unit: str, spans: Sequence[tuple[int, int]], ranked: Sequence[tuple[int, float]],
+             min_confidence: float, cover: int, t0: float) -> SpanPick:
+    """The pick of a ranking made without the model: its best span if sure enough, else the
+    covering run (``cover``) or nothing (the unit)."""
+    best, p = ranked[0]
+    start, end = spans[best]
+    reason = "ok"
+    if p < min_confidence:
+        covered = _covering(spans, ranked, cover)
+        if covered is None:
+            return SpanPick(None, 0, 0, False, "unsure", time.monotonic() - t0, "", p)
+        (start, end), reason = covered, "cover"
+    return SpanPick(unit[start:end], start, end, False, reason, time.monotonic() - t0,
+                    unit[spans[best][0]:spans[best][1]], p)
+
+
 def _ranked_reply(generator: ConstrainedGenerator, messages: list[dict[str, str]],
                   replies: list[str], question: str, unit: str, tagged: Tagged | None,
                   by_text: dict[str, tuple[int, int]], deadline_s: float, cover: int
@@ -515,9 +550,7 @@ def _ranked_reply(generator: ConstrainedGenerator, messages: list[dict[str, str]
                           shares[first:], index - first)
     ranked = rank_spans(feats)
     best, p = ranked[0]
-    top = [by_text[texts[k]] for k, _ in ranked[:cover]] if cover > 1 else []
-    covered = (min(s for s, _ in top), max(e for _, e in top)) if len(top) > 1 else None
-    return texts[best], p, covered
+    return texts[best], p, _covering([by_text[t] for t in texts], ranked, cover)
 
 
 def offsets_in(parent_start: int, pick: SpanPick) -> tuple[int, int] | None:
@@ -526,7 +559,7 @@ def offsets_in(parent_start: int, pick: SpanPick) -> tuple[int, int] | None:
     return (parent_start + pick.start, parent_start + pick.end) if pick.picked else None
 
 
-__all__ = ["FEATURES", "NOT_FOUND", "WEIGHTS", "ConstrainedGenerator", "SpanPick", "Tagged",
-           "build_grammar", "build_messages", "candidate_spans", "candidates_grammar", "locate",
-           "offsets_in", "pick_span", "rank_spans", "span_features", "tagged_from_doc",
-           "tokenize", "wanted_labels"]
+__all__ = ["FEATURES", "NOT_FOUND", "WEIGHTS", "WEIGHTS_NO_MODEL", "ConstrainedGenerator",
+           "SpanPick", "Tagged", "build_grammar", "build_messages", "candidate_spans",
+           "candidates_grammar", "locate", "offsets_in", "pick_span", "rank_spans",
+           "span_features", "tagged_from_doc", "tokenize", "wanted_labels"]

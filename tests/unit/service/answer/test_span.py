@@ -343,7 +343,7 @@ def test_a_ranked_pick_is_always_an_exact_substring_of_the_unit(unit: str, seed:
     fake = FakeGenerator(rng.choice(texts) if texts else "", confidence=rng.random())
     fake.shares = {t: rng.random() / len(texts) for t in texts}
     for min_confidence in (0.0, 0.5):
-        pick = pick_span(fake, "Who made what and when?", unit, tagged=tagged, rank=True,
+        pick = pick_span(fake, "Who made what and when?", unit, tagged=tagged, rank="model",
                          min_confidence=min_confidence)
         if pick.picked:
             assert pick.text == unit[pick.start:pick.end] and pick.reason == "ok"
@@ -358,7 +358,7 @@ def test_the_ranking_can_prefer_another_candidate_than_the_models(
     tagged = _tagged(SENT, POS, ENTS)
     fake = FakeGenerator("420 people", confidence=0.35)
     fake.shares = {"Ingrid Hofer": 0.3, "1987": 0.2}
-    pick = pick_span(fake, "Who opened the plant?", SENT, tagged=tagged, rank=True,
+    pick = pick_span(fake, "Who opened the plant?", SENT, tagged=tagged, rank="model",
                      typed=False)
     # the person's type and its place next to "opened" outweigh a small lead
     assert pick.text == "Ingrid Hofer" and pick.reason == "ok"
@@ -369,7 +369,7 @@ def test_the_ranking_can_prefer_another_candidate_than_the_models(
                                    RuntimeError("llama.cpp failed")])
 def test_a_ranked_pick_past_its_deadline_or_failing_falls_back_to_the_unit(
         error: Exception) -> None:
-    pick = pick_span(FakeGenerator(error=error), "Who?", TAGGED_UNIT, tagged=TAGGED, rank=True,
+    pick = pick_span(FakeGenerator(error=error), "Who?", TAGGED_UNIT, tagged=TAGGED, rank="model",
                      deadline_s=0.01)
     assert pick.text is None and not pick.not_found
     assert pick.reason in ("timeout", "overloaded", "error")
@@ -377,7 +377,7 @@ def test_a_ranked_pick_past_its_deadline_or_failing_falls_back_to_the_unit(
 
 def test_not_found_chosen_by_the_model_stays_not_found_when_ranked() -> None:
     pick = pick_span(FakeGenerator(NOT_FOUND), "Who opened it?", TAGGED_UNIT, tagged=TAGGED,
-                     rank=True)
+                     rank="model")
     assert pick.not_found and pick.text is None
 
 
@@ -387,11 +387,29 @@ def test_an_unsure_ranked_pick_can_answer_the_run_covering_the_best_two(
     tagged = _tagged(SENT, POS, ENTS)
     fake = FakeGenerator("Ingrid Hofer", confidence=0.4)
     fake.shares = {"1987": 0.35}
-    pick = pick_span(fake, "Who opened the plant?", SENT, tagged=tagged, rank=True,
+    pick = pick_span(fake, "Who opened the plant?", SENT, tagged=tagged, rank="model",
                      typed=False, min_confidence=0.9, cover=2)
     assert pick.reason == "cover" and pick.text == "Ingrid Hofer in 1987"
     assert pick.text == SENT[pick.start:pick.end]
     # without cover the same unsure pick is the unit
-    pick = pick_span(fake, "Who opened the plant?", SENT, tagged=tagged, rank=True,
+    pick = pick_span(fake, "Who opened the plant?", SENT, tagged=tagged, rank="model",
                      typed=False, min_confidence=0.9)
     assert pick.reason == "unsure" and pick.text is None
+
+
+def test_the_features_ranking_needs_no_model_and_still_falls_back(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(span, "WEIGHTS_NO_MODEL", {"type": 3.0, "near": 1.0})
+    tagged = _tagged(SENT, POS, ENTS)
+    pick = pick_span(None, "Who opened the plant?", SENT, tagged=tagged, rank="features",
+                     typed=False)
+    assert pick.text == "Ingrid Hofer" == SENT[pick.start:pick.end] and pick.reason == "ok"
+    pick = pick_span(None, "Who opened the plant?", SENT, tagged=tagged, rank="features",
+                     typed=False, min_confidence=0.99)
+    assert pick.text is None and pick.reason == "unsure"
+    pick = pick_span(None, "Who opened the plant?", SENT, tagged=tagged, rank="features",
+                     typed=False, min_confidence=0.99, cover=2)
+    assert pick.reason == "cover" and pick.text == SENT[pick.start:pick.end]
+    assert "Ingrid Hofer" in pick.text
+    # without a tagging there is nothing to rank and no model to ask
+    assert pick_span(None, "Who?", SENT, rank="features").reason == "no_generator"
