@@ -356,11 +356,11 @@ def span_features(question: str, unit: str, tagged: Tagged, spans: Sequence[tupl
 
 # The weights of :func:`rank_spans`, fitted by ``bench/span_eval.py --fit`` on half of the
 # SQuAD 2.0 dev questions and checked on the other half (docs/span.md).
-WEIGHTS: dict[str, float] = {"lm": 1.0, "greedy": 0.0, "type": 0.0, "near": 0.0,
-                             "qover": 0.0, "length": 0.0, "entity": 0.0}
+WEIGHTS: dict[str, float] = {"lm": 0.644, "greedy": -0.457, "type": -0.121, "near": 0.67,
+                             "qover": -0.137, "length": 0.219, "entity": 0.083}
 # the same without the model's features: the ranking alone, no model call
-WEIGHTS_NO_MODEL: dict[str, float] = {"type": 0.0, "near": 1.0, "qover": 0.0, "length": 0.0,
-                                      "entity": 0.0}
+WEIGHTS_NO_MODEL: dict[str, float] = {"type": -0.113, "near": 0.664, "qover": -0.047,
+                                      "length": 0.3, "entity": 0.337}
 
 
 def rank_spans(features: Sequence[dict[str, float]],
