@@ -445,7 +445,13 @@ def pick_span(generator: ConstrainedGenerator | None, question: str, unit: str,
     greedily under a grammar of the candidates (no confidence). Without ``tagged``, or when the unit
     has no candidates, it may write any run of the unit's tokens (:func:`build_grammar`).
     ``context`` is what the unit does not say itself (its section, list lead-in or table
-    header: ``UnitContext.describe()``); it goes into the prompt, never into the span."""
+    header: ``UnitContext.describe()``); it goes into the prompt, never into the span.
+
+    ``rank="model"`` takes the top of :func:`rank_spans` over the model's shares and the
+    candidates' features instead of the model's choice, its ranking probability as the
+    confidence; ``rank="features"`` ranks by the features alone and never calls the model.
+    With either, a choice below ``min_confidence`` answers the shortest run of the unit
+    holding the ``cover`` best candidates (reason ``cover``) when ``cover`` > 1."""
     t0 = time.monotonic()
 
     def fail(reason: str, raw: str = "", confidence: float | None = None) -> SpanPick:
