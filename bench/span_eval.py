@@ -35,7 +35,15 @@ from core.settings import Settings
 from core.units import Unit
 from ingest.units import split_units
 from service.answer.generator import LlamaGenerator
-from service.answer.span import SpanPick, Tagged, pick_span, tagged_from_doc
+from service.answer.span import (
+    NOT_FOUND,
+    SpanPick,
+    Tagged,
+    build_messages,
+    candidate_spans,
+    pick_span,
+    tagged_from_doc,
+)
 
 
 @dataclass(frozen=True)
@@ -143,6 +151,31 @@ def run_cases(cases: list[Case], generator: LlamaGenerator, nlp: Any | None,
     return rows
 
 
+def dump_cases(name: str, cases: list[Case], generator: LlamaGenerator, nlp: Any,
+               typed: bool, out: Path) -> None:
+    """Per unit, what a reranker of the candidates needs: the tagging, the candidates and the
+    model's share of each (``choose_shares``), with the greedy choice; one model call each,
+    one JSON line each, appended to ``out`` as it is measured."""
+    for i, c in enumerate(cases):
+        tagged = tagged_from_doc(nlp(c.unit))
+        spans = candidate_spans(c.question, c.unit, tagged, typed)
+        by_text = {" ".join(c.unit[s:e].split()): (s, e) for s, e in reversed(spans)}
+        replies = [NOT_FOUND, *by_text]
+        t0 = time.monotonic()
+        index, prob, shares = (generator.choose_shares(build_messages(c.question, c.unit,
+                                                                      c.context), replies, 900.0)
+                               if spans else (0, 1.0, [1.0]))
+        row = {
+            "set": name, "qid": c.qid, "question": c.question, "unit": c.unit, "context": c.context,
+            "golds": list(c.golds), "tokens": tagged.tokens, "entities": tagged.entities,
+            "spans": [by_text[r] for r in replies[1:]], "shares": shares,
+            "greedy": index, "confidence": prob, "seconds": round(time.monotonic() - t0, 4)}
+        with out.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+        if (i + 1) % 5 == 0:
+            log(f"{i + 1}/{len(cases)}")
+
+
 def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     ans = [r for r in rows if r["answerable"]]
     imp = [r for r in rows if not r["answerable"]]
@@ -208,6 +241,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--deadline", type=float, default=30.0,
                     help="seconds per pick (high by default: this measures quality)")
     ap.add_argument("--business-only", action="store_true")
+    ap.add_argument("--squad-only", action="store_true")
+    ap.add_argument("--answerable-only", action="store_true",
+                    help="skip unanswerable units (a ranking is fitted on answerable ones)")
+    ap.add_argument("--dump", type=Path, default=None,
+                    help="append each unit's candidates and the model's shares to this JSON "
+                    "lines file (no picks; for python -m bench.span_fit)")
+    ap.add_argument("--shard", default="", help="I/K: only every K-th unit from the I-th")
     ap.add_argument("--json", type=Path, default=None, help="write summary and rows here")
     args = ap.parse_args(argv)
 
@@ -216,11 +256,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                n_ctx=settings.models.n_ctx, n_threads=settings.models.n_threads,
                                timeout_s=settings.models.generation_timeout_s)
     nlp = spacy_pipeline() if args.mode == "candidates" else None
-    sets = {"business": business_cases()}
+    sets = {} if args.squad_only else {"business": business_cases()}
     if not args.business_only:
         sets = {"squad2": squad_cases(args.n, args.seed), **sets}
+    if args.answerable_only:
+        sets = {name: [c for c in cases if c.answerable] for name, cases in sets.items()}
     result: dict[str, Any] = {}
     rows: dict[str, list[dict[str, Any]]] = {}
+    if args.shard:
+        index, count = map(int, args.shard.split("/"))
+        sets = {name: cases[index::count] for name, cases in sets.items()}
+    if args.dump is not None:
+        for name, cases in sets.items():
+            dump_cases(name, cases, generator, nlp, not args.untyped, args.dump)
+        return {}
     for name, cases in sets.items():
         log(f"{name}: {sum(c.answerable for c in cases)} answerable + "
             f"{sum(not c.answerable for c in cases)} unanswerable units")

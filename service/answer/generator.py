@@ -142,14 +142,23 @@ class LlamaGenerator:
     def choose(self, messages: list[dict[str, str]], replies: Sequence[str],
                deadline_s: float) -> tuple[int, float]:
         """Which of ``replies`` the model writes to ``messages`` when it may write only one of
-        them: the index and its probability among them.
+        them: the index and its probability among them (see :meth:`choose_shares`)."""
+        index, prob, _ = self.choose_shares(messages, replies, deadline_s)
+        return index, prob
+
+    def choose_shares(self, messages: list[dict[str, str]], replies: Sequence[str],
+                      deadline_s: float) -> tuple[int, float, list[float]]:
+        """The greedy choice among ``replies``, its probability, and each reply's share.
 
         Greedy over the replies' tokens, each step choosing among the next tokens of the
         replies still possible (or the end of the turn, where a reply ends); the probability
         is the product of the chosen token's share at each step. Only steps where the replies
-        part need the model, so a choice costs the prompt plus a token or two. The prompt's
-        prefix evaluated by the previous call is reused. Same queue slot, lock and deadline
-        rules as :meth:`complete_constrained`; ``ValueError`` for no replies."""
+        part need the model, so a choice costs the prompt plus a token or two. A reply that
+        leaves the chosen path gets the probability of the path up to where it left times
+        its own token's share there (the model's mass on its branch: no further tokens are
+        evaluated for it). The prompt's prefix evaluated by the previous call is reused. Same
+        queue slot, lock and deadline rules as :meth:`complete_constrained`; ``ValueError``
+        for no replies."""
         if not replies:
             raise ValueError("no replies to choose from")
         deadline = time.monotonic() + deadline_s
@@ -166,12 +175,13 @@ class LlamaGenerator:
             self._slots.release()
 
     def _choose(self, messages: list[dict[str, str]], replies: Sequence[str],
-                deadline: float) -> tuple[int, float]:
+                deadline: float) -> tuple[int, float, list[float]]:
         llm = self.llm
         end = llm.token_eos()
         seqs = [llm.tokenize(r.encode("utf-8"), add_bos=False, special=False) for r in replies]
         logits = self._eval_prompt(self._prompt_tokens(messages))
         alive, depth, prob = list(range(len(replies))), 0, 1.0
+        shares = [0.0] * len(replies)
         while True:
             if time.monotonic() > deadline:
                 raise TimeoutError("choosing a reply ran past its deadline")
@@ -183,11 +193,16 @@ class LlamaGenerator:
             else:
                 top = max(logits[t] for t in options)
                 weights = {t: math.exp(float(logits[t]) - top) for t in options}
+                total = sum(weights.values())
                 token = max(weights, key=lambda t: weights[t])
-                prob *= weights[token] / sum(weights.values())
+                for t, idx in options.items():
+                    for i in idx:
+                        shares[i] = prob * weights[t] / total
+                prob *= weights[token] / total
             alive = options[token]
             if token == end or len(alive) == 1:
-                return alive[0], prob
+                shares[alive[0]] = prob
+                return alive[0], prob, shares
             logits = self._eval_tokens([token])
             depth += 1
 

@@ -315,7 +315,9 @@ class AnswerPipeline:
         return pick_span(cast(ConstrainedGenerator | None, generator), question, best.text,
                          best.context.describe(), tagged=tagged,
                          deadline_s=self.settings.retrieval.span_deadline_s,
-                         min_confidence=self.settings.retrieval.span_min_confidence)
+                         min_confidence=self.settings.retrieval.span_min_confidence,
+                         rank=self.settings.retrieval.span_rank,
+                         cover=self.settings.retrieval.span_cover)
 
 
 

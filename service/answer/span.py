@@ -18,6 +18,7 @@ Nothing is cached across calls but the model the generator holds.
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Sequence
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from core.errors import OverloadedError
-from service.answer.grounding import answer_kind
+from service.answer.grounding import answer_kind, content_stems, stem
 
 NOT_FOUND = "NOT FOUND"
 MAX_TOKENS = 32  # the longest span the model may write, in model tokens
@@ -62,6 +63,9 @@ class ConstrainedGenerator(Protocol):
     def choose(self, messages: list[dict[str, str]], replies: Sequence[str],
                deadline_s: float) -> tuple[int, float]: ...
 
+    def choose_shares(self, messages: list[dict[str, str]], replies: Sequence[str],
+                      deadline_s: float) -> tuple[int, float, list[float]]: ...
+
 
 @dataclass(frozen=True, slots=True)
 class SpanPick:
@@ -70,8 +74,10 @@ class SpanPick:
     ``start``/``end`` index the unit and ``text == unit[start:end]`` when a span was picked;
     ``not_found`` when the model said the unit does not answer; neither when picking failed
     (``reason`` says why: ``timeout``, ``overloaded``, ``error``, ``unmapped``, ``too_long``,
-    ``empty``, ``unsure``). ``seconds`` is the wall time of the whole pick; ``confidence``
-    the model's probability of its reply among the candidates (None for the free grammar)."""
+    ``empty``, ``unsure``). ``reason`` is ``ok`` for a picked span, ``cover`` for the run
+    covering the best few candidates when the first was not sure enough. ``seconds`` is the
+    wall time of the whole pick; ``confidence`` the probability of the reply among the
+    candidates (the model's, or the ranking's with ``rank``; None for the free grammar)."""
 
     text: str | None
     start: int
@@ -283,6 +289,94 @@ def candidate_spans(question: str, unit: str, tagged: Tagged,
     return keep[:MAX_CANDIDATES]
 
 
+# the entity labels that answer a question by its wh-phrase (spaCy's OntoNotes labels),
+# the first pattern that matches deciding; a finer cut than ``answer_kind``, used as a
+# feature of the ranking only
+_WANTED = tuple((re.compile(p, re.I), frozenset(labels.split())) for p, labels in (
+    (r"\bhow many\b", "CARDINAL QUANTITY"),
+    (r"\bhow much\b|\bwhat (?:price|cost|fee|amount)\b", "MONEY QUANTITY PERCENT CARDINAL"),
+    (r"\bwhat (?:percentage|percent|share|proportion)\b", "PERCENT"),
+    (r"\bhow (?:long|old)\b", "DATE TIME QUANTITY CARDINAL"),
+    (r"\bhow (?:far|large|big|tall|high|heavy|deep|wide)\b", "QUANTITY CARDINAL"),
+    (r"\bwhen\b|\b(?:what|which|in what) (?:year|century|decade|date|day|month|time|period)\b",
+     "DATE TIME"),
+    (r"\bwho\b|\bwhom\b|\bwhose\b", "PERSON ORG NORP"),
+    (r"\bwhere\b|\b(?:what|which) (?:country|city|state|region|place|continent|town)\b",
+     "GPE LOC FAC"),
+    (r"\b(?:what|which) (?:company|organi[sz]ation|group|team|university|party)\b", "ORG"),
+    (r"\b(?:what|which) language\b", "LANGUAGE"),
+    (r"\b(?:what|which) (?:nationality|religion)\b", "NORP"),
+))
+FEATURES = ("lm", "greedy", "type", "near", "qover", "length", "entity")
+
+
+def wanted_labels(question: str) -> frozenset[str]:
+    """The entity labels the question's wh-phrase asks for (empty: no particular type)."""
+    return next((labels for pattern, labels in _WANTED if pattern.search(question)),
+                frozenset())
+
+
+def span_features(question: str, unit: str, tagged: Tagged, spans: Sequence[tuple[int, int]],
+                  shares: Sequence[float] | None = None, greedy: int | None = None
+                  ) -> list[dict[str, float]]:
+    """The signals classic extractive QA ranks answer candidates by, per span:
+
+    * ``lm``: log of the model's share of the span as its reply, ``greedy``: 1 for the reply
+      it chose (both 0 without the model);
+    * ``type``: the span holds an entity of the kind the wh-phrase asks for;
+    * ``near``: 1 / (1 + the number of tokens between the span and the closest question
+      word in the unit; 0 if there is none): the answer tends to sit next to the words the
+      unit shares with the question;
+    * ``qover``: the share of the span's words that the question already says;
+    * ``length``: log(1 + its words); ``entity``: the span is exactly a named entity."""
+    asked = content_stems(question)
+    want = wanted_labels(question)
+    toks = tagged.tokens
+    hits = [k for k, (s, e, _) in enumerate(toks) if stem(unit[s:e]) in asked]
+    ents = {(s, e) for s, e, _ in tagged.entities}
+    out = []
+    for n, (s, e) in enumerate(spans):
+        inside = [k for k, (ts, te, _) in enumerate(toks) if s <= ts and te <= e]
+        lo, hi = (inside[0], inside[-1]) if inside else (0, 0)
+        gaps = [lo - k if k < lo else k - hi for k in hits if not lo <= k <= hi]
+        words = re.findall(r"\w+", unit[s:e])
+        content = [w for w in words if stem(w) not in _STOP]
+        labels = {lab for es, ee, lab in tagged.entities if s <= es and ee <= e}
+        out.append({
+            "lm": math.log(max(shares[n], 1e-6)) if shares is not None else 0.0,
+            "greedy": 1.0 if greedy == n else 0.0,
+            "type": 1.0 if labels & want else 0.0,
+            "near": 1.0 / min(gaps) if gaps else 0.0,
+            "qover": sum(stem(w) in asked for w in content) / len(content) if content else 0.0,
+            "length": math.log1p(len(words)),
+            "entity": 1.0 if (s, e) in ents else 0.0,
+        })
+    return out
+
+
+# The weights of :func:`rank_spans`, fitted by ``bench/span_eval.py --fit`` on half of the
+# SQuAD 2.0 dev questions and checked on the other half (docs/span.md).
+WEIGHTS: dict[str, float] = {"lm": 0.644, "greedy": -0.457, "type": -0.121, "near": 0.67,
+                             "qover": -0.137, "length": 0.219, "entity": 0.083}
+# the same without the model's features: the ranking alone, no model call
+WEIGHTS_NO_MODEL: dict[str, float] = {"type": -0.113, "near": 0.664, "qover": -0.047,
+                                      "length": 0.3, "entity": 0.337}
+
+
+def rank_spans(features: Sequence[dict[str, float]],
+               weights: dict[str, float] | None = None) -> list[tuple[int, float]]:
+    """The spans' indices, best first, each with its probability under the log-linear
+    score ``sum(weight * feature)`` (a softmax over the spans)."""
+    w = WEIGHTS if weights is None else weights
+    scores = [sum(w.get(k, 0.0) * f[k] for k in f) for f in features]
+    if not scores:
+        return []
+    top = max(scores)
+    exp = [math.exp(x - top) for x in scores]
+    total = sum(exp)
+    return sorted(((i, x / total) for i, x in enumerate(exp)), key=lambda p: -p[1])
+
+
 def candidates_grammar(replies: Sequence[str]) -> str:
     """The GBNF grammar whose sentences are exactly ``replies`` (for greedy decoding among
     candidates, the alternative to :meth:`ConstrainedGenerator.choose`)."""
@@ -339,7 +433,9 @@ def pick_span(generator: ConstrainedGenerator | None, question: str, unit: str,
               deadline_s: float = DEADLINE_S, max_tokens: int = MAX_TOKENS,
               allow_not_found: bool = True, typed: bool = True,
               min_confidence: float = 0.0,
-              decode: Literal["choose", "grammar"] = "choose") -> SpanPick:
+              decode: Literal["choose", "grammar"] = "choose",
+              rank: Literal["off", "model", "features"] = "off",
+              cover: int = 0) -> SpanPick:
     """The phrase of ``unit`` that answers ``question``, as SmolLM2 picks it; never raises
     (see :class:`SpanPick`).
 
@@ -349,22 +445,37 @@ def pick_span(generator: ConstrainedGenerator | None, question: str, unit: str,
     greedily under a grammar of the candidates (no confidence). Without ``tagged``, or when the unit
     has no candidates, it may write any run of the unit's tokens (:func:`build_grammar`).
     ``context`` is what the unit does not say itself (its section, list lead-in or table
-    header: ``UnitContext.describe()``); it goes into the prompt, never into the span."""
+    header: ``UnitContext.describe()``); it goes into the prompt, never into the span.
+
+    ``rank="model"`` takes the top of :func:`rank_spans` over the model's shares and the
+    candidates' features instead of the model's choice, its ranking probability as the
+    confidence; ``rank="features"`` ranks by the features alone and never calls the model.
+    With either, a choice below ``min_confidence`` answers the shortest run of the unit
+    holding the ``cover`` best candidates (reason ``cover``) when ``cover`` > 1."""
     t0 = time.monotonic()
 
     def fail(reason: str, raw: str = "", confidence: float | None = None) -> SpanPick:
         return SpanPick(None, 0, 0, False, reason, time.monotonic() - t0, raw, confidence)
 
-    if generator is None:
-        return fail("no_generator")
     toks = tokenize(unit)
+    if generator is None and not (rank == "features" and tagged is not None):
+        return fail("no_generator")
     if not any(_is_word(unit[t.start:t.end]) for t in toks):
         return fail("empty")
     if len(toks) > MAX_UNIT_TOKENS:
         return fail("too_long")
     spans = candidate_spans(question, unit, tagged, typed) if tagged is not None else []
+    if rank == "features":  # no model: the ranking alone
+        if not spans:
+            return fail("no_candidates")
+        ranked = rank_spans(span_features(question, unit, tagged or Tagged(()), spans),
+                            WEIGHTS_NO_MODEL)
+        return _decided(unit, spans, ranked, min_confidence, cover, t0)
+    if generator is None:
+        return fail("no_generator")
     messages = build_messages(question, unit, context)
     confidence: float | None = None
+    covered: tuple[int, int] | None = None
     try:
         if spans:
             by_text = {" ".join(unit[s:e].split()): (s, e) for s, e in reversed(spans)}
@@ -372,6 +483,10 @@ def pick_span(generator: ConstrainedGenerator | None, question: str, unit: str,
             if decode == "grammar":
                 reply = " ".join(generator.complete_constrained(
                     messages, candidates_grammar(replies), max_tokens, deadline_s).split())
+            elif rank == "model":
+                reply, confidence, covered = _ranked_reply(
+                    generator, messages, replies, question, unit, tagged, by_text, deadline_s,
+                    cover)
             else:
                 index, confidence = generator.choose(messages, replies, deadline_s)
                 reply = replies[index]
@@ -391,10 +506,57 @@ def pick_span(generator: ConstrainedGenerator | None, question: str, unit: str,
     if span is None:
         return fail("unmapped", reply, confidence)
     if confidence is not None and confidence < min_confidence:
-        return fail("unsure", reply, confidence)
+        if covered is None:
+            return fail("unsure", reply, confidence)
+        span, reason = covered, "cover"
+    else:
+        reason = "ok"
     start, end = span
-    return SpanPick(unit[start:end], start, end, False, "ok", time.monotonic() - t0, reply,
+    return SpanPick(unit[start:end], start, end, False, reason, time.monotonic() - t0, reply,
                     confidence)
+
+
+def _covering(spans: Sequence[tuple[int, int]], ranked: Sequence[tuple[int, float]],
+              cover: int) -> tuple[int, int] | None:
+    """The shortest run holding the ``cover`` best of ``spans`` (None for fewer than two)."""
+    top = [spans[k] for k, _ in ranked[:cover]] if cover > 1 else []
+    return (min(s for s, _ in top), max(e for _, e in top)) if len(top) > 1 else None
+
+
+def _decided(unit: str, spans: Sequence[tuple[int, int]], ranked: Sequence[tuple[int, float]],
+             min_confidence: float, cover: int, t0: float) -> SpanPick:
+    """The pick of a ranking made without the model: its best span if sure enough, else the
+    covering run (``cover``) or nothing (the unit)."""
+    best, p = ranked[0]
+    start, end = spans[best]
+    reason = "ok"
+    if p < min_confidence:
+        covered = _covering(spans, ranked, cover)
+        if covered is None:
+            return SpanPick(None, 0, 0, False, "unsure", time.monotonic() - t0, "", p)
+        (start, end), reason = covered, "cover"
+    return SpanPick(unit[start:end], start, end, False, reason, time.monotonic() - t0,
+                    unit[spans[best][0]:spans[best][1]], p)
+
+
+def _ranked_reply(generator: ConstrainedGenerator, messages: list[dict[str, str]],
+                  replies: list[str], question: str, unit: str, tagged: Tagged | None,
+                  by_text: dict[str, tuple[int, int]], deadline_s: float, cover: int
+                  ) -> tuple[str, float, tuple[int, int] | None]:
+    """The reply :func:`rank_spans` puts first, given the model's shares of them, with its
+    probability under the ranking and, with ``cover`` > 1, the shortest run of the unit
+    holding the ``cover`` best (the answer when the first is not sure enough); ``NOT
+    FOUND`` when that is the model's own choice."""
+    index, prob, shares = generator.choose_shares(messages, replies, deadline_s)
+    if replies[index] == NOT_FOUND:
+        return NOT_FOUND, prob, None
+    first = 1 if replies[0] == NOT_FOUND else 0
+    texts = replies[first:]
+    feats = span_features(question, unit, tagged or Tagged(()), [by_text[t] for t in texts],
+                          shares[first:], index - first)
+    ranked = rank_spans(feats)
+    best, p = ranked[0]
+    return texts[best], p, _covering([by_text[t] for t in texts], ranked, cover)
 
 
 def offsets_in(parent_start: int, pick: SpanPick) -> tuple[int, int] | None:
@@ -403,6 +565,7 @@ def offsets_in(parent_start: int, pick: SpanPick) -> tuple[int, int] | None:
     return (parent_start + pick.start, parent_start + pick.end) if pick.picked else None
 
 
-__all__ = ["NOT_FOUND", "ConstrainedGenerator", "SpanPick", "Tagged", "build_grammar",
-           "build_messages", "candidate_spans", "candidates_grammar", "locate", "offsets_in",
-           "pick_span", "tagged_from_doc", "tokenize"]
+__all__ = ["FEATURES", "NOT_FOUND", "WEIGHTS", "WEIGHTS_NO_MODEL", "ConstrainedGenerator",
+           "SpanPick", "Tagged", "build_grammar", "build_messages", "candidate_spans",
+           "candidates_grammar", "locate", "offsets_in", "pick_span", "rank_spans",
+           "span_features", "tagged_from_doc", "tokenize", "wanted_labels"]

@@ -9,7 +9,14 @@ import pytest
 
 from core.settings import Settings
 from service.answer.generator import LlamaGenerator
-from service.answer.span import NOT_FOUND, Tagged, build_grammar, build_messages, pick_span
+from service.answer.span import (
+    NOT_FOUND,
+    Tagged,
+    build_grammar,
+    build_messages,
+    pick_span,
+    tagged_from_doc,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -96,3 +103,40 @@ def test_a_busy_generator_past_the_deadline_falls_back(generator: LlamaGenerator
     # the lock is free again and the next pick works
     assert pick_span(generator, question, unit, context, deadline_s=600).reason in (
         "ok", "not_found")
+
+
+def test_choose_shares_gives_every_reply_its_branch_of_the_models_mass(
+        generator: LlamaGenerator) -> None:
+    unit = "Velmora Pumps GmbH was founded in 1987 in Graz, Austria, by Ingrid Hofer."
+    replies = [NOT_FOUND, "Velmora Pumps GmbH", "Velmora", "1987", "Graz", "Ingrid Hofer"]
+    messages = build_messages("Who founded Velmora?", unit)
+    index, prob, shares = generator.choose_shares(messages, replies, 600)
+    assert (index, prob) == generator.choose(messages, replies, 600)  # the same greedy walk
+    assert len(shares) == len(replies) and shares[index] == prob
+    assert all(0.0 < s <= 1.0 for s in shares)
+    if index not in (1, 2):  # both left the walk at their shared first token: one branch
+        assert shares[1] == shares[2]
+    # the branches of one walk hold at most the whole mass (one reply per branch here)
+    assert sum(shares[i] for i in (0, 1, 3, 4, 5)) <= 1.0 + 1e-9
+
+
+@pytest.mark.parametrize("rank", ["model", "features"])
+@pytest.mark.parametrize(("question", "unit", "context"), UNITS)
+def test_a_ranked_pick_is_an_exact_substring_and_the_deadline_falls_back(
+        generator: LlamaGenerator, rank: Literal["model", "features"], question: str,
+        unit: str, context: str) -> None:
+    from ingest import tagger
+
+    doc = tagger.parse(unit)
+    assert doc is not None, "the spaCy pipeline is packaged with the service"
+    tagged = tagged_from_doc(doc)
+    for min_confidence, cover in ((0.0, 0), (0.99, 3), (0.99, 0)):
+        pick = pick_span(generator, question, unit, context, tagged=tagged, rank=rank,
+                         deadline_s=600, min_confidence=min_confidence, cover=cover)
+        assert pick.reason in ("ok", "cover", "unsure", "not_found", "no_candidates"), pick
+        if pick.text is not None:
+            assert unit[pick.start:pick.end] == pick.text and pick.text.strip()
+    if rank == "model":
+        pick = pick_span(generator, question, unit, context, tagged=tagged, rank=rank,
+                         deadline_s=0.0)
+        assert pick.text is None and pick.reason in ("timeout", "no_candidates")

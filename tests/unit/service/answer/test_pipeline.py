@@ -198,6 +198,12 @@ class ChoosingGenerator(FakeGenerator):
             raise self.error
         return next(i for i, r in enumerate(replies) if self.want in r), 0.9
 
+    def choose_shares(self, messages: list[dict[str, str]], replies: list[str],
+                      deadline_s: float) -> tuple[int, float, list[float]]:
+        index, prob = self.choose(messages, replies, deadline_s)
+        rest = (1 - prob) / max(1, len(replies) - 1)
+        return index, prob, [prob if i == index else rest for i in range(len(replies))]
+
     def complete_constrained(self, messages: list[dict[str, str]], grammar: str,
                              max_tokens: int, deadline_s: float) -> str:
         self.asked += 1

@@ -19,7 +19,10 @@ from service.answer.span import (
     candidates_grammar,
     locate,
     pick_span,
+    rank_spans,
+    span_features,
     tokenize,
+    wanted_labels,
 )
 
 UNIT = 'Velmora was founded in 1987 in Graz,\n  Austria, by "Ingrid Hofer"; revenue rose 8.1%.'
@@ -34,6 +37,7 @@ class FakeGenerator:
         self.reply, self.error, self.confidence = reply, error, confidence
         self.calls: list[tuple[list[dict[str, str]], str, int, float]] = []
         self.choices: list[list[str]] = []
+        self.shares: dict[str, float] = {}
 
     def choose(self, messages: list[dict[str, str]], replies: list[str],
                deadline_s: float) -> tuple[int, float]:
@@ -42,6 +46,15 @@ class FakeGenerator:
             raise self.error
         # the fixed reply if offered, else an index out of the model's mind (garbage)
         return (replies.index(self.reply) if self.reply in replies else 0), self.confidence
+
+    def choose_shares(self, messages: list[dict[str, str]], replies: list[str],
+                      deadline_s: float) -> tuple[int, float, list[float]]:
+        """The fixed reply chosen; the others share what is left of the probability, the
+        ones in ``self.shares`` (by text) taking their given share."""
+        index, prob = self.choose(messages, replies, deadline_s)
+        rest = (1 - prob) / max(1, len(replies) - 1)
+        return index, prob, [prob if i == index else self.shares.get(r, rest)
+                             for i, r in enumerate(replies)]
 
     def complete_constrained(self, messages: list[dict[str, str]], grammar: str,
                              max_tokens: int, deadline_s: float) -> str:
@@ -269,3 +282,134 @@ def test_grammar_decoding_of_candidates_is_limited_to_them() -> None:
         [NOT_FOUND, "Ingrid Hofer"])
     assert pick_span(FakeGenerator("Opened by"), "Who opened it?", TAGGED_UNIT, tagged=TAGGED,
                      decode="grammar").reason == "unmapped"
+
+
+@pytest.mark.parametrize(("question", "labels"), [
+    ("How many people work there?", {"CARDINAL", "QUANTITY"}),
+    ("How much is the fee?", {"MONEY", "QUANTITY", "PERCENT", "CARDINAL"}),
+    ("In what year was it opened?", {"DATE", "TIME"}),
+    ("Who opened the plant?", {"PERSON", "ORG", "NORP"}),
+    ("Which city is it in?", {"GPE", "LOC", "FAC"}),
+    ("What does the plant make?", set()),
+])
+def test_the_wh_phrase_names_the_entity_labels_it_asks_for(question: str,
+                                                           labels: set[str]) -> None:
+    assert wanted_labels(question) == labels
+
+
+def test_features_see_type_nearness_and_the_questions_own_words() -> None:
+    tagged = _tagged(SENT, POS, ENTS)
+    spans = [(SENT.index(t), SENT.index(t) + len(t))
+             for t in ("Ingrid Hofer", "1987", "420 people", "The plant in Graz")]
+    feats = dict(zip(("person", "year", "count", "plant"),
+                     span_features("Who opened the plant?", SENT, tagged, spans,
+                                   [0.5, 0.2, 0.2, 0.1], greedy=0), strict=True))
+    assert feats["person"]["type"] == 1.0 and feats["year"]["type"] == 0.0
+    assert feats["person"]["entity"] == 1.0 and feats["count"]["entity"] == 0.0
+    assert feats["person"]["greedy"] == 1.0 and feats["year"]["greedy"] == 0.0
+    # "opened" stands right before "by Ingrid Hofer": one token between them
+    assert feats["person"]["near"] == 1 / 2 > feats["count"]["near"]
+    assert feats["plant"]["qover"] == 0.5  # "plant" is asked, "Graz" is not
+    assert feats["person"]["lm"] > feats["plant"]["lm"]
+    # without the model the model's features are zero
+    assert span_features("Who?", SENT, tagged, spans)[0]["lm"] == 0.0
+
+
+def test_ranking_is_a_distribution_best_first() -> None:
+    feats = [{"lm": -2.0, "near": 0.0}, {"lm": -0.1, "near": 1.0}, {"lm": -1.0, "near": 0.5}]
+    ranked = rank_spans(feats, {"lm": 1.0, "near": 1.0})
+    assert [i for i, _ in ranked] == [1, 2, 0]
+    assert abs(sum(p for _, p in ranked) - 1) < 1e-9
+    assert ranked[0][1] > ranked[1][1] > ranked[2][1]
+    # a weight can overturn the model: far from the question's words loses
+    assert rank_spans(feats, {"lm": 0.1, "near": -5.0})[0][0] == 0
+    assert rank_spans([]) == []
+
+
+UNITS = [SENT, UNIT, TAGGED_UNIT, "Meal allowance €6.50 | core hours 8:30 to 14:00 | hotel EUR 180"]
+
+
+@pytest.mark.parametrize("unit", UNITS)
+@pytest.mark.parametrize("seed", range(5))
+def test_a_ranked_pick_is_always_an_exact_substring_of_the_unit(unit: str, seed: int) -> None:
+    import random
+
+    rng = random.Random(seed)  # noqa: S311 - test data, not secrets
+    pos = {w: rng.choice(["NOUN", "PROPN", "NUM", "ADJ", "VERB", "DET"])
+           for w in re.findall(r"\w+", unit)}
+    tagged = _tagged(unit, pos, [])
+    spans = candidate_spans("Who made what and when?", unit, tagged, typed=False)
+    texts = [" ".join(unit[s:e].split()) for s, e in spans]
+    fake = FakeGenerator(rng.choice(texts) if texts else "", confidence=rng.random())
+    fake.shares = {t: rng.random() / len(texts) for t in texts}
+    for min_confidence in (0.0, 0.5):
+        pick = pick_span(fake, "Who made what and when?", unit, tagged=tagged, rank="model",
+                         min_confidence=min_confidence)
+        if pick.picked:
+            assert pick.text == unit[pick.start:pick.end] and pick.reason == "ok"
+            assert pick.confidence is not None and pick.confidence >= min_confidence
+        else:
+            assert pick.reason in ("unsure", "not_found")
+
+
+def test_the_ranking_can_prefer_another_candidate_than_the_models(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(span, "WEIGHTS", {"lm": 1.0, "type": 2.0, "near": 1.0})
+    tagged = _tagged(SENT, POS, ENTS)
+    fake = FakeGenerator("420 people", confidence=0.35)
+    fake.shares = {"Ingrid Hofer": 0.3, "1987": 0.2}
+    pick = pick_span(fake, "Who opened the plant?", SENT, tagged=tagged, rank="model",
+                     typed=False)
+    # the person's type and its place next to "opened" outweigh a small lead
+    assert pick.text == "Ingrid Hofer" and pick.reason == "ok"
+    assert pick.confidence is not None and 0 < pick.confidence < 1
+
+
+@pytest.mark.parametrize("error", [TimeoutError("late"), OverloadedError("full", 2),
+                                   RuntimeError("llama.cpp failed")])
+def test_a_ranked_pick_past_its_deadline_or_failing_falls_back_to_the_unit(
+        error: Exception) -> None:
+    pick = pick_span(FakeGenerator(error=error), "Who?", TAGGED_UNIT, tagged=TAGGED, rank="model",
+                     deadline_s=0.01)
+    assert pick.text is None and not pick.not_found
+    assert pick.reason in ("timeout", "overloaded", "error")
+
+
+def test_not_found_chosen_by_the_model_stays_not_found_when_ranked() -> None:
+    pick = pick_span(FakeGenerator(NOT_FOUND), "Who opened it?", TAGGED_UNIT, tagged=TAGGED,
+                     rank="model")
+    assert pick.not_found and pick.text is None
+
+
+def test_an_unsure_ranked_pick_can_answer_the_run_covering_the_best_two(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(span, "WEIGHTS", {"lm": 1.0})
+    tagged = _tagged(SENT, POS, ENTS)
+    fake = FakeGenerator("Ingrid Hofer", confidence=0.4)
+    fake.shares = {"1987": 0.35}
+    pick = pick_span(fake, "Who opened the plant?", SENT, tagged=tagged, rank="model",
+                     typed=False, min_confidence=0.9, cover=2)
+    assert pick.reason == "cover" and pick.text == "Ingrid Hofer in 1987"
+    assert pick.text == SENT[pick.start:pick.end]
+    # without cover the same unsure pick is the unit
+    pick = pick_span(fake, "Who opened the plant?", SENT, tagged=tagged, rank="model",
+                     typed=False, min_confidence=0.9)
+    assert pick.reason == "unsure" and pick.text is None
+
+
+def test_the_features_ranking_needs_no_model_and_still_falls_back(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(span, "WEIGHTS_NO_MODEL", {"type": 3.0, "near": 1.0})
+    tagged = _tagged(SENT, POS, ENTS)
+    pick = pick_span(None, "Who opened the plant?", SENT, tagged=tagged, rank="features",
+                     typed=False)
+    assert pick.text == "Ingrid Hofer" == SENT[pick.start:pick.end] and pick.reason == "ok"
+    pick = pick_span(None, "Who opened the plant?", SENT, tagged=tagged, rank="features",
+                     typed=False, min_confidence=0.99)
+    assert pick.text is None and pick.reason == "unsure"
+    pick = pick_span(None, "Who opened the plant?", SENT, tagged=tagged, rank="features",
+                     typed=False, min_confidence=0.99, cover=2)
+    assert pick.reason == "cover" and pick.text == SENT[pick.start:pick.end]
+    assert "Ingrid Hofer" in pick.text
+    # without a tagging there is nothing to rank and no model to ask
+    assert pick_span(None, "Who?", SENT, rank="features").reason == "no_generator"
