@@ -42,7 +42,12 @@ IN_GROUP = 10_000  # document ids per Chroma ``$in`` (SQLite allows 32,766 varia
 COMPACT_PREFIX = "docqa_c_"  # collections being rebuilt by ``compact`` (never searched)
 TENANT_PREFIX = "docqa_t_"
 DEFAULT_SHARDS = 16  # docs/capacity.md "Shards": rebuild time against search fan-out
-_HNSW_CONFIG = {"hnsw": {"space": "cosine"}}
+# Chroma purges its write-ahead log (``embeddings_queue``: every record's metadata and vector
+# again) only up to what the collection's HNSW files hold, and writes those every
+# ``sync_threshold`` records (1,000 by default): a shard kept up to 1,000 records twice, a
+# tenant of 16 shards 16,000. Every 100 keeps the log small (docs/capacity.md); new
+# collections only (shards get it when a compaction rebuilds them).
+_HNSW_CONFIG = {"hnsw": {"space": "cosine", "sync_threshold": 100, "batch_size": 100}}
 
 # ``lock(collection name)``: a lock shared by every process writing that collection (one
 # shard; core/locks.py, in Redis). ``compact`` holds it while it catches up and swaps.
