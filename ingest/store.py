@@ -30,6 +30,7 @@ import numpy as np
 from core.domain import Chunk, ChunkHit
 from core.errors import ConfigurationError, StoreUnavailableError
 from core.locks import redis_collection_lock
+from core.sentcodec import Q8_KEY, VECTORS_KEY
 from core.settings import Settings, apply_offline_env
 from core.textcrypt import TEXT_KEY, TextCipher, TextKeyMissing, term_key
 from ingest.keywords import KeywordIndex, KeywordStore
@@ -328,6 +329,9 @@ class ChromaStore:
                  "page": c.page, "start": c.start, "end": c.end}
                 for c, x in zip(part, extra[i : i + _UPSERT_BATCH], strict=True)
             ]
+            for meta in metadatas:  # a chunk stored as float16 before: its old vectors go
+                if Q8_KEY in meta:  # (an upsert keeps the keys it does not name)
+                    meta[VECTORS_KEY] = None
             batch: dict[str, Any] = {
                 "ids": [c.id for c in part],
                 "embeddings": [list(e) for e in embeddings[i : i + _UPSERT_BATCH]],
