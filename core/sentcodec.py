@@ -37,7 +37,7 @@ KEYS = (SPANS_KEY, VECTORS_KEY, Q8_KEY, UNITS_KEY)
 def pack(spans: Sequence[tuple[int, int]], vectors: Sequence[Sequence[float]],
          units: Sequence[Unit] | None = None) -> dict[str, str]:
     """Chunk metadata holding the spans, their vectors and (``units``, parallel to ``spans``)
-    what the units are; plain sentences without context add nothing to the old format."""
+    what the units are; plain sentences without context add nothing beyond spans and vectors."""
     meta = {SPANS_KEY: json.dumps([list(s) for s in spans]),
             Q8_KEY: base64.b64encode(encode_q8(vectors)).decode("ascii")}
     if units is not None and any(u.kind is not UnitKind.SENTENCE or u.context for u in units):
