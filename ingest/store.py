@@ -30,6 +30,7 @@ import numpy as np
 from core.domain import Chunk, ChunkHit
 from core.errors import ConfigurationError, StoreUnavailableError
 from core.locks import redis_collection_lock
+from core.sentcodec import Q8_KEY, VECTORS_KEY
 from core.settings import Settings, apply_offline_env
 from core.textcrypt import TEXT_KEY, TextCipher, TextKeyMissing, term_key
 from ingest.keywords import KeywordIndex, KeywordStore
@@ -42,7 +43,12 @@ IN_GROUP = 10_000  # document ids per Chroma ``$in`` (SQLite allows 32,766 varia
 COMPACT_PREFIX = "docqa_c_"  # collections being rebuilt by ``compact`` (never searched)
 TENANT_PREFIX = "docqa_t_"
 DEFAULT_SHARDS = 16  # docs/capacity.md "Shards": rebuild time against search fan-out
-_HNSW_CONFIG = {"hnsw": {"space": "cosine"}}
+# Chroma purges its write-ahead log (``embeddings_queue``: every record's metadata and vector
+# again) only up to what the collection's HNSW files hold, and writes those every
+# ``sync_threshold`` records (1,000 by default): a shard kept up to 1,000 records twice, a
+# tenant of 16 shards 16,000. Every 100 keeps the log small (docs/capacity.md); new
+# collections only (shards get it when a compaction rebuilds them).
+_HNSW_CONFIG = {"hnsw": {"space": "cosine", "sync_threshold": 100, "batch_size": 100}}
 
 # ``lock(collection name)``: a lock shared by every process writing that collection (one
 # shard; core/locks.py, in Redis). ``compact`` holds it while it catches up and swaps.
@@ -323,6 +329,9 @@ class ChromaStore:
                  "page": c.page, "start": c.start, "end": c.end}
                 for c, x in zip(part, extra[i : i + _UPSERT_BATCH], strict=True)
             ]
+            for meta in metadatas:  # a chunk stored as float16 before: its old vectors go
+                if Q8_KEY in meta:  # (an upsert keeps the keys it does not name)
+                    meta[VECTORS_KEY] = None
             batch: dict[str, Any] = {
                 "ids": [c.id for c in part],
                 "embeddings": [list(e) for e in embeddings[i : i + _UPSERT_BATCH]],

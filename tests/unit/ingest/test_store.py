@@ -224,3 +224,62 @@ def test_a_segment_still_being_written_is_asked_again_then_is_a_503(
 
     with pytest.raises(StoreUnavailableError):  # still failing: a 503, never a 500
         store._on(name, broken)
+
+
+# ---------------------------------------------------------------- what Chroma keeps on disk
+
+
+def test_a_chunk_stored_with_float16_vectors_reads_and_loses_them_when_written_again(
+        tmp_path: Path) -> None:
+    """Chunks stored before the int8 codec still give their units; written again, they hold
+    the int8 vectors only (an upsert keeps the metadata keys it does not name)."""
+    import base64
+    import json
+
+    import numpy as np
+
+    from core.sentcodec import Q8_KEY, SPANS_KEY, VECTORS_KEY, pack
+
+    store = LocalChromaStore(tmp_path / "chroma")
+    text = "Leave is 25 days. Requests go to HR."
+    chunks = _doc_chunks("d1", [text])
+    unit_vecs = np.random.default_rng(3).standard_normal((2, 8)).astype(np.float32)
+    old = {SPANS_KEY: json.dumps([[0, 17], [18, 36]]),
+           VECTORS_KEY: base64.b64encode(unit_vecs.astype(np.float16).tobytes()).decode()}
+    store.upsert("acme", chunks, [_vec(0)], {"filename": "a.txt"}, [old])
+    units, vecs = store.query("acme", _vec(0), 1)[0].units  # type: ignore[misc]
+    assert [(u.start, u.end) for u in units] == [(0, 17), (18, 36)]
+    np.testing.assert_allclose(vecs, unit_vecs, atol=1e-2)
+    store.upsert("acme", chunks, [_vec(0)], {"filename": "a.txt"},
+                 [pack([(0, 17), (18, 36)], unit_vecs.tolist())])
+    meta = tenant_get(store._connect(), "acme", include=["metadatas"])["metadatas"][0]
+    assert Q8_KEY in meta and VECTORS_KEY not in meta
+    _, again = store.query("acme", _vec(0), 1)[0].units  # type: ignore[misc]
+    np.testing.assert_allclose(again, unit_vecs, atol=0.02)
+
+
+def test_chroma_log_keeps_no_more_than_a_hundred_records_per_shard(tmp_path: Path) -> None:
+    """Chroma deletes its log records (``embeddings_queue``: metadata and vector again) only
+    once its HNSW files hold them; the store's collections write those every 100 records,
+    not every 1,000 (Chroma's default), so a shard of 250 keeps fewer than 150 in its log."""
+    import sqlite3
+    import time
+
+    store = LocalChromaStore(tmp_path / "chroma")
+    texts = [f"Paragraph {i} of the handbook." for i in range(250)]
+    chunks = _doc_chunks("d1", texts)  # one document: one shard
+    for i in range(0, 250, 10):
+        store.upsert("acme", chunks[i:i + 10], _vectors(10, i), {"filename": "h.txt"})
+
+    def logged() -> int:
+        db = sqlite3.connect(f"file:{tmp_path / 'chroma' / 'chroma.sqlite3'}?mode=ro", uri=True)
+        try:
+            return int(db.execute("SELECT count(*) FROM embeddings_queue").fetchone()[0])
+        finally:
+            db.close()
+
+    deadline = time.monotonic() + 30  # the purge follows each write asynchronously
+    while logged() >= 150 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert logged() < 150
+    assert len(tenant_get(store._connect(), "acme", include=[])["ids"]) == 250
