@@ -1,0 +1,140 @@
+"""What the parts of an ingest cost on their own, in one process, against the raw encode.
+
+    python -m bench.ingest_parts [--squad FILE] [--limit 400] [--parses 40] [--json OUT]
+
+``bench.ingest`` times the whole service; this bench times its expensive parts in one run, on
+the same texts (the first ``--limit`` SQuAD 2.0 dev paragraphs, chunked with the service's
+own chunker and settings), so their costs can be set against the bar the issue sets (the raw
+``SentenceTransformer.encode`` of the chunk texts, torch, batch 32):
+
+* ``embed``: the chunk texts through torch, ONNX fp32 and ONNX int8 (``ingest/embedding.py``),
+  each with the session's default threads and with one thread; ``ratio_to_torch`` is docs/s
+  over torch's in the same run;
+* ``units``: the evidence units of those chunks (what the worker embeds a second time) through
+  the int8 embedder the worker uses for them;
+* ``parse``: ``--parses`` small text files parsed by ``parse_isolated`` (one isolated child
+  process per document, as the worker does, with and without a child started ahead) and by
+  the reader in this process: the child's CPU per document is read from
+  ``RUSAGE_CHILDREN``.
+
+One JSON object on stdout (and ``--json OUT``); progress on stderr. Only the ratios within
+one run mean anything on a shared machine.
+"""
+
+from __future__ import annotations
+
+from core.settings import Settings, apply_offline_env
+
+apply_offline_env()  # before anything that could import huggingface
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import resource  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable, Sequence  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+from bench.evalkit import write_json  # noqa: E402
+from bench.ingest import DEFAULT_SQUAD, ENCODE_BATCH, WARMUP_TEXTS, load_squad  # noqa: E402
+from core.domain import DocumentKind, Page  # noqa: E402
+from ingest.chunking import chunk_pages  # noqa: E402
+from ingest.embedding import OnnxEmbedder, SentenceTransformerEmbedder  # noqa: E402
+from ingest.readers import read_document  # noqa: E402
+from ingest.sandbox import SandboxPool, parse_isolated  # noqa: E402
+from ingest.units import chunk_units  # noqa: E402
+
+
+def log(msg: str) -> None:
+    sys.stderr.write(f"[bench.ingest_parts] {msg}\n")
+    sys.stderr.flush()
+
+
+def timed(docs: int, embed: Callable[[Sequence[str]], Any], texts: Sequence[str]
+          ) -> dict[str, float]:
+    embed(list(texts[:WARMUP_TEXTS]))  # untimed: first-call costs are not throughput
+    t0 = time.perf_counter()
+    embed(list(texts))
+    seconds = time.perf_counter() - t0
+    return {"seconds": round(seconds, 3), "docs_per_s": round(docs / seconds, 2)}
+
+
+def children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def parse_costs(settings: Settings, n: int) -> dict[str, Any]:
+    folder = Path(tempfile.mkdtemp(prefix="docqa-parts-"))
+    files = []
+    for i in range(n):
+        path = folder / f"doc{i}.txt"
+        path.write_text(f"Sentence {i} of a small plain text document. " * 20, encoding="utf-8")
+        files.append(path)
+    out: dict[str, Any] = {"documents": n}
+    for name, pool in (("fresh_child", None), ("child_started_ahead", SandboxPool())):
+        cpu0, t0 = children_cpu(), time.perf_counter()
+        for path in files:
+            parse_isolated(path, DocumentKind.TEXT, settings.limits, key=None, pool=pool)
+        wall = time.perf_counter() - t0
+        out[name] = {"wall_ms_per_doc": round(wall * 1000 / n, 1),
+                     "child_cpu_ms_per_doc": round((children_cpu() - cpu0) * 1000 / n, 1)}
+        if pool is not None:
+            pool.close()
+    t0 = time.process_time()
+    for path in files:
+        read_document(path, DocumentKind.TEXT)
+    out["in_process"] = {"cpu_ms_per_doc": round((time.process_time() - t0) * 1000 / n, 3)}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--squad", type=Path, default=DEFAULT_SQUAD)
+    ap.add_argument("--limit", type=int, default=400, help="SQuAD paragraphs (documents)")
+    ap.add_argument("--parses", type=int, default=40, help="documents parsed per parse mode")
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+    settings = Settings()
+    paras = load_squad(args.squad, args.limit)
+    docs = len(paras)
+    texts: list[str] = []
+    unit_texts: list[str] = []
+    for i, para in enumerate(paras):
+        pages = [Page(1, para.context, 0)]
+        chunks = chunk_pages(f"d{i}", pages, settings.chunking.size, settings.chunking.overlap,
+                             b"bench")
+        texts += [c.text for c in chunks]
+        for chunk, units in zip(chunks, chunk_units(pages, chunks), strict=True):
+            unit_texts += [u.embedding_text(chunk.text) for u in units]
+    log(f"{docs} documents, {len(texts)} chunks, {len(unit_texts)} units")
+    path = settings.models.resolved_embedding_path()
+    cache = settings.onnx_cache_dir
+    embed: dict[str, Any] = {}
+    torch = SentenceTransformerEmbedder(path, ENCODE_BATCH)
+    embed["torch"] = timed(docs, torch.embed, texts)
+    log(f"torch: {embed['torch']}")
+    for name, quantized in (("onnx_fp32", False), ("onnx_int8", True)):
+        for threads in (None, 1):
+            key = name if threads is None else f"{name}_1_thread"
+            onnx = OnnxEmbedder(path, cache, ENCODE_BATCH, quantized=quantized, threads=threads)
+            embed[key] = timed(docs, onnx.embed_array, texts)
+            log(f"{key}: {embed[key]}")
+    for row in embed.values():
+        row["ratio_to_torch"] = round(row["docs_per_s"] / embed["torch"]["docs_per_s"], 3)
+    int8 = OnnxEmbedder(path, cache, ENCODE_BATCH, quantized=True)
+    unit_cost: dict[str, Any] = {**timed(docs, int8.embed_array, unit_texts),
+                                 "texts": len(unit_texts)}
+    report = {"documents": docs, "chunks": len(texts), "embed": embed,
+              "units_onnx_int8": unit_cost, "parse": parse_costs(settings, args.parses),
+              "config": {"cpu_count": os.cpu_count(), "load_average": list(os.getloadavg()),
+                         "source": str(args.squad), "batch_size": ENCODE_BATCH}}
+    write_json(args.json, report)
+    sys.stdout.write(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
