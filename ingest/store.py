@@ -71,6 +71,12 @@ def shard_of(document_id: str, shards: int) -> int:
     return int.from_bytes(hashlib.sha256(document_id.encode("utf-8")).digest()[:8], "big") % shards
 
 
+# a tool reading a tenant's shards meets one being swapped: how often and how long it asks
+# for it again by name
+SWAP_RETRIES = 50
+SWAP_RETRY_S = 0.1
+
+
 def tenant_key_of(name: str) -> str:
     """``collection_name(tenant)`` of one of the tenant's collections (shard or not)."""
     return name[:len(TENANT_PREFIX) + 32]
@@ -85,15 +91,27 @@ def tenant_collections(client: Any, tenant: str) -> list[Any]:
     for coll in client.list_collections():
         name = coll if isinstance(coll, str) else coll.name
         if name == key or (name.startswith(key + "_s") and name != key):
-            out.append(client.get_collection(name=name, embedding_function=None))
+            out.append(_named_retrying(client, name))
     return out
+
+
+def _named_retrying(client: Any, name: str) -> Any:
+    """The collection called ``name``, asked again while a swap leaves the name free."""
+    for _ in range(SWAP_RETRIES):
+        try:
+            return client.get_collection(name=name, embedding_function=None)
+        except Exception as exc:
+            if not _missing(exc):
+                raise
+        time.sleep(SWAP_RETRY_S)
+    return client.get_collection(name=name, embedding_function=None)
 
 
 def tenant_get(client: Any, tenant: str, **kwargs: Any) -> dict[str, list[Any]]:
     """``Collection.get(**kwargs)`` over all of the tenant's collections, merged."""
     merged: dict[str, list[Any]] = {}
     for coll in tenant_collections(client, tenant):
-        res = coll.get(**kwargs)
+        res = _get_by_name(client, coll, kwargs)
         for k in ("ids", "documents", "metadatas", "embeddings"):
             if res.get(k) is not None:
                 merged.setdefault(k, []).extend(list(res[k]))
@@ -758,6 +776,21 @@ def open_store(settings: Settings) -> ChromaStore:
                        open_keywords(settings, term_key(cipher.master)),
                        lock=redis_collection_lock(settings.redis_url), cipher=cipher,
                        shards=settings.chroma.shards)
+
+
+def _get_by_name(client: Any, coll: Any, kwargs: dict[str, Any]) -> Any:
+    """``coll.get(**kwargs)``; a shard a compaction swapped since it was listed (rebuilt
+    under the same name, ``ChromaStore.compact``; the name is free for milliseconds) is
+    found again by its name."""
+    for _ in range(SWAP_RETRIES):
+        try:
+            return coll.get(**kwargs)
+        except Exception as exc:
+            if not _missing(exc):
+                raise
+        time.sleep(SWAP_RETRY_S)
+        coll = _named_retrying(client, coll.name)
+    return coll.get(**kwargs)
 
 
 def _missing(exc: Exception) -> bool:

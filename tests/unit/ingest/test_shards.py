@@ -133,3 +133,71 @@ def test_a_single_collection_of_before_shards_is_read_written_and_erased(
     assert collection_name("acme") not in names
     assert not store.layout("acme").legacy
     assert len(store.query("acme", _vectors(1, 500)[0], 20)) == 8
+
+
+class _NotFoundError(Exception):
+    pass
+
+
+class _Swapped:
+    """A shard handle whose collection a compaction replaced: Chroma answers 404."""
+
+    name = "dq_x_s00"
+
+    def get(self, **_: object) -> dict[str, list[str]]:
+        raise _NotFoundError("Collection [old-id] does not exist.")
+
+
+class _Rebuilt:
+    name = "dq_x_s00"
+
+    def get(self, **_: object) -> dict[str, list[str]]:
+        return {"ids": ["c1"], "metadatas": [{"document_id": "d1"}]}  # type: ignore[dict-item]
+
+
+class _Client:
+    """Lists the shard, then, asked by name, first finds the name free (mid-swap), then the
+    rebuilt collection."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def list_collections(self) -> list[str]:
+        return ["dq_x_s00"]
+
+    def get_collection(self, name: str, embedding_function: object = None) -> object:
+        self.asked.append(name)
+        if len(self.asked) == 1:
+            return _Swapped()
+        if len(self.asked) == 2:
+            raise _NotFoundError(f"Collection {name} does not exist.")
+        return _Rebuilt()
+
+
+def test_a_shard_swapped_between_listing_and_reading_is_read_again_by_name(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import ingest.store as store_mod
+
+    monkeypatch.setattr(store_mod, "collection_name", lambda tenant: "dq_x")
+    monkeypatch.setattr(store_mod, "SWAP_RETRY_S", 0.0)
+    client = _Client()
+    res = tenant_get(client, "x", where={"document_id": "d1"})
+    assert res["ids"] == ["c1"]
+    assert client.asked == ["dq_x_s00"] * 3
+
+
+def test_a_chroma_error_that_is_not_a_missing_collection_is_raised(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import ingest.store as store_mod
+
+    class Broken(_Rebuilt):
+        def get(self, **_: object) -> dict[str, list[str]]:
+            raise RuntimeError("server error")
+
+    class Client(_Client):
+        def get_collection(self, name: str, embedding_function: object = None) -> object:
+            return Broken()
+
+    monkeypatch.setattr(store_mod, "collection_name", lambda tenant: "dq_x")
+    with pytest.raises(RuntimeError, match="server error"):
+        tenant_get(Client(), "x")
