@@ -242,11 +242,8 @@ def create_celery_app(settings: Settings | None = None) -> Celery:
         except SoftTimeLimitExceeded:  # too much for one task: trying again cannot help
             limit = deps.settings.worker.task_time_limit_s
             log.warning("ingest %s: over the task time limit (%d s)", doc_id, limit)
-            deps.repo.set_status(
-                doc_id, DocumentStatus.FAILED,
-                error=f"the ingest took longer than the worker's time limit ({limit} s): the "
-                "document is too large for this worker; split it into smaller documents, or "
-                "raise DOCQA_WORKER__TASK_TIME_LIMIT_S (with the visibility timeout)")
+            deps.repo.set_status(doc_id, DocumentStatus.FAILED,
+                                 error=batching.over_time_limit(limit))
             _after_failure(deps, doc_id)
             return DocumentStatus.FAILED.value
         except Exception as exc:  # noqa: BLE001 - an unexpected bug fails the document, not the worker

@@ -64,6 +64,13 @@ ACK, REQUEUE, DEFER = "ack", "requeue", "defer"
 TEXT_BUDGET_FRACTION = 20
 
 
+def over_time_limit(limit: int) -> str:
+    """The error of a document that alone took longer than a task may: retrying cannot help."""
+    return (f"the ingest took longer than the worker's time limit ({limit} s): the document "
+            "is too large for this worker; split it into smaller documents, or raise "
+            "DOCQA_WORKER__TASK_TIME_LIMIT_S (with the visibility timeout)")
+
+
 @dataclass(frozen=True)
 class Item:
     """One ingest message as a job sees it: ids and counts only, picklable."""
@@ -338,9 +345,7 @@ def run_batch(deps: IngestDeps, items: Sequence[Item], *, max_retries: int,
                         limit)
             outcomes[unfinished[0].doc_id] = _fail(
                 deps, unfinished[0].doc_id, on_failed,
-                f"the ingest took longer than the worker's time limit ({limit} s): the "
-                "document is too large for this worker; split it into smaller documents, or "
-                "raise DOCQA_WORKER__TASK_TIME_LIMIT_S (with the visibility timeout)")
+                over_time_limit(limit))
         else:  # which one was too much is unknown: each comes back and runs alone
             log.warning("ingest job over the task time limit (%d s) with %d documents "
                         "unfinished: each goes back to the queue", limit, len(unfinished))
