@@ -160,9 +160,13 @@ def test_docqa_ingest_shows_progress_per_file_and_overall(stack: Stack, tmp_path
     assert done.returncode == 0, out + done.stderr
     assert "\x1b" not in out and "\r" not in out  # not a TTY: plain lines, no control codes
     stages = "|".join(s for s in STAGE_ORDER if s not in ("ready", "failed"))
+    # The twelve-page report is uploaded first and is still being worked on when the stream
+    # opens, so its own stages show. The two-chunk memo may go from queued to ready between
+    # two reads of its state (the stream reports states, not every transition), so only its
+    # outcome line is certain.
+    assert re.search(rf"^{re.escape(str(pdf))}: ({stages})\b", out, re.M), out
     for path in (pdf, txt):
         name = re.escape(str(path))
-        assert re.search(rf"^{name}: ({stages})\b", out, re.M), out  # its own progress
         assert re.search(rf"^{name}: ready \(\d+ chunks?, \d+ pages?\) \[[12]/2 files", out,
                          re.M), out
     assert re.search(r"\[1/2 files(, ETA \d+:\d\d)?\]", out), out  # the overall count
