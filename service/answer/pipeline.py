@@ -301,7 +301,9 @@ class AnswerPipeline:
             pick = self._short(question, best)
             timings["span_ms"] = _ms(t)
             trace["span"] = pick.reason
-            if pick.picked and pick.text:
+            # a covering run can be longer than the window the unit alone would answer with
+            # (a unit over 40 words is cut to the part nearest the question): keep the shorter
+            if pick.picked and pick.text and len(pick.text.split()) < len(body.split()):
                 body = pick.text
         timings["total_ms"] = _ms(t0)
         yield AnswerResult("answered", f"{body} [1]", [best.citation(1)], timings, trace)

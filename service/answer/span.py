@@ -262,6 +262,24 @@ def _of_kind(kind: str, text: str, labels: set[str]) -> bool:
     return True
 
 
+# a figure and the word after it; not a year ("2024 revenue" states no quantity of revenue)
+_QUANTITY = re.compile(r"(?<![\w.])(?!(?:1[5-9]|20)\d\d\b)\d[\d.,]*\s*([^\W\d_]+)")
+
+
+def _stated_units(question: str) -> set[str]:
+    """The units of the quantities the question states itself ("for 60 units": units)."""
+    return {stem(m.group(1)) for m in _QUANTITY.finditer(question)} - _STOP
+
+
+def _restates_quantity(text: str, stated: set[str]) -> bool:
+    """A figure in the unit the question states a quantity of is the condition the
+    question picks its unit by ("50 to 199 units" for "for 60 units"), not its answer."""
+    if not stated or not any(c.isdigit() for c in text):
+        return False
+    last = re.findall(r"[^\W\d_]+", text)
+    return bool(last) and stem(last[-1].lower()) in stated
+
+
 def candidate_spans(question: str, unit: str, tagged: Tagged,
                     typed: bool = True) -> list[tuple[int, int]]:
     """The spans of ``unit`` that may answer ``question``: its named entities and noun
@@ -278,9 +296,10 @@ def candidate_spans(question: str, unit: str, tagged: Tagged,
     # "30" rather than write "30 days" (business dev)
     numbers = {_widened(unit, s, e) for s, e, pos in tagged.tokens if pos == "NUM"}
     spans = found | set(_ranges(unit, sorted(found | numbers)))
-    asked = _words(question)
+    asked, stated = _words(question), _stated_units(question)
     keep = sorted(sp for sp in spans if 0 <= sp[0] < sp[1] <= len(unit)
-                  and (w := _words(unit[sp[0]:sp[1]])) and not w <= asked)
+                  and (w := _words(unit[sp[0]:sp[1]])) and not w <= asked
+                  and not _restates_quantity(unit[sp[0]:sp[1]], stated))
     if typed:
         kind = answer_kind(question)
         inside = [sp for sp in keep if _of_kind(kind, unit[sp[0]:sp[1]], {

@@ -236,6 +236,27 @@ def test_a_failed_or_late_pick_answers_with_the_whole_unit(error: Exception) -> 
     assert r.trace["span"] in ("timeout", "error")
 
 
+def test_a_pick_longer_than_the_units_own_window_gives_way_to_the_window(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from service.answer.span import SpanPick
+
+    emb = HashEmbedder()
+    words = " ".join(f"w{i}" for i in range(50))
+    unit = f"The Acme plant opened in 2014 after {words} finished."
+    s = Settings()
+    s.retrieval.short_answer = "span"
+    p = AnswerPipeline(s, emb, FakeStore([unit], emb), None, model=False)  # type: ignore[arg-type]
+    # a covering run of the whole unit: longer than the 40-word window the unit answers with
+    cover = SpanPick(unit[:-1], 0, len(unit) - 1, False, "cover", 0.01, "", 0.5)
+    monkeypatch.setattr(AnswerPipeline, "_short", lambda self, q, best: cover)
+    r = p.ask("t", "When did the Acme plant open?", 5)
+    assert r.status == "answered" and r.trace["span"] == "cover"
+    assert len(r.answer.removesuffix(" [1]").split()) <= 41 and "2014" in r.answer
+    short = SpanPick("2014", 24, 28, False, "ok", 0.01, "2014", 0.9)
+    monkeypatch.setattr(AnswerPipeline, "_short", lambda self, q, best: short)
+    assert p.ask("t", "When did the Acme plant open?", 5).answer == "2014 [1]"
+
+
 def test_short_answer_off_never_asks_the_model() -> None:
     gen = ChoosingGenerator("2014")
     r = span_pipeline(gen, short="off").ask("t", "When did the Acme plant open?", 5)

@@ -413,3 +413,18 @@ def test_the_features_ranking_needs_no_model_and_still_falls_back(
     assert "Ingrid Hofer" in pick.text
     # without a tagging there is nothing to rank and no model to ask
     assert pick_span(None, "Who?", SENT, rank="features").reason == "no_generator"
+
+
+def test_a_figure_in_the_unit_the_question_states_is_its_condition_not_its_answer() -> None:
+    unit = "50 to 199 units: 8% discount;"
+    pos = {"50": "NUM", "199": "NUM", "units": "NOUN", "8": "NUM", "%": "NOUN",
+           "discount": "NOUN"}
+    tagged = _tagged(unit, pos, [("50 to 199 units", "CARDINAL"), ("8%", "PERCENT")])
+    asked = "What volume discount does a customer get for an order of 60 units?"
+    texts = {unit[s:e] for s, e in candidate_spans(asked, unit, tagged, typed=False)}
+    assert "8%" in texts and not any("units" in t for t in texts)
+    # asked for the units themselves, or with only a year in the question, they stay
+    for question in ("How many units earn an 8% discount?",
+                     "What volume discount applied in 2024?"):
+        texts = {unit[s:e] for s, e in candidate_spans(question, unit, tagged, typed=False)}
+        assert "50 to 199 units" in texts, question
