@@ -135,8 +135,11 @@ FAILED_IN_WORKER: dict[str, tuple[str, bytes, str]] = {
 
 
 def _sandbox_children(worker_pid: int) -> list[int]:
-    """Parser processes (``python -m ingest.sandbox``) below this stack's worker."""
+    """Parser processes below this stack's worker: new interpreters (``python -m
+    ingest.sandbox``) and the children the parse zygote forked (``ingest.zygote`` under
+    ``ingest.zygote``; the zygote itself lives as long as the worker)."""
     parents: dict[int, int] = {}
+    zygotes: set[int] = set()
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -150,6 +153,9 @@ def _sandbox_children(worker_pid: int) -> list[int]:
         parents[pid] = int(stat.rsplit(")", 1)[1].split()[1])
         if b"ingest.sandbox" in cmd:
             found.append(pid)
+        elif b"ingest.zygote" in cmd:
+            zygotes.add(pid)
+    found += [pid for pid in zygotes if parents[pid] in zygotes]
 
     def below(pid: int) -> bool:
         for _ in range(10):
