@@ -45,6 +45,7 @@ from core import crypto
 from core.domain import DocumentKind, LineKind, LineMark, Page
 from core.errors import ParseError, TransientError
 from core.vault import memory_file
+from ingest import zygote
 from ingest.isolation import isolate, minimal_env
 
 log = logging.getLogger("docqa.ingest")
@@ -156,8 +157,6 @@ class SandboxPool:
         """A child for ``target``: forked by the zygote when asked and possible, else a new
         interpreter."""
         if self.zygote:
-            from ingest import zygote
-
             forked = zygote.child(target, kind)
             if forked is not None:
                 return forked

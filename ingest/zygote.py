@@ -6,7 +6,8 @@ Python's start and the readers' imports before it reads a byte, more than the em
 small document costs. A fork of a process that has already imported them costs a few
 milliseconds, and the child then does exactly what a new interpreter's child does.
 
-The zygote is ``python -m ingest.zygote <worker pid> <socket fd>``, a plain subprocess of the
+The zygote is ``python -m ingest.zygote_process <worker pid> <socket fd>`` (what it runs is
+in ingest/zygote_process.py; this module is the worker's side), a plain subprocess of the
 worker (a Celery prefork child may not use ``multiprocessing``), started as a parse child is:
 minimal environment, its own session, no file descriptor but /dev/null and its end of a Unix
 ``SOCK_SEQPACKET`` socket pair. It dies with the worker (``PR_SET_PDEATHSIG``, and when the
@@ -53,7 +54,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import fcntl
 import json
 import logging
 import os
@@ -65,10 +65,8 @@ import subprocess
 import sys
 import threading
 import time
-import traceback
-import warnings
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from core.domain import DocumentKind
 from core.errors import TransientError
@@ -81,16 +79,16 @@ REPLY_S = 30.0  # how long the worker waits for a fork's answer (the first waits
 RETRY_AFTER_S = 60.0  # after a zygote failed to start, new interpreters until then
 PROGRESS_FD = 3  # the child's progress pipe (after stdin, stdout, stderr)
 _IMPORT_ROOT = Path(__file__).resolve().parents[1]
-_PR_SET_DUMPABLE = 4
-_PR_SET_CHILD_SUBREAPER = 36
-_MAX_MESSAGE = 4096
+PR_SET_DUMPABLE = 4
+PR_SET_CHILD_SUBREAPER = 36
+MAX_MESSAGE = 4096
 
 
 class ZygoteUnavailable(Exception):
     """The zygote could not fork a child (gone, refused, no answer): use a new interpreter."""
 
 
-def _prctl(option: int, value: int) -> None:
+def prctl(option: int, value: int) -> None:
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
 
@@ -111,7 +109,7 @@ class Zygote:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-E", "-s", "-m", "ingest.zygote", str(os.getpid()),
+                [sys.executable, "-E", "-s", "-m", "ingest.zygote_process", str(os.getpid()),
                  str(theirs.fileno())],
                 cwd=_IMPORT_ROOT, env=minimal_env(), stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -165,7 +163,7 @@ class Zygote:
                 if not ready:
                     return None
                 try:
-                    raw = self.sock.recv(_MAX_MESSAGE)
+                    raw = self.sock.recv(MAX_MESSAGE)
                 except OSError:
                     raw = b""
                 if not raw:  # gone: its children were killed with it (PR_SET_PDEATHSIG)
@@ -370,128 +368,3 @@ def stop() -> None:
         if _current is not None:
             _current.close()
             _current = None
-
-
-# ---------------------------------------------------------------- the zygote
-
-
-def _send(sock: socket.socket, msg: dict[str, Any]) -> None:
-    with contextlib.suppress(OSError):  # the worker is gone: the next recv says so
-        sock.send(json.dumps(msg).encode())
-
-
-def _end(pid: int) -> int:
-    """Kill the group of an ended child (before reaping it: until then its pid cannot be
-    reused), reap the child, then the rest of its group, which fell to this subreaper as
-    each parent died; the child's exit code."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
-    _, status = os.waitpid(pid, 0)
-    while True:
-        try:
-            os.waitid(os.P_PGID, pid, os.WEXITED)
-        except ChildProcessError:
-            break
-    return os.waitstatus_to_exitcode(status)
-
-
-def _in_child(fds: list[int], target: str, kind: DocumentKind | None, zygote: int) -> NoReturn:
-    """In the forked child: its pipes on 0-3 and nothing else, a session of its own, then
-    what every parse child does."""
-    from ingest import sandbox
-
-    try:
-        high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 64) for fd in fds]
-        for number, fd in enumerate(high):
-            os.dup2(fd, number)
-        os.closerange(len(high), os.sysconf("SC_OPEN_MAX"))
-        os.setsid()
-        _prctl(_PR_SET_DUMPABLE, 1)
-        sandbox.child_main(target, zygote, kind)
-    except BaseException:  # noqa: BLE001 - reported on its stderr, like a new interpreter's
-        with contextlib.suppress(BaseException):
-            traceback.print_exc()
-            sys.stderr.flush()
-    os._exit(70)
-
-
-def serve(sock: socket.socket) -> NoReturn:
-    """Fork a child per request until the worker closes the socket."""
-    children: dict[int, int] = {}  # pidfd → pid
-    poller = select.poll()
-    poller.register(sock, select.POLLIN)
-    me = os.getpid()
-    while True:
-        for fd, _ in poller.poll():
-            if fd in children:  # a child ended: its group goes with it, then its status
-                pid = children.pop(fd)
-                poller.unregister(fd)
-                os.close(fd)
-                _send(sock, {"exit": pid, "status": _end(pid)})
-                continue
-            try:
-                raw, fds, _, _ = socket.recv_fds(sock, _MAX_MESSAGE, 4)
-            except OSError:
-                raw, fds = b"", []
-            if not raw:  # the worker is gone or let go of us: so do the children
-                for pid in children.values():
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(pid, signal.SIGKILL)
-                os._exit(0)
-            try:
-                request = json.loads(raw)
-            except ValueError:
-                request = {}
-            if "kill" in request:
-                pid = int(request["kill"])
-                if pid in children.values():  # not reaped yet: the pid is still that child
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)  # maybe not yet leading its group
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(pid, signal.SIGKILL)
-                continue
-            if "fork" not in request or len(fds) != 4:
-                for received in fds:
-                    os.close(received)
-                _send(sock, {"error": "a fork request needs a target and four pipes"})
-                continue
-            kind = DocumentKind(request["kind"]) if request.get("kind") else None
-            try:
-                pid = os.fork()
-            except OSError as exc:
-                pid = -1
-                _send(sock, {"error": f"fork: {exc}"})
-            if pid == 0:
-                _in_child(fds, str(request["fork"]), kind, me)
-            for received in fds:
-                os.close(received)
-            if pid > 0:
-                pidfd = os.pidfd_open(pid)
-                children[pidfd] = pid
-                poller.register(pidfd, select.POLLIN)
-                _send(sock, {"forked": pid})
-
-
-def main() -> NoReturn:
-    from ingest import sandbox
-
-    parent, fd = int(sys.argv[1]), int(sys.argv[2])
-    sandbox._die_with_parent(parent)
-    _prctl(_PR_SET_CHILD_SUBREAPER, 1)
-    _prctl(_PR_SET_DUMPABLE, 0)
-    logging.disable(logging.CRITICAL)  # as in a child: nobody reads it
-    warnings.simplefilter("ignore")
-    sock = socket.socket(fileno=fd)
-    try:
-        sandbox._load(sandbox.DEFAULT_TARGET, None)  # every kind's libraries
-    except Exception as exc:  # noqa: BLE001 - the worker falls back to new interpreters
-        _send(sock, {"error": f"the parsers could not be loaded: {type(exc).__name__}: {exc}"})
-        os._exit(1)
-    import gc
-
-    gc.freeze()  # what was imported stays out of collections: children do not copy its pages
-    serve(sock)
-
-
-if __name__ == "__main__":
-    main()
