@@ -17,7 +17,11 @@ most ~4 calls a second). A parser that hangs, explodes, crashes or is taken over
 child; the document ends ``failed`` with the reason and the worker carries on.
 
 Everything up to the isolation depends on the target only, not on the document, so a child
-can be started ahead of time and handed its document later.
+can be started ahead of time and handed its document later. With ``worker.parse_zygote`` the
+child is not a new interpreter but a fork of the worker process's parse zygote
+(ingest/zygote.py), which has imported the readers once; it then runs the same
+``child_main`` with its pipes on fds 0-3, and the worker waits for it, limits it and reads
+its end as for a new interpreter.
 """
 
 from __future__ import annotations
