@@ -1,6 +1,7 @@
 """What the parts of an ingest cost on their own, in one process, against the raw encode.
 
     python -m bench.ingest_parts [--squad FILE] [--limit 400] [--parses 40] [--json OUT]
+    python -m bench.ingest_parts --parse-only [--parses 40]
 
 ``bench.ingest`` times the whole service; this bench times its expensive parts in one run, on
 the same texts (the first ``--limit`` SQuAD 2.0 dev paragraphs, chunked with the service's
@@ -13,9 +14,15 @@ own chunker and settings), so their costs can be set against the bar the issue s
 * ``units``: the evidence units of those chunks (what the worker embeds a second time) through
   the int8 embedder the worker uses for them;
 * ``parse``: ``--parses`` small text files parsed by ``parse_isolated`` (one isolated child
-  process per document, as the worker does, with and without a child started ahead) and by
-  the reader in this process: the child's CPU per document is read from
-  ``RUSAGE_CHILDREN``.
+  process per document, as the worker does: a new interpreter, with and without a child
+  started ahead, and a child forked by the parse zygote, ingest/zygote.py, with and without
+  one forked ahead) and by the reader in this process. A new interpreter's CPU is read from
+  ``RUSAGE_CHILDREN``; the zygote's children are the zygote's, so their CPU is read from
+  the zygote's ``/proc/PID/stat`` (its own and its reaped children's, 10 ms ticks), its
+  start (one per worker process) reported apart. ``worker_cpu_ms_per_doc``: this process's
+  own share (starting or asking for the child, feeding it, reading its answer);
+  ``zygote_to_fresh``: the zygote's figures over the new interpreter's, same run.
+  ``--parse-only`` skips the embedding parts.
 
 One JSON object on stdout (and ``--json OUT``); progress on stderr. Only the ratios within
 one run mean anything on a shared machine.
@@ -41,6 +48,7 @@ from typing import Any  # noqa: E402
 from bench.evalkit import write_json  # noqa: E402
 from bench.ingest import DEFAULT_SQUAD, ENCODE_BATCH, WARMUP_TEXTS, load_squad  # noqa: E402
 from core.domain import DocumentKind, Page  # noqa: E402
+from ingest import zygote  # noqa: E402
 from ingest.chunking import chunk_pages  # noqa: E402
 from ingest.embedding import OnnxEmbedder, SentenceTransformerEmbedder  # noqa: E402
 from ingest.readers import read_document  # noqa: E402
@@ -67,6 +75,16 @@ def children_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def zygote_cpu() -> float:
+    """The zygote's CPU and its reaped children's, in seconds (0 without a zygote)."""
+    z = zygote.current()
+    if z is None:
+        return 0.0
+    with open(f"/proc/{z.pid}/stat", encoding="ascii") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
 def parse_costs(settings: Settings, n: int) -> dict[str, Any]:
     folder = Path(tempfile.mkdtemp(prefix="docqa-parts-"))
     files = []
@@ -75,15 +93,32 @@ def parse_costs(settings: Settings, n: int) -> dict[str, Any]:
         path.write_text(f"Sentence {i} of a small plain text document. " * 20, encoding="utf-8")
         files.append(path)
     out: dict[str, Any] = {"documents": n}
-    for name, pool in (("fresh_child", None), ("child_started_ahead", SandboxPool())):
-        cpu0, t0 = children_cpu(), time.perf_counter()
+    zygote.stop()
+    modes: list[tuple[str, SandboxPool | None]] = [
+        ("fresh_child", None), ("child_started_ahead", SandboxPool()),
+        ("zygote_child", SandboxPool(depth=0, zygote=True)),
+        ("zygote_child_forked_ahead", SandboxPool(depth=1, zygote=True))]
+    for name, pool in modes:
+        if pool is not None and pool.zygote and zygote.current() is None:
+            t0 = time.perf_counter()  # the zygote's start and first child, untimed
+            parse_isolated(files[0], DocumentKind.TEXT, settings.limits, pool=pool)
+            out["zygote_start"] = {"wall_ms": round((time.perf_counter() - t0) * 1000, 1),
+                                   "cpu_ms": round(zygote_cpu() * 1000, 1)}
+        child0 = zygote_cpu() if pool is not None and pool.zygote else children_cpu()
+        own0, t0 = time.process_time(), time.perf_counter()
         for path in files:
             parse_isolated(path, DocumentKind.TEXT, settings.limits, key=None, pool=pool)
-        wall = time.perf_counter() - t0
+        wall, own = time.perf_counter() - t0, time.process_time() - own0
+        child = (zygote_cpu() if pool is not None and pool.zygote else children_cpu()) - child0
         out[name] = {"wall_ms_per_doc": round(wall * 1000 / n, 1),
-                     "child_cpu_ms_per_doc": round((children_cpu() - cpu0) * 1000 / n, 1)}
+                     "child_cpu_ms_per_doc": round(child * 1000 / n, 1),
+                     "worker_cpu_ms_per_doc": round(own * 1000 / n, 2)}
         if pool is not None:
             pool.close()
+    zygote.stop()
+    out["zygote_to_fresh"] = {
+        key: round(out["zygote_child"][key] / out["fresh_child"][key], 3)
+        for key in ("wall_ms_per_doc", "child_cpu_ms_per_doc") if out["fresh_child"][key]}
     t0 = time.process_time()
     for path in files:
         read_document(path, DocumentKind.TEXT)
@@ -97,8 +132,16 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=400, help="SQuAD paragraphs (documents)")
     ap.add_argument("--parses", type=int, default=40, help="documents parsed per parse mode")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--parse-only", action="store_true", help="only the parse part")
     args = ap.parse_args()
     settings = Settings()
+    if args.parse_only:
+        parse_report = {"parse": parse_costs(settings, args.parses),
+                        "config": {"cpu_count": os.cpu_count(),
+                                   "load_average": list(os.getloadavg())}}
+        write_json(args.json, parse_report)
+        sys.stdout.write(json.dumps(parse_report, indent=2) + "\n")
+        return
     paras = load_squad(args.squad, args.limit)
     docs = len(paras)
     texts: list[str] = []

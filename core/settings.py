@@ -220,6 +220,12 @@ class WorkerSettings(BaseModel):
         default=True, description="start the next document's parse child (ingest/sandbox.py) "
         "after each parse, so its start and imports are off the next document's path; each "
         "child still parses one document only")
+    parse_zygote: bool = Field(
+        default=True, description="fork each parse child from one long-lived process per "
+        "worker process that has imported the parsers once (ingest/zygote.py: a few ms of "
+        "CPU per document instead of a new interpreter's ~80 ms); each child still isolates "
+        "itself and parses one document only. Off, or when it cannot be started: a new "
+        "interpreter per document")
 
 
 class FaultHookSettings(BaseModel):

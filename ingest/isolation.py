@@ -15,7 +15,9 @@ Each layer is used where the kernel allows it, and :func:`isolate` says which to
   path any more (the parser reads the document from the memory file it was given), and with
   a recent enough kernel no TCP connect or bind and no abstract Unix socket;
 * ``sockets``: a seccomp filter that fails ``socket()`` and ``io_uring_setup()``, so no new
-  socket of any family can be made, named Unix sockets included.
+  socket of any family can be made, named Unix sockets included; it also fails ``setsid()``
+  and ``setpgid()``, so whatever the parser forks stays in the child's process group, and
+  killing that group (on timeout, and by the parse zygote when the child ends) ends it all.
 
 The child gets a minimal environment (:func:`minimal_env`: no ``DOCQA_*`` secret, no database
 URL) and no inherited file descriptor but its pipes. It needs its Python modules imported
@@ -38,9 +40,10 @@ _SECCOMP_MODE_FILTER = 2
 _SYS_LANDLOCK_CREATE_RULESET = 444  # the same number on x86_64 and aarch64
 _SYS_LANDLOCK_RESTRICT_SELF = 446
 _LANDLOCK_CREATE_RULESET_VERSION = 1
-# (audit arch, socket, io_uring_setup) per machine; x86_64's x32 calls (nr | 1 << 30) and any
-# other arch's calls (i386 through int 0x80) are refused outright
-_SECCOMP_ARCH = {"x86_64": (0xC000003E, 41, 425), "aarch64": (0xC00000B7, 198, 425)}
+# (audit arch, socket, io_uring_setup, setsid, setpgid) per machine; x86_64's x32 calls
+# (nr | 1 << 30) and any other arch's calls (i386 through int 0x80) are refused outright
+_SECCOMP_ARCH = {"x86_64": (0xC000003E, 41, 425, 112, 109),
+                 "aarch64": (0xC00000B7, 198, 425, 157, 154)}
 _EACCES = 13
 applied: dict[str, bool] = {}  # what :func:`isolate` achieved in this process
 
@@ -123,21 +126,23 @@ def restrict_filesystem() -> bool:
 
 
 def deny_sockets() -> bool:
-    """A seccomp filter: ``socket()`` and ``io_uring_setup()`` fail with EACCES, and so does
-    every call of another ABI than this machine's own."""
+    """A seccomp filter: ``socket()``, ``io_uring_setup()``, ``setsid()`` and ``setpgid()``
+    fail with EACCES, and so does every call of another ABI than this machine's own."""
     arch = _SECCOMP_ARCH.get(platform.machine())
     if arch is None:
         return False
-    audit_arch, nr_socket, nr_io_uring = arch
+    audit_arch, nr_socket, nr_io_uring, nr_setsid, nr_setpgid = arch
     ld, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06
     allow, deny = 0x7FFF0000, 0x00050000 | _EACCES
     program = [  # (code, jump if true, jump if false, k); jumps count from the next one
         (ld, 0, 0, 4),  # seccomp_data.arch
-        (jeq, 0, 5, audit_arch),
+        (jeq, 0, 7, audit_arch),
         (ld, 0, 0, 0),  # seccomp_data.nr
-        (jge, 3, 0, 0x40000000),
-        (jeq, 2, 0, nr_socket),
-        (jeq, 1, 0, nr_io_uring),
+        (jge, 5, 0, 0x40000000),
+        (jeq, 4, 0, nr_socket),
+        (jeq, 3, 0, nr_io_uring),
+        (jeq, 2, 0, nr_setsid),
+        (jeq, 1, 0, nr_setpgid),
         (ret, 0, 0, allow),
         (ret, 0, 0, deny),
     ]

@@ -17,7 +17,11 @@ most ~4 calls a second). A parser that hangs, explodes, crashes or is taken over
 child; the document ends ``failed`` with the reason and the worker carries on.
 
 Everything up to the isolation depends on the target only, not on the document, so a child
-can be started ahead of time and handed its document later.
+can be started ahead of time and handed its document later. With ``worker.parse_zygote`` the
+child is not a new interpreter but a fork of the worker process's parse zygote
+(ingest/zygote.py), which has imported the readers once; it then runs the same
+``child_main`` with its pipes on fds 0-3, and the worker waits for it, limits it and reads
+its end as for a new interpreter.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from core import crypto
 from core.domain import DocumentKind, LineKind, LineMark, Page
 from core.errors import ParseError, TransientError
 from core.vault import memory_file
+from ingest import zygote
 from ingest.isolation import isolate, minimal_env
 
 log = logging.getLogger("docqa.ingest")
@@ -64,7 +69,10 @@ def _limits_dict(limits: Any) -> dict[str, Any]:
     return dict(vars(limits))
 
 
-def _kill(proc: subprocess.Popen[bytes]) -> None:
+def _kill(proc: Any) -> None:
+    if not isinstance(proc, subprocess.Popen):  # forked by the zygote, which kills it
+        proc.kill()
+        return
     try:
         os.killpg(proc.pid, signal.SIGKILL)  # the child leads its own session
     except ProcessLookupError:
@@ -122,7 +130,11 @@ class _Child:
 
 
 class SandboxPool:
-    """Parse children started ahead, one document each.
+    """Parse children started ahead, one document each, and where they come from.
+
+    With ``zygote`` each child is forked by this process's parse zygote (ingest/zygote.py:
+    a few ms of CPU instead of a new interpreter's ~55 ms), and started as a new
+    interpreter only when no zygote can be had. ``depth`` 0: no spares, a child per parse.
 
     A child costs a Python start and its parser's imports (about 45 ms of CPU for a text
     file) before it can read a byte; started after the previous parse, that happens while
@@ -139,16 +151,26 @@ class SandboxPool:
     a pool, and the spares of the other kind go.
     """
 
-    def __init__(self, depth: int = 1) -> None:
-        self.depth = max(1, depth)
-        self._spares: list[_Child] = []
+    def __init__(self, depth: int = 1, zygote: bool = False) -> None:
+        self.depth = max(0, depth)
+        self.zygote = zygote
+        self._spares: list[Any] = []  # _Child or zygote.ForkedChild
         self._lock = threading.Lock()
 
-    def take(self, target: str, kind: DocumentKind) -> _Child:
+    def new_child(self, target: str, kind: DocumentKind) -> Any:
+        """A child for ``target``: forked by the zygote when asked and possible, else a new
+        interpreter."""
+        if self.zygote:
+            forked = zygote.child(target, kind)
+            if forked is not None:
+                return forked
+        return _Child(target, kind)
+
+    def take(self, target: str, kind: DocumentKind) -> Any:
         with self._lock:
             spares, self._spares = self._spares, []
-        chosen: _Child | None = None
-        keep: list[_Child] = []
+        chosen: Any = None
+        keep: list[Any] = []
         for spare in spares:
             if spare.target == target and spare.kind is kind and spare.alive():
                 if chosen is None:
@@ -159,7 +181,7 @@ class SandboxPool:
                 spare.discard()
         with self._lock:
             self._spares = keep + self._spares
-        return chosen if chosen is not None else _Child(target, kind)
+        return chosen if chosen is not None else self.new_child(target, kind)
 
     def refill(self, target: str, kind: DocumentKind) -> None:
         """Start spares for the next documents, up to ``depth`` (best effort: a failure to
@@ -169,7 +191,7 @@ class SandboxPool:
                 if len(self._spares) >= self.depth:
                     return
             try:
-                child = _Child(target, kind)
+                child = self.new_child(target, kind)
             except TransientError as exc:
                 log.warning("no spare parse child started: %s", exc.detail)
                 return
@@ -212,7 +234,8 @@ def parse_isolated(
             child parses (when the target takes ``on_page``), only when the pair changed and
             at most every ``PROGRESS_INTERVAL_S``, and once more with the last pair at the end.
         pool: take the child started ahead for this target and kind (:class:`SandboxPool`)
-            and start the next one after this parse; None: a child for this parse alone.
+            and start the next one after this parse, forked by the parse zygote when the
+            pool says so; None: a new interpreter for this parse alone.
 
     Raises:
         ParseError: the file could not be decrypted, the parser refused it, broke the time or
@@ -231,7 +254,7 @@ def parse_isolated(
             pool.refill(target, kind)
 
 
-def _parse_in(child: _Child, path: Path, kind: DocumentKind, limits: Any, timeout: float,
+def _parse_in(child: Any, path: Path, kind: DocumentKind, limits: Any, timeout: float,
               plaintext: bytearray, on_progress: ProgressCallback | None) -> list[Page]:
     proc, read_fd = child.proc, child.progress_r
     header = json.dumps({
@@ -258,6 +281,10 @@ def _parse_in(child: _Child, path: Path, kind: DocumentKind, limits: Any, timeou
     finally:
         os.close(read_fd)
         feeder.join()  # ends at once: the child is gone, its end of the pipe closed
+        if not isinstance(proc, subprocess.Popen):
+            proc.close()  # its output pipes (communicate closes a Popen's)
+    if getattr(proc, "lost", False):  # the zygote died, and the child with it
+        raise TransientError("the parse zygote ended during the parse; will retry")
     code = proc.returncode
     if code == 0:
         try:
@@ -481,6 +508,13 @@ def main() -> None:
     # before its document is known); the header line says what to parse
     target, parent = sys.argv[1], int(sys.argv[2])
     ahead = DocumentKind(sys.argv[3]) if len(sys.argv) > 3 else None
+    child_main(target, parent, ahead)
+
+
+def child_main(target: str, parent: int, ahead: DocumentKind | None) -> None:
+    """What a parse child does, started as a new interpreter (``main``) or forked by the
+    parse zygote (ingest/zygote.py) with its pipes on fds 0-3: load, isolate, read its one
+    document from stdin, parse, reply on stdout, exit. Never returns."""
     _die_with_parent(parent)
     # parser libraries log per broken object; nobody reads it and a hostile file could
     # make it gigabytes

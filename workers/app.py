@@ -61,8 +61,11 @@ def build_deps(settings: Settings, store: ChromaStore,
         vault=Vault.for_settings(settings),
         erase_later=queue_erase,
         # a batching worker parses a job's documents one after another: spares boot together
-        parsers=SandboxPool(depth=min(PARSE_SPARES, settings.worker.batch_size))
-        if settings.worker.warm_parse_child else None,
+        parsers=SandboxPool(
+            depth=min(PARSE_SPARES, settings.worker.batch_size)
+            if settings.worker.warm_parse_child else 0,
+            zygote=settings.worker.parse_zygote)
+        if settings.worker.warm_parse_child or settings.worker.parse_zygote else None,
         unit_embedder=make_unit_embedder(settings),
         abort_on=(SoftTimeLimitExceeded,),  # ends the job; the task layer settles it
     )

@@ -134,9 +134,13 @@ FAILED_IN_WORKER: dict[str, tuple[str, bytes, str]] = {
 }
 
 
-def _sandbox_children(worker_pid: int) -> list[int]:
-    """Parser processes (``python -m ingest.sandbox``) below this stack's worker."""
+def _sandbox_children(worker_pid: int, zygotes_too: bool = False) -> list[int]:
+    """Parser processes below this stack's worker: new interpreters (``python -m
+    ingest.sandbox``) and the children the parse zygote forked (``ingest.zygote`` under
+    ``ingest.zygote``; the zygote itself lives as long as the worker, and is listed only
+    with ``zygotes_too``)."""
     parents: dict[int, int] = {}
+    zygotes: set[int] = set()
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -150,6 +154,9 @@ def _sandbox_children(worker_pid: int) -> list[int]:
         parents[pid] = int(stat.rsplit(")", 1)[1].split()[1])
         if b"ingest.sandbox" in cmd:
             found.append(pid)
+        elif b"ingest.zygote" in cmd:
+            zygotes.add(pid)
+    found += [pid for pid in zygotes if parents[pid] in zygotes or zygotes_too]
 
     def below(pid: int) -> bool:
         for _ in range(10):
@@ -197,6 +204,9 @@ def test_worker_survives_and_the_next_upload_becomes_ready(
     # so it has used little CPU (a hostile parse runs until its limit kills it)
     left = _sandbox_children(worker.pid)
     assert len(left) <= 1, left
+    # the parses went through the worker child's parse zygote (worker.parse_zygote), which
+    # outlived every hostile file
+    assert len(_sandbox_children(worker.pid, zygotes_too=True)) > len(left)
     for pid in left:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         cpu_s = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

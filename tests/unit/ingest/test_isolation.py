@@ -21,6 +21,7 @@ from core.domain import DocumentKind, Page
 from core.keystore import SqliteKeyStore
 from core.settings import LimitSettings
 from core.vault import Vault
+from ingest import zygote
 from ingest.isolation import NOBODY, minimal_env
 from ingest.sandbox import SandboxPool, parse_isolated
 
@@ -40,7 +41,7 @@ def preload() -> None:
 
 
 def _answer(result: dict[str, Any]) -> list[Page]:
-    return [Page(number=1, text=json.dumps(result), offset=0)]
+    return [Page(number=1, text=json.dumps({**result, "parent": os.getppid()}), offset=0)]
 
 
 def probe_connect(path: Path, kind: Any, limits: Any) -> list[Page]:
@@ -96,19 +97,22 @@ def probe_read(path: Path, kind: Any, limits: Any) -> list[Page]:
 # ---------------------------------------------------------------- the tests
 
 
-@pytest.fixture(autouse=True, params=["fresh child", "pooled child"])
-def pooled(request: pytest.FixtureRequest) -> bool:
-    """Every probe runs twice: in a child started for the parse, and in the child a
-    ``SandboxPool`` started ahead (before the document existed) and then handed it."""
-    return bool(request.param == "pooled child")
+@pytest.fixture(autouse=True, params=["fresh child", "pooled child", "zygote child"])
+def pooled(request: pytest.FixtureRequest) -> str:
+    """Every probe runs three times: in a child started for the parse, in the child a
+    ``SandboxPool`` started ahead (before the document existed) and then handed it, and in
+    a child the parse zygote forked ahead (ingest/zygote.py; the zygote started in this
+    test, with the test's environment)."""
+    return str(request.param)
 
 
 def _probe(tmp_path: Path, target: str, document: bytes, key: bytes | None = None,
-           path: Path | None = None, *, pooled: bool) -> dict[str, Any]:
+           path: Path | None = None, *, pooled: str) -> dict[str, Any]:
     if path is None:
         path = tmp_path / "probe.txt"
         path.write_bytes(document)
-    pool = SandboxPool() if pooled else None
+    zygote.stop()
+    pool = None if pooled == "fresh child" else SandboxPool(zygote=pooled == "zygote child")
     spare = None
     if pool is not None:
         pool.refill(f"{HERE}:{target}", DocumentKind.TEXT)
@@ -121,14 +125,18 @@ def _probe(tmp_path: Path, target: str, document: bytes, key: bytes | None = Non
             assert pool.spare_pid not in (None, spare)
             with pytest.raises(ProcessLookupError):
                 os.kill(spare, 0)  # type: ignore[arg-type]
+        if pooled == "zygote child":
+            z = zygote.current()
+            assert z is not None and int(json.loads(pages[0].text)["parent"]) == z.pid
     finally:
         if pool is not None:
             pool.close()
+        zygote.stop()
     return dict(json.loads(pages[0].text))
 
 
 def test_a_connect_from_inside_the_parser_fails_and_reaches_nobody(tmp_path: Path,
-                                                                   pooled: bool) -> None:
+                                                                   pooled: str) -> None:
     with socket.create_server(("127.0.0.1", 0)) as listener, \
             socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
         udp.bind(("127.0.0.1", listener.getsockname()[1]))
@@ -145,7 +153,7 @@ def test_a_connect_from_inside_the_parser_fails_and_reaches_nobody(tmp_path: Pat
 
 
 def test_the_child_has_no_secret_in_its_environment(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pooled: bool
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pooled: str
 ) -> None:
     for name, value in SECRETS.items():
         monkeypatch.setenv(name, value)
@@ -164,7 +172,7 @@ def test_the_child_has_no_secret_in_its_environment(
         assert (result["uid"], result["gid"], result["groups"]) == (NOBODY, NOBODY, [])
 
 
-def test_the_child_cannot_read_the_master_key_or_any_file(tmp_path: Path, pooled: bool) -> None:
+def test_the_child_cannot_read_the_master_key_or_any_file(tmp_path: Path, pooled: str) -> None:
     data = tmp_path / "data"
     data.mkdir()
     crypto.load_or_create_master_key(data, None)  # DATA/master.key, mode 0600
