@@ -79,6 +79,7 @@ REPLY_S = 30.0  # how long the worker waits for a fork's answer (the first waits
 RETRY_AFTER_S = 60.0  # after a zygote failed to start, new interpreters until then
 PROGRESS_FD = 3  # the child's progress pipe (after stdin, stdout, stderr)
 _IMPORT_ROOT = Path(__file__).resolve().parents[1]
+_MODULE = "ingest.zygote_process"  # what the zygote runs (python -m)
 PR_SET_DUMPABLE = 4
 PR_SET_CHILD_SUBREAPER = 36
 MAX_MESSAGE = 4096
@@ -109,7 +110,7 @@ class Zygote:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-E", "-s", "-m", "ingest.zygote_process", str(os.getpid()),
+                [sys.executable, "-E", "-s", "-m", _MODULE, str(os.getpid()),
                  str(theirs.fileno())],
                 cwd=_IMPORT_ROOT, env=minimal_env(), stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

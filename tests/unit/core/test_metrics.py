@@ -20,18 +20,25 @@ def sample(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
-def test_nested_stages_are_recorded_once_per_document_without_double_counting() -> None:
+def test_nested_stages_are_recorded_once_per_document_without_double_counting(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [100.0]  # a clock of our own: what is measured is the bookkeeping, not the machine
+    monkeypatch.setattr(metrics.time, "perf_counter", lambda: clock[0])
+
+    def wait(seconds: float) -> None:
+        clock[0] += seconds
+
     before = {s: sample("docqa_ingest_stage_seconds_sum", stage=s) for s in ("embed", "upsert")}
     counts = {s: sample("docqa_ingest_stage_seconds_count", stage=s) for s in ("embed", "upsert")}
     with metrics.stage("embed"):
         for _ in range(3):
-            time.sleep(0.01)
+            wait(0.01)
             with metrics.stage("upsert"):
-                time.sleep(0.02)
+                wait(0.02)
     embed = sample("docqa_ingest_stage_seconds_sum", stage="embed") - before["embed"]
     upsert = sample("docqa_ingest_stage_seconds_sum", stage="upsert") - before["upsert"]
-    assert 0.025 <= embed < 0.055, embed  # 3 x 10 ms, without the upserts
-    assert 0.055 <= upsert < 0.09, upsert  # 3 x 20 ms, one observation
+    assert embed == pytest.approx(0.03)  # 3 x 10 ms, without the upserts
+    assert upsert == pytest.approx(0.06)  # 3 x 20 ms, one observation
     for s in ("embed", "upsert"):
         assert sample("docqa_ingest_stage_seconds_count", stage=s) == counts[s] + 1
 

@@ -220,7 +220,9 @@ def test_a_spare_of_a_dead_zygote_is_not_used(tmp_path: Path) -> None:
 def test_without_a_usable_zygote_a_new_interpreter_parses(
     tmp_path: Path, pool: SandboxPool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(zygote, "_IMPORT_ROOT", tmp_path)  # no ingest.zygote to run there
+    # a zygote that cannot start (the project is installed in the venv, so a folder without
+    # it would not do: the module is found wherever the zygote is started)
+    monkeypatch.setattr(zygote, "_MODULE", "ingest.no_such_zygote")
     monkeypatch.setattr(zygote, "_failed_at", -zygote.RETRY_AFTER_S)
     pid, parent, text = _who(tmp_path, pool, "fallback")
     assert text == "fallback" and parent == os.getpid()  # a child of this process
