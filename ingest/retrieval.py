@@ -50,21 +50,18 @@ def hybrid_search(store: VectorStore, tenant: str, embedding: Sequence[float], t
                   rrf_k: float = 60, keyword_weight: float = 1.0) -> list[ChunkHit]:
     """Dense and keyword candidates fused by reciprocal rank; near-duplicates collapsed."""
     n = max(candidates, top_k)
-    dense = store.query(tenant, embedding, n, document_ids)
-    if not store.has_keywords:
-        return collapse(dense)[:top_k]
-    keyword = store.keyword_ids(tenant, text, n, document_ids)
+    dense = store.nearest(tenant, embedding, n, document_ids)
+    keyword = store.keyword_ids(tenant, text, n, document_ids) if store.has_keywords else []
     fused: dict[str, float] = {}
-    for rank, h in enumerate(dense):
-        fused[h.chunk_id] = fused.get(h.chunk_id, 0.0) + 1.0 / (rrf_k + rank + 1)
+    for rank, (cid, _score) in enumerate(dense):
+        fused[cid] = fused.get(cid, 0.0) + 1.0 / (rrf_k + rank + 1)
     for rank, cid in enumerate(keyword):
         fused[cid] = fused.get(cid, 0.0) + keyword_weight / (rrf_k + rank + 1)
     order = sorted(fused, key=lambda c: -fused[c])
-    by_id = {h.chunk_id: h for h in dense}
+    # the records of the fused best alone are read (each shard asked for its own): a dense
+    # candidate keeps its score from the index, a keyword-only one is scored by its vector
     wanted = order[: top_k + SPARE_HITS]
-    missing = [cid for cid in wanted if cid not in by_id]
-    for h in store.get_chunks(tenant, missing, embedding):
-        by_id[h.chunk_id] = h
+    by_id = {h.chunk_id: h for h in store.get_chunks(tenant, wanted, embedding, dict(dense))}
     return collapse([by_id[c] for c in wanted if c in by_id])[:top_k]
 
 
