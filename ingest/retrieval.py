@@ -58,11 +58,22 @@ def hybrid_search(store: VectorStore, tenant: str, embedding: Sequence[float], t
     for rank, cid in enumerate(keyword):
         fused[cid] = fused.get(cid, 0.0) + keyword_weight / (rrf_k + rank + 1)
     order = sorted(fused, key=lambda c: -fused[c])
-    # the records of the fused best alone are read (each shard asked for its own): a dense
-    # candidate keeps its score from the index, a keyword-only one is scored by its vector
+    # the records of the fused best alone are read, each shard asked for its own: the first
+    # top_k, then as many more as duplicates (or chunks deleted meanwhile) left out, up to
+    # SPARE_HITS more. A dense candidate keeps its score from the index, a keyword-only one
+    # is scored by its vector.
     wanted = order[: top_k + SPARE_HITS]
-    by_id = {h.chunk_id: h for h in store.get_chunks(tenant, wanted, embedding, dict(dense))}
-    return collapse([by_id[c] for c in wanted if c in by_id])[:top_k]
+    scores = dict(dense)
+    by_id: dict[str, ChunkHit] = {}
+    read = 0
+    while read < len(wanted):
+        kept = collapse([by_id[c] for c in wanted[:read] if c in by_id])
+        if len(kept) >= top_k:
+            break
+        more = wanted[read:read + top_k - len(kept)]
+        by_id.update((h.chunk_id, h) for h in store.get_chunks(tenant, more, embedding, scores))
+        read += len(more)
+    return collapse([by_id[c] for c in wanted[:read] if c in by_id])[:top_k]
 
 
 def collapse(hits: Sequence[ChunkHit]) -> list[ChunkHit]:

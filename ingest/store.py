@@ -72,6 +72,7 @@ def shard_of(document_id: str, shards: int) -> int:
     return int.from_bytes(hashlib.sha256(document_id.encode("utf-8")).digest()[:8], "big") % shards
 
 
+FANOUT = 8  # threads asking a tenant's shards at once (docs/capacity.md "Search")
 # a tool reading a tenant's shards meets one being swapped: how often and how long it asks
 # for it again by name
 SWAP_RETRIES = 50
@@ -318,7 +319,7 @@ class ChromaStore:
         else:
             with self._lock:
                 if self._pool is None or self._pool_pid != os.getpid():  # none survive a fork
-                    self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="shards")
+                    self._pool = ThreadPoolExecutor(max_workers=FANOUT, thread_name_prefix="shards")
                     self._pool_pid = os.getpid()
                 pool = self._pool
             done = list(pool.map(lambda call: (call[0], self._on(call[0], call[1])), calls))
