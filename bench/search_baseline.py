@@ -1,6 +1,7 @@
 """The search as it was before this round's changes, for ``bench/search_scale.py`` to time
 beside the current one in the same run: every read through ``chromadb``'s client, the
-dense side's 30 records read before fusion, and a keyword-only hit's record asked of every
+dense side's 30 records read before fusion, the keyword index asked after the shards (its
+matches joined before they are ranked), and a keyword-only hit's record asked of every
 shard."""
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from typing import Any
 import numpy as np
 
 from core.domain import ChunkHit
+from ingest.keywords import KeywordIndex, match_expression
 from ingest.retrieval import SPARE_HITS, collapse
-from ingest.store import ChromaStore
+from ingest.store import ChromaStore, collection_name
 
 
 class BaselineStore(ChromaStore):
@@ -20,6 +22,24 @@ class BaselineStore(ChromaStore):
         client = super()._connect()
         self._reads = None  # the client's own query and get
         return client
+
+    def keyword_ids(self, tenant: str, text: str, n: int,
+                    document_ids: Sequence[str] | None = None) -> list[str]:
+        kw = self.keywords
+        if not isinstance(kw, KeywordIndex) or document_ids is not None:
+            return super().keyword_ids(tenant, text, n, document_ids)
+        coll = collection_name(tenant)
+        expr = match_expression(text, kw.hasher, coll)
+        if not expr:
+            return []
+        with kw._connect() as db:
+            table = kw._table(db, coll, create=False)
+            if table is None:
+                return []
+            return [str(r[0]) for r in db.execute(
+                f"SELECT k.chunk_id FROM {table} f JOIN kw_chunks k "  # noqa: S608
+                f"ON k.rowid = f.rowid WHERE {table} MATCH ? ORDER BY f.rank LIMIT ?",
+                (expr, n))]
 
     def get_chunks(self, tenant: str, ids: Sequence[str], embedding: Sequence[float],
                    scores: Mapping[str, float] | None = None) -> list[ChunkHit]:

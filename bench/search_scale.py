@@ -21,7 +21,8 @@ hybrid, top 10: "after") and the same steps as they were before this round's cha
 read whole before fusion, keyword-only hits asked of every shard: "before"), interleaved
 query by query so both see the same machine; each one's parts (query embedding, the dense
 side over every shard with its records when it reads them, the keyword search, the records
-fetched by id after fusion), and the top 10 of each query under both, compared. The
+fetched by id after fusion; "after" asks the keyword index while the shards are asked, so
+its parts overlap), and the top 10 of each query under both, compared. The
 registry's check of hits (``live``) is not part of it: there is no registry here.
 
 One JSON object on stdout (and ``--json OUT``); progress on stderr.
@@ -164,20 +165,23 @@ def build(store: ChromaStore, cipher: TextCipher, embedder: Any, texts: list[str
             chunks += part
             reps += [rep] * len(part)
             ndocs += 1
-        if reps[0] == reps[-1] == 0:
-            vectors = embedder.embed([c.text for c in chunks])
-        else:
-            bases = sorted({_base(c.document_id, len(texts)) for c in chunks})
+        fresh = [i for i, rep in enumerate(reps) if rep == 0]
+        vectors: list[list[float]] = [[] for _ in chunks]
+        for i, v in zip(fresh, embedder.embed([chunks[i].text for i in fresh]), strict=True):
+            vectors[i] = v
+        if len(fresh) < len(chunks):
+            bases = sorted({_base(c.document_id, len(texts)) for c, rep in zip(
+                chunks, reps, strict=True) if rep})
             got = tenant_get(store._connect(), TENANT, where={"document_id": {"$in": bases}},
                              include=["embeddings", "metadatas"])
             by_doc: dict[str, dict[int, np.ndarray]] = {}
             for emb, meta in zip(got["embeddings"], got["metadatas"], strict=True):
                 by_doc.setdefault(str(meta["document_id"]), {})[int(meta["chunk_index"])] = (
                     np.asarray(emb, dtype=np.float32))
-            vectors = []
-            for c in chunks:
-                of = by_doc[_base(c.document_id, len(texts))]
-                vectors.append(_near(rng, of[min(c.index, max(of))]).tolist())
+            for i, (c, rep) in enumerate(zip(chunks, reps, strict=True)):
+                if rep:
+                    of = by_doc[_base(c.document_id, len(texts))]
+                    vectors[i] = _near(rng, of[min(c.index, max(of))]).tolist()
         per_chunk = []
         for _c in chunks:
             u = rng.standard_normal((UNITS, len(vectors[0]))).astype(np.float32)
