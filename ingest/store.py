@@ -72,7 +72,7 @@ def shard_of(document_id: str, shards: int) -> int:
     return int.from_bytes(hashlib.sha256(document_id.encode("utf-8")).digest()[:8], "big") % shards
 
 
-FANOUT = 8  # threads asking a tenant's shards at once (docs/capacity.md "Search")
+FANOUT = 8  # threads asking a tenant's shards at once (docs/capacity.md "Search over 16 shards")
 # a tool reading a tenant's shards meets one being swapped: how often and how long it asks
 # for it again by name
 SWAP_RETRIES = 50
