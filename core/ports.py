@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from core.domain import ApiKey, ChunkHit, Document, DocumentKind, DocumentStatus, Progress
@@ -140,14 +140,21 @@ class VectorStore(Protocol):
         """The ``top_k`` chunks nearest ``embedding``, scored by cosine similarity."""
         ...
 
+    def nearest(self, tenant: str, embedding: Sequence[float], top_k: int,
+                document_ids: Sequence[str] | None = None) -> list[tuple[str, float]]:
+        """(chunk id, cosine similarity) of the ``top_k`` chunks nearest ``embedding``, best
+        first, without their records (``get_chunks`` reads those)."""
+        ...
+
     def keyword_ids(self, tenant: str, text: str, n: int,
                     document_ids: Sequence[str] | None = None) -> list[str]:
         """The ids of the ``n`` best keyword matches, best first (none without an index)."""
         ...
 
-    def get_chunks(self, tenant: str, ids: Sequence[str],
-                   embedding: Sequence[float]) -> list[ChunkHit]:
-        """Chunks by id, scored by cosine similarity to ``embedding``."""
+    def get_chunks(self, tenant: str, ids: Sequence[str], embedding: Sequence[float],
+                   scores: Mapping[str, float] | None = None) -> list[ChunkHit]:
+        """Chunks by id, scored by cosine similarity to ``embedding``, or by ``scores[id]``
+        where given."""
         ...
 
     def text_chunks(self, tenant: str, document_id: str, start: int, end: int,

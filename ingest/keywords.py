@@ -314,6 +314,11 @@ class KeywordIndex:
             if table is None:
                 return []
             # the table name is ours (fts_table); the query and document ids are bound
+            if document_ids is None:  # the best `limit` ranked first, then only they joined
+                return [(r[0], r[1], float(r[2])) for r in db.execute(
+                    f"SELECT k.chunk_id, k.document_id, -t.rank FROM (SELECT rowid, rank "  # noqa: S608
+                    f"FROM {table} WHERE {table} MATCH ? ORDER BY rank LIMIT ?) t "
+                    "JOIN kw_chunks k ON k.rowid = t.rowid ORDER BY t.rank", (expr, limit))]
             sql = (f"SELECT k.chunk_id, k.document_id, -f.rank FROM {table} f "  # noqa: S608
                    f"JOIN kw_chunks k ON k.rowid = f.rowid WHERE {table} MATCH ?")
             args: list[object] = [expr]

@@ -8,7 +8,10 @@ only hits are fetched with their vectors), so the answer engine's gates see one 
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 from core.domain import ChunkHit
 from core.errors import ConfigurationError
@@ -50,22 +53,47 @@ def hybrid_search(store: VectorStore, tenant: str, embedding: Sequence[float], t
                   rrf_k: float = 60, keyword_weight: float = 1.0) -> list[ChunkHit]:
     """Dense and keyword candidates fused by reciprocal rank; near-duplicates collapsed."""
     n = max(candidates, top_k)
-    dense = store.query(tenant, embedding, n, document_ids)
-    if not store.has_keywords:
-        return collapse(dense)[:top_k]
-    keyword = store.keyword_ids(tenant, text, n, document_ids)
+    # the keyword index (SQLite or PostgreSQL, the GIL released while it ranks) is asked
+    # while the shards are: at 100,000 chunks its ranking is a third of the search
+    pending = (_keyword_pool().submit(store.keyword_ids, tenant, text, n, document_ids)
+               if store.has_keywords else None)
+    dense = store.nearest(tenant, embedding, n, document_ids)
+    keyword = pending.result() if pending is not None else []
     fused: dict[str, float] = {}
-    for rank, h in enumerate(dense):
-        fused[h.chunk_id] = fused.get(h.chunk_id, 0.0) + 1.0 / (rrf_k + rank + 1)
+    for rank, (cid, _score) in enumerate(dense):
+        fused[cid] = fused.get(cid, 0.0) + 1.0 / (rrf_k + rank + 1)
     for rank, cid in enumerate(keyword):
         fused[cid] = fused.get(cid, 0.0) + keyword_weight / (rrf_k + rank + 1)
     order = sorted(fused, key=lambda c: -fused[c])
-    by_id = {h.chunk_id: h for h in dense}
+    # the records of the fused best alone are read, each shard asked for its own: the first
+    # top_k, then as many more as duplicates (or chunks deleted meanwhile) left out, up to
+    # SPARE_HITS more. A dense candidate keeps its score from the index, a keyword-only one
+    # is scored by its vector.
     wanted = order[: top_k + SPARE_HITS]
-    missing = [cid for cid in wanted if cid not in by_id]
-    for h in store.get_chunks(tenant, missing, embedding):
-        by_id[h.chunk_id] = h
-    return collapse([by_id[c] for c in wanted if c in by_id])[:top_k]
+    scores = dict(dense)
+    by_id: dict[str, ChunkHit] = {}
+    read = 0
+    while read < len(wanted):
+        kept = collapse([by_id[c] for c in wanted[:read] if c in by_id])
+        if len(kept) >= top_k:
+            break
+        more = wanted[read:read + top_k - len(kept)]
+        by_id.update((h.chunk_id, h) for h in store.get_chunks(tenant, more, embedding, scores))
+        read += len(more)
+    return collapse([by_id[c] for c in wanted[:read] if c in by_id])[:top_k]
+
+
+_pool: tuple[int, ThreadPoolExecutor] | None = None
+_pool_lock = threading.Lock()
+
+
+def _keyword_pool() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool[0] != os.getpid():  # no thread survives a fork
+            _pool = (os.getpid(), ThreadPoolExecutor(max_workers=4,
+                                                     thread_name_prefix="keywords"))
+        return _pool[1]
 
 
 def collapse(hits: Sequence[ChunkHit]) -> list[ChunkHit]:

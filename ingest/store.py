@@ -19,7 +19,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -33,6 +33,7 @@ from core.locks import redis_collection_lock
 from core.sentcodec import Q8_KEY, VECTORS_KEY
 from core.settings import Settings, apply_offline_env
 from core.textcrypt import TEXT_KEY, TextCipher, TextKeyMissing, term_key
+from ingest.chromahttp import ChromaReads
 from ingest.keywords import KeywordIndex, KeywordStore
 from ingest.sentences import KEYS
 
@@ -71,6 +72,7 @@ def shard_of(document_id: str, shards: int) -> int:
     return int.from_bytes(hashlib.sha256(document_id.encode("utf-8")).digest()[:8], "big") % shards
 
 
+FANOUT = 8  # threads asking a tenant's shards at once (docs/capacity.md "Search over 16 shards")
 # a tool reading a tenant's shards meets one being swapped: how often and how long it asks
 # for it again by name
 SWAP_RETRIES = 50
@@ -149,6 +151,9 @@ class ChromaStore:
         self.cipher = cipher
         self.shards = shards
         self._client: Any = None
+        # a search's reads without the client's per-request cost (ingest/chromahttp.py);
+        # None for a store on an in-process client (unit tests): the client's calls then
+        self._reads: ChromaReads | None = None
         self._collections: dict[str, Any] = {}
         self._layouts: dict[str, Layout] = {}
         self._lock = threading.Lock()
@@ -171,6 +176,7 @@ class ChromaStore:
                 raise StoreUnavailableError(
                     f"Chroma server at {self.host}:{self.port} is unreachable: {exc}"
                 ) from exc
+            self._reads = ChromaReads(self.host, self.port)
         return self._client
 
     def _named(self, name: str, create: bool = False,
@@ -313,7 +319,7 @@ class ChromaStore:
         else:
             with self._lock:
                 if self._pool is None or self._pool_pid != os.getpid():  # none survive a fork
-                    self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="shards")
+                    self._pool = ThreadPoolExecutor(max_workers=FANOUT, thread_name_prefix="shards")
                     self._pool_pid = os.getpid()
                 pool = self._pool
             done = list(pool.map(lambda call: (call[0], self._on(call[0], call[1])), calls))
@@ -325,6 +331,22 @@ class ChromaStore:
         except Exception as exc:
             self._forget()  # a restarted server may have new collection ids
             raise _wrap(exc) from exc
+
+    def _nearest_op(self, embedding: Sequence[float], n: int, where: dict[str, Any] | None,
+                    include: list[str]) -> Callable[[Any], Any]:
+        """``op`` asking a collection for the ``n`` nearest to ``embedding``."""
+        reads, vector = self._reads, [float(x) for x in embedding]
+        if reads is None:
+            return lambda coll: coll.query(query_embeddings=[vector], n_results=n, where=where,
+                                           include=include)
+        return lambda coll: reads.query(coll, vector, n, where, include)
+
+    def _get_op(self, ids: Sequence[str], include: list[str]) -> Callable[[Any], Any]:
+        """``op`` asking a collection for records by id."""
+        reads, wanted = self._reads, list(ids)
+        if reads is None:
+            return lambda coll: coll.get(ids=wanted, include=include)
+        return lambda coll: reads.get(coll, wanted, include)
 
     def heartbeat(self) -> None:
         client = self._connect()
@@ -439,25 +461,59 @@ class ChromaStore:
         hits.sort(key=lambda h: (h.start, h.chunk_id))
         return hits[:limit] if limit is not None else hits
 
-    def get_chunks(self, tenant: str, ids: Sequence[str], embedding: Sequence[float]
-                   ) -> list[ChunkHit]:
-        """Chunks by id, scored by cosine similarity to ``embedding`` (for keyword hits)."""
+    def get_chunks(self, tenant: str, ids: Sequence[str], embedding: Sequence[float],
+                   scores: Mapping[str, float] | None = None) -> list[ChunkHit]:
+        """Chunks by id, scored by cosine similarity to ``embedding`` (for keyword hits), or
+        by ``scores[id]`` where given (dense hits: their score from ``nearest``).
+
+        A chunk id starts with its document's id (``core.domain.chunk_id``), which names its
+        shard: each shard is asked for its own ids only; ids not found there (an id of
+        another form) are asked of the other collections."""
         if not ids:
             return []
         q = np.asarray(embedding, dtype=np.float32)
         qn = float(np.linalg.norm(q)) or 1.0
-        out = []
-        for res in self._each(self._names(tenant), lambda coll: coll.get(
-                ids=list(ids), include=["documents", "metadatas", "embeddings"])):
-            self._prefetch(res["metadatas"])
-            for cid, text, meta, emb in zip(res["ids"], res["documents"], res["metadatas"],
-                                            res["embeddings"], strict=True):
-                v = np.asarray(emb, dtype=np.float32)
-                cos = float(v @ q) / ((float(np.linalg.norm(v)) or 1.0) * qn)
-                hit = self._hit(cid, text, meta, cos)
-                if hit is not None:
-                    out.append(hit)
-        return out
+        given = scores or {}
+        out: dict[str, ChunkHit] = {}
+        self._connect()
+
+        def read(calls: list[tuple[str, list[str]]]) -> set[str]:
+            seen: set[str] = set()
+            need = [name for name, group in calls if any(c not in given for c in group)]
+            include = ["documents", "metadatas"]
+            ops = [(name, self._get_op(group, include + (["embeddings"] if name in need
+                                                         else [])))
+                   for name, group in calls]
+            for _name, res in self._map(ops):
+                self._prefetch(res["metadatas"])
+                embs = res.get("embeddings")
+                for i, (cid, text, meta) in enumerate(zip(res["ids"], res["documents"],
+                                                          res["metadatas"], strict=True)):
+                    seen.add(cid)
+                    if cid in given:
+                        score = given[cid]
+                    else:
+                        v = np.asarray(embs[i], dtype=np.float32)
+                        score = float(v @ q) / ((float(np.linalg.norm(v)) or 1.0) * qn)
+                    hit = self._hit(cid, text, meta, score)
+                    if hit is not None:
+                        out[cid] = hit
+            return seen
+
+        names = self._names(tenant)
+        lay = self.layout(tenant)
+        routed: dict[str, list[str]] = {}
+        for cid in dict.fromkeys(ids):
+            home = (shard_name(tenant, shard_of(cid.split(":", 1)[0], lay.shards))
+                    if lay.shards else names[0] if names else None)
+            if home is not None:
+                routed.setdefault(home, []).append(cid)
+        found = read(list(routed.items()))
+        missing = [cid for group in routed.values() for cid in group if cid not in found]
+        if missing:  # ids of another form, the collection of before shards, or gone
+            read([(name, left) for name in names
+                  if (left := [c for c in missing if c not in routed.get(name, ())])])
+        return [out[cid] for cid in dict.fromkeys(ids) if cid in out]
 
     @property
     def has_keywords(self) -> bool:
@@ -626,16 +682,12 @@ class ChromaStore:
             self.keywords.replace_chunks(name, rows)
         return n
 
-    def query(
-        self,
-        tenant: str,
-        embedding: Sequence[float],
-        top_k: int,
-        document_ids: Sequence[str] | None = None,
-    ) -> list[ChunkHit]:
-        """The ``top_k`` nearest chunks over all of the tenant's shards, within
-        ``document_ids`` when given: each shard's ``top_k`` nearest, merged by distance
-        (the true ``top_k``: none of them can be beaten by a shard's ``top_k + 1``-th).
+    def _candidates(self, tenant: str, embedding: Sequence[float], top_k: int,
+                    document_ids: Sequence[str] | None, light: bool | None
+                    ) -> tuple[list[tuple[float, str, str, Any, dict[str, Any] | None]], bool]:
+        """(distance, chunk id, collection, document, metadata) of the ``top_k`` nearest,
+        best first, and whether they are ``light``: ids and distances only (document and
+        metadata None; ``light=None``: when several collections are asked).
 
         A filter can match tens of thousands of documents; Chroma turns ``$in`` into one
         SQL variable per value, and SQLite refuses more than 32,766 ("too many SQL
@@ -655,30 +707,48 @@ class ChromaStore:
             else:
                 names = self._names(tenant)
             plan.append((names, where))
-        # several collections: ask each for ids and distances only, then fetch the records
-        # of the top_k alone (a hit's record is ~10 KB: its unit vectors and sealed text)
-        light = sum(len(names) for names, _w in plan) > 1
+        if light is None:
+            light = sum(len(names) for names, _w in plan) > 1
         include = ["distances"] if light else ["documents", "metadatas", "distances"]
         found: list[tuple[float, str, str, Any, dict[str, Any] | None]] = []
+        self._connect()
         for names, where in plan:
-
-            def nearest(coll: Any, where: dict[str, Any] | None = where) -> Any:
-                return coll.query(query_embeddings=[list(embedding)], n_results=top_k,
-                                  where=where, include=include)
-
-            for name, res in self._each_named(names, nearest):
+            for name, res in self._each_named(
+                    names, self._nearest_op(embedding, top_k, where, include)):
                 docs = res["documents"][0] if not light else [None] * len(res["ids"][0])
                 metas = res["metadatas"][0] if not light else [None] * len(res["ids"][0])
                 found += [(float(dist), cid, name, text, meta) for cid, text, meta, dist in zip(
                     res["ids"][0], docs, metas, res["distances"][0], strict=True)]
-        found = sorted(found, key=lambda f: (f[0], f[1]))[:top_k]
+        return sorted(found, key=lambda f: (f[0], f[1]))[:top_k], light
+
+    def nearest(self, tenant: str, embedding: Sequence[float], top_k: int,
+                document_ids: Sequence[str] | None = None) -> list[tuple[str, float]]:
+        """(chunk id, cosine) of the ``top_k`` nearest chunks, best first, as ``query`` finds
+        them but without reading their records (``get_chunks`` reads those wanted)."""
+        found, _light = self._candidates(tenant, embedding, top_k, document_ids, light=True)
+        return [(cid, 1.0 - dist) for dist, cid, _n, _t, _m in found]
+
+    def query(
+        self,
+        tenant: str,
+        embedding: Sequence[float],
+        top_k: int,
+        document_ids: Sequence[str] | None = None,
+    ) -> list[ChunkHit]:
+        """The ``top_k`` nearest chunks over all of the tenant's shards, within
+        ``document_ids`` when given: each shard's ``top_k`` nearest, merged by distance
+        (the true ``top_k``: none of them can be beaten by a shard's ``top_k + 1``-th).
+
+        Several collections are asked for ids and distances only, and the records of the
+        merged ``top_k`` fetched after (a hit's record is ~10 KB: its unit vectors and
+        sealed text)."""
+        found, light = self._candidates(tenant, embedding, top_k, document_ids, light=None)
         if light:
             records: dict[str, tuple[Any, dict[str, Any]]] = {}
             wanted: dict[str, list[str]] = {}
             for _d, cid, name, _t, _m in found:
                 wanted.setdefault(name, []).append(cid)
-            calls = [(name, lambda coll, ids=ids: coll.get(ids=ids, include=["documents",
-                                                                           "metadatas"]))
+            calls = [(name, self._get_op(ids, ["documents", "metadatas"]))
                      for name, ids in wanted.items()]
             for _name, res in self._map(calls):
                 records.update({cid: (text, meta) for cid, text, meta in zip(

@@ -21,7 +21,7 @@ import os
 import re
 import secrets
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +133,11 @@ class FakeStore:
         hits = [self._hit(cid, embedding) for cid in self._visible(tenant, document_ids)]
         return sorted(hits, key=lambda h: h.score, reverse=True)[:top_k]
 
+    def nearest(self, tenant: str, embedding: Sequence[float], top_k: int,
+                document_ids: Sequence[str] | None = None) -> list[tuple[str, float]]:
+        return [(h.chunk_id, h.score) for h in self.query(tenant, embedding, top_k,
+                                                          document_ids)]
+
     def keyword_ids(self, tenant: str, text: str, n: int,
                     document_ids: Sequence[str] | None = None) -> list[str]:
         if not self.has_keywords:
@@ -152,8 +157,8 @@ class FakeStore:
         return [ChunkHit(c.id, c.document_id, "", c.text, c.page, c.start, c.end, 0.0)
                 for c in found[:limit]]
 
-    def get_chunks(self, tenant: str, ids: Sequence[str],
-                   embedding: Sequence[float]) -> list[ChunkHit]:
+    def get_chunks(self, tenant: str, ids: Sequence[str], embedding: Sequence[float],
+                   scores: Mapping[str, float] | None = None) -> list[ChunkHit]:
         visible = set(self._visible(tenant, None))
         return [self._hit(cid, embedding) for cid in ids if cid in visible]
 
