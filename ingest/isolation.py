@@ -26,6 +26,7 @@ before :func:`isolate` (nothing can be opened by path after it).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import platform
@@ -36,6 +37,9 @@ _CLONE_NEWUSER = 0x10000000
 _CLONE_NEWNET = 0x40000000
 _PR_SET_NO_NEW_PRIVS = 38
 _PR_SET_SECCOMP = 22
+PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
+PR_SET_CHILD_SUBREAPER = 36
 _SECCOMP_MODE_FILTER = 2
 _SYS_LANDLOCK_CREATE_RULESET = 444  # the same number on x86_64 and aarch64
 _SYS_LANDLOCK_RESTRICT_SELF = 446
@@ -56,6 +60,12 @@ def minimal_env() -> dict[str, str]:
 
 def _libc() -> ctypes.CDLL:
     return ctypes.CDLL(None, use_errno=True)
+
+
+def prctl(option: int, value: int) -> None:
+    """``prctl(option, value)`` where there is one (Linux); nothing elsewhere."""
+    with contextlib.suppress(OSError, AttributeError):
+        _libc().prctl(option, value, 0, 0, 0)
 
 
 def enter_network_namespace() -> bool:

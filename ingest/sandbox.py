@@ -27,7 +27,6 @@ its end as for a new interpreter.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import importlib
 import inspect
 import json
@@ -50,7 +49,7 @@ from core.domain import DocumentKind, LineKind, LineMark, Page
 from core.errors import ParseError, TransientError
 from core.vault import memory_file
 from ingest import zygote
-from ingest.isolation import isolate, minimal_env
+from ingest.isolation import PR_SET_PDEATHSIG, isolate, minimal_env, prctl
 
 log = logging.getLogger("docqa.ingest")
 
@@ -431,10 +430,7 @@ class _ProgressPipe:
 def _die_with_parent(parent: int) -> None:
     """Die with the worker (Linux): a killed worker must not leave a parser running. Set
     again after the privileges change (the kernel clears it then)."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # pragma: no cover - not Linux
-        pass
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(1)
 

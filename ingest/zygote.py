@@ -53,7 +53,6 @@ come back over the socket, so the worker reports a child's end exactly as before
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import logging
 import os
@@ -80,18 +79,11 @@ RETRY_AFTER_S = 60.0  # after a zygote failed to start, new interpreters until t
 PROGRESS_FD = 3  # the child's progress pipe (after stdin, stdout, stderr)
 _IMPORT_ROOT = Path(__file__).resolve().parents[1]
 _MODULE = "ingest.zygote_process"  # what the zygote runs (python -m)
-PR_SET_DUMPABLE = 4
-PR_SET_CHILD_SUBREAPER = 36
 MAX_MESSAGE = 4096
 
 
 class ZygoteUnavailable(Exception):
     """The zygote could not fork a child (gone, refused, no answer): use a new interpreter."""
-
-
-def prctl(option: int, value: int) -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
 
 
 # ---------------------------------------------------------------- the worker's side

@@ -19,7 +19,8 @@ from typing import Any, NoReturn
 
 from core.domain import DocumentKind
 from ingest import sandbox
-from ingest.zygote import MAX_MESSAGE, PR_SET_CHILD_SUBREAPER, PR_SET_DUMPABLE, prctl
+from ingest.isolation import PR_SET_CHILD_SUBREAPER, PR_SET_DUMPABLE, prctl
+from ingest.zygote import MAX_MESSAGE
 
 
 def _send(sock: socket.socket, msg: dict[str, Any]) -> None:
