@@ -72,6 +72,23 @@ def pool() -> Iterator[SandboxPool]:
     zygote.stop()
 
 
+@pytest.fixture
+def spared() -> Iterator[tuple[SandboxPool, int, zygote.Zygote]]:
+    """A pool whose spare child the zygote forked ahead: the pool, the spare's pid, the
+    zygote."""
+    zygote.stop()
+    pool = SandboxPool(depth=1, zygote=True)
+    try:
+        pool.refill(f"{HERE}:who", TEXT)
+        spare = pool.spare_pid
+        z = zygote.current()
+        assert spare is not None and z is not None
+        yield pool, spare, z
+    finally:
+        pool.close()
+        zygote.stop()
+
+
 def _doc(tmp_path: Path, text: str = "words") -> Path:
     path = tmp_path / f"doc-{time.monotonic_ns()}.txt"
     path.write_text(text)
@@ -131,20 +148,12 @@ def test_real_readers_parse_in_forked_children(tmp_path: Path, pool: SandboxPool
     assert zygote.current() is not None
 
 
-def test_spares_are_forked_ahead_by_the_zygote(tmp_path: Path) -> None:
-    zygote.stop()
-    pool = SandboxPool(depth=1, zygote=True)
-    try:
-        pool.refill(f"{HERE}:who", TEXT)
-        spare = pool.spare_pid
-        z = zygote.current()
-        assert spare is not None and z is not None
-        pid, parent, _ = _who(tmp_path, pool)
-        assert (pid, parent) == (spare, z.pid)
-        assert pool.spare_pid not in (None, spare)
-    finally:
-        pool.close()
-        zygote.stop()
+def test_spares_are_forked_ahead_by_the_zygote(
+        tmp_path: Path, spared: tuple[SandboxPool, int, zygote.Zygote]) -> None:
+    pool, spare, z = spared
+    pid, parent, _ = _who(tmp_path, pool)
+    assert (pid, parent) == (spare, z.pid)
+    assert pool.spare_pid not in (None, spare)
 
 
 @pytest.mark.parametrize(("target", "limits", "reason"), [
@@ -200,21 +209,13 @@ def test_a_zygote_killed_during_a_parse_fails_it_as_transient(tmp_path: Path,
     assert text == "next" and parent != first
 
 
-def test_a_spare_of_a_dead_zygote_is_not_used(tmp_path: Path) -> None:
-    zygote.stop()
-    pool = SandboxPool(depth=1, zygote=True)
-    try:
-        pool.refill(f"{HERE}:who", TEXT)
-        spare = pool.spare_pid
-        z = zygote.current()
-        assert z is not None and spare is not None
-        os.kill(z.pid, signal.SIGKILL)
-        z.proc.wait()  # dead before the next parse looks at its spare
-        pid, parent, _ = _who(tmp_path, pool)
-        assert pid != spare and parent != z.pid
-    finally:
-        pool.close()
-        zygote.stop()
+def test_a_spare_of_a_dead_zygote_is_not_used(
+        tmp_path: Path, spared: tuple[SandboxPool, int, zygote.Zygote]) -> None:
+    pool, spare, z = spared
+    os.kill(z.pid, signal.SIGKILL)
+    z.proc.wait()  # dead before the next parse looks at its spare
+    pid, parent, _ = _who(tmp_path, pool)
+    assert pid != spare and parent != z.pid
 
 
 def test_without_a_usable_zygote_a_new_interpreter_parses(
