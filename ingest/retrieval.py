@@ -8,15 +8,13 @@ only hits are fetched with their vectors), so the answer engine's gates see one 
 
 from __future__ import annotations
 
-import os
-import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 from core.domain import ChunkHit
 from core.errors import ConfigurationError
 from core.ports import VectorStore
 from core.settings import RetrievalSettings
+from core.threads import ProcessThreads
 
 MODES = ("hybrid", "dense", "keyword")
 # spare hits for collapsed duplicates, not 2x: each keyword-only hit costs a vector fetch
@@ -55,7 +53,7 @@ def hybrid_search(store: VectorStore, tenant: str, embedding: Sequence[float], t
     n = max(candidates, top_k)
     # the keyword index (SQLite or PostgreSQL, the GIL released while it ranks) is asked
     # while the shards are: at 100,000 chunks its ranking is a third of the search
-    pending = (_keyword_pool().submit(store.keyword_ids, tenant, text, n, document_ids)
+    pending = (_KEYWORDS.get().submit(store.keyword_ids, tenant, text, n, document_ids)
                if store.has_keywords else None)
     dense = store.nearest(tenant, embedding, n, document_ids)
     keyword = pending.result() if pending is not None else []
@@ -83,17 +81,7 @@ def hybrid_search(store: VectorStore, tenant: str, embedding: Sequence[float], t
     return collapse([by_id[c] for c in wanted[:read] if c in by_id])[:top_k]
 
 
-_pool: tuple[int, ThreadPoolExecutor] | None = None
-_pool_lock = threading.Lock()
-
-
-def _keyword_pool() -> ThreadPoolExecutor:
-    global _pool
-    with _pool_lock:
-        if _pool is None or _pool[0] != os.getpid():  # no thread survives a fork
-            _pool = (os.getpid(), ThreadPoolExecutor(max_workers=4,
-                                                     thread_name_prefix="keywords"))
-        return _pool[1]
+_KEYWORDS = ProcessThreads(4, "keywords")
 
 
 def collapse(hits: Sequence[ChunkHit]) -> list[ChunkHit]:

@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +31,7 @@ from core.locks import redis_collection_lock
 from core.sentcodec import Q8_KEY, VECTORS_KEY
 from core.settings import Settings, apply_offline_env
 from core.textcrypt import TEXT_KEY, TextCipher, TextKeyMissing, term_key
+from core.threads import ProcessThreads
 from ingest.chromahttp import ChromaReads
 from ingest.keywords import KeywordIndex, KeywordStore
 from ingest.sentences import KEYS
@@ -157,8 +156,7 @@ class ChromaStore:
         self._collections: dict[str, Any] = {}
         self._layouts: dict[str, Layout] = {}
         self._lock = threading.Lock()
-        self._pool: ThreadPoolExecutor | None = None
-        self._pool_pid = 0
+        self._threads = ProcessThreads(FANOUT, "shards")
 
     def _connect(self) -> Any:
         if self._client is None:
@@ -317,12 +315,8 @@ class ChromaStore:
         if len(calls) <= 1:
             done = [(name, self._on(name, op)) for name, op in calls]
         else:
-            with self._lock:
-                if self._pool is None or self._pool_pid != os.getpid():  # none survive a fork
-                    self._pool = ThreadPoolExecutor(max_workers=FANOUT, thread_name_prefix="shards")
-                    self._pool_pid = os.getpid()
-                pool = self._pool
-            done = list(pool.map(lambda call: (call[0], self._on(call[0], call[1])), calls))
+            done = list(self._threads.get().map(
+                lambda call: (call[0], self._on(call[0], call[1])), calls))
         return [(name, res) for name, res in done if res is not None]
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
