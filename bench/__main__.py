@@ -1,7 +1,7 @@
 """``python -m bench`` (or ``docqa-bench``): evaluations against a running docqa service.
 
     python -m bench squad2 [--split dev|test] [--n N] [--baseline] [--json F]
-    python -m bench business [--split dev|test] [--baseline] [--json F]
+    python -m bench business [--split dev|dev2|test|all] [--baseline] [--json F]
     python -m bench business-corpus DIR
     python -m bench scifact [--split train|test] [--json F]
 """
@@ -62,8 +62,9 @@ def _use_chroma(chroma_url: str | None) -> None:
 
 
 @main.command()
-@click.option("--split", type=click.Choice(["dev", "test", "all"]), default="test",
-              show_default=True, help="each question's fixed split: dev (tune) or test (report)")
+@click.option("--split", type=click.Choice(bench_business.SPLITS), default="test",
+              show_default=True,
+              help="each question's fixed split: dev or dev2 (tune) or test (report)")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), default=None,
               help="write the metrics of both systems as JSON here")
 @click.option("--details", "details_out", type=click.Path(path_type=Path), default=None,

@@ -9,13 +9,17 @@ tries to give an AI assistant orders. Text formats are committed as they are upl
 sources (``sources/NAME.docx.md``, ``sources/NAME.pdf.md``) by ``bench/docbuild.py``, the
 same bytes on every run, so a re-run against one tenant re-uses the earlier uploads.
 
-``questions.json`` holds the questions, each with a fixed split (``dev`` to look at and
-tune, ``test`` to report), written as a user would ask them: ``answerable`` ones with their
+``questions.json`` holds the questions, each with a fixed split (``dev`` and ``dev2`` to look
+at and tune, ``test`` to report), written as a user would ask them: ``answerable`` ones with their
 gold answer (a short span found verbatim in the document, on the given page) and
 ``unanswerable`` near misses, which ask for a quarter, year, site, person or attribute the
 documents do not cover while sounding like ones they do (``miss`` says which, ``near``
 names the document they resemble, ``why`` says what is missing). An answerable question's
-``sources`` list every (document, page) that states its answer.
+``sources`` list every (document, page) that states its answer. ``dev2`` is a second, larger
+development set about documents of their own (procurement, sales, a transport contract, IT
+minutes, safety, benefits, training and asset records): ``dev`` had been tuned on until it
+was nearly saturated, so further tuning needs questions it has not yet shaped. Every split
+is asked against the whole corpus, so each one's documents compete with all the others.
 
 Scoring is ``bench/evalkit.py``'s, plus ``answered_wrong`` (share of all questions answered
 with something wrong). ``citation_hit`` also checks the page: a citation counts when it
@@ -62,7 +66,8 @@ from service.answer.grounding import load_model
 from service.client import DocqaClient
 
 ROOT = Path(__file__).resolve().parent / "business"
-SPLITS = ("dev", "test", "all")
+QUESTION_SPLITS = ("dev", "dev2", "test")  # in the order ``all`` asks them
+SPLITS = (*QUESTION_SPLITS, "all")
 KINDS = ("answerable", "unanswerable")
 MISSES = ("quarter", "year", "site", "person", "attribute")
 FORMATS = (".md", ".txt", ".html", ".docx", ".pdf", ".csv")
@@ -128,7 +133,7 @@ def load(root: Path = ROOT) -> Business:
                     data=data, pages=tuple(p.text for p in pages[name]))
             for name, data in files.items()]
     raw = json.loads((root / "questions.json").read_text(encoding="utf-8"))
-    questions: dict[str, list[EvalQuestion]] = {"dev": [], "test": []}
+    questions: dict[str, list[EvalQuestion]] = {s: [] for s in QUESTION_SPLITS}
     info: dict[str, dict[str, Any]] = {}
     for entry in raw["questions"]:
         q = _question(entry, files)
@@ -141,8 +146,9 @@ def load(root: Path = ROOT) -> Business:
 
 def _question(entry: dict[str, Any], files: dict[str, bytes]) -> EvalQuestion:
     qid, kind, split = entry["id"], entry["kind"], entry["split"]
-    if split not in ("dev", "test") or kind not in KINDS:
-        raise ValueError(f"{qid}: split must be dev or test and kind one of {KINDS}")
+    if split not in QUESTION_SPLITS or kind not in KINDS:
+        raise ValueError(f"{qid}: split must be one of {QUESTION_SPLITS} and kind one of "
+                         f"{KINDS}")
     if kind == "answerable":
         answers = tuple(entry["answers"])
         sources = [(s["doc"], s["page"]) for s in entry.get("sources", [])]
@@ -159,10 +165,10 @@ def _question(entry: dict[str, Any], files: dict[str, bytes]) -> EvalQuestion:
 
 
 def select(data: Business, split: str) -> list[EvalQuestion]:
-    """The questions of ``split`` (``all``: dev then test), answerable first, in file order."""
+    """The questions of ``split`` (``all``: dev, dev2, test), answerable first, in file order."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}")
-    pool = data.questions["dev"] + data.questions["test"] if split == "all" \
+    pool = [q for s in QUESTION_SPLITS for q in data.questions[s]] if split == "all" \
         else data.questions[split]
     return [q for q in pool if q.answerable] + [q for q in pool if not q.answerable]
 

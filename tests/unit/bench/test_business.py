@@ -45,15 +45,23 @@ def files() -> dict[str, bytes]:
 
 
 def _all(data: business.Business) -> list[EvalQuestion]:
-    return data.questions["dev"] + data.questions["test"]
+    return [q for split in business.QUESTION_SPLITS for q in data.questions[split]]
+
+
+def _entries(data: business.Business, *splits: str) -> list[dict[str, Any]]:
+    return [e for e in data.info.values() if e["split"] in splits]
+
+
+def _doc_of(entry: dict[str, Any]) -> str:
+    return str(entry["sources"][0]["doc"] if entry["kind"] == "answerable" else entry["near"])
 
 
 # ------------------------------------------------------------------------------ corpus
 
 
-def test_corpus_has_twelve_documents_or_more_in_all_six_formats(
+def test_corpus_has_twenty_two_documents_in_all_six_formats(
         data: business.Business, files: dict[str, bytes]) -> None:
-    assert len(data.docs) >= 12
+    assert len(data.docs) == 22  # 13 that dev and test ask about, 9 that dev2 asks about
     assert {Path(d.filename).suffix for d in data.docs} == set(business.FORMATS)
     kinds = {sniff_bytes(name, blob) for name, blob in files.items()}
     assert kinds == set(DocumentKind)  # the service itself takes them for all six kinds
@@ -118,11 +126,41 @@ def test_write_corpus_writes_every_document(tmp_path: Path, files: dict[str, byt
 
 def test_enough_questions_of_each_kind(data: business.Business) -> None:
     questions = _all(data)
-    assert sum(q.answerable for q in questions) >= 50
-    assert sum(not q.answerable for q in questions) >= 30
-    assert len({q.qid for q in questions}) == len(questions)
-    misses = Counter(e["miss"] for e in data.info.values() if e["kind"] == "unanswerable")
-    assert set(misses) == set(business.MISSES)
+    assert len({q.qid for q in questions}) == len(questions) == len(data.info)
+    for split, answerable, unanswerable in (("dev", 44, 21), ("test", 44, 21),
+                                             ("dev2", 60, 40)):
+        qs = data.questions[split]
+        assert sum(q.answerable for q in qs) >= answerable, split
+        assert sum(not q.answerable for q in qs) >= unanswerable, split
+        misses = Counter(e["miss"] for e in _entries(data, split)
+                         if e["kind"] == "unanswerable")
+        assert set(misses) == set(business.MISSES), split
+
+
+def test_no_question_is_asked_in_two_splits(data: business.Business) -> None:
+    split_of: dict[str, str] = {}
+    for entry in data.info.values():
+        text = normalize_answer(entry["question"])
+        assert split_of.setdefault(text, entry["split"]) == entry["split"], entry["id"]
+    assert len(split_of) == len(data.info)  # and none twice within a split either
+
+
+def test_dev2_asks_about_documents_of_its_own_in_all_six_formats(
+        data: business.Business) -> None:
+    """Tuning on dev2 must not shape the passages that dev and test ask about."""
+    dev2 = {_doc_of(e) for e in _entries(data, "dev2")}
+    dev2_sources = {s["doc"] for e in _entries(data, "dev2") if e["kind"] == "answerable"
+                    for s in e["sources"]}
+    older = {_doc_of(e) for e in _entries(data, "dev", "test")} | {
+        s["doc"] for e in _entries(data, "dev", "test") if e["kind"] == "answerable"
+        for s in e["sources"]}
+    assert not (dev2 | dev2_sources) & older
+    assert {Path(d).suffix for d in dev2} == set(business.FORMATS)
+    assert len(dev2) >= 8
+    # and every one of its documents has questions of both kinds
+    for doc in dev2:
+        kinds = {e["kind"] for e in _entries(data, "dev2") if _doc_of(e) == doc}
+        assert kinds == set(business.KINDS), doc
 
 
 def test_every_gold_answer_is_on_its_stated_page(data: business.Business) -> None:
@@ -146,12 +184,11 @@ def test_gold_answers_are_short(data: business.Business) -> None:
         assert all(len(a.split()) <= 8 for a in q.answers), q.qid
 
 
-def test_splits_are_half_each_across_kinds_documents_and_misses(
+def test_dev_and_test_are_half_each_across_kinds_documents_and_misses(
         data: business.Business) -> None:
     counts: Counter[tuple[str, str]] = Counter()  # (group, split)
-    for entry in data.info.values():
-        doc = entry["sources"][0]["doc"] if entry["kind"] == "answerable" else entry["near"]
-        groups = [f"kind {entry['kind']}", f"document {doc}"]
+    for entry in _entries(data, "dev", "test"):
+        groups = [f"kind {entry['kind']}", f"document {_doc_of(entry)}"]
         if entry["kind"] == "unanswerable":
             groups.append(f"miss {entry['miss']}")
         for group in groups:
@@ -167,8 +204,18 @@ def test_select_returns_one_split_answerable_first(data: business.Business) -> N
     flags = [q.answerable for q in dev]
     assert flags == sorted(flags, reverse=True)
     assert len(business.select(data, "all")) == len(_all(data))
+    dev2 = business.select(data, "dev2")
+    assert {data.info[q.qid]["split"] for q in dev2} == {"dev2"}
+    assert len(dev2) == len(data.questions["dev2"])
     with pytest.raises(ValueError):
         business.select(data, "train")
+
+
+def test_the_cli_takes_every_split_and_refuses_others() -> None:
+    result = CliRunner().invoke(bench_cli, ["business", "--help"])
+    assert result.exit_code == 0 and "dev2" in result.output, result.output
+    result = CliRunner().invoke(bench_cli, ["business", "--split", "train"])
+    assert result.exit_code == 2 and "train" in result.output, result.output
 
 
 def test_loader_refuses_a_malformed_question(tmp_path: Path) -> None:
@@ -181,6 +228,8 @@ def test_loader_refuses_a_malformed_question(tmp_path: Path) -> None:
     (root / "questions.json").write_text(_json({"questions": [good]}))
     loaded = business.load(root)
     assert loaded.questions["dev"][0].doc_pages == (1,)
+    (root / "questions.json").write_text(_json({"questions": [{**good, "split": "dev2"}]}))
+    assert business.load(root).questions["dev2"][0].answers == ("three months",)
     for broken in ({**good, "sources": [{"doc": "missing.txt", "page": 1}]},
                    {**good, "split": "train"},
                    {**good, "kind": "unanswerable", "answers": []}):  # no miss, no near
