@@ -106,8 +106,10 @@ def _guess_items(text: str, lines: list[Line], marked: set[int]) -> list[Line]:
         line = text[cur.start:cur.end]
         prev_text = text[prev.start:prev.end] if prev is not None else ""
         numbered = _NUMBERED.match(line)
-        if numbered is not None and (prev is None or prev.kind != TEXT
-                                     or prev_text.endswith(_SENTENCE_DONE)):
+        if numbered is not None and _numbered_heading(lines, i, line):
+            run = None  # "4. PADLOCK COLOURS" alone between blank lines: a section's title
+        elif numbered is not None and (prev is None or prev.kind != TEXT
+                                       or prev_text.endswith(_SENTENCE_DONE)):
             # "1. …" where a sentence may start: "(O\n3) is ozone" is a wrapped formula
             lines[i] = replace(cur, kind=ITEM, body=cur.start + numbered.end())
             run = None
@@ -123,6 +125,19 @@ def _guess_items(text: str, lines: list[Line], marked: set[int]) -> list[Line]:
         else:
             run = None
     return lines
+
+
+def _numbered_heading(lines: list[Line], i: int, line: str) -> bool:
+    """A numbered line in capitals standing alone between blank lines ("4. PADLOCK COLOURS")
+    is a section's title, which :func:`_guess_headings` takes, not the item of a list: an
+    item is not written in capitals."""
+    number = _SECTION_NUMBER.match(line)
+    rest = line[number.end():] if number else ""
+    letters = [c for c in rest if c.isalpha()]
+    alone = (i == 0 or lines[i - 1].kind == BLANK) and i + 1 < len(lines) \
+        and lines[i + 1].kind == BLANK
+    return alone and len(letters) >= 2 and all(c.isupper() for c in letters) \
+        and _title_like(line)
 
 
 def _guess_headings(text: str, lines: list[Line], marked: set[int]) -> list[Line]:

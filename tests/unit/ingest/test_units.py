@@ -157,3 +157,18 @@ def test_headings_are_guessed_only_where_the_reader_saw_none() -> None:
         ("sentence", "Call us", "Guide"), ("sentence", "We answer within a day.", "Guide")]
     # plain text: both lone title-like lines are headings (one level: the later one wins)
     assert units(text) == [("sentence", "We answer within a day.", "Call us")]
+
+
+def test_a_numbered_title_in_capitals_is_a_heading_not_a_list_item() -> None:
+    # a plain-text procedure: "4. PADLOCK COLOURS" was an item, and was given as an answer
+    text = ("3. LOCKING OUT\n\nFit a padlock to each device.\n\n4. PADLOCK COLOURS\n\n"
+            "Locks are colour coded:\n- red: maintenance staff;\n- blue: the group lock box.\n")
+    assert units(text) == [
+        ("sentence", "Fit a padlock to each device.", "3. LOCKING OUT"),
+        ("sentence", "Locks are colour coded:", "4. PADLOCK COLOURS"),
+        ("item", "red: maintenance staff;", "4. PADLOCK COLOURS · Locks are colour coded:"),
+        ("item", "blue: the group lock box.", "4. PADLOCK COLOURS · Locks are colour coded:"),
+    ]
+    # numbered steps in sentence case stay items
+    steps = "Do this:\n\n1. Stop the machine.\n\n2. Fit a lock.\n"
+    assert [kind for kind, _, _ in units(steps)] == ["sentence", "item", "item"]
