@@ -81,16 +81,24 @@ def choose(q: Question, ranked: Sequence[Candidate], hits: Sequence[ChunkHit], d
     """The first of the ``depth`` best units that passes the qualifier and answer-type check
     (its index in ``ranked``, or None), and why each one before it did not."""
     reasons: list[str] = []
+    passed_over: set[tuple[str, tuple[str, ...]]] = set()  # (document, section) of those
     for i, c in enumerate(ranked[:depth]):
-        if i and c.score < FALLBACK_MIN_SCORE:
+        hit = hits[c.hit_index]
+        place = (hit.filename, c.context.section)
+        # a unit of a section whose better unit stated another period or identifier than the
+        # one asked (another quarter, another model) is not off topic however low it
+        # scores: that table's other rows, that section's other sentences are where the
+        # asked one is
+        if i and c.score < FALLBACK_MIN_SCORE and place not in passed_over:
             reasons.append("scored too low")
             break
-        hit = hits[c.hit_index]
         verdict: Verdict = check(q, c.text, c.kind, c.context, hit.text, hit.filename,
                                  c.start, c.end)
         if verdict.ok:
             return i, reasons
         reasons.append(verdict.reason)
+        if verdict.other_value:
+            passed_over.add(place)
     return None, reasons
 
 

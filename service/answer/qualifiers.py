@@ -72,6 +72,8 @@ _ORDINAL = {"first": 1, "1st": 1, "second": 2, "2nd": 2, "third": 3, "3rd": 3, "
             "4th": 4}
 _QUARTER = re.compile(r"\bQ([1-4])\b|\b(first|second|third|fourth|1st|2nd|3rd|4th)[ -]quarter\b"
                       r"|\b([1-4])Q\b", re.I)
+# "the last quarter of 2024" is its fourth; "last quarter" alone is the one before this one
+_LAST_QUARTER = re.compile(r"\b(?:last|final)[ -]quarter\s+of\b", re.I)
 _HALF = re.compile(r"\bH([12])\b|\b(first|second|1st|2nd)[ -]half\b", re.I)
 # a calendar date: "3 September 2024", "September 3, 2024", "September 2024", "2024-09-03",
 # "03.09.2024"; its numbers are not amounts
@@ -143,12 +145,16 @@ class Question:
     # named plainly: by a copula, or as the noun group of "What/Which N do …" ("What payment
     # terms do we have …"), not "What did the X do …" nor "How many N …"
     focus_plain: bool = False
+    measures: frozenset[tuple[float, str]] = frozenset()  # "after 40 years": (40, "year")
+    nouns: tuple[str, ...] = ()  # stems of its common nouns ("quality", "inspector")
 
 
 @dataclass(frozen=True)
 class Verdict:
     ok: bool
     reason: str = ""
+    # rejected for stating another value of the asked period or identifier (Q3 for Q1)
+    other_value: bool = False
 
 
 PASS = Verdict(True)
@@ -172,6 +178,8 @@ def periods(text: str) -> Periods:
     for m in _QUARTER.finditer(text):
         n = m.group(1) or m.group(3) or str(_ORDINAL[m.group(2).lower()])
         quarters.add(f"Q{n}")
+    if _LAST_QUARTER.search(text):
+        quarters.add("Q4")
     halves = set()
     for m in _HALF.finditer(text):
         halves.add(f"H{m.group(1) or _ORDINAL[m.group(2).lower()]}")
@@ -195,14 +203,18 @@ def identifiers(text: str) -> frozenset[str]:
 
 
 _NUM = r"(\d[\d,]*(?:\.\d+)?)"
+_CUR = r"(?:[€$£]\s?|(?:EUR|USD|GBP|CHF|CZK)\s)?"  # "over €2,500 to €25,000"
 _RANGES = (  # (pattern, (low group, high group)); a missing bound is open
-    (re.compile(rf"(?:between\s+)?{_NUM}\s*(?:to|and|-|–|—)\s*{_NUM}", re.I), (1, 2)),
+    (re.compile(rf"(?:between\s+)?{_NUM}\s*(?:to|and|-|–|—)\s*{_CUR}{_NUM}", re.I), (1, 2)),
     (re.compile(rf"{_NUM}\s*(?:[A-Za-z]+\s+)?(?:or more|or above|and above|and over|"
                 rf"or longer|\+)", re.I), (1, 0)),
-    (re.compile(rf"(?:more than|over|above|at least|from|longer than)\s+{_NUM}", re.I), (1, 0)),
-    (re.compile(rf"(?:up to|less than|under|below|at most|fewer than|within)\s+{_NUM}", re.I),
-     (0, 1)),
+    (re.compile(rf"(?:more than|over|above|at least|from|longer than)\s+{_CUR}{_NUM}", re.I),
+     (1, 0)),
+    (re.compile(rf"(?:up to|less than|under|below|at most|fewer than|within)\s+{_CUR}{_NUM}",
+                re.I), (0, 1)),
 )
+# "a 12k order": thousands
+_THOUSANDS = re.compile(r"(?<![\w.,])(\d+(?:\.\d+)?)\s?k\b", re.I)
 
 
 def _value(text: str) -> float:
@@ -211,19 +223,40 @@ def _value(text: str) -> float:
 
 def numbers(text: str) -> frozenset[float]:
     """Plain numbers of a question: not years, dates, times or parts of identifiers."""
-    bare = _IDENT.sub(" ", _YEAR.sub(" ", _DATE.sub(" ", text)))
-    return frozenset(_value(m.group(0)) for m in re.finditer(_NUM, bare))
+    bare = _DATE.sub(" ", text)
+    found = {float(m.group(1)) * 1000 for m in _THOUSANDS.finditer(bare)}
+    bare = _IDENT.sub(" ", _YEAR.sub(" ", _THOUSANDS.sub(" ", bare)))
+    return frozenset(found | {_value(m.group(0)) for m in re.finditer(_NUM, bare)})
 
 
 def ranges(text: str) -> list[tuple[float, float]]:
+    """The ranges ``text`` states; "over €2,500 to €25,000" is one closed range, not also
+    the open "over €2,500"."""
     found = []
+    taken: list[tuple[int, int]] = []  # spans of the closed ranges
     for pattern, (lo, hi) in _RANGES:
         for m in pattern.finditer(text):
+            if not (lo and hi) and any(a < m.end() and m.start() < b for a, b in taken):
+                continue
             low = _value(m.group(lo)) if lo else float("-inf")
             high = _value(m.group(hi)) if hi else float("inf")
             if low <= high:
                 found.append((low, high))
+                if lo and hi:
+                    taken.append(m.span())
     return found
+
+
+# "40 years", "3 shifts": a figure and the word it counts
+_MEASURE = re.compile(r"(?<![\w.,])(\d[\d,]*(?:\.\d+)?)[ -]([A-Za-z]{3,})\b")
+
+
+def measures(text: str) -> set[tuple[float, str]]:
+    """(figure, stem of the word it counts) of ``text``, not dates or years: "after 40 years"
+    gives (40, "year")."""
+    bare = _YEAR.sub(" ", _DATE.sub(" ", text))
+    return {(_value(m.group(1)), stem(m.group(2).lower())) for m in _MEASURE.finditer(bare)
+            if m.group(2).lower() not in STOPWORDS}
 
 
 def _series(ident: str) -> str:
@@ -334,13 +367,29 @@ def plain_focus(question: str) -> bool:
     return first not in _NOT_A_HEAD
 
 
+def question_nouns(question: str) -> tuple[str, ...]:
+    """Stems of the common nouns of a question (not names, periods or generic words): what a
+    record must speak of to answer it. () without a tagger."""
+    doc = tagger.parse(question)
+    if doc is None:
+        return ()
+    out = []
+    for tok in doc:
+        word = tok.text.lower()
+        if tok.pos_ == "NOUN" and tok.text.isalpha() and word not in _GENERIC \
+                and word not in _NOT_NAMES and not _QUARTER.fullmatch(tok.text):
+            out.append(stem(word))
+    return tuple(dict.fromkeys(w for w in out if w not in STOPWORDS))
+
+
 def analyse(question: str) -> Question:
     found = names(question)
     name_words = {w for n in found for w in _norm_words(n)}
     return Question(question, periods(question), identifiers(question), found,
                     asked_for(question), frozenset(_norm_words(question)), numbers(question),
                     focus(question, name_words), bool(_HEAD_IS.match(question)),
-                    plain_focus(question))
+                    plain_focus(question), frozenset(measures(question)),
+                    question_nouns(question))
 
 
 def focus_stated(q: Question, unit: str, near: str, record: bool) -> Verdict:
@@ -387,7 +436,8 @@ def _only_other_kind(unit: str, head: str, wanted: Sequence[str]) -> bool:
             continue
         seen = True
         prev = doc[i - 1] if i else None
-        if prev is None or prev.pos_ not in ("NOUN", "PROPN") or stem(prev.text) in wanted:
+        if prev is None or prev.pos_ not in ("NOUN", "PROPN") or not prev.text.isalpha() \
+                or stem(prev.text) in wanted:
             return False
     return seen
 
@@ -411,8 +461,35 @@ def _contains(text: str, name: str) -> bool:
     have = {_fold(w) for w in _norm_words(text)}
     if words & have:
         return True
-    return any(len(w) >= 5 and len(h) >= 5 and (h.startswith(w[:5]) and (
-        h.startswith(w) or w.startswith(h))) for w in words for h in have)
+    if any(len(w) >= 5 and len(h) >= 5 and _near_form(w, h) for w in words for h in have):
+        return True
+    return _spelt_out(name, text)
+
+
+def _near_form(a: str, b: str) -> bool:
+    """One word in another form: Scandinavia/Scandinavian, Morocco/Moroccan (they share all
+    but the last letter of the shorter, and at least five)."""
+    short, long_ = sorted((a, b), key=len)
+    common = 0
+    for x, y in zip(short, long_, strict=False):
+        if x != y:
+            break
+        common += 1
+    return common >= max(5, len(short) - 1)
+
+
+_ACRONYM = re.compile(r"^[A-Z]{2,6}$")
+
+
+def _spelt_out(name: str, text: str) -> bool:
+    """An acronym the text spells out: "MFA" in "Multi-factor authentication"."""
+    if not _ACRONYM.match(name):
+        return False
+    parts = [p for w in re.findall(r"[A-Za-z][A-Za-z-]*", text) for p in w.split("-") if p]
+    initials = "".join(p[0].upper() for p in parts)
+    return name in initials and any(
+        initials[i:i + len(name)] == name and not {p.lower() for p in parts[i:i + len(name)]}
+        & STOPWORDS for i in range(len(initials) - len(name) + 1))
 
 
 _ASSISTANT = re.compile(r"\b(AI|assistants?|chat ?bots?|language models?|LLMs?|"
@@ -482,7 +559,7 @@ def answer_type(q: Question, unit: str, kind: UnitKind) -> Verdict:
         return Verdict(False, "no name")
     if q.asked is Asked.NAMED and not (
             _has_name(unit, q, kind) or (identifiers(unit) - q.idents)
-            or _amounts(unit, q.known)):
+            or _amounts(unit, q.known) or labelled(unit, kind, q)):
         return Verdict(False, "nothing named")
     return PASS
 
@@ -530,8 +607,62 @@ def _layered(what: str, value: str, own: Iterable[str], label: Iterable[str],
         if layer:
             shown = "/".join(sorted(layer))
             return Verdict(False, f"{what} {value} asked, {shown} stated"
-                           if what != value else f"{value} asked, {shown} stated")
+                           if what != value else f"{value} asked, {shown} stated",
+                           other_value=True)
     return PASS if value in set(chunk) else Verdict(False, f"{value} not stated")
+
+
+# "2.1% more than in the third quarter of 2023": the period after "than" is what the figure
+# is measured against, not what it is of
+_COMPARED = re.compile(r"\b(?:than|compared (?:with|to)|against|versus|vs\.?)\s[^,;:()]*", re.I)
+
+
+def without_comparisons(text: str) -> str:
+    return _COMPARED.sub(" ", text)
+
+
+# "blue: the group lock box": a list item that defines a term, which is its answer
+_LABEL = re.compile(r"^\s*([^:\n]{1,40}):\s+\S")
+
+
+def labelled(unit: str, kind: UnitKind, q: Question) -> bool:
+    """A list item of the form "term: what it is" whose term the question does not say."""
+    m = _LABEL.match(unit) if kind is UnitKind.ITEM else None
+    return m is not None and len(m.group(1).split()) <= 4 \
+        and not _norm_words(m.group(1)) <= q.known
+
+
+def measured_otherwise(q: Question, unit: str) -> Verdict:
+    """"After 40 years" answered by "30 years of service: …": the unit counts the same thing
+    as the question, in another figure, and no range it states holds the question's."""
+    stated = measures(unit)
+    spans = ranges(unit)
+    for n, word in q.measures:
+        same = {m for m, w in stated if w == word}
+        if same and n not in same and not any(lo <= n <= hi for lo, hi in spans):
+            shown = "/".join(f"{m:g}" for m in sorted(same))
+            return Verdict(False, f"{n:g} {word} asked, {shown} stated")
+    return PASS
+
+
+# how many of a question's nouns a record may leave unsaid (dev2: 0 cost 4 of 86 answerable
+# questions and 2 of 44 on dev; 1 abstains on 2 more of 45 near misses than no check)
+RECORD_MISSING_NOUNS = 1
+
+
+def record_about(q: Question, near: str) -> Verdict:
+    """A record (table row, "term: value" item) is about what its cells and its context
+    say: one that says none of two or more of the question's nouns ("quality inspectors"
+    of a colour-coding list whose items name maintenance staff and contractors) is about
+    something else. One missing noun is allowed: a question says more than a row repeats
+    ("Who runs the plant in Graz?" of "Site: Graz | Plant manager: …")."""
+    words = _WORD.findall(near)
+    have = {stem(w.lower()) for w in words} | {
+        stem(p.lower()) for w in words for p in w.split("-") if p}
+    missing = [n for n in q.nouns if n not in have]
+    if len(missing) > RECORD_MISSING_NOUNS:
+        return Verdict(False, f"{' '.join(missing)} not in the record")
+    return PASS
 
 
 def check(q: Question, unit: str, kind: UnitKind, context: UnitContext, chunk: str,
@@ -543,7 +674,7 @@ def check(q: Question, unit: str, kind: UnitKind, context: UnitContext, chunk: s
         return Verdict(False, "instructions to an assistant")
     own = f"{unit} \n{context.describe()}"
     label = doc_label(filename)
-    layers = (periods(own), periods(label), periods(chunk))
+    layers = (periods(without_comparisons(own)), periods(label), periods(chunk))
     for kind_name, wanted in q.periods.kinds():
         stated = [dict(layer.kinds())[kind_name] for layer in layers]
         for value in wanted:
@@ -562,6 +693,9 @@ def check(q: Question, unit: str, kind: UnitKind, context: UnitContext, chunk: s
     for n in q.amounts:
         if spans and n not in figures and not any(lo <= n <= hi for lo, hi in spans):
             return Verdict(False, f"{n:g} asked, outside the range stated")
+    verdict = measured_otherwise(q, unit)
+    if not verdict.ok:
+        return verdict
     record = kind is not UnitKind.SENTENCE
     for name in q.names:
         if _contains(near, name):
@@ -575,9 +709,16 @@ def check(q: Question, unit: str, kind: UnitKind, context: UnitContext, chunk: s
             return Verdict(False, f"{name} not stated")
     # the thing asked for (SQuAD dev: demanding every word of it of prose turned 0.72
     # correct into 0.66, hence the looser rule for prose)
-    verdict = focus_stated(q, unit, near, record)
+    # a list item written as prose ("upload the invoice … by 30 November") is held to what a
+    # sentence is; a row or a "term: value" item must name the thing asked for
+    record_like = kind is UnitKind.ROW or (kind is UnitKind.ITEM and bool(_LABEL.match(unit)))
+    verdict = focus_stated(q, unit, near, record_like)
     if not verdict.ok:
         return verdict
+    if record_like:
+        verdict = record_about(q, near)
+        if not verdict.ok:
+            return verdict
     if not record and q.asked in (Asked.PERSON, Asked.NAMED):
         # prose names people and things by role as often as by name ("the duty officer");
         # a record's cells are the names themselves

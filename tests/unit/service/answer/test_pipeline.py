@@ -7,11 +7,19 @@ import pytest
 
 from core.domain import ChunkHit, DocumentKind
 from core.settings import Settings
+from core.units import UnitContext, UnitKind
 from ingest.embedding import HashEmbedder
 from ingest.readers import full_text, read_document
 from service.answer import AnswerPipeline, AnswerResult, DraftToken, Evidence
-from service.answer.grounding import GATE_FEATURES, SENTENCE_FEATURES, GroundingModel, Logistic
-from service.answer.pipeline import build_messages, focus_window
+from service.answer.grounding import (
+    GATE_FEATURES,
+    SENTENCE_FEATURES,
+    Candidate,
+    GroundingModel,
+    Logistic,
+)
+from service.answer.pipeline import build_messages, choose, focus_window
+from service.answer.qualifiers import analyse
 from tests.unit.conftest import PASSAGES, Env, FakeStore, StreamingFake, settings_for
 
 
@@ -289,3 +297,31 @@ def test_a_record_that_passed_the_qualifier_check_needs_less_of_the_gate() -> No
     p = AnswerPipeline(settings, emb, store, None, model=_model(bias))  # type: ignore[arg-type]
     r = p.ask("t", question, 5)
     assert r.status == "not_found" and r.trace["not_found"] == "qualifier"
+
+
+def _table(rows: list[tuple[str, float]]) -> tuple[list[ChunkHit], list[Candidate]]:
+    text = "\n".join(r for r, _ in rows)
+    hit = ChunkHit("c1", "d1", "sales-report.pdf", text, 1, 0, len(text), 0.5)
+    ctx = UnitContext(section=("Sales report", "Order intake by region"),
+                      header="Region | Quarter | Order intake")
+    cands, at = [], 0
+    for row, score in rows:
+        cands.append(Candidate(0, at, at + len(row), row, score=score, kind=UnitKind.ROW,
+                               context=ctx))
+        at += len(row) + 1
+    return [hit], cands
+
+
+def test_a_low_scored_row_of_a_table_whose_better_row_gave_another_quarter_is_tried() -> None:
+    hits, ranked = _table([("Region: DACH | Quarter: Q3 2024 | Order intake: €19.6 million", 0.4),
+                           ("Region: DACH | Quarter: Q1 2024 | Order intake: €21.4 million", 0.01)])
+    chosen, reasons = choose(analyse("What was DACH order intake in Q1 2024?"), ranked, hits, 5)
+    assert chosen == 1 and "Q1 asked" in reasons[0]
+
+
+def test_a_low_scored_unit_is_not_tried_after_a_rejection_for_another_reason() -> None:
+    hits, ranked = _table([("Region: DACH | Quarter: Q3 2024 | Order intake: €19.6 million", 0.4),
+                           ("Region: Nordics | Quarter: Q3 2024 | Order intake: €2 million", 0.01)])
+    chosen, reasons = choose(analyse("What was Benelux order intake in Q3 2024?"), ranked,
+                             hits, 5)
+    assert chosen is None and reasons[-1] == "scored too low"

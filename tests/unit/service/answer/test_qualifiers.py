@@ -291,3 +291,90 @@ def test_a_row_naming_nothing_may_take_the_name_asked_about_from_its_chunk() -> 
     chunk = f"{stock}\nSKU: CP-40-H; Site: Maribor; On hand: 0."
     v = verdict("How many CP-40 housings are in stock in Maribor?", stock, ROW, chunk=chunk)
     assert not v.ok and "Maribor" in v.reason
+
+
+# ------------------------------------------------------------------ business dev2 failures
+
+def test_a_range_written_with_currency_signs_is_one_closed_range() -> None:
+    row = "Order value (net): over €2,500 to €25,000 | Approved by: Stefan Moser"
+    assert qualifiers.ranges(row) == [(2500.0, 25000.0)]  # not also the open "over €2,500"
+    v = verdict("Who signs off a purchase worth €80,000?", row, ROW)
+    assert not v.ok and "outside the range" in v.reason
+    assert verdict("Who signs off a purchase worth €12,000?", row, ROW).ok
+
+
+def test_thousands_written_with_k_are_a_number_of_the_question() -> None:
+    assert analyse("How many quotes for a 12k order?").amounts == {12000.0}
+    assert analyse("Is the X200 a 2k model?").amounts == {2000.0}
+
+
+def test_the_last_quarter_of_a_year_is_its_fourth() -> None:
+    assert qualifiers.periods("in the last quarter of 2024").quarters == {"Q4"}
+    assert qualifiers.periods("since last quarter").quarters == frozenset()
+    v = verdict("How much did Southern Europe order in the last quarter of 2024?",
+                "Region: Southern Europe | Q1 2024: €6.3 million | Q3 2024: €5.2 million", ROW)
+    assert not v.ok and v.other_value
+
+
+def test_a_period_only_compared_against_is_not_the_period_stated() -> None:
+    unit = ("Order intake in the third quarter of 2024 was €47.3 million, 2.1% more than in "
+            "the third quarter of 2023.")
+    v = verdict("What was order intake in Q3 2023?", unit)
+    assert not v.ok and "2023 asked, 2024 stated" in v.reason
+    assert verdict("What was order intake in Q3 2024?", unit).ok
+
+
+def test_a_figure_counting_the_same_thing_otherwise_does_not_answer() -> None:
+    ctx = UnitContext(lead_in="We thank employees with an award on completing:")
+    q = "What long-service award do employees get after 40 years?"
+    v = verdict(q, "30 years of service: one monthly salary", ITEM, ctx)
+    assert not v.ok and v.reason == "40 year asked, 30 stated"
+    assert verdict("What award do employees get after 30 years?",
+                   "30 years of service: one monthly salary", ITEM, ctx).ok
+    # a range that holds the figure answers
+    assert verdict("How much leave after 12 years?",
+                   "10 to 20 years of service: 30 days of leave", ITEM).ok
+
+
+def test_a_percent_sign_is_not_another_kind_of_the_thing_asked_for() -> None:
+    # "2% discount" states a discount, not a "%" kind of discount
+    assert verdict("What early payment discount do we take?",
+                   "We accept a 2% discount for payment within 14 days.").ok
+
+
+def test_an_acronym_is_stated_by_its_spelled_out_form_and_a_name_by_its_near_form() -> None:
+    unit = "Multi-factor authentication is now active for 97% of user accounts."
+    assert verdict("For what share of user accounts is MFA active?", unit).ok
+    assert not verdict("For what share of user accounts is SSO active?", unit).ok
+    assert verdict("How big was the first order of the Moroccan distributor?",
+                   "The new distributor in Morocco placed a first order of €0.3 million.").ok
+    assert not verdict("How big was the first order of the Moroccan distributor?",
+                       "The new distributor in Monaco placed a first order of €0.3 million.").ok
+
+
+def test_a_term_defined_by_a_list_item_answers_which() -> None:
+    ctx = UnitContext(lead_in="Locks are colour coded:")
+    assert verdict("Which padlock colour marks the group lock box?",
+                   "blue: the group lock box.", ITEM, ctx).ok
+
+
+def test_a_list_item_written_as_prose_is_held_to_what_a_sentence_is() -> None:
+    ctx = UnitContext(lead_in="To claim the sports subsidy:")
+    q = "What's the deadline for uploading my gym invoice?"
+    assert verdict(q, "upload the invoice of your gym to PeopleDesk by 30 November;", ITEM,
+                   ctx).ok
+    # a "term: value" item still has to name the thing asked for
+    assert not verdict(q, "Gym: invoice in your name", ITEM, ctx).ok
+
+
+@NEEDS_TAGGER
+def test_a_record_that_says_none_of_the_questions_nouns_is_about_something_else() -> None:
+    ctx = UnitContext(section=("4. PADLOCK COLOURS",), lead_in="Locks are colour coded:")
+    v = verdict("What padlock colour do quality inspectors use?",
+                "green: production staff doing set-up or cleaning;", ITEM, ctx)
+    assert not v.ok and "not in the record" in v.reason
+    assert verdict("What padlock colour do production staff use?",
+                   "green: production staff doing set-up or cleaning;", ITEM, ctx).ok
+    # one noun a row does not repeat is allowed
+    assert verdict("Who runs the plant in Graz?", "Site: Graz | Plant manager: Karin Berg", ROW,
+                   UnitContext(header="Site | Plant manager")).ok
