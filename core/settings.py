@@ -180,8 +180,8 @@ class WorkerSettings(BaseModel):
         default=1, ge=1, description="ingest messages a worker child takes as one job when "
         "several are waiting: their chunks and evidence units are embedded in one call each "
         "and upserted together (workers/batching.py); a lone upload starts at once. 1 = one "
-        "document per job (the default until a Redis restart under a batching worker is "
-        "handled: docs/architecture.md)")
+        "document per job, the default: with the parse zygote, batches did not ingest faster "
+        "when measured (docs/architecture.md)")
     queues: str = Field(
         default="", description="comma-separated queues this worker consumes, e.g. "
         "``docqa.chroma`` alone for a worker beside the Chroma server (workers/app.py); "

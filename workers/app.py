@@ -29,7 +29,7 @@ from ingest.erasure import Eraser, NotDeletedYet, build_eraser, sees_chroma_dir
 from ingest.pipeline import IngestDeps, failed_ingest_cleanup, ingest_document, warm_up
 from ingest.sandbox import SandboxPool
 from ingest.store import ChromaStore, open_store
-from workers import batching, deliveries, health, reconcile, testhooks
+from workers import batching, broker, deliveries, health, reconcile, testhooks
 
 log = logging.getLogger("docqa.worker")
 
@@ -218,6 +218,8 @@ def create_celery_app(settings: Settings | None = None) -> Celery:
     apply_offline_env()
     _settings = settings or Settings()
     deliveries.configure(_settings.redis_url)  # an ingest that returns resets its count there
+    # a worker that held messages when its Redis went must reconnect, not die (workers/broker.py)
+    broker.guard_restore_unacked()
     app = _app = Celery("docqa")
     app.conf.update(names.celery_config(_settings))
     connect_celery_signals()  # request id, job id and document id on the tasks' log lines

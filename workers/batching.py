@@ -23,7 +23,10 @@ The job returns one action per message, which the main process carries out:
 Delivery stays at least once: a child killed mid-job has every message of the job rejected
 back to the queue (``task_reject_on_worker_lost``); a worker killed whole leaves them in
 Redis's ``unacked`` set, handed out again after the visibility timeout; a worker stopped
-cleanly gives back the messages it held. A message is acknowledged only after its document
+cleanly gives back the messages it held. A worker whose broker connection is lost keeps the
+messages it holds and the jobs it runs, and settles them through the new connection (a Redis
+delivery tag is valid on any channel of that Redis); workers/broker.py keeps the lost
+connection's close from killing the worker. A message is acknowledged only after its document
 ended or its retry was sent.
 
 Isolation: a document whose earlier delivery did not finish (its count in
@@ -128,12 +131,15 @@ class Dispatcher:
     carries out the actions a job returns. Runs in the worker's main process, on its event
     loop (message handler, pool callbacks)."""
 
-    def __init__(self, size: int, slots: int, submit: Callable[..., Any]) -> None:
+    def __init__(self, size: int, slots: int, submit: Callable[..., Any],
+                 live_channel: Callable[[], Any] | None = None) -> None:
         self.gather = Gather(size)
         self.slots = max(1, slots)
         self.running = 0
         # submit(items, on_return, on_error): one pool job
         self._submit = submit
+        # the channel the consumer takes messages on now (None while it has none)
+        self.live_channel = live_channel
         self._seqs: dict[int, int] = {}
 
     def add(self, request: Any, priority: int | None) -> None:
@@ -153,7 +159,7 @@ class Dispatcher:
             except Exception:
                 self.running -= 1
                 for r in requests:  # give them back to the broker rather than hold them
-                    _safely(r.reject, requeue=True)
+                    self._settle(r, REQUEUE)
                 raise
 
     def _returned(self, requests: Sequence[Any], seqs: dict[int, int], result: Any) -> None:
@@ -161,15 +167,33 @@ class Dispatcher:
         actions = list(result) if isinstance(result, list | tuple) else []
         for i, request in enumerate(requests):
             action = actions[i] if i < len(actions) else REQUEUE
-            if action == ACK:
-                _safely(request.acknowledge)
-                self._seqs.pop(id(request), None)
-            elif action == DEFER:
+            if action == DEFER:
                 self.gather.add(request, _priority(request), seqs.get(id(request)))
             else:
-                _safely(request.reject, requeue=True)
+                self._settle(request, ACK if action == ACK else REQUEUE)
                 self._seqs.pop(id(request), None)
         self.flush()
+
+    def _settle(self, request: Any, action: str) -> None:
+        """Acknowledge ``request`` or send it back to the queue, on the channel it came on or,
+        when the broker connection was lost since, on the consumer's current one: a Redis
+        delivery tag names the message in Redis's ``unacked`` set, whichever channel of that
+        Redis settles it. With no channel open (Redis still down) it stays unacknowledged
+        and Redis hands it out again after the visibility timeout."""
+        message: Any = getattr(request, "message", None)
+        channel = getattr(message, "channel", None)
+        if channel is not None and getattr(channel, "closed", False):
+            live = self.live_channel() if self.live_channel is not None else None
+            if live is None or getattr(live, "closed", False):
+                log.warning("ingest message %s: its broker connection was lost and no new one "
+                            "is open; Redis hands it out again after the visibility timeout",
+                            getattr(request, "id", "?"))
+                return
+            message.channel = live
+        if action == ACK:
+            _safely(request.acknowledge)
+        else:
+            _safely(request.reject, requeue=True)
 
     def _failed(self, requests: Sequence[Any], exc_info: Any) -> None:
         """The job itself failed: its child died (every message back to the queue, as
@@ -188,10 +212,7 @@ class Dispatcher:
                     "each goes back to the queue" if lost else "acknowledged")
         for request in requests:
             self._seqs.pop(id(request), None)
-            if lost:
-                _safely(request.reject, requeue=True)
-            else:
-                _safely(request.acknowledge)
+            self._settle(request, REQUEUE if lost else ACK)
         self.flush()
 
 
@@ -238,16 +259,23 @@ def batching_strategy(task: Any, app: Any, consumer: Any, size: int, slots: int,
         pool.apply_async(job, args=(items,), callback=on_return, error_callback=on_error,
                          soft_timeout=soft_limit, timeout=hard_limit)
 
+    def live_channel() -> Any:
+        task_consumer = getattr(consumer, "task_consumer", None)
+        return getattr(task_consumer, "channel", None)
+
     # a consumer restarted after a lost broker connection asks for the strategy again: the
-    # requests held and the jobs running stay with the one dispatcher
+    # requests held and the jobs running stay with the one dispatcher, their documents are
+    # ingested, and their messages are settled through the new connection (Dispatcher._settle)
     dispatcher: Dispatcher | None = getattr(task, "_docqa_dispatcher", None)
     if dispatcher is None:
-        dispatcher = Dispatcher(size, slots, submit)
+        dispatcher = Dispatcher(size, slots, submit, live_channel)
         task._docqa_dispatcher = dispatcher
     dispatcher._submit = submit
+    dispatcher.live_channel = live_channel
 
-    def release(request: Any) -> None:  # an ETA (a retry's countdown) has come
-        consumer.qos.decrement_eventually()
+    def release(request: Any, qos: Any) -> None:  # an ETA (a retry's countdown) has come
+        if consumer.qos is qos:  # a new connection's count never counted it
+            qos.decrement_eventually()
         dispatcher.add(request, _priority(request))
 
     def handler(message: Any, body: Any, ack: Any, reject: Any, callbacks: Any,
@@ -269,7 +297,7 @@ def batching_strategy(task: Any, app: Any, consumer: Any, size: int, slots: int,
         if eta is not None and eta > datetime.now(UTC):
             # held out of the prefetch count until due, as Celery holds an ETA task
             consumer.qos.increment_eventually()
-            consumer.timer.call_at(eta.timestamp(), release, (request,), priority=6)
+            consumer.timer.call_at(eta.timestamp(), release, (request, consumer.qos), priority=6)
             return
         dispatcher.add(request, _priority(request))
 

@@ -327,6 +327,19 @@ def redis_stack(tmp_path_factory: pytest.TempPathFactory, own_redis: OwnRedis) -
         yield st
 
 
+@pytest.fixture(scope="module")
+def batching_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, OwnRedis]]:
+    """A stack whose worker runs batches, on a killable Redis of its own."""
+    server = OwnRedis(tmp_path_factory.mktemp("own-redis-batching"))
+    server.start()
+    try:
+        with run_stack(tmp_path_factory.mktemp("docqa-redisfault-batching"), server.url(0),
+                       {**FAULT_ENV, "DOCQA_WORKER__BATCH_SIZE": "8"}) as st:
+            yield st, server
+    finally:
+        server.stop()
+
+
 # ---------------------------------------------------------------- worker faults
 
 
@@ -504,6 +517,35 @@ def test_reconciler_on_worker_start_requeues_documents_redis_lost(
 
     assert_converged(st, ids, docs)
     assert re.search(r"reconcile: 3 document\(s\) were queued or processing", st.log("worker"))
+
+
+def test_a_batching_worker_holding_messages_survives_redis_killed_and_restarted(
+    batching_redis: tuple[Stack, OwnRedis]
+) -> None:
+    """A worker with batches (``worker.batch_size`` 8) keeps polling Redis while it holds
+    unacknowledged messages: one document running in its child, the others held for the next
+    job. Redis killed then: the worker reconnects instead of dying in kombu's restore of those
+    messages (workers/broker.py), and every document still ends ready exactly once, the held
+    ones settled through the new connection."""
+    st, server = batching_redis
+    worker = st.procs["worker"]
+    docs = make_docs("batch-redis", 4)
+    with st.client("acme") as acme:
+        ids = upload_all(acme, docs)
+    uploaded = time.monotonic()
+    # each document is several embedding batches, so a job takes one and holds the others
+    wait_mid_embed(st, ids[1])
+    time.sleep(max(0.0, uploaded + 2.0 - time.monotonic()))  # the append-only file's second
+    assert registry(st).get(ids[3]).status is DocumentStatus.QUEUED  # type: ignore[union-attr]
+    assert re.search(r"ingest job: [2-9] document\(s\) given", st.log("worker")), \
+        "the worker did not hold several messages at once: the case is not reached"
+    server.kill9()
+    time.sleep(2)
+    server.start()
+
+    assert_converged(st, ids, docs)
+    assert worker.poll() is None and st.procs["worker"] is worker, st.log("worker")[-3000:]
+    assert "Unrecoverable error" not in st.log("worker")
 
 
 # ---------------------------------------------------------------- docqa up supervision

@@ -122,6 +122,38 @@ def test_a_child_lost_mid_job_sends_every_message_of_the_job_back_to_the_queue()
     assert d.running == 0
 
 
+class Chan:
+    def __init__(self, closed: bool = False) -> None:
+        self.closed = closed
+
+
+class Msg:
+    def __init__(self, channel: Chan) -> None:
+        self.channel = channel
+
+
+def test_messages_of_a_lost_connection_are_settled_through_the_new_one() -> None:
+    pool = Pool()
+    live: list[Chan | None] = [None]
+    d = Dispatcher(size=4, slots=1, submit=pool.submit, live_channel=lambda: live[0])
+    old = Chan()
+    reqs = [Req(name, 0) for name in ("running", "held", "deferred", "again")]
+    for r in reqs:
+        r.message = Msg(old)  # type: ignore[attr-defined]
+        d.add(r, 0)
+    assert pool.docs(0) == ["running"]
+    old.closed = True  # the broker connection was lost with all four unacknowledged
+    pool.jobs[0][1]([ACK])  # no new connection yet: left for Redis to hand out again
+    assert reqs[0].settled == [] and reqs[0].message.channel is old  # type: ignore[attr-defined]
+    live[0] = new = Chan()  # reconnected
+    assert pool.docs(1) == ["held", "deferred", "again"]  # held documents still go
+    pool.jobs[1][1]([ACK, DEFER, REQUEUE])
+    assert reqs[1].settled == ["ack"] and reqs[3].settled == ["requeue"]
+    assert all(r.message.channel is new for r in (reqs[1], reqs[3]))  # type: ignore[attr-defined]
+    pool.jobs[2][2](ExceptionInfo_of(WorkerLostError("child killed")))
+    assert reqs[2].settled == ["requeue"] and reqs[2].message.channel is new  # type: ignore[attr-defined]
+
+
 def ExceptionInfo_of(exc: BaseException) -> Any:  # noqa: N802
     """What the pool hands the error callback: the exception in an ``ExceptionInfo``, wrapped
     in an ``ExceptionWithTraceback``."""
