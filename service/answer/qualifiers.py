@@ -31,15 +31,30 @@ retrieved chunk around the unit.
   nothing the question does not (:func:`other_names`: "Key figure: Revenue | 2023: …")
   may take it from the chunk, as a sentence does.
 * The words naming the thing asked for (``focus``: "notice period" in "What is the notice
-  period for …") must be in the unit or its context (:func:`focus_stated`): in a record its
-  head noun always; in a sentence, where the question names it plainly ("What is the X …",
-  "What X do …"), at least one of its words, and the head noun not only as another kind of
-  it: a unit about the probation period does not state a notice period.
+  period for …") must be in the unit or its context (:func:`focus_stated`): in a table row
+  or a "term: value" list item its head noun always; in a sentence, where the question
+  names it plainly ("What is the X …", "What X do …"), at least one of its words, and the
+  head noun not only as another kind of it: a unit about the probation period does not
+  state a notice period.
+* A figure the question counts something by ("after 40 years") is a qualifier too: a unit
+  that counts the same thing in another figure ("30 years of service: …"), with no range
+  holding the question's, answers another question (:func:`measured_otherwise`); a figure
+  inside a range ("over €25,000 to €150,000", currency signs and "12k" read as numbers)
+  must fall in one the unit states.
+* A period the unit only compares against ("2.1% more than in the third quarter of 2023")
+  is not one it states (:func:`without_comparisons`).
+* An acronym is stated by its spelt-out form ("MFA", "Multi-factor authentication"), and a
+  name by a near form of it (Morocco, Moroccan).
+* A table row or "term: value" item is about what it and its context say: one that leaves
+  two or more of the question's common nouns unsaid is about something else
+  (:func:`record_about`). A list item written as prose ("upload the invoice
+  … by 30 November;") is held to what a sentence is held to.
 
 Answer type (:func:`asked_for`): "how much/many", or a question about a price, fee, rate or
 other measure, needs an amount that is not a calendar date; "when" needs a date, a time or
-a number; "who" a name; "which N" a name, identifier or number. The thing must be in the
-unit (not only in its context) and not be something the question already says.
+a number; "who" a name; "which N" a name, identifier or number, or the term a "term: value"
+item defines ("blue: the group lock box"). The thing must be in the unit (not only in its
+context) and not be something the question already says.
 
 Two more things never answer: a sentence that ends in ":" (it introduces a list or table; the
 values are in the items below it), and text that addresses an AI assistant with orders (a
