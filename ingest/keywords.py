@@ -11,6 +11,11 @@ has no incremental update, re-indexes the whole corpus. Deleted text is overwrit
 disk (``secure_delete``). ``ChromaStore`` writes this index in the same upsert/delete calls
 that write Chroma, and rebuilds it from Chroma when the file is missing.
 
+FTS5 scores every chunk that shares a term with the query, so its ranking grows with the
+tenant; a search here asks it to rank only the chunks that can reach the top k (MaxScore,
+:meth:`KeywordIndex._pruned`): the same top k, each score FTS5's. docs/capacity.md "Search
+over 16 shards" has the figures.
+
 No words at rest: text is split, lowercased, stripped of diacritics and Porter-stemmed here
 (:func:`terms`), and with a term key (the service always has one, derived from the master
 key: ``core/textcrypt.py``) each term is replaced by a keyed hash, different per tenant,
@@ -57,7 +62,7 @@ BM25_K1, BM25_B = 1.2, 0.75  # FTS5's bm25() constants (fts5_aux.c)
 # the rarest terms, ranked first for a floor, may hold this share of the chunks in postings
 PRUNE_MIN_POSTINGS = 2000
 PRUNE_RARE_SHARE = 0.05
-READ_CACHE_KIB = 32768  # page cache of each searching thread's connection
+READ_CACHE_KIB = 8192  # page cache of each searching thread's connection (docs/capacity.md)
 _SPARE = 5  # more than `limit` asked of each pruned query: near ties at the cut
 _TIE = 1e-12  # scores this close (relative) may be one tie summed in two orders
 
