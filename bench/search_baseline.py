@@ -2,7 +2,8 @@
 beside the current one in the same run: every read through ``chromadb``'s client, the
 dense side's 30 records read before fusion, the keyword index asked after the shards (its
 matches joined before they are ranked), and a keyword-only hit's record asked of every
-shard."""
+shard. ``FullRankIndex``: the keyword ranking of before top-k pruning alone, for the
+service's search to be timed with it as a third way."""
 
 from __future__ import annotations
 
@@ -15,6 +16,25 @@ from core.domain import ChunkHit
 from ingest.keywords import KeywordIndex, match_expression
 from ingest.retrieval import SPARE_HITS, collapse
 from ingest.store import ChromaStore, collection_name
+
+
+class FullRankIndex(KeywordIndex):
+    """The keyword index as it ranked before top-k pruning (``KeywordIndex._pruned``): a new
+    connection per search, and FTS5's ``ORDER BY rank`` over every match."""
+
+    def search(self, collection: str, text: str, limit: int,
+               document_ids: Sequence[str] | None = None) -> list[tuple[str, str, float]]:
+        expr = match_expression(text, self.hasher, collection)
+        if document_ids is not None or not expr or limit <= 0:
+            return super().search(collection, text, limit, document_ids)
+        with self._connect() as db:
+            table = self._table(db, collection, create=False)
+            if table is None:
+                return []
+            return [(r[0], r[1], float(r[2])) for r in db.execute(
+                f"SELECT k.chunk_id, k.document_id, -t.rank FROM (SELECT rowid, rank "  # noqa: S608
+                f"FROM {table} WHERE {table} MATCH ? ORDER BY rank LIMIT ?) t "
+                "JOIN kw_chunks k ON k.rowid = t.rowid ORDER BY t.rank", (expr, limit))]
 
 
 class BaselineStore(ChromaStore):

@@ -22,7 +22,12 @@ read whole before fusion, keyword-only hits asked of every shard: "before"), int
 query by query so both see the same machine; each one's parts (query embedding, the dense
 side over every shard with its records when it reads them, the keyword search, the records
 fetched by id after fusion; "after" asks the keyword index while the shards are asked, so
-its parts overlap), and the top 10 of each query under both, compared. The
+its parts overlap), and the top 10 of each query under both, compared. A third way,
+"full_rank", is the service's search with the keyword ranking of before top-k pruning
+(``bench/search_baseline.py`` ``FullRankIndex``: FTS5 scoring every match), so the
+pruning's own effect is ``after`` against it (``*_ratio_to_full_rank``); the keyword top
+30s of "after" are compared with the exact ones (``keyword_overlap``, ``keyword_plans``:
+how many were pruned). The
 registry's check of hits (``live``) is not part of it: there is no registry here.
 
 One JSON object on stdout (and ``--json OUT``); progress on stderr.
@@ -74,6 +79,7 @@ class TimedStore:
     def __init__(self, store: ChromaStore) -> None:
         self.store = store
         self.parts: dict[str, float] = {}
+        self.keyword_top: list[str] = []  # the last keyword ranking asked for
 
     def _timed(self, name: str, fn: Callable[[], Any]) -> Any:
         t = time.perf_counter()
@@ -98,8 +104,10 @@ class TimedStore:
 
     def keyword_ids(self, tenant: str, text: str, n: int,
                     document_ids: Sequence[str] | None = None) -> list[str]:
-        return self._timed("keyword_ms", lambda: self.store.keyword_ids(
-            tenant, text, n, document_ids))  # type: ignore[no-any-return]
+        found: list[str] = self._timed("keyword_ms", lambda: self.store.keyword_ids(
+            tenant, text, n, document_ids))
+        self.keyword_top = found
+        return found
 
     def get_chunks(self, tenant: str, ids: Sequence[str], embedding: Sequence[float],
                    scores: Mapping[str, float] | None = None) -> list[ChunkHit]:
@@ -205,6 +213,11 @@ def _ms(values: list[float], pct: float) -> float:
     return round(float(v or 0.0), 1)
 
 
+def _overlap(exact: list[list[str]], other: list[list[str]]) -> float:
+    shares = [len(set(a) & set(b)) / len(a) for a, b in zip(exact, other, strict=True) if a]
+    return round(sum(shares) / len(shares), 4) if shares else 1.0
+
+
 def load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -246,7 +259,7 @@ def main(chunks: int, data: Path, shards: int, queries: int, json_out: Path | No
 
 def run(data: Path, port: int, master: bytes, state: dict[str, Any], state_path: Path,
         chunks: int, shards: int, queries: int) -> dict[str, Any]:
-    from bench.search_baseline import BaselineStore
+    from bench.search_baseline import BaselineStore, FullRankIndex
     from bench.search_baseline import hybrid_search as old_hybrid
     from ingest.embedding import make_embedder
     from service.answer.pipeline import AnswerPipeline
@@ -264,13 +277,18 @@ def run(data: Path, port: int, master: bytes, state: dict[str, Any], state_path:
         state["build_s"] = round(state.get("build_s", 0) + time.monotonic() - t0, 1)
         state_path.write_text(json.dumps(state))
     before = BaselineStore("127.0.0.1", port, keywords, cipher=cipher, shards=shards)
-    ways = {"before": TimedStore(before), "after": TimedStore(store)}
+    # the service's search with the keyword ranking of before top-k pruning
+    full_rank = ChromaStore("127.0.0.1", port, FullRankIndex(data / "keywords.sqlite3",
+                                                             term_key(master)),
+                            cipher=cipher, shards=shards)
+    ways = {"before": TimedStore(before), "full_rank": TimedStore(full_rank),
+            "after": TimedStore(store)}
     r = settings.retrieval
     searches: dict[str, Callable[[str], list[ChunkHit]]] = {}
     for name, timed in ways.items():
         pipe = AnswerPipeline(settings, TimedEmbedder(embedder, timed.parts), timed, None,
                               model=False)
-        if name == "after":  # the service's own search function
+        if name != "before":  # the service's own search function
             searches[name] = lambda q, pipe=pipe: pipe.search(TENANT, q, 10, mode="hybrid")[0]
         else:  # the same steps, with the retrieval of before
             searches[name] = lambda q, pipe=pipe, timed=timed: old_hybrid(
@@ -283,9 +301,11 @@ def run(data: Path, port: int, master: bytes, state: dict[str, Any], state_path:
     total: dict[str, list[float]] = {n: [] for n in ways}
     parts: dict[str, dict[str, list[float]]] = {n: {} for n in ways}
     tops: dict[str, list[list[str]]] = {n: [] for n in ways}
+    kw_tops: dict[str, list[list[str]]] = {n: [] for n in ways}
+    plans_start = dict(keywords.plans)
     load_start = load()
     for i, q in enumerate(qs):
-        order = list(ways) if i % 2 == 0 else list(reversed(ways))  # neither always first
+        order = list(ways) if i % 2 == 0 else list(reversed(ways))  # none always first
         for name in order:
             ways[name].parts.clear()
             t = time.perf_counter()
@@ -294,12 +314,22 @@ def run(data: Path, port: int, master: bytes, state: dict[str, Any], state_path:
             for k, v in ways[name].parts.items():
                 parts[name].setdefault(k, []).append(v)
             tops[name].append([h.chunk_id for h in hits])
+            kw_tops[name].append(ways[name].keyword_top)
     same = sum(a == b for a, b in zip(tops["before"], tops["after"], strict=True))
+    same_fr = sum(a == b for a, b in zip(tops["full_rank"], tops["after"], strict=True))
+    same_kw = sum(a == b for a, b in zip(kw_tops["before"], kw_tops["after"], strict=True))
     out: dict[str, Any] = {
         "chunks": state["chunks"], "documents": state["docs"], "shards": store.layout(
             TENANT).shards, "queries": len(qs), "build_s": state.get("build_s"),
         "load_before": load_start, "load_after": load(),
         "same_top10": f"{same}/{len(qs)}",
+        # set overlap of "after"'s hybrid top 10 and keyword top 30 with "before"'s (whose
+        # keyword ranking is FTS5's of every match), averaged over the queries
+        "top10_overlap": _overlap(tops["before"], tops["after"]),
+        "keyword_overlap": _overlap(kw_tops["before"], kw_tops["after"]),
+        "same_keyword_order": f"{same_kw}/{len(qs)}",
+        "keyword_plans": {k: v - plans_start.get(k, 0) for k, v in keywords.plans.items()},
+        "full_rank_same_top10": f"{same_fr}/{len(qs)}",
     }
     for name in ways:
         out[name] = {"search_p50_ms": _ms(total[name], 50),
@@ -308,6 +338,11 @@ def run(data: Path, port: int, master: bytes, state: dict[str, Any], state_path:
                         for k, v in sorted(parts[name].items())}}
     out["p50_ratio"] = round(out["after"]["search_p50_ms"] / out["before"]["search_p50_ms"], 3)
     out["p95_ratio"] = round(out["after"]["search_p95_ms"] / out["before"]["search_p95_ms"], 3)
+    for q in ("p50", "p95"):  # top-k pruning alone: the service's search with and without
+        out[f"{q}_ratio_to_full_rank"] = round(out["after"][f"search_{q}_ms"] / out[
+            "full_rank"][f"search_{q}_ms"], 3)
+    out["keyword_p50_ratio_to_full_rank"] = round(out["after"]["keyword_p50_ms"] / max(
+        1e-9, out["full_rank"]["keyword_p50_ms"]), 3)
     return out
 
 

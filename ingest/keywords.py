@@ -11,6 +11,11 @@ has no incremental update, re-indexes the whole corpus. Deleted text is overwrit
 disk (``secure_delete``). ``ChromaStore`` writes this index in the same upsert/delete calls
 that write Chroma, and rebuilds it from Chroma when the file is missing.
 
+FTS5 scores every chunk that shares a term with the query, so its ranking grows with the
+tenant; a search here asks it to rank only the chunks that can reach the top k (MaxScore,
+:meth:`KeywordIndex._pruned`): the same top k, each score FTS5's. docs/capacity.md "Search
+over 16 shards" has the figures.
+
 No words at rest: text is split, lowercased, stripped of diacritics and Porter-stemmed here
 (:func:`terms`), and with a term key (the service always has one, derived from the master
 key: ``core/textcrypt.py``) each term is replaced by a keyed hash, different per tenant,
@@ -24,10 +29,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
+import os
 import re
 import sqlite3
 import threading
 import unicodedata
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -49,6 +57,14 @@ _STOP = frozenset(
 MAX_TERMS = 32
 FORMAT = "2"  # 1: porter-tokenized plain text; 2: terms from terms(), hashed with a term key
 _TERM_BYTES = 8  # 64-bit term hashes: no collision in any vocabulary this index will see
+BM25_K1, BM25_B = 1.2, 0.75  # FTS5's bm25() constants (fts5_aux.c)
+# top-k pruning (KeywordIndex._pruned): below this many postings FTS5 ranks all matches;
+# the rarest terms, ranked first for a floor, may hold this share of the chunks in postings
+PRUNE_MIN_POSTINGS = 2000
+PRUNE_RARE_SHARE = 0.05
+READ_CACHE_KIB = 8192  # page cache of each searching thread's connection (docs/capacity.md)
+_SPARE = 5  # more than `limit` asked of each pruned query: near ties at the cut
+_TIE = 1e-12  # scores this close (relative) may be one tie summed in two orders
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS kw_chunks (
@@ -66,6 +82,7 @@ CREATE TABLE IF NOT EXISTS kw_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 FTS_TOKENIZER = "unicode61"
 LEGACY_TABLE = "chunk_text"  # before per-tenant tables: one shared FTS5 table
 _local = threading.local()
+_INHERITED: list[sqlite3.Connection] = []  # see KeywordIndex._reader
 
 
 def _stem(word: str) -> str:
@@ -175,6 +192,10 @@ class KeywordIndex:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self.hasher = TermHasher(term_key)
+        # how keyword searches were ranked, for the bench: "pruned", "exact" (FTS5 ranked
+        # every match), of which "fallback" (pruning tried first)
+        self.plans: Counter[str] = Counter()
+        self._readers = threading.local()
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("BEGIN IMMEDIATE")
@@ -299,36 +320,144 @@ class KeywordIndex:
     def search(self, collection: str, text: str, limit: int,
                document_ids: Sequence[str] | None = None) -> list[tuple[str, str, float]]:
         """(chunk_id, document_id, bm25 score — higher is better), best first."""
-        expr = match_expression(text, self.hasher, collection)
-        if not expr or limit <= 0 or (document_ids is not None and not document_ids):
+        query = [self.hasher(collection, t) for t in query_terms(text)]
+        if not query or limit <= 0 or (document_ids is not None and not document_ids):
             return []
         try:
-            return self._search(collection, expr, limit, document_ids)
+            return self._search(collection, query, limit, document_ids)
         except sqlite3.OperationalError as exc:  # locked past the busy timeout: a 503, not a 500
             raise StoreUnavailableError(f"the keyword index is not available ({exc})") from exc
 
-    def _search(self, collection: str, expr: str, limit: int,
+    def _search(self, collection: str, query: list[str], limit: int,
                 document_ids: Sequence[str] | None) -> list[tuple[str, str, float]]:
-        with self._connect() as db:
-            table = self._table(db, collection, create=False)
-            if table is None:
-                return []
-            # the table name is ours (fts_table); the query and document ids are bound
-            if document_ids is None:  # the best `limit` ranked first, then only they joined
-                return [(r[0], r[1], float(r[2])) for r in db.execute(
-                    f"SELECT k.chunk_id, k.document_id, -t.rank FROM (SELECT rowid, rank "  # noqa: S608
-                    f"FROM {table} WHERE {table} MATCH ? ORDER BY rank LIMIT ?) t "
-                    "JOIN kw_chunks k ON k.rowid = t.rowid ORDER BY t.rank", (expr, limit))]
-            sql = (f"SELECT k.chunk_id, k.document_id, -f.rank FROM {table} f "  # noqa: S608
-                   f"JOIN kw_chunks k ON k.rowid = f.rowid WHERE {table} MATCH ?")
-            args: list[object] = [expr]
-            if document_ids is not None:  # one JSON array, however many (no IN (?, ?…) list:
-                # SQLite allows 32,766 variables, and a filter can match more documents)
-                sql += " AND k.document_id IN (SELECT value FROM json_each(?))"
-                args.append(json.dumps(list(document_ids)))
-            sql += " ORDER BY f.rank LIMIT ?"
-            args.append(limit)
-            return [(r[0], r[1], float(r[2])) for r in db.execute(sql, args)]
+        expr = " OR ".join(f'"{t}"' for t in query)  # as match_expression writes it
+        db = self._reader()
+        table = self._table(db, collection, create=False)
+        if table is None:
+            return []
+        # the table name is ours (fts_table); the query and document ids are bound
+        if document_ids is None:
+            ranked = self._pruned(db, table, query, limit)
+            if ranked is None:
+                self.plans["exact"] += 1
+                ranked = self._ranked(db, table, expr, limit)
+            return self._named(db, ranked)
+        # one JSON array, however many (no IN (?, ?…) list: SQLite allows 32,766 variables,
+        # and a filter can match more documents)
+        return [(r[0], r[1], float(r[2])) for r in db.execute(
+            f"SELECT k.chunk_id, k.document_id, -f.rank FROM {table} f "  # noqa: S608
+            f"JOIN kw_chunks k ON k.rowid = f.rowid WHERE {table} MATCH ? "
+            "AND k.document_id IN (SELECT value FROM json_each(?)) ORDER BY f.rank LIMIT ?",
+            (expr, json.dumps(list(document_ids)), limit))]
+
+    def _reader(self) -> sqlite3.Connection:
+        """This thread's connection for searches, kept open: its page cache stays warm from
+        one search to the next (a new connection read every page again: about a fifth of
+        a search at 100,000 chunks). Autocommit, every result read whole, so it holds no
+        snapshot between searches and sees every commit. A forked child opens its own."""
+        held: tuple[int, sqlite3.Connection] | None = getattr(self._readers, "db", None)
+        if held is not None and held[0] == os.getpid():
+            return held[1]
+        if held is not None:  # the parent's: never used, nor closed, in this process
+            _INHERITED.append(held[1])
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        db.execute(f"PRAGMA cache_size=-{READ_CACHE_KIB}")
+        self._readers.db = (os.getpid(), db)
+        return db
+
+    @staticmethod
+    def _ranked(db: sqlite3.Connection, table: str, expr: str,
+                limit: int) -> list[tuple[int, float]]:
+        """FTS5's BM25 ranking: (rowid, score), best first, ties by row id; it scores every
+        match. ``bm25()`` sorted by SQLite, not FTS5's ``ORDER BY rank``: the same order,
+        but SQLite keeps only the best ``limit`` while FTS5's sorter held every match."""
+        return [(int(r[0]), -float(r[1])) for r in db.execute(
+            f"SELECT rowid, bm25({table}) AS s FROM {table} WHERE {table} MATCH ? "  # noqa: S608
+            "ORDER BY s, rowid LIMIT ?", (expr, limit))]
+
+    def _tied(self, db: sqlite3.Connection, table: str, query: list[str],
+              df: dict[str, int], stats: tuple[int, int],
+              found: dict[int, float]) -> dict[int, float]:
+        """The chunks of ``found`` whose scores are within rounding of another's, scored
+        as FTS5 scores them for ``query`` in its own order (a true tie of two chunks can
+        come out of another order one bit apart, and rank them the other way round)."""
+        order = sorted(found.items(), key=lambda rs: -rs[1])
+        near = {r for (r, s), (r2, s2) in zip(order, order[1:], strict=False)
+                if s - s2 <= _TIE * abs(s) for r in (r, r2)}
+        if not near:
+            return {}
+        texts = dict(db.execute(
+            f"SELECT id, c0 FROM {table}_content WHERE id IN "  # noqa: S608
+            "(SELECT value FROM json_each(?))", (json.dumps(sorted(near)),)))
+        idf = {t: bm25_idf(stats[0], df[t]) for t in query}
+        return dict(zip(texts, bm25_scores([str(x) for x in texts.values()], query, idf,
+                                           stats[1] / stats[0], self.hasher.key is not None),
+                        strict=True))
+
+    @staticmethod
+    def _named(db: sqlite3.Connection,
+               ranked: list[tuple[int, float]]) -> list[tuple[str, str, float]]:
+        """(chunk_id, document_id, score) of ranked rows, in their order."""
+        names = {int(r[0]): (str(r[1]), str(r[2])) for r in db.execute(
+            "SELECT rowid, chunk_id, document_id FROM kw_chunks WHERE rowid IN "
+            "(SELECT value FROM json_each(?))", (json.dumps([r for r, _ in ranked]),))}
+        return [(*names[r], s) for r, s in ranked if r in names]
+
+    def _pruned(self, db: sqlite3.Connection, table: str, query: list[str],
+                limit: int) -> list[tuple[int, float]] | None:
+        """FTS5's top ``limit`` for the OR of the ``query`` terms without scoring every
+        match (MaxScore); None when no term can be set aside, and FTS5 is then to rank
+        every match.
+
+        FTS5's work is one BM25 score per chunk sharing any term with the query (about 5 µs
+        each, idle), so a common term in the query costs tens of thousands of them at
+        100,000 chunks; finding the matches costs a hundredth of that. A term's part in a
+        score is at most ``idf * (k1 + 1)``. So: the rarest terms alone are ranked first
+        (their scores are lower bounds of the whole query's, so their ``limit``-th is a
+        ``floor`` of the top ``limit``'s); as ``frequent`` are set aside the most frequent
+        terms whose largest parts sum below ``floor``; a chunk holding those alone cannot
+        reach the top ``limit``. FTS5 then ranks, by every term, only the chunks that hold
+        another term: ``(rare) AND (frequent)`` and ``(rare) NOT (frequent)``, the best
+        ``limit`` of each. Both queries name every term once, but not in the query's order:
+        FTS5 adds the terms' parts in that order, and the last bits of a sum can depend on
+        it, so chunks whose scores come out (nearly) tied are scored again in the query's
+        order (:meth:`_tied`), and ties are broken by row id, as FTS5 breaks them."""
+        if len(query) < 2:
+            return None
+        stats = _averages(db, table)
+        if stats is None or stats[0] <= 0:
+            return None
+        df = _doc_freqs(db, table, query)
+        if sum(df.values()) <= PRUNE_MIN_POSTINGS:
+            return None  # FTS5 ranks few matches quickly
+        # terms no chunk holds change no score; the rest, fewest postings first
+        by_df = sorted((t for t in query if df[t]), key=lambda t: df[t])
+        top = {t: bm25_idf(stats[0], df[t]) * (BM25_K1 + 1.0) for t in by_df}
+        rare, budget = 1, max(PRUNE_MIN_POSTINGS, int(stats[0] * PRUNE_RARE_SHARE))
+        while rare < len(by_df) and sum(df[t] for t in by_df[:rare + 1]) <= budget:
+            rare += 1
+        head = self._ranked(db, table, _any(by_df[:rare]), limit)
+        if len(head) < limit:
+            self.plans["fallback"] += 1
+            return None
+        # the frequent: the most postings, whose largest parts sum below the floor
+        rare, room = len(by_df), head[-1][1]
+        while rare > 1 and top[by_df[rare - 1]] < room:
+            room -= top[by_df[rare - 1]]
+            rare -= 1
+        if rare == len(by_df):
+            self.plans["fallback"] += 1
+            return None
+        some, frequent = _any(by_df[:rare]), _any(by_df[rare:])
+        found = dict(self._ranked(db, table, f"({some}) AND ({frequent})", limit + _SPARE)
+                     + self._ranked(db, table, f"({some}) NOT ({frequent})", limit + _SPARE))
+        found.update(self._tied(db, table, query, df, stats, found))
+        best = sorted(found.items(), key=lambda rs: (-rs[1], rs[0]))[:limit]
+        if len(best) < limit or best[-1][1] <= sum(top[t] for t in by_df[rare:]):
+            self.plans["fallback"] += 1  # not expected: the floor only rose
+            return None
+        self.plans["pruned"] += 1
+        return best
 
     def count(self, collection: str) -> int:
         with self._connect() as db:
@@ -340,6 +469,79 @@ class KeywordIndex:
 
     def describe(self) -> str:
         return str(self.path)
+
+
+def bm25_idf(n_rows: int, n_hit: int) -> float:
+    """FTS5's IDF of a phrase in ``n_hit`` of ``n_rows`` rows, floored as FTS5 floors it."""
+    idf = math.log((n_rows - n_hit + 0.5) / (n_hit + 0.5))
+    return idf if idf > 0.0 else 1e-6
+
+
+def bm25_scores(texts: Sequence[str], query: Sequence[str], idf: dict[str, float],
+                avgdl: float, fixed: bool) -> list[float]:
+    """FTS5's ``bm25()`` of each indexed text (space-separated terms) for the OR of the
+    ``query`` terms, computed as fts5_aux.c computes it, term by term in query order, so
+    the scores are equal to FTS5's, not just close. ``fixed``: every term has one length
+    (hashed terms), so counting a term in the text is counting its tokens."""
+    out = []
+    for text in texts:
+        if fixed:
+            size = text.count(" ") + 1 if text else 0
+            freq = {t: text.count(t) for t in query}
+        else:
+            tokens = text.split()
+            size = len(tokens)
+            freq = Counter(tokens)
+        score = 0.0
+        for t in query:
+            f = float(freq.get(t, 0))
+            score += idf[t] * ((f * (BM25_K1 + 1.0)) / (
+                f + BM25_K1 * (1 - BM25_B + BM25_B * size / avgdl)))
+        out.append(score)
+    return out
+
+
+def _any(terms: Sequence[str]) -> str:
+    """An FTS5 OR of hashed (or stemmed) terms, each quoted."""
+    return " OR ".join(f'"{t}"' for t in terms)
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    """SQLite's varint at ``pos``: (value, position after it)."""
+    value = 0
+    for i in range(8):
+        byte = buf[pos + i]
+        value = (value << 7) | (byte & 0x7F)
+        if byte < 0x80:
+            return value, pos + i + 1
+    return (value << 8) | buf[pos + 8], pos + 9
+
+
+def _averages(db: sqlite3.Connection, table: str) -> tuple[int, int] | None:
+    """(rows, tokens) of an FTS5 table, as its bm25() reads them: the averages record
+    (row 1 of ``%_data``: the row count, then each column's token total, as varints)."""
+    row = db.execute(f"SELECT block FROM {table}_data WHERE id = 1").fetchone()  # noqa: S608
+    if not row or not row[0]:
+        return None
+    try:
+        n_rows, pos = _varint(row[0], 0)
+        n_tokens, _ = _varint(row[0], pos)
+    except IndexError:
+        return None
+    return n_rows, n_tokens
+
+
+def _doc_freqs(db: sqlite3.Connection, table: str, hashed: Sequence[str]) -> dict[str, int]:
+    """How many rows hold each term (FTS5's own count, through an fts5vocab table)."""
+    vocab = "v_" + table
+    db.execute(f"CREATE VIRTUAL TABLE IF NOT EXISTS temp.{vocab} "
+               f"USING fts5vocab(main, {table}, row)")
+    out: dict[str, int] = {}
+    for t in hashed:
+        row = db.execute(f"SELECT doc FROM temp.{vocab} WHERE term = ?",  # noqa: S608
+                         (t,)).fetchone()
+        out[t] = int(row[0]) if row else 0
+    return out
 
 
 def scrub_fts(path: Path, collection: str) -> bool:

@@ -8,6 +8,7 @@ PostgreSQL is unreachable, as the registry's do."""
 
 from __future__ import annotations
 
+import random
 import secrets
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -18,7 +19,15 @@ import psycopg
 import pytest
 from psycopg import conninfo, sql
 
-from ingest.keywords import KeywordIndex, KeywordStore, match_expression
+from ingest import keywords
+from ingest.keywords import (
+    KeywordIndex,
+    KeywordStore,
+    _averages,
+    _doc_freqs,
+    fts_table,
+    match_expression,
+)
 from ingest.pgkeywords import PostgresKeywordIndex, tsquery_text, tsvector_text
 from ingest.store import collection_name
 from tests.local_chroma import LocalChromaStore
@@ -305,6 +314,90 @@ def test_no_word_reaches_the_fts5_file(tmp_path: Path) -> None:
     for word in (b"kestrel", b"budget", b"board", b"approv", b"recip", b"brul", b"creme"):
         assert word not in raw.lower(), word
     assert b"kestrel" in b"".join(p.read_bytes() for p in tmp_path.glob("plain.sqlite3*"))
+
+
+def _fts5_top(idx: KeywordIndex, collection: str, text: str,
+              limit: int) -> list[tuple[str, str, float]]:
+    """FTS5's own ranking of every match (the query of before pruning): the reference."""
+    table = fts_table(collection)
+    with idx._connect() as db:
+        return [(r[0], r[1], float(r[2])) for r in db.execute(
+            f"SELECT k.chunk_id, k.document_id, -t.rank FROM (SELECT rowid, rank FROM {table} "
+            f"WHERE {table} MATCH ? ORDER BY rank LIMIT ?) t JOIN kw_chunks k "
+            "ON k.rowid = t.rowid ORDER BY t.rank", (match_expression(text, idx.hasher,
+                                                                      collection), limit))]
+
+
+def _zipf_index(path: Path, term_key: bytes | None) -> tuple[KeywordIndex, random.Random]:
+    """1,500 chunks of words drawn with Zipf frequencies (a few very common words, many
+    rare), lengths 3 to 80, every seventh chunk twice (exactly tied scores)."""
+    rng = random.Random(7)
+    vocab = [f"w{i}x" for i in range(300)]
+    weights = [1 / (i + 1) for i in range(len(vocab))]
+    rows = []
+    for i in range(1500):
+        rows.append((f"c{i}", f"d{i // 3}",
+                     " ".join(rng.choices(vocab, weights, k=rng.randint(3, 80)))))
+        if i % 7 == 0:
+            rows.append((f"c{i}b", f"d{i // 3}", rows[-1][2]))
+    idx = KeywordIndex(path, term_key)
+    idx.replace_chunks("t_a", rows)
+    return idx, rng
+
+
+def test_the_row_count_token_total_and_document_frequencies_are_fts5s(
+        tmp_path: Path) -> None:
+    idx, rng = _zipf_index(tmp_path / "kw.sqlite3", b"k" * 32)
+    table = fts_table("t_a")
+    with idx._connect() as db:
+        rows, tokens = db.execute(f"SELECT COUNT(*), SUM(LENGTH(text) - LENGTH(REPLACE("
+                                  f"text, ' ', '')) + 1) FROM {table}").fetchone()
+        assert _averages(db, table) == (rows, tokens) and rows > 1500
+        query = [idx.hasher("t_a", f"w{i}x") for i in (0, 3, 40, 299)] + ["absent"]
+        df = _doc_freqs(db, table, query)
+        assert df["absent"] == 0 and df[query[0]] > df[query[3]] > 0
+        for t in query:
+            assert df[t] == db.execute(f"SELECT COUNT(*) FROM {table} WHERE {table} "
+                                       "MATCH ?", (f'"{t}"',)).fetchone()[0]
+
+
+@pytest.mark.parametrize("term_key", [None, b"k" * 32], ids=["plain", "hashed"])
+def test_the_pruned_top_k_is_fts5s_exact_ranking(tmp_path: Path, term_key: bytes | None,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(keywords, "PRUNE_MIN_POSTINGS", 0)  # prune however small
+    idx, rng = _zipf_index(tmp_path / "kw.sqlite3", term_key)
+    vocab = [f"w{i}x" for i in range(300)]
+    weights = [1 / (i + 1) for i in range(len(vocab))]
+    for n in range(300):
+        text = " ".join(rng.choices(vocab, weights, k=rng.randint(2, 9)))
+        limit = (1, 5, 10, 30)[n % 4]
+        got, exact = idx.search("t_a", text, limit), _fts5_top(idx, "t_a", text, limit)
+        assert [h[:2] for h in got] == [h[:2] for h in exact], text
+        # the terms' parts added in another order: a score's last bits may differ
+        assert [h[2] for h in got] == pytest.approx([h[2] for h in exact], rel=1e-12)
+    # most answers above were pruned ones (the fallback: below)
+    assert idx.plans["pruned"] >= 150, idx.plans
+
+
+def test_a_chunk_of_frequent_terms_alone_is_not_pruned_out_of_the_top_k(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """'zeta' is rare and 'alpha' frequent: the chunks holding 'zeta' (three) are ranked
+    first, but a short chunk saying only 'alpha' outscores two of them. Returning the best
+    of the rare term's chunks without the bound would give z1, z2."""
+    monkeypatch.setattr(keywords, "PRUNE_MIN_POSTINGS", 0)
+    filler = " ".join(f"f{i}" for i in range(200))
+    rows = [("z1", "d1", "zeta"), ("z2", "d2", f"zeta {filler}"), ("z3", "d3", f"zeta {filler}"),
+            ("a1", "d4", "alpha " * 20)]
+    rows += [(f"a{i}", f"d{i}", f"alpha {filler}") for i in range(5, 45)]
+    rows += [(f"o{i}", f"o{i}", "other words here") for i in range(160)]
+    idx = KeywordIndex(tmp_path / "kw.sqlite3", b"k" * 32)
+    idx.replace_chunks("t_a", rows)
+    top2 = idx.search("t_a", "zeta alpha", 2)
+    assert [h[0] for h in top2] == ["z1", "a1"] and top2 == _fts5_top(idx, "t_a", "zeta alpha", 2)
+    assert idx.plans == {"fallback": 1, "exact": 1}
+    top1 = idx.search("t_a", "zeta alpha", 1)  # z1's score beats any chunk left out
+    assert [h[0] for h in top1] == ["z1"] and idx.plans["pruned"] == 1
+    assert top1[0][2] == pytest.approx(_fts5_top(idx, "t_a", "zeta alpha", 1)[0][2], rel=1e-12)
 
 
 # ---------------------------------------------------------------- PostgreSQL only
