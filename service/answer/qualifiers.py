@@ -153,7 +153,7 @@ class Question:
     idents: frozenset[str]
     names: tuple[str, ...]
     asked: Asked
-    known: frozenset[str] = field(default_factory=frozenset)  # its words, lower-cased
+    known: frozenset[str] = field(default_factory=frozenset)  # its words (lower-cased), figures
     amounts: frozenset[float] = frozenset()  # plain numbers ("an order of 60 units")
     focus: tuple[str, ...] = ()  # stems naming the thing asked for ("notice", "period")
     focus_is: bool = False  # named by a copula ("What is the notice period …")
@@ -397,11 +397,19 @@ def question_nouns(question: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(w for w in out if w not in STOPWORDS))
 
 
+def _known(question: str) -> frozenset[str]:
+    """What a question already says, as an answer cannot: its words, lower-cased, and its
+    figures as written ("2023", "2.1"), so a unit's figure that only repeats one is no
+    amount, date or number of its own."""
+    return frozenset(_norm_words(question)) | frozenset(
+        m.group(0) for m in _NUMBER.finditer(question))
+
+
 def analyse(question: str) -> Question:
     found = names(question)
     name_words = {w for n in found for w in _norm_words(n)}
     return Question(question, periods(question), identifiers(question), found,
-                    asked_for(question), frozenset(_norm_words(question)), numbers(question),
+                    asked_for(question), _known(question), numbers(question),
                     focus(question, name_words), bool(_HEAD_IS.match(question)),
                     plain_focus(question), frozenset(measures(question)),
                     question_nouns(question))
@@ -548,7 +556,8 @@ def _temporal(text: str, known: frozenset[str]) -> bool:
     p = periods(text)
     return bool(_DATE.search(text) or _WHEN_CLAUSE.search(text) or (p.years - known)
                 or p.months or p.quarters or p.halves or _amounts(text, known)) or any(
-        label in tagger.TEMPORAL for _, label, _, _ in tagger.entities(text))
+        label in tagger.TEMPORAL and not set(ent.lower().split()) <= known
+        for ent, label, _, _ in tagger.entities(text))
 
 
 def _has_name(text: str, q: Question, kind: UnitKind) -> bool:

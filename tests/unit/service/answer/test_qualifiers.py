@@ -378,3 +378,12 @@ def test_a_record_that_says_none_of_the_questions_nouns_is_about_something_else(
     # one noun a row does not repeat is allowed
     assert verdict("Who runs the plant in Graz?", "Site: Graz | Plant manager: Karin Berg", ROW,
                    UnitContext(header="Site | Plant manager")).ok
+
+
+def test_a_figure_the_question_already_says_is_not_the_answer() -> None:
+    v = verdict("When was the 2023 report published?", "The 2023 report was well received.")
+    assert not v.ok and v.reason == "no date or time"
+    assert verdict("When was the 2023 report published?",
+                   "The 2023 report was published in March 2024.").ok
+    v = verdict("How many pumps of type 40 were sold?", "Type 40 pumps sold well.")
+    assert not v.ok and v.reason == "no amount"
