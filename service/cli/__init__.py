@@ -10,10 +10,11 @@
     docqa search "query" [--filter K=V] [--top-k N] [--mode M] [--json] (questions.py)
     docqa documents list|get|delete [--json]                            (documents.py)
     docqa audit verify|tail                                             (audit.py)
+    docqa eval business|squad2|scifact ...    the evaluations          (evaluate.py)
 
 Errors become one line on stderr and an exit code in one place, :meth:`LazyGroup.invoke`
 (the codes: errors.py). Evaluations have their own entry point, ``python -m bench``
-(``docqa-bench``).
+(``docqa-bench``); ``docqa eval`` hands its arguments to it without importing it.
 
 A command's module is imported only when that command runs: ``docqa ask`` should not pay
 for importing the API server, Chroma's client and the models' libraries.
@@ -39,6 +40,7 @@ COMMANDS = {
     "search": "service.cli.questions:search",
     "documents": "service.cli.documents:documents",
     "audit": "service.cli.audit:audit",
+    "eval": "service.cli.evaluate:evaluate",
 }
 
 
