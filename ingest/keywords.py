@@ -150,7 +150,12 @@ def query_terms(text: str) -> list[str]:
 def match_expression(text: str, hasher: TermHasher | None = None, collection: str = "") -> str:
     """An FTS5 query OR-ing the text's terms, each quoted (user text is never FTS syntax)."""
     hasher = hasher or TermHasher(None)
-    return " OR ".join(f'"{hasher(collection, t)}"' for t in query_terms(text))
+    return _any([hasher(collection, t) for t in query_terms(text)])
+
+
+def _any(terms: Sequence[str]) -> str:
+    """An FTS5 OR of hashed (or stemmed) terms, each quoted."""
+    return " OR ".join(f'"{t}"' for t in terms)
 
 
 class KeywordStore(Protocol):
@@ -330,7 +335,7 @@ class KeywordIndex:
 
     def _search(self, collection: str, query: list[str], limit: int,
                 document_ids: Sequence[str] | None) -> list[tuple[str, str, float]]:
-        expr = " OR ".join(f'"{t}"' for t in query)  # as match_expression writes it
+        expr = _any(query)
         db = self._reader()
         table = self._table(db, collection, create=False)
         if table is None:
@@ -499,11 +504,6 @@ def bm25_scores(texts: Sequence[str], query: Sequence[str], idf: dict[str, float
                 f + BM25_K1 * (1 - BM25_B + BM25_B * size / avgdl)))
         out.append(score)
     return out
-
-
-def _any(terms: Sequence[str]) -> str:
-    """An FTS5 OR of hashed (or stemmed) terms, each quoted."""
-    return " OR ".join(f'"{t}"' for t in terms)
 
 
 def _varint(buf: bytes, pos: int) -> tuple[int, int]:
