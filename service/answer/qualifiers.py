@@ -415,6 +415,13 @@ def analyse(question: str) -> Question:
                     question_nouns(question))
 
 
+def _stems(text: str) -> set[str]:
+    """The stems of the words of ``text``; "government-set" also states "government" and
+    "set"."""
+    words = _WORD.findall(text)
+    return {stem(w) for w in words} | {stem(p) for w in words for p in w.split("-") if p}
+
+
 def focus_stated(q: Question, unit: str, near: str, record: bool) -> Verdict:
     """Is the thing the question asks for (its ``focus``) stated in the unit or its context
     (``near``: unit, context and document name)?
@@ -430,9 +437,7 @@ def focus_stated(q: Question, unit: str, near: str, record: bool) -> Verdict:
     plainly named "What …" cost 0.715 → 0.685 correct, all on paraphrases like those."""
     if not q.focus or not (record or q.focus_plain):
         return PASS
-    words = _WORD.findall(near)
-    # "government-set" states "government" and "set"
-    have = {stem(w) for w in words} | {stem(p) for w in words for p in w.split("-") if p}
+    have = _stems(near)
     missing = [w for w in q.focus if w not in have]
     if record:
         if q.focus[-1] in missing or len(missing) > 1:
@@ -656,11 +661,12 @@ def labelled(unit: str, kind: UnitKind, q: Question) -> bool:
         and not _norm_words(m.group(1)) <= q.known
 
 
-def measured_otherwise(q: Question, unit: str) -> Verdict:
+def measured_otherwise(q: Question, unit: str, spans: Sequence[tuple[float, float]]
+                       ) -> Verdict:
     """"After 40 years" answered by "30 years of service: …": the unit counts the same thing
-    as the question, in another figure, and no range it states holds the question's."""
+    as the question, in another figure, and no range it states (``spans``) holds the
+    question's."""
     stated = measures(unit)
-    spans = ranges(unit)
     for n, word in q.measures:
         same = {m for m, w in stated if w == word}
         if same and n not in same and not any(lo <= n <= hi for lo, hi in spans):
@@ -676,13 +682,11 @@ RECORD_MISSING_NOUNS = 1
 
 def record_about(q: Question, near: str) -> Verdict:
     """A record (table row, "term: value" item) is about what its cells and its context
-    say: one that says none of two or more of the question's nouns ("quality inspectors"
+    say: one that leaves two or more of the question's nouns unsaid ("quality inspectors"
     of a colour-coding list whose items name maintenance staff and contractors) is about
     something else. One missing noun is allowed: a question says more than a row repeats
     ("Who runs the plant in Graz?" of "Site: Graz | Plant manager: …")."""
-    words = _WORD.findall(near)
-    have = {stem(w.lower()) for w in words} | {
-        stem(p.lower()) for w in words for p in w.split("-") if p}
+    have = _stems(near)
     missing = [n for n in q.nouns if n not in have]
     if len(missing) > RECORD_MISSING_NOUNS:
         return Verdict(False, f"{' '.join(missing)} not in the record")
@@ -717,7 +721,7 @@ def check(q: Question, unit: str, kind: UnitKind, context: UnitContext, chunk: s
     for n in q.amounts:
         if spans and n not in figures and not any(lo <= n <= hi for lo, hi in spans):
             return Verdict(False, f"{n:g} asked, outside the range stated")
-    verdict = measured_otherwise(q, unit)
+    verdict = measured_otherwise(q, unit, spans)
     if not verdict.ok:
         return verdict
     record = kind is not UnitKind.SENTENCE
