@@ -99,8 +99,10 @@ def local_stack(data: Path, redis_url: str | None = None, tenant: str = "bench",
         if not wait_http(f"{st.url}/readyz", 240, list(st.procs.values())):
             raise RuntimeError("the stack did not become ready:\n" + st.log("api")[-3000:]
                                + st.log("worker")[-3000:])
-        deadline = time.monotonic() + 120  # the worker's child loads its model after that
-        while "ready" not in st.log("worker") and time.monotonic() < deadline:
+        # Celery says "ready" before its child has loaded the models (workers/app.py logs
+        # "worker child ready" after its warm-up): what is timed must not include that
+        deadline = time.monotonic() + 120
+        while "worker child ready" not in st.log("worker") and time.monotonic() < deadline:
             time.sleep(0.5)
         yield st
     finally:

@@ -332,12 +332,14 @@ def _finish(deps: IngestDeps, p: Prepared) -> str:
 
 def warm_up(deps: IngestDeps) -> None:
     """What the first document would otherwise pay (seconds on a busy machine): the
-    chunker's import (llama-index) and the embedder's first run."""
+    chunker's import (llama-index) and the first run of each embedder (chunks, units)."""
     c = deps.settings.chunking
     text = "Warm-up. The first document should not pay for imports."
     pages = [Page(1, text, 0)]
     chunks = chunk_pages("warm-up", pages, c.size, c.overlap, b"warm-up")
-    chunk_sentence_metadata([ch.text for ch in chunks], deps.embedder.embed,
+    deps.embedder.embed([ch.text for ch in chunks])
+    chunk_sentence_metadata([ch.text for ch in chunks],
+                            (deps.unit_embedder or deps.embedder).embed,
                             chunk_units(pages, chunks))
 
 

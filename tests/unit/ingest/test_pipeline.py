@@ -331,3 +331,27 @@ def test_an_ingest_parses_in_the_pooled_child_and_leaves_the_next_one_waiting(
         assert texts == ["Beta document. It talks about beta."]
     finally:
         pool.close()
+
+
+def test_the_warm_up_runs_the_chunk_embedder_and_the_unit_embedder_once_each(env: Env) -> None:
+    """A worker child warms both models before its first document: the unit embedder (int8
+    by default) is a model of its own, whose first run would otherwise fall on a document."""
+    from dataclasses import replace
+
+    from ingest.pipeline import warm_up
+
+    calls: dict[str, list[list[str]]] = {"chunks": [], "units": []}
+
+    class Recording(HashEmbedder):
+        def __init__(self, name: str) -> None:
+            super().__init__()
+            self.name = name
+
+        def embed(self, texts: Any) -> list[list[float]]:
+            calls[self.name].append(list(texts))
+            return super().embed(texts)
+
+    warm_up(replace(env.deps, embedder=Recording("chunks"), unit_embedder=Recording("units")))
+    assert len(calls["chunks"]) == 1 and len(calls["units"]) == 1
+    assert calls["chunks"][0] and calls["units"][0]
+    assert "first document" in " ".join(calls["units"][0])
