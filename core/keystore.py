@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from core.errors import TransientError
+from core.sqliteconn import ThreadConnections
 
 if TYPE_CHECKING:
     import psycopg
@@ -82,19 +83,21 @@ class SqliteKeyStore:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._connections = ThreadConnections(self._open)
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(_SQLITE_SCHEMA)
 
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        db.execute("PRAGMA busy_timeout=30000")
+        db.execute("PRAGMA secure_delete=ON")
+        return db
+
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        try:
-            db.execute("PRAGMA busy_timeout=30000")
-            db.execute("PRAGMA secure_delete=ON")
+        with self._connections.connection() as db:
             yield db
-        finally:
-            db.close()
 
     def put(self, key_id: str, wrapped: bytes) -> None:
         with self._connect() as db:

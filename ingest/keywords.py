@@ -45,6 +45,7 @@ import Stemmer  # type: ignore[import-not-found]
 
 from core.errors import StoreUnavailableError
 from core.keystore import checkpoint_truncate
+from core.sqliteconn import ThreadConnections
 
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 # FTS5 ranks every term; very common words only add noise and time
@@ -201,6 +202,7 @@ class KeywordIndex:
         # every match), of which "fallback" (pruning tried first)
         self.plans: Counter[str] = Counter()
         self._readers = threading.local()
+        self._connections = ThreadConnections(self._open)
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("BEGIN IMMEDIATE")
@@ -248,14 +250,15 @@ class KeywordIndex:
         db.execute("DELETE FROM kw_chunks")
         return had
 
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
+    def _open(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         db.execute("PRAGMA secure_delete=ON")
-        try:
+        return db
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        with self._connections.connection() as db:
             yield db
-        finally:
-            db.close()
 
     @staticmethod
     def _table(db: sqlite3.Connection, collection: str, create: bool) -> str | None:

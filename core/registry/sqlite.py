@@ -20,6 +20,7 @@ from core.registry.common import (
     SqlRepository,
     document_from_row,
 )
+from core.sqliteconn import ThreadConnections
 
 T = TypeVar("T")
 
@@ -80,6 +81,7 @@ class SqliteDocumentRepository(SqlRepository):
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
+        self._connections = ThreadConnections(self._open)
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(_SCHEMA)
@@ -94,17 +96,18 @@ class SqliteDocumentRepository(SqlRepository):
                                 raise
             db.execute(_KEY_INDEX)
 
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
+    def _open(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         db.row_factory = sqlite3.Row
         # SQLite's own lower() folds ASCII letters only: "Å" must match "å" too
         db.create_function("docqa_lower", 1, _lower, deterministic=True)
-        try:
-            db.execute("PRAGMA busy_timeout=30000")
+        db.execute("PRAGMA busy_timeout=30000")
+        return db
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        with self._connections.connection() as db:
             yield db
-        finally:
-            db.close()
 
     def _run(self, work: Callable[[Connection], T]) -> T:
         with self._connect() as db:

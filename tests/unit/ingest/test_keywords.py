@@ -463,6 +463,9 @@ def test_a_keyword_index_locked_past_its_timeout_is_a_503_not_a_crash(
 
     idx = KeywordIndex(tmp_path / "kw.sqlite3")
     idx.replace_chunks("c", [("c1", "d1", "the notice period is three months")])
+    # an exclusive lock is only had while no other connection is open: this thread's kept
+    # one goes first (the blocker stands for a process that took the file before the index)
+    idx._connections.close()
     blocker = sqlite3.connect(tmp_path / "kw.sqlite3", isolation_level=None)
     blocker.execute("PRAGMA locking_mode=EXCLUSIVE")
     blocker.execute("BEGIN EXCLUSIVE")  # a writer stuck holding the lock (a stopped worker)
