@@ -334,7 +334,10 @@ def warm_up(deps: IngestDeps) -> None:
     """What the first document would otherwise pay (seconds on a busy machine): the
     chunker's import (llama-index) and the first run of each embedder (chunks, units)."""
     c = deps.settings.chunking
-    text = "Warm-up. The first document should not pay for imports."
+    # longer than a chunk: the splitter imports its sentence tokenizer (nltk, seconds of
+    # CPU) only for a text it has to cut
+    text = " ".join(f"Warm-up sentence {i}. The first document should not pay for imports."
+                    for i in range(c.size // 4 + 1))
     pages = [Page(1, text, 0)]
     chunks = chunk_pages("warm-up", pages, c.size, c.overlap, b"warm-up")
     deps.embedder.embed([ch.text for ch in chunks])
