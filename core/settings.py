@@ -61,7 +61,13 @@ class ModelSettings(BaseModel):
     generator_path: Path | None = Field(
         default=None, description="GGUF file; default: packaged SmolLM2-135M-Instruct Q4_1"
     )
-    embedding_batch_size: int = 32
+    embedding_batch_size: int = Field(
+        default=32, ge=1, description="chunks embedded and written per step of a document "
+        "(its progress and deletion checks go by these steps); torch's batch")
+    onnx_batch_size: int = Field(
+        default=8, ge=1, description="texts per ONNX Runtime run: its memory arena keeps the "
+        "largest run's buffers, about 300 MB more per process at 32 full chunks than at 8, "
+        "for no measured speed (docs/architecture.md, Ingest speed)")
     embedding_backend: Literal["onnx", "onnx-int8", "torch"] = Field(
         default="onnx", description="onnx: the embedding model exported to ONNX Runtime "
         "(locally, from its own files, once; ingest/embedding.py), vectors as torch's and "

@@ -297,7 +297,7 @@ def make_embedder(settings: Settings) -> OnnxEmbedder | SentenceTransformerEmbed
     path = m.resolved_embedding_path()
     if m.embedding_backend == "torch":
         return SentenceTransformerEmbedder(path, m.embedding_batch_size)
-    return OnnxEmbedder(path, settings.onnx_cache_dir, m.embedding_batch_size,
+    return OnnxEmbedder(path, settings.onnx_cache_dir, m.onnx_batch_size,
                         quantized=m.embedding_backend == "onnx-int8",
                         threads=m.embedding_threads or None)
 
@@ -308,7 +308,7 @@ def make_unit_embedder(settings: Settings) -> OnnxEmbedder | None:
     if m.unit_embedding_backend == "same":
         return None
     return OnnxEmbedder(m.resolved_embedding_path(), settings.onnx_cache_dir,
-                        m.embedding_batch_size, quantized=True,
+                        m.onnx_batch_size, quantized=True,
                         threads=m.embedding_threads or None)
 
 
