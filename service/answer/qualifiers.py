@@ -612,6 +612,34 @@ def answer_type(q: Question, unit: str, kind: UnitKind) -> Verdict:
     return PASS
 
 
+# "Who was head of sales before Anna Berg?", "Who is Anna Berg's deputy?": someone other
+# than the person named
+_RELATIVE = re.compile(
+    r"\b(?:before|after|succeeded|replaced|preceded|follows|followed|instead of|other than|"
+    r"besides|apart from)\s+([A-Z][\w'’-]+(?:\s+[A-Z][\w'’-]+)*)|"
+    r"([A-Z][\w-]+(?:\s+[A-Z][\w-]+)*)(?:'s|’s)\s+(?:deputy|successor|predecessor|"
+    r"assistant|stand-in|substitute|replacement|manager|boss)\b")
+
+
+def other_person(q: Question, unit: str) -> Verdict:
+    """A "who" question about someone placed relative to a person it names (before, after,
+    instead of, their deputy) is answered only by a unit naming another person: one that
+    names only the question's person ("Owner: Anna Berg, Head of Sales") says who that is,
+    not who came before."""
+    if q.asked is not Asked.PERSON or not _RELATIVE.search(q.text):
+        return PASS
+    # the tagger's people, and two capitalised words in a row that it may have missed
+    # ("… was run by Petra Lang")
+    people = [e for e, label, _, _ in tagger.entities(unit) if label == "PERSON"]
+    people += _NAME_PAIR.findall(unit)
+    if any(not _norm_words(e) <= q.known | _NOT_NAMES for e in people):
+        return PASS
+    return Verdict(False, "no one but the person asked about")
+
+
+_NAME_PAIR = re.compile(r"\b[A-Z][a-z][\w'’-]*[ \t]+[A-Z][a-z][\w'’-]*\b")
+
+
 _CELL_SPLIT = re.compile(r"\s\|\s|;\s")
 
 
@@ -790,6 +818,9 @@ def check(q: Question, unit: str, kind: UnitKind, context: UnitContext, chunk: s
         verdict = record_about(q, near)
         if not verdict.ok:
             return verdict
+    verdict = other_person(q, unit)
+    if not verdict.ok:
+        return verdict
     if not record and q.asked in (Asked.PERSON, Asked.NAMED):
         # prose names people and things by role as often as by name ("the duty officer");
         # a record's cells are the names themselves

@@ -424,3 +424,19 @@ def test_how_long_needs_a_length_of_time_not_an_event() -> None:
     # "when" may still be answered by an event
     assert verdict("When may the lock be removed?",
                    "The lock may be removed only after the machine was checked.").ok
+
+
+@pytest.mark.parametrize("question", [
+    "Who was head of sales before Anna Berg?",
+    "Who is Anna Berg's deputy?",
+])
+def test_who_relative_to_a_named_person_needs_another_person(question: str) -> None:
+    assert not verdict(question, "Owner: Anna Berg, Head of Sales.").ok
+    assert not verdict(question, "Sales is led by Anna Berg from the Leeds office.").ok
+    assert verdict(question, "Before Anna Berg, sales was run by Petra Lang.").ok
+    assert verdict(question, "Jan Novak is the deputy of Anna Berg, the head of sales.").ok
+
+
+def test_who_about_a_named_person_themselves_is_not_relative() -> None:
+    assert qualifiers.other_person(analyse("Who is Anna Berg?"),
+                                   "Anna Berg is head of sales.").ok
