@@ -3,7 +3,7 @@ sees them.
 
     DOCQA_DATA_DIR=… DOCQA_REDIS_URL=… DOCQA_CHROMA__PORT=… DOCQA_LOAD_GENERATOR=false \\
     python -m bench.train_gate --squad-tenant sq --business-tenant biz \\
-        [--business-weight 5] [--impossible-abstained 0.409] [--cache bench/out/gate_rows.json]
+        [--business-weight 5] [--impossible-abstained 0.395] [--cache bench/out/gate_rows.json]
 
 ``bench.train_grounding`` fitted both models on SQuAD's prose alone, from candidates rebuilt
 without the qualifier check. The gate now judges the unit the check let through, often a
@@ -24,9 +24,10 @@ kept as it is.
 
 The threshold keeps SQuAD's behaviour: it is set on 5-fold out-of-fold scores (grouped by
 article, the business rows always in training) so that the share of SQuAD's unanswerable
-questions abstained (before or at the gate) is ``--impossible-abstained``, the share the
-SQuAD-only gate abstains on for the same questions. The model JSON is written with the
-figures.
+questions abstained (before or at the gate) is ``--impossible-abstained``. The SQuAD-only
+gate abstains on 0.409 of them; at 0.409 the refitted gate cost 0.010 of SQuAD dev's
+answerable_correct (n 200) for 0.035 more impossible abstained, at 0.395 (the default)
+0.005 for 0.020. The model JSON is written with the figures.
 """
 
 from __future__ import annotations
@@ -161,9 +162,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--squad-tenant", default="sq")
     ap.add_argument("--business-tenant", default="biz")
     ap.add_argument("--business-weight", type=float, default=5.0)
-    ap.add_argument("--impossible-abstained", type=float, default=0.409,
+    ap.add_argument("--impossible-abstained", type=float, default=0.395,
                     help="share of SQuAD's unanswerable questions to abstain on (the "
-                         "SQuAD-only gate's share on the same questions)")
+                         "SQuAD-only gate's share on the same questions: 0.409)")
     ap.add_argument("--cache", default="bench/out/gate_rows.json")
     ap.add_argument("--refresh", action="store_true")
     ap.add_argument("--model", default="service/answer/grounding_model.json")
