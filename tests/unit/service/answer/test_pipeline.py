@@ -283,10 +283,12 @@ def test_a_record_that_passed_the_qualifier_check_needs_less_of_the_gate() -> No
     # a constant gate of 0.45 against a threshold of 0.5: below it, but above 0.5 * 0.75
     bias = math.log(0.45 / 0.55)
     question = "Who manages the Graz plant?"
+    scaled = Settings()
+    scaled.retrieval.record_gate_scale = 0.75  # the default is 1 since the gate saw records
     for text, status in (("Plant managers:\nGraz: Karin Berg\nBrno: Lenka Horakova", "answered"),
                          ("The Graz plant is managed by Karin Berg.", "not_found")):
         store = FakeStore([text], emb)
-        p = AnswerPipeline(Settings(), emb, store, None,
+        p = AnswerPipeline(scaled, emb, store, None,
                            model=_model(bias))  # type: ignore[arg-type]
         r = p.ask("t", question, 5)
         assert r.status == status, (text, r.trace)

@@ -59,6 +59,11 @@ def test_names_come_from_the_tagger_and_from_capitalised_words() -> None:
     ("Who approves travel requests?", Asked.PERSON),
     ("Which supplier delivers the valves?", Asked.NAMED),
     ("Why was the order delayed?", Asked.OTHER),
+    ("Below what score is a supplier dropped?", Asked.AMOUNT),
+    ("At what temperature must the parts be stored?", Asked.AMOUNT),
+    ("What does the carrier bill for waiting time?", Asked.AMOUNT),
+    ("What does the new pump cost?", Asked.AMOUNT),
+    ("What did the king pay attention to?", Asked.OTHER),
 ])
 def test_what_a_question_asks_for(question: str, asked: Asked) -> None:
     assert asked_for(question) is asked
@@ -387,3 +392,51 @@ def test_a_figure_the_question_already_says_is_not_the_answer() -> None:
                    "The 2023 report was published in March 2024.").ok
     v = verdict("How many pumps of type 40 were sold?", "Type 40 pumps sold well.")
     assert not v.ok and v.reason == "no amount"
+
+
+def test_a_bound_or_a_price_asked_for_needs_an_amount() -> None:
+    question = "Below what evaluation score is a supplier dropped?"
+    assert not verdict(question, "Every supplier is evaluated by the purchasing team.").ok
+    assert verdict(question, "A supplier with fewer than 50 points is dropped.").ok
+    question = "What does the carrier bill for waiting time?"
+    assert not verdict(question, "The carrier collects each consignment on the next day.").ok
+    assert verdict(question, "Waiting time is billed at EUR 45 per hour.").ok
+
+
+def test_a_row_giving_the_asked_name_with_another_states_their_joint_figure() -> None:
+    row = "Wave: 1 | Sites: Leeds and York | Laptops: 190"
+    context = UnitContext(header="Wave | Sites | Laptops")
+    v = verdict("How many laptops are replaced in York?", row, ROW, context)
+    assert not v.ok and "together" in v.reason
+    assert verdict("How many laptops are replaced in Leeds and York?", row, ROW, context).ok
+    # a name given alone in its cell is the row's own
+    assert verdict("How many laptops are replaced in York?",
+                   "Wave: 2 | Sites: York | Laptops: 130", ROW, context).ok
+    # only a figure is shared: the row still says when both sites switch
+    assert verdict("When are the laptops replaced in York?",
+                   "Wave: 1 | Sites: Leeds and York | Period: May 2025", ROW, context).ok
+
+
+def test_how_long_needs_a_length_of_time_not_an_event() -> None:
+    question = "Within what time must the safety officer be told of a removed lock?"
+    assert not verdict(question, "The lock may be removed only after the machine was checked.").ok
+    assert verdict(question, "Every removal is reported to the safety officer within 24 hours.").ok
+    # "when" may still be answered by an event
+    assert verdict("When may the lock be removed?",
+                   "The lock may be removed only after the machine was checked.").ok
+
+
+@pytest.mark.parametrize("question", [
+    "Who was head of sales before Anna Berg?",
+    "Who is Anna Berg's deputy?",
+])
+def test_who_relative_to_a_named_person_needs_another_person(question: str) -> None:
+    assert not verdict(question, "Owner: Anna Berg, Head of Sales.").ok
+    assert not verdict(question, "Sales is led by Anna Berg from the Leeds office.").ok
+    assert verdict(question, "Before Anna Berg, sales was run by Petra Lang.").ok
+    assert verdict(question, "Jan Novak is the deputy of Anna Berg, the head of sales.").ok
+
+
+def test_who_about_a_named_person_themselves_is_not_relative() -> None:
+    assert qualifiers.other_person(analyse("Who is Anna Berg?"),
+                                   "Anna Berg is head of sales.").ok

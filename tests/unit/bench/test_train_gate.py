@@ -1,0 +1,58 @@
+"""The gate refit on SQuAD and business dev rows (bench/train_gate.py)."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from bench.train_gate import fit
+from service.answer.grounding import GATE_FEATURES, Logistic
+
+pytest.importorskip("sklearn")
+
+
+def _rows(n: int, source: str, rng: random.Random, shift: float = 0.0) -> list[dict[str, Any]]:
+    """Rows whose answerability follows ``p1`` (plus noise); ``shift`` moves ``cos1``."""
+    rows = []
+    for i in range(n):
+        answerable = i % 2 == 0
+        feats = {f: rng.random() for f in GATE_FEATURES}
+        feats["p1"] = (0.6 if answerable else 0.3) + rng.gauss(0, 0.15)
+        feats["cos1"] = shift + rng.random() * 0.1
+        rows.append({"question": f"q{i}", "answerable": answerable, "stage": "gate",
+                     "features": feats, "source": source,
+                     "group": f"{i % 10:02d}" if source == "squad" else "business"})
+    return rows
+
+
+def _abstained(gate: dict[str, Any], rows: list[dict[str, Any]]) -> float:
+    model = Logistic.from_dict(gate)
+    impossible = [r for r in rows if not r["answerable"]]
+    return sum(r["stage"] != "gate" or model.prob(r["features"]) < model.threshold
+               for r in impossible) / len(impossible)
+
+
+def test_the_threshold_keeps_squads_share_of_abstentions() -> None:
+    rng = random.Random(3)
+    squad = _rows(400, "squad", rng)
+    squad += [{"question": "x", "answerable": False, "stage": "qualifier", "source": "squad",
+               "group": "00"} for _ in range(20)]  # abstained before the gate
+    gate = fit(squad + _rows(40, "business", rng), 5.0, 0.6)
+    assert gate["features"] == list(GATE_FEATURES)
+    assert gate["info"]["squad_oof_impossible_abstained"] == 0.6
+    # out-of-fold at fitting time, in-sample here: close to the share asked for
+    assert abs(_abstained(gate, squad) - 0.6) < 0.08
+
+
+def test_business_rows_weigh_more_with_their_weight() -> None:
+    """Business rows that SQuAD never shows (here: answerable ones with a low ``cos1``)
+    move the gate only as far as their weight lets them."""
+    rng = random.Random(5)
+    squad = _rows(400, "squad", rng, shift=0.5)
+    biz = [r for r in _rows(60, "business", rng, shift=0.0) if r["answerable"]]
+    probe = biz[0]["features"]
+    light = Logistic.from_dict(fit(squad + biz, 0.1, 0.5))
+    heavy = Logistic.from_dict(fit(squad + biz, 10.0, 0.5))
+    assert heavy.prob(probe) > light.prob(probe)
