@@ -305,8 +305,8 @@ def make_embedder(settings: Settings) -> OnnxEmbedder | SentenceTransformerEmbed
 def make_unit_embedder(settings: Settings) -> OnnxEmbedder | None:
     """The embedder of the evidence units at ingest when it is not the main one."""
     m = settings.models
-    if m.unit_embedding_backend == "same":
-        return None
+    if m.unit_embedding_backend == "same" or m.embedding_backend == "onnx-int8":
+        return None  # the embedder itself (already int8: one session, not two alike)
     return OnnxEmbedder(m.resolved_embedding_path(), settings.onnx_cache_dir,
                         m.onnx_batch_size, quantized=True,
                         threads=m.embedding_threads or None)

@@ -121,3 +121,21 @@ def test_a_model_the_export_cannot_compute_is_refused(tmp_path: Path) -> None:
         {"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False}))
     with pytest.raises(embedding.ConfigurationError, match="mean pooling"):
         embedding._check_exportable(tmp_path)
+
+
+def test_the_default_embeds_chunks_units_and_questions_with_one_int8_session(
+        tmp_path: Path) -> None:
+    """int8 is the default for chunks and questions (within 0.01 of torch on SciFact and
+    SQuAD 2.0 test, docs/architecture.md): the units then share its session; with fp32
+    chunks they get an int8 session of their own, as before."""
+    default = Settings(data_dir=tmp_path, models={"onnx_cache_dir": CACHE})
+    assert default.models.embedding_backend == "onnx-int8"
+    main = embedding.make_embedder(default)
+    assert isinstance(main, OnnxEmbedder) and main.path.name.endswith("-int8.onnx")
+    assert embedding.make_unit_embedder(default) is None
+    assert main.batch_size == default.models.onnx_batch_size == 8
+    fp32 = Settings(data_dir=tmp_path, models={"onnx_cache_dir": CACHE,
+                                               "embedding_backend": "onnx"})
+    units = embedding.make_unit_embedder(fp32)
+    assert isinstance(units, OnnxEmbedder) and units.path.name.endswith("-int8.onnx")
+    assert not embedding.make_embedder(fp32).path.name.endswith("-int8.onnx")  # type: ignore[union-attr]
