@@ -180,6 +180,17 @@ class RetrievalSettings(BaseModel):
         "unit (0 or 1: the whole unit)")
 
 
+MAX_AUTO_CHILDREN = 4  # worker.concurrency 0: one child per CPU, at most this many
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, not the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
 class WorkerSettings(BaseModel):
     """Celery worker and delivery settings (``DOCQA_WORKER__*``; see core/tasks.py).
 
@@ -187,7 +198,11 @@ class WorkerSettings(BaseModel):
     in its ``unacked`` set until then); ``task_time_limit_s`` must stay below it, or a slow
     task is handed out again while it still runs."""
 
-    concurrency: int = 1
+    concurrency: int = Field(
+        default=0, ge=0, description="worker children (documents ingested at once by one "
+        "worker); 0 = one per CPU the worker may use, at most 4 (each holds its own "
+        "embedding session, about 0.5 GB). With several children and embedding_threads 0, "
+        "each child's embedder gets its share of the CPUs")
     batch_size: int = Field(
         default=1, ge=1, description="ingest messages a worker child takes as one job when "
         "several are waiting: their chunks and evidence units are embedded in one call each "
@@ -238,6 +253,11 @@ class WorkerSettings(BaseModel):
         "CPU per document instead of a new interpreter's ~80 ms); each child still isolates "
         "itself and parses one document only. Off, or when it cannot be started: a new "
         "interpreter per document")
+
+    def children(self) -> int:
+        """Worker children to start: ``concurrency``, or for 0 one per usable CPU (at most
+        ``MAX_AUTO_CHILDREN``)."""
+        return self.concurrency or min(usable_cpus(), MAX_AUTO_CHILDREN)
 
 
 class FaultHookSettings(BaseModel):

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from core.errors import ConfigurationError
-from core.settings import apply_offline_env
+from core.settings import apply_offline_env, usable_cpus
 
 if TYPE_CHECKING:
     from core.settings import Settings
@@ -247,7 +247,7 @@ class OnnxEmbedder:
         self.tokenizer.no_padding()
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = threads or _cpus()
+        options.intra_op_num_threads = threads or usable_cpus()
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         # idle pool threads sleep instead of spinning: the worker's other work (the parse
@@ -282,13 +282,6 @@ class OnnxEmbedder:
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         return self.embed_array(texts).tolist()  # type: ignore[no-any-return]
-
-
-def _cpus() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def make_embedder(settings: Settings) -> OnnxEmbedder | SentenceTransformerEmbedder:

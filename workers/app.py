@@ -22,7 +22,7 @@ from core.errors import ConfigurationError, TransientError
 from core.logging import connect_celery_signals
 from core.ports import DocumentRepository
 from core.registry import open_repository
-from core.settings import Settings, apply_offline_env
+from core.settings import Settings, apply_offline_env, usable_cpus
 from core.vault import Vault
 from ingest.embedding import make_embedder, make_unit_embedder
 from ingest.erasure import Eraser, NotDeletedYet, build_eraser, sees_chroma_dir
@@ -208,7 +208,7 @@ class IngestTask(Task):  # type: ignore[misc]
             return default(task, app, consumer)
         log.info("ingest batches of up to %d documents per job", w.batch_size)
         return batching.batching_strategy(
-            task, app, consumer, size=w.batch_size, slots=w.concurrency,
+            task, app, consumer, size=w.batch_size, slots=w.children(),
             soft_limit=names.soft_time_limit(w.task_time_limit_s),
             hard_limit=w.task_time_limit_s, job=ingest_batch_job)
 
@@ -284,6 +284,16 @@ def create_celery_app(settings: Settings | None = None) -> Celery:
     return app
 
 
+def share_cpus(settings: Settings) -> int:
+    """The worker children to start; with several, and ``embedding_threads`` 0, each
+    child's embedder gets its share of the CPUs rather than all of them each (the children
+    embed side by side; they fork from this process and its settings)."""
+    children = settings.worker.children()
+    if settings.models.embedding_threads == 0 and children > 1:
+        settings.models.embedding_threads = max(1, usable_cpus() // children)
+    return children
+
+
 def run_worker(settings: Settings, loglevel: str = "INFO") -> None:
     global _warm_up
     queues = worker_queues(settings)
@@ -291,9 +301,10 @@ def run_worker(settings: Settings, loglevel: str = "INFO") -> None:
     app = create_celery_app(settings)
     reconcile.install(app, settings)  # stuck documents queued again, at start and periodically
     health.install(app, settings.worker.heartbeat_file, settings.worker.heartbeat_interval_s)
+    children = share_cpus(settings)
     app.worker_main([
         *(["--quiet"] if settings.log_format == "json" else []),  # no banner among JSON lines
-        "worker", f"--loglevel={loglevel}", f"--concurrency={settings.worker.concurrency}",
+        "worker", f"--loglevel={loglevel}", f"--concurrency={children}",
         "--pool=prefork", "-Q", ",".join(queues),
         "--without-gossip", "--without-mingle",
         "-n", f"docqa-{os.getpid()}@%h",

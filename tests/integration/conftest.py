@@ -128,6 +128,9 @@ def run_stack(
         # would add up (the throttle itself: tests/unit/service/api/test_limits.py)
         "DOCQA_RATE_LIMIT__AUTH_FAILURES_PER_MINUTE": "1000",
         "DOCQA_MODELS__ONNX_CACHE_DIR": ONNX_CACHE,
+        # one child per worker: the fault tests act on "the worker's child", and a test
+        # stack is lighter; the default (one per CPU) runs in test_small_documents.py
+        "DOCQA_WORKER__CONCURRENCY": "1",
         **(extra_env or {}),
     }
     for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"):

@@ -4,17 +4,25 @@ worker started ahead (ingest/sandbox.py's pool), one child per document, and eac
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import time
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.integration.conftest import Stack
+from core.settings import MAX_AUTO_CHILDREN, usable_cpus
+from tests.integration.conftest import Stack, run_stack
+from tests.private_redis import session_redis_url
 
 pytestmark = pytest.mark.integration
 
 N_DOCS = 16
+CHILDREN_REDIS_URL = (os.environ.get("DOCQA_TEST_CHILDREN_REDIS_URL")
+                      or session_redis_url(28))
 
 
 def _text(n: int) -> bytes:
@@ -22,8 +30,26 @@ def _text(n: int) -> bytes:
             f"Deliveries to depot {n} arrive before noon on weekdays.").encode()
 
 
+@pytest.fixture(scope="module")
+def default_children(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A stack whose worker starts the default number of children (one per CPU, at most
+    four; the other integration stacks pin one)."""
+    with run_stack(tmp_path_factory.mktemp("docqa-children"), CHILDREN_REDIS_URL,
+                   {"DOCQA_WORKER__CONCURRENCY": "0", "DOCQA_LOAD_GENERATOR": "false"}) as st:
+        yield st
+
+
+@pytest.mark.parametrize("which", ["one child", "default children"])
 def test_a_run_of_small_documents_each_ends_ready_once_with_its_own_chunks(
-        stack: Stack) -> None:
+        which: str, request: pytest.FixtureRequest) -> None:
+    stack: Stack = request.getfixturevalue(
+        "stack" if which == "one child" else "default_children")
+    if which == "default children":  # every child loaded its models and took documents
+        expected = min(usable_cpus(), MAX_AUTO_CHILDREN)
+        deadline = time.monotonic() + 180
+        while stack.log("worker").count("worker child ready") < expected:
+            assert time.monotonic() < deadline, stack.log("worker")[-3000:]
+            time.sleep(0.5)
     with stack.client("acme") as client:
         with ThreadPoolExecutor(max_workers=8) as pool:
             accepted = list(pool.map(
@@ -41,3 +67,21 @@ def test_a_run_of_small_documents_each_ends_ready_once_with_its_own_chunks(
     ready = Counter(m for m in re.findall(r"document (\w+) ready:", stack.log("worker"))
                     if m in set(ids))
     assert ready == Counter({i: 1 for i in ids}), ready
+    if which == "default children":
+        # the documents were ingested by the children side by side: more than one pid
+        # logged a ready (each log line carries the child's process id)
+        pids = {entry["pid"] for entry in _json_lines(stack.log("worker"))
+                if re.match(r"document \w+ ready:", str(entry.get("message", "")))}
+        assert len(pids) >= min(2, expected), stack.log("worker")[-3000:]
+
+
+def _json_lines(log: str) -> list[dict[str, object]]:
+    out = []
+    for line in log.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict):
+            out.append(entry)
+    return out

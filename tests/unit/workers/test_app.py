@@ -57,3 +57,23 @@ def test_an_ingest_over_the_time_limit_fails_its_document_with_the_reason(
     assert failed is not None and failed.status is DocumentStatus.FAILED
     assert "longer than the worker's time limit (900 s)" in str(failed.error)
     assert "split it into smaller documents" in str(failed.error)
+
+
+@pytest.mark.parametrize(("cpus", "concurrency", "threads", "children", "each"), [
+    (2, 0, 0, 2, 1),  # the default on this kind of machine: two children, one thread each
+    (1, 0, 0, 1, 0),  # one child keeps every CPU (0: ONNX Runtime's own count)
+    (16, 0, 0, 4, 4),  # at most four children by default, the CPUs shared among them
+    (8, 2, 0, 2, 4),  # a chosen count
+    (8, 0, 3, 4, 3),  # chosen threads are left alone
+])
+def test_worker_children_and_their_share_of_the_cpus(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cpus: int, concurrency: int,
+        threads: int, children: int, each: int) -> None:
+    from core import settings as settings_module
+    from workers import app as worker_app
+
+    monkeypatch.setattr(settings_module.os, "sched_getaffinity", lambda _pid: set(range(cpus)))
+    settings = Settings(data_dir=tmp_path, worker={"concurrency": concurrency},
+                        models={"embedding_threads": threads})
+    assert worker_app.share_cpus(settings) == children
+    assert settings.models.embedding_threads == each
