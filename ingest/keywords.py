@@ -30,7 +30,6 @@ import hashlib
 import hmac
 import json
 import math
-import os
 import re
 import sqlite3
 import threading
@@ -83,7 +82,6 @@ CREATE TABLE IF NOT EXISTS kw_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 FTS_TOKENIZER = "unicode61"
 LEGACY_TABLE = "chunk_text"  # before per-tenant tables: one shared FTS5 table
 _local = threading.local()
-_INHERITED: list[sqlite3.Connection] = []  # see KeywordIndex._reader
 
 
 def _stem(word: str) -> str:
@@ -201,7 +199,7 @@ class KeywordIndex:
         # how keyword searches were ranked, for the bench: "pruned", "exact" (FTS5 ranked
         # every match), of which "fallback" (pruning tried first)
         self.plans: Counter[str] = Counter()
-        self._readers = threading.local()
+        self._readers = ThreadConnections(self._open_reader)
         self._connections = ThreadConnections(self._open)
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
@@ -339,38 +337,32 @@ class KeywordIndex:
     def _search(self, collection: str, query: list[str], limit: int,
                 document_ids: Sequence[str] | None) -> list[tuple[str, str, float]]:
         expr = _any(query)
-        db = self._reader()
-        table = self._table(db, collection, create=False)
-        if table is None:
-            return []
-        # the table name is ours (fts_table); the query and document ids are bound
-        if document_ids is None:
-            ranked = self._pruned(db, table, query, limit)
-            if ranked is None:
-                self.plans["exact"] += 1
-                ranked = self._ranked(db, table, expr, limit)
-            return self._named(db, ranked)
-        # one JSON array, however many (no IN (?, ?…) list: SQLite allows 32,766 variables,
-        # and a filter can match more documents)
-        return [(r[0], r[1], float(r[2])) for r in db.execute(
-            f"SELECT k.chunk_id, k.document_id, -f.rank FROM {table} f "  # noqa: S608
-            f"JOIN kw_chunks k ON k.rowid = f.rowid WHERE {table} MATCH ? "
-            "AND k.document_id IN (SELECT value FROM json_each(?)) ORDER BY f.rank LIMIT ?",
-            (expr, json.dumps(list(document_ids)), limit))]
+        with self._readers.connection() as db:
+            table = self._table(db, collection, create=False)
+            if table is None:
+                return []
+            # the table name is ours (fts_table); the query and document ids are bound
+            if document_ids is None:
+                ranked = self._pruned(db, table, query, limit)
+                if ranked is None:
+                    self.plans["exact"] += 1
+                    ranked = self._ranked(db, table, expr, limit)
+                return self._named(db, ranked)
+            # one JSON array, however many (no IN (?, ?…) list: SQLite allows 32,766
+            # variables, and a filter can match more documents)
+            return [(r[0], r[1], float(r[2])) for r in db.execute(
+                f"SELECT k.chunk_id, k.document_id, -f.rank FROM {table} f "  # noqa: S608
+                f"JOIN kw_chunks k ON k.rowid = f.rowid WHERE {table} MATCH ? "
+                "AND k.document_id IN (SELECT value FROM json_each(?)) ORDER BY f.rank LIMIT ?",
+                (expr, json.dumps(list(document_ids)), limit))]
 
-    def _reader(self) -> sqlite3.Connection:
-        """This thread's connection for searches, kept open: its page cache stays warm from
-        one search to the next (a new connection read every page again: about a fifth of
-        a search at 100,000 chunks). Autocommit, every result read whole, so it holds no
-        snapshot between searches and sees every commit. A forked child opens its own."""
-        held: tuple[int, sqlite3.Connection] | None = getattr(self._readers, "db", None)
-        if held is not None and held[0] == os.getpid():
-            return held[1]
-        if held is not None:  # the parent's: never used, nor closed, in this process
-            _INHERITED.append(held[1])
+    def _open_reader(self) -> sqlite3.Connection:
+        """A connection for searches, kept per thread (``self._readers``): its page cache
+        stays warm from one search to the next (a new connection read every page again:
+        about a fifth of a search at 100,000 chunks). Autocommit, every result read whole,
+        so it holds no snapshot between searches and sees every commit."""
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         db.execute(f"PRAGMA cache_size=-{READ_CACHE_KIB}")
-        self._readers.db = (os.getpid(), db)
         return db
 
     @staticmethod
