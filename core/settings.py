@@ -65,9 +65,10 @@ class ModelSettings(BaseModel):
         default=32, ge=1, description="chunks embedded and written per step of a document "
         "(its progress and deletion checks go by these steps); torch's batch")
     onnx_batch_size: int = Field(
-        default=8, ge=1, description="texts per ONNX Runtime run: its memory arena keeps the "
-        "largest run's buffers, about 300 MB more per process at 32 full chunks than at 8, "
-        "for no measured speed (docs/architecture.md, Ingest speed)")
+        default=8, ge=1, description="texts per ONNX Runtime run of the fp32 model: its "
+        "memory arena keeps the largest run's buffers, about 300 MB more per process at 32 "
+        "full chunks than at 8, for no measured speed (docs/architecture.md, Ingest speed). "
+        "The int8 model runs one text at a time, so a vector depends on its text alone")
     embedding_backend: Literal["onnx", "onnx-int8", "torch"] = Field(
         default="onnx-int8", description="onnx-int8: the embedding model exported to ONNX "
         "Runtime (locally, from its own files, once; ingest/embedding.py) with its matrix "

@@ -133,9 +133,22 @@ def test_the_default_embeds_chunks_units_and_questions_with_one_int8_session(
     main = embedding.make_embedder(default)
     assert isinstance(main, OnnxEmbedder) and main.path.name.endswith("-int8.onnx")
     assert embedding.make_unit_embedder(default) is None
-    assert main.batch_size == default.models.onnx_batch_size == 8
+    assert main.batch_size == 1  # int8: one text per run (below)
     fp32 = Settings(data_dir=tmp_path, models={"onnx_cache_dir": CACHE,
                                                "embedding_backend": "onnx"})
     units = embedding.make_unit_embedder(fp32)
     assert isinstance(units, OnnxEmbedder) and units.path.name.endswith("-int8.onnx")
     assert not embedding.make_embedder(fp32).path.name.endswith("-int8.onnx")  # type: ignore[union-attr]
+
+
+def test_an_int8_vector_depends_on_its_text_alone_not_on_the_texts_run_with_it(
+        model_path: Path) -> None:
+    """Dynamic int8 quantization scales activations per tensor, over the whole batch: run
+    together, "A" and "B" would each change the other's vector (by up to 0.02 per
+    coordinate when measured). The int8 embedder runs one text at a time."""
+    int8 = OnnxEmbedder(model_path, CACHE, batch_size=32, quantized=True)
+    together = np.array(int8.embed(PASSAGES))
+    alone = np.array([int8.embed([p])[0] for p in PASSAGES])
+    assert np.array_equal(together, alone)
+    fp32 = OnnxEmbedder(model_path, CACHE, batch_size=32)
+    assert fp32.batch_size == 32
