@@ -70,14 +70,12 @@ class ModelSettings(BaseModel):
         "full chunks than at 8, for no measured speed (docs/architecture.md, Ingest speed). "
         "The int8 model runs one text at a time, so a vector depends on its text alone")
     embedding_backend: Literal["onnx", "onnx-int8", "torch"] = Field(
-        default="onnx-int8", description="onnx-int8: the embedding model exported to ONNX "
-        "Runtime (locally, from its own files, once; ingest/embedding.py) with its matrix "
-        "products quantized to int8: about 1.8x faster than fp32 for chunks, within 0.01 of "
-        "torch on SciFact test nDCG@10 and SQuAD 2.0 test answerable_correct "
-        "(docs/architecture.md, Ingest speed); onnx: the same export in fp32, vectors as "
-        "torch's; torch: sentence-transformers. API and workers must use the same; chunks "
-        "stored under another backend stay searchable (cosine to torch's vectors 0.98 at "
-        "worst), re-ingest them for the figures measured")
+        default="onnx", description="onnx: the embedding model exported to ONNX Runtime "
+        "(locally, from its own files, once; ingest/embedding.py), vectors as torch's and "
+        "faster on CPU; onnx-int8: its matrix products quantized to int8, about 1.8x faster "
+        "for chunks and within 0.01 of torch on SciFact and SQuAD 2.0 test, but not the "
+        "default (docs/architecture.md, Ingest speed); torch: sentence-transformers. API and "
+        "workers must use the same; chunks stored under another backend stay searchable")
     unit_embedding_backend: Literal["same", "onnx-int8"] = Field(
         default="onnx-int8", description="what embeds the evidence units (sentences, list "
         "items, table rows) at ingest: the int8 ONNX model (about 2x faster; measured without "

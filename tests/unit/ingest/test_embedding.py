@@ -123,19 +123,17 @@ def test_a_model_the_export_cannot_compute_is_refused(tmp_path: Path) -> None:
         embedding._check_exportable(tmp_path)
 
 
-def test_the_default_embeds_chunks_units_and_questions_with_one_int8_session(
-        tmp_path: Path) -> None:
-    """int8 is the default for chunks and questions (within 0.01 of torch on SciFact and
-    SQuAD 2.0 test, docs/architecture.md): the units then share its session; with fp32
-    chunks they get an int8 session of their own, as before."""
-    default = Settings(data_dir=tmp_path, models={"onnx_cache_dir": CACHE})
-    assert default.models.embedding_backend == "onnx-int8"
+def test_int8_chunks_and_questions_share_one_session_with_the_units(tmp_path: Path) -> None:
+    """With int8 chunks and questions (a setting, docs/architecture.md) the units share
+    their session; with fp32 chunks, the default, they get an int8 session of their own."""
+    default = Settings(data_dir=tmp_path, models={"onnx_cache_dir": CACHE,
+                                                  "embedding_backend": "onnx-int8"})
     main = embedding.make_embedder(default)
     assert isinstance(main, OnnxEmbedder) and main.path.name.endswith("-int8.onnx")
     assert embedding.make_unit_embedder(default) is None
     assert main.batch_size == 1  # int8: one text per run (below)
-    fp32 = Settings(data_dir=tmp_path, models={"onnx_cache_dir": CACHE,
-                                               "embedding_backend": "onnx"})
+    fp32 = Settings(data_dir=tmp_path, models={"onnx_cache_dir": CACHE})
+    assert fp32.models.embedding_backend == "onnx"
     units = embedding.make_unit_embedder(fp32)
     assert isinstance(units, OnnxEmbedder) and units.path.name.endswith("-int8.onnx")
     assert not embedding.make_embedder(fp32).path.name.endswith("-int8.onnx")  # type: ignore[union-attr]
