@@ -100,8 +100,8 @@ def fit(rows: list[dict[str, Any]], business_weight: float, impossible_abstained
         folds: int = 5) -> dict[str, Any]:
     """The gate (standardised logistic regression) and its threshold; see the module doc."""
     import numpy as np
-    from sklearn.linear_model import LogisticRegression
 
+    from bench.train_grounding import fit_logistic, predict
     from service.answer.grounding import GATE_FEATURES
 
     at_gate = [r for r in rows if r["stage"] == "gate"]
@@ -110,19 +110,12 @@ def fit(rows: list[dict[str, Any]], business_weight: float, impossible_abstained
         return np.asarray([[r["features"][f] for f in GATE_FEATURES] for r in rs], dtype=float)
 
     def train(rs: list[dict[str, Any]]) -> dict[str, Any]:
-        X = matrix(rs)
         y = np.asarray([int(r["answerable"]) for r in rs])
         w = np.asarray([business_weight if r["source"] == "business" else 1.0 for r in rs])
-        mean, scale = X.mean(axis=0), X.std(axis=0)
-        scale[scale == 0] = 1.0
-        model = LogisticRegression(C=1.0, max_iter=2000, solver="lbfgs")
-        model.fit((X - mean) / scale, y, sample_weight=w)
-        return {"mean": mean.tolist(), "scale": scale.tolist(),
-                "coef": model.coef_[0].tolist(), "intercept": float(model.intercept_[0])}
+        return fit_logistic(matrix(rs), y, C=1.0, sample_weight=w)
 
     def prob(params: dict[str, Any], rs: list[dict[str, Any]]) -> Any:
-        Z = (matrix(rs) - np.asarray(params["mean"])) / np.asarray(params["scale"])
-        return 1.0 / (1.0 + np.exp(-(Z @ np.asarray(params["coef"]) + params["intercept"])))
+        return predict(params, matrix(rs))
 
     squad_rows = [r for r in at_gate if r["source"] == "squad"]
     groups = sorted({r["group"] for r in squad_rows})

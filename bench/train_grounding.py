@@ -131,12 +131,12 @@ def _standardise(X: Any) -> tuple[Any, Any]:
     return mean, np.asarray(scale)
 
 
-def fit_logistic(X: Any, y: Any, C: float) -> dict[str, Any]:
+def fit_logistic(X: Any, y: Any, C: float, sample_weight: Any = None) -> dict[str, Any]:
     from sklearn.linear_model import LogisticRegression
 
     mean, scale = _standardise(X)
     model = LogisticRegression(C=C, max_iter=2000, solver="lbfgs")
-    model.fit((X - mean) / scale, y)
+    model.fit((X - mean) / scale, y, sample_weight=sample_weight)
     return {"mean": mean.tolist(), "scale": scale.tolist(), "coef": model.coef_[0].tolist(),
             "intercept": float(model.intercept_[0])}
 
