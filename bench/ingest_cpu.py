@@ -53,32 +53,23 @@ from bench.ingest import (  # noqa: E402
     log,
     warm_service,
 )
-from bench.stack import local_stack, tree_rss_mb  # noqa: E402
+from bench.stack import local_stack, tree_pids, tree_rss_mb  # noqa: E402
 from service.client import DocqaClient  # noqa: E402
 
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-def _stat(pid: int) -> tuple[float, list[int]]:
-    """(own CPU + reaped children's CPU in seconds, child pids) of one process."""
-    raw = Path(f"/proc/{pid}/stat").read_text()
-    fields = raw[raw.rindex(")") + 2:].split()  # after "pid (comm) "
-    utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
-    kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return (utime + stime + cutime + cstime) / _TICK, [int(k) for k in kids]
-
-
 def tree_cpu_s(pid: int) -> float:
-    """CPU seconds of a process and all its descendants, live or reaped."""
-    total, todo = 0.0, [pid]
-    while todo:
-        p = todo.pop()
+    """CPU seconds of a process and all its descendants, live or reaped: each live one's
+    own time plus that of the children it has reaped."""
+    total = 0.0
+    for p in tree_pids(pid):
         try:
-            cpu, kids = _stat(p)
-        except OSError:  # ended between the listing and the read: its parent counts it
+            raw = Path(f"/proc/{p}/stat").read_text()
+        except OSError:  # ended meanwhile: its parent counts it once reaped
             continue
-        total += cpu
-        todo += kids
+        fields = raw[raw.rindex(")") + 2:].split()  # after "pid (comm) "
+        total += sum(int(x) for x in fields[11:15]) / _TICK  # utime stime cutime cstime
     return total
 
 

@@ -111,18 +111,28 @@ def local_stack(data: Path, redis_url: str | None = None, tenant: str = "bench",
             private.stop()
 
 
-def tree_rss_mb(pid: int) -> float:
-    """RSS of a process and its descendants in MB (a worker's model lives in its child)."""
-    total, todo = 0, [pid]
+def tree_pids(pid: int) -> Iterator[int]:
+    """A process and its live descendants (one that ends meanwhile is left out)."""
+    todo = [pid]
     while todo:
         p = todo.pop()
         try:
-            status = Path(f"/proc/{p}/status").read_text()
             kids = Path(f"/proc/{p}/task/{p}/children").read_text().split()
+        except OSError:
+            continue
+        yield p
+        todo += [int(k) for k in kids]
+
+
+def tree_rss_mb(pid: int) -> float:
+    """RSS of a process and its descendants in MB (a worker's model lives in its child)."""
+    total = 0
+    for p in tree_pids(pid):
+        try:
+            status = Path(f"/proc/{p}/status").read_text()
         except OSError:
             continue
         for line in status.splitlines():
             if line.startswith("VmRSS:"):
                 total += int(line.split()[1]) * 1024
-        todo += [int(k) for k in kids]
     return round(total / 2**20, 1)
