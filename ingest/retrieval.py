@@ -8,7 +8,7 @@ only hits are fetched with their vectors), so the answer engine's gates see one 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from core.domain import ChunkHit
 from core.errors import ConfigurationError
@@ -20,13 +20,21 @@ MODES = ("hybrid", "dense", "keyword")
 # spare hits for collapsed duplicates, not 2x: each keyword-only hit costs a vector fetch
 SPARE_HITS = 10
 
+# the query's vector, or what computes it: hybrid search ranks its keywords meanwhile
+Embedding = Sequence[float] | Callable[[], Sequence[float]]
 
-def retrieve(store: VectorStore, tenant: str, embedding: Sequence[float], text: str,
+
+def _vector(embedding: Embedding) -> Sequence[float]:
+    return embedding() if callable(embedding) else embedding
+
+
+def retrieve(store: VectorStore, tenant: str, embedding: Embedding, text: str,
              top_k: int, document_ids: Sequence[str] | None, mode: str | None,
              settings: RetrievalSettings) -> list[ChunkHit]:
     """``top_k`` chunks of ``tenant`` (within ``document_ids`` when given). ``mode``:
     ``hybrid`` (dense and keyword fused), ``dense`` or ``keyword``; None = the configured
-    default (hybrid when enabled). Hybrid falls back to dense without a keyword index."""
+    default (hybrid when enabled). Hybrid falls back to dense without a keyword index.
+    A callable ``embedding`` is called once, in every mode."""
     mode = mode or ("hybrid" if settings.hybrid else "dense")
     if mode == "keyword" and store.has_keywords:
         return keyword_search(store, tenant, embedding, text, top_k, document_ids)
@@ -34,27 +42,32 @@ def retrieve(store: VectorStore, tenant: str, embedding: Sequence[float], text: 
         return hybrid_search(store, tenant, embedding, text, top_k, document_ids,
                              settings.keyword_candidates, settings.rrf_k, settings.keyword_weight)
     if mode in ("dense", "hybrid"):
-        return store.query(tenant, embedding, top_k, document_ids)
+        return store.query(tenant, _vector(embedding), top_k, document_ids)
     raise ConfigurationError("keyword search needs the keyword index")
 
 
-def keyword_search(store: VectorStore, tenant: str, embedding: Sequence[float], text: str,
+def keyword_search(store: VectorStore, tenant: str, embedding: Embedding, text: str,
                    top_k: int, document_ids: Sequence[str] | None = None) -> list[ChunkHit]:
     """Keyword (BM25) hits in BM25 order, each scored by its cosine to ``embedding``."""
-    order = store.keyword_ids(tenant, text, top_k + SPARE_HITS, document_ids)
-    by_id = {h.chunk_id: h for h in store.get_chunks(tenant, order, embedding)}
+    pending = _KEYWORDS.get().submit(store.keyword_ids, tenant, text, top_k + SPARE_HITS,
+                                     document_ids)
+    vector = _vector(embedding)
+    order = pending.result()
+    by_id = {h.chunk_id: h for h in store.get_chunks(tenant, order, vector)}
     return collapse([by_id[c] for c in order if c in by_id])[:top_k]
 
 
-def hybrid_search(store: VectorStore, tenant: str, embedding: Sequence[float], text: str,
+def hybrid_search(store: VectorStore, tenant: str, embedding: Embedding, text: str,
                   top_k: int, document_ids: Sequence[str] | None = None, candidates: int = 30,
                   rrf_k: float = 60, keyword_weight: float = 1.0) -> list[ChunkHit]:
     """Dense and keyword candidates fused by reciprocal rank; near-duplicates collapsed."""
     n = max(candidates, top_k)
     # the keyword index (SQLite or PostgreSQL, the GIL released while it ranks) is asked
-    # while the shards are: at 100,000 chunks its ranking is a third of the search
+    # while the query is embedded and the shards are asked: at 100,000 chunks its ranking
+    # is the longest part of a search (docs/capacity.md "Search over 16 shards")
     pending = (_KEYWORDS.get().submit(store.keyword_ids, tenant, text, n, document_ids)
                if store.has_keywords else None)
+    embedding = _vector(embedding)
     dense = store.nearest(tenant, embedding, n, document_ids)
     keyword = pending.result() if pending is not None else []
     fused: dict[str, float] = {}

@@ -178,9 +178,15 @@ class AnswerPipeline:
     ) -> tuple[list[ChunkHit], list[float]]:
         """Retrieve ``top_k`` chunks. ``mode``: ``hybrid`` (dense and keyword fused),
         ``dense`` or ``keyword``; None = the configured default (hybrid when enabled)."""
-        q_vec = self.embedder.embed([query])[0]
-        hits = retrieve(self.store, tenant, q_vec, query, top_k, document_ids, mode,
+        embedded: list[list[float]] = []
+
+        def embed() -> list[float]:  # called by retrieve, its keyword ranking under way
+            embedded[:] = self.embedder.embed([query])
+            return embedded[0]
+
+        hits = retrieve(self.store, tenant, embed, query, top_k, document_ids, mode,
                         self.settings.retrieval)
+        q_vec = embedded[0] if embedded else embed()
         if self.live is not None and hits:
             alive = set(self.live(tenant, list(dict.fromkeys(h.document_id for h in hits))))
             hits = [h for h in hits if h.document_id in alive]
