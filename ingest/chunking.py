@@ -7,7 +7,9 @@ without touching llama-index's global ``Settings``.
 
 from __future__ import annotations
 
+import importlib.abc
 import re
+import sys
 from collections.abc import Sequence
 from functools import lru_cache
 
@@ -21,9 +23,36 @@ def word_tokenize(text: str) -> list[str]:
     return _WORD.findall(text)
 
 
+# nltk (the splitter's sentence tokenizer) imports these where it finds them, each for a
+# feature the splitter never uses (metrics, classifiers); every import is optional there
+_NLTK_OPTIONAL = ("scipy", "sklearn")
+
+
+class _Absent(importlib.abc.MetaPathFinder):
+    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+        if name.partition(".")[0] in _NLTK_OPTIONAL:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+
+def _import_nltk_lean() -> None:
+    """nltk imported without scipy and scikit-learn: about 100 MB less in every process
+    that chunks (each worker child; docs/capacity.md "Worker memory"). A module already
+    imported stays as it is, and nothing is blocked once this returns."""
+    finder = _Absent()
+    sys.meta_path.insert(0, finder)
+    try:
+        # what llama-index's tokenizer loads, kept in sys.modules for good
+        import nltk.corpus  # type: ignore[import-untyped]  # noqa: F401
+        import nltk.tokenize  # type: ignore[import-untyped]  # noqa: F401
+    finally:
+        sys.meta_path.remove(finder)
+
+
 @lru_cache(maxsize=8)
 def _splitter(size: int, overlap: int):  # type: ignore[no-untyped-def]
     # llama-index is heavy to import: only a process that chunks loads it
+    _import_nltk_lean()
     from llama_index.core.node_parser import SentenceSplitter
 
     return SentenceSplitter(

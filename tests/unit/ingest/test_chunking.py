@@ -46,3 +46,36 @@ def test_the_text_between_two_offsets_comes_back_from_the_chunks() -> None:
             g == w for g, w in zip(got, want, strict=True) if not w.isspace())), (start, end)
     assert text_between(chunks, 0, len(text))[0] == text  # separators included
     assert text_between(chunks, len(text) + 5, len(text) + 50) == ("", len(text) + 5)
+
+
+_CHUNK_IN_A_FRESH_PROCESS = """
+import json, sys
+if sys.argv[1] == "full":
+    import nltk, scipy.stats, sklearn  # nltk as it loads where scipy and sklearn are imported
+from core.domain import Page
+from ingest.chunking import chunk_pages
+text = " ".join(f"Dr. Smith met Mr. Jones on Jan. {i}. They signed clause {i}.{i} at 5 p.m. sharp."
+                for i in range(90))
+chunks = chunk_pages("doc", [Page(1, text, 0)], 60, 10, b"k" * 32)
+lean = not {"scipy", "sklearn"} & set(sys.modules)
+import scipy.stats  # still importable by whoever needs it afterwards
+print(json.dumps({"chunks": [(c.start, c.end) for c in chunks], "lean": lean}))
+"""
+
+
+def test_the_splitter_loads_nltk_without_scipy_or_sklearn_and_cuts_the_same() -> None:
+    """nltk imports scipy and scikit-learn only for features the splitter never uses (about
+    100 MB in every worker child): chunking leaves them out, and cuts where nltk with them
+    loaded cuts."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    out = {how: json.loads(subprocess.run(
+        [sys.executable, "-c", _CHUNK_IN_A_FRESH_PROCESS, how], cwd=root, check=True,
+        capture_output=True, text=True, timeout=120).stdout) for how in ("lean", "full")}
+    assert out["lean"]["lean"] and not out["full"]["lean"]
+    assert len(out["lean"]["chunks"]) > 3
+    assert out["lean"]["chunks"] == out["full"]["chunks"]
