@@ -213,6 +213,12 @@ class WorkerSettings(BaseModel):
         "``docqa.chroma`` alone for a worker beside the Chroma server (workers/app.py); "
         "unset = docqa.ingest and docqa.erase, plus docqa.chroma where chroma.data_dir holds "
         "the server's chroma.sqlite3")
+    max_memory_mb: int = Field(
+        default=600, ge=0, description="a worker child whose peak resident memory passed "
+        "this is replaced by a new one once its document is done (Celery's "
+        "``worker_max_memory_per_child``): a child grows from about 430 MB after its models "
+        "load with the ONNX arena's largest runs and Python's heap (docs/capacity.md, "
+        "\"Worker memory\"); the new child loads them again, in seconds. 0 = never replaced")
     task_time_limit_s: int = Field(default=900, ge=2)
     visibility_timeout_s: int = Field(default=1800, ge=2)
     max_retries: int = Field(

@@ -23,6 +23,7 @@ pytestmark = pytest.mark.integration
 N_DOCS = 16
 CHILDREN_REDIS_URL = (os.environ.get("DOCQA_TEST_CHILDREN_REDIS_URL")
                       or session_redis_url(28))
+RECYCLED_REDIS_URL = session_redis_url(29)
 
 
 def _text(n: int) -> bytes:
@@ -73,6 +74,36 @@ def test_a_run_of_small_documents_each_ends_ready_once_with_its_own_chunks(
         pids = {entry["pid"] for entry in _json_lines(stack.log("worker"))
                 if re.match(r"document \w+ ready:", str(entry.get("message", "")))}
         assert len(pids) >= min(2, expected), stack.log("worker")[-3000:]
+
+
+@pytest.fixture(scope="module")
+def recycled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """One worker child with a memory limit it always passes: replaced after every job."""
+    with run_stack(tmp_path_factory.mktemp("docqa-recycled"), RECYCLED_REDIS_URL,
+                   {"DOCQA_WORKER__MAX_MEMORY_MB": "1", "DOCQA_LOAD_GENERATOR": "false"}) as st:
+        yield st
+
+
+def test_a_child_over_its_memory_limit_is_replaced_and_loses_nothing(recycled: Stack) -> None:
+    """``worker.max_memory_mb``: a child past it finishes its document, is replaced, and
+    the next child takes the next one; each document ends ``ready`` once, with its text."""
+    n_docs = 4
+    with recycled.client("acme") as client:
+        ids = [client.upload_bytes(f"depot-{n}.txt", _text(n), None)["id"] for n in range(n_docs)]
+        final = client.wait_ready(ids, timeout=600)
+        assert {final[i]["status"] for i in ids} == {"ready"}, final
+        for n, doc_id in enumerate(ids):
+            texts = [text for _sealed, text in recycled.stored_chunks("acme", doc_id)]
+            assert texts == [_text(n).decode()]
+        found = client.search("Which depot gets deliveries before noon?", top_k=10)
+        assert {h["document_id"] for h in found["results"]} <= set(ids) and found["results"]
+    log = recycled.log("worker")
+    ready = Counter(m for m in re.findall(r"document (\w+) ready:", log) if m in set(ids))
+    assert ready == Counter({i: 1 for i in ids}), ready
+    # one child at a time (the stack pins one), yet the documents were ingested by several
+    pids = {entry["pid"] for entry in _json_lines(log)
+            if re.match(r"document \w+ ready:", str(entry.get("message", "")))}
+    assert len(pids) >= 2, log[-3000:]
 
 
 def _json_lines(log: str) -> list[dict[str, object]]:

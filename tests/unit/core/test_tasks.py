@@ -52,3 +52,10 @@ def test_ingest_priority_is_the_tenants_place_in_line() -> None:
     assert [ingest_priority(n) for n in (-1, 0, 1, 8, 9, 10, 500)] == [0, 0, 1, 8, 9, 9, 9]
     keys = queue_keys(INGEST_QUEUE)
     assert keys[0] == INGEST_QUEUE and keys[9] == INGEST_QUEUE + "\x06\x169" and len(keys) == 10
+
+
+def test_a_child_past_its_memory_limit_is_replaced_and_zero_means_never() -> None:
+    settings = Settings()
+    assert celery_config(settings)["worker_max_memory_per_child"] == 600 * 1024  # KiB
+    settings.worker.max_memory_mb = 0
+    assert celery_config(settings)["worker_max_memory_per_child"] is None
