@@ -213,12 +213,17 @@ class WorkerSettings(BaseModel):
         "``docqa.chroma`` alone for a worker beside the Chroma server (workers/app.py); "
         "unset = docqa.ingest and docqa.erase, plus docqa.chroma where chroma.data_dir holds "
         "the server's chroma.sqlite3")
+    max_tasks_per_child: int = Field(
+        default=2000, ge=0, description="a worker child is replaced by a new one after "
+        "this many jobs (documents, or batches with batch_size > 1; Celery's "
+        "``worker_max_tasks_per_child``): a child grows from about 430 MB once its models "
+        "are loaded with the ONNX arena's largest runs and Python's heap, and the new one "
+        "loads them again in seconds (docs/capacity.md, \"Worker memory\"). 0 = never")
     max_memory_mb: int = Field(
-        default=600, ge=0, description="a worker child whose peak resident memory passed "
-        "this is replaced by a new one once its document is done (Celery's "
-        "``worker_max_memory_per_child``): a child grows from about 430 MB after its models "
-        "load with the ONNX arena's largest runs and Python's heap (docs/capacity.md, "
-        "\"Worker memory\"); the new child loads them again, in seconds. 0 = never replaced")
+        default=0, ge=0, description="also replace a child whose peak resident memory "
+        "passed this many MB, once its job is done (Celery's ``worker_max_memory_per_child``). "
+        "0 = no limit, the default: a child that redacts names loads the PII tagger (about "
+        "310 MB more), and a limit below its size would replace it after every such document")
     task_time_limit_s: int = Field(default=900, ge=2)
     visibility_timeout_s: int = Field(default=1800, ge=2)
     max_retries: int = Field(

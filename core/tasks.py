@@ -77,6 +77,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1 if w.batch_size <= 1 else 2 * w.batch_size,
         # a child started after a crash loads the embedding model before it reports up
         "worker_proc_alive_timeout": w.child_start_timeout_s,
+        "worker_max_tasks_per_child": w.max_tasks_per_child or None,
         # billiard checks a child's peak RSS (ru_maxrss, in KiB) after each task
         "worker_max_memory_per_child": w.max_memory_mb * 1024 or None,
         "task_time_limit": w.task_time_limit_s,

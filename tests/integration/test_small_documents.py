@@ -76,17 +76,21 @@ def test_a_run_of_small_documents_each_ends_ready_once_with_its_own_chunks(
         assert len(pids) >= min(2, expected), stack.log("worker")[-3000:]
 
 
-@pytest.fixture(scope="module")
-def recycled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """One worker child with a memory limit it always passes: replaced after every job."""
+@pytest.fixture(scope="module", params=["MAX_TASKS_PER_CHILD=2", "MAX_MEMORY_MB=1"])
+def recycled(request: pytest.FixtureRequest,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """One worker child, replaced after every two jobs, or after every job by a memory limit
+    it always passes."""
+    name, value = str(request.param).split("=")
     with run_stack(tmp_path_factory.mktemp("docqa-recycled"), RECYCLED_REDIS_URL,
-                   {"DOCQA_WORKER__MAX_MEMORY_MB": "1", "DOCQA_LOAD_GENERATOR": "false"}) as st:
+                   {f"DOCQA_WORKER__{name}": value, "DOCQA_LOAD_GENERATOR": "false"}) as st:
         yield st
 
 
-def test_a_child_over_its_memory_limit_is_replaced_and_loses_nothing(recycled: Stack) -> None:
-    """``worker.max_memory_mb``: a child past it finishes its document, is replaced, and
-    the next child takes the next one; each document ends ``ready`` once, with its text."""
+def test_a_replaced_child_loses_nothing(recycled: Stack) -> None:
+    """``worker.max_tasks_per_child`` and ``worker.max_memory_mb``: a child past either
+    finishes its document, is replaced, and the next child takes the next one; each
+    document ends ``ready`` once, with its text."""
     n_docs = 4
     with recycled.client("acme") as client:
         ids = [client.upload_bytes(f"depot-{n}.txt", _text(n), None)["id"] for n in range(n_docs)]

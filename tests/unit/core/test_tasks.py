@@ -54,8 +54,12 @@ def test_ingest_priority_is_the_tenants_place_in_line() -> None:
     assert keys[0] == INGEST_QUEUE and keys[9] == INGEST_QUEUE + "\x06\x169" and len(keys) == 10
 
 
-def test_a_child_past_its_memory_limit_is_replaced_and_zero_means_never() -> None:
+def test_a_child_is_replaced_after_its_jobs_and_a_memory_limit_is_optional() -> None:
+    conf = celery_config(Settings())
+    assert conf["worker_max_tasks_per_child"] == 2000
+    assert conf["worker_max_memory_per_child"] is None  # a PII-tagging child is larger
     settings = Settings()
-    assert celery_config(settings)["worker_max_memory_per_child"] == 600 * 1024  # KiB
-    settings.worker.max_memory_mb = 0
-    assert celery_config(settings)["worker_max_memory_per_child"] is None
+    settings.worker.max_tasks_per_child, settings.worker.max_memory_mb = 0, 700
+    conf = celery_config(settings)
+    assert conf["worker_max_tasks_per_child"] is None
+    assert conf["worker_max_memory_per_child"] == 700 * 1024  # KiB
