@@ -116,6 +116,8 @@ class SqlRepository(ABC):
     those a backend's :meth:`_snapshot` groups."""
 
     placeholder: ClassVar[str] = "?"
+    # the tenant condition of a statement that also names the ids it wants
+    tenant_of_ids: ClassVar[str] = "tenant=?"
 
     # ------------------------------------------------------------ the backend's part
 
@@ -225,6 +227,7 @@ class SqlRepository(ABC):
         if ids is not None:
             if not ids:
                 return []
+            where[0] = self.tenant_of_ids
             condition = self._ids_condition(ids)
             where.append(condition[0])
             args.extend(condition[1])
@@ -320,8 +323,8 @@ class SqlRepository(ABC):
         if not ids:
             return []
         condition, args = self._ids_condition(ids)
-        rows = self._all(f"SELECT * FROM documents WHERE tenant=? AND {condition}",  # noqa: S608
-                         [tenant, *args])
+        rows = self._all(f"SELECT * FROM documents WHERE {self.tenant_of_ids} "  # noqa: S608
+                         f"AND {condition}", [tenant, *args])
         return [document_from_row(r) for r in rows]
 
     def count_by_status(self, tenant: str | None = None) -> dict[str, int]:

@@ -119,6 +119,13 @@ class SqliteDocumentRepository(SqlRepository):
     def _name_contains_condition(self, part: str) -> tuple[str, list[Any]]:
         return "instr(docqa_lower(filename), ?) > 0", [part.lower()]
 
+    # "+tenant": not a term an index may serve, so the ids are looked up by primary key.
+    # Without statistics SQLite read the tenant's every row through UNIQUE (tenant, sha256)
+    # instead, testing each against the ids: 112 ms against 0.03 ms for 10 ids in a tenant
+    # of 62,000 documents, paid by every search and ask (the hits' live check) and every
+    # batch status (docs/capacity.md "Search over 16 shards")
+    tenant_of_ids = "+tenant=?"
+
     def _ids_condition(self, ids: Sequence[str]) -> tuple[str, list[Any]]:
         # one JSON array, however many ids: an ``IN (?, ?…)`` list stops at SQLite's 32,766
         # variables, and a filter may name more documents than that
