@@ -180,13 +180,13 @@ class AnswerPipeline:
         ``dense`` or ``keyword``; None = the configured default (hybrid when enabled)."""
         embedded: list[list[float]] = []
 
-        def embed() -> list[float]:  # called by retrieve, its keyword ranking under way
+        def embed() -> list[float]:  # called once by retrieve, its keyword ranking under way
             embedded[:] = self.embedder.embed([query])
             return embedded[0]
 
         hits = retrieve(self.store, tenant, embed, query, top_k, document_ids, mode,
                         self.settings.retrieval)
-        q_vec = embedded[0] if embedded else embed()
+        q_vec = embedded[0]  # retrieve embeds in every mode it returns from
         if self.live is not None and hits:
             alive = set(self.live(tenant, list(dict.fromkeys(h.document_id for h in hits))))
             hits = [h for h in hits if h.document_id in alive]
