@@ -24,6 +24,14 @@ own chunker and settings), so their costs can be set against the bar the issue s
   ``zygote_to_fresh``: the zygote's figures over the new interpreter's, same run.
   ``--parse-only`` skips the embedding parts.
 
+``--attention`` instead compares two exports of the packaged model made here, in a temporary
+directory: with the model's plain (``eager``) attention, which ``ingest/embedding.py``
+exports, and with torch's ``sdpa``. Each is timed on the chunk texts (fp32, the worker's
+``models.onnx_batch_size``) and on the units (int8, one text per run, as the worker embeds
+them), in ``--rounds`` interleaved rounds, in process CPU seconds and wall seconds;
+``eager_to_sdpa`` is the ratio of the totals, ``cosine_min`` the two exports' worst
+agreement on the same texts.
+
 One JSON object on stdout (and ``--json OUT``); progress on stderr. Only the ratios within
 one run mean anything on a shared machine.
 """
@@ -50,7 +58,12 @@ from bench.ingest import DEFAULT_SQUAD, ENCODE_BATCH, WARMUP_TEXTS, load_squad  
 from core.domain import DocumentKind, Page  # noqa: E402
 from ingest import zygote  # noqa: E402
 from ingest.chunking import chunk_pages  # noqa: E402
-from ingest.embedding import OnnxEmbedder, SentenceTransformerEmbedder  # noqa: E402
+from ingest.embedding import (  # noqa: E402
+    OnnxEmbedder,
+    SentenceTransformerEmbedder,
+    _export,
+    _quantize,
+)
 from ingest.readers import read_document  # noqa: E402
 from ingest.sandbox import SandboxPool, parse_isolated  # noqa: E402
 from ingest.units import chunk_units  # noqa: E402
@@ -126,6 +139,45 @@ def parse_costs(settings: Settings, n: int) -> dict[str, Any]:
     return out
 
 
+def attention_costs(settings: Settings, texts: Sequence[str], unit_texts: Sequence[str],
+                    rounds: int) -> dict[str, Any]:
+    """The ``eager`` export against the ``sdpa`` one, in interleaved rounds (see above)."""
+    import numpy as np
+
+    path = settings.models.resolved_embedding_path()
+    batch = settings.models.onnx_batch_size
+    out: dict[str, Any] = {"rounds": rounds}
+    with tempfile.TemporaryDirectory(prefix="docqa-attention-") as tmp:
+        made: dict[str, dict[str, OnnxEmbedder]] = {}
+        for attention in ("sdpa", "eager"):
+            fp32, int8 = Path(tmp) / f"{attention}.onnx", Path(tmp) / f"{attention}-int8.onnx"
+            _export(path, fp32, attention)
+            _quantize(fp32, int8)
+            made[attention] = {
+                "chunks": OnnxEmbedder(path, Path(tmp), batch, model_file=fp32),
+                "units": OnnxEmbedder(path, Path(tmp), batch, quantized=True, model_file=int8)}
+        for part, part_texts in (("chunks", texts), ("units", unit_texts)):
+            vectors = {a: made[a][part].embed_array(part_texts) for a in made}  # also warms
+            cpu = dict.fromkeys(made, 0.0)
+            wall = dict.fromkeys(made, 0.0)
+            for _ in range(rounds):
+                for attention, embedders in made.items():
+                    c0, w0 = time.process_time(), time.perf_counter()
+                    embedders[part].embed_array(part_texts)
+                    cpu[attention] += time.process_time() - c0
+                    wall[attention] += time.perf_counter() - w0
+            out[part] = {
+                "texts": len(part_texts),
+                "cpu_s": {a: round(v / rounds, 3) for a, v in cpu.items()},
+                "wall_s": {a: round(v / rounds, 3) for a, v in wall.items()},
+                "eager_to_sdpa_cpu": round(cpu["eager"] / cpu["sdpa"], 3),
+                "eager_to_sdpa_wall": round(wall["eager"] / wall["sdpa"], 3),
+                "cosine_min": round(float(np.min(np.sum(vectors["eager"] * vectors["sdpa"],
+                                                        axis=1))), 6)}
+            log(f"{part}: {out[part]}")
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--squad", type=Path, default=DEFAULT_SQUAD)
@@ -133,6 +185,9 @@ def main() -> None:
     ap.add_argument("--parses", type=int, default=40, help="documents parsed per parse mode")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--parse-only", action="store_true", help="only the parse part")
+    ap.add_argument("--attention", action="store_true",
+                    help="only the eager-against-sdpa export comparison")
+    ap.add_argument("--rounds", type=int, default=5, help="rounds of --attention")
     args = ap.parse_args()
     settings = Settings()
     if args.parse_only:
@@ -154,6 +209,14 @@ def main() -> None:
         for chunk, units in zip(chunks, chunk_units(pages, chunks), strict=True):
             unit_texts += [u.embedding_text(chunk.text) for u in units]
     log(f"{docs} documents, {len(texts)} chunks, {len(unit_texts)} units")
+    if args.attention:
+        report = {"documents": docs, "attention": attention_costs(settings, texts, unit_texts,
+                                                                   args.rounds),
+                  "config": {"cpu_count": os.cpu_count(), "load_average": list(os.getloadavg()),
+                             "source": str(args.squad)}}
+        write_json(args.json, report)
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+        return
     path = settings.models.resolved_embedding_path()
     cache = settings.onnx_cache_dir
     embed: dict[str, Any] = {}

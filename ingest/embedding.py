@@ -46,7 +46,7 @@ log = logging.getLogger("docqa.ingest")
 
 # bump when the exported graph changes (inputs, outputs, pooling, opset): old files are
 # exported again, since the name carries it
-EXPORT_VERSION = "1"
+EXPORT_VERSION = "2"
 OPSET = 17
 QUANT_VERSION = "matmul"  # what _quantize does; part of the int8 export's cache key
 # the files that decide what the model computes; their digest names the export
@@ -181,15 +181,20 @@ def onnx_model_file(model_path: Path, cache_dir: Path, quantized: bool = False) 
     return path
 
 
-def _export(model_path: Path, out: Path) -> None:
+def _export(model_path: Path, out: Path, attention: str = "eager") -> None:
     """Transformer + attention-masked mean pooling + L2 normalisation, as one graph: what
-    sentence-transformers computes for this folder, from its weights on disk."""
+    sentence-transformers computes for this folder, from its weights on disk. ``attention``
+    is the model's attention implementation (``sdpa`` only to compare, bench.ingest_parts)."""
     _check_exportable(model_path)
     apply_offline_env()
     import torch
     from transformers import AutoModel
 
-    model = AutoModel.from_pretrained(str(model_path), local_files_only=True)
+    # the plain attention, not torch's scaled_dot_product_attention: traced, SDPA's mask
+    # handling adds IsNaN/Where steps to every layer, and ONNX Runtime then spent 11-13%
+    # more CPU on the same vectors (docs/architecture.md, "Ingest speed")
+    model = AutoModel.from_pretrained(str(model_path), local_files_only=True,
+                                      attn_implementation=attention)
     model.eval()
 
     class Pooled(torch.nn.Module):
@@ -235,13 +240,15 @@ class OnnxEmbedder:
     padded only to their own longest text, so short sentences do not pay for long chunks."""
 
     def __init__(self, model_path: Path, cache_dir: Path, batch_size: int = 32,
-                 quantized: bool = False, threads: int | None = None) -> None:
+                 quantized: bool = False, threads: int | None = None,
+                 model_file: Path | None = None) -> None:
         apply_offline_env()
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
         max_len = _check_exportable(model_path)
-        self.path = onnx_model_file(model_path, cache_dir, quantized)
+        # model_file: an export made elsewhere, unchecked (bench.ingest_parts compares two)
+        self.path = model_file or onnx_model_file(model_path, cache_dir, quantized)
         self.tokenizer = Tokenizer.from_file(str(model_path / "tokenizer.json"))
         self.tokenizer.enable_truncation(max_length=max_len)
         self.tokenizer.no_padding()
