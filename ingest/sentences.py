@@ -54,7 +54,11 @@ def chunk_sentence_metadata(texts: Sequence[str], embed: object,
     per_text = [list(u) for u in units] if units is not None else [
         [Unit(s, e) for s, e in split_sentences(t)] for t in texts]
     inputs = [u.embedding_text(t) for t, us in zip(texts, per_text, strict=True) for u in us]
-    vectors = embed(inputs) if inputs else []  # type: ignore[operator]
+    # a sentence in the overlap of two chunks is the same input twice (2% of the SQuAD
+    # paragraphs' units, 5% of SciFact's): embedded once
+    row = {text: i for i, text in enumerate(dict.fromkeys(inputs))}
+    embedded = embed(list(row)) if row else []  # type: ignore[operator]
+    vectors = [embedded[row[text]] for text in inputs]
     out, k = [], 0
     for us in per_text:
         out.append(pack([(u.start, u.end) for u in us], vectors[k:k + len(us)], us) if us else {})

@@ -46,3 +46,19 @@ def test_prose_paragraphs_store_exactly_what_they_stored_before() -> None:
     emb = HashEmbedder()
     new = chunk_sentence_metadata(texts, emb.embed, [split_units(t) for t in texts])
     assert new == chunk_sentence_metadata(texts, emb.embed)  # sentences, as before units
+
+
+def test_a_sentence_in_two_chunks_is_embedded_once_and_stored_in_both() -> None:
+    texts = ["The pump failed. The seal cracked.", "The seal cracked. It was replaced."]
+    asked: list[str] = []
+
+    def embed(batch: list[str]) -> list[list[float]]:
+        asked.extend(batch)
+        return HashEmbedder().embed(batch)
+
+    first, second = chunk_sentence_metadata(texts, embed)
+    assert asked == ["The pump failed.", "The seal cracked.", "It was replaced."]
+    (_, vecs_1), (_, vecs_2) = unpack(first), unpack(second)  # type: ignore[misc]
+    assert vecs_1[1] == vecs_2[0]  # the shared sentence's vector, in both chunks
+    (_, alone), = [unpack(m) for m in chunk_sentence_metadata(texts[1:], HashEmbedder().embed)]
+    assert vecs_2 == alone  # what the chunk stores when embedded on its own
