@@ -76,6 +76,11 @@ class ModelSettings(BaseModel):
         "for chunks and within 0.01 of torch on SciFact and SQuAD 2.0 test, but not the "
         "default (docs/architecture.md, Ingest speed); torch: sentence-transformers. API and "
         "workers must use the same; chunks stored under another backend stay searchable")
+    chunk_embedding_backend: Literal["same", "onnx-int8"] = Field(
+        default="same", description="what the workers embed chunks with: 'same' (the "
+        "embedding backend) or the int8 ONNX model, while questions keep the embedding "
+        "backend: int8 chunks searched with fp32 questions (docs/architecture.md, Ingest "
+        "speed). The evidence units then share the int8 session when they use int8 too")
     unit_embedding_backend: Literal["same", "onnx-int8"] = Field(
         default="onnx-int8", description="what embeds the evidence units (sentences, list "
         "items, table rows) at ingest: the int8 ONNX model (about 2x faster; measured without "

@@ -306,11 +306,27 @@ def make_embedder(settings: Settings) -> OnnxEmbedder | SentenceTransformerEmbed
                         threads=m.embedding_threads or None)
 
 
-def make_unit_embedder(settings: Settings) -> OnnxEmbedder | None:
-    """The embedder of the evidence units at ingest when it is not the main one."""
+def make_chunk_embedder(settings: Settings) -> OnnxEmbedder | SentenceTransformerEmbedder:
+    """What a worker embeds chunks with (``models.chunk_embedding_backend``)."""
     m = settings.models
-    if m.unit_embedding_backend == "same" or m.embedding_backend == "onnx-int8":
-        return None  # the embedder itself (already int8: one session, not two alike)
+    if m.chunk_embedding_backend == "same" or m.embedding_backend == "onnx-int8":
+        return make_embedder(settings)
+    return OnnxEmbedder(m.resolved_embedding_path(), settings.onnx_cache_dir,
+                        m.onnx_batch_size, quantized=True,
+                        threads=m.embedding_threads or None)
+
+
+def make_unit_embedder(settings: Settings
+                       ) -> OnnxEmbedder | SentenceTransformerEmbedder | None:
+    """The embedder of the evidence units at ingest when it is not the chunks' one."""
+    m = settings.models
+    only_chunks_int8 = m.chunk_embedding_backend == "onnx-int8" \
+        and m.embedding_backend != "onnx-int8"
+    int8_chunks = only_chunks_int8 or m.embedding_backend == "onnx-int8"
+    if m.unit_embedding_backend == "same":  # the embedding backend's
+        return make_embedder(settings) if only_chunks_int8 else None
+    if int8_chunks:
+        return None  # the chunks' embedder, already int8: one session, not two alike
     return OnnxEmbedder(m.resolved_embedding_path(), settings.onnx_cache_dir,
                         m.onnx_batch_size, quantized=True,
                         threads=m.embedding_threads or None)

@@ -24,7 +24,7 @@ from core.ports import DocumentRepository
 from core.registry import open_repository
 from core.settings import Settings, apply_offline_env, usable_cpus
 from core.vault import Vault
-from ingest.embedding import make_embedder, make_unit_embedder
+from ingest.embedding import make_chunk_embedder, make_unit_embedder
 from ingest.erasure import Eraser, NotDeletedYet, build_eraser, sees_chroma_dir
 from ingest.pipeline import IngestDeps, failed_ingest_cleanup, ingest_document, warm_up
 from ingest.sandbox import SandboxPool
@@ -56,8 +56,8 @@ def build_deps(settings: Settings, store: ChromaStore,
         settings=settings,
         repo=repo or notifying_repository(settings),
         store=store,
-        # the embedder itself unless DOCQA_TEST_HOOKS__* (tests only) are set
-        embedder=testhooks.hooked_embedder(settings, make_embedder(settings)),
+        # the chunks' embedder itself unless DOCQA_TEST_HOOKS__* (tests only) are set
+        embedder=testhooks.hooked_embedder(settings, make_chunk_embedder(settings)),
         vault=Vault.for_settings(settings),
         erase_later=queue_erase,
         # a batching worker parses a job's documents one after another: spares boot together

@@ -153,6 +153,30 @@ def test_int8_chunks_and_questions_share_one_session_with_the_units(tmp_path: Pa
     assert not embedding.make_embedder(fp32).path.name.endswith("-int8.onnx")  # type: ignore[union-attr]
 
 
+def test_int8_chunks_under_fp32_questions(tmp_path: Path) -> None:
+    """models.chunk_embedding_backend: the worker embeds chunks in int8 while the API's
+    embedder, which embeds questions, stays fp32; int8 units share the chunks' session,
+    'same' units keep the fp32 embedding backend's."""
+    def settings(**models: str) -> Settings:
+        return Settings(data_dir=tmp_path, models={"onnx_cache_dir": CACHE,
+                                                   "chunk_embedding_backend": "onnx-int8",
+                                                   **models})
+
+    def is_int8(e: object) -> bool:
+        return isinstance(e, OnnxEmbedder) and e.path.name.endswith("-int8.onnx")
+
+    mixed = settings()
+    assert mixed.models.embedding_backend == "onnx"
+    assert is_int8(embedding.make_chunk_embedder(mixed))
+    assert not is_int8(embedding.make_embedder(mixed))  # the API's: questions
+    assert embedding.make_unit_embedder(mixed) is None
+    same_units = embedding.make_unit_embedder(settings(unit_embedding_backend="same"))
+    assert isinstance(same_units, OnnxEmbedder) and not is_int8(same_units)
+    default = Settings(data_dir=tmp_path, models={"onnx_cache_dir": CACHE})
+    assert default.models.chunk_embedding_backend == "same"
+    assert not is_int8(embedding.make_chunk_embedder(default))
+
+
 def test_an_int8_vector_depends_on_its_text_alone_not_on_the_texts_run_with_it(
         model_path: Path) -> None:
     """Dynamic int8 quantization scales activations per tensor, over the whole batch: run
