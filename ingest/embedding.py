@@ -295,41 +295,41 @@ class OnnxEmbedder:
         return self.embed_array(texts).tolist()  # type: ignore[no-any-return]
 
 
+def _onnx(settings: Settings, quantized: bool) -> OnnxEmbedder:
+    m = settings.models
+    return OnnxEmbedder(m.resolved_embedding_path(), settings.onnx_cache_dir,
+                        m.onnx_batch_size, quantized=quantized,
+                        threads=m.embedding_threads or None)
+
+
 def make_embedder(settings: Settings) -> OnnxEmbedder | SentenceTransformerEmbedder:
     """The embedder ``models.embedding_backend`` names, on the configured model folder."""
     m = settings.models
-    path = m.resolved_embedding_path()
     if m.embedding_backend == "torch":
-        return SentenceTransformerEmbedder(path, m.embedding_batch_size)
-    return OnnxEmbedder(path, settings.onnx_cache_dir, m.onnx_batch_size,
-                        quantized=m.embedding_backend == "onnx-int8",
-                        threads=m.embedding_threads or None)
+        return SentenceTransformerEmbedder(m.resolved_embedding_path(), m.embedding_batch_size)
+    return _onnx(settings, quantized=m.embedding_backend == "onnx-int8")
+
+
+def _int8_chunks(settings: Settings) -> bool:
+    m = settings.models
+    return m.embedding_backend == "onnx-int8" or m.chunk_embedding_backend == "onnx-int8"
 
 
 def make_chunk_embedder(settings: Settings) -> OnnxEmbedder | SentenceTransformerEmbedder:
     """What a worker embeds chunks with (``models.chunk_embedding_backend``)."""
-    m = settings.models
-    if m.chunk_embedding_backend == "same" or m.embedding_backend == "onnx-int8":
-        return make_embedder(settings)
-    return OnnxEmbedder(m.resolved_embedding_path(), settings.onnx_cache_dir,
-                        m.onnx_batch_size, quantized=True,
-                        threads=m.embedding_threads or None)
+    return _onnx(settings, quantized=True) if _int8_chunks(settings) else make_embedder(settings)
 
 
 def make_unit_embedder(settings: Settings
                        ) -> OnnxEmbedder | SentenceTransformerEmbedder | None:
-    """The embedder of the evidence units at ingest when it is not the chunks' one."""
+    """The embedder of the evidence units at ingest when it is not the chunks' one (None:
+    the chunks' embedder is the one they need: one session, not two alike)."""
     m = settings.models
-    only_chunks_int8 = m.chunk_embedding_backend == "onnx-int8" \
-        and m.embedding_backend != "onnx-int8"
-    int8_chunks = only_chunks_int8 or m.embedding_backend == "onnx-int8"
-    if m.unit_embedding_backend == "same":  # the embedding backend's
-        return make_embedder(settings) if only_chunks_int8 else None
-    if int8_chunks:
-        return None  # the chunks' embedder, already int8: one session, not two alike
-    return OnnxEmbedder(m.resolved_embedding_path(), settings.onnx_cache_dir,
-                        m.onnx_batch_size, quantized=True,
-                        threads=m.embedding_threads or None)
+    int8_units = m.unit_embedding_backend == "onnx-int8" or m.embedding_backend == "onnx-int8"
+    if int8_units == _int8_chunks(settings):
+        return None
+    # 'same' is the embedding backend's, which int8 chunks are not
+    return _onnx(settings, quantized=True) if int8_units else make_embedder(settings)
 
 
 class HashEmbedder:
