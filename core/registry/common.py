@@ -222,12 +222,12 @@ class SqlRepository(ABC):
         tenant's), oldest first. ``filename`` is a glob (``*``, ``?``, ``[...]``; exact when
         it has none); ``metadata`` values must equal the uploaded value, or be in it when
         that is a list. A document being deleted matches nothing."""
-        where: builtins.list[str] = ["tenant=?", "deleted_at IS NULL"]
+        where: builtins.list[str] = [
+            "tenant=?" if ids is None else self.tenant_of_ids, "deleted_at IS NULL"]
         args: builtins.list[Any] = [tenant]
         if ids is not None:
             if not ids:
                 return []
-            where[0] = self.tenant_of_ids
             condition = self._ids_condition(ids)
             where.append(condition[0])
             args.extend(condition[1])
