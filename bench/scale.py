@@ -282,6 +282,8 @@ def run(chunks: int, data: Path, redis_url: str | None, shards: int | None, quer
             "keyword_bytes_per_chunk": round(kw_bytes / max(stored, 1)),
             "chroma_bytes": chroma_bytes,
             "shards": shards or _default_shards(),
+            "paras_per_doc": paras_per_doc,
+            "chunk_embedding_backend": _chunk_backend(),
             "cpu_count": os.cpu_count(),
         }
         report.update(erase(st, client, timeout=600))
@@ -292,6 +294,14 @@ def _default_shards() -> int:
     from core.settings import Settings
 
     return Settings().chroma.shards
+
+
+def _chunk_backend() -> str:
+    """The chunks' embedding backend the stack ran with (it inherits this environment)."""
+    from core.settings import Settings
+
+    m = Settings().models
+    return m.embedding_backend if m.chunk_embedding_backend == "same" else m.chunk_embedding_backend
 
 
 def main(argv: list[str] | None = None) -> int:
