@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -49,10 +50,36 @@ def _stop(procs: dict[str, subprocess.Popen[bytes]]) -> None:
 
 
 @contextmanager
+def sigterm_unwinds() -> Iterator[None]:
+    """SIGTERM raises SystemExit here, so ``finally`` blocks run. Python's default for it
+    ends the process at once: a benchmark killed that way left its whole stack (started
+    in sessions of their own) running, and holding its data directory."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers; its own default stays
+        return
+
+    def unwind(signum: int, _frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the cleanup
+        raise SystemExit(128 + signum)
+
+    before = signal.signal(signal.SIGTERM, unwind)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+@contextmanager
 def local_stack(data: Path, redis_url: str | None = None, tenant: str = "bench",
                 extra_env: dict[str, str] | None = None) -> Iterator[LocalStack]:
     """The stack on ``data`` (created), with Redis at ``redis_url`` (flushed first) or a
     private redis-server of its own; one API key, ``BENCH_KEY``, for ``tenant``."""
+    with sigterm_unwinds():
+        yield from _local_stack(data, redis_url, tenant, extra_env)
+
+
+def _local_stack(data: Path, redis_url: str | None, tenant: str,
+                 extra_env: dict[str, str] | None) -> Iterator[LocalStack]:
     import redis
 
     private = None
