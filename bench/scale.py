@@ -17,8 +17,9 @@ Phases:
    first upload to the last ``ready``;
 2. search: ``/v1/search`` hybrid top 10, and ask: ``/v1/ask``, ``--queries`` of each one at
    a time, with held-out questions (SQuAD questions of the test split and SciFact claims);
-3. RSS of the API and of the worker (its process tree) after those, and the Chroma
-   directory's and the keyword index's bytes per chunk;
+3. RSS of the API and of the worker (its process tree) after those, the worker's also
+   every 15 s during the ingest (``worker_rss_ingest_max_mb``, ``_median_mb``), and the
+   Chroma directory's and the keyword index's bytes per chunk;
 4. erasure: one more document carrying a canary is ingested; its stored forms (the canary,
    its sealed chunk texts as Chroma holds them, its wrapped text key) are found on disk;
    then it is deleted. ``erase_s`` is the time from the DELETE's response until the worker
@@ -42,8 +43,10 @@ import os  # noqa: E402
 import random  # noqa: E402
 import re  # noqa: E402
 import secrets  # noqa: E402
+import statistics  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
+import threading  # noqa: E402
 import time  # noqa: E402
 from concurrent.futures import ThreadPoolExecutor  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
@@ -165,6 +168,38 @@ def ingest(client: DocqaClient, docs: list[tuple[str, bytes]], timeout: float
     return dict(final), time.perf_counter() - t0
 
 
+class RssSampler:
+    """The tree RSS of a process every ``interval`` seconds, in a thread, from the first
+    sample at ``start`` to ``stop``: the worker's peak during the ingest, which its RSS at
+    the end does not show (a child may just have been replaced)."""
+
+    def __init__(self, pid: int, interval: float = 15.0) -> None:
+        self.pid, self.interval = pid, interval
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+
+    def _run(self) -> None:
+        while True:
+            self.samples.append(tree_rss_mb(self.pid))
+            if self._stop.wait(self.interval):
+                return
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def report(self, prefix: str) -> dict[str, Any]:
+        live = [v for v in self.samples if v > 0]  # 0: the process was gone
+        return {f"{prefix}_max_mb": max(live, default=None),
+                f"{prefix}_median_mb": round(statistics.median(live), 1) if live else None,
+                f"{prefix}_samples": len(live)}
+
+
 def timed(fn: Any, items: list[str]) -> list[float]:
     out = []
     for q in items:
@@ -248,7 +283,8 @@ def run(chunks: int, data: Path, redis_url: str | None, shards: int | None, quer
         extra |= {"DOCQA_CHUNKING__SIZE": str(size), "DOCQA_CHUNKING__OVERLAP": str(overlap)}
     with local_stack(data, redis_url, TENANT, extra) as st, \
             DocqaClient(st.url, st.key, timeout=300, wait_on_429_s=600) as client:
-        final, seconds = ingest(client, docs, timeout)
+        with RssSampler(st.pid("worker")) as worker_rss:
+            final, seconds = ingest(client, docs, timeout)
         ready = [d for d in final.values() if d["status"] == "ready"]
         stored = sum(int(d.get("chunks") or 0) for d in ready)
         log(f"{len(ready)}/{len(docs)} ready, {stored} chunks, {seconds:.0f} s")
@@ -277,6 +313,7 @@ def run(chunks: int, data: Path, redis_url: str | None, shards: int | None, quer
             "queries": len(search_ms),
             "api_rss_mb": tree_rss_mb(st.pid("api")),
             "worker_rss_mb": tree_rss_mb(st.pid("worker")),
+            **worker_rss.report("worker_rss_ingest"),
             "chroma_rss_mb": tree_rss_mb(st.pid("chroma")),
             "chroma_bytes_per_chunk": round(chroma_bytes / max(stored, 1)),
             "keyword_bytes_per_chunk": round(kw_bytes / max(stored, 1)),

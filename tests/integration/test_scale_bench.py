@@ -51,6 +51,8 @@ def test_scale_bench_at_four_hundred_chunks(tmp_path: Path) -> None:
     assert 0 < report["search_p50_ms"] <= report["search_p95_ms"]
     assert 0 < report["ask_p50_ms"] <= report["ask_p95_ms"]
     assert report["api_rss_mb"] > 0 and report["worker_rss_mb"] > 0
+    assert report["worker_rss_ingest_samples"] >= 1
+    assert report["worker_rss_ingest_max_mb"] >= report["worker_rss_ingest_median_mb"] > 0
     assert report["chroma_bytes_per_chunk"] > 0 and report["keyword_bytes_per_chunk"] > 0
     # the erasure: seen on disk before, then gone everywhere
     assert report["canary_seen_before_erase"] is True
