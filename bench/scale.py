@@ -169,9 +169,9 @@ def ingest(client: DocqaClient, docs: list[tuple[str, bytes]], timeout: float
 
 
 class RssSampler:
-    """The tree RSS of a process every ``interval`` seconds, in a thread, from the first
-    sample at ``start`` to ``stop``: the worker's peak during the ingest, which its RSS at
-    the end does not show (a child may just have been replaced)."""
+    """The tree RSS of a process every ``interval`` seconds, in a thread, from entering the
+    ``with`` block to leaving it: the worker's peak during the ingest, which its RSS at the
+    end does not show (a child may just have been replaced)."""
 
     def __init__(self, pid: int, interval: float = 15.0) -> None:
         self.pid, self.interval = pid, interval
