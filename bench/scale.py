@@ -336,9 +336,9 @@ def _default_shards() -> int:
 def _chunk_backend() -> str:
     """The chunks' embedding backend the stack ran with (it inherits this environment)."""
     from core.settings import Settings
+    from ingest.embedding import chunk_backend
 
-    m = Settings().models
-    return m.embedding_backend if m.chunk_embedding_backend == "same" else m.chunk_embedding_backend
+    return chunk_backend(Settings())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -310,9 +310,16 @@ def make_embedder(settings: Settings) -> OnnxEmbedder | SentenceTransformerEmbed
     return _onnx(settings, quantized=m.embedding_backend == "onnx-int8")
 
 
-def _int8_chunks(settings: Settings) -> bool:
+def chunk_backend(settings: Settings) -> str:
+    """The backend a worker embeds chunks with: int8 when either setting asks for it, else
+    the embedding backend (``models.chunk_embedding_backend`` 'same')."""
     m = settings.models
-    return m.embedding_backend == "onnx-int8" or m.chunk_embedding_backend == "onnx-int8"
+    int8 = "onnx-int8" in (m.embedding_backend, m.chunk_embedding_backend)
+    return "onnx-int8" if int8 else m.embedding_backend
+
+
+def _int8_chunks(settings: Settings) -> bool:
+    return chunk_backend(settings) == "onnx-int8"
 
 
 def make_chunk_embedder(settings: Settings) -> OnnxEmbedder | SentenceTransformerEmbedder:
