@@ -90,7 +90,7 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _file_digest(path: Path) -> str:
+def file_digest(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         while block := fh.read(1 << 20):
@@ -107,7 +107,7 @@ def source_digest(model_path: Path, quantized: bool) -> str:
     for name in _SOURCE_FILES:
         path = model_path / name
         if path.is_file():
-            h.update(name.encode() + b"\0" + _file_digest(path).encode())
+            h.update(name.encode() + b"\0" + file_digest(path).encode())
     return h.hexdigest()
 
 
@@ -126,7 +126,7 @@ def _check_exportable(model_path: Path) -> int:
 
 
 @contextlib.contextmanager
-def _export_lock(cache_dir: Path) -> Iterator[None]:
+def export_lock(cache_dir: Path) -> Iterator[None]:
     """One exporter at a time per cache directory (several worker children start together)."""
     cache_dir.mkdir(parents=True, exist_ok=True)
     with open(cache_dir / ".export.lock", "a+") as fh:
@@ -137,10 +137,10 @@ def _export_lock(cache_dir: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _valid_export(path: Path, source: str) -> bool:
+def valid_export(path: Path, source: str) -> bool:
     meta = _read_json(path.with_suffix(".json"))
     return (path.is_file() and meta.get("source") == source
-            and meta.get("sha256") == _file_digest(path))
+            and meta.get("sha256") == file_digest(path))
 
 
 def _target(model_path: Path, cache_dir: Path, quantized: bool) -> tuple[Path, str]:
@@ -148,13 +148,14 @@ def _target(model_path: Path, cache_dir: Path, quantized: bool) -> tuple[Path, s
     return cache_dir / f"embedder-{source[:24]}{'-int8' if quantized else ''}.onnx", source
 
 
-def _make(path: Path, source: str, model_path: Path, build: Callable[[Path], None]) -> None:
+def write_export(path: Path, source: str, model_path: Path,
+                 build: Callable[[Path], None]) -> None:
     """``build`` into a temporary file, then the file and its digests in place (a reader
     sees the old state or the new one, never half a file)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         build(tmp)
-        digest = _file_digest(tmp)
+        digest = file_digest(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -168,16 +169,16 @@ def onnx_model_file(model_path: Path, cache_dir: Path, quantized: bool = False) 
     """The exported model for ``model_path``, exported now if the cache has no valid copy
     (the source digest in its name; its own digest, recorded beside it, is checked)."""
     path, source = _target(model_path, cache_dir, quantized)
-    if _valid_export(path, source):
+    if valid_export(path, source):
         return path
-    with _export_lock(cache_dir):
+    with export_lock(cache_dir):
         full, full_source = _target(model_path, cache_dir, False)
-        if not _valid_export(full, full_source):  # the int8 model is made from this one
+        if not valid_export(full, full_source):  # the int8 model is made from this one
             log.info("exporting the embedding model %s to ONNX (once): %s", model_path, full)
-            _make(full, full_source, model_path, lambda out: _export(model_path, out))
-        if quantized and not _valid_export(path, source):
+            write_export(full, full_source, model_path, lambda out: _export(model_path, out))
+        if quantized and not valid_export(path, source):
             log.info("quantizing the ONNX embedding model to int8 (once): %s", path)
-            _make(path, source, model_path, lambda out: _quantize(full, out))
+            write_export(path, source, model_path, lambda out: _quantize(full, out))
     return path
 
 
