@@ -159,12 +159,13 @@ class RetrievalSettings(BaseModel):
     )
     # off by default: through the service it keeps business dev correctness and raises its F1
     # 2.6x, but costs SQuAD 2.0 dev 0.21 of answerable_correct (docs/span.md)
-    short_answer: Literal["off", "span"] = Field(
+    short_answer: Literal["off", "span", "reader"] = Field(
         default="off",
         description="extractive mode only. off: the answer is the chosen unit; span: SmolLM2 "
-        "picks the phrase of that unit that answers (always an exact substring of it; the "
-        "unit itself if picking fails or runs past span_deadline_s); the citation's quote "
-        "stays the whole unit")
+        "picks the phrase of that unit that answers; reader: the trained span reader (MiniLM "
+        "with adapters, service/answer/reader.py) does. Either way the answer is an exact "
+        "substring of the unit (the unit itself if picking fails or runs past "
+        "span_deadline_s); the citation's quote stays the whole unit")
     span_deadline_s: float = Field(
         default=1.5, gt=0, description="longest time span picking may take per answer")
     # 0.8 with the model's ranking and the run of its 3 best when unsure: on SQuAD 2.0 and
@@ -182,6 +183,17 @@ class RetrievalSettings(BaseModel):
         default=3, ge=0, le=5, description="with span_rank, an unsure pick answers the "
         "shortest run of the unit holding this many best candidates instead of the whole "
         "unit (0 or 1: the whole unit)")
+    # 0.9 and 0.95: the highest F1 on dev gold units (SQuAD 2.0 half B held out, business dev)
+    # whose correctness stays within 0.01 of the unit's on SQuAD and equal on business
+    # (docs/span.md)
+    reader_min_confidence: float = Field(
+        default=0.9, ge=0, le=1, description="short_answer=reader: the reader's best span "
+        "answers when its probability reaches this; otherwise the run of the unit covering "
+        "its best spans up to reader_cover_mass")
+    reader_cover_mass: float = Field(
+        default=0.95, ge=0, le=1, description="short_answer=reader: an unsure pick answers "
+        "the shortest run of the unit covering the reader's best spans until their "
+        "probabilities add up to this")
 
 
 MAX_AUTO_CHILDREN = 4  # worker.concurrency 0: one child per CPU, at most this many

@@ -65,3 +65,6 @@ fi
 # and API do not, and the tests find it (tests/integration/conftest.py points them here).
 DOCQA_MODELS__ONNX_CACHE_DIR="${DOCQA_MODELS__ONNX_CACHE_DIR:-$PWD/data/cache/onnx}" \
   .venv/bin/python -m ingest.embedding >/dev/null
+# The span reader (retrieval.short_answer=reader) is the same weights with trained adapters.
+DOCQA_MODELS__ONNX_CACHE_DIR="${DOCQA_MODELS__ONNX_CACHE_DIR:-$PWD/data/cache/onnx}" \
+  .venv/bin/python -m service.answer.reader >/dev/null

@@ -37,7 +37,13 @@ from service.answer.grounding import (
 )
 from service.answer.qualifiers import Question, Verdict, analyse, check
 from service.answer.result import AnswerEvent, AnswerResult, DraftToken, Evidence, final_result
-from service.answer.span import ConstrainedGenerator, SpanPick, pick_span, tagged_from_doc
+from service.answer.span import (
+    ConstrainedGenerator,
+    SpanPick,
+    SpanPicker,
+    pick_span,
+    tagged_from_doc,
+)
 from service.answer.verify import verify
 
 MAX_ANSWER_WORDS = 40
@@ -159,6 +165,7 @@ class AnswerPipeline:
         self, settings: Settings, embedder: Embedder, store: VectorStore,
         generator: Generator | None, model: GroundingModel | None | bool = True,
         live: Callable[[str, list[str]], Collection[str]] | None = None,
+        reader: SpanPicker | None = None,
     ) -> None:
         self.settings = settings
         self.embedder = embedder
@@ -168,6 +175,7 @@ class AnswerPipeline:
         # is checked against it, so a document is never returned once its DELETE began, even
         # while a late write of a running ingest is still in the store (ingest/pipeline.py)
         self.live = live
+        self.reader = reader  # short_answer=reader (service/answer/reader.py)
         # True = the committed model (None if absent), False = heuristics, or a model object
         self.model: GroundingModel | None = (
             load_model() if model is True else (None if model is False else model))
@@ -310,7 +318,7 @@ class AnswerPipeline:
                 return
         # extractive: the best evidence sentence (the part nearest the question if long)
         body = focus_window(best.text.rstrip("."), question)
-        if self.settings.retrieval.short_answer == "span":
+        if self.settings.retrieval.short_answer != "off":
             t = time.perf_counter()
             pick = self._short(question, best)
             timings["span_ms"] = _ms(t)
@@ -324,7 +332,11 @@ class AnswerPipeline:
 
     def _short(self, question: str, best: Evidence) -> SpanPick:
         """The phrase of the chosen unit that answers; the unit's own words only (see
-        service/answer/span.py), never an answer the unit does not contain."""
+        service/answer/span.py, reader.py), never an answer the unit does not contain."""
+        if self.settings.retrieval.short_answer == "reader":
+            if self.reader is None:
+                return SpanPick(None, 0, 0, False, "no_reader", 0.0)
+            return self.reader.pick(question, best.text, best.context.describe())
         generator = self.generator if hasattr(self.generator, "choose") else None
         doc = tagger.parse(best.text)
         tagged = tagged_from_doc(doc) if doc is not None else None

@@ -67,6 +67,12 @@ class ConstrainedGenerator(Protocol):
                       deadline_s: float) -> tuple[int, float, list[float]]: ...
 
 
+class SpanPicker(Protocol):
+    """Picks the answering span of a unit by itself (``service/answer/reader.py``)."""
+
+    def pick(self, question: str, unit: str, context: str = "") -> SpanPick: ...
+
+
 @dataclass(frozen=True, slots=True)
 class SpanPick:
     """What span picking made of one unit.
@@ -585,6 +591,6 @@ def offsets_in(parent_start: int, pick: SpanPick) -> tuple[int, int] | None:
 
 
 __all__ = ["FEATURES", "NOT_FOUND", "WEIGHTS", "WEIGHTS_NO_MODEL", "ConstrainedGenerator",
-           "SpanPick", "Tagged", "build_grammar", "build_messages", "candidate_spans",
+           "SpanPick", "SpanPicker", "Tagged", "build_grammar", "build_messages", "candidate_spans",
            "candidates_grammar", "locate", "offsets_in", "pick_span", "rank_spans",
            "span_features", "tagged_from_doc", "tokenize", "wanted_labels"]

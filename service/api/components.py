@@ -24,6 +24,7 @@ from ingest.embedding import make_embedder
 from ingest.store import ChromaStore, open_store
 from service.answer import AnswerPipeline
 from service.answer.generator import LlamaGenerator
+from service.answer.reader import SpanReader
 from service.api.events import ChangeHub
 from service.api.limits import StreamSlots
 from service.documents import DocumentService, TaskQueue
@@ -69,12 +70,19 @@ def build_components(settings: Settings) -> Components:
             queue_size=m.generation_queue_size, timeout_s=m.generation_timeout_s,
             retry_after_s=m.retry_after_s,
         )
+    reader = None
+    if settings.retrieval.short_answer == "reader":
+        r = settings.retrieval
+        reader = SpanReader(settings.models.resolved_embedding_path(), settings.onnx_cache_dir,
+                            min_confidence=r.reader_min_confidence,
+                            cover_mass=r.reader_cover_mass)
     documents = DocumentService(settings, repo, store, TaskQueue(settings))
     encrypt_legacy_files(documents.vault, settings.files_dir)  # originals of older versions
     return Components(
         settings=settings, repo=repo, store=store, documents=documents,
         answers=AnswerPipeline(settings, embedder, store, generator,
-                               live=lambda tenant, ids: repo.find_ids(tenant, ids=ids)),
+                               live=lambda tenant, ids: repo.find_ids(tenant, ids=ids),
+                               reader=reader),
         redis=redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2),
         audit=open_audit(settings),
         limiter=RateLimiter.from_url(settings.redis_url, fail_open=settings.rate_limit.fail_open),

@@ -1,6 +1,7 @@
-"""``retrieval.short_answer=span`` on the real stack with the packaged GGUF: the answer is a
-phrase of the cited unit (never words the unit does not hold), the citation still quotes the
-whole unit, and the streamed answer is the same verified one."""
+"""Short answers on the real stack, picked by the packaged GGUF (``retrieval.short_answer=
+span``) and by the trained span reader (``reader``): the answer is a phrase of the cited unit
+(never words the unit does not hold), the citation still quotes the whole unit, and the
+streamed answer is the same verified one."""
 
 from __future__ import annotations
 
@@ -20,14 +21,16 @@ pytestmark = pytest.mark.integration
 # this stack's jobs
 REDIS_URL = os.environ.get("DOCQA_TEST_SPAN_REDIS_URL") or session_redis_url(16)
 
-# a generous deadline: the shared CI machine is slow, and a late pick would only test the
-# fallback
-ENV = {"DOCQA_RETRIEVAL__SHORT_ANSWER": "span", "DOCQA_RETRIEVAL__SPAN_DEADLINE_S": "30"}
 
 
-@pytest.fixture(scope="module")
-def span_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with run_stack(tmp_path_factory.mktemp("docqa-span"), REDIS_URL, ENV) as st:
+@pytest.fixture(scope="module", params=["span", "reader"])
+def span_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+               ) -> Iterator[Stack]:
+    # a generous deadline: the shared CI machine is slow, and a late pick would only test
+    # the fallback
+    env = {"DOCQA_RETRIEVAL__SHORT_ANSWER": request.param,
+           "DOCQA_RETRIEVAL__SPAN_DEADLINE_S": "30"}
+    with run_stack(tmp_path_factory.mktemp(f"docqa-{request.param}"), REDIS_URL, env) as st:
         yield st
 
 

@@ -1,0 +1,280 @@
+"""Train the span reader (``service/answer/reader.py``): the packaged MiniLM with low-rank
+adapters and a start/end head, fitted to pick the answer's span inside its unit.
+
+    python -m bench.train_reader --train squad:A,business:dev2 --eval squad:B,business:dev \
+        [--epochs 3] [--rank 16] [--out reader.npz] [--json F]
+
+Dev splits only. ``squad:A`` and ``squad:B`` are the two halves of SQuAD 2.0's dev articles
+(even article index; A: index % 4 == 0, B: index % 4 == 2), ``squad:dev`` both; ``business:dev``
+and ``business:dev2`` the business corpus's splits. A case is an answerable question with the
+unit (``ingest/units.py``) that holds a gold answer, as ``bench.span_eval`` takes them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import business as bench_business
+from bench import squad2 as bench_squad2
+from bench.evalkit import is_correct, log, token_f1
+from bench.span_eval import _gold_unit
+from ingest.units import split_units
+
+
+@dataclass(frozen=True)
+class ReadCase:
+    qid: str
+    question: str
+    context: str
+    unit: str
+    golds: tuple[str, ...]
+
+
+def _squad(fold: str) -> list[ReadCase]:
+    data = bench_squad2.load()
+    docs = {d.key: (d.text, d.metadata["article"]) for d in data.docs}
+    out = []
+    for q in data.questions["dev"]:
+        if not q.answerable:
+            continue
+        text, article = docs[q.doc_keys[0]]
+        if fold != "dev" and ("A" if article % 4 == 0 else "B") != fold:
+            continue
+        units = [(u, text[u.start:u.end]) for u in split_units(text)]
+        pick = _gold_unit(units, q.answers)
+        if pick is not None:
+            out.append(ReadCase(q.qid, q.question, pick[0].context.describe(), pick[1],
+                                q.answers))
+    return out
+
+
+def _business(split: str) -> list[ReadCase]:
+    data = bench_business.load()
+    pages = bench_business.extract_pages(bench_business.corpus_files())
+    out = []
+    for q in data.questions[split]:
+        if not q.answerable:
+            continue
+        pick = None
+        for doc, page in zip(q.doc_keys, q.doc_pages, strict=True):
+            for p in pages[doc]:
+                if page is None or p.number == page:
+                    units = [(u, p.text[u.start:u.end]) for u in split_units(p.text, p.marks)]
+                    pick = pick or _gold_unit(units, q.answers)
+        if pick is not None:
+            out.append(ReadCase(q.qid, q.question, pick[0].context.describe(), pick[1],
+                                q.answers))
+    return out
+
+
+def load_cases(spec: str) -> list[ReadCase]:
+    out: list[ReadCase] = []
+    for part in spec.split(","):
+        corpus, _, which = part.partition(":")
+        if corpus == "squad":
+            out += _squad(which)
+        elif corpus == "business":
+            if which == "test":
+                raise SystemExit("the business test split is never trained or tuned on")
+            out += _business(which)
+        else:
+            raise SystemExit(f"unknown case set {part!r}")
+    return out
+
+
+def gold_spans(c: ReadCase) -> list[tuple[int, int]]:
+    """Character span of each distinct gold answer found verbatim in the unit (SQuAD has
+    several annotators' answers to a question)."""
+    out: list[tuple[int, int]] = []
+    for g in dict.fromkeys(c.golds):
+        i = c.unit.find(g)
+        if i >= 0 and (i, i + len(g)) not in out:
+            out.append((i, i + len(g)))
+    return out
+
+
+def gold_span(c: ReadCase) -> tuple[int, int] | None:
+    """Character span of the first gold answer found verbatim in the unit."""
+    for g in c.golds:
+        i = c.unit.find(g)
+        if i >= 0:
+            return i, i + len(g)
+    low = c.unit.lower()
+    for g in c.golds:
+        i = low.find(g.lower())
+        if i >= 0:
+            return i, i + len(g)
+    return None
+
+
+def train(args: argparse.Namespace) -> int:
+    import torch
+
+    from core.settings import ModelSettings
+    from service.answer.reader import (
+        choose,
+        encode_pairs,
+        load_net,
+        load_tokenizer,
+        save_adapter,
+        top_spans,
+        torch_reader,
+    )
+
+    torch.manual_seed(args.seed)
+    random.seed(args.seed)
+    torch.set_num_threads(args.threads)
+    model_path = ModelSettings().resolved_embedding_path()
+    tok = load_tokenizer(model_path)
+    if args.model:
+        net, train_cases = load_net(model_path, Path(args.model)), []
+    else:
+        net = torch_reader(model_path, args.rank, args.alpha)
+        cases = load_cases(args.train)
+        # one example per distinct gold answer the unit holds, or the first one only
+        train_cases = [(c, g) for c in cases
+                       for g in (gold_spans(c) if args.all_golds else [gold_span(c)])
+                       if g is not None]
+    eval_cases = load_cases(args.eval) if args.eval else []
+    log(f"train {len(train_cases)} cases, eval {len(eval_cases)}")
+
+    def run(batch: list[ReadCase]) -> tuple[Any, Any, Any]:
+        enc = encode_pairs(tok, [c.question for c in batch], [c.context for c in batch],
+                           [c.unit for c in batch])
+        start, end = net(torch.from_numpy(enc.input_ids), torch.from_numpy(enc.attention_mask),
+                         torch.from_numpy(enc.token_type_ids))
+        return enc, start, end
+
+    params = [p for p in net.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
+    steps = max(1, math.ceil(len(train_cases) / args.batch) * args.epochs)
+    warm = max(1, steps // 10)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * max(0.0, (steps - s) / steps))
+    t0 = time.monotonic()
+    step, total = 0, 0.0
+    for epoch in range(args.epochs if train_cases else 0):
+        order = list(train_cases)
+        random.shuffle(order)
+        net.train()
+        for b in range(0, len(order), args.batch):
+            batch = order[b:b + args.batch]
+            enc, start, end = run([c for c, _ in batch])
+            golds = [enc.token_span(i, *g) for i, (_, g) in enumerate(batch)]
+            mask = torch.from_numpy(enc.unit_mask)
+            mask[:, 0] = True  # a gold span lost to truncation points at [CLS]
+            start = start.masked_fill(~mask, -1e4)
+            end = end.masked_fill(~mask, -1e4)
+            loss = (torch.nn.functional.cross_entropy(start, torch.tensor([g[0] for g in golds]))
+                    + torch.nn.functional.cross_entropy(end, torch.tensor([g[1] for g in golds]))
+                    ) / 2
+            opt.zero_grad()
+            loss.backward()  # type: ignore[no-untyped-call]
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            sched.step()
+            step += 1
+            total += float(loss.detach())
+            if step % 50 == 0:
+                log(f"epoch {epoch} step {step}/{steps} loss {total / 50:.3f} "
+                    f"{time.monotonic() - t0:.0f}s")
+                total = 0.0
+    result: dict[str, Any] = {"train": args.train if train_cases else None,
+                              "model": args.model, "eval": args.eval,
+                              "train_cases": len(train_cases), "epochs": args.epochs,
+                              "rank": args.rank, "alpha": args.alpha, "lr": args.lr,
+                              "all_golds": args.all_golds,
+                              "seed": args.seed,
+                              "train_seconds": round(time.monotonic() - t0, 1)}
+    if args.out:
+        save_adapter(net, Path(args.out))
+    if eval_cases:
+        net.eval()
+        rows = []
+        with torch.no_grad():
+            for b in range(0, len(eval_cases), 32):
+                chunk = eval_cases[b:b + 32]
+                enc, start, end = run(chunk)
+                for i, c in enumerate(chunk):
+                    top = top_spans(enc, i, start[i].numpy(), end[i].numpy())
+                    rows.append({"qid": c.qid, "set": "s" if len(c.qid) == 24 else "b",
+                                 "question": c.question, "unit": c.unit,
+                                 "golds": list(c.golds), "top": top})
+        result["eval_cases"] = len(rows)
+        result["policies"] = sweep(rows, choose)
+        if args.details:
+            Path(args.details).write_text(json.dumps(rows, indent=1))
+    print(json.dumps(result, indent=2))  # noqa: T201 - the command's output
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+def _score(rows: list[dict[str, Any]], answer: Any) -> dict[str, float]:
+    correct = f1 = 0.0
+    for r in rows:
+        text = answer(r)
+        correct += is_correct(text, r["golds"])
+        f1 += max(token_f1(text, g) for g in r["golds"])
+    return {"correct": round(correct / len(rows), 3), "f1": round(f1 / len(rows), 3)}
+
+
+def sweep(rows: list[dict[str, Any]], choose: Any) -> dict[str, Any]:
+    """Correct and F1 on the gold units, per set (SQuAD, business), for the unit as the
+    service answers with it (``unit``: its 40 words nearest the question when longer) and for
+    each (min_confidence, cover_mass) of the pick, the shorter of the pick and that window
+    (as ``AnswerPipeline`` answers)."""
+    from service.answer.pipeline import focus_window
+
+    out: dict[str, Any] = {}
+    for name in sorted({r["set"] for r in rows}):
+        rs = [r for r in rows if r["set"] == name]
+
+        def window(r: dict[str, Any]) -> str:
+            return focus_window(str(r["unit"]).rstrip("."), str(r["question"]))
+
+        per: dict[str, Any] = {"n": len(rs), "unit": _score(rs, window)}
+        for th in (0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 1.1):
+            for mass in (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95):
+                def answer(r: dict[str, Any], th: float = th, mass: float = mass) -> str:
+                    picked = choose([tuple(t) for t in r["top"]], str(r["unit"]), th, mass)
+                    body = window(r)
+                    if picked is None:
+                        return body
+                    text = str(r["unit"])[picked[0]:picked[1]]
+                    return text if len(text.split()) < len(body.split()) else body
+                per[f"{th:.1f}/{mass:.2f}"] = _score(rs, answer)
+        out["squad" if name == "s" else "business"] = per
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--train", default="squad:A,business:dev2")
+    p.add_argument("--eval", default="squad:B,business:dev")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--rank", type=int, default=16)
+    p.add_argument("--alpha", type=float, default=32.0)
+    p.add_argument("--all-golds", action="store_true",
+                   help="train on every distinct gold answer of a question, not the first")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=13)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out")
+    p.add_argument("--model", help="evaluate this trained reader instead of training one")
+    p.add_argument("--json")
+    p.add_argument("--details")
+    return train(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""The span reader's pure parts: pair encoding, span decoding and the pick policy. The
+trained model itself answers in tests/integration/test_reader.py."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core.settings import ModelSettings
+from service.answer.reader import (
+    MAX_ANSWER_TOKENS,
+    Encoded,
+    choose,
+    encode_pairs,
+    load_tokenizer,
+    top_spans,
+    whole_words,
+)
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> object:
+    return load_tokenizer(ModelSettings().resolved_embedding_path())
+
+
+def test_the_unit_mask_covers_the_unit_and_offsets_index_it(tokenizer: object) -> None:
+    unit = "Plan: Basic | Fee: EUR 12 per month"
+    enc = encode_pairs(tokenizer, ["What is the fee?", "Who signed?"],
+                       ["Pricing", ""], [unit, "Anna Berg signed."])
+    assert enc.input_ids.shape == enc.unit_mask.shape == enc.token_type_ids.shape
+    row = [enc.offsets[0][k] for k in np.flatnonzero(enc.unit_mask[0])]
+    words = [unit[s:e] for s, e in row]
+    assert "".join(words) == unit.replace(" ", "")
+    # the question and its context are the first text, never part of the unit
+    first = int(np.flatnonzero(enc.unit_mask[0])[0])
+    assert first == len(tokenizer.encode("What is the fee? | Pricing").ids)  # [CLS] .. [SEP]
+    assert (enc.token_type_ids[0][enc.unit_mask[0]] == 1).all()
+    # padding of the shorter second row is neither attended to nor the unit
+    pad = enc.attention_mask[1] == 0
+    assert pad.any() and not enc.unit_mask[1][pad].any()
+
+
+def test_a_gold_span_maps_to_tokens_and_back(tokenizer: object) -> None:
+    unit = "The notice period is three months for managers."
+    enc = encode_pairs(tokenizer, ["What is the notice period?"], [""], [unit])
+    start = unit.index("three months")
+    first, last = enc.token_span(0, start, start + len("three months"))
+    assert (enc.offsets[0][first][0], enc.offsets[0][last][1]) == (start, start + 12)
+    assert enc.token_span(0, len(unit) + 5, len(unit) + 9) == (0, 0)  # not in the unit
+
+
+def _encoded(n_question: int, n_unit: int) -> Encoded:
+    width = 1 + n_question + 1 + n_unit + 1
+    unit = np.zeros((1, width), dtype=bool)
+    unit[0, 2 + n_question:2 + n_question + n_unit] = True
+    offsets = [(0, 0)] * width
+    for k in range(n_unit):  # unit token k is characters [3k, 3k + 2)
+        offsets[2 + n_question + k] = (3 * k, 3 * k + 2)
+    ones = np.ones((1, width), dtype=np.int64)
+    return Encoded(ones, ones, ones, unit, [offsets])
+
+
+def test_top_spans_stay_in_the_unit_best_first_and_bounded() -> None:
+    enc = _encoded(3, 40)
+    rng = np.random.default_rng(3)
+    start, end = rng.normal(size=45), rng.normal(size=45)
+    start[0] = end[0] = 50.0  # [CLS] and the question may score high: never a span
+    spans = top_spans(enc, 0, start, end, k=30)
+    assert len(spans) == 30
+    probs = [p for _, _, p in spans]
+    assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0 + 1e-9
+    for s, e, _ in spans:
+        assert 0 <= s < e <= 3 * 40 and s % 3 == 0 and e % 3 == 2
+        assert (e + 1) // 3 - s // 3 <= MAX_ANSWER_TOKENS
+
+
+def test_a_sharp_start_and_end_give_that_span_with_its_probability() -> None:
+    enc = _encoded(2, 10)
+    start, end = np.zeros(15), np.zeros(15)
+    start[4 + 2], end[4 + 4] = 20.0, 20.0  # unit tokens 2..4
+    (s, e, p), *_ = top_spans(enc, 0, start, end)
+    assert (s, e) == (6, 14) and p > 0.99
+
+
+UNIT = "abcd efghi jklmn opqrs tuvwx yz012 34567 89"  # words start at 0, 5, 11, 17, ...
+
+
+def test_choose_takes_a_sure_best_span() -> None:
+    spans = [(11, 16, 0.7), (0, 4, 0.2), (23, 34, 0.1)]
+    assert choose(spans, UNIT, 0.5, 0.9) == (11, 16, "ok", 0.7)
+
+
+def test_choose_covers_the_best_spans_up_to_the_mass_when_unsure() -> None:
+    spans = [(11, 16, 0.4), (17, 22, 0.15), (0, 4, 0.1), (35, 40, 0.1)]
+    assert choose(spans, UNIT, 0.5, 0.5) == (11, 22, "cover", 0.4)
+    assert choose(spans, UNIT, 0.5, 0.6) == (0, 22, "cover", 0.4)
+    # mass never reached: everything offered is covered
+    assert choose(spans, UNIT, 0.5, 0.99) == (0, 40, "cover", 0.4)
+    assert choose(spans, UNIT, 0.5, 0.0) == (11, 16, "cover", 0.4)
+
+
+def test_a_word_piece_is_widened_to_its_whole_word() -> None:
+    assert choose([(13, 15, 0.9)], UNIT, 0.5, 0.6) == (11, 16, "ok", 0.9)
+    assert whole_words("EUR 12,50 net", 4, 6) == (4, 6)  # "12" then "," is not a letter
+    assert whole_words("über-safe", 1, 4) == (0, 4)
+
+
+def test_choose_without_spans_is_nothing() -> None:
+    assert choose([], UNIT, 0.5, 0.6) is None
