@@ -336,7 +336,8 @@ class AnswerPipeline:
         if self.settings.retrieval.short_answer == "reader":
             if self.reader is None:
                 return SpanPick(None, 0, 0, False, "no_reader", 0.0)
-            return self.reader.pick(question, best.text, best.context.describe())
+            return self.reader.pick(question, best.text, best.context.describe(),
+                                    self.settings.retrieval.span_deadline_s)
         generator = self.generator if hasattr(self.generator, "choose") else None
         doc = tagger.parse(best.text)
         tagged = tagged_from_doc(doc) if doc is not None else None

@@ -296,7 +296,11 @@ class SpanReader:
                                              "token_type_ids": enc.token_type_ids})
         return top_spans(enc, 0, start[0], end[0], k)
 
-    def pick(self, question: str, unit: str, context: str = "") -> SpanPick:
+    def pick(self, question: str, unit: str, context: str = "",
+             deadline_s: float | None = None) -> SpanPick:
+        """The answer's span of ``unit``; nothing (the unit answers) on any failure, or when
+        the pick took longer than ``deadline_s`` (one run of a short pair: tens of
+        milliseconds, unless the machine is starved)."""
         t0 = time.monotonic()
         try:
             chosen = choose(self.spans(question, unit, context), unit, self.min_confidence,
@@ -304,11 +308,13 @@ class SpanReader:
         except Exception:  # noqa: BLE001 - a failed pick falls back to the unit
             log.exception("span reader failed")
             return SpanPick(None, 0, 0, False, "error", time.monotonic() - t0)
+        seconds = time.monotonic() - t0
+        if deadline_s is not None and seconds > deadline_s:
+            return SpanPick(None, 0, 0, False, "timeout", seconds)
         if chosen is None:
-            return SpanPick(None, 0, 0, False, "empty", time.monotonic() - t0)
+            return SpanPick(None, 0, 0, False, "empty", seconds)
         start, end, reason, p = chosen
-        return SpanPick(unit[start:end], start, end, False, reason, time.monotonic() - t0,
-                        unit[start:end], p)
+        return SpanPick(unit[start:end], start, end, False, reason, seconds, unit[start:end], p)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -70,7 +70,8 @@ class ConstrainedGenerator(Protocol):
 class SpanPicker(Protocol):
     """Picks the answering span of a unit by itself (``service/answer/reader.py``)."""
 
-    def pick(self, question: str, unit: str, context: str = "") -> SpanPick: ...
+    def pick(self, question: str, unit: str, context: str = "",
+             deadline_s: float | None = None) -> SpanPick: ...
 
 
 @dataclass(frozen=True, slots=True)

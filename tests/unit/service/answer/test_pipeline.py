@@ -2,6 +2,7 @@
 
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -263,6 +264,56 @@ def test_a_pick_longer_than_the_units_own_window_gives_way_to_the_window(
     short = SpanPick("2014", 24, 28, False, "ok", 0.01, "2014", 0.9)
     monkeypatch.setattr(AnswerPipeline, "_short", lambda self, q, best: short)
     assert p.ask("t", "When did the Acme plant open?", 5).answer == "2014 [1]"
+
+
+class FakeReader:
+    """Picks ``want`` from the unit, or fails the way ``SpanReader.pick`` reports it."""
+
+    def __init__(self, want: str = "", reason: str = "ok") -> None:
+        self.want, self.reason = want, reason
+        self.asked: list[tuple[str, str, str, float | None]] = []
+
+    def pick(self, question: str, unit: str, context: str = "",
+             deadline_s: float | None = None) -> Any:
+        from service.answer.span import SpanPick
+
+        self.asked.append((question, unit, context, deadline_s))
+        if self.reason not in ("ok", "cover"):
+            return SpanPick(None, 0, 0, False, self.reason, 0.01)
+        i = unit.index(self.want)
+        return SpanPick(self.want, i, i + len(self.want), False, self.reason, 0.01, "", 0.95)
+
+
+def reader_pipeline(reader: FakeReader | None) -> AnswerPipeline:
+    emb = HashEmbedder()
+    store = FakeStore(["The Acme plant opened in 2014 and employs 10 engineers."], emb)
+    s = Settings()
+    s.retrieval.short_answer = "reader"
+    gen = ChoosingGenerator("10 engineers")
+    return AnswerPipeline(s, emb, store, gen, model=False,  # type: ignore[arg-type]
+                          reader=reader)
+
+
+def test_short_answer_reader_answers_with_its_pick_and_never_asks_the_generator() -> None:
+    reader = FakeReader("2014")
+    p = reader_pipeline(reader)
+    r = p.ask("t", "When did the Acme plant open?", 5)
+    assert r.status == "answered" and r.answer == "2014 [1]"
+    assert r.citations[0].quote.startswith("The Acme plant opened in 2014")
+    assert r.trace["span"] == "ok" and "span_ms" in r.timings
+    assert p.generator.asked == 0  # type: ignore[union-attr]
+    (question, unit, _, deadline), = reader.asked
+    assert question == "When did the Acme plant open?" and unit.startswith("The Acme plant")
+    assert deadline == Settings().retrieval.span_deadline_s
+
+
+@pytest.mark.parametrize("reader", [FakeReader(reason="timeout"), FakeReader(reason="error"),
+                                    None])
+def test_a_failed_late_or_missing_reader_answers_with_the_whole_unit(
+        reader: FakeReader | None) -> None:
+    r = reader_pipeline(reader).ask("t", "When did the Acme plant open?", 5)
+    assert r.status == "answered" and r.answer.startswith("The Acme plant opened in 2014")
+    assert r.trace["span"] == (reader.reason if reader else "no_reader")
 
 
 def test_short_answer_off_never_asks_the_model() -> None:

@@ -107,3 +107,29 @@ def test_a_word_piece_is_widened_to_its_whole_word() -> None:
 
 def test_choose_without_spans_is_nothing() -> None:
     assert choose([], UNIT, 0.5, 0.6) is None
+
+
+def test_a_pick_past_its_deadline_gives_way_to_the_unit(monkeypatch: pytest.MonkeyPatch
+                                                        ) -> None:
+    import time
+
+    from service.answer.reader import SpanReader
+
+    reader = SpanReader.__new__(SpanReader)  # the policy only; no model needed
+    reader.min_confidence, reader.cover_mass = 0.9, 0.95
+
+    def slow(question: str, unit: str, context: str = "") -> list[tuple[int, int, float]]:
+        time.sleep(0.05)
+        return [(0, 4, 0.99)]
+
+    monkeypatch.setattr(reader, "spans", slow)
+    late = reader.pick("q?", "abcd efgh", deadline_s=0.01)
+    assert not late.picked and late.reason == "timeout"
+    on_time = reader.pick("q?", "abcd efgh", deadline_s=5)
+    assert on_time.text == "abcd" and on_time.reason == "ok"
+
+    def broken(question: str, unit: str, context: str = "") -> list[tuple[int, int, float]]:
+        raise RuntimeError("onnxruntime failed")
+
+    monkeypatch.setattr(reader, "spans", broken)
+    assert reader.pick("q?", "abcd efgh").reason == "error"
