@@ -2,12 +2,15 @@
 adapters and a start/end head, fitted to pick the answer's span inside its unit.
 
     python -m bench.train_reader --train squad:A,business:dev2 --eval squad:B,business:dev \
-        [--epochs 3] [--rank 16] [--out reader.npz] [--json F]
+        [--epochs 5] [--rank 16] [--out reader.npz] [--json F] [--details F]
+    python -m bench.train_reader --model reader.npz --eval squad:B      # measure only
 
-Dev splits only. ``squad:A`` and ``squad:B`` are the two halves of SQuAD 2.0's dev articles
-(even article index; A: index % 4 == 0, B: index % 4 == 2), ``squad:dev`` both; ``business:dev``
-and ``business:dev2`` the business corpus's splits. A case is an answerable question with the
-unit (``ingest/units.py``) that holds a gold answer, as ``bench.span_eval`` takes them.
+Dev splits only (docs/span.md has the runs and the command that made the committed
+``service/answer/reader_adapter.npz``). ``squad:A`` and ``squad:B`` are the two halves of
+SQuAD 2.0's dev articles (even article index; A: index % 4 == 0, B: index % 4 == 2),
+``squad:dev`` both; ``business:dev`` and ``business:dev2`` the business corpus's splits. A
+case is an answerable question with the unit (``ingest/units.py``) that holds a gold answer,
+as ``bench.span_eval`` takes them.
 """
 
 from __future__ import annotations
@@ -260,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--train", default="squad:A,business:dev2")
     p.add_argument("--eval", default="squad:B,business:dev")
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--rank", type=int, default=16)
     p.add_argument("--alpha", type=float, default=32.0)

@@ -1,0 +1,43 @@
+"""bench/train_reader.py's data and measurement helpers (the training itself runs in
+docs/span.md's commands; the trained reader is tested in tests/integration/test_reader.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.train_reader import ReadCase, gold_span, gold_spans, load_cases, sweep
+from service.answer.reader import choose
+
+
+def _case(unit: str, *golds: str) -> ReadCase:
+    return ReadCase("q1", "When?", "", unit, golds)
+
+
+def test_gold_spans_are_distinct_verbatim_occurrences() -> None:
+    c = _case("It opened in May 2014, in 2014 exactly.", "May 2014", "2014", "May 2014", "June")
+    assert gold_spans(c) == [(13, 21), (17, 21)]
+    assert gold_span(c) == (13, 21)
+    assert gold_span(_case("It opened in MAY 2014.", "May 2014")) == (13, 21)  # case-blind
+    assert gold_span(_case("Nothing here.", "2014")) is None
+
+
+def test_the_business_test_split_is_never_loaded_for_training() -> None:
+    with pytest.raises(SystemExit, match="never trained"):
+        load_cases("business:test")
+    with pytest.raises(SystemExit, match="unknown"):
+        load_cases("wiki:all")
+
+
+def test_sweep_scores_the_window_and_each_policy_per_set() -> None:
+    unit = "The plant opened in 2014 and employs ten engineers"
+    rows = [{"set": "b", "question": "When did the plant open?", "unit": unit,
+             "golds": ["2014"], "top": [(20, 24, 0.95), (0, 9, 0.05)]},
+            {"set": "s", "question": "How many engineers?", "unit": unit,
+             "golds": ["ten engineers"], "top": [(38, 41, 0.5), (42, 51, 0.3), (0, 3, 0.2)]}]
+    out = sweep(rows, choose)
+    # the whole unit holds the gold among 8 words ("the" is not counted): F1 2/9
+    assert out["business"]["unit"] == {"correct": 1.0, "f1": 0.222}
+    assert out["business"]["1.1/0.00"] == {"correct": 1.0, "f1": 1.0}
+    # unsure: covering the best two gives "ten engineers", the best alone "ten"
+    assert out["squad"]["0.9/0.80"] == {"correct": 1.0, "f1": 1.0}
+    assert out["squad"]["0.3/0.80"]["correct"] == 0.0
