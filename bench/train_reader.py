@@ -28,7 +28,7 @@ from typing import Any
 from bench import business as bench_business
 from bench import squad2 as bench_squad2
 from bench.evalkit import is_correct, log, token_f1
-from bench.span_eval import _gold_unit
+from bench.span_eval import _gold_unit, _overlap
 from ingest.units import split_units
 
 
@@ -41,17 +41,21 @@ class ReadCase:
     golds: tuple[str, ...]
 
 
-def _squad(fold: str) -> list[ReadCase]:
+def _squad(fold: str, unanswerable: bool = False) -> list[ReadCase]:
     data = bench_squad2.load()
     docs = {d.key: (d.text, d.metadata["article"]) for d in data.docs}
     out = []
     for q in data.questions["dev"]:
-        if not q.answerable:
+        if not q.answerable and not unanswerable:
             continue
         text, article = docs[q.doc_keys[0]]
         if fold != "dev" and ("A" if article % 4 == 0 else "B") != fold:
             continue
         units = [(u, text[u.start:u.end]) for u in split_units(text)]
+        if not q.answerable:  # the unit sharing most words with it: "no answer" there
+            u, t = max(units, key=lambda ut: _overlap(q.question, ut[1]))
+            out.append(ReadCase(q.qid, q.question, u.context.describe(), t, ()))
+            continue
         pick = _gold_unit(units, q.answers)
         if pick is not None:
             out.append(ReadCase(q.qid, q.question, pick[0].context.describe(), pick[1],
@@ -78,12 +82,14 @@ def _business(split: str) -> list[ReadCase]:
     return out
 
 
-def load_cases(spec: str) -> list[ReadCase]:
+def load_cases(spec: str, unanswerable: bool = False) -> list[ReadCase]:
+    """The cases of ``spec``; with ``unanswerable``, SQuAD's unanswerable questions too (no
+    gold: the target is "no answer in this unit")."""
     out: list[ReadCase] = []
     for part in spec.split(","):
         corpus, _, which = part.partition(":")
         if corpus == "squad":
-            out += _squad(which)
+            out += _squad(which, unanswerable)
         elif corpus == "business":
             if which == "test":
                 raise SystemExit("the business test split is never trained or tuned on")
@@ -141,12 +147,14 @@ def train(args: argparse.Namespace) -> int:
         net, train_cases = load_net(model_path, Path(args.model)), []
     else:
         net = torch_reader(model_path, args.rank, args.alpha)
-        cases = load_cases(args.train)
-        # one example per distinct gold answer the unit holds, or the first one only
+        cases = load_cases(args.train, args.unanswerable)
+        # one example per distinct gold answer the unit holds, or the first one only; an
+        # unanswerable case's target is the [CLS] token (-1, -1 here)
         train_cases = [(c, g) for c in cases
-                       for g in (gold_spans(c) if args.all_golds else [gold_span(c)])
+                       for g in ((gold_spans(c) if args.all_golds else [gold_span(c)])
+                                 if c.golds else [(-1, -1)])
                        if g is not None]
-    eval_cases = load_cases(args.eval) if args.eval else []
+    eval_cases = load_cases(args.eval, args.unanswerable) if args.eval else []
     log(f"train {len(train_cases)} cases, eval {len(eval_cases)}")
 
     def run(batch: list[ReadCase]) -> tuple[Any, Any, Any]:
@@ -171,7 +179,8 @@ def train(args: argparse.Namespace) -> int:
         for b in range(0, len(order), args.batch):
             batch = order[b:b + args.batch]
             enc, start, end = run([c for c, _ in batch])
-            golds = [enc.token_span(i, *g) for i, (_, g) in enumerate(batch)]
+            golds = [enc.token_span(i, *g) if g[0] >= 0 else (0, 0)
+                     for i, (_, g) in enumerate(batch)]
             mask = torch.from_numpy(enc.unit_mask)
             mask[:, 0] = True  # a gold span lost to truncation points at [CLS]
             start = start.masked_fill(~mask, -1e4)
@@ -195,6 +204,7 @@ def train(args: argparse.Namespace) -> int:
                               "train_cases": len(train_cases), "epochs": args.epochs,
                               "rank": args.rank, "alpha": args.alpha, "lr": args.lr,
                               "all_golds": args.all_golds,
+                              "unanswerable": args.unanswerable,
                               "seed": args.seed,
                               "train_seconds": round(time.monotonic() - t0, 1)}
     if args.out:
@@ -207,12 +217,19 @@ def train(args: argparse.Namespace) -> int:
                 chunk = eval_cases[b:b + 32]
                 enc, start, end = run(chunk)
                 for i, c in enumerate(chunk):
-                    top = top_spans(enc, i, start[i].numpy(), end[i].numpy())
+                    ls, le = start[i].numpy(), end[i].numpy()
+                    top = top_spans(enc, i, ls, le)
+                    idx = enc.unit_mask[i].nonzero()[0]
+                    # "no answer" against the best span, in logits (SQuAD 2.0's usual score)
+                    null = float(ls[0] + le[0] - (ls[idx].max() + le[idx].max()))
                     rows.append({"qid": c.qid, "set": "s" if len(c.qid) == 24 else "b",
                                  "question": c.question, "unit": c.unit,
-                                 "golds": list(c.golds), "top": top})
+                                 "golds": list(c.golds), "top": top, "null": null})
         result["eval_cases"] = len(rows)
-        result["policies"] = sweep(rows, choose)
+        answerable = [r for r in rows if r["golds"]]
+        result["policies"] = sweep(answerable, choose)
+        if len(answerable) < len(rows):
+            result["null_auc"] = null_auc(rows)
         if args.details:
             Path(args.details).write_text(json.dumps(rows, indent=1))
     print(json.dumps(result, indent=2))  # noqa: T201 - the command's output
@@ -228,6 +245,19 @@ def _score(rows: list[dict[str, Any]], answer: Any) -> dict[str, float]:
         correct += is_correct(text, r["golds"])
         f1 += max(token_f1(text, g) for g in r["golds"])
     return {"correct": round(correct / len(rows), 3), "f1": round(f1 / len(rows), 3)}
+
+
+def null_auc(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Per set, how well the reader's "no answer" score tells unanswerable cases from
+    answerable ones (area under the ROC curve; 0.5 is chance)."""
+    out = {}
+    for name in sorted({r["set"] for r in rows}):
+        pos = [r["null"] for r in rows if r["set"] == name and not r["golds"]]
+        neg = [r["null"] for r in rows if r["set"] == name and r["golds"]]
+        if pos and neg:
+            wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
+            out["squad" if name == "s" else "business"] = round(wins / (len(pos) * len(neg)), 3)
+    return out
 
 
 def sweep(rows: list[dict[str, Any]], choose: Any) -> dict[str, Any]:
@@ -267,6 +297,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--rank", type=int, default=16)
     p.add_argument("--alpha", type=float, default=32.0)
+    p.add_argument("--unanswerable", action="store_true",
+                   help="also SQuAD's unanswerable questions, on the unit sharing most words "
+                   "with them, with 'no answer' as the target; measures its AUC")
     p.add_argument("--all-golds", action="store_true",
                    help="train on every distinct gold answer of a question, not the first")
     p.add_argument("--lr", type=float, default=1e-3)

@@ -41,3 +41,13 @@ def test_sweep_scores_the_window_and_each_policy_per_set() -> None:
     # unsure: covering the best two gives "ten engineers", the best alone "ten"
     assert out["squad"]["0.9/0.80"] == {"correct": 1.0, "f1": 1.0}
     assert out["squad"]["0.3/0.80"]["correct"] == 0.0
+
+
+def test_null_auc_is_the_share_of_pairs_the_no_answer_score_orders_right() -> None:
+    from bench.train_reader import null_auc
+
+    rows = [{"set": "s", "golds": [], "null": 2.0}, {"set": "s", "golds": [], "null": 0.0},
+            {"set": "s", "golds": ["x"], "null": 1.0}, {"set": "s", "golds": ["y"], "null": -1.0},
+            {"set": "b", "golds": ["z"], "null": 0.0}]
+    # unanswerable above answerable in 3 of 4 pairs; business has no unanswerable case
+    assert null_auc(rows) == {"squad": 0.75}
