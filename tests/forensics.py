@@ -3,8 +3,17 @@ directory hold any of some byte sequences."""
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import os
+from collections.abc import Collection, Iterator
 from pathlib import Path
+
+
+def _files(root: Path) -> Iterator[Path]:
+    # os.walk, not Path.rglob: a directory removed while it is walked (Chroma drops a
+    # segment's folder as a document is erased) is passed over instead of raising
+    for folder, _dirs, names in os.walk(root):
+        for name in names:
+            yield Path(folder) / name
 
 
 def files_containing(root: Path, needles: list[bytes], skip: Collection[str] = (),
@@ -13,7 +22,7 @@ def files_containing(root: Path, needles: list[bytes], skip: Collection[str] = (
     ``root`` (or absolute). Every file is read whole, logs and SQLite files included,
     except under the top-level entries named in ``skip``."""
     found: dict[str, list[str]] = {}
-    for p in Path(root).rglob("*"):
+    for p in _files(Path(root)):
         rel = p.relative_to(root)
         if rel.parts[0] in skip:
             continue
