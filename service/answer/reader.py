@@ -5,8 +5,8 @@ context) and the unit as a pair; low-rank adapters on its linear layers and a st
 trained by ``bench/train_reader.py`` on the dev splits and committed as
 ``reader_adapter.npz``, score each token of the unit as the answer's first and last. The
 answer is ``unit[start:end]`` of a scored span: the reader cannot write anything the unit
-does not say. The merged model is exported to ONNX once, into the embedder's export cache,
-and run in ONNX Runtime like the embedder (no torch at question time).
+does not say. The network with its adapters is exported to ONNX once, into the embedder's
+export cache, and run in ONNX Runtime like the embedder (no torch at question time).
 
 The pick (docs/span.md): the most probable span when its probability reaches
 ``min_confidence``; otherwise the shortest run of the unit covering the most probable spans
