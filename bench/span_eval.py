@@ -30,7 +30,16 @@ from typing import Any
 
 from bench import business as bench_business
 from bench import squad2 as bench_squad2
-from bench.evalkit import git_commit, is_correct, log, normalize_answer, percentile, token_f1
+from bench.evalkit import (
+    EvalQuestion,
+    git_commit,
+    is_correct,
+    log,
+    normalize_answer,
+    percentile,
+    token_f1,
+)
+from core.domain import Page
 from core.settings import Settings
 from core.units import Unit
 from ingest.units import split_units
@@ -87,18 +96,24 @@ def squad_cases(n: int, seed: int = 7) -> list[Case]:
     return out
 
 
+def gold_page_unit(q: EvalQuestion, pages: dict[str, list[Page]]) -> tuple[Unit, str] | None:
+    """The first unit on a business question's gold pages that holds a gold answer."""
+    pick = None
+    for doc, page in zip(q.doc_keys, q.doc_pages, strict=True):
+        for p in pages[doc]:
+            if page is None or p.number == page:
+                units = [(u, p.text[u.start:u.end]) for u in split_units(p.text, p.marks)]
+                pick = pick or _gold_unit(units, q.answers)
+    return pick
+
+
 def business_cases() -> list[Case]:
     data = bench_business.load()
     pages = bench_business.extract_pages(bench_business.corpus_files())
     out = []
     for q in data.questions["dev"]:
         if q.answerable:
-            pick = None
-            for doc, page in zip(q.doc_keys, q.doc_pages, strict=True):
-                for p in pages[doc]:
-                    if page is None or p.number == page:
-                        units = [(u, p.text[u.start:u.end]) for u in split_units(p.text, p.marks)]
-                        pick = pick or _gold_unit(units, q.answers)
+            pick = gold_page_unit(q, pages)
         else:
             near = data.info[q.qid]["near"]
             units = [(u, p.text[u.start:u.end]) for p in pages[near]

@@ -28,7 +28,7 @@ from typing import Any
 from bench import business as bench_business
 from bench import squad2 as bench_squad2
 from bench.evalkit import is_correct, log, token_f1
-from bench.span_eval import _gold_unit, _overlap
+from bench.span_eval import _gold_unit, _overlap, gold_page_unit
 from ingest.units import split_units
 
 
@@ -70,12 +70,7 @@ def _business(split: str) -> list[ReadCase]:
     for q in data.questions[split]:
         if not q.answerable:
             continue
-        pick = None
-        for doc, page in zip(q.doc_keys, q.doc_pages, strict=True):
-            for p in pages[doc]:
-                if page is None or p.number == page:
-                    units = [(u, p.text[u.start:u.end]) for u in split_units(p.text, p.marks)]
-                    pick = pick or _gold_unit(units, q.answers)
+        pick = gold_page_unit(q, pages)
         if pick is not None:
             out.append(ReadCase(q.qid, q.question, pick[0].context.describe(), pick[1],
                                 q.answers))
