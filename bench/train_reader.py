@@ -27,8 +27,9 @@ from typing import Any
 
 from bench import business as bench_business
 from bench import squad2 as bench_squad2
-from bench.evalkit import is_correct, log, token_f1
+from bench.evalkit import is_correct, log, normalize_answer, token_f1
 from bench.span_eval import _gold_unit, _overlap, gold_page_unit
+from core.units import Unit
 from ingest.units import split_units
 
 
@@ -41,7 +42,20 @@ class ReadCase:
     golds: tuple[str, ...]
 
 
-def _squad(fold: str, unanswerable: bool = False) -> list[ReadCase]:
+def hard_negatives(question: str, qid: str, units: list[tuple[Unit, str]],
+                   golds: tuple[str, ...], k: int) -> list[ReadCase]:
+    """Up to ``k`` units of the same passage that hold no gold answer, those sharing most
+    words with the question first: "no answer here" cases that teach the reader to tell the
+    unit that answers from its neighbours (its score then ranks units)."""
+    norm = [normalize_answer(g) for g in golds]
+    others = [(u, t) for u, t in units
+              if not any(f" {g} " in f" {normalize_answer(t)} " for g in norm if g)]
+    others.sort(key=lambda ut: -_overlap(question, ut[1]))
+    return [ReadCase(f"{qid}~{i}", question, u.context.describe(), t, ())
+            for i, (u, t) in enumerate(others[:k])]
+
+
+def _squad(fold: str, unanswerable: bool = False, negatives: int = 0) -> list[ReadCase]:
     data = bench_squad2.load()
     docs = {d.key: (d.text, d.metadata["article"]) for d in data.docs}
     out = []
@@ -60,10 +74,11 @@ def _squad(fold: str, unanswerable: bool = False) -> list[ReadCase]:
         if pick is not None:
             out.append(ReadCase(q.qid, q.question, pick[0].context.describe(), pick[1],
                                 q.answers))
+            out += hard_negatives(q.question, q.qid, units, q.answers, negatives)
     return out
 
 
-def _business(split: str) -> list[ReadCase]:
+def _business(split: str, negatives: int = 0) -> list[ReadCase]:
     data = bench_business.load()
     pages = bench_business.extract_pages(bench_business.corpus_files())
     out = []
@@ -74,21 +89,27 @@ def _business(split: str) -> list[ReadCase]:
         if pick is not None:
             out.append(ReadCase(q.qid, q.question, pick[0].context.describe(), pick[1],
                                 q.answers))
+            units = [(u, p.text[u.start:u.end])
+                     for doc, page in zip(q.doc_keys, q.doc_pages, strict=True)
+                     for p in pages[doc] if page is None or p.number == page
+                     for u in split_units(p.text, p.marks)]
+            out += hard_negatives(q.question, q.qid, units, q.answers, negatives)
     return out
 
 
-def load_cases(spec: str, unanswerable: bool = False) -> list[ReadCase]:
+def load_cases(spec: str, unanswerable: bool = False, negatives: int = 0) -> list[ReadCase]:
     """The cases of ``spec``; with ``unanswerable``, SQuAD's unanswerable questions too (no
-    gold: the target is "no answer in this unit")."""
+    gold: the target is "no answer in this unit"); with ``negatives``, that many units of
+    each answerable question's passage that do not hold its answer (the same target)."""
     out: list[ReadCase] = []
     for part in spec.split(","):
         corpus, _, which = part.partition(":")
         if corpus == "squad":
-            out += _squad(which, unanswerable)
+            out += _squad(which, unanswerable, negatives)
         elif corpus == "business":
             if which == "test":
                 raise SystemExit("the business test split is never trained or tuned on")
-            out += _business(which)
+            out += _business(which, negatives)
         else:
             raise SystemExit(f"unknown case set {part!r}")
     return out
@@ -124,6 +145,7 @@ def train(args: argparse.Namespace) -> int:
 
     from core.settings import ModelSettings
     from service.answer.reader import (
+        answer_score,
         choose,
         encode_pairs,
         load_net,
@@ -142,14 +164,14 @@ def train(args: argparse.Namespace) -> int:
         net, train_cases = load_net(model_path, Path(args.model)), []
     else:
         net = torch_reader(model_path, args.rank, args.alpha)
-        cases = load_cases(args.train, args.unanswerable)
+        cases = load_cases(args.train, args.unanswerable, args.negatives)
         # one example per distinct gold answer the unit holds, or the first one only; an
         # unanswerable case's target is the [CLS] token (-1, -1 here)
         train_cases = [(c, g) for c in cases
                        for g in ((gold_spans(c) if args.all_golds else [gold_span(c)])
                                  if c.golds else [(-1, -1)])
                        if g is not None]
-    eval_cases = load_cases(args.eval, args.unanswerable) if args.eval else []
+    eval_cases = load_cases(args.eval, args.unanswerable, args.negatives) if args.eval else []
     log(f"train {len(train_cases)} cases, eval {len(eval_cases)}")
 
     def run(batch: list[ReadCase]) -> tuple[Any, Any, Any]:
@@ -217,13 +239,17 @@ def train(args: argparse.Namespace) -> int:
                     idx = enc.unit_mask[i].nonzero()[0]
                     # "no answer" against the best span, in logits (SQuAD 2.0's usual score)
                     null = float(ls[0] + le[0] - (ls[idx].max() + le[idx].max()))
-                    rows.append({"qid": c.qid, "set": "s" if len(c.qid) == 24 else "b",
+                    base = c.qid.partition("~")[0]
+                    rows.append({"qid": c.qid, "set": "s" if len(base) == 24 else "b",
                                  "question": c.question, "unit": c.unit,
-                                 "golds": list(c.golds), "top": top, "null": null})
+                                 "golds": list(c.golds), "top": top, "null": null,
+                                 "answer": answer_score(enc, i, ls, le)})
         result["eval_cases"] = len(rows)
         answerable = [r for r in rows if r["golds"]]
         result["policies"] = sweep(answerable, choose)
-        if len(answerable) < len(rows):
+        if args.negatives:
+            result["unit_ranking"] = unit_ranking(rows)
+        elif len(answerable) < len(rows):
             result["null_auc"] = null_auc(rows)
         if args.details:
             Path(args.details).write_text(json.dumps(rows, indent=1))
@@ -240,6 +266,30 @@ def _score(rows: list[dict[str, Any]], answer: Any) -> dict[str, float]:
         correct += is_correct(text, r["golds"])
         f1 += max(token_f1(text, g) for g in r["golds"])
     return {"correct": round(correct / len(rows), 3), "f1": round(f1 / len(rows), 3)}
+
+
+def unit_ranking(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per set, how often the unit holding the answer outscores the passage's other units
+    given with it (``--negatives``), by the reader's "answer here" score (minus its "no
+    answer" score) and, for comparison, by words shared with the question."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(str(r["qid"]).partition("~")[0], []).append(r)
+    out: dict[str, Any] = {}
+    for name in sorted({r["set"] for r in rows}):
+        gs = [g for g in groups.values() if g[0]["set"] == name and len(g) > 1
+              and g[0]["golds"]]
+        if not gs:
+            continue
+        def top1(key: Any, gs: list[list[dict[str, Any]]] = gs) -> float:
+            # a tie with another unit is not a win
+            return round(sum(key(g[0]) > max(key(r) for r in g[1:]) for g in gs) / len(gs), 3)
+        out["squad" if name == "s" else "business"] = {
+            "n": len(gs),
+            "reader": top1(lambda r: r["answer"]),
+            "overlap": top1(lambda r: _overlap(str(r["question"]), str(r["unit"]))),
+        }
+    return out
 
 
 def null_auc(rows: list[dict[str, Any]]) -> dict[str, float]:
@@ -295,6 +345,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--unanswerable", action="store_true",
                    help="also SQuAD's unanswerable questions, on the unit sharing most words "
                    "with them, with 'no answer' as the target; measures its AUC")
+    p.add_argument("--negatives", type=int, default=0,
+                   help="also this many units of each answerable question's passage that do "
+                   "not hold its answer, with 'no answer' as the target; measures how often "
+                   "the answering unit outscores them")
     p.add_argument("--all-golds", action="store_true",
                    help="train on every distinct gold answer of a question, not the first")
     p.add_argument("--lr", type=float, default=1e-3)

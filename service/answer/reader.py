@@ -128,6 +128,22 @@ def top_spans(enc: Encoded, i: int, start_logits: np.ndarray, end_logits: np.nda
     return out
 
 
+def answer_score(enc: Encoded, i: int, start_logits: np.ndarray, end_logits: np.ndarray
+                 ) -> float:
+    """How much more row ``i``'s best span (at most ``MAX_ANSWER_TOKENS`` long) scores than
+    "no answer" ([CLS] as start and end), in logits: the reader's belief that the unit holds
+    the answer, comparable across units (SQuAD 2.0's usual null score, negated)."""
+    idx = np.flatnonzero(enc.unit_mask[i])
+    if not len(idx):
+        return float("-inf")
+    s = np.asarray(start_logits, dtype=np.float64)
+    e = np.asarray(end_logits, dtype=np.float64)
+    grid = s[idx][:, None] + e[idx][None, :]
+    a, b = np.indices(grid.shape)
+    grid[(b < a) | (b - a >= MAX_ANSWER_TOKENS)] = -np.inf
+    return float(grid.max() - (s[0] + e[0]))
+
+
 def whole_words(unit: str, start: int, end: int) -> tuple[int, int]:
     """[start, end) widened to whole words (a word piece never starts or ends an answer)."""
     while start > 0 and unit[start - 1].isalnum() and unit[start].isalnum():
@@ -295,6 +311,17 @@ class SpanReader:
                                              "attention_mask": enc.attention_mask,
                                              "token_type_ids": enc.token_type_ids})
         return top_spans(enc, 0, start[0], end[0], k)
+
+    def answer_scores(self, question: str, units: list[str], contexts: list[str]
+                      ) -> list[float]:
+        """:func:`answer_score` of each unit for ``question``, in one batch."""
+        if not units:
+            return []
+        enc = encode_pairs(self.tokenizer, [question] * len(units), contexts, units)
+        start, end = self.session.run(None, {"input_ids": enc.input_ids,
+                                             "attention_mask": enc.attention_mask,
+                                             "token_type_ids": enc.token_type_ids})
+        return [answer_score(enc, i, start[i], end[i]) for i in range(len(units))]
 
     def pick(self, question: str, unit: str, context: str = "",
              deadline_s: float | None = None) -> SpanPick:

@@ -51,3 +51,34 @@ def test_null_auc_is_the_share_of_pairs_the_no_answer_score_orders_right() -> No
             {"set": "b", "golds": ["z"], "null": 0.0}]
     # unanswerable above answerable in 3 of 4 pairs; business has no unanswerable case
     assert null_auc(rows) == {"squad": 0.75}
+
+
+def test_hard_negatives_are_the_passages_other_units_most_like_the_question() -> None:
+    from bench.train_reader import hard_negatives
+    from ingest.units import split_units
+
+    text = ("The plant opened in 2014. The plant has a canteen. Engineers work in shifts. "
+            "The plant in Graz opened later.")
+    units = [(u, text[u.start:u.end]) for u in split_units(text)]
+    out = hard_negatives("When did the plant in Graz open?", "q7", units, ("2014",), 2)
+    # the gold unit is never a negative; most shared words first
+    assert [c.unit for c in out] == ["The plant in Graz opened later.", "The plant has a canteen."]
+    assert all(c.golds == () for c in out) and [c.qid for c in out] == ["q7~0", "q7~1"]
+    assert hard_negatives("When?", "q7", units, ("2014",), 0) == []
+
+
+def test_unit_ranking_counts_strict_wins_of_the_answering_unit() -> None:
+    from bench.train_reader import unit_ranking
+
+    q = "When did the plant open?"
+    rows = [{"qid": "a" * 24, "set": "s", "question": q, "unit": "It opened in 2014.",
+             "golds": ["2014"], "answer": 3.0},
+            {"qid": "a" * 24 + "~0", "set": "s", "question": q, "unit": "The plant is big.",
+             "golds": [], "answer": 1.0},
+            {"qid": "b" * 24, "set": "s", "question": q, "unit": "It opened in 1999.",
+             "golds": ["1999"], "answer": 1.0},
+            {"qid": "b" * 24 + "~0", "set": "s", "question": q, "unit": "The plant opened.",
+             "golds": [], "answer": 1.0}]
+    # the reader wins the first question and ties the second (not a win); "the plant open"
+    # words favour the negatives both times
+    assert unit_ranking(rows) == {"squad": {"n": 2, "reader": 0.5, "overlap": 0.0}}

@@ -10,6 +10,7 @@ from core.settings import ModelSettings
 from service.answer.reader import (
     MAX_ANSWER_TOKENS,
     Encoded,
+    answer_score,
     choose,
     encode_pairs,
     load_tokenizer,
@@ -80,6 +81,26 @@ def test_a_sharp_start_and_end_give_that_span_with_its_probability() -> None:
     start[4 + 2], end[4 + 4] = 20.0, 20.0  # unit tokens 2..4
     (s, e, p), *_ = top_spans(enc, 0, start, end)
     assert (s, e) == (6, 14) and p > 0.99
+
+
+def test_answer_score_is_the_best_span_over_no_answer_in_logits() -> None:
+    enc = _encoded(2, 10)
+    start, end = np.zeros(15), np.zeros(15)
+    start[0], end[0] = 1.0, 2.0  # [CLS]: "no answer" scores 3
+    start[6], end[8] = 4.0, 5.0  # unit tokens 2..4: 9
+    start[9] = 7.0  # a better start after the best end would be a span backwards: not counted
+    assert answer_score(enc, 0, start, end) == pytest.approx(max(9.0, 7.0 + 0.0) - 3.0)
+    start[0] = end[0] = 10.0
+    assert answer_score(enc, 0, start, end) < 0  # the reader finds no answer here
+    # a span longer than MAX_ANSWER_TOKENS is no span
+    long = _encoded(1, MAX_ANSWER_TOKENS + 5)
+    width = long.unit_mask.shape[1]
+    s2, e2 = np.zeros(width), np.zeros(width)
+    s2[3], e2[3 + MAX_ANSWER_TOKENS] = 50.0, 50.0
+    assert answer_score(long, 0, s2, e2) == pytest.approx(50.0)
+    empty = Encoded(enc.input_ids, enc.attention_mask, enc.token_type_ids,
+                    np.zeros_like(enc.unit_mask), enc.offsets)
+    assert answer_score(empty, 0, start, end) == float("-inf")
 
 
 UNIT = "abcd efghi jklmn opqrs tuvwx yz012 34567 89"  # words start at 0, 5, 11, 17, ...
