@@ -59,10 +59,7 @@ def test_the_answer_is_a_short_phrase_of_the_quoted_unit(
     body = _body(res["answer"])
     assert res["citations"][0]["filename"] == filename and value in quote, res
     assert body in quote, res  # the model can only copy from the unit
-    # the committed reader is unsure of these small table rows read under their header (its
-    # best span below 0.5) and answers the whole row; docs/span.md says so
-    if span_stack.env["DOCQA_RETRIEVAL__SHORT_ANSWER"] == "span":
-        assert len(body) < len(quote), res
+    assert len(body) < len(quote), res
     assert "span_ms" in res["timings"], res
 
 
