@@ -12,6 +12,8 @@ back to the best evidence sentence, quoted and cited.
 
 from __future__ import annotations
 
+import logging
+import math
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any, cast
@@ -40,11 +42,13 @@ from service.answer.result import AnswerEvent, AnswerResult, DraftToken, Evidenc
 from service.answer.span import (
     ConstrainedGenerator,
     SpanPick,
-    SpanPicker,
+    UnitReader,
     pick_span,
     tagged_from_doc,
 )
 from service.answer.verify import verify
+
+log = logging.getLogger("docqa.answer")
 
 MAX_ANSWER_WORDS = 40
 # the qualifier check may pass over the best unit only to one the scorer still finds likely
@@ -108,6 +112,24 @@ def choose(q: Question, ranked: Sequence[Candidate], hits: Sequence[ChunkHit], d
     return None, reasons
 
 
+def rerank(question: str, ranked: Sequence[Candidate], reader: UnitReader, depth: int,
+           weight: float) -> tuple[list[Candidate], list[float]]:
+    """``ranked`` with its ``depth`` best units reordered by logit(score) + ``weight`` × the
+    reader's answer score (the rest keep their place), and those scores. The sentence scorer
+    judges a unit by features of the whole question; the reader reads the pair and finds
+    the words that answer, which tells apart two neighbouring units about the same thing."""
+    top = list(ranked[:depth])
+    scores = reader.answer_scores(question, [c.text for c in top],
+                                  [c.context.describe() for c in top])
+
+    def fused(i: int) -> float:
+        p = min(max(top[i].score, 1e-6), 1 - 1e-6)
+        return math.log(p / (1 - p)) + weight * scores[i]
+
+    order = sorted(range(len(top)), key=fused, reverse=True)
+    return [top[i] for i in order] + list(ranked[depth:]), [scores[i] for i in order]
+
+
 def gate_threshold(threshold: float, kind: UnitKind, record_scale: float) -> float:
     """The gate's threshold for a unit that passed the qualifier check. The gate learnt from
     SQuAD's prose, where a question's words meet the answer's sentence; a table row or list
@@ -165,7 +187,7 @@ class AnswerPipeline:
         self, settings: Settings, embedder: Embedder, store: VectorStore,
         generator: Generator | None, model: GroundingModel | None | bool = True,
         live: Callable[[str, list[str]], Collection[str]] | None = None,
-        reader: SpanPicker | None = None,
+        reader: UnitReader | None = None,
     ) -> None:
         self.settings = settings
         self.embedder = embedder
@@ -175,7 +197,8 @@ class AnswerPipeline:
         # is checked against it, so a document is never returned once its DELETE began, even
         # while a late write of a running ingest is still in the store (ingest/pipeline.py)
         self.live = live
-        self.reader = reader  # short_answer=reader (service/answer/reader.py)
+        # short_answer=reader, reader_rerank_weight (service/answer/reader.py)
+        self.reader = reader
         # True = the committed model (None if absent), False = heuristics, or a model object
         self.model: GroundingModel | None = (
             load_model() if model is True else (None if model is False else model))
@@ -263,18 +286,32 @@ class AnswerPipeline:
             yield not_found("no sentences")
             return
         t = time.perf_counter()
-        depth = self.settings.retrieval.qualifier_depth
-        chosen, rejected = choose(analyse(question), ranked, hits, depth) if depth > 0 \
+        r = self.settings.retrieval
+        tried = ranked
+        if r.reader_rerank_weight and self.reader is not None:
+            try:
+                tried, read = rerank(question, ranked, self.reader, r.reader_rerank_depth,
+                                     r.reader_rerank_weight)
+                trace["reader_scores"] = [round(x, 2) for x in read]
+            except Exception:  # noqa: BLE001 - without the reader, the scorer's order stands
+                log.exception("reader rerank failed")
+                trace["reader_scores"] = "error"
+            timings["rerank_ms"] = _ms(t)
+            t = time.perf_counter()
+        depth = r.qualifier_depth
+        chosen, rejected = choose(analyse(question), tried, hits, depth) if depth > 0 \
             else (0, [])
         timings["check_ms"] = _ms(t)
         if rejected:
             trace["rejected"] = rejected
-            trace["scores"] = [round(c.score, 3) for c in ranked[:len(rejected) + 1]]
+            trace["scores"] = [round(c.score, 3) for c in tried[:len(rejected) + 1]]
         if chosen is None:
             yield not_found("qualifier")
             return
-        # the gate judges the unit that passed, as the best evidence
-        ranked = [ranked[chosen], *ranked[:chosen], *ranked[chosen + 1:]]
+        # the gate judges the unit that passed, as the best evidence, the others in the
+        # scorer's order (as it was fitted)
+        first = tried[chosen]
+        ranked = [first, *(c for c in ranked if c is not first)]
         if self.model is not None:
             p = self.model.gate.prob(
                 gate_features(scored_as, ranked, [h.text for h in hits],

@@ -74,6 +74,13 @@ class SpanPicker(Protocol):
              deadline_s: float | None = None) -> SpanPick: ...
 
 
+class UnitReader(SpanPicker, Protocol):
+    """A span picker that can also say how strongly each unit holds the answer."""
+
+    def answer_scores(self, question: str, units: list[str], contexts: list[str]
+                      ) -> list[float]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class SpanPick:
     """What span picking made of one unit.

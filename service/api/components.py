@@ -71,7 +71,7 @@ def build_components(settings: Settings) -> Components:
             retry_after_s=m.retry_after_s,
         )
     reader = None
-    if settings.retrieval.short_answer == "reader":
+    if settings.retrieval.short_answer == "reader" or settings.retrieval.reader_rerank_weight:
         r = settings.retrieval
         reader = SpanReader(settings.models.resolved_embedding_path(), settings.onnx_cache_dir,
                             min_confidence=r.reader_min_confidence,

@@ -378,3 +378,65 @@ def test_a_low_scored_unit_is_not_tried_after_a_rejection_for_another_reason() -
     chosen, reasons = choose(analyse("What was Benelux order intake in Q3 2024?"), ranked,
                              hits, 5)
     assert chosen is None and reasons[-1] == "scored too low"
+
+
+class ScoringReader(FakeReader):
+    """A unit reader whose answer score is high for units holding ``likes``."""
+
+    def __init__(self, likes: str, fail: bool = False) -> None:
+        super().__init__(likes)
+        self.likes, self.fail = likes, fail
+        self.scored: list[list[str]] = []
+
+    def answer_scores(self, question: str, units: list[str], contexts: list[str]
+                      ) -> list[float]:
+        if self.fail:
+            raise RuntimeError("onnx session gone")
+        self.scored.append(list(units))
+        return [8.0 if self.likes in u else -8.0 for u in units]
+
+
+def test_rerank_reorders_only_the_best_units_by_score_and_reader() -> None:
+    from service.answer.pipeline import rerank
+
+    cands = [Candidate(0, 0, 1, t, score=s) for t, s in
+             (("a 1", 0.6), ("b 2", 0.5), ("c 3", 0.4), ("d 4", 0.3))]
+    reader = ScoringReader("3")
+    out, read = rerank("q?", cands, reader, 3, 1.0)
+    assert [c.text for c in out] == ["c 3", "a 1", "b 2", "d 4"]  # "d 4" stays, unread
+    assert read == [8.0, -8.0, -8.0] and reader.scored == [["a 1", "b 2", "c 3"]]
+    # a small weight leaves the scorer's order where its margin is larger
+    assert [c.text for c in rerank("q?", cands, reader, 3, 0.01)[0]] == \
+        ["a 1", "b 2", "c 3", "d 4"]
+
+
+def rerank_pipeline(reader: ScoringReader | None, weight: float) -> AnswerPipeline:
+    emb = HashEmbedder()
+    store = FakeStore(["The Acme plant opened in 2014. The Acme plant was rebuilt in 2019."],
+                      emb)
+    s = Settings()
+    s.retrieval.reader_rerank_weight = weight
+    s.retrieval.short_answer = "off"  # the unit answers: which unit is what is tested
+    return AnswerPipeline(s, emb, store, None, model=False, reader=reader)  # type: ignore[arg-type]
+
+
+def test_the_reader_can_choose_a_unit_the_scorer_ranked_lower() -> None:
+    question = "When did the Acme plant open?"
+    plain = rerank_pipeline(None, 0.0).ask("t", question, 5)
+    assert plain.answer.startswith("The Acme plant opened in 2014")
+    reader = ScoringReader("2019")
+    r = rerank_pipeline(reader, 1.0).ask("t", question, 5)
+    assert r.status == "answered" and r.answer.startswith("The Acme plant was rebuilt in 2019")
+    assert r.citations[0].quote == "The Acme plant was rebuilt in 2019."
+    assert r.trace["reader_scores"] == [8.0, -8.0] and "rerank_ms" in r.timings
+    # weight 0: the reader is never run
+    reader0 = ScoringReader("2019")
+    assert rerank_pipeline(reader0, 0.0).ask("t", question, 5).answer == plain.answer
+    assert reader0.scored == []
+
+
+def test_a_failing_reader_leaves_the_scorers_order() -> None:
+    question = "When did the Acme plant open?"
+    r = rerank_pipeline(ScoringReader("2019", fail=True), 1.0).ask("t", question, 5)
+    assert r.status == "answered" and r.answer.startswith("The Acme plant opened in 2014")
+    assert r.trace["reader_scores"] == "error"
