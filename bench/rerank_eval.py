@@ -76,40 +76,37 @@ def question_row(pipeline: Any, reader: Any, tenant: str, question: str,
     return {**row, "stage": "ranked"}
 
 
-def replay(row: dict[str, Any], weight: float, floor: float,
-           reader_floor: float = -math.inf) -> tuple[bool, bool]:
+def replay(row: dict[str, Any], weight: float, reader_floor: float = -math.inf
+           ) -> tuple[bool, bool]:
     """(answered, correct) of ``row`` with its units reordered by ``weight``, as
-    ``service.answer.pipeline.choose`` and the gate decide, the chosen unit's reader score
-    also held to ``reader_floor``."""
+    ``service.answer.pipeline.choose`` (its walk, on the recorded verdicts) and the gate
+    decide, the chosen unit's reader score also held to ``reader_floor``."""
+    from service.answer.pipeline import first_passing, fused_score
+    from service.answer.qualifiers import Verdict
+
     cands = row["cands"]
     if row["stage"] != "ranked" or not cands:
         return False, False
 
-    def fused(i: int) -> float:
-        p = min(max(cands[i]["score"], 1e-6), 1 - 1e-6)
-        return math.log(p / (1 - p)) + weight * cands[i]["reader"]
-
-    order = sorted(range(len(cands)), key=fused, reverse=True) if weight else \
-        list(range(len(cands)))
-    passed_over: set[str] = set()
-    for pos, i in enumerate(order):
-        c = cands[i]
-        place = json.dumps(c["place"])
-        if pos and c["score"] < floor and place not in passed_over:
-            return False, False
-        if c["ok"]:
-            answered = c["gate"] >= c["threshold"] and c["reader"] >= reader_floor
-            return answered, answered and c["holds"]
-        if c["other"]:
-            passed_over.add(place)
-    return False, False
+    order = sorted(range(len(cands)), reverse=True,
+                   key=lambda i: fused_score(cands[i]["score"], cands[i]["reader"], weight)) \
+        if weight else list(range(len(cands)))
+    tried = [cands[i] for i in order]
+    chosen, _ = first_passing(
+        [c["score"] for c in tried], [json.dumps(c["place"]) for c in tried],
+        lambda i: Verdict(tried[i]["ok"], "", tried[i]["other"]))
+    if chosen is None:
+        return False, False
+    c = tried[chosen]
+    answered = c["gate"] >= c["threshold"] and c["reader"] >= reader_floor
+    return answered, answered and c["holds"]
 
 
-def figures(rows: list[dict[str, Any]], weight: float, floor: float,
-            reader_floor: float = -math.inf) -> dict[str, Any]:
+def figures(rows: list[dict[str, Any]], weight: float, reader_floor: float = -math.inf
+            ) -> dict[str, Any]:
     ans = [r for r in rows if r["answerable"]]
     imp = [r for r in rows if not r["answerable"]]
-    out = [replay(r, weight, floor, reader_floor) for r in rows]
+    out = [replay(r, weight, reader_floor) for r in rows]
     by_id = {id(r): o for r, o in zip(rows, out, strict=True)}
     correct = sum(by_id[id(r)][1] for r in ans)
     answered_ans = sum(by_id[id(r)][0] for r in ans)
@@ -162,8 +159,6 @@ def collect(args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from service.answer.pipeline import FALLBACK_MIN_SCORE
-
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--adapter", required=True, help="the reader's adapter (.npz)")
@@ -185,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         sets = collect(args)
         cache.parent.mkdir(parents=True, exist_ok=True)
         cache.write_text(json.dumps(sets))
-    result = {name: {f"{w}/{f}": figures(rows, w, FALLBACK_MIN_SCORE, f)
+    result = {name: {f"{w}/{f}": figures(rows, w, f)
                      for w in WEIGHTS for f in FLOORS}
               for name, rows in sets.items()}
     print(json.dumps(result, indent=1))  # noqa: T201 - the command's output

@@ -50,22 +50,18 @@ def gate_row(pipeline: Any, tenant: str, question: str, golds: tuple[str, ...]
              ) -> dict[str, Any]:
     """Where the pipeline stops for ``question`` and, at the gate, the gate's features of the
     unit the qualifier check let through (as ``AnswerPipeline._ground`` computes them)."""
-    from service.answer.grounding import expand_acronyms, gate_features
-    from service.answer.pipeline import choose, focus_window, rank_candidates
-    from service.answer.qualifiers import analyse
+    from service.answer.grounding import gate_features
+    from service.answer.pipeline import focus_window
 
     settings = pipeline.settings.retrieval
     row: dict[str, Any] = {"question": question, "answerable": bool(golds)}
     hits, q_vec = pipeline.search(tenant, question, settings.top_k)
     if not hits or max(h.score for h in hits) < settings.min_score:
         return {**row, "stage": "retrieval"}
-    scored_as = expand_acronyms(question, [h.text for h in hits])
-    ranked = rank_candidates(scored_as, q_vec, hits, pipeline.embedder, pipeline.model)
-    chosen, _ = choose(analyse(question), ranked, hits, settings.qualifier_depth) \
-        if ranked else (None, [])
-    if chosen is None:
+    picked = pipeline.select(question, hits, q_vec, {}, {})
+    if isinstance(picked, str):  # no unit, or none passed the check
         return {**row, "stage": "qualifier"}
-    ranked = [ranked[chosen], *ranked[:chosen], *ranked[chosen + 1:]]
+    scored_as, ranked = picked
     best = ranked[0]
     feats = gate_features(scored_as, ranked, [h.text for h in hits], [h.score for h in hits])
     body = focus_window(best.text.rstrip("."), question)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterator, Sequence
 from typing import Any, cast
 
 from core.domain import ChunkHit
@@ -86,30 +86,51 @@ def rank_candidates(
     return sorted(cands, key=lambda c: c.score, reverse=True)
 
 
-def choose(q: Question, ranked: Sequence[Candidate], hits: Sequence[ChunkHit], depth: int
-           ) -> tuple[int | None, list[str]]:
-    """The first of the ``depth`` best units that passes the qualifier and answer-type check
-    (its index in ``ranked``, or None), and why each one before it did not."""
+def first_passing(scores: Sequence[float], places: Sequence[Hashable],
+                  verdict: Callable[[int], Verdict]) -> tuple[int | None, list[str]]:
+    """The index of the first unit (best first) whose ``verdict`` is ok, or None, and why
+    each one before it did not pass; ``scores`` and ``places`` (document, section) are the
+    units'. The walk stops at a unit scored under ``FALLBACK_MIN_SCORE``, unless a better
+    unit of its place stated another value than the one asked."""
     reasons: list[str] = []
-    passed_over: set[tuple[str, tuple[str, ...]]] = set()  # (document, section) of those
-    for i, c in enumerate(ranked[:depth]):
-        hit = hits[c.hit_index]
-        place = (hit.filename, c.context.section)
+    passed_over: set[Hashable] = set()  # the places of those
+    for i, (score, place) in enumerate(zip(scores, places, strict=True)):
         # a unit of a section whose better unit stated another period or identifier than the
         # one asked (another quarter, another model) is not off topic however low it
         # scores: that table's other rows, that section's other sentences are where the
         # asked one is
-        if i and c.score < FALLBACK_MIN_SCORE and place not in passed_over:
+        if i and score < FALLBACK_MIN_SCORE and place not in passed_over:
             reasons.append("scored too low")
             break
-        verdict: Verdict = check(q, c.text, c.kind, c.context, hit.text, hit.filename,
-                                 c.start, c.end)
-        if verdict.ok:
+        v = verdict(i)
+        if v.ok:
             return i, reasons
-        reasons.append(verdict.reason)
-        if verdict.other_value:
+        reasons.append(v.reason)
+        if v.other_value:
             passed_over.add(place)
     return None, reasons
+
+
+def choose(q: Question, ranked: Sequence[Candidate], hits: Sequence[ChunkHit], depth: int
+           ) -> tuple[int | None, list[str]]:
+    """The first of the ``depth`` best units that passes the qualifier and answer-type check
+    (its index in ``ranked``, or None), and why each one before it did not."""
+    top = ranked[:depth]
+
+    def verdict(i: int) -> Verdict:
+        c, hit = top[i], hits[top[i].hit_index]
+        return check(q, c.text, c.kind, c.context, hit.text, hit.filename, c.start, c.end)
+
+    return first_passing([c.score for c in top],
+                         [(hits[c.hit_index].filename, c.context.section) for c in top],
+                         verdict)
+
+
+def fused_score(probability: float, reader_score: float, weight: float) -> float:
+    """The order :func:`rerank` gives units: the scorer's logit plus ``weight`` × the
+    reader's answer score (both in logits)."""
+    p = min(max(probability, 1e-6), 1 - 1e-6)
+    return math.log(p / (1 - p)) + weight * reader_score
 
 
 def rerank(question: str, ranked: Sequence[Candidate], reader: UnitReader, depth: int,
@@ -122,11 +143,8 @@ def rerank(question: str, ranked: Sequence[Candidate], reader: UnitReader, depth
     scores = reader.answer_scores(question, [c.text for c in top],
                                   [c.context.describe() for c in top])
 
-    def fused(i: int) -> float:
-        p = min(max(top[i].score, 1e-6), 1 - 1e-6)
-        return math.log(p / (1 - p)) + weight * scores[i]
-
-    order = sorted(range(len(top)), key=fused, reverse=True)
+    order = sorted(range(len(top)), key=lambda i: fused_score(top[i].score, scores[i], weight),
+                   reverse=True)
     return [top[i] for i in order] + list(ranked[depth:]), [scores[i] for i in order]
 
 
@@ -276,42 +294,11 @@ class AnswerPipeline:
             yield not_found("weak retrieval")
             return
 
-        t = time.perf_counter()
-        scored_as = expand_acronyms(question, [h.text for h in hits])
-        if scored_as != question:
-            trace["scored_as"] = scored_as
-        ranked = rank_candidates(scored_as, q_vec, hits, self.embedder, self.model)
-        timings["evidence_ms"] = _ms(t)
-        if not ranked:
-            yield not_found("no sentences")
+        picked = self.select(question, hits, q_vec, trace, timings)
+        if isinstance(picked, str):
+            yield not_found(picked)
             return
-        t = time.perf_counter()
-        r = self.settings.retrieval
-        tried = ranked
-        if r.reader_rerank_weight and self.reader is not None:
-            try:
-                tried, read = rerank(question, ranked, self.reader, r.reader_rerank_depth,
-                                     r.reader_rerank_weight)
-                trace["reader_scores"] = [round(x, 2) for x in read]
-            except Exception:  # noqa: BLE001 - without the reader, the scorer's order stands
-                log.exception("reader rerank failed")
-                trace["reader_scores"] = "error"
-            timings["rerank_ms"] = _ms(t)
-            t = time.perf_counter()
-        depth = r.qualifier_depth
-        chosen, rejected = choose(analyse(question), tried, hits, depth) if depth > 0 \
-            else (0, [])
-        timings["check_ms"] = _ms(t)
-        if rejected:
-            trace["rejected"] = rejected
-            trace["scores"] = [round(c.score, 3) for c in tried[:len(rejected) + 1]]
-        if chosen is None:
-            yield not_found("qualifier")
-            return
-        # the gate judges the unit that passed, as the best evidence, the others in the
-        # scorer's order (as it was fitted)
-        first = tried[chosen]
-        ranked = [first, *(c for c in ranked if c is not first)]
+        scored_as, ranked = picked
         if self.model is not None:
             p = self.model.gate.prob(
                 gate_features(scored_as, ranked, [h.text for h in hits],
@@ -366,6 +353,46 @@ class AnswerPipeline:
                 body = pick.text
         timings["total_ms"] = _ms(t0)
         yield AnswerResult("answered", f"{body} [1]", [best.citation(1)], timings, trace)
+
+    def select(self, question: str, hits: Sequence[ChunkHit], q_vec: Sequence[float],
+               trace: dict[str, Any], timings: dict[str, float]
+               ) -> tuple[str, list[Candidate]] | str:
+        """Score the units of ``hits``, let the reader reorder the best, and take the first
+        that passes the qualifier check: (the question as scored, the units with that one
+        first and the others in the scorer's order, as the gate was fitted), or why none
+        did. Also what ``bench.train_gate`` fits the gate on."""
+        t = time.perf_counter()
+        scored_as = expand_acronyms(question, [h.text for h in hits])
+        if scored_as != question:
+            trace["scored_as"] = scored_as
+        ranked = rank_candidates(scored_as, q_vec, hits, self.embedder, self.model)
+        timings["evidence_ms"] = _ms(t)
+        if not ranked:
+            return "no sentences"
+        t = time.perf_counter()
+        r = self.settings.retrieval
+        tried = ranked
+        if r.reader_rerank_weight and self.reader is not None:
+            try:
+                tried, read = rerank(question, ranked, self.reader, r.reader_rerank_depth,
+                                     r.reader_rerank_weight)
+                trace["reader_scores"] = [round(x, 2) for x in read]
+            except Exception:  # noqa: BLE001 - without the reader, the scorer's order stands
+                log.exception("reader rerank failed")
+                trace["reader_scores"] = "error"
+            timings["rerank_ms"] = _ms(t)
+            t = time.perf_counter()
+        depth = r.qualifier_depth
+        chosen, rejected = choose(analyse(question), tried, hits, depth) if depth > 0 \
+            else (0, [])
+        timings["check_ms"] = _ms(t)
+        if rejected:
+            trace["rejected"] = rejected
+            trace["scores"] = [round(c.score, 3) for c in tried[:len(rejected) + 1]]
+        if chosen is None:
+            return "qualifier"
+        first = tried[chosen]
+        return scored_as, [first, *(c for c in ranked if c is not first)]
 
     def _short(self, question: str, best: Evidence) -> SpanPick:
         """The phrase of the chosen unit that answers; the unit's own words only (see

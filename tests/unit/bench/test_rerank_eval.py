@@ -20,21 +20,21 @@ def _row(*cands: dict[str, Any], answerable: bool = True) -> dict[str, Any]:
 
 def test_weight_zero_is_the_scorers_order_and_a_weight_lets_the_reader_choose() -> None:
     row = _row(_cand(0.6, -5.0), _cand(0.5, 6.0, holds=True))
-    assert replay(row, 0.0, 0.05) == (True, False)
-    assert replay(row, 0.3, 0.05) == (True, True)  # logit gap 0.41 < 0.3 x 11
+    assert replay(row, 0.0) == (True, False)
+    assert replay(row, 0.3) == (True, True)  # logit gap 0.41 < 0.3 x 11
 
 
 def test_the_check_the_floor_and_the_gate_are_replayed() -> None:
     # the first unit fails the check; the second scores under the floor: nothing answers
     assert replay(_row(_cand(0.6, 0.0, ok=False), _cand(0.01, 0.0, holds=True)),
-                  0.0, 0.05) == (False, False)
+                  0.0) == (False, False)
     # ... unless the first stated another value in the same place (a table's other rows)
     assert replay(_row(_cand(0.6, 0.0, ok=False, other=True), _cand(0.01, 0.0, holds=True)),
-                  0.0, 0.05) == (True, True)
+                  0.0) == (True, True)
     # the chosen unit's gate below its threshold abstains, as does a reader floor
-    assert replay(_row(_cand(0.6, 0.0, gate=0.4, holds=True)), 0.0, 0.05) == (False, False)
-    assert replay(_row(_cand(0.6, -3.0, holds=True)), 0.0, 0.05, -2.0) == (False, False)
-    assert replay({"answerable": True, "stage": "retrieval", "cands": []}, 0.3, 0.05) == \
+    assert replay(_row(_cand(0.6, 0.0, gate=0.4, holds=True)), 0.0) == (False, False)
+    assert replay(_row(_cand(0.6, -3.0, holds=True)), 0.0, -2.0) == (False, False)
+    assert replay({"answerable": True, "stage": "retrieval", "cands": []}, 0.3) == \
         (False, False)
 
 
@@ -44,5 +44,5 @@ def test_figures_count_like_the_evals() -> None:
             _row(_cand(0.6, 1.0, gate=0.1)),  # refused
             _row(_cand(0.6, 1.0), answerable=False),  # near miss answered: wrong
             _row(_cand(0.6, 1.0, ok=False), answerable=False)]  # abstained
-    assert figures(rows, 0.0, 0.05) == {"correct": 0.333, "false_abstention": 0.333,
+    assert figures(rows, 0.0) == {"correct": 0.333, "false_abstention": 0.333,
                                         "abstained": 0.5, "answered_wrong": 0.4, "n": [3, 2]}
