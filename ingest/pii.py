@@ -137,8 +137,8 @@ from dataclasses import dataclass, field, replace
 
 from core.domain import Page
 
-__all__ = ["IBAN_LENGTHS", "PII_KINDS", "PiiSpan", "Redaction", "placeholder", "redact",
-           "redact_pages"]
+__all__ = ["IBAN_LENGTHS", "PII_KINDS", "PiiSpan", "Redaction", "placeholder",
+           "placeholder_spans", "redact", "redact_pages"]
 
 PII_KINDS: tuple[str, ...] = ("EMAIL", "IBAN", "CARD", "SE_PIN", "US_SSN", "PHONE", "PERSON")
 """The detected types, in detection (priority) order."""
@@ -151,6 +151,11 @@ _PLACEHOLDER = re.compile(r"\[(?:EMAIL|IBAN|CARD|SE_PIN|US_SSN|PHONE|PERSON)\]")
 def placeholder(kind: str) -> str:
     """The text that replaces a finding of ``kind``: ``[KIND]``."""
     return f"[{kind}]"
+
+
+def placeholder_spans(text: str) -> list[tuple[int, int]]:
+    """Where ``text`` holds a placeholder, as [start, end) character spans."""
+    return [m.span() for m in _PLACEHOLDER.finditer(text)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +188,7 @@ def redact(text: str, names: bool = False) -> Redaction:
     module docstring for the rules and trade-offs.
     """
     # placeholders already in the text (a second redaction) look exactly like masked findings
-    work = _mask(text, [m.span() for m in _PLACEHOLDER.finditer(text)])
+    work = _mask(text, placeholder_spans(text))
     found: list[PiiSpan] = []
     for kind, detect in _DETECTORS + ((("PERSON", _detect_person),) if names else ()):
         if kind == "PHONE":

@@ -28,6 +28,7 @@ import numpy as np
 
 from core.settings import apply_offline_env, usable_cpus
 from ingest.embedding import export_lock, file_digest, source_digest, valid_export, write_export
+from ingest.pii import placeholder_spans
 from service.answer.span import SpanPick
 
 log = logging.getLogger("docqa.answer")
@@ -145,11 +146,16 @@ def answer_score(enc: Encoded, i: int, start_logits: np.ndarray, end_logits: np.
 
 
 def whole_words(unit: str, start: int, end: int) -> tuple[int, int]:
-    """[start, end) widened to whole words (a word piece never starts or ends an answer)."""
+    """[start, end) widened to whole words (a word piece never starts or ends an answer) and
+    to whole redaction placeholders ("[SE_PIN]", never "SE_PIN" or "PIN": the answer must
+    say that a value was redacted, as the quote does)."""
     while start > 0 and unit[start - 1].isalnum() and unit[start].isalnum():
         start -= 1
     while end < len(unit) and unit[end].isalnum() and unit[end - 1].isalnum():
         end += 1
+    for a, b in placeholder_spans(unit):
+        if a < end and b > start:
+            start, end = min(start, a), max(end, b)
     return start, end
 
 

@@ -126,6 +126,18 @@ def test_a_word_piece_is_widened_to_its_whole_word() -> None:
     assert whole_words("über-safe", 1, 4) == (0, 4)
 
 
+def test_a_redaction_placeholder_is_never_cut() -> None:
+    unit = "Maja Ek's number is [SE_PIN], her mail [EMAIL]."
+    i = unit.index("SE_PIN")
+    assert unit[slice(*whole_words(unit, i, i + 6))] == "[SE_PIN]"
+    j = unit.index("PIN]")
+    assert unit[slice(*whole_words(unit, j, j + 3))] == "[SE_PIN]"
+    k = unit.index("her")
+    assert unit[slice(*whole_words(unit, k, k + 10))] == "her mail [EMAIL]"
+    # brackets that are no placeholder are left as they are
+    assert whole_words("see [note] here", 5, 9) == (5, 9)
+
+
 def test_choose_without_spans_is_nothing() -> None:
     assert choose([], UNIT, 0.5, 0.6) is None
 
