@@ -76,11 +76,12 @@ def question_row(pipeline: Any, reader: Any, tenant: str, question: str,
     return {**row, "stage": "ranked"}
 
 
-def replay(row: dict[str, Any], weight: float, reader_floor: float = -math.inf
-           ) -> tuple[bool, bool]:
+def replay(row: dict[str, Any], weight: float, reader_floor: float = -math.inf,
+           walk: int = 5) -> tuple[bool, bool]:
     """(answered, correct) of ``row`` with its units reordered by ``weight``, as
     ``service.answer.pipeline.choose`` (its walk, on the recorded verdicts) and the gate
-    decide, the chosen unit's reader score also held to ``reader_floor``."""
+    decide, the chosen unit's reader score also held to ``reader_floor``; the check tries
+    the ``walk`` best of the reordered units (``retrieval.qualifier_depth``)."""
     from service.answer.pipeline import first_passing, fused_score
     from service.answer.qualifiers import Verdict
 
@@ -91,7 +92,7 @@ def replay(row: dict[str, Any], weight: float, reader_floor: float = -math.inf
     order = sorted(range(len(cands)), reverse=True,
                    key=lambda i: fused_score(cands[i]["score"], cands[i]["reader"], weight)) \
         if weight else list(range(len(cands)))
-    tried = [cands[i] for i in order]
+    tried = [cands[i] for i in order][:walk]
     chosen, _ = first_passing(
         [c["score"] for c in tried], [json.dumps(c["place"]) for c in tried],
         lambda i: Verdict(tried[i]["ok"], "", tried[i]["other"]))
@@ -102,11 +103,11 @@ def replay(row: dict[str, Any], weight: float, reader_floor: float = -math.inf
     return answered, answered and c["holds"]
 
 
-def figures(rows: list[dict[str, Any]], weight: float, reader_floor: float = -math.inf
-            ) -> dict[str, Any]:
+def figures(rows: list[dict[str, Any]], weight: float, reader_floor: float = -math.inf,
+            walk: int = 5) -> dict[str, Any]:
     ans = [r for r in rows if r["answerable"]]
     imp = [r for r in rows if not r["answerable"]]
-    out = [replay(r, weight, reader_floor) for r in rows]
+    out = [replay(r, weight, reader_floor, walk) for r in rows]
     by_id = {id(r): o for r, o in zip(rows, out, strict=True)}
     correct = sum(by_id[id(r)][1] for r in ans)
     answered_ans = sum(by_id[id(r)][0] for r in ans)
@@ -167,7 +168,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--squad-fold", default="B", choices=("A", "B"))
     ap.add_argument("--business", default="dev,dev2")
     ap.add_argument("--n", type=int, default=400, help="answerable and unanswerable each")
-    ap.add_argument("--depth", type=int, default=5)
+    ap.add_argument("--depth", type=int, default=5,
+                    help="units recorded per question: the reader reorders this many")
+    ap.add_argument("--walk", type=int, default=5,
+                    help="of those, how many the check tries (retrieval.qualifier_depth)")
     ap.add_argument("--cache", default="bench/out/rerank_rows.json")
     ap.add_argument("--refresh", action="store_true")
     ap.add_argument("--json")
@@ -180,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         sets = collect(args)
         cache.parent.mkdir(parents=True, exist_ok=True)
         cache.write_text(json.dumps(sets))
-    result = {name: {f"{w}/{f}": figures(rows, w, f)
+    result = {name: {f"{w}/{f}": figures(rows, w, f, args.walk)
                      for w in WEIGHTS for f in FLOORS}
               for name, rows in sets.items()}
     print(json.dumps(result, indent=1))  # noqa: T201 - the command's output
