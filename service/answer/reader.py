@@ -12,6 +12,10 @@ The pick (docs/span.md): the most probable span when its probability reaches
 ``min_confidence``; otherwise the shortest run of the unit covering the most probable spans
 until their probabilities add up to ``cover_mass`` (a wider answer that still holds the
 right one far more often than a single guess).
+
+Trained with units that do not answer as well, the reader also scores how strongly a unit
+holds the answer (:func:`answer_score`); the pipeline reorders its best units by that
+(``retrieval.reader_rerank_weight``, docs/evaluation.md).
 """
 
 from __future__ import annotations
@@ -105,6 +109,15 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
     return np.asarray(x - m - np.log(np.exp(x - m).sum()))
 
 
+def _span_grid(start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """start[i] + end[j] for every span [i, j] of the unit's tokens; -inf where j < i or the
+    span is longer than ``MAX_ANSWER_TOKENS``."""
+    grid = start[:, None] + end[None, :]
+    a, b = np.indices(grid.shape)
+    grid[(b < a) | (b - a >= MAX_ANSWER_TOKENS)] = -np.inf
+    return np.asarray(grid)
+
+
 def top_spans(enc: Encoded, i: int, start_logits: np.ndarray, end_logits: np.ndarray,
               k: int = TOP_K) -> list[tuple[int, int, float]]:
     """The ``k`` most probable spans of row ``i``'s unit, as (start char, end char,
@@ -116,9 +129,7 @@ def top_spans(enc: Encoded, i: int, start_logits: np.ndarray, end_logits: np.nda
     ls = _log_softmax(np.asarray(start_logits, dtype=np.float64)[idx])
     le = _log_softmax(np.asarray(end_logits, dtype=np.float64)[idx])
     n = len(idx)
-    grid = ls[:, None] + le[None, :]
-    a, b = np.indices((n, n))
-    grid[(b < a) | (b - a >= MAX_ANSWER_TOKENS)] = -np.inf
+    grid = _span_grid(ls, le)
     order = np.argsort(grid, axis=None, kind="stable")[::-1][:k]
     offsets = enc.offsets[i]
     out = []
@@ -139,10 +150,7 @@ def answer_score(enc: Encoded, i: int, start_logits: np.ndarray, end_logits: np.
         return float("-inf")
     s = np.asarray(start_logits, dtype=np.float64)
     e = np.asarray(end_logits, dtype=np.float64)
-    grid = s[idx][:, None] + e[idx][None, :]
-    a, b = np.indices(grid.shape)
-    grid[(b < a) | (b - a >= MAX_ANSWER_TOKENS)] = -np.inf
-    return float(grid.max() - (s[0] + e[0]))
+    return float(_span_grid(s[idx], e[idx]).max() - (s[0] + e[0]))
 
 
 def whole_words(unit: str, start: int, end: int) -> tuple[int, int]:
@@ -313,10 +321,14 @@ class SpanReader:
     def spans(self, question: str, unit: str, context: str = "",
               k: int = TOP_K) -> list[tuple[int, int, float]]:
         enc = encode_pairs(self.tokenizer, [question], [context], [unit])
+        start, end = self._run(enc)
+        return top_spans(enc, 0, start[0], end[0], k)
+
+    def _run(self, enc: Encoded) -> tuple[np.ndarray, np.ndarray]:
         start, end = self.session.run(None, {"input_ids": enc.input_ids,
                                              "attention_mask": enc.attention_mask,
                                              "token_type_ids": enc.token_type_ids})
-        return top_spans(enc, 0, start[0], end[0], k)
+        return start, end
 
     def answer_scores(self, question: str, units: list[str], contexts: list[str]
                       ) -> list[float]:
@@ -324,9 +336,7 @@ class SpanReader:
         if not units:
             return []
         enc = encode_pairs(self.tokenizer, [question] * len(units), contexts, units)
-        start, end = self.session.run(None, {"input_ids": enc.input_ids,
-                                             "attention_mask": enc.attention_mask,
-                                             "token_type_ids": enc.token_type_ids})
+        start, end = self._run(enc)
         return [answer_score(enc, i, start[i], end[i]) for i in range(len(units))]
 
     def pick(self, question: str, unit: str, context: str = "",
