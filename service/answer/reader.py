@@ -167,6 +167,16 @@ def whole_words(unit: str, start: int, end: int) -> tuple[int, int]:
     return start, end
 
 
+def trim_end(unit: str, start: int, end: int) -> int:
+    """``end`` before the punctuation that closes a clause or the unit (",", ";", ":", and
+    the unit's own final full stop, as the unit is answered without it), never empty."""
+    while end - start > 1 and unit[end - 1] in ",;:":
+        end -= 1
+    if end - start > 1 and end == len(unit.rstrip()) and unit[end - 1] == ".":
+        end -= 1
+    return end
+
+
 def choose(spans: list[tuple[int, int, float]], unit: str, min_confidence: float,
            cover_mass: float) -> tuple[int, int, str, float] | None:
     """(start, end, reason, confidence) of the answer among ``spans`` (best first) of
@@ -184,7 +194,8 @@ def choose(spans: list[tuple[int, int, float]], unit: str, min_confidence: float
             mass += q
             if mass >= cover_mass:
                 break
-    return (*whole_words(unit, s, e), reason, p)
+    s, e = whole_words(unit, s, e)
+    return s, trim_end(unit, s, e), reason, p
 
 
 # -- the trainable network (torch; bench/train_reader.py and the export only) --------------

@@ -13,6 +13,7 @@ from service.answer.reader import (
     answer_score,
     choose,
     encode_pairs,
+    trim_end,
     load_tokenizer,
     top_spans,
     whole_words,
@@ -136,6 +137,18 @@ def test_a_redaction_placeholder_is_never_cut() -> None:
     assert unit[slice(*whole_words(unit, k, k + 10))] == "her mail [EMAIL]"
     # brackets that are no placeholder are left as they are
     assert whole_words("see [note] here", 5, 9) == (5, 9)
+
+
+def test_an_answer_ends_before_closing_punctuation() -> None:
+    unit = "It runs in hall 5, hall 6; and hall 7."
+    for piece, want in (("hall 5,", "hall 5"), ("hall 6;", "hall 6"), ("hall 7.", "hall 7"),
+                        ("hall 7", "hall 7"), (",", ",")):
+        i = unit.index(piece)
+        assert unit[i:trim_end(unit, i, i + len(piece))] == want
+    # a full stop inside the unit may belong to the answer ("No. 5", "U.S. Steel")
+    unit = "Plant No. 5 opened."
+    assert trim_end(unit, 6, 9) == 9
+    assert choose([(0, 19, 0.95)], unit, 0.9, 0.95) == (0, 18, "ok", 0.95)
 
 
 def test_choose_without_spans_is_nothing() -> None:
