@@ -43,7 +43,7 @@ class ReadCase:
 
 
 def hard_negatives(question: str, qid: str, units: list[tuple[Unit, str]],
-                   golds: tuple[str, ...], k: int) -> list[ReadCase]:
+                   golds: tuple[str, ...], k: int, tag: str = "") -> list[ReadCase]:
     """Up to ``k`` units of the same passage that hold no gold answer, those sharing most
     words with the question first: "no answer here" cases that teach the reader to tell the
     unit that answers from its neighbours (its score then ranks units)."""
@@ -51,13 +51,19 @@ def hard_negatives(question: str, qid: str, units: list[tuple[Unit, str]],
     others = [(u, t) for u, t in units
               if not any(f" {g} " in f" {normalize_answer(t)} " for g in norm if g)]
     others.sort(key=lambda ut: -_overlap(question, ut[1]))
-    return [ReadCase(f"{qid}~{i}", question, u.context.describe(), t, ())
+    return [ReadCase(f"{qid}~{tag}{i}", question, u.context.describe(), t, ())
             for i, (u, t) in enumerate(others[:k])]
 
 
-def _squad(fold: str, unanswerable: bool = False, negatives: int = 0) -> list[ReadCase]:
+def _squad(fold: str, unanswerable: bool = False, negatives: int = 0,
+           far: int = 0) -> list[ReadCase]:
     data = bench_squad2.load()
     docs = {d.key: (d.text, d.metadata["article"]) for d in data.docs}
+    by_article: dict[int, list[tuple[str, Unit, str]]] = {}  # (paragraph, unit, its text)
+    if far:
+        for key, (text, article) in docs.items():
+            by_article.setdefault(article, []).extend(
+                (key, u, text[u.start:u.end]) for u in split_units(text))
     out = []
     for q in data.questions["dev"]:
         if not q.answerable and not unanswerable:
@@ -75,10 +81,13 @@ def _squad(fold: str, unanswerable: bool = False, negatives: int = 0) -> list[Re
             out.append(ReadCase(q.qid, q.question, pick[0].context.describe(), pick[1],
                                 q.answers))
             out += hard_negatives(q.question, q.qid, units, q.answers, negatives)
+            if far:  # units of the article's other paragraphs: what retrieval also brings
+                others = [(u, t) for key, u, t in by_article[article] if key != q.doc_keys[0]]
+                out += hard_negatives(q.question, q.qid, others, q.answers, far, "f")
     return out
 
 
-def _business(split: str, negatives: int = 0) -> list[ReadCase]:
+def _business(split: str, negatives: int = 0, far: int = 0) -> list[ReadCase]:
     data = bench_business.load()
     pages = bench_business.extract_pages(bench_business.corpus_files())
     out = []
@@ -94,10 +103,16 @@ def _business(split: str, negatives: int = 0) -> list[ReadCase]:
                      for p in pages[doc] if page is None or p.number == page
                      for u in split_units(p.text, p.marks)]
             out += hard_negatives(q.question, q.qid, units, q.answers, negatives)
+            if far:  # units of the corpus's other documents
+                others = [(u, p.text[u.start:u.end]) for doc, ps in pages.items()
+                          if doc not in q.doc_keys for p in ps
+                          for u in split_units(p.text, p.marks)]
+                out += hard_negatives(q.question, q.qid, others, q.answers, far, "f")
     return out
 
 
-def load_cases(spec: str, unanswerable: bool = False, negatives: int = 0) -> list[ReadCase]:
+def load_cases(spec: str, unanswerable: bool = False, negatives: int = 0,
+               far: int = 0) -> list[ReadCase]:
     """The cases of ``spec``; with ``unanswerable``, SQuAD's unanswerable questions too (no
     gold: the target is "no answer in this unit"); with ``negatives``, that many units of
     each answerable question's passage that do not hold its answer (the same target)."""
@@ -105,11 +120,11 @@ def load_cases(spec: str, unanswerable: bool = False, negatives: int = 0) -> lis
     for part in spec.split(","):
         corpus, _, which = part.partition(":")
         if corpus == "squad":
-            out += _squad(which, unanswerable, negatives)
+            out += _squad(which, unanswerable, negatives, far)
         elif corpus == "business":
             if which == "test":
                 raise SystemExit("the business test split is never trained or tuned on")
-            out += _business(which, negatives)
+            out += _business(which, negatives, far)
         else:
             raise SystemExit(f"unknown case set {part!r}")
     return out
@@ -164,7 +179,7 @@ def train(args: argparse.Namespace) -> int:
         net, train_cases = load_net(model_path, Path(args.model)), []
     else:
         net = torch_reader(model_path, args.rank, args.alpha)
-        cases = load_cases(args.train, args.unanswerable, args.negatives)
+        cases = load_cases(args.train, args.unanswerable, args.negatives, args.far_negatives)
         # one example per distinct gold answer the unit holds, or the first one only; an
         # unanswerable case's target is the [CLS] token (-1, -1 here)
         train_cases = [(c, g) for c in cases
@@ -349,6 +364,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="also this many units of each answerable question's passage that do "
                    "not hold its answer, with 'no answer' as the target; measures how often "
                    "the answering unit outscores them")
+    p.add_argument("--far-negatives", type=int, default=0,
+                   help="also this many units of other passages (SQuAD: the article's other "
+                   "paragraphs; business: other documents) as 'no answer' cases, in training")
     p.add_argument("--all-golds", action="store_true",
                    help="train on every distinct gold answer of a question, not the first")
     p.add_argument("--lr", type=float, default=1e-3)

@@ -65,6 +65,9 @@ def test_hard_negatives_are_the_passages_other_units_most_like_the_question() ->
     assert [c.unit for c in out] == ["The plant in Graz opened later.", "The plant has a canteen."]
     assert all(c.golds == () for c in out) and [c.qid for c in out] == ["q7~0", "q7~1"]
     assert hard_negatives("When?", "q7", units, ("2014",), 0) == []
+    # other passages' units are told apart by their tag, under the same question
+    far = hard_negatives("When did the plant in Graz open?", "q7", units, ("2014",), 1, "f")
+    assert [c.qid.partition("~") for c in far] == [("q7", "~", "f0")]
 
 
 def test_unit_ranking_counts_strict_wins_of_the_answering_unit() -> None:
