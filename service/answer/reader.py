@@ -170,6 +170,7 @@ def whole_words(unit: str, start: int, end: int) -> tuple[int, int]:
 def trim_end(unit: str, start: int, end: int) -> int:
     """``end`` before the punctuation that closes a clause or the unit (",", ";", ":", and
     the unit's own final full stop, as the unit is answered without it), never empty."""
+    end = min(end, len(unit))
     while end - start > 1 and unit[end - 1] in ",;:":
         end -= 1
     if end - start > 1 and end == len(unit.rstrip()) and unit[end - 1] == ".":
