@@ -16,7 +16,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Collection, Hashable, Iterator, Sequence
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from core.domain import ChunkHit
 from core.ports import Embedder, VectorStore
@@ -42,6 +42,7 @@ from service.answer.result import AnswerEvent, AnswerResult, DraftToken, Evidenc
 from service.answer.span import (
     ConstrainedGenerator,
     SpanPick,
+    UnitRead,
     UnitReader,
     pick_span,
     tagged_from_doc,
@@ -134,18 +135,27 @@ def fused_score(probability: float, reader_score: float, weight: float) -> float
 
 
 def rerank(question: str, ranked: Sequence[Candidate], reader: UnitReader, depth: int,
-           weight: float) -> tuple[list[Candidate], list[float]]:
+           weight: float) -> tuple[list[Candidate], list[UnitRead]]:
     """``ranked`` with its ``depth`` best units reordered by logit(score) + ``weight`` × the
-    reader's answer score (the rest keep their place), and those scores. The sentence scorer
+    reader's answer score (the rest keep their place), and what the reader made of those
+    units, in the new order. The sentence scorer
     judges a unit by features of the whole question; the reader reads the pair and finds
     the words that answer, which tells apart two neighbouring units about the same thing."""
     top = list(ranked[:depth])
-    scores = reader.answer_scores(question, [c.text for c in top],
-                                  [c.context.describe() for c in top])
+    reads = reader.read(question, [c.text for c in top], [c.context.describe() for c in top])
+    order = sorted(range(len(top)),
+                   key=lambda i: fused_score(top[i].score, reads[i].score, weight), reverse=True)
+    return [top[i] for i in order] + list(ranked[depth:]), [reads[i] for i in order]
 
-    order = sorted(range(len(top)), key=lambda i: fused_score(top[i].score, scores[i], weight),
-                   reverse=True)
-    return [top[i] for i in order] + list(ranked[depth:]), [scores[i] for i in order]
+
+class Selection(NamedTuple):
+    """What :meth:`AnswerPipeline.select` chose: the question as scored, the units with the
+    chosen one first and the others in the scorer's order (as the gate was fitted), and the
+    reader's spans of the chosen unit when the reordering read it (None otherwise)."""
+
+    scored_as: str
+    units: list[Candidate]
+    spans: tuple[tuple[int, int, float], ...] | None
 
 
 def gate_threshold(threshold: float, kind: UnitKind, record_scale: float) -> float:
@@ -298,7 +308,7 @@ class AnswerPipeline:
         if isinstance(picked, str):
             yield not_found(picked)
             return
-        scored_as, ranked = picked
+        scored_as, ranked, spans = picked
         if self.model is not None:
             p = self.model.gate.prob(
                 gate_features(scored_as, ranked, [h.text for h in hits],
@@ -344,7 +354,7 @@ class AnswerPipeline:
         body = focus_window(best.text.rstrip("."), question)
         if self.settings.retrieval.short_answer != "off":
             t = time.perf_counter()
-            pick = self._short(question, best)
+            pick = self._short(question, best, spans)
             timings["span_ms"] = _ms(t)
             trace["span"] = pick.reason
             # a covering run can be longer than the window the unit alone would answer with
@@ -355,12 +365,10 @@ class AnswerPipeline:
         yield AnswerResult("answered", f"{body} [1]", [best.citation(1)], timings, trace)
 
     def select(self, question: str, hits: Sequence[ChunkHit], q_vec: Sequence[float],
-               trace: dict[str, Any], timings: dict[str, float]
-               ) -> tuple[str, list[Candidate]] | str:
+               trace: dict[str, Any], timings: dict[str, float]) -> Selection | str:
         """Score the units of ``hits``, let the reader reorder the best, and take the first
-        that passes the qualifier check: (the question as scored, the units with that one
-        first and the others in the scorer's order, as the gate was fitted), or why none
-        did. Also what ``bench.train_gate`` fits the gate on."""
+        that passes the qualifier check (a :class:`Selection`), or say why none did. Also
+        what ``bench.train_gate`` fits the gate on."""
         t = time.perf_counter()
         scored_as = expand_acronyms(question, [h.text for h in hits])
         if scored_as != question:
@@ -371,12 +379,13 @@ class AnswerPipeline:
             return "no sentences"
         t = time.perf_counter()
         r = self.settings.retrieval
-        tried = ranked
+        tried: list[Candidate] = ranked
+        reads: list[UnitRead] = []
         if r.reader_rerank_weight and self.reader is not None:
             try:
-                tried, read = rerank(question, ranked, self.reader, r.reader_rerank_depth,
-                                     r.reader_rerank_weight)
-                trace["reader_scores"] = [round(x, 2) for x in read]
+                tried, reads = rerank(question, ranked, self.reader, r.reader_rerank_depth,
+                                      r.reader_rerank_weight)
+                trace["reader_scores"] = [round(x.score, 2) for x in reads]
             except Exception:  # noqa: BLE001 - without the reader, the scorer's order stands
                 log.exception("reader rerank failed")
                 trace["reader_scores"] = "error"
@@ -392,16 +401,20 @@ class AnswerPipeline:
         if chosen is None:
             return "qualifier"
         first = tried[chosen]
-        return scored_as, [first, *(c for c in ranked if c is not first)]
+        # the reordering read the first units of ``tried`` in this order
+        spans = reads[chosen].spans if chosen < len(reads) else None
+        return Selection(scored_as, [first, *(c for c in ranked if c is not first)], spans)
 
-    def _short(self, question: str, best: Evidence) -> SpanPick:
+    def _short(self, question: str, best: Evidence,
+               spans: Sequence[tuple[int, int, float]] | None = None) -> SpanPick:
         """The phrase of the chosen unit that answers; the unit's own words only (see
-        service/answer/span.py, reader.py), never an answer the unit does not contain."""
+        service/answer/span.py, reader.py), never an answer the unit does not contain.
+        ``spans``: the reader's spans of that unit from the reordering, if it read it."""
         if self.settings.retrieval.short_answer == "reader":
             if self.reader is None:
                 return SpanPick(None, 0, 0, False, "no_reader", 0.0)
             return self.reader.pick(question, best.text, best.context.describe(),
-                                    self.settings.retrieval.span_deadline_s)
+                                    self.settings.retrieval.span_deadline_s, spans)
         generator = self.generator if hasattr(self.generator, "choose") else None
         doc = tagger.parse(best.text)
         tagged = tagged_from_doc(doc) if doc is not None else None

@@ -24,6 +24,7 @@ import hashlib
 import logging
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ import numpy as np
 from core.settings import apply_offline_env, usable_cpus
 from ingest.embedding import export_lock, file_digest, source_digest, valid_export, write_export
 from ingest.pii import placeholder_spans
-from service.answer.span import SpanPick
+from service.answer.span import SpanPick, UnitRead
 
 log = logging.getLogger("docqa.answer")
 
@@ -342,24 +343,33 @@ class SpanReader:
                                              "token_type_ids": enc.token_type_ids})
         return start, end
 
-    def answer_scores(self, question: str, units: list[str], contexts: list[str]
-                      ) -> list[float]:
-        """:func:`answer_score` of each unit for ``question``, in one batch."""
+    def read(self, question: str, units: list[str], contexts: list[str]) -> list[UnitRead]:
+        """:func:`answer_score` and :func:`top_spans` of each unit for ``question``, in one
+        batch."""
         if not units:
             return []
         enc = encode_pairs(self.tokenizer, [question] * len(units), contexts, units)
         start, end = self._run(enc)
-        return [answer_score(enc, i, start[i], end[i]) for i in range(len(units))]
+        return [UnitRead(answer_score(enc, i, start[i], end[i]),
+                         tuple(top_spans(enc, i, start[i], end[i])))
+                for i in range(len(units))]
+
+    def answer_scores(self, question: str, units: list[str], contexts: list[str]
+                      ) -> list[float]:
+        """:func:`answer_score` of each unit for ``question``, in one batch."""
+        return [r.score for r in self.read(question, units, contexts)]
 
     def pick(self, question: str, unit: str, context: str = "",
-             deadline_s: float | None = None) -> SpanPick:
+             deadline_s: float | None = None,
+             spans: Sequence[tuple[int, int, float]] | None = None) -> SpanPick:
         """The answer's span of ``unit``; nothing (the unit answers) on any failure, or when
         the pick took longer than ``deadline_s`` (one run of a short pair: tens of
-        milliseconds, unless the machine is starved)."""
+        milliseconds, unless the machine is starved). ``spans``: the unit's spans from
+        :meth:`read` of the same question, unit and context, instead of reading it again."""
         t0 = time.monotonic()
         try:
-            chosen = choose(self.spans(question, unit, context), unit, self.min_confidence,
-                            self.cover_mass)
+            found = list(spans) if spans is not None else self.spans(question, unit, context)
+            chosen = choose(found, unit, self.min_confidence, self.cover_mass)
         except Exception:  # noqa: BLE001 - a failed pick falls back to the unit
             log.exception("span reader failed")
             return SpanPick(None, 0, 0, False, "error", time.monotonic() - t0)

@@ -67,18 +67,30 @@ class ConstrainedGenerator(Protocol):
                       deadline_s: float) -> tuple[int, float, list[float]]: ...
 
 
+@dataclass(frozen=True, slots=True)
+class UnitRead:
+    """What the reader made of one unit: how strongly it holds the answer (``score``, in
+    logits) and its most probable spans (start char, end char, probability; best first),
+    so that the unit chosen after a reordering is not read a second time for its phrase."""
+
+    score: float
+    spans: tuple[tuple[int, int, float], ...]
+
+
 class SpanPicker(Protocol):
-    """Picks the answering span of a unit by itself (``service/answer/reader.py``)."""
+    """Picks the answering span of a unit by itself (``service/answer/reader.py``).
+    ``spans``: the unit's spans as a :class:`UnitRead` already holds them (not read again)."""
 
     def pick(self, question: str, unit: str, context: str = "",
-             deadline_s: float | None = None) -> SpanPick: ...
+             deadline_s: float | None = None,
+             spans: Sequence[tuple[int, int, float]] | None = None) -> SpanPick: ...
 
 
 class UnitReader(SpanPicker, Protocol):
     """A span picker that can also say how strongly each unit holds the answer."""
 
-    def answer_scores(self, question: str, units: list[str], contexts: list[str]
-                      ) -> list[float]: ...
+    def read(self, question: str, units: list[str], contexts: list[str]
+             ) -> list[UnitRead]: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -99,3 +99,20 @@ def test_the_export_scores_as_the_trained_network(reader: SpanReader) -> None:
     mask = enc.attention_mask.astype(bool)
     for want, have in zip((start.numpy(), end.numpy()), got, strict=True):
         assert abs(want[mask] - have[mask]).max() < 1e-3
+
+
+def test_a_batch_read_gives_each_unit_the_spans_and_pick_of_reading_it_alone(
+        reader: SpanReader) -> None:
+    questions = {q for q, *_ in CLEAR}
+    for question in sorted(questions):
+        units = [u for _, u, _, _ in CLEAR]
+        contexts = [c for _, _, c, _ in CLEAR]
+        reads = reader.read(question, units, contexts)
+        assert [r.score for r in reads] == reader.answer_scores(question, units, contexts)
+        for unit, context, got in zip(units, contexts, reads, strict=True):
+            alone = reader.spans(question, unit, context)
+            # the batch pads the shorter pairs; that moves no span and no probability
+            assert [(s, e) for s, e, _ in got.spans] == [(s, e) for s, e, _ in alone]
+            assert max(abs(a[2] - b[2]) for a, b in zip(got.spans, alone, strict=True)) < 1e-3
+            assert reader.pick(question, unit, context, spans=got.spans).text == \
+                reader.pick(question, unit, context).text

@@ -257,12 +257,12 @@ def test_a_pick_longer_than_the_units_own_window_gives_way_to_the_window(
     p = AnswerPipeline(s, emb, FakeStore([unit], emb), None, model=False)  # type: ignore[arg-type]
     # a covering run of the whole unit: longer than the 40-word window the unit answers with
     cover = SpanPick(unit[:-1], 0, len(unit) - 1, False, "cover", 0.01, "", 0.5)
-    monkeypatch.setattr(AnswerPipeline, "_short", lambda self, q, best: cover)
+    monkeypatch.setattr(AnswerPipeline, "_short", lambda self, q, best, spans=None: cover)
     r = p.ask("t", "When did the Acme plant open?", 5)
     assert r.status == "answered" and r.trace["span"] == "cover"
     assert len(r.answer.removesuffix(" [1]").split()) <= 41 and "2014" in r.answer
     short = SpanPick("2014", 24, 28, False, "ok", 0.01, "2014", 0.9)
-    monkeypatch.setattr(AnswerPipeline, "_short", lambda self, q, best: short)
+    monkeypatch.setattr(AnswerPipeline, "_short", lambda self, q, best, spans=None: short)
     assert p.ask("t", "When did the Acme plant open?", 5).answer == "2014 [1]"
 
 
@@ -272,12 +272,14 @@ class FakeReader:
     def __init__(self, want: str = "", reason: str = "ok") -> None:
         self.want, self.reason = want, reason
         self.asked: list[tuple[str, str, str, float | None]] = []
+        self.given: list[Any] = []  # the spans each pick was handed
 
     def pick(self, question: str, unit: str, context: str = "",
-             deadline_s: float | None = None) -> Any:
+             deadline_s: float | None = None, spans: Any = None) -> Any:
         from service.answer.span import SpanPick
 
         self.asked.append((question, unit, context, deadline_s))
+        self.given.append(spans)
         if self.reason not in ("ok", "cover"):
             return SpanPick(None, 0, 0, False, self.reason, 0.01)
         i = unit.index(self.want)
@@ -388,12 +390,15 @@ class ScoringReader(FakeReader):
         self.likes, self.fail = likes, fail
         self.scored: list[list[str]] = []
 
-    def answer_scores(self, question: str, units: list[str], contexts: list[str]
-                      ) -> list[float]:
+    def read(self, question: str, units: list[str], contexts: list[str]) -> list[Any]:
+        from service.answer.span import UnitRead
+
         if self.fail:
             raise RuntimeError("onnx session gone")
         self.scored.append(list(units))
-        return [8.0 if self.likes in u else -8.0 for u in units]
+        # a unit's spans: its first word, with the unit's length as a tag to tell them apart
+        return [UnitRead(8.0 if self.likes in u else -8.0, ((0, u.index(" "), len(u) / 100),))
+                for u in units]
 
 
 def test_rerank_reorders_only_the_best_units_by_score_and_reader() -> None:
@@ -404,7 +409,8 @@ def test_rerank_reorders_only_the_best_units_by_score_and_reader() -> None:
     reader = ScoringReader("3")
     out, read = rerank("q?", cands, reader, 3, 1.0)
     assert [c.text for c in out] == ["c 3", "a 1", "b 2", "d 4"]  # "d 4" stays, unread
-    assert read == [8.0, -8.0, -8.0] and reader.scored == [["a 1", "b 2", "c 3"]]
+    assert [r.score for r in read] == [8.0, -8.0, -8.0]
+    assert reader.scored == [["a 1", "b 2", "c 3"]]
     # a small weight leaves the scorer's order where its margin is larger
     assert [c.text for c in rerank("q?", cands, reader, 3, 0.01)[0]] == \
         ["a 1", "b 2", "c 3", "d 4"]
@@ -440,3 +446,26 @@ def test_a_failing_reader_leaves_the_scorers_order() -> None:
     r = rerank_pipeline(ScoringReader("2019", fail=True), 1.0).ask("t", question, 5)
     assert r.status == "answered" and r.answer.startswith("The Acme plant opened in 2014")
     assert r.trace["reader_scores"] == "error"
+
+
+def test_the_chosen_unit_is_picked_from_the_spans_the_reordering_read() -> None:
+    question = "When did the Acme plant open?"
+    reader = ScoringReader("2019")
+    p = rerank_pipeline(reader, 1.0)
+    p.settings.retrieval.short_answer = "reader"
+    reader.want = "The"
+    r = p.ask("t", question, 5)
+    quote = "The Acme plant was rebuilt in 2019."
+    assert r.status == "answered" and r.citations[0].quote == quote
+    # one batch read both units; the pick of the chosen one was handed its spans from it
+    assert len(reader.scored) == 1 and reader.asked[0][1] == quote
+    assert reader.given == [((0, 3, len(quote) / 100),)]
+
+
+def test_without_the_reordering_the_pick_reads_the_unit_itself() -> None:
+    reader = ScoringReader("2019")
+    p = rerank_pipeline(reader, 0.0)
+    p.settings.retrieval.short_answer = "reader"
+    reader.want = "2014"
+    r = p.ask("t", "When did the Acme plant open?", 5)
+    assert r.answer == "2014 [1]" and reader.scored == [] and reader.given == [None]

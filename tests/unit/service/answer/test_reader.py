@@ -179,3 +179,20 @@ def test_a_pick_past_its_deadline_gives_way_to_the_unit(monkeypatch: pytest.Monk
 
     monkeypatch.setattr(reader, "spans", broken)
     assert reader.pick("q?", "abcd efgh").reason == "error"
+
+
+def test_a_pick_handed_the_units_spans_does_not_read_it_again(monkeypatch: pytest.MonkeyPatch
+                                                               ) -> None:
+    from service.answer.reader import SpanReader
+
+    reader = SpanReader.__new__(SpanReader)  # the policy only; no model needed
+    reader.min_confidence, reader.cover_mass = 0.9, 0.95
+
+    def unread(question: str, unit: str, context: str = "") -> list[tuple[int, int, float]]:
+        raise AssertionError("the unit was read again")
+
+    monkeypatch.setattr(reader, "spans", unread)
+    pick = reader.pick("q?", "abcd efgh", spans=((5, 9, 0.97), (0, 4, 0.02)))
+    assert pick.text == "efgh" and pick.reason == "ok" and pick.confidence == 0.97
+    # no spans at all: the unit answers, as for a unit the reader found nothing in
+    assert reader.pick("q?", "abcd efgh", spans=()).reason == "empty"
