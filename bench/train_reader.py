@@ -55,6 +55,19 @@ def hard_negatives(question: str, qid: str, units: list[tuple[Unit, str]],
             for i, (u, t) in enumerate(others[:k])]
 
 
+def in_fold(article: int, fold: str) -> bool:
+    """SQuAD dev's folds by article (the dev split's articles have even indexes): ``A``
+    (index % 4 == 0), ``B`` (the others), ``A/2`` (index % 8 == 0, half of A: the learning
+    curve) or ``dev`` (all)."""
+    if fold == "dev":
+        return True
+    if fold == "A/2":
+        return article % 8 == 0
+    if fold in ("A", "B"):
+        return ("A" if article % 4 == 0 else "B") == fold
+    raise SystemExit(f"unknown SQuAD fold {fold!r}")
+
+
 def _squad(fold: str, unanswerable: bool = False, negatives: int = 0,
            far: int = 0) -> list[ReadCase]:
     data = bench_squad2.load()
@@ -69,7 +82,7 @@ def _squad(fold: str, unanswerable: bool = False, negatives: int = 0,
         if not q.answerable and not unanswerable:
             continue
         text, article = docs[q.doc_keys[0]]
-        if fold != "dev" and ("A" if article % 4 == 0 else "B") != fold:
+        if not in_fold(article, fold):
             continue
         units = [(u, text[u.start:u.end]) for u in split_units(text)]
         if not q.answerable:  # the unit sharing most words with it: "no answer" there
@@ -345,8 +358,47 @@ def sweep(rows: list[dict[str, Any]], choose: Any) -> dict[str, Any]:
                     text = str(r["unit"])[picked[0]:picked[1]]
                     return text if len(text.split()) < len(body.split()) else body
                 per[f"{th:.1f}/{mass:.2f}"] = _score(rs, answer)
+        for lam in MBR_WEIGHTS:
+            def mbr(r: dict[str, Any], lam: float = lam) -> str:
+                picked = expected_best([tuple(t) for t in r["top"]], str(r["unit"]), lam)
+                body = window(r)
+                if picked is None:
+                    return body
+                text = str(r["unit"])[picked[0]:picked[1]]
+                return text if len(text.split()) < len(body.split()) else body
+            per[f"mbr/{lam:g}"] = _score(rs, mbr)
         out["squad" if name == "s" else "business"] = per
     return out
+
+
+# weights of "holds the answer" against expected F1 in :func:`expected_best`
+MBR_WEIGHTS = (0.0, 1.0, 2.0, 5.0, 8.0, 12.0, 20.0, 40.0)
+
+
+def expected_best(spans: list[tuple[int, int, float]], unit: str, lam: float
+                  ) -> tuple[int, int] | None:
+    """Another pick, measured against the service's (``choose``) in :func:`sweep`: the run
+    of ``unit`` between any start and any end of ``spans`` that maximises its expected F1
+    against the reader's spans plus ``lam`` × the probability that it contains the answer
+    (each span taken as the answer with its probability; minimum Bayes risk). Widened and
+    trimmed as ``choose`` does; None without spans."""
+    from service.answer.reader import trim_end, whole_words
+
+    if not spans:
+        return None
+    best, value = None, -math.inf
+    for s in sorted({a for a, _, _ in spans}):
+        for e in sorted({b for _, b, _ in spans}):
+            if e <= s:
+                continue
+            text = unit[s:e]
+            holds = sum(p for a, b, p in spans if s <= a and b <= e)
+            f1 = sum(p * token_f1(text, unit[a:b]) for a, b, p in spans)
+            if f1 + lam * holds > value:
+                best, value = (s, e), f1 + lam * holds
+    assert best is not None
+    s, e = whole_words(unit, *best)
+    return s, trim_end(unit, s, e)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -41,6 +41,20 @@ def test_sweep_scores_the_window_and_each_policy_per_set() -> None:
     # unsure: covering the best two gives "ten engineers", the best alone "ten"
     assert out["squad"]["0.9/0.80"] == {"correct": 1.0, "f1": 1.0}
     assert out["squad"]["0.3/0.80"]["correct"] == 0.0
+    assert set(out["squad"]) >= {"mbr/0", "mbr/40"}
+
+
+def test_the_expected_best_run_trades_f1_for_holding_the_answer() -> None:
+    from bench.train_reader import expected_best
+
+    unit = "The plant opened in 2014 and employs ten engineers"
+    spans = [(37, 40, 0.7), (41, 50, 0.2), (0, 3, 0.1)]  # "ten", "engineers", "The"
+    # F1 alone: the likeliest word; a heavy weight on holding it: the run over all three
+    assert expected_best(spans, unit, 0.0) == (37, 40)
+    assert expected_best(spans, unit, 40.0) == (0, 50)
+    # in between: "ten engineers" holds 0.9 of the mass at a good F1 to both
+    assert expected_best(spans, unit, 2.0) == (37, 50)
+    assert expected_best([], unit, 1.0) is None
 
 
 def test_null_auc_is_the_share_of_pairs_the_no_answer_score_orders_right() -> None:
@@ -85,3 +99,14 @@ def test_unit_ranking_counts_strict_wins_of_the_answering_unit() -> None:
     # the reader wins the first question and ties the second (not a win); "the plant open"
     # words favour the negatives both times
     assert unit_ranking(rows) == {"squad": {"n": 2, "reader": 0.5, "overlap": 0.0}}
+
+
+def test_squad_folds_split_the_dev_articles() -> None:
+    from bench.train_reader import in_fold
+
+    dev = range(0, 36, 2)  # the dev split's article indexes
+    a, b, half = ([x for x in dev if in_fold(x, f)] for f in ("A", "B", "A/2"))
+    assert sorted(a + b) == list(dev) and not set(a) & set(b)
+    assert set(half) < set(a) and len(half) == 5 and all(in_fold(x, "dev") for x in dev)
+    with pytest.raises(SystemExit):
+        in_fold(0, "C")
