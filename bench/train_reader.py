@@ -347,25 +347,24 @@ def sweep(rows: list[dict[str, Any]], choose: Any) -> dict[str, Any]:
         def window(r: dict[str, Any]) -> str:
             return focus_window(str(r["unit"]).rstrip("."), str(r["question"]))
 
+        def shorter(r: dict[str, Any], picked: tuple[int, ...] | None) -> str:
+            body = window(r)
+            if picked is None:
+                return body
+            text = str(r["unit"])[picked[0]:picked[1]]
+            return text if len(text.split()) < len(body.split()) else body
+
         per: dict[str, Any] = {"n": len(rs), "unit": _score(rs, window)}
         for th in (0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 1.1):
             for mass in (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95):
                 def answer(r: dict[str, Any], th: float = th, mass: float = mass) -> str:
-                    picked = choose([tuple(t) for t in r["top"]], str(r["unit"]), th, mass)
-                    body = window(r)
-                    if picked is None:
-                        return body
-                    text = str(r["unit"])[picked[0]:picked[1]]
-                    return text if len(text.split()) < len(body.split()) else body
+                    return shorter(r, choose([tuple(t) for t in r["top"]], str(r["unit"]), th,
+                                             mass))
                 per[f"{th:.1f}/{mass:.2f}"] = _score(rs, answer)
         for lam in MBR_WEIGHTS:
             def mbr(r: dict[str, Any], lam: float = lam) -> str:
-                picked = expected_best([tuple(t) for t in r["top"]], str(r["unit"]), lam)
-                body = window(r)
-                if picked is None:
-                    return body
-                text = str(r["unit"])[picked[0]:picked[1]]
-                return text if len(text.split()) < len(body.split()) else body
+                return shorter(r, expected_best([tuple(t) for t in r["top"]], str(r["unit"]),
+                                                lam))
             per[f"mbr/{lam:g}"] = _score(rs, mbr)
         out["squad" if name == "s" else "business"] = per
     return out
