@@ -56,8 +56,8 @@ def question_row(pipeline: Any, reader: Any, tenant: str, question: str,
     ranked = rank_candidates(scored_as, q_vec, hits, pipeline.embedder, pipeline.model)
     q = analyse(question)
     top = ranked[:depth]
-    reader_scores = reader.answer_scores(question, [c.text for c in top],
-                                         [c.context.describe() for c in top])
+    reader_scores = [r.score for r in reader.read(question, [c.text for c in top],
+                                                  [c.context.describe() for c in top])]
     texts, scores = [h.text for h in hits], [h.score for h in hits]
     for i, c in enumerate(top):
         hit = hits[c.hit_index]

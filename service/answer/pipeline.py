@@ -138,9 +138,9 @@ def rerank(question: str, ranked: Sequence[Candidate], reader: UnitReader, depth
            weight: float) -> tuple[list[Candidate], list[UnitRead]]:
     """``ranked`` with its ``depth`` best units reordered by logit(score) + ``weight`` × the
     reader's answer score (the rest keep their place), and what the reader made of those
-    units, in the new order. The sentence scorer
-    judges a unit by features of the whole question; the reader reads the pair and finds
-    the words that answer, which tells apart two neighbouring units about the same thing."""
+    units, in the new order. The sentence scorer judges a unit by features of the whole
+    question; the reader reads the pair and finds the words that answer, which tells apart
+    two neighbouring units about the same thing."""
     top = list(ranked[:depth])
     reads = reader.read(question, [c.text for c in top], [c.context.describe() for c in top])
     order = sorted(range(len(top)),

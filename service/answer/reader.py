@@ -354,11 +354,6 @@ class SpanReader:
                          tuple(top_spans(enc, i, start[i], end[i])))
                 for i in range(len(units))]
 
-    def answer_scores(self, question: str, units: list[str], contexts: list[str]
-                      ) -> list[float]:
-        """:func:`answer_score` of each unit for ``question``, in one batch."""
-        return [r.score for r in self.read(question, units, contexts)]
-
     def pick(self, question: str, unit: str, context: str = "",
              deadline_s: float | None = None,
              spans: Sequence[tuple[int, int, float]] | None = None) -> SpanPick:

@@ -108,8 +108,8 @@ def test_a_batch_read_gives_each_unit_the_spans_and_pick_of_reading_it_alone(
         units = [u for _, u, _, _ in CLEAR]
         contexts = [c for _, _, c, _ in CLEAR]
         reads = reader.read(question, units, contexts)
-        assert [r.score for r in reads] == reader.answer_scores(question, units, contexts)
         for unit, context, got in zip(units, contexts, reads, strict=True):
+            assert abs(got.score - reader.read(question, [unit], [context])[0].score) < 1e-3
             alone = reader.spans(question, unit, context)
             # the batch pads the shorter pairs; that moves no span and no probability
             assert [(s, e) for s, e, _ in got.spans] == [(s, e) for s, e, _ in alone]
