@@ -1,8 +1,8 @@
 """``python -m bench`` (or ``docqa-bench``): evaluations against a running docqa service.
 
     python -m bench squad2 [--split dev|test] [--n N] [--baseline] [--json F]
-    python -m bench business [--split dev|dev2|test|all] [--baseline] [--json F]
-    python -m bench business-corpus DIR
+    python -m bench business [--split dev|dev2|test|all|train] [--baseline] [--json F]
+    python -m bench business-corpus [--train] DIR
     python -m bench scifact [--split train|test] [--json F]
 """
 
@@ -64,7 +64,8 @@ def _use_chroma(chroma_url: str | None) -> None:
 @main.command()
 @click.option("--split", type=click.Choice(bench_business.SPLITS), default="test",
               show_default=True,
-              help="each question's fixed split: dev or dev2 (tune) or test (report)")
+              help="each question's fixed split: dev or dev2 (tune) or test (report); train "
+                   "is another company's corpus, to train on (ask it in a tenant of its own)")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), default=None,
               help="write the metrics of both systems as JSON here")
 @click.option("--details", "details_out", type=click.Path(path_type=Path), default=None,
@@ -84,15 +85,17 @@ def business(split: str, json_out: Path | None, details_out: Path | None, baseli
     _use_chroma(chroma_url)
     base, key = address(url, api_key)
     bench_business.run(base, key, split=split, baseline=baseline,
-                       root=data_dir or bench_business.ROOT, json_out=json_out,
+                       root=data_dir or bench_business.root_of(split), json_out=json_out,
                        details_out=details_out)
 
 
 @main.command("business-corpus")
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
-def business_corpus(out_dir: Path) -> None:
+@click.option("--train", is_flag=True, help="the training company's corpus instead")
+def business_corpus(out_dir: Path, train: bool) -> None:
     """Write the business corpus (DOCX and PDF built) into OUT_DIR, to read or upload."""
-    for path in bench_business.write_corpus(out_dir):
+    root = bench_business.TRAIN_ROOT if train else bench_business.ROOT
+    for path in bench_business.write_corpus(out_dir, root):
         click.echo(path)
 
 

@@ -66,8 +66,12 @@ from service.answer.grounding import load_model
 from service.client import DocqaClient
 
 ROOT = Path(__file__).resolve().parent / "business"
+# Another company's paperwork and questions, only to train the reader and the gate on: its
+# documents live in a tenant of their own, so they never compete with what dev and test ask.
+TRAIN_ROOT = ROOT / "train"
 QUESTION_SPLITS = ("dev", "dev2", "test")  # in the order ``all`` asks them
-SPLITS = (*QUESTION_SPLITS, "all")
+TRAIN_SPLIT = "train"
+SPLITS = (*QUESTION_SPLITS, "all", TRAIN_SPLIT)
 KINDS = ("answerable", "unanswerable")
 MISSES = ("quarter", "year", "site", "person", "attribute")
 FORMATS = (".md", ".txt", ".html", ".docx", ".pdf", ".csv")
@@ -83,8 +87,21 @@ class Business:
     info: dict[str, dict[str, Any]]  # qid -> the question's entry in questions.json
 
 
+def root_of(split: str) -> Path:
+    """The corpus a split's questions are about: the training company's, or Velmora's."""
+    return TRAIN_ROOT if split == TRAIN_SPLIT else ROOT
+
+
+def _author(root: Path) -> str:
+    """The company named as the DOCX and PDF files' author (``questions.json``'s ``author``)."""
+    path = root / "questions.json"
+    raw = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    return str(raw.get("author", AUTHOR))
+
+
 def corpus_files(root: Path = ROOT) -> dict[str, bytes]:
     """Filename -> the bytes uploaded: text formats as committed, DOCX and PDF built."""
+    author = _author(root)
     files: dict[str, bytes] = {}
     for path in sorted((root / "corpus").iterdir()):
         if path.is_file():
@@ -95,7 +112,7 @@ def corpus_files(root: Path = ROOT) -> dict[str, bytes]:
         if suffix not in _BUILDERS:
             raise ValueError(f"{path.name}: a source must end in .docx.md or .pdf.md")
         source = path.read_text(encoding="utf-8")
-        files[name] = _BUILDERS[suffix](source, _title(source, name), AUTHOR)
+        files[name] = _BUILDERS[suffix](source, _title(source, name), author)
     return dict(sorted(files.items()))
 
 
@@ -133,7 +150,7 @@ def load(root: Path = ROOT) -> Business:
                     data=data, pages=tuple(p.text for p in pages[name]))
             for name, data in files.items()]
     raw = json.loads((root / "questions.json").read_text(encoding="utf-8"))
-    questions: dict[str, list[EvalQuestion]] = {s: [] for s in QUESTION_SPLITS}
+    questions: dict[str, list[EvalQuestion]] = {s: [] for s in (*QUESTION_SPLITS, TRAIN_SPLIT)}
     info: dict[str, dict[str, Any]] = {}
     for entry in raw["questions"]:
         q = _question(entry, files)
@@ -146,9 +163,9 @@ def load(root: Path = ROOT) -> Business:
 
 def _question(entry: dict[str, Any], files: dict[str, bytes]) -> EvalQuestion:
     qid, kind, split = entry["id"], entry["kind"], entry["split"]
-    if split not in QUESTION_SPLITS or kind not in KINDS:
-        raise ValueError(f"{qid}: split must be one of {QUESTION_SPLITS} and kind one of "
-                         f"{KINDS}")
+    if split not in (*QUESTION_SPLITS, TRAIN_SPLIT) or kind not in KINDS:
+        raise ValueError(f"{qid}: split must be one of {(*QUESTION_SPLITS, TRAIN_SPLIT)} and "
+                         f"kind one of {KINDS}")
     if kind == "answerable":
         answers = tuple(entry["answers"])
         sources = [(s["doc"], s["page"]) for s in entry.get("sources", [])]
@@ -165,7 +182,8 @@ def _question(entry: dict[str, Any], files: dict[str, bytes]) -> EvalQuestion:
 
 
 def select(data: Business, split: str) -> list[EvalQuestion]:
-    """The questions of ``split`` (``all``: dev, dev2, test), answerable first, in file order."""
+    """The questions of ``split`` (``all``: dev, dev2, test; ``train`` is only in the training
+    corpus), answerable first, in file order."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}")
     pool = [q for s in QUESTION_SPLITS for q in data.questions[s]] if split == "all" \

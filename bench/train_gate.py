@@ -3,7 +3,8 @@ sees them.
 
     DOCQA_DATA_DIR=… DOCQA_REDIS_URL=… DOCQA_CHROMA__PORT=… DOCQA_LOAD_GENERATOR=false \\
     python -m bench.train_gate --squad-tenant sq --business-tenant biz \\
-        [--business-weight 5] [--impossible-abstained 0.395] [--cache bench/out/gate_rows.json]
+        [--train-tenant biztrain] [--business-weight 5] [--impossible-abstained 0.395] \\
+        [--cache bench/out/gate_rows.json]
 
 ``bench.train_grounding`` fitted both models on SQuAD's prose alone, from candidates rebuilt
 without the qualifier check. The gate now judges the unit the check let through, often a
@@ -15,7 +16,8 @@ business`` upload them), up to the gate, for
 * the same SQuAD 2.0 dev questions as ``train_grounding`` (1,500 answerable and 1,500
   unanswerable, ``random.Random(11)``), and
 * the business **dev** split only (``dev2`` stays out to show whether the fit carries over;
-  ``test`` is never read),
+  ``test`` is never read), and with ``--train-tenant`` the training company's questions
+  (``bench/business/train/``, asked in the tenant that holds that corpus),
 
 and fits the gate's logistic regression on the gate features of the unit that passed the
 check, labelled by whether the question is answerable, a business question weighing
@@ -69,11 +71,25 @@ def gate_row(pipeline: Any, tenant: str, question: str, golds: tuple[str, ...]
             "correct": bool(golds) and is_correct(body, golds)}
 
 
-def collect(squad_tenant: str, business_tenant: str) -> list[dict[str, Any]]:
+def _pipeline() -> Any:
     from core.settings import Settings
     from service.api.components import build_components
 
-    pipeline = build_components(Settings()).answers
+    return build_components(Settings()).answers
+
+
+def business_rows(pipeline: Any, tenant: str, split: str) -> list[dict[str, Any]]:
+    """Gate rows of one business split (never ``test``), asked in ``tenant``."""
+    if split == "test":
+        raise ValueError("the business test split is never trained on")
+    data = business.load(business.root_of(split))
+    return [{**gate_row(pipeline, tenant, q.question, q.answers),
+             "source": "business", "group": "business", "split": split}
+            for q in data.questions[split]]
+
+
+def collect(squad_tenant: str, business_tenant: str) -> list[dict[str, Any]]:
+    pipeline = _pipeline()
     rows: list[dict[str, Any]] = []
     data = squad2.load()
     rng = random.Random(SEED)
@@ -86,10 +102,8 @@ def collect(squad_tenant: str, business_tenant: str) -> list[dict[str, Any]]:
                      "source": "squad", "group": q.doc_keys[0][:2]})
         if i % 500 == 0:
             log(f"squad: {i}/{len(questions)}")
-    for q in business.load().questions["dev"]:  # dev only: dev2 is the check, test is never read
-        rows.append({**gate_row(pipeline, business_tenant, q.question, q.answers),
-                     "source": "business", "group": "business"})
-    return rows
+    # dev only: dev2 is the check, test is never read
+    return rows + business_rows(pipeline, business_tenant, "dev")
 
 
 def fit(rows: list[dict[str, Any]], business_weight: float, impossible_abstained: float,
@@ -134,8 +148,10 @@ def fit(rows: list[dict[str, Any]], business_weight: float, impossible_abstained
     return {
         "features": list(GATE_FEATURES), **params, "threshold": threshold,
         "info": {
-            "trained_on": "SQuAD 2.0 dev (seed 11, 1,500 + 1,500) and business dev, "
-                          "gate features of the unit the qualifier check let through",
+            "trained_on": "SQuAD 2.0 dev (seed 11, 1,500 + 1,500) and business "
+                          + " and ".join(sorted({str(r.get("split", "dev")) for r in rows
+                                                 if r["source"] == "business"}))
+                          + ", gate features of the unit the qualifier check let through",
             "business_weight": business_weight,
             "squad_questions": len(answerable) + len(impossible),
             "business_questions": sum(r["source"] == "business" for r in rows),
@@ -150,6 +166,8 @@ def main(argv: list[str] | None = None) -> None:
                                  formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--squad-tenant", default="sq")
     ap.add_argument("--business-tenant", default="biz")
+    ap.add_argument("--train-tenant", default=None,
+                    help="also the training company's questions, asked in this tenant")
     ap.add_argument("--business-weight", type=float, default=5.0)
     ap.add_argument("--impossible-abstained", type=float, default=0.395,
                     help="share of SQuAD's unanswerable questions to abstain on (the "
@@ -167,6 +185,15 @@ def main(argv: list[str] | None = None) -> None:
         rows = collect(args.squad_tenant, args.business_tenant)
         cache.parent.mkdir(parents=True, exist_ok=True)
         cache.write_text(json.dumps(rows))
+    rows = [r for r in rows if r.get("split") != business.TRAIN_SPLIT]
+    if args.train_tenant:
+        train_cache = cache.with_name(cache.stem + "_train.json")
+        if train_cache.exists() and not args.refresh:
+            train = json.loads(train_cache.read_text())
+        else:
+            train = business_rows(_pipeline(), args.train_tenant, business.TRAIN_SPLIT)
+            train_cache.write_text(json.dumps(train))
+        rows += train
     gate = fit(rows, args.business_weight, args.impossible_abstained)
     model = json.loads(Path(args.model).read_text())
     info = gate.pop("info")

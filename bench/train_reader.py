@@ -8,7 +8,8 @@ adapters and a start/end head, fitted to pick the answer's span inside its unit.
 Dev splits only (docs/span.md has the runs and the command that made the committed
 ``service/answer/reader_adapter.npz``). ``squad:A`` and ``squad:B`` are the two halves of
 SQuAD 2.0's dev articles (even article index; A: index % 4 == 0, B: index % 4 == 2),
-``squad:dev`` both; ``business:dev`` and ``business:dev2`` the business corpus's splits. A
+``squad:dev`` both; ``business:dev`` and ``business:dev2`` the business corpus's splits,
+``business:train`` the training company's questions (``bench/business/train/``). A
 case is an answerable question with the unit (``ingest/units.py``) that holds a gold answer,
 as ``bench.span_eval`` takes them.
 """
@@ -101,8 +102,9 @@ def _squad(fold: str, unanswerable: bool = False, negatives: int = 0,
 
 
 def _business(split: str, negatives: int = 0, far: int = 0) -> list[ReadCase]:
-    data = bench_business.load()
-    pages = bench_business.extract_pages(bench_business.corpus_files())
+    root = bench_business.root_of(split)
+    data = bench_business.load(root)
+    pages = bench_business.extract_pages(bench_business.corpus_files(root))
     out = []
     for q in data.questions[split]:
         if not q.answerable:

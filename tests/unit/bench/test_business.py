@@ -164,10 +164,15 @@ def test_dev2_asks_about_documents_of_its_own_in_all_six_formats(
 
 
 def test_every_gold_answer_is_on_its_stated_page(data: business.Business) -> None:
+    _assert_golds_on_their_pages(data, _all(data))
+
+
+def _assert_golds_on_their_pages(data: business.Business, questions: list[EvalQuestion]
+                                 ) -> None:
     """Verbatim (white space collapsed: PDF lines wrap) and as whole words after the scorer's
     normalisation, so a quote of the right passage can be scored correct."""
     pages = {d.key: d.pages for d in data.docs}
-    for q in _all(data):
+    for q in questions:
         if not q.answerable:
             continue
         for doc, page in zip(q.doc_keys, q.doc_pages, strict=True):
@@ -179,9 +184,49 @@ def test_every_gold_answer_is_on_its_stated_page(data: business.Business) -> Non
                     (q.qid, gold, doc, page)
 
 
-def test_gold_answers_are_short(data: business.Business) -> None:
-    for q in _all(data):
+def test_gold_answers_are_short(data: business.Business, train: business.Business) -> None:
+    for q in _all(data) + train.questions["train"]:
         assert all(len(a.split()) <= 8 for a in q.answers), q.qid
+
+
+# ------------------------------------------------------------- the training company's corpus
+
+
+@pytest.fixture(scope="module")
+def train() -> business.Business:
+    return business.load(business.TRAIN_ROOT)
+
+
+def test_the_training_corpus_is_another_companys_in_all_six_formats(
+        data: business.Business, train: business.Business) -> None:
+    """What the reader and the gate learn from must not be the documents dev and test ask."""
+    assert len(train.docs) >= 12
+    assert {Path(d.filename).suffix for d in train.docs} == set(business.FORMATS)
+    assert not {d.filename for d in train.docs} & {d.filename for d in data.docs}
+    assert not any("Velmora" in d.text for d in train.docs)
+    assert not any("Aldermoor" in d.text for d in data.docs)
+    assert business._author(business.TRAIN_ROOT) == "Aldermoor Foods Ltd"
+    assert business._author(business.ROOT) == business.AUTHOR
+    pdf_pages = [len(d.pages) for d in train.docs if d.filename.endswith(".pdf")]
+    assert max(pdf_pages) >= 3
+    assert business.corpus_files(business.TRAIN_ROOT) == {d.filename: d.data for d in train.docs}
+
+
+def test_training_questions_are_their_own_and_of_every_kind(
+        data: business.Business, train: business.Business) -> None:
+    qs = train.questions["train"]
+    assert {len(v) for k, v in train.questions.items() if k != "train"} == {0}
+    assert data.questions["train"] == []
+    assert sum(q.answerable for q in qs) >= 100 and sum(not q.answerable for q in qs) >= 50
+    misses = Counter(e["miss"] for e in train.info.values() if e["kind"] == "unanswerable")
+    assert set(misses) == set(business.MISSES) and min(misses.values()) >= 5, misses
+    asked = {normalize_answer(e["question"]) for e in data.info.values()}
+    assert not {normalize_answer(e["question"]) for e in train.info.values()} & asked
+    assert [q.qid for q in business.select(train, "train")] != []
+    _assert_golds_on_their_pages(train, qs)
+    # questions about every document, both kinds
+    docs = {_doc_of(e) for e in train.info.values()}
+    assert docs == {d.filename for d in train.docs}
 
 
 def test_dev_and_test_are_half_each_across_kinds_documents_and_misses(
@@ -207,15 +252,17 @@ def test_select_returns_one_split_answerable_first(data: business.Business) -> N
     dev2 = business.select(data, "dev2")
     assert {data.info[q.qid]["split"] for q in dev2} == {"dev2"}
     assert len(dev2) == len(data.questions["dev2"])
+    assert business.select(data, "train") == []  # training questions are another corpus's
     with pytest.raises(ValueError):
-        business.select(data, "train")
+        business.select(data, "holdout")
 
 
 def test_the_cli_takes_every_split_and_refuses_others() -> None:
     result = CliRunner().invoke(bench_cli, ["business", "--help"])
-    assert result.exit_code == 0 and "dev2" in result.output, result.output
-    result = CliRunner().invoke(bench_cli, ["business", "--split", "train"])
-    assert result.exit_code == 2 and "train" in result.output, result.output
+    assert result.exit_code == 0 and "dev2" in result.output and "train" in result.output, \
+        result.output
+    result = CliRunner().invoke(bench_cli, ["business", "--split", "holdout"])
+    assert result.exit_code == 2 and "holdout" in result.output, result.output
 
 
 def test_loader_refuses_a_malformed_question(tmp_path: Path) -> None:
@@ -231,7 +278,7 @@ def test_loader_refuses_a_malformed_question(tmp_path: Path) -> None:
     (root / "questions.json").write_text(_json({"questions": [{**good, "split": "dev2"}]}))
     assert business.load(root).questions["dev2"][0].answers == ("three months",)
     for broken in ({**good, "sources": [{"doc": "missing.txt", "page": 1}]},
-                   {**good, "split": "train"},
+                   {**good, "split": "holdout"},
                    {**good, "kind": "unanswerable", "answers": []}):  # no miss, no near
         (root / "questions.json").write_text(_json({"questions": [broken]}))
         with pytest.raises(ValueError):

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bench.train_gate import fit
+from bench.train_gate import business_rows, fit
 from service.answer.grounding import GATE_FEATURES, Logistic
 
 pytest.importorskip("sklearn")
@@ -56,3 +56,8 @@ def test_business_rows_weigh_more_with_their_weight() -> None:
     light = Logistic.from_dict(fit(squad + biz, 0.1, 0.5))
     heavy = Logistic.from_dict(fit(squad + biz, 10.0, 0.5))
     assert heavy.prob(probe) > light.prob(probe)
+
+
+def test_the_business_test_split_is_never_collected() -> None:
+    with pytest.raises(ValueError, match="never trained"):
+        business_rows(None, "biz", "test")

@@ -28,6 +28,15 @@ def test_the_business_test_split_is_never_loaded_for_training() -> None:
         load_cases("wiki:all")
 
 
+def test_training_company_cases_come_from_its_own_corpus() -> None:
+    """``business:train`` reads bench/business/train/: each case a unit holding its gold."""
+    cases = load_cases("business:train", negatives=1)
+    answers = [c for c in cases if c.golds]
+    assert len(answers) >= 100 and all(c.qid.startswith("t") for c in cases)
+    assert all(any(g.lower() in c.unit.lower() for g in c.golds) for c in answers)
+    assert any(not c.golds for c in cases)  # the hard negatives
+
+
 def test_sweep_scores_the_window_and_each_policy_per_set() -> None:
     unit = "The plant opened in 2014 and employs ten engineers"
     rows = [{"set": "b", "question": "When did the plant open?", "unit": unit,
