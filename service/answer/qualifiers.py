@@ -98,10 +98,12 @@ _DATE = re.compile(
     r"\b\d{1,2}[./]\d{1,2}[./]\d{2,4}\b|\b\d{1,2}:\d{2}\b",
     re.I)
 # letters and digits in one code, joined by hyphens or not: CP-40, IR-2024-017, FL-07, X200
-_IDENT = re.compile(r"(?<![\w-])(?=[\w-]*\d)(?=[\w-]*[A-Za-z])[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*"
-                    r"(?![\w-]*\w)")
+# (not the decimals of a figure: "7.5-tonne" holds no code "5-tonne")
+_IDENT = re.compile(r"(?<![\w-])(?<!\d[.,])(?=[\w-]*\d)(?=[\w-]*[A-Za-z])[A-Za-z0-9]+"
+                    r"(?:-[A-Za-z0-9]+)*(?![\w-]*\w)")
+# ordinals, units and measures written with a hyphen ("18-tonne", "40-hour") are no codes
 _NOT_IDENT = re.compile(r"^(q[1-4]|h[12]|[1-4]q|\d+(st|nd|rd|th|s|h|m|kw|kg|km|mm|cm|pm|am|x)"
-                        r"|\d+[a-z]{1,3})$", re.I)
+                        r"|\d+[a-z]{1,3}|\d+-[a-z]+)$", re.I)
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _NUMBER_WORDS = frozenset(
     "one two three four five six seven eight nine ten eleven twelve fifteen twenty thirty "
@@ -300,9 +302,9 @@ def names(text: str) -> tuple[str, ...]:
         word = m.group(0)
         low = word.lower().removesuffix("'s")
         # Titlecase only: an all-capitals word is a term (EBIT, R&D, CISO) unless the tagger
-        # says it names something
+        # says it names something; "I've", "I'm" are the asker
         if i == 0 or not word[0].isupper() or word.isupper() or low in _NOT_NAMES \
-                or low in covered:
+                or low.partition("'")[0] in _NOT_NAMES or low in covered:
             continue
         if _YEAR.fullmatch(word) or _QUARTER.fullmatch(word):
             continue

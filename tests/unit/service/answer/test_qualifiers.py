@@ -44,6 +44,28 @@ def test_identifiers_mix_letters_and_digits_and_count_their_prefixes() -> None:
     assert not {"Q3", "30TH"} & ids
 
 
+def test_a_figure_with_a_hyphenated_unit_is_a_measure_not_a_code() -> None:
+    """"the 7.5-tonne rigid" names no code "5-tonne" that an "18-tonne" row would contradict;
+    the figures are compared as measures instead."""
+    assert qualifiers.identifiers("Which truck is the 7.5-tonne rigid at Cork?") == frozenset()
+    assert qualifiers.identifiers("an 18-tonne rigid, 40-hour week") == frozenset()
+    assert {"221C4418", "FS2024031"} <= qualifiers.identifiers("221-C-4418 and FS-2024-031")
+    q = analyse("How much can the 7.5-tonne rigid at Cork carry?")
+    row = "Vehicle type: 18-tonne rigid; Site: Cork plant; Payload (kg): 9600"
+    verdict = check(q, row, UnitKind.ROW, UnitContext(), row, "fleet.csv")
+    assert not verdict.ok and "7.5 tonn asked" in verdict.reason
+    ok = "Vehicle type: 7.5-tonne rigid; Site: Cork plant; Payload (kg): 3800"
+    assert check(q, ok, UnitKind.ROW, UnitContext(), ok, "fleet.csv").ok
+
+
+@pytest.mark.parametrize("question", [
+    "How much leave do I get if I've worked here for seven years?",
+    "How soon before my shift do I have to call if I'm sick?",
+])
+def test_the_askers_own_i_is_no_name(question: str) -> None:
+    assert not any(n.lower().startswith("i'") for n in analyse(question).names)
+
+
 def test_names_come_from_the_tagger_and_from_capitalised_words() -> None:
     q = analyse("Who is the safety officer at the Leeds depot?")
     assert "Leeds" in q.names
