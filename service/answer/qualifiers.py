@@ -363,7 +363,7 @@ _HEAD_END = re.compile(
 _GENERIC = frozenset(
     "people person persons thing things one ones kind type types way ways name names part "
     "money amount amounts number numbers time times share percentage percent proportion "
-    "value values".split())
+    "value values quantity quantities figure figures level levels total totals".split())
 
 
 def focus(question: str, skip: Iterable[str] = ()) -> tuple[str, ...]:
@@ -430,11 +430,17 @@ def analyse(question: str) -> Question:
                     question_nouns(question))
 
 
+# "weekly hours" speaks of the week that "hours a week" asks about
+_PER_PERIOD = {"hourly": "hour", "daily": "day", "weekly": "week", "monthly": "month",
+               "quarterly": "quarter", "yearly": "year", "annual": "year", "annually": "year"}
+
+
 def _stems(text: str) -> set[str]:
     """The stems of the words of ``text``; "government-set" also states "government" and
-    "set"."""
+    "set", "weekly" the "week"."""
     words = _WORD.findall(text)
-    return {stem(w) for w in words} | {stem(p) for w in words for p in w.split("-") if p}
+    return {stem(w) for w in words} | {stem(p) for w in words for p in w.split("-") if p} | {
+        _PER_PERIOD[w.lower()] for w in words if w.lower() in _PER_PERIOD}
 
 
 def focus_stated(q: Question, unit: str, near: str, record: bool) -> Verdict:

@@ -58,6 +58,22 @@ def test_a_figure_with_a_hyphenated_unit_is_a_measure_not_a_code() -> None:
     assert check(q, ok, UnitKind.ROW, UnitContext(), ok, "fleet.csv").ok
 
 
+def test_a_period_adjective_states_its_period_and_a_quantity_word_names_no_thing() -> None:
+    """"Standard weekly hours" states the week of "hours a week"; "quantity" and "total" say
+    what kind of value is asked, not what it is of ("Minimum order: 8 cases")."""
+    q = analyse("How many standard hours a week do people at the Graz plant work?")
+    row = "Site: Graz plant | Standard weekly hours: 38 | Paid break per shift: 15 minutes"
+    assert check(q, row, UnitKind.ROW, UnitContext(), row, "handbook.md").ok
+    monthly = "Site: Graz plant | Standard monthly hours: 165"
+    assert check(q, monthly, UnitKind.ROW, UnitContext(), monthly, "handbook.md").reason \
+        == "week not stated"
+    q = analyse("What is the minimum order quantity for the pea soup?")
+    assert q.focus == ("minimum", "order")
+    row = "Description: Pea soup | Price per case: €15.20 | Minimum order: 8 cases"
+    assert check(q, row, UnitKind.ROW, UnitContext(), row, "prices.html").ok
+    assert analyse("What was the total output of the group in 2024?").focus == ("output",)
+
+
 @pytest.mark.parametrize("question", [
     "How much leave do I get if I've worked here for seven years?",
     "How soon before my shift do I have to call if I'm sick?",
