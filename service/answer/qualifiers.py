@@ -89,6 +89,10 @@ _QUARTER = re.compile(r"\bQ([1-4])\b|\b(first|second|third|fourth|1st|2nd|3rd|4t
                       r"|\b([1-4])Q\b", re.I)
 # "the last quarter of 2024" is its fourth; "last quarter" alone is the one before this one
 _LAST_QUARTER = re.compile(r"\b(?:last|final)[ -]quarter\s+of\b", re.I)
+# a whole year, asked or stated: its figure is not a quarter's, nor a quarter's its
+_FULL_YEAR = re.compile(
+    r"\b(?:full|whole|entire)[ -]year\b|\b(?:the\s+)?(?:whole|entirety)\s+of\s+(?:the\s+year|"
+    r"(?:19|20)\d{2})\b|\b(?:19|20)\d{2}\s+as\s+a\s+whole\b|\bFY\s?(?:19|20)?\d{2}\b", re.I)
 _HALF = re.compile(r"\bH([12])\b|\b(first|second|1st|2nd)[ -]half\b", re.I)
 # a calendar date: "3 September 2024", "September 3, 2024", "September 2024", "2024-09-03",
 # "03.09.2024"; its numbers are not amounts
@@ -197,6 +201,8 @@ def periods(text: str) -> Periods:
         quarters.add(f"Q{n}")
     if _LAST_QUARTER.search(text):
         quarters.add("Q4")
+    if _FULL_YEAR.search(text):
+        quarters.add("FY")  # the whole year, where a quarter would be
     halves = set()
     for m in _HALF.finditer(text):
         halves.add(f"H{m.group(1) or _ORDINAL[m.group(2).lower()]}")
@@ -781,6 +787,8 @@ def check(q: Question, unit: str, kind: UnitKind, context: UnitContext, chunk: s
     for kind_name, wanted in q.periods.kinds():
         stated = [dict(layer.kinds())[kind_name] for layer in layers]
         for value in wanted:
+            if value == "FY" and not stated[0] and not stated[1]:
+                continue  # a unit naming no part of the year speaks of all of it
             verdict = _layered(kind_name, value, stated[0], stated[1], stated[2])
             if not verdict.ok:
                 return verdict

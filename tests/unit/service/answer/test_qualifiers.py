@@ -74,6 +74,23 @@ def test_a_period_adjective_states_its_period_and_a_quantity_word_names_no_thing
     assert analyse("What was the total output of the group in 2024?").focus == ("output",)
 
 
+def test_the_whole_year_is_not_one_of_its_quarters() -> None:
+    q = analyse("What gross margin did we make over the whole of 2024?")
+    assert q.periods.quarters == {"FY"}
+    quarter = "Period: Q2 2024 | Revenue: £74.9m | Gross margin: 22.6%"
+    verdict = check(q, quarter, UnitKind.ROW, UnitContext(), quarter, "minutes.pdf")
+    assert not verdict.ok and verdict.other_value  # the table's other rows are still tried
+    year = "Period: Full year 2024 | Revenue: £310.8m | Gross margin: 23.0%"
+    assert check(q, year, UnitKind.ROW, UnitContext(), year, "minutes.pdf").ok
+    prose = "The gross margin for 2024 was 23.0%."  # no part of the year: all of it
+    assert check(q, prose, UnitKind.SENTENCE, UnitContext(), prose, "minutes.pdf").ok
+    q3 = analyse("What was the revenue in Q3 2024?")
+    assert not check(q3, year, UnitKind.ROW, UnitContext(), year, "minutes.pdf").ok
+    assert analyse("What was revenue in 2024 as a whole?").periods.quarters == {"FY"}
+    assert analyse("What was the full-year revenue?").periods.quarters == {"FY"}
+    assert analyse("What was revenue in 2024?").periods.quarters == frozenset()
+
+
 @pytest.mark.parametrize("question", [
     "How much leave do I get if I've worked here for seven years?",
     "How soon before my shift do I have to call if I'm sick?",
