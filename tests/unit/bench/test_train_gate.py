@@ -61,3 +61,19 @@ def test_business_rows_weigh_more_with_their_weight() -> None:
 def test_the_business_test_split_is_never_collected() -> None:
     with pytest.raises(ValueError, match="never trained"):
         business_rows(None, "biz", "test")
+
+
+def test_where_lost_names_the_place_and_what_the_check_did() -> None:
+    from bench.where_lost import outcome, place, summarise
+
+    assert [place(r) for r in (None, 0, 3, 7)] == ["none", "first", "top5", "deeper"]
+    assert outcome(None, 0) == "check passed none"
+    assert outcome(2, 2) == "check passed it" and outcome(0, 2) == "check passed another"
+    rows = [{"answerable": True, "place": "first", "check": "check passed it", "stage": "gate"},
+            {"answerable": True, "place": "top5", "check": "check passed none",
+             "stage": "check"},
+            {"answerable": False, "place": "first", "check": None, "stage": "answered"}]
+    got = summarise(rows)
+    assert got["answerable"] == 2 and got["gate_refused_right_unit"] == 1
+    assert got["check"] == {"first: check passed it": 1, "top5: check passed none": 1}
+    assert got["stage_near_misses"] == {"answered": 1}
