@@ -363,8 +363,9 @@ _HEAD_DO = re.compile(
     r"^\s*(?:what|which|how much|how many)\s+(.+?)\s+(?:do|does|did|is|are|was|were|can|could|"
     r"will|would|should|has|have|had|must|may)\b", re.I)
 _HEAD_END = re.compile(
-    r"\s+(?:of|in|for|at|on|after|before|with|to|from|by|per|during|under|between|that|who|"
-    r"which|when|where|do|does|did|is|are|was|were)\b|[?,]", re.I)
+    r"\s+(?:of|in|for|at|on|after|before|with|to|from|by|per|during|under|between|across|"
+    r"over|within|among|through|that|who|which|when|where|do|does|did|is|are|was|were)\b|"
+    r"[?,]", re.I)
 # heads that say nothing about the thing asked for (the answer type covers them)
 _GENERIC = frozenset(
     "people person persons thing things one ones kind type types way ways name names part "
@@ -436,17 +437,25 @@ def analyse(question: str) -> Question:
                     question_nouns(question))
 
 
-# "weekly hours" speaks of the week that "hours a week" asks about
-_PER_PERIOD = {"hourly": "hour", "daily": "day", "weekly": "week", "monthly": "month",
-               "quarterly": "quarter", "yearly": "year", "annual": "year", "annually": "year"}
+# Words a document writes for what a question says otherwise: "weekly hours" speaks of the
+# week of "hours a week", "Payload (kg)" of kilos, "Minimum order" of the smallest one
+_SAID_AS = {
+    "hourly": "hour", "daily": "day", "weekly": "week", "monthly": "month",
+    "quarterly": "quarter", "yearly": "year", "annual": "year", "annually": "year",
+    "kg": "kilo kilogram", "g": "gram", "km": "kilometre", "t": "tonne", "l": "litre",
+    "hrs": "hour", "h": "hour", "min": "minute",
+    "mins": "minute", "minimum": "smallest lowest least", "max": "maximum largest highest most",
+    "maximum": "largest highest most biggest",
+}
+_SAID_STEMS = {k: {stem(w) for w in v.split()} for k, v in _SAID_AS.items()}
 
 
 def _stems(text: str) -> set[str]:
     """The stems of the words of ``text``; "government-set" also states "government" and
-    "set", "weekly" the "week"."""
+    "set", "weekly" the "week", "kg" kilos (``_SAID_AS``)."""
     words = _WORD.findall(text)
     return {stem(w) for w in words} | {stem(p) for w in words for p in w.split("-") if p} | {
-        _PER_PERIOD[w.lower()] for w in words if w.lower() in _PER_PERIOD}
+        s for w in words for s in _SAID_STEMS.get(w.lower(), ())}
 
 
 def focus_stated(q: Question, unit: str, near: str, record: bool) -> Verdict:
@@ -507,12 +516,25 @@ def _fold(word: str) -> str:
     return "".join(c for c in unicodedata.normalize("NFKD", word) if not unicodedata.combining(c))
 
 
+# a people's name that is no near form of its country's (Moroccan/Morocco is: _near_form)
+_DEMONYMS = {
+    "irish": "ireland", "dutch": "netherlands", "british": "britain", "english": "england",
+    "scottish": "scotland", "scots": "scotland", "welsh": "wales", "french": "france",
+    "spanish": "spain", "swiss": "switzerland", "danish": "denmark", "swedish": "sweden",
+    "finnish": "finland", "polish": "poland", "czech": "czechia", "belgian": "belgium",
+    "norwegian": "norway", "greek": "greece", "turkish": "turkey", "portuguese": "portugal",
+    "flemish": "flanders", "chinese": "china", "japanese": "japan",
+}
+
+
 def _contains(text: str, name: str) -> bool:
     """Does ``text`` mention ``name``: any of its words (a surname alone is enough), accents
-    aside, in any form that shares its first five letters (Scandinavia/Scandinavian)?"""
+    aside, in any form that shares its first five letters (Scandinavia/Scandinavian), or as
+    the country its people are named after (Irish/Ireland)?"""
     words = {_fold(w) for w in _norm_words(name) - _NOT_NAMES}
     if not words:
         return False
+    words |= {_DEMONYMS[w] for w in words if w in _DEMONYMS}
     have = {_fold(w) for w in _norm_words(text)}
     if words & have:
         return True

@@ -74,6 +74,32 @@ def test_a_period_adjective_states_its_period_and_a_quantity_word_names_no_thing
     assert analyse("What was the total output of the group in 2024?").focus == ("output",)
 
 
+def test_a_record_may_say_the_thing_asked_for_in_its_own_words() -> None:
+    """"kg" states kilos, "Minimum order" the smallest quantity; the thing asked for ends at
+    "across" as at "of"."""
+    q = analyse("How many kilos can the refrigerated van carry?")
+    row = "Vehicle type: Refrigerated van | Payload (kg): 1300"
+    assert check(q, row, UnitKind.ROW, UnitContext(), row, "fleet.csv").ok
+    bare = "Vehicle type: Refrigerated van | Payload: 1300"
+    assert check(q, bare, UnitKind.ROW, UnitContext(), bare, "fleet.csv").reason \
+        == "kilo not stated"
+    q = analyse("What's the smallest quantity of potatoes we can order?")
+    row = "Vegetable: Potatoes | Price per kg: £0.36 | Minimum order: 1,000 kg"
+    assert check(q, row, UnitKind.ROW, UnitContext(), row, "prices.docx").ok
+    price = "Vegetable: Potatoes | Price per kg: £0.36"
+    assert not check(q, price, UnitKind.ROW, UnitContext(), price, "prices.docx").ok
+    assert analyse("What was the total output across all plants?").focus == ("output",)
+
+
+def test_a_people_is_named_by_its_country() -> None:
+    unit = "Referrals in the UK go to Medway Health; in Ireland to CorkWell Health."
+    q = analyse("Which provider handles referrals for Irish staff?")
+    assert check(q, unit, UnitKind.SENTENCE, UnitContext(), unit, "absence.docx").ok
+    q = analyse("Which provider handles referrals for Danish staff?")
+    assert check(q, unit, UnitKind.SENTENCE, UnitContext(), unit, "absence.docx").reason \
+        == "Danish not stated"
+
+
 def test_the_whole_year_is_not_one_of_its_quarters() -> None:
     q = analyse("What gross margin did we make over the whole of 2024?")
     assert q.periods.quarters == {"FY"}
