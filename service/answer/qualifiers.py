@@ -378,12 +378,28 @@ def focus(question: str, skip: Iterable[str] = ()) -> tuple[str, ...]:
     period for …"), stemmed, without qualifiers, names or generic words; () if none."""
     m = _HEAD_IS.match(question) or _HEAD_DO.match(question)
     if not m:
-        return ()
+        return _counted(question)
     head = _IDENT.sub(" ", _HEAD_END.split(m.group(1), maxsplit=1)[0])
     skipped = {w.lower() for w in skip}
     words = [w for w in _WORD.findall(head) if w.lower() not in skipped
              and w.lower() not in _GENERIC]
     return tuple(dict.fromkeys(stem(w) for w in words if stem(w) not in STOPWORDS))
+
+
+_HOW_MANY = re.compile(r"^\s*how many\s+([A-Za-z][\w-]*)\s", re.I)
+
+
+def _counted(question: str) -> tuple[str, ...]:
+    """"How many operators per shift worked …": the noun counted, where no verb of "do" or
+    "be" closes it (:data:`_HEAD_DO` takes "How many days was …"); () without a tagger."""
+    m = _HOW_MANY.match(question)
+    doc = tagger.parse(question) if m else None
+    if m is None or doc is None:
+        return ()
+    word = m.group(1)
+    if word.lower() in _GENERIC or not any(t.text == word and t.pos_ == "NOUN" for t in doc):
+        return ()
+    return (stem(word),)
 
 
 # "What did the X do …": the words after "what" open with a verb, not the thing asked for

@@ -91,6 +91,19 @@ def test_a_record_may_say_the_thing_asked_for_in_its_own_words() -> None:
     assert analyse("What was the total output across all plants?").focus == ("output",)
 
 
+def test_how_many_counts_the_noun_after_it() -> None:
+    """A record giving shifts and lines does not say how many operators worked a shift."""
+    q = analyse("How many operators per shift worked the pasta line in Q3 2024?")
+    assert q.focus == ("operator",)
+    row = "Quarter: Q3 2024; Product family: Pasta; Lines running: 1; Shifts per day: 2"
+    assert check(q, row, UnitKind.ROW, UnitContext(), row, "volumes.csv").reason \
+        == "operator not stated"
+    staffed = "Quarter: Q3 2024; Line: Pasta; Operators per shift: 6"
+    assert check(q, staffed, UnitKind.ROW, UnitContext(), staffed, "volumes.csv").ok
+    assert analyse("How many people worked at the plant?").focus == ()  # generic
+    assert analyse("How many were killed?").focus == ()
+
+
 def test_a_people_is_named_by_its_country() -> None:
     unit = "Referrals in the UK go to Medway Health; in Ireland to CorkWell Health."
     q = analyse("Which provider handles referrals for Irish staff?")
