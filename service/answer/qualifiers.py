@@ -128,6 +128,10 @@ _MEASURES = frozenset(
     "tax taxes bonus income earnings expense expenses savings".split())
 
 
+# nor does "what is the deadline …" want anything but a date
+_DATES = frozenset("deadline deadlines date dates".split())
+
+
 class Asked(StrEnum):
     """What a question asks for."""
 
@@ -349,6 +353,8 @@ def asked_for(question: str) -> Asked:
                         r"will|would|can|to|from|with|by)\b", m.group(1))[0]
         if set(_norm_words(head)) & _MEASURES:
             return Asked.AMOUNT
+        if set(_norm_words(head)) & _DATES:
+            return Asked.TIME
     if re.search(r"\bwhich\b", q):
         return Asked.NAMED
     return Asked.OTHER

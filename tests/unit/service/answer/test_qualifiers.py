@@ -158,6 +158,8 @@ def test_names_come_from_the_tagger_and_from_capitalised_words() -> None:
     ("What does the carrier bill for waiting time?", Asked.AMOUNT),
     ("What does the new pump cost?", Asked.AMOUNT),
     ("What did the king pay attention to?", Asked.OTHER),
+    ("What's the deadline for the retraining?", Asked.TIME),
+    ("What is the start date of the contract?", Asked.TIME),
 ])
 def test_what_a_question_asks_for(question: str, asked: Asked) -> None:
     assert asked_for(question) is asked
