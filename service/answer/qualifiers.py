@@ -630,6 +630,17 @@ _WHEN_CLAUSE = re.compile(r"\b(until|till|after|before|during|since|when|wheneve
 _DURATION_ASKED = re.compile(r"\bhow (?:long|quickly|soon)\b|\bwithin what\b", re.I)
 
 
+# a length of time: "45 minutes", "three months", "a week", "1939 to 1945"; not a point in
+# time ("in October", "the fourth quarter"), which answers "when"
+_LENGTH = re.compile(
+    r"\b(?:\d+(?:[.,]\d+)?|an?|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|"
+    r"fifteen|twenty|thirty|forty|fifty|sixty|ninety|hundred|several|few|half|many)"
+    r"(?:[\s-]+(?:working|calendar|business|full|more|further|consecutive))?[\s-]+"
+    r"(?:seconds?|minutes?|mins?|hours?|hrs?|days?|weeks?|months?|years?|quarters?|decades?|"
+    r"centuries|century|shifts?|nights?)\b|\b(?:19|20|1\d)\d{2}\s*(?:to|until|-|–|—)\s*"
+    r"(?:19|20|1\d)?\d{2}\b|\b(?:immediately|overnight|same day|next day)\b", re.I)
+
+
 def _temporal(text: str, known: frozenset[str], events: bool = True) -> bool:
     """A date, a time, a period or a number (a duration, a condition) the question does not
     already say; ``events``: a clause naming when ("until the empire fell") counts too."""
@@ -658,9 +669,11 @@ def _has_name(text: str, q: Question, kind: UnitKind) -> bool:
 def answer_type(q: Question, unit: str, kind: UnitKind) -> Verdict:
     if q.asked is Asked.AMOUNT and not _amounts(unit, q.known):
         return Verdict(False, "no amount")
-    if q.asked is Asked.TIME and not _temporal(
-            unit, q.known, events=not _DURATION_ASKED.search(q.text)):
+    duration = bool(_DURATION_ASKED.search(q.text))
+    if q.asked is Asked.TIME and not _temporal(unit, q.known, events=not duration):
         return Verdict(False, "no date or time")
+    if duration and not _LENGTH.search(unit):
+        return Verdict(False, "no length of time")
     if q.asked is Asked.PERSON and not _has_name(unit, q, kind):
         return Verdict(False, "no name")
     if q.asked is Asked.NAMED and not (

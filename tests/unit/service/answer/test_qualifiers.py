@@ -91,6 +91,18 @@ def test_a_record_may_say_the_thing_asked_for_in_its_own_words() -> None:
     assert analyse("What was the total output across all plants?").focus == ("output",)
 
 
+@pytest.mark.parametrize(("unit", "ok"), [
+    ("The course takes 45 minutes.", True),
+    ("It must be completed within three months of appointment.", True),
+    ("The war lasted from 1939 to 1945.", True),
+    ("The new routine was introduced in October.", False),  # when, not how long
+    ("Changeovers were faster in the fourth quarter.", False),
+])
+def test_how_long_needs_a_length_of_time(unit: str, ok: bool) -> None:
+    q = analyse("How long does the changeover course take?")
+    assert check(q, unit, UnitKind.SENTENCE, UnitContext(), unit, "training.txt").ok is ok
+
+
 def test_how_many_counts_the_noun_after_it() -> None:
     """A record giving shifts and lines does not say how many operators worked a shift."""
     q = analyse("How many operators per shift worked the pasta line in Q3 2024?")
