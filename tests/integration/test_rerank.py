@@ -19,13 +19,13 @@ pytestmark = pytest.mark.integration
 
 REDIS_URL = os.environ.get("DOCQA_TEST_RERANK_REDIS_URL") or session_redis_url(17)
 
-TEXT = (b"Office moves\n\n"
-        b"The Maribor sales team moved to the new office on Partizanska cesta in May 2023, "
-        b"together with the service desk and the training room. Its former office, on Glavni "
-        b"trg, is now rented to a law firm.\n")
-QUESTION = "Who rents the former office of the Maribor sales team?"
-ANSWERING = "Its former office, on Glavni trg"
-NEIGHBOUR = "The Maribor sales team moved to the new office"
+TEXT = (b"Machine park\n\n"
+        b"In the Graz plant, old machines are still running in hall 2, the press shop, "
+        b"installed in 1987, and in hall 5. The oldest machine is said to have been installed "
+        b"in 1962 in the basement of the foundry, which now houses the spare-parts store.\n")
+QUESTION = "Where was the oldest machine in the Graz plant installed?"
+ANSWERING = "The oldest machine is said to have been installed in 1962"
+NEIGHBOUR = "In the Graz plant, old machines are still running in hall 2"
 
 
 @pytest.fixture(scope="module", params=["reordered", "scorer"])
@@ -57,7 +57,7 @@ def test_the_reader_brings_up_the_unit_that_answers(stack: Stack, doc: dict[str,
     assert text[cite["start"]:cite["end"]] == cite["quote"]  # the exact span of the document
     if stack.env.get("DOCQA_RETRIEVAL__READER_RERANK_WEIGHT") != "0":
         assert cite["quote"].startswith(ANSWERING), res
-        assert "law firm" in res["answer"], res
+        assert "basement of the foundry" in res["answer"], res
         assert len(res["answer"]) < len(cite["quote"]), res  # the reader's short answer
         assert "rerank_ms" in res["timings"] and "span_ms" in res["timings"], res
     else:
