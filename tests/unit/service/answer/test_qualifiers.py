@@ -52,10 +52,10 @@ def test_a_figure_with_a_hyphenated_unit_is_a_measure_not_a_code() -> None:
     assert {"221C4418", "FS2024031"} <= qualifiers.identifiers("221-C-4418 and FS-2024-031")
     q = analyse("How much can the 7.5-tonne rigid at Cork carry?")
     row = "Vehicle type: 18-tonne rigid; Site: Cork plant; Payload (kg): 9600"
-    verdict = check(q, row, UnitKind.ROW, UnitContext(), row, "fleet.csv")
-    assert not verdict.ok and "7.5 tonn asked" in verdict.reason
+    got = verdict(q.text, row, ROW, filename="fleet.csv")
+    assert not got.ok and "7.5 tonn asked" in got.reason
     ok = "Vehicle type: 7.5-tonne rigid; Site: Cork plant; Payload (kg): 3800"
-    assert check(q, ok, UnitKind.ROW, UnitContext(), ok, "fleet.csv").ok
+    assert verdict(q.text, ok, ROW, filename="fleet.csv").ok
 
 
 def test_a_period_adjective_states_its_period_and_a_quantity_word_names_no_thing() -> None:
@@ -63,14 +63,13 @@ def test_a_period_adjective_states_its_period_and_a_quantity_word_names_no_thing
     what kind of value is asked, not what it is of ("Minimum order: 8 cases")."""
     q = analyse("How many standard hours a week do people at the Graz plant work?")
     row = "Site: Graz plant | Standard weekly hours: 38 | Paid break per shift: 15 minutes"
-    assert check(q, row, UnitKind.ROW, UnitContext(), row, "handbook.md").ok
+    assert verdict(q.text, row, ROW, filename="handbook.md").ok
     monthly = "Site: Graz plant | Standard monthly hours: 165"
-    assert check(q, monthly, UnitKind.ROW, UnitContext(), monthly, "handbook.md").reason \
-        == "week not stated"
+    assert verdict(q.text, monthly, ROW, filename="handbook.md").reason == "week not stated"
     q = analyse("What is the minimum order quantity for the pea soup?")
     assert q.focus == ("minimum", "order")
     row = "Description: Pea soup | Price per case: €15.20 | Minimum order: 8 cases"
-    assert check(q, row, UnitKind.ROW, UnitContext(), row, "prices.html").ok
+    assert verdict(q.text, row, ROW, filename="prices.html").ok
     assert analyse("What was the total output of the group in 2024?").focus == ("output",)
 
 
@@ -79,15 +78,14 @@ def test_a_record_may_say_the_thing_asked_for_in_its_own_words() -> None:
     "across" as at "of"."""
     q = analyse("How many kilos can the refrigerated van carry?")
     row = "Vehicle type: Refrigerated van | Payload (kg): 1300"
-    assert check(q, row, UnitKind.ROW, UnitContext(), row, "fleet.csv").ok
+    assert verdict(q.text, row, ROW, filename="fleet.csv").ok
     bare = "Vehicle type: Refrigerated van | Payload: 1300"
-    assert check(q, bare, UnitKind.ROW, UnitContext(), bare, "fleet.csv").reason \
-        == "kilo not stated"
+    assert verdict(q.text, bare, ROW, filename="fleet.csv").reason == "kilo not stated"
     q = analyse("What's the smallest quantity of potatoes we can order?")
     row = "Vegetable: Potatoes | Price per kg: £0.36 | Minimum order: 1,000 kg"
-    assert check(q, row, UnitKind.ROW, UnitContext(), row, "prices.docx").ok
+    assert verdict(q.text, row, ROW, filename="prices.docx").ok
     price = "Vegetable: Potatoes | Price per kg: £0.36"
-    assert not check(q, price, UnitKind.ROW, UnitContext(), price, "prices.docx").ok
+    assert not verdict(q.text, price, ROW, filename="prices.docx").ok
     assert analyse("What was the total output across all plants?").focus == ("output",)
 
 
@@ -100,7 +98,7 @@ def test_a_record_may_say_the_thing_asked_for_in_its_own_words() -> None:
 ])
 def test_how_long_needs_a_length_of_time(unit: str, ok: bool) -> None:
     q = analyse("How long does the changeover course take?")
-    assert check(q, unit, UnitKind.SENTENCE, UnitContext(), unit, "training.txt").ok is ok
+    assert verdict(q.text, unit, filename="training.txt").ok is ok
 
 
 def test_how_many_counts_the_noun_after_it() -> None:
@@ -108,10 +106,10 @@ def test_how_many_counts_the_noun_after_it() -> None:
     q = analyse("How many operators per shift worked the pasta line in Q3 2024?")
     assert q.focus == ("operator",)
     row = "Quarter: Q3 2024; Product family: Pasta; Lines running: 1; Shifts per day: 2"
-    assert check(q, row, UnitKind.ROW, UnitContext(), row, "volumes.csv").reason \
+    assert verdict(q.text, row, ROW, filename="volumes.csv").reason \
         == "operator not stated"
     staffed = "Quarter: Q3 2024; Line: Pasta; Operators per shift: 6"
-    assert check(q, staffed, UnitKind.ROW, UnitContext(), staffed, "volumes.csv").ok
+    assert verdict(q.text, staffed, ROW, filename="volumes.csv").ok
     assert analyse("How many people worked at the plant?").focus == ()  # generic
     assert analyse("How many were killed?").focus == ()
 
@@ -119,9 +117,9 @@ def test_how_many_counts_the_noun_after_it() -> None:
 def test_a_people_is_named_by_its_country() -> None:
     unit = "Referrals in the UK go to Medway Health; in Ireland to CorkWell Health."
     q = analyse("Which provider handles referrals for Irish staff?")
-    assert check(q, unit, UnitKind.SENTENCE, UnitContext(), unit, "absence.docx").ok
+    assert verdict(q.text, unit, filename="absence.docx").ok
     q = analyse("Which provider handles referrals for Danish staff?")
-    assert check(q, unit, UnitKind.SENTENCE, UnitContext(), unit, "absence.docx").reason \
+    assert verdict(q.text, unit, filename="absence.docx").reason \
         == "Danish not stated"
 
 
@@ -129,14 +127,14 @@ def test_the_whole_year_is_not_one_of_its_quarters() -> None:
     q = analyse("What gross margin did we make over the whole of 2024?")
     assert q.periods.quarters == {"FY"}
     quarter = "Period: Q2 2024 | Revenue: £74.9m | Gross margin: 22.6%"
-    verdict = check(q, quarter, UnitKind.ROW, UnitContext(), quarter, "minutes.pdf")
-    assert not verdict.ok and verdict.other_value  # the table's other rows are still tried
+    got = verdict(q.text, quarter, ROW, filename="minutes.pdf")
+    assert not got.ok and got.other_value  # the table's other rows are still tried
     year = "Period: Full year 2024 | Revenue: £310.8m | Gross margin: 23.0%"
-    assert check(q, year, UnitKind.ROW, UnitContext(), year, "minutes.pdf").ok
+    assert verdict(q.text, year, ROW, filename="minutes.pdf").ok
     prose = "The gross margin for 2024 was 23.0%."  # no part of the year: all of it
-    assert check(q, prose, UnitKind.SENTENCE, UnitContext(), prose, "minutes.pdf").ok
+    assert verdict(q.text, prose, filename="minutes.pdf").ok
     q3 = analyse("What was the revenue in Q3 2024?")
-    assert not check(q3, year, UnitKind.ROW, UnitContext(), year, "minutes.pdf").ok
+    assert not verdict(q3.text, year, ROW, filename="minutes.pdf").ok
     assert analyse("What was revenue in 2024 as a whole?").periods.quarters == {"FY"}
     assert analyse("What was the full-year revenue?").periods.quarters == {"FY"}
     assert analyse("What was revenue in 2024?").periods.quarters == frozenset()
