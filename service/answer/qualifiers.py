@@ -465,8 +465,8 @@ _SAID_AS = {
     "hourly": "hour", "daily": "day", "weekly": "week", "monthly": "month",
     "quarterly": "quarter", "yearly": "year", "annual": "year", "annually": "year",
     "kg": "kilo kilogram", "g": "gram", "km": "kilometre", "t": "tonne", "l": "litre",
-    "hrs": "hour", "h": "hour", "min": "minute",
-    "mins": "minute", "minimum": "smallest lowest least", "max": "maximum largest highest most",
+    "h": "hour", "hrs": "hour", "min": "minute", "mins": "minute",
+    "minimum": "smallest lowest least", "max": "maximum largest highest most biggest",
     "maximum": "largest highest most biggest",
 }
 _SAID_STEMS = {k: {stem(w) for w in v.split()} for k, v in _SAID_AS.items()}
