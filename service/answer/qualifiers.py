@@ -672,7 +672,9 @@ def answer_type(q: Question, unit: str, kind: UnitKind) -> Verdict:
     duration = bool(_DURATION_ASKED.search(q.text))
     if q.asked is Asked.TIME and not _temporal(unit, q.known, events=not duration):
         return Verdict(False, "no date or time")
-    if duration and not _LENGTH.search(unit):
+    # "how long" asks for a length of time or of a thing ("How long is the tunnel?": "46
+    # metres"); a figure counting something answers it, a point in time does not
+    if duration and not (_LENGTH.search(unit) or measures(unit)):
         return Verdict(False, "no length of time")
     if q.asked is Asked.PERSON and not _has_name(unit, q, kind):
         return Verdict(False, "no name")

@@ -94,6 +94,7 @@ def test_a_record_may_say_the_thing_asked_for_in_its_own_words() -> None:
     ("It must be completed within three months of appointment.", True),
     ("The war lasted from 1939 to 1945.", True),
     ("The new routine was introduced in October.", False),  # when, not how long
+    ("The wind tunnel is 46 metres long.", True),  # a length of a thing
     ("Changeovers were faster in the fourth quarter.", False),
 ])
 def test_how_long_needs_a_length_of_time(unit: str, ok: bool) -> None:
