@@ -379,12 +379,14 @@ _GENERIC = frozenset(
     "value values quantity quantities figure figures level levels total totals".split())
 
 
-def focus(question: str, skip: Iterable[str] = ()) -> tuple[str, ...]:
+def focus(question: str, skip: Iterable[str] = (), nouns: Iterable[str] = ()
+          ) -> tuple[str, ...]:
     """The words naming the thing a question asks for ("notice period" in "What is the notice
-    period for …"), stemmed, without qualifiers, names or generic words; () if none."""
+    period for …"), stemmed, without qualifiers, names or generic words; () if none.
+    ``nouns``: the question's (:func:`question_nouns`), for "How many N <verb> …"."""
     m = _HEAD_IS.match(question) or _HEAD_DO.match(question)
     if not m:
-        return _counted(question)
+        return _counted(question, nouns)
     head = _IDENT.sub(" ", _HEAD_END.split(m.group(1), maxsplit=1)[0])
     skipped = {w.lower() for w in skip}
     words = [w for w in _WORD.findall(head) if w.lower() not in skipped
@@ -395,17 +397,13 @@ def focus(question: str, skip: Iterable[str] = ()) -> tuple[str, ...]:
 _HOW_MANY = re.compile(r"^\s*how many\s+([A-Za-z][\w-]*)\s", re.I)
 
 
-def _counted(question: str) -> tuple[str, ...]:
+def _counted(question: str, nouns: Iterable[str]) -> tuple[str, ...]:
     """"How many operators per shift worked …": the noun counted, where no verb of "do" or
-    "be" closes it (:data:`_HEAD_DO` takes "How many days was …"); () without a tagger."""
+    "be" closes it (:data:`_HEAD_DO` takes "How many days was …"), if it is one of the
+    question's ``nouns``; () without a tagger."""
     m = _HOW_MANY.match(question)
-    doc = tagger.parse(question) if m else None
-    if m is None or doc is None:
-        return ()
-    word = m.group(1)
-    if word.lower() in _GENERIC or not any(t.text == word and t.pos_ == "NOUN" for t in doc):
-        return ()
-    return (stem(word),)
+    counted = stem(m.group(1)) if m else ""
+    return (counted,) if counted and counted in set(nouns) else ()
 
 
 # "What did the X do …": the words after "what" open with a verb, not the thing asked for
@@ -452,11 +450,11 @@ def _known(question: str) -> frozenset[str]:
 def analyse(question: str) -> Question:
     found = names(question)
     name_words = {w for n in found for w in _norm_words(n)}
+    nouns = question_nouns(question)  # one tagger pass for the nouns and "How many N"
     return Question(question, periods(question), identifiers(question), found,
                     asked_for(question), _known(question), numbers(question),
-                    focus(question, name_words), bool(_HEAD_IS.match(question)),
-                    plain_focus(question), frozenset(measures(question)),
-                    question_nouns(question))
+                    focus(question, name_words, nouns), bool(_HEAD_IS.match(question)),
+                    plain_focus(question), frozenset(measures(question)), nouns)
 
 
 # Words a document writes for what a question says otherwise: "weekly hours" speaks of the
