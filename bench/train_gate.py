@@ -39,6 +39,7 @@ import json
 import os
 import random
 import sys
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,7 @@ def gate_row(pipeline: Any, tenant: str, question: str, golds: tuple[str, ...]
             "correct": bool(golds) and is_correct(body, golds)}
 
 
+@cache  # the models load once, however many sets are collected
 def _pipeline() -> Any:
     from core.settings import Settings
     from service.api.components import build_components
@@ -176,18 +178,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--refresh", action="store_true")
     ap.add_argument("--model", default="service/answer/grounding_model.json")
     args = ap.parse_args(argv)
-    cache = Path(args.cache)
-    if cache.exists() and not args.refresh:
-        rows = json.loads(cache.read_text())
-        log(f"read {len(rows)} cached questions from {cache}")
+    os.environ.setdefault("DOCQA_LOAD_GENERATOR", "false")
+    rows_cache = Path(args.cache)
+    if rows_cache.exists() and not args.refresh:
+        rows = json.loads(rows_cache.read_text())
+        log(f"read {len(rows)} cached questions from {rows_cache}")
     else:
-        os.environ.setdefault("DOCQA_LOAD_GENERATOR", "false")
         rows = collect(args.squad_tenant, args.business_tenant)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps(rows))
-    rows = [r for r in rows if r.get("split") != business.TRAIN_SPLIT]
+        rows_cache.parent.mkdir(parents=True, exist_ok=True)
+        rows_cache.write_text(json.dumps(rows))
     if args.train_tenant:
-        train_cache = cache.with_name(cache.stem + "_train.json")
+        train_cache = rows_cache.with_name(rows_cache.stem + "_train.json")
         if train_cache.exists() and not args.refresh:
             train = json.loads(train_cache.read_text())
         else:
