@@ -12,6 +12,10 @@ only and committed as JSON (``service/answer/grounding_model.json``, a few hundr
   the question at all. Below its threshold the answer is ``not_found`` and the generator is
   never called.
 
+A model may also hold a **record scorer** (``bench/train_scorer.py``) that scores list items
+and table rows in place of the sentence scorer; the committed model has none (the fits tried
+are in docs/evaluation.md, "A scorer for business units").
+
 Every feature is a ratio, a cosine or a small count, computed from the question and the
 retrieved text alone (no corpus statistics), so the models carry over to documents that are
 not Wikipedia. Weights stay readable in the JSON; nothing here is trusted to write text.
@@ -452,6 +456,15 @@ class GroundingModel:
     sentence: Scorer
     gate: Scorer
     info: dict[str, object]
+    # list items and table rows, when fitted (bench/train_scorer.py): the sentence scorer
+    # learnt from SQuAD's prose, which has none
+    record: Scorer | None = None
+
+    def unit_prob(self, c: Candidate) -> float:
+        """The chance that unit ``c`` (its ``features`` filled) holds the answer."""
+        scorer = self.record if self.record is not None and c.kind is not UnitKind.SENTENCE \
+            else self.sentence
+        return scorer.prob(c.features or {})
 
 
 @lru_cache(maxsize=4)
@@ -462,4 +475,5 @@ def load_model(path: str | None = None) -> GroundingModel | None:
         return None
     raw = json.loads(p.read_text(encoding="utf-8"))
     return GroundingModel(scorer_from_dict(raw["sentence"]), scorer_from_dict(raw["gate"]),
-                          raw.get("info", {}))
+                          raw.get("info", {}),
+                          scorer_from_dict(raw["record"]) if raw.get("record") else None)

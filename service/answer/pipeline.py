@@ -83,7 +83,7 @@ def rank_candidates(
         return []
     sentence_features(question, cands, [h.score for h in hits], first, [h.text for h in hits])
     for c in cands:
-        c.score = model.sentence.prob(c.features or {}) if model else heuristic_score(c)
+        c.score = model.unit_prob(c) if model else heuristic_score(c)
     return sorted(cands, key=lambda c: c.score, reverse=True)
 
 

@@ -1,6 +1,8 @@
 """Features and learned scorers of the answer pipeline, on hand-made cases (no I/O)."""
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -100,6 +102,28 @@ def test_committed_model_matches_the_feature_code() -> None:
     assert model.gate.features == GATE_FEATURES
     assert 0.0 < model.gate.threshold < 1.0
     assert "dev" in str(model.info["trained_on"])
+
+
+def test_a_record_scorer_when_present_scores_list_items_and_rows_only(tmp_path: Path) -> None:
+    """A model JSON with a "record" scorer scores records with it and sentences with the
+    sentence scorer; without one (the committed model) everything is the sentence scorer's."""
+    def scorer(coef: float) -> dict[str, object]:
+        return {"features": ["cos"], "mean": [0.0], "scale": [1.0], "coef": [coef],
+                "intercept": 0.0}
+
+    path = tmp_path / "model.json"
+    path.write_text(json.dumps({"sentence": scorer(1.0), "gate": scorer(0.0),
+                                "record": scorer(-1.0)}))
+    model = load_model(str(path))
+    assert model is not None and model.record is not None
+    row = Candidate(0, 0, 5, "a | b", kind=UnitKind.ROW, features={"cos": 2.0})
+    prose = Candidate(0, 0, 5, "A b.", features={"cos": 2.0})
+    assert model.unit_prob(row) == pytest.approx(1 / (1 + math.exp(2.0)))
+    assert model.unit_prob(prose) == pytest.approx(1 / (1 + math.exp(-2.0)))
+    committed = load_model()
+    assert committed is not None and committed.record is None
+    row.features = {f: 0.5 for f in SENTENCE_FEATURES}
+    assert committed.unit_prob(row) == committed.sentence.prob(row.features)
 
 
 # ---------------------------------------------------------------- sentence candidates
