@@ -163,6 +163,26 @@ def fit(rows: list[dict[str, Any]], business_weight: float, impossible_abstained
     }
 
 
+def squad_shares(rows: list[dict[str, Any]], gate: dict[str, Any]) -> dict[str, float]:
+    """What ``gate`` does with the SQuAD rows it was fitted on: the shares of unanswerable
+    questions abstained and of answerable ones refused, before or at the gate. Read beside
+    the same shares of the gate it replaces: a 200-question sample moves by 0.005 a
+    question, these 3,000 by 0.0007."""
+    from service.answer.grounding import Logistic
+
+    model = Logistic.from_dict(gate)
+    squad = [r for r in rows if r["source"] == "squad"]
+
+    def abstains(r: dict[str, Any]) -> bool:
+        return r["stage"] != "gate" or model.prob(r["features"]) < model.threshold
+
+    def share(rs: list[dict[str, Any]]) -> float:
+        return round(sum(map(abstains, rs)) / max(1, len(rs)), 4)
+
+    return {"impossible_abstained": share([r for r in squad if not r["answerable"]]),
+            "false_abstention": share([r for r in squad if r["answerable"]])}
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawTextHelpFormatter)
@@ -198,6 +218,8 @@ def main(argv: list[str] | None = None) -> None:
     gate = fit(rows, args.business_weight, args.impossible_abstained)
     model = json.loads(Path(args.model).read_text())
     info = gate.pop("info")
+    info["squad_in_sample"] = {"refit": squad_shares(rows, gate),
+                               "before": squad_shares(rows, model["gate"])}
     model["gate"] = gate
     model.setdefault("info", {})["gate"] = info
     Path(args.model).write_text(json.dumps(model, indent=1) + "\n")

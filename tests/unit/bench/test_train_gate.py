@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bench.train_gate import business_rows, fit
+from bench.train_gate import business_rows, fit, squad_shares
 from service.answer.grounding import GATE_FEATURES, Logistic
 
 pytest.importorskip("sklearn")
@@ -77,3 +77,21 @@ def test_where_lost_names_the_place_and_what_the_check_did() -> None:
     assert got["answerable"] == 2 and got["gate_refused_right_unit"] == 1
     assert got["check"] == {"first: check passed it": 1, "top5: check passed none": 1}
     assert got["stage_near_misses"] == {"answered": 1}
+
+
+def test_squad_shares_count_abstentions_before_and_at_the_gate() -> None:
+    """Unanswerable: one stopped at the check, one refused by the gate, one let through;
+    answerable: one refused, one let through. Business rows are not SQuAD's."""
+    gate = {"features": ["p1"], "mean": [0.0], "scale": [1.0], "coef": [10.0],
+            "intercept": -5.0, "threshold": 0.5}  # passes p1 > 0.5
+
+    def row(answerable: bool, p1: float | None, source: str = "squad") -> dict[str, Any]:
+        if p1 is None:
+            return {"answerable": answerable, "stage": "qualifier", "source": source}
+        return {"answerable": answerable, "stage": "gate", "features": {"p1": p1},
+                "source": source}
+
+    rows = [row(False, None), row(False, 0.2), row(False, 0.9), row(True, 0.1),
+            row(True, 0.8), row(True, 0.1, "business")]
+    assert squad_shares(rows, gate) == {"impossible_abstained": round(2 / 3, 4),
+                                        "false_abstention": 0.5}
