@@ -319,6 +319,21 @@ def git_commit() -> str:
         return ""
 
 
+def cached_rows(path: Path, refresh: bool,
+                collect: Callable[[], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """What ``collect`` returns, kept as JSON at ``path`` and read back from there on later
+    runs unless ``refresh``: collecting runs the pipeline over thousands of questions, while
+    a refit from the rows takes seconds."""
+    if path.exists() and not refresh:
+        rows: list[dict[str, Any]] = json.loads(path.read_text())
+        log(f"read {len(rows)} cached questions from {path}")
+        return rows
+    rows = collect()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(rows))
+    return rows
+
+
 def write_json(path: Path | None, data: object, indent: int = 2) -> None:
     """``data`` as JSON at ``path`` (folders made); nothing when no path was asked for."""
     if path is None:

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import business, squad2
-from bench.evalkit import is_correct, log
+from bench.evalkit import cached_rows, is_correct, log
 
 SEED = 11
 
@@ -200,21 +200,12 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     os.environ.setdefault("DOCQA_LOAD_GENERATOR", "false")
     rows_cache = Path(args.cache)
-    if rows_cache.exists() and not args.refresh:
-        rows = json.loads(rows_cache.read_text())
-        log(f"read {len(rows)} cached questions from {rows_cache}")
-    else:
-        rows = collect(args.squad_tenant, args.business_tenant)
-        rows_cache.parent.mkdir(parents=True, exist_ok=True)
-        rows_cache.write_text(json.dumps(rows))
+    rows = cached_rows(rows_cache, args.refresh,
+                       lambda: collect(args.squad_tenant, args.business_tenant))
     if args.train_tenant:
-        train_cache = rows_cache.with_name(rows_cache.stem + "_train.json")
-        if train_cache.exists() and not args.refresh:
-            train = json.loads(train_cache.read_text())
-        else:
-            train = business_rows(_pipeline(), args.train_tenant, business.TRAIN_SPLIT)
-            train_cache.write_text(json.dumps(train))
-        rows += train
+        rows += cached_rows(
+            rows_cache.with_name(rows_cache.stem + "_train.json"), args.refresh,
+            lambda: business_rows(_pipeline(), args.train_tenant, business.TRAIN_SPLIT))
     gate = fit(rows, args.business_weight, args.impossible_abstained)
     model = json.loads(Path(args.model).read_text())
     info = gate.pop("info")

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import business
-from bench.evalkit import log, normalize_answer
+from bench.evalkit import cached_rows, log, normalize_answer
 
 SEED = 11
 SPLITS = ("dev", "dev2", business.TRAIN_SPLIT)
@@ -222,14 +222,8 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     os.environ.setdefault("DOCQA_LOAD_GENERATOR", "false")
     cache = Path(args.cache)
-    if cache.exists() and not args.refresh:
-        rows = json.loads(cache.read_text())
-        log(f"read {len(rows)} cached questions from {cache}")
-    else:
-        rows = collect(args.business_tenant, args.train_tenant,
-                       args.squad_tenant if args.sentence else None)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps(rows))
+    rows = cached_rows(cache, args.refresh, lambda: collect(
+        args.business_tenant, args.train_tenant, args.squad_tenant if args.sentence else None))
     model = json.loads(Path(args.model).read_text())
     if args.sentence:
         if not any(r["split"] == "squad" for r in rows):
