@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from bench.evalkit import AskRecord, EvalDoc, EvalQuestion, log
 from core.settings import Settings, apply_offline_env
@@ -167,6 +167,6 @@ def gguf_chat_renderer(llama: Any) -> Callable[[list[dict[str, str]]], str]:
     formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
 
     def render(messages: list[dict[str, str]]) -> str:
-        return formatter(messages=messages).prompt
+        return formatter(messages=cast(Any, messages)).prompt
 
     return render

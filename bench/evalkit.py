@@ -219,7 +219,7 @@ def table(systems: dict[str, dict[str, Any]], targets: dict[str, tuple[str, floa
     for m in metrics:
         row = [m] + [_fmt(systems[s].get(m)) for s in names]
         if targets:
-            op, val = targets.get(m, ("", None))  # type: ignore[assignment]
+            op, val = targets.get(m, ("", None))
             row.append(f"{op} {val}" if op else "")
         rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]

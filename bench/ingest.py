@@ -406,8 +406,9 @@ def main(argv: list[str] | None = None) -> int:
         ask = bench_ask(client, questions) if questions else {"n": 0}
 
     raw_seconds = before["seconds"] + after["seconds"]
-    raw = {"docs_per_s": _round(_rate(2 * len(paras), raw_seconds)), "chunks": len(texts),
-           "batch_size": ENCODE_BATCH, "before": before, "after": after}
+    raw: dict[str, Any] = {
+        "docs_per_s": _round(_rate(2 * len(paras), raw_seconds)), "chunks": len(texts),
+        "batch_size": ENCODE_BATCH, "before": before, "after": after}
     report = {
         "documents": len(paras),
         "corpus": args.corpus,

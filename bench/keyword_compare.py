@@ -177,8 +177,8 @@ def sealing(data: SciFact, rows: Sequence[tuple[str, str, str]], workdir: Path
 
 def bm25s_engine(data: SciFact, rows: Sequence[tuple[str, str, str]], k1: float, b: float
                  ) -> dict[str, Any]:
-    import bm25s
-    import Stemmer
+    import bm25s  # type: ignore[import-untyped]
+    import Stemmer  # type: ignore[import-not-found]
 
     stemmer = Stemmer.Stemmer("english")
     texts = [r[2] for r in rows]

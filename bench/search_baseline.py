@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from core.domain import ChunkHit
+from core.ports import VectorStore
 from ingest.keywords import KeywordIndex, match_expression
 from ingest.retrieval import SPARE_HITS, collapse
 from ingest.store import ChromaStore, collection_name
@@ -81,7 +82,7 @@ class BaselineStore(ChromaStore):
         return out
 
 
-def hybrid_search(store: ChromaStore, tenant: str, embedding: Sequence[float], text: str,
+def hybrid_search(store: VectorStore, tenant: str, embedding: Sequence[float], text: str,
                   top_k: int, document_ids: Sequence[str] | None = None, candidates: int = 30,
                   rrf_k: float = 60, keyword_weight: float = 1.0) -> list[ChunkHit]:
     """``ingest.retrieval.hybrid_search`` before: the dense candidates read whole."""

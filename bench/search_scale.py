@@ -47,7 +47,7 @@ import sys  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable, Iterator, Mapping, Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+from typing import Any, TypeVar, cast  # noqa: E402
 
 import click  # noqa: E402
 import numpy as np  # noqa: E402
@@ -56,6 +56,7 @@ from bench.evalkit import percentile  # noqa: E402
 from bench.scale import EVAL_DIR, chunking, load_corpus, variant  # noqa: E402
 from core.domain import Chunk, ChunkHit, Page  # noqa: E402
 from core.keystore import SqliteKeyStore  # noqa: E402
+from core.ports import Embedder, VectorStore  # noqa: E402
 from core.sentcodec import pack  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from core.textcrypt import TextCipher, term_key  # noqa: E402
@@ -66,6 +67,7 @@ from service.cli.processes import chroma_command, free_port, wait_http  # noqa: 
 TENANT = "bench"
 UNITS = 9
 DOCS_PER_UPSERT = 100
+T = TypeVar("T")
 
 
 def log(msg: str) -> None:
@@ -81,7 +83,7 @@ class TimedStore:
         self.parts: dict[str, float] = {}
         self.keyword_top: list[str] = []  # the last keyword ranking asked for
 
-    def _timed(self, name: str, fn: Callable[[], Any]) -> Any:
+    def _timed(self, name: str, fn: Callable[[], T]) -> T:
         t = time.perf_counter()
         try:
             return fn()
@@ -95,12 +97,12 @@ class TimedStore:
     def query(self, tenant: str, embedding: Sequence[float], top_k: int,
               document_ids: Sequence[str] | None = None) -> list[ChunkHit]:
         return self._timed("dense_ms", lambda: self.store.query(
-            tenant, embedding, top_k, document_ids))  # type: ignore[no-any-return]
+            tenant, embedding, top_k, document_ids))
 
     def nearest(self, tenant: str, embedding: Sequence[float], top_k: int,
                 document_ids: Sequence[str] | None = None) -> list[tuple[str, float]]:
         return self._timed("dense_ms", lambda: self.store.nearest(
-            tenant, embedding, top_k, document_ids))  # type: ignore[no-any-return]
+            tenant, embedding, top_k, document_ids))
 
     def keyword_ids(self, tenant: str, text: str, n: int,
                     document_ids: Sequence[str] | None = None) -> list[str]:
@@ -112,12 +114,13 @@ class TimedStore:
     def get_chunks(self, tenant: str, ids: Sequence[str], embedding: Sequence[float],
                    scores: Mapping[str, float] | None = None) -> list[ChunkHit]:
         return self._timed("fetch_ms", lambda: self.store.get_chunks(
-            tenant, ids, embedding, scores))  # type: ignore[no-any-return]
+            tenant, ids, embedding, scores))
 
 
 class TimedEmbedder:
     def __init__(self, embedder: Any, parts: dict[str, float]) -> None:
         self.embedder, self.parts = embedder, parts
+        self.dimension: int = embedder.dimension
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         t = time.perf_counter()
@@ -142,7 +145,7 @@ def _near(rng: np.random.Generator, base: np.ndarray) -> np.ndarray:
     """A unit vector near ``base`` (cosine about 0.94): a variant's chunk."""
     noise = rng.standard_normal(base.shape).astype(np.float32)
     v = base + 0.35 * noise / np.linalg.norm(noise)
-    return v / np.linalg.norm(v)  # type: ignore[no-any-return]
+    return cast(np.ndarray, v / np.linalg.norm(v))
 
 
 def build(store: ChromaStore, cipher: TextCipher, embedder: Any, texts: list[str],
@@ -264,6 +267,16 @@ def run(data: Path, port: int, master: bytes, state: dict[str, Any], state_path:
     from ingest.embedding import make_embedder
     from service.answer.pipeline import AnswerPipeline
 
+    def searcher(name: str, pipe: AnswerPipeline, timed: TimedStore, r: Any
+                 ) -> Callable[[str], list[ChunkHit]]:
+        """The service's own search function, or for ``before`` the same steps with the
+        retrieval of before."""
+        if name != "before":
+            return lambda q: pipe.search(TENANT, q, 10, mode="hybrid")[0]
+        return lambda q: old_hybrid(cast(VectorStore, timed), TENANT,
+                                    pipe.embedder.embed([q])[0], q, 10, None,
+                                    r.keyword_candidates, r.rrf_k, r.keyword_weight)
+
     settings = Settings()
     cipher = TextCipher(master, SqliteKeyStore(data / "keys.sqlite3"))
     keywords = KeywordIndex(data / "keywords.sqlite3", term_key(master))
@@ -286,14 +299,10 @@ def run(data: Path, port: int, master: bytes, state: dict[str, Any], state_path:
     r = settings.retrieval
     searches: dict[str, Callable[[str], list[ChunkHit]]] = {}
     for name, timed in ways.items():
-        pipe = AnswerPipeline(settings, TimedEmbedder(embedder, timed.parts), timed, None,
-                              model=False)
-        if name != "before":  # the service's own search function
-            searches[name] = lambda q, pipe=pipe: pipe.search(TENANT, q, 10, mode="hybrid")[0]
-        else:  # the same steps, with the retrieval of before
-            searches[name] = lambda q, pipe=pipe, timed=timed: old_hybrid(
-                timed, TENANT, pipe.embedder.embed([q])[0], q, 10, None,
-                r.keyword_candidates, r.rrf_k, r.keyword_weight)
+        # the pipeline calls only the search methods, which the timed wrappers have
+        pipe = AnswerPipeline(settings, cast(Embedder, TimedEmbedder(embedder, timed.parts)),
+                              cast(VectorStore, timed), None, model=False)
+        searches[name] = searcher(name, pipe, timed, r)
     qs = corpus.questions[:queries]
     for name, search in searches.items():  # first-call costs (connections, handles) aside
         search(qs[-1])

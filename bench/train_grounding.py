@@ -132,7 +132,7 @@ def _standardise(X: Any) -> tuple[Any, Any]:
 
 
 def fit_logistic(X: Any, y: Any, C: float, sample_weight: Any = None) -> dict[str, Any]:
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
 
     mean, scale = _standardise(X)
     model = LogisticRegression(C=C, max_iter=2000, solver="lbfgs")
@@ -142,7 +142,7 @@ def fit_logistic(X: Any, y: Any, C: float, sample_weight: Any = None) -> dict[st
 
 
 def fit_mlp(X: Any, y: Any, hidden: int) -> dict[str, Any]:
-    from sklearn.neural_network import MLPClassifier
+    from sklearn.neural_network import MLPClassifier  # type: ignore[import-untyped]
 
     mean, scale = _standardise(X)
     model = MLPClassifier(hidden_layer_sizes=(hidden,), alpha=1e-3, max_iter=600,
@@ -194,7 +194,7 @@ def train(rows: list[dict[str, Any]], max_false_abstention: float, folds: int = 
                 cited_ok.append(False)
                 continue
             probs = predict(sent_params, np.asarray(
-                [[c.features[f] for f in SENTENCE_FEATURES] for c in cands], dtype=float))
+                [[(c.features or {})[f] for f in SENTENCE_FEATURES] for c in cands], dtype=float))
             for c, p, raw in zip(cands, probs, r["candidates"], strict=True):
                 c.score = float(p)
                 hit = r["hit_texts"][c.hit_index]

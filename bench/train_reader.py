@@ -313,7 +313,8 @@ def unit_ranking(rows: list[dict[str, Any]]) -> dict[str, Any]:
             continue
         def top1(key: Any, gs: list[list[dict[str, Any]]] = gs) -> float:
             # a tie with another unit is not a win
-            return round(sum(key(g[0]) > max(key(r) for r in g[1:]) for g in gs) / len(gs), 3)
+            wins = sum(key(g[0]) > max(key(r) for r in g[1:]) for g in gs)
+            return round(float(wins) / len(gs), 3)
         out["squad" if name == "s" else "business"] = {
             "n": len(gs),
             "reader": top1(lambda r: r["answer"]),

@@ -56,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
             if i % 100 == 0:
                 log(f"train: {i}/{len(qrels)} queries")
     rows: list[dict[str, Any]] = []
-    for mode, runs in rankings.items():
-        m = evaluate({q: documents_in_order([d for _c, d in r]) for q, r in runs.items()}, qrels)
+    for mode, ranked in rankings.items():
+        m = evaluate({q: documents_in_order([d for _c, d in r]) for q, r in ranked.items()}, qrels)
         rows.append({"mode": mode, **{x: round(m[x], 4) for x in ("ndcg@10", "recall@100")}})
     rrf_ks = (1, 5, 10, 20, 40, 60, 100)
     weights = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0)

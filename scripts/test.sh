@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 # Lint and type check (the house style: ruff and mypy in CI). Both run on every call, also
 # when pytest gets arguments (a few seconds once .mypy_cache is warm); a finding fails the
 # script after the tests have run, so one CI run reports both.
-LINT_PATHS=(core ingest workers service)
+LINT_PATHS=(core ingest workers service bench)
 lint_failed=0
 echo "ruff check ${LINT_PATHS[*]}" >&2
 .venv/bin/ruff check "${LINT_PATHS[@]}" || lint_failed=1
