@@ -1,8 +1,8 @@
 """``python -m bench`` (or ``docqa-bench``): evaluations against a running docqa service.
 
     python -m bench squad2 [--split dev|test] [--n N] [--baseline] [--json F]
-    python -m bench business [--split dev|dev2|test|all|train] [--baseline] [--json F]
-    python -m bench business-corpus [--train] DIR
+    python -m bench business [--split dev|dev2|test|all|train|dev3] [--baseline] [--json F]
+    python -m bench business-corpus [--train | --dev3] DIR
     python -m bench scifact [--split train|test] [--json F]
 """
 
@@ -65,7 +65,8 @@ def _use_chroma(chroma_url: str | None) -> None:
 @click.option("--split", type=click.Choice(bench_business.SPLITS), default="test",
               show_default=True,
               help="each question's fixed split: dev or dev2 (tune) or test (report); train "
-                   "is another company's corpus, to train on (ask it in a tenant of its own)")
+                   "is another company's corpus, to train on, and dev3 a third one's, never "
+                   "tuned on (ask each in a tenant of its own)")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), default=None,
               help="write the metrics of both systems as JSON here")
 @click.option("--details", "details_out", type=click.Path(path_type=Path), default=None,
@@ -92,9 +93,11 @@ def business(split: str, json_out: Path | None, details_out: Path | None, baseli
 @main.command("business-corpus")
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--train", is_flag=True, help="the training company's corpus instead")
-def business_corpus(out_dir: Path, train: bool) -> None:
+@click.option("--dev3", is_flag=True, help="the third company's corpus (split dev3) instead")
+def business_corpus(out_dir: Path, train: bool, dev3: bool) -> None:
     """Write the business corpus (DOCX and PDF built) into OUT_DIR, to read or upload."""
-    root = bench_business.TRAIN_ROOT if train else bench_business.ROOT
+    root = bench_business.TRAIN_ROOT if train else \
+        bench_business.DEV3_ROOT if dev3 else bench_business.ROOT
     for path in bench_business.write_corpus(out_dir, root):
         click.echo(path)
 

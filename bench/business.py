@@ -69,9 +69,14 @@ ROOT = Path(__file__).resolve().parent / "business"
 # Another company's paperwork and questions, only to train the reader and the gate on: its
 # documents live in a tenant of their own, so they never compete with what dev and test ask.
 TRAIN_ROOT = ROOT / "train"
+# A third company's, never fitted or tuned on: what a fit learnt from the others must hold
+# on a company it has not seen, as a new customer's paperwork would be. Its own tenant too.
+DEV3_ROOT = ROOT / "dev3"
 QUESTION_SPLITS = ("dev", "dev2", "test")  # in the order ``all`` asks them
 TRAIN_SPLIT = "train"
-SPLITS = (*QUESTION_SPLITS, "all", TRAIN_SPLIT)
+DEV3_SPLIT = "dev3"
+OTHER_COMPANIES = {TRAIN_SPLIT: TRAIN_ROOT, DEV3_SPLIT: DEV3_ROOT}  # split -> its corpus
+SPLITS = (*QUESTION_SPLITS, "all", *OTHER_COMPANIES)
 KINDS = ("answerable", "unanswerable")
 MISSES = ("quarter", "year", "site", "person", "attribute")
 FORMATS = (".md", ".txt", ".html", ".docx", ".pdf", ".csv")
@@ -88,8 +93,8 @@ class Business:
 
 
 def root_of(split: str) -> Path:
-    """The corpus a split's questions are about: the training company's, or Velmora's."""
-    return TRAIN_ROOT if split == TRAIN_SPLIT else ROOT
+    """The corpus a split's questions are about: another company's, or Velmora's."""
+    return OTHER_COMPANIES.get(split, ROOT)
 
 
 def _author(root: Path) -> str:
@@ -150,7 +155,8 @@ def load(root: Path = ROOT) -> Business:
                     data=data, pages=tuple(p.text for p in pages[name]))
             for name, data in files.items()]
     raw = json.loads((root / "questions.json").read_text(encoding="utf-8"))
-    questions: dict[str, list[EvalQuestion]] = {s: [] for s in (*QUESTION_SPLITS, TRAIN_SPLIT)}
+    questions: dict[str, list[EvalQuestion]] = {
+        s: [] for s in (*QUESTION_SPLITS, *OTHER_COMPANIES)}
     info: dict[str, dict[str, Any]] = {}
     for entry in raw["questions"]:
         q = _question(entry, files)
@@ -163,8 +169,8 @@ def load(root: Path = ROOT) -> Business:
 
 def _question(entry: dict[str, Any], files: dict[str, bytes]) -> EvalQuestion:
     qid, kind, split = entry["id"], entry["kind"], entry["split"]
-    if split not in (*QUESTION_SPLITS, TRAIN_SPLIT) or kind not in KINDS:
-        raise ValueError(f"{qid}: split must be one of {(*QUESTION_SPLITS, TRAIN_SPLIT)} and "
+    if split not in (*QUESTION_SPLITS, *OTHER_COMPANIES) or kind not in KINDS:
+        raise ValueError(f"{qid}: split must be one of {(*QUESTION_SPLITS, *OTHER_COMPANIES)} and "
                          f"kind one of {KINDS}")
     if kind == "answerable":
         answers = tuple(entry["answers"])
@@ -182,8 +188,8 @@ def _question(entry: dict[str, Any], files: dict[str, bytes]) -> EvalQuestion:
 
 
 def select(data: Business, split: str) -> list[EvalQuestion]:
-    """The questions of ``split`` (``all``: dev, dev2, test; ``train`` is only in the training
-    corpus), answerable first, in file order."""
+    """The questions of ``split`` (``all``: dev, dev2, test; ``train`` and ``dev3`` are only
+    in their companies' corpora), answerable first, in file order."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}")
     pool = [q for s in QUESTION_SPLITS for q in data.questions[s]] if split == "all" \

@@ -88,6 +88,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawTextHelpFormatter)
+    # not dev3, which is kept for checking fits, nor test
     ap.add_argument("--split", default="train", choices=["dev", "dev2", business.TRAIN_SPLIT])
     ap.add_argument("--tenant", required=True, help="the tenant that holds the split's corpus")
     ap.add_argument("--json", dest="json_out", default=None, help="write every question here")

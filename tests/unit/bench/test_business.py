@@ -229,6 +229,49 @@ def test_training_questions_are_their_own_and_of_every_kind(
     assert docs == {d.filename for d in train.docs}
 
 
+# ------------------------------------------------------------ the third company's corpus
+
+
+@pytest.fixture(scope="module")
+def dev3() -> business.Business:
+    return business.load(business.DEV3_ROOT)
+
+
+def test_the_third_company_is_its_own_in_all_six_formats(
+        data: business.Business, train: business.Business, dev3: business.Business) -> None:
+    """dev3 checks whether a fit carries over to a company it never saw: no document, name or
+    question may come from Velmora's or the training company's corpus."""
+    assert len(dev3.docs) >= 12
+    assert {Path(d.filename).suffix for d in dev3.docs} == set(business.FORMATS)
+    others = data.docs + train.docs
+    assert not {d.filename for d in dev3.docs} & {d.filename for d in others}
+    assert not any(name in d.text for d in dev3.docs for name in ("Velmora", "Aldermoor"))
+    assert not any("Solvang" in d.text for d in others)
+    assert business._author(business.DEV3_ROOT) == "Solvang Marine Services AS"
+    assert max(len(d.pages) for d in dev3.docs if d.filename.endswith(".pdf")) >= 3
+    assert business.root_of(business.DEV3_SPLIT) == business.DEV3_ROOT
+    assert business.root_of(business.TRAIN_SPLIT) == business.TRAIN_ROOT
+    assert business.root_of("dev2") == business.ROOT
+
+
+def test_the_third_companys_questions_are_their_own_and_of_every_kind(
+        data: business.Business, train: business.Business, dev3: business.Business) -> None:
+    qs = dev3.questions[business.DEV3_SPLIT]
+    assert {len(v) for k, v in dev3.questions.items() if k != business.DEV3_SPLIT} == {0}
+    assert data.questions[business.DEV3_SPLIT] == train.questions[business.DEV3_SPLIT] == []
+    assert sum(q.answerable for q in qs) >= 100 and sum(not q.answerable for q in qs) >= 40
+    misses = Counter(e["miss"] for e in dev3.info.values() if e["kind"] == "unanswerable")
+    assert set(misses) == set(business.MISSES) and min(misses.values()) >= 5, misses
+    asked = {normalize_answer(e["question"]) for e in [*data.info.values(),
+                                                        *train.info.values()]}
+    assert not {normalize_answer(e["question"]) for e in dev3.info.values()} & asked
+    _assert_golds_on_their_pages(dev3, qs)
+    assert all(len(a.split()) <= 8 for q in qs for a in q.answers)
+    for kind in business.KINDS:  # both kinds about every document
+        docs = {_doc_of(e) for e in dev3.info.values() if e["kind"] == kind}
+        assert docs == {d.filename for d in dev3.docs}, kind
+
+
 def test_dev_and_test_are_half_each_across_kinds_documents_and_misses(
         data: business.Business) -> None:
     counts: Counter[tuple[str, str]] = Counter()  # (group, split)

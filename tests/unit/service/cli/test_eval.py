@@ -18,7 +18,7 @@ def test_eval_business_is_the_bench_business_command() -> None:
     done = docqa("eval", "business", "--help")
     assert done.returncode == 0, done.stderr
     assert "python -m bench business" in done.stdout
-    assert "--split [dev|dev2|test|all|train]" in done.stdout and "--baseline" in done.stdout
+    assert "--split [dev|dev2|test|all|train|dev3]" in done.stdout and "--baseline" in done.stdout
 
 
 def test_eval_passes_the_bench_exit_code_and_errors_through() -> None:
