@@ -103,20 +103,26 @@ def collect(business_tenant: str, train_tenant: str, squad_tenant: str | None = 
     return rows
 
 
-def fit_sentence(rows: list[dict[str, Any]], features: tuple[str, ...],
-                 business_weight: float) -> dict[str, Any]:
-    """The sentence scorer fitted on every unit of ``rows``, a business question's units
-    weighing ``business_weight``."""
+def fit_units(units: list[dict[str, Any]], features: tuple[str, ...],
+              weights: list[float] | None = None) -> dict[str, Any]:
+    """A standardised logistic regression of ``features`` on the labels of ``units``."""
     import numpy as np
 
     from bench.train_grounding import fit_logistic
 
-    units = [(u, 1.0 if r["split"] == "squad" else business_weight)
-             for r in rows for u in r["units"]]
-    X = np.asarray([[u["features"][f] for f in features] for u, _ in units], dtype=float)
-    y = np.asarray([int(u["label"]) for u, _ in units])
-    return {"features": list(features),
-            **fit_logistic(X, y, C=1.0, sample_weight=np.asarray([w for _, w in units]))}
+    X = np.asarray([[u["features"][f] for f in features] for u in units], dtype=float)
+    y = np.asarray([int(u["label"]) for u in units])
+    return {"features": list(features), **fit_logistic(
+        X, y, C=1.0, sample_weight=None if weights is None else np.asarray(weights))}
+
+
+def fit_sentence(rows: list[dict[str, Any]], features: tuple[str, ...],
+                 business_weight: float) -> dict[str, Any]:
+    """The sentence scorer fitted on every unit of ``rows``, a business question's units
+    weighing ``business_weight``."""
+    return fit_units([u for r in rows for u in r["units"]], features,
+                     [1.0 if r["split"] == "squad" else business_weight
+                      for r in rows for _ in r["units"]])
 
 
 def refit_sentence(rows: list[dict[str, Any]], sentence: dict[str, Any],
@@ -155,25 +161,19 @@ def refit_sentence(rows: list[dict[str, Any]], sentence: dict[str, Any],
 
 def fit_records(rows: list[dict[str, Any]], features: tuple[str, ...]) -> dict[str, Any]:
     """The record scorer fitted on the record units of ``rows``."""
-    import numpy as np
-
-    from bench.train_grounding import fit_logistic
-
-    units = [u for r in rows for u in r["units"] if u["kind"] != "sentence"]
-    X = np.asarray([[u["features"][f] for f in features] for u in units], dtype=float)
-    y = np.asarray([int(u["label"]) for u in units])
-    return {"features": list(features), **fit_logistic(X, y, C=1.0)}
+    return fit_units([u for r in rows for u in r["units"] if u["kind"] != "sentence"],
+                     features)
 
 
 def top_holds(sentence: dict[str, Any], record: dict[str, Any] | None,
               rows: list[dict[str, Any]]) -> float:
     """Share of the answerable ``rows`` whose best unit, each unit scored by its kind's
     scorer (``record`` None: the sentence scorer for all), holds a gold answer."""
+    import numpy as np
+
     from bench.train_grounding import predict
 
     def prob(u: dict[str, Any]) -> float:
-        import numpy as np
-
         params = record if record is not None and u["kind"] != "sentence" else sentence
         return float(predict(params, np.asarray([[u["features"][f]
                                                   for f in params["features"]]]))[0])
