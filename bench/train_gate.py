@@ -64,7 +64,7 @@ def gate_row(pipeline: Any, tenant: str, question: str, golds: tuple[str, ...]
     picked = pipeline.select(question, hits, q_vec, {}, {})
     if isinstance(picked, str):  # no unit, or none passed the check
         return {**row, "stage": "qualifier"}
-    scored_as, ranked, _ = picked
+    scored_as, ranked = picked.scored_as, picked.units
     best = ranked[0]
     feats = gate_features(scored_as, ranked, [h.text for h in hits], [h.score for h in hits])
     body = focus_window(best.text.rstrip("."), question)

@@ -41,7 +41,7 @@ def outcome(chosen: int | None, rank: int | None) -> str:
 def trace(pipeline: Any, tenant: str, question: str, golds: tuple[str, ...]) -> dict[str, Any]:
     """One question through retrieval, scoring, reordering, the check and the gate."""
     from service.answer.grounding import expand_acronyms, gate_features
-    from service.answer.pipeline import choose, gate_threshold, rank_candidates, rerank
+    from service.answer.pipeline import choose, gate_passes, rank_candidates, rerank
     from service.answer.qualifiers import analyse
 
     r = pipeline.settings.retrieval
@@ -51,9 +51,9 @@ def trace(pipeline: Any, tenant: str, question: str, golds: tuple[str, ...]) -> 
         return {**row, "stage": "retrieval", "place": "none"}
     scored_as = expand_acronyms(question, [h.text for h in hits])
     ranked = rank_candidates(scored_as, q_vec, hits, pipeline.embedder, pipeline.model)
-    tried = ranked
+    tried, reads = ranked, list[Any]()
     if r.reader_rerank_weight and pipeline.reader is not None:
-        tried, _ = rerank(question, ranked, pipeline.reader, r.reader_rerank_depth,
+        tried, reads = rerank(question, ranked, pipeline.reader, r.reader_rerank_depth,
                           r.reader_rerank_weight)
     rank = next((i for i, c in enumerate(tried) if golds and is_correct(c.text, golds)), None)
     chosen, rejected = choose(analyse(question), tried, hits, r.qualifier_depth)
@@ -65,8 +65,9 @@ def trace(pipeline: Any, tenant: str, question: str, golds: tuple[str, ...]) -> 
     ordered = [first, *(c for c in ranked if c is not first)]
     p = pipeline.model.gate.prob(gate_features(scored_as, ordered, [h.text for h in hits],
                                                [h.score for h in hits]))
-    passed = p >= gate_threshold(pipeline.model.gate.threshold, first.kind,
-                                 r.record_gate_scale)
+    passed = gate_passes(p, pipeline.model.gate.threshold, first.kind, r.record_gate_scale,
+                         reads[chosen].score if chosen < len(reads) else None,
+                         r.record_reader_pass)
     return {**row, "stage": "answered" if passed else "gate", "gate_p": round(p, 3),
             "unit": first.text[:200]}
 

@@ -156,6 +156,7 @@ class Selection(NamedTuple):
     scored_as: str
     units: list[Candidate]
     spans: tuple[tuple[int, int, float], ...] | None
+    reader_score: float | None = None  # the reader's answer score of the chosen unit
 
 
 def gate_threshold(threshold: float, kind: UnitKind, record_scale: float) -> float:
@@ -165,6 +166,20 @@ def gate_threshold(threshold: float, kind: UnitKind, record_scale: float) -> flo
     it has passed stricter checks than a sentence (the thing asked for, the names and the
     answer type all in the record itself), so less of the gate's doubt is needed."""
     return threshold if kind is UnitKind.SENTENCE else threshold * record_scale
+
+
+def gate_passes(p: float, threshold: float, kind: UnitKind, record_scale: float,
+                reader_score: float | None, record_reader_pass: float) -> bool:
+    """Does the gate let a unit that passed the qualifier check through? ``p``: the gate's
+    probability; ``reader_score``: the span reader's answer score of the unit, when it read
+    it. A table row or list item the reader finds an answer in (``record_reader_pass`` or
+    more) passes whatever the gate says: the gate learnt from prose, and doubts records that
+    do not repeat the question's words; the check has already held the record itself to the
+    thing asked for, its names and its periods."""
+    if p >= gate_threshold(threshold, kind, record_scale):
+        return True
+    return (kind is not UnitKind.SENTENCE and reader_score is not None
+            and reader_score >= record_reader_pass)
 
 
 def to_evidence(ranked: Sequence[Candidate], hits: Sequence[ChunkHit],
@@ -308,14 +323,15 @@ class AnswerPipeline:
         if isinstance(picked, str):
             yield not_found(picked)
             return
-        scored_as, ranked, spans = picked
+        scored_as, ranked, spans, reader_score = picked
         if self.model is not None:
+            r = self.settings.retrieval
             p = self.model.gate.prob(
                 gate_features(scored_as, ranked, [h.text for h in hits],
                               [h.score for h in hits]))
             trace["answerable"] = round(p, 4)
-            if p < gate_threshold(self.model.gate.threshold, ranked[0].kind,
-                                  self.settings.retrieval.record_gate_scale):
+            if not gate_passes(p, self.model.gate.threshold, ranked[0].kind,
+                               r.record_gate_scale, reader_score, r.record_reader_pass):
                 yield not_found("gate")
                 return
         evidence = to_evidence(ranked, hits, self.settings.retrieval.evidence_sentences)
@@ -402,8 +418,9 @@ class AnswerPipeline:
             return "qualifier"
         first = tried[chosen]
         # the reordering read the first units of ``tried`` in this order
-        spans = reads[chosen].spans if chosen < len(reads) else None
-        return Selection(scored_as, [first, *(c for c in ranked if c is not first)], spans)
+        read = reads[chosen] if chosen < len(reads) else None
+        return Selection(scored_as, [first, *(c for c in ranked if c is not first)],
+                         read.spans if read else None, read.score if read else None)
 
     def _short(self, question: str, best: Evidence,
                spans: Sequence[tuple[int, int, float]] | None = None) -> SpanPick:

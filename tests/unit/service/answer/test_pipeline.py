@@ -354,6 +354,39 @@ def test_a_record_that_passed_the_qualifier_check_needs_less_of_the_gate() -> No
     assert r.status == "not_found" and r.trace["not_found"] == "qualifier"
 
 
+def test_a_record_the_reader_finds_an_answer_in_passes_a_doubting_gate() -> None:
+    from core.units import UnitKind
+    from service.answer.pipeline import gate_passes
+
+    assert gate_passes(0.5, 0.4, UnitKind.SENTENCE, 1.0, None, 2.0)
+    assert not gate_passes(0.3, 0.4, UnitKind.SENTENCE, 1.0, 9.0, 2.0)  # prose: the gate's
+    assert gate_passes(0.3, 0.4, UnitKind.ROW, 1.0, 2.0, 2.0)
+    assert gate_passes(0.3, 0.4, UnitKind.ITEM, 1.0, 5.0, 2.0)
+    assert not gate_passes(0.3, 0.4, UnitKind.ROW, 1.0, 1.9, 2.0)
+    assert not gate_passes(0.3, 0.4, UnitKind.ROW, 1.0, None, 2.0)  # not read: the gate's
+    assert not gate_passes(0.3, 0.4, UnitKind.ROW, 1.0, 9.0, math.inf)  # switched off
+    emb = HashEmbedder()
+    question = "Who manages the Graz plant?"
+    # a constant gate of 0.3 against a threshold of 0.5: it refuses everything it decides
+    bias = math.log(0.3 / 0.7)
+    for text, likes, status in (
+            ("Plant managers:\nGraz: Karin Berg\nBrno: Lenka Horakova", "Karin", "answered"),
+            ("Plant managers:\nGraz: Karin Berg\nBrno: Lenka Horakova", "nobody", "not_found"),
+            ("The Graz plant is managed by Karin Berg.", "Karin", "not_found")):
+        s = Settings()
+        s.retrieval.short_answer = "off"
+        s.retrieval.reader_rerank_weight = 0.3
+        s.retrieval.record_reader_pass = 2.0
+        p = AnswerPipeline(s, emb, FakeStore([text], emb), None, model=_model(bias),
+                           reader=ScoringReader(likes))  # type: ignore[arg-type]
+        r = p.ask("t", question, 5)
+        assert r.status == status, (text, likes, r.trace)
+        if status == "answered":
+            assert r.answer == "Graz: Karin Berg [1]" and r.trace["answerable"] < 0.5
+        else:
+            assert r.trace["not_found"] == "gate"
+
+
 def _table(rows: list[tuple[str, float]]) -> tuple[list[ChunkHit], list[Candidate]]:
     text = "\n".join(r for r, _ in rows)
     hit = ChunkHit("c1", "d1", "sales-report.pdf", text, 1, 0, len(text), 0.5)
