@@ -692,6 +692,31 @@ _RELATIVE = re.compile(
     r"assistant|stand-in|substitute|replacement|manager|boss)\b")
 
 
+def namesake(unit: str, name: str) -> str:
+    """Another thing ``unit`` names that shares a word with ``name`` but is not it ("Health
+    and Safety Committee" for "Investment Committee", "Rajesh Nair" for "Priya Nair"), when
+    the unit does not state ``name`` itself; "" otherwise. A name counts as stated when any
+    of its words is (a surname alone names a person), which such a namesake also satisfies.
+    Names of one word are left alone: "Nair" may well be Rajesh Nair; so are other forms
+    of the same word ("South African" for "South Africa")."""
+    want = _norm_words(_fold(name)) - _NOT_NAMES
+    if len(want) < 2 or want <= _norm_words(_fold(unit)):
+        return ""
+    def same(w: str, x: str) -> bool:  # one word in two forms (Asia, Asian; Africa, African)
+        return w == x or (min(len(w), len(x)) >= 4 and (w.startswith(x) or x.startswith(w))) \
+            or (len(w) >= 5 and len(x) >= 5 and _near_form(w, x))
+
+    for ent, label, _, _ in tagger.entities(unit):
+        if label not in tagger.NAMED:
+            continue
+        words = _norm_words(_fold(ent)) - _NOT_NAMES
+        shared = {w for w in words if any(same(w, x) for x in want)}
+        missing = {x for x in want if not any(same(w, x) for w in words)}
+        if shared and words - shared and missing:
+            return ent
+    return ""
+
+
 def other_person(q: Question, unit: str) -> Verdict:
     """A "who" question about someone placed relative to a person it names (before, after,
     instead of, their deputy) is answered only by a unit naming another person: one that
@@ -866,6 +891,9 @@ def check(q: Question, unit: str, kind: UnitKind, context: UnitContext, chunk: s
         return verdict
     record = kind is not UnitKind.SENTENCE
     for name in q.names:
+        other = namesake(unit, name)
+        if other:
+            return Verdict(False, f"{other} named, not {name}")
         if _contains(near, name):
             continue
         if record and (kind is not UnitKind.ROW or other_names(unit, q)

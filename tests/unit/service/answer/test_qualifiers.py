@@ -547,3 +547,18 @@ def test_who_relative_to_a_named_person_needs_another_person(question: str) -> N
 def test_who_about_a_named_person_themselves_is_not_relative() -> None:
     assert qualifiers.other_person(analyse("Who is Anna Berg?"),
                                    "Anna Berg is head of sales.").ok
+
+
+@NEEDS_TAGGER
+def test_a_unit_naming_only_a_namesake_of_the_name_asked_does_not_answer() -> None:
+    item = "Health and Safety Committee — chaired by Helen Whitcombe; meets every two months."
+    v = verdict("How often does the Investment Committee meet?", item, ITEM)
+    assert not v.ok and "Health and Safety Committee named" in v.reason
+    assert verdict("How often does the Health and Safety Committee meet?", item, ITEM).ok
+    v = verdict("Who chairs the board of Priya Nair's company?", "The chair is Rajesh Nair.")
+    assert not v.ok and "Rajesh Nair" in v.reason
+    # one word of a name may stand for all of it, and a word in another form is the same
+    assert qualifiers.namesake("The chair is Rajesh Nair.", "Nair") == ""
+    assert qualifiers.namesake("Harvard cut its South African holdings.", "South Africa") == ""
+    assert qualifiers.namesake("The Mongols brought Central Asian Muslims.", "Central Asia") == ""
+    assert qualifiers.namesake("Ms Nair chairs it.", "Priya Nair") == ""
