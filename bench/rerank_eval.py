@@ -69,6 +69,7 @@ def question_row(pipeline: Any, reader: Any, tenant: str, question: str,
             "place": [hit.filename, list(c.context.section)],
             "gate": gate.prob(gate_features(scored_as, order, texts, scores)),
             "threshold": gate_threshold(gate.threshold, c.kind, settings.record_gate_scale),
+            "kind": c.kind.value,
             "holds": bool(golds) and is_correct(focus_window(c.text.rstrip("."), question),
                                                 golds),
             "reader": reader_scores[i],
@@ -77,12 +78,15 @@ def question_row(pipeline: Any, reader: Any, tenant: str, question: str,
 
 
 def replay(row: dict[str, Any], weight: float, reader_floor: float = -math.inf,
-           walk: int = 5) -> tuple[bool, bool]:
+           walk: int = 5, record_pass: float = math.inf) -> tuple[bool, bool]:
     """(answered, correct) of ``row`` with its units reordered by ``weight``, as
     ``service.answer.pipeline.choose`` (its walk, on the recorded verdicts) and the gate
     decide, the chosen unit's reader score also held to ``reader_floor``; the check tries
-    the ``walk`` best of the reordered units (``retrieval.qualifier_depth``)."""
-    from service.answer.pipeline import first_passing, fused_score
+    the ``walk`` best of the reordered units (``retrieval.qualifier_depth``). A record the
+    reordering read passes a doubting gate at ``record_pass`` (``retrieval.
+    record_reader_pass``), as ``gate_passes`` lets it."""
+    from core.units import UnitKind
+    from service.answer.pipeline import first_passing, fused_score, gate_passes
     from service.answer.qualifiers import Verdict
 
     cands = row["cands"]
@@ -99,15 +103,18 @@ def replay(row: dict[str, Any], weight: float, reader_floor: float = -math.inf,
     if chosen is None:
         return False, False
     c = tried[chosen]
-    answered = c["gate"] >= c["threshold"] and c["reader"] >= reader_floor
+    # the threshold is recorded scaled already; the reader runs only when it reorders
+    passes = gate_passes(c["gate"], c["threshold"], UnitKind(c.get("kind", "sentence")), 1.0,
+                         c["reader"] if weight else None, record_pass)
+    answered = passes and c["reader"] >= reader_floor
     return answered, answered and c["holds"]
 
 
 def figures(rows: list[dict[str, Any]], weight: float, reader_floor: float = -math.inf,
-            walk: int = 5) -> dict[str, Any]:
+            walk: int = 5, record_pass: float = math.inf) -> dict[str, Any]:
     ans = [r for r in rows if r["answerable"]]
     imp = [r for r in rows if not r["answerable"]]
-    out = [replay(r, weight, reader_floor, walk) for r in rows]
+    out = [replay(r, weight, reader_floor, walk, record_pass) for r in rows]
     by_id = {id(r): o for r, o in zip(rows, out, strict=True)}
     correct = sum(by_id[id(r)][1] for r in ans)
     answered_ans = sum(by_id[id(r)][0] for r in ans)
@@ -184,7 +191,10 @@ def main(argv: list[str] | None = None) -> int:
         sets = collect(args)
         cache.parent.mkdir(parents=True, exist_ok=True)
         cache.write_text(json.dumps(sets))
-    result = {name: {f"{w}/{f}": figures(rows, w, f, args.walk)
+    from core.settings import Settings
+
+    record_pass = Settings().retrieval.record_reader_pass
+    result = {name: {f"{w}/{f}": figures(rows, w, f, args.walk, record_pass)
                      for w in WEIGHTS for f in FLOORS}
               for name, rows in sets.items()}
     print(json.dumps(result, indent=1))  # noqa: T201 - the command's output

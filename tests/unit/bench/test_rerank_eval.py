@@ -46,3 +46,12 @@ def test_figures_count_like_the_evals() -> None:
             _row(_cand(0.6, 1.0, ok=False), answerable=False)]  # abstained
     assert figures(rows, 0.0) == {"correct": 0.333, "false_abstention": 0.333,
                                         "abstained": 0.5, "answered_wrong": 0.4, "n": [3, 2]}
+
+
+def test_a_record_the_reordering_read_passes_a_doubting_gate_as_in_the_service() -> None:
+    row = _row({**_cand(0.6, 3.0, gate=0.4, holds=True), "kind": "row"})
+    assert replay(row, 0.3) == (False, False)  # the record pass off (the default here)
+    assert replay(row, 0.3, record_pass=2.0) == (True, True)
+    assert replay(row, 0.0, record_pass=2.0) == (False, False)  # weight 0: never read
+    prose = _row({**_cand(0.6, 3.0, gate=0.4, holds=True), "kind": "sentence"})
+    assert replay(prose, 0.3, record_pass=2.0) == (False, False)
