@@ -814,7 +814,7 @@ def measured_otherwise(q: Question, unit: str, spans: Sequence[tuple[float, floa
         same = {m for m, w in stated if w == word}
         if same and n not in same and not any(lo <= n <= hi for lo, hi in spans):
             shown = "/".join(f"{m:g}" for m in sorted(same))
-            return Verdict(False, f"{n:g} {word} asked, {shown} stated")
+            return Verdict(False, f"{n:g} {word} asked, {shown} stated", other_value=True)
     return PASS
 
 
@@ -885,7 +885,7 @@ def check(q: Question, unit: str, kind: UnitKind, context: UnitContext, chunk: s
     figures = {_value(m.group(0)) for m in re.finditer(_NUM, unit)}
     for n in q.amounts:
         if spans and n not in figures and not any(lo <= n <= hi for lo, hi in spans):
-            return Verdict(False, f"{n:g} asked, outside the range stated")
+            return Verdict(False, f"{n:g} asked, outside the range stated", other_value=True)
     verdict = measured_otherwise(q, unit, spans)
     if not verdict.ok:
         return verdict

@@ -407,6 +407,21 @@ def test_a_low_scored_row_of_a_table_whose_better_row_gave_another_quarter_is_tr
     assert chosen == 1 and "Q1 asked" in reasons[0]
 
 
+def test_a_low_scored_row_of_a_table_whose_better_row_gave_another_band_is_tried() -> None:
+    # a band that does not hold the amount asked, or another count of the same measure, is
+    # another value of its kind, as another quarter is: the table's other rows are tried
+    hits, ranked = _table([("Order size: 50 to 149 cases | Discount: 4%", 0.4),
+                           ("Order size: 150 to 399 cases | Discount: 6%", 0.01)])
+    chosen, reasons = choose(analyse("What discount applies to an order of 200 cases?"),
+                             ranked, hits, 5)
+    assert chosen == 1 and "outside the range" in reasons[0]
+    hits, ranked = _table([("Length of service: 2 years | Sick pay: 4 weeks", 0.4),
+                           ("Length of service: 3 years | Sick pay: 8 weeks", 0.01)])
+    chosen, reasons = choose(analyse("How much sick pay after 3 years of service?"),
+                             ranked, hits, 5)
+    assert chosen == 1 and "3 year asked, 2 stated" in reasons[0]
+
+
 def test_a_low_scored_unit_is_not_tried_after_a_rejection_for_another_reason() -> None:
     hits, ranked = _table([("Region: DACH | Quarter: Q3 2024 | Order intake: €19.6 million", 0.4),
                            ("Region: Nordics | Quarter: Q3 2024 | Order intake: €2 million", 0.01)])
