@@ -43,6 +43,7 @@ def trace(pipeline: Any, tenant: str, question: str, golds: tuple[str, ...]) -> 
     from service.answer.grounding import expand_acronyms, gate_features
     from service.answer.pipeline import choose, gate_passes, rank_candidates, rerank
     from service.answer.qualifiers import analyse
+    from service.answer.span import UnitRead
 
     r = pipeline.settings.retrieval
     row: dict[str, Any] = {"question": question, "answerable": bool(golds)}
@@ -51,10 +52,11 @@ def trace(pipeline: Any, tenant: str, question: str, golds: tuple[str, ...]) -> 
         return {**row, "stage": "retrieval", "place": "none"}
     scored_as = expand_acronyms(question, [h.text for h in hits])
     ranked = rank_candidates(scored_as, q_vec, hits, pipeline.embedder, pipeline.model)
-    tried, reads = ranked, list[Any]()
+    tried = ranked
+    reads: list[UnitRead] = []
     if r.reader_rerank_weight and pipeline.reader is not None:
         tried, reads = rerank(question, ranked, pipeline.reader, r.reader_rerank_depth,
-                          r.reader_rerank_weight)
+                              r.reader_rerank_weight)
     rank = next((i for i, c in enumerate(tried) if golds and is_correct(c.text, golds)), None)
     chosen, rejected = choose(analyse(question), tried, hits, r.qualifier_depth)
     row.update(place=place(rank), rank=rank, chosen=chosen, rejected=rejected[:6],

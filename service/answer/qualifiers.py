@@ -178,7 +178,8 @@ class Question:
 class Verdict:
     ok: bool
     reason: str = ""
-    # rejected for stating another value of the asked period or identifier (Q3 for Q1)
+    # rejected for stating another value of the kind asked: another period or identifier
+    # (Q3 for Q1), a band missing the amount asked, another count of the measure asked
     other_value: bool = False
 
 
@@ -702,9 +703,10 @@ def namesake(unit: str, name: str) -> str:
     want = _norm_words(_fold(name)) - _NOT_NAMES
     if len(want) < 2 or want <= _norm_words(_fold(unit)):
         return ""
+
     def same(w: str, x: str) -> bool:  # one word in two forms (Asia, Asian; Africa, African)
-        return w == x or (min(len(w), len(x)) >= 4 and (w.startswith(x) or x.startswith(w))) \
-            or (len(w) >= 5 and len(x) >= 5 and _near_form(w, x))
+        return w == x or _near_form(w, x) \
+            or (min(len(w), len(x)) >= 4 and (w.startswith(x) or x.startswith(w)))
 
     for ent, label, _, _ in tagger.entities(unit):
         if label not in tagger.NAMED:
