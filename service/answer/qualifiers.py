@@ -94,6 +94,17 @@ _FULL_YEAR = re.compile(
     r"\b(?:full|whole|entire)[ -]year\b|\b(?:the\s+)?(?:whole|entirety)\s+of\s+(?:the\s+year|"
     r"(?:19|20)\d{2})\b|\b(?:19|20)\d{2}\s+as\s+a\s+whole\b|\bFY\s?(?:19|20)?\d{2}\b", re.I)
 _HALF = re.compile(r"\bH([12])\b|\b(first|second|1st|2nd)[ -]half\b", re.I)
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+# a day of the week by name ("Sundays"), a run of them ("Monday to Friday", "Mon-Fri": the
+# short forms count only in a run, where "Sun" or "sat" cannot be anything else), weekdays
+# or the weekend
+_DAY_NAME = r"(?:mon|tues|wednes|thurs|fri|satur|sun)day"
+_DAY_SHORT = r"(?:Mon|Tue|Tues|Wed|Thu|Thur|Thurs|Fri|Sat|Sun)\.?"
+_DAY_RUN = re.compile(rf"\b(?i:({_DAY_NAME})|({_DAY_SHORT}))\s*(?:to|until|till|through|-|–|—)"
+                      rf"\s*(?i:({_DAY_NAME})|({_DAY_SHORT}))(?!\w)")
+_DAY_ONE = re.compile(rf"\b({_DAY_NAME})s?\b", re.I)
+_WEEKDAYS = re.compile(r"\bweek ?days\b", re.I)
+_WEEKEND = re.compile(r"\bweek-?ends?\b", re.I)
 # a calendar date: "3 September 2024", "September 3, 2024", "September 2024", "2024-09-03",
 # "03.09.2024"; its numbers are not amounts
 _DATE = re.compile(
@@ -111,7 +122,8 @@ _NOT_IDENT = re.compile(r"^(q[1-4]|h[12]|[1-4]q|\d+(st|nd|rd|th|s|h|m|kw|kg|km|m
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _NUMBER_WORDS = frozenset(
     "one two three four five six seven eight nine ten eleven twelve fifteen twenty thirty "
-    "forty fifty sixty hundred thousand million billion half dozen once twice".split())
+    "forty fifty sixty hundred thousand million billion half dozen once twice double triple "
+    "treble".split())
 _WORD = re.compile(r"[A-Za-z][A-Za-z'&.-]*[A-Za-z]|[A-Za-z]")
 # what a question opens with, or words that are capitalised without naming anything
 _NOT_NAMES = frozenset(
@@ -172,6 +184,7 @@ class Question:
     focus_plain: bool = False
     measures: frozenset[tuple[float, str]] = frozenset()  # "after 40 years": (40, "year")
     nouns: tuple[str, ...] = ()  # stems of its common nouns ("quality", "inspector")
+    days: frozenset[str] = frozenset()  # days of the week ("on Sundays": "sun")
 
 
 @dataclass(frozen=True)
@@ -212,6 +225,23 @@ def periods(text: str) -> Periods:
     for m in _HALF.finditer(text):
         halves.add(f"H{m.group(1) or _ORDINAL[m.group(2).lower()]}")
     return Periods(frozenset(years), frozenset(quarters), frozenset(halves), frozenset(months))
+
+
+def days(text: str) -> frozenset[str]:
+    """The days of the week ``text`` speaks of ("sun" for "on Sundays"; "Monday to Friday"
+    and "weekdays" are five, "the weekend" two)."""
+    out: set[str] = set()
+    rest = text
+    for m in _DAY_RUN.finditer(text):
+        a, b = (_DAYS.index((m.group(i) or m.group(i + 1)).lower()[:3]) for i in (1, 3))
+        out.update(_DAYS[a:b + 1] if a <= b else _DAYS[a:] + _DAYS[:b + 1])
+        rest = rest.replace(m.group(0), " ")
+    out.update(m.group(1).lower()[:3] for m in _DAY_ONE.finditer(rest))
+    if _WEEKDAYS.search(text):
+        out.update(_DAYS[:5])
+    if _WEEKEND.search(text):
+        out.update(_DAYS[5:])
+    return frozenset(out)
 
 
 def identifiers(text: str) -> frozenset[str]:
@@ -455,7 +485,7 @@ def analyse(question: str) -> Question:
     return Question(question, periods(question), identifiers(question), found,
                     asked_for(question), _known(question), numbers(question),
                     focus(question, name_words, nouns), bool(_HEAD_IS.match(question)),
-                    plain_focus(question), frozenset(measures(question)), nouns)
+                    plain_focus(question), frozenset(measures(question)), nouns, days(question))
 
 
 # Words a document writes for what a question says otherwise: "weekly hours" speaks of the
@@ -876,6 +906,13 @@ def check(q: Question, unit: str, kind: UnitKind, context: UnitContext, chunk: s
             verdict = _layered(kind_name, value, stated[0], stated[1], stated[2])
             if not verdict.ok:
                 return verdict
+    if q.days:
+        # a unit about other days of the week ("Saturday overtime" for Sundays) speaks of
+        # them; one naming no day may hold for every day, so the chunk is not asked
+        stated_days = days(without_comparisons(own))
+        if stated_days and not q.days <= stated_days:
+            return Verdict(False, f"{'/'.join(sorted(q.days - stated_days))} asked, "
+                                  f"{'/'.join(sorted(stated_days))} stated", other_value=True)
     id_layers = (identifiers(own), identifiers(label), identifiers(chunk))
     for ident in q.idents:
         same = [{i for i in layer if _series(i) == _series(ident)} for layer in id_layers]

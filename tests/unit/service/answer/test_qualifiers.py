@@ -562,3 +562,44 @@ def test_a_unit_naming_only_a_namesake_of_the_name_asked_does_not_answer() -> No
     assert qualifiers.namesake("Harvard cut its South African holdings.", "South Africa") == ""
     assert qualifiers.namesake("The Mongols brought Central Asian Muslims.", "Central Asia") == ""
     assert qualifiers.namesake("Ms Nair chairs it.", "Priya Nair") == ""
+
+
+@pytest.mark.parametrize(("text", "days"), [
+    ("Overtime on Sundays is paid at double time.", {"sun"}),
+    ("Saturday overtime: time and a half.", {"sat"}),
+    ("Open Monday to Friday, 08:00 to 17:00", {"mon", "tue", "wed", "thu", "fri"}),
+    ("Deliveries Mon–Fri only", {"mon", "tue", "wed", "thu", "fri"}),
+    ("Shifts run Fri to Mon.", {"fri", "sat", "sun", "mon"}),
+    ("A surcharge applies at weekends and on bank holidays.", {"sat", "sun"}),
+    ("Office staff work on weekdays.", {"mon", "tue", "wed", "thu", "fri"}),
+    # short forms only in a run, and words that only look like a day are none
+    ("The Sun reported it; the panel sat late.", set()),
+    ("Refunds within 5 working days.", set()),
+])
+def test_days_of_the_week_by_name_in_a_run_or_as_weekdays_and_weekend(
+        text: str, days: set[str]) -> None:
+    assert qualifiers.days(text) == days
+
+
+def test_a_unit_about_another_day_of_the_week_does_not_answer() -> None:
+    """The issue's "dates": asked about Sundays, Saturday's rate is another value of the kind
+    asked, and the walk goes on to the table's other rows; a unit naming no day may hold
+    for every day."""
+    q = "What's the overtime rate for working on a Sunday?"
+    rates = UnitContext(lead_in="Overtime is paid at the following rates:")
+    v = verdict(q, "Saturday overtime: time and a half.", ITEM, rates)
+    assert not v.ok and v.other_value and v.reason == "sun asked, sat stated"
+    assert verdict(q, "Sunday overtime: double time.", ITEM, rates).ok
+    assert verdict(q, "Weekend overtime: double time.", ITEM, rates).ok
+    assert verdict(q, "Overtime is paid at time and a half.").ok
+    assert not verdict(q, "Overtime Monday to Friday: time and a quarter.", ITEM, rates).ok
+
+
+def test_double_time_is_an_amount() -> None:
+    """"double time" answers "What is the rate …" as "time and a half" does."""
+    rates = UnitContext(lead_in="Overtime is paid at the following rates:")
+    assert verdict("What is the overtime rate on bank holidays?",
+                   "Bank holiday overtime: double time.", ITEM, rates).ok
+    v = verdict("What is the overtime rate on bank holidays?",
+                "Bank holiday overtime: by agreement.", ITEM, rates)
+    assert not v.ok and v.reason == "no amount"
