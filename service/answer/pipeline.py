@@ -37,7 +37,7 @@ from service.answer.grounding import (
     sentence_features,
     stem,
 )
-from service.answer.qualifiers import Question, Verdict, analyse, check
+from service.answer.qualifiers import Question, Verdict, analyse, answer_cell, check
 from service.answer.result import AnswerEvent, AnswerResult, DraftToken, Evidence, final_result
 from service.answer.span import (
     ConstrainedGenerator,
@@ -368,8 +368,16 @@ class AnswerPipeline:
                 return
         # extractive: the best evidence sentence (the part nearest the question if long)
         body = focus_window(best.text.rstrip("."), question)
-        if self.settings.retrieval.short_answer != "off":
-            t = time.perf_counter()
+        t = time.perf_counter()
+        read = (spans[0][0], spans[0][1]) if spans else None  # the reader's best span
+        cell = answer_cell(analyse(question), best.text, read) if best.kind is UnitKind.ROW \
+            and self.settings.retrieval.short_answer != "off" else None
+        if cell is not None:
+            # the row's cell whose label is what is asked, not the reader's guess
+            body = best.text[cell[0]:cell[1]]
+            timings["span_ms"] = _ms(t)
+            trace["span"] = "cell"
+        elif self.settings.retrieval.short_answer != "off":
             pick = self._short(question, best, spans)
             timings["span_ms"] = _ms(t)
             trace["span"] = pick.reason

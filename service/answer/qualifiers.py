@@ -65,7 +65,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -886,6 +886,61 @@ def named_with_others(q: Question, row: str) -> Verdict:
         if asked and others:
             return Verdict(False, f"{asked[0]} stated together with {others[0]}")
     return PASS
+
+
+# one "label: value" cell of a table row ("Q3 2024: 95.4%"), between " | " or "; "
+_CELL = re.compile(r"(?:^|(?<= \| )|(?<=; ))([^|;:]{1,40}):\s+([^|;]+?)(?=\s*(?: \| |; |\.?$))")
+
+
+def answer_cell(q: Question, row: str, read: tuple[int, int] | None = None
+                ) -> tuple[int, int] | None:
+    """The value of the one cell of a table row (``row[start:end]``) whose label is what the
+    question asks for, or None where no single cell is.
+
+    Tried in turn, the first that finds any cell deciding: a label that is the period asked,
+    where the row spreads its figure over periods ("Q3 2024: 95.4%" of "Site: Leeds | Q1
+    2024: 96.2% | … | Q3 2024: 95.4%"); a label stating every word of the thing asked for
+    ("List price: €412.00" for "What is the list price …"); a label holding a name the
+    question asks about ("Slovenia (Maribor): €200 per year" for Maribor). Two cells found
+    by the same test leave the pick to the reader. The check has already passed the row."""
+    cells = [(m.group(1), m.start(2), m.end(2)) for m in _CELL.finditer(row)]
+    if len(cells) < 2:
+        return None
+    wanted = [(k, v) for k, v in q.periods.kinds() if v]
+
+    def period_fits(label: str) -> bool:
+        # a label may leave a kind to the row ("Full year" of 2024), not state another value
+        has = dict(periods(label).kinds())
+        return all(v <= has[k] for k, v in wanted if has[k]) \
+            and any(has[k] for k, _ in wanted)
+
+    dated = sum(any(v for _, v in periods(label).kinds()) for label, _, _ in cells)
+    name_words = [_norm_words(name) - STOPWORDS for name in q.names]
+    tests: list[Callable[[str], bool]] = [
+        lambda label: bool(wanted) and dated >= 2 and period_fits(label),
+        lambda label: bool(q.focus) and set(q.focus) <= _stems(label),
+        # every word of the name, as a whole word ("Slovenia (Maribor)"), not as part of
+        # another ("ST" of "ST-C02" in "swl_tonnes")
+        lambda label: any(words <= _norm_words(label) for words in name_words if words),
+    ]
+    for fits in tests:
+        found = [(a, b) for label, a, b in cells if fits(label)]
+        if found:
+            return found[0] if len(found) == 1 else None
+    if read is None:
+        return None
+    # else the one label sharing most of the question's words ("Completed" for "When did …
+    # complete …", "Price per case" for "What does a case … cost"), where the reader's best
+    # span lies in its value: the label says where the reader's answer ends
+    said = {stem(w) for w in _WORD.findall(q.text)
+            if len(w) > 2 and w.lower() not in STOPWORDS and w.lower() not in _GENERIC} \
+        - {stem(w) for words in name_words for w in words}
+    shared = [(len(said & _stems(label)), a, b) for label, a, b in cells]
+    most = max(n for n, _, _ in shared)
+    best = [(a, b) for n, a, b in shared if n == most]
+    if most and len(best) == 1 and best[0][0] <= read[0] and read[1] <= best[0][1]:
+        return best[0]
+    return None
 
 
 def check(q: Question, unit: str, kind: UnitKind, context: UnitContext, chunk: str,

@@ -168,6 +168,27 @@ def test_the_list_item_under_a_lead_in_is_quoted_and_cited_to_its_exact_span(
     assert text[c.start:c.end] == c.quote == "Pro plan: EUR 30 per month"
 
 
+def test_a_row_answers_with_the_cell_of_what_is_asked_and_cites_the_whole_row(
+    tmp_path: Path,
+) -> None:
+    """A row spreads its figures over labelled cells; the answer is the cell whose label is
+    the period asked (or the thing asked for), the citation the whole row, as quoted."""
+    env = Env(tmp_path)
+    md = (b"# Operations review\n\n## Output (tonnes)\n\n"
+          b"| Site | Q1 2024 | Q2 2024 | Q3 2024 |\n|---|---|---|---|\n"
+          b"| Leeds | 7,180 | 8,000 | 7,905 |\n| Cork | 3,100 | 3,300 | 3,250 |\n")
+    doc, _ = env.upload(md, name="review.md")
+    env.ingest(doc.id)
+    p = AnswerPipeline(env.settings, HashEmbedder(), env.store, None,  # type: ignore[arg-type]
+                       model=False)
+    r = p.ask("acme", "What was the output of Cork in Q2 2024?", 5)
+    row = "Site: Cork | Q1 2024: 3,100 | Q2 2024: 3,300 | Q3 2024: 3,250"
+    assert r.status == "answered" and r.answer == "3,300 [1]", r.trace
+    assert r.citations[0].quote == row and r.trace["span"] == "cell"
+    env.settings.retrieval.short_answer = "off"  # the unit itself, as before
+    assert p.ask("acme", "What was the output of Cork in Q2 2024?", 5).answer == f"{row} [1]"
+
+
 def test_hits_of_a_document_no_longer_registered_are_never_returned(tmp_path: Path) -> None:
     """The store may still hold a deleted document's chunks for a moment (an ingest wrote
     them after the DELETE; the eraser removes them): search and ask check every hit's

@@ -603,3 +603,50 @@ def test_double_time_is_an_amount() -> None:
     v = verdict("What is the overtime rate on bank holidays?",
                 "Bank holiday overtime: by agreement.", ITEM, rates)
     assert not v.ok and v.reason == "no amount"
+
+
+@pytest.mark.parametrize(("question", "row", "value"), [
+    # the period asked, where the row spreads its figure over periods
+    ("What on-time-in-full score did Leeds achieve in Q3 2024?",
+     "Site: Leeds | Q1 2024: 96.2% | Q2 2024: 97.1% | Q3 2024: 95.4% | Target: 97.5%", "95.4%"),
+    ("What was DACH order intake in the first quarter?",
+     "Region: DACH | Q1 2024: €21.4 million | Q2 2024: €20.1 million", "€21.4 million"),
+    ("What was output over the whole of 2024?",
+     "Site: Group | Q1 2024: 14,380 | Q4 2024: 18,735 | Full year: 63,810", "63,810"),
+    # every word of the thing asked for, in the label (its own words count: "minimum")
+    ("What is the list price of the VX-200 ball valve?",
+     "Model: VX-200 | Description: Ball valve DN50 | List price: €412.00 | Lead time: 2 weeks",
+     "€412.00"),
+    ("What's the smallest quantity of potatoes we can order?",
+     "Vegetable: Potatoes; Class: Class I; Price per kg: £0.36; Minimum order: 1,000 kg.",
+     "1,000 kg"),
+    # a name asked about, in the label
+    ("How much sports subsidy do Maribor employees get?",
+     "Benefit: Sports subsidy | Austria (Graz, Villach): €240 per year | Slovenia (Maribor): "
+     "€200 per year", "€200 per year"),
+    # nothing decides, or two cells do: the reader picks
+    ("What was order intake in 2024?",
+     "Region: DACH | Q1 2024: €21.4 million | Q2 2024: €20.1 million", None),
+    ("Who runs the Graz plant?",
+     "Site: Graz | Plant manager: Karin Berg | Deputy: Lukas Pichler", None),
+    ("What is the price of the valve?", "Net price: €10 | Gross price: €12", None),
+    ("What is the list price?", "List price: €412.00", None),
+])
+def test_the_cell_whose_label_is_what_is_asked_answers_for_its_row(
+        question: str, row: str, value: str | None) -> None:
+    cell = qualifiers.answer_cell(analyse(question), row)
+    assert (row[cell[0]:cell[1]] if cell else None) == value
+
+
+def test_a_label_sharing_the_questions_words_answers_only_where_the_reader_agrees() -> None:
+    """The label sharing most of the question's words bounds the answer where the reader's
+    best span lies inside its value; elsewhere, or unread, the reader's own pick stands."""
+    q = analyse("When did Ana Kovacic complete her forklift refresher?")
+    row = ("Name: Ana Kovacic; Course: Forklift refresher; Completed: 2024-10-24; "
+           "Valid until: 2027-10-24.")
+    date = row.index("2024-10-24")
+    cell = qualifiers.answer_cell(q, row, (date, date + 4))
+    assert cell is not None and row[cell[0]:cell[1]] == "2024-10-24"
+    assert qualifiers.answer_cell(q, row) is None
+    other = row.index("2027-10-24")
+    assert qualifiers.answer_cell(q, row, (other, other + 10)) is None
