@@ -151,12 +151,14 @@ def rerank(question: str, ranked: Sequence[Candidate], reader: UnitReader, depth
 class Selection(NamedTuple):
     """What :meth:`AnswerPipeline.select` chose: the question as scored, the units with the
     chosen one first and the others in the scorer's order (as the gate was fitted), and the
-    reader's spans of the chosen unit when the reordering read it (None otherwise)."""
+    reader's spans of the chosen unit when the reordering read it (None otherwise), and the
+    question as the check analysed it, which the short answer reads again."""
 
     scored_as: str
     units: list[Candidate]
     spans: tuple[tuple[int, int, float], ...] | None
     reader_score: float | None = None  # the reader's answer score of the chosen unit
+    asked: Question | None = None  # the question's qualifiers, when the check ran
 
 
 def gate_threshold(threshold: float, kind: UnitKind, record_scale: float) -> float:
@@ -323,7 +325,7 @@ class AnswerPipeline:
         if isinstance(picked, str):
             yield not_found(picked)
             return
-        scored_as, ranked, spans, reader_score = picked
+        scored_as, ranked, spans, reader_score, asked = picked
         if self.model is not None:
             r = self.settings.retrieval
             p = self.model.gate.prob(
@@ -370,8 +372,9 @@ class AnswerPipeline:
         body = focus_window(best.text.rstrip("."), question)
         t = time.perf_counter()
         read = (spans[0][0], spans[0][1]) if spans else None  # the reader's best span
-        cell = answer_cell(analyse(question), best.text, read) if best.kind is UnitKind.ROW \
-            and self.settings.retrieval.short_answer != "off" else None
+        cell = answer_cell(asked or analyse(question), best.text, read) \
+            if best.kind is UnitKind.ROW and self.settings.retrieval.short_answer != "off" \
+            else None
         if cell is not None:
             # the row's cell whose label is what is asked, not the reader's guess
             body = best.text[cell[0]:cell[1]]
@@ -416,8 +419,8 @@ class AnswerPipeline:
             timings["rerank_ms"] = _ms(t)
             t = time.perf_counter()
         depth = r.qualifier_depth
-        chosen, rejected = choose(analyse(question), tried, hits, depth) if depth > 0 \
-            else (0, [])
+        asked = analyse(question) if depth > 0 else None
+        chosen, rejected = choose(asked, tried, hits, depth) if asked is not None else (0, [])
         timings["check_ms"] = _ms(t)
         if rejected:
             trace["rejected"] = rejected
@@ -428,7 +431,7 @@ class AnswerPipeline:
         # the reordering read the first units of ``tried`` in this order
         read = reads[chosen] if chosen < len(reads) else None
         return Selection(scored_as, [first, *(c for c in ranked if c is not first)],
-                         read.spans if read else None, read.score if read else None)
+                         read.spans if read else None, read.score if read else None, asked)
 
     def _short(self, question: str, best: Evidence,
                spans: Sequence[tuple[int, int, float]] | None = None) -> SpanPick:

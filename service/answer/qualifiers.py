@@ -907,14 +907,15 @@ def answer_cell(q: Question, row: str, read: tuple[int, int] | None = None
     if len(cells) < 2:
         return None
     wanted = [(k, v) for k, v in q.periods.kinds() if v]
+    label_periods = {label: dict(periods(label).kinds()) for label, _, _ in cells}
 
     def period_fits(label: str) -> bool:
         # a label may leave a kind to the row ("Full year" of 2024), not state another value
-        has = dict(periods(label).kinds())
+        has = label_periods[label]
         return all(v <= has[k] for k, v in wanted if has[k]) \
             and any(has[k] for k, _ in wanted)
 
-    dated = sum(any(v for _, v in periods(label).kinds()) for label, _, _ in cells)
+    dated = sum(any(label_periods[label].values()) for label, _, _ in cells)
     name_words = [_norm_words(name) - STOPWORDS for name in q.names]
     tests: list[Callable[[str], bool]] = [
         lambda label: bool(wanted) and dated >= 2 and period_fits(label),
